@@ -1,0 +1,28 @@
+# Two commands matter: `make demo` and `make test`.  Each sets itself up
+# idempotently (virtualenv, pip, npm, migrations) on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test demo bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m deploy.demo
+
+bench: setup
+	$(PY) -m bench.run
+
+clean:
+	rm -rf .var .demo

@@ -1,0 +1,185 @@
+"""Airlock settings, read from environment variables.
+
+Every setting has an embedded default so that a fresh clone runs with no
+configuration (SQLite, in-memory channel layer).  Defaults that are only safe
+for development are collected in DEV_ONLY_DEFAULTS and refused when
+AIRLOCK_ENV=production.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("AIRLOCK_VAR_DIR", BASE_DIR / ".var"))
+
+AIRLOCK_ENV = os.environ.get("AIRLOCK_ENV", "development")
+PRODUCTION = AIRLOCK_ENV == "production"
+
+# Development-only values.  They are public (they are in this file), so a
+# production deployment that still uses one of them is refused at start-up.
+DEV_ONLY_DEFAULTS = {
+    "AIRLOCK_SECRET_KEY": "dev-only-insecure-secret-key-do-not-use-in-production",
+    # A Fernet key for credentials at rest; generate real ones with
+    # `manage.py rotate_credential_keys --generate`.
+    "AIRLOCK_FIELD_ENCRYPTION_KEYS": "ZGV2LW9ubHktZmVybmV0LWtleS1ub3QtZm9yLXByb2Q=",
+}
+
+
+def env(name, default=None):
+    value = os.environ.get(name)
+    if value is not None and value != "":
+        return value
+    if name in DEV_ONLY_DEFAULTS:
+        if PRODUCTION:
+            raise ImproperlyConfigured(f"{name} must be set when AIRLOCK_ENV=production")
+        return DEV_ONLY_DEFAULTS[name]
+    return default
+
+
+def env_bool(name, default=False):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name, default=""):
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+SECRET_KEY = env("AIRLOCK_SECRET_KEY")
+if PRODUCTION and SECRET_KEY in DEV_ONLY_DEFAULTS.values():
+    raise ImproperlyConfigured("AIRLOCK_SECRET_KEY uses a development default")
+
+FIELD_ENCRYPTION_KEYS = env_list("AIRLOCK_FIELD_ENCRYPTION_KEYS")
+if PRODUCTION and set(FIELD_ENCRYPTION_KEYS) & set(DEV_ONLY_DEFAULTS.values()):
+    raise ImproperlyConfigured("AIRLOCK_FIELD_ENCRYPTION_KEYS contains a development default")
+
+DEBUG = env_bool("AIRLOCK_DEBUG", default=not PRODUCTION)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("AIRLOCK_DEBUG must be off when AIRLOCK_ENV=production")
+
+ALLOWED_HOSTS = env_list("AIRLOCK_ALLOWED_HOSTS", "" if PRODUCTION else "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("AIRLOCK_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "connections",
+    "gateway",
+    "approvals",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "airlock.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "airlock.asgi.application"
+
+DATABASE_URL = env("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    if PRODUCTION:
+        raise ImproperlyConfigured("DATABASE_URL must be set when AIRLOCK_ENV=production")
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env("AIRLOCK_SQLITE_PATH", str(VAR_DIR / "airlock.sqlite3")),
+            "OPTIONS": {"timeout": 20},
+        }
+    }
+
+REDIS_URL = env("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    if PRODUCTION:
+        raise ImproperlyConfigured("REDIS_URL must be set when AIRLOCK_ENV=production")
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "memory://")
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", REDIS_URL or "cache+memory://")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(env("AIRLOCK_STATIC_ROOT", str(VAR_DIR / "static")))
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# kube-apiserver accepts request bodies up to 3 MiB; leave room for headers.
+AIRLOCK_MAX_REQUEST_BODY = int(env("AIRLOCK_MAX_REQUEST_BODY", str(3 * 1024 * 1024 + 64 * 1024)))
+DATA_UPLOAD_MAX_MEMORY_SIZE = AIRLOCK_MAX_REQUEST_BODY
+
+# Development-only static bearer tokens for agents ("token=user:group1|group2,...").
+# Off unless set; refused in production.  Replaced by OIDC in the identity work.
+AIRLOCK_DEV_STATIC_TOKENS = env("AIRLOCK_DEV_STATIC_TOKENS", "")
+if PRODUCTION and AIRLOCK_DEV_STATIC_TOKENS:
+    raise ImproperlyConfigured("AIRLOCK_DEV_STATIC_TOKENS is development-only")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("AIRLOCK_LOG_LEVEL", "INFO")},
+}
+
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
