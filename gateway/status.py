@@ -1,0 +1,64 @@
+"""Kubernetes ``Status`` objects for every error the gateway itself returns.
+
+kubectl and client-go decode a ``Status`` body and print its message
+("Error from server (Forbidden): ..."), so the gateway never answers with
+plain text or an HTML error page.
+"""
+
+import json
+
+REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    406: "NotAcceptable",
+    409: "Conflict",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
+def status_object(code: int, message: str, reason: str | None = None, details: dict | None = None) -> dict:
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason or REASONS.get(code, ""),
+        "code": code,
+    }
+    if details:
+        body["details"] = details
+    return body
+
+
+def status_bytes(code: int, message: str, reason: str | None = None, details: dict | None = None) -> bytes:
+    return json.dumps(status_object(code, message, reason, details), separators=(",", ":")).encode()
+
+
+class GatewayError(Exception):
+    """An error the gateway answers itself, as a Kubernetes Status.
+
+    ``message`` is shown to the client, so it must never carry credentials or
+    secret values; ``stage`` says which pipeline stage refused the request.
+    """
+
+    def __init__(self, code: int, message: str, *, reason: str | None = None, stage: str = "", details=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reason = reason or REASONS.get(code, "")
+        self.stage = stage
+        self.details = details
+
+    def body(self) -> bytes:
+        return status_bytes(self.code, self.message, self.reason, self.details)

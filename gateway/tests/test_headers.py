@@ -1,0 +1,106 @@
+import pytest
+
+from gateway import headers as hdr
+
+
+def names(pairs):
+    return [n for n, _ in pairs]
+
+
+def test_client_identity_headers_never_forwarded():
+    incoming = [
+        ("authorization", "Bearer agent-token"),
+        ("impersonate-user", "system:admin"),
+        ("Impersonate-Group".lower(), "system:masters"),
+        ("impersonate-uid", "1"),
+        ("impersonate-extra-scopes", "x"),
+        ("x-remote-user", "admin"),
+        ("x-remote-group", "system:masters"),
+        ("x-remote-extra-foo", "bar"),
+        ("proxy-authorization", "Basic x"),
+        ("cookie", "sessionid=1"),
+        ("user-agent", "kubectl/v1.37"),
+        ("kubectl-session", "abc"),
+    ]
+    out = hdr.upstream_request_headers(incoming)
+    assert names(out) == ["user-agent", "kubectl-session", "accept"]
+
+
+def test_hop_by_hop_and_connection_named_headers_dropped():
+    incoming = [
+        ("connection", "keep-alive, x-secret-hop"),
+        ("x-secret-hop", "1"),
+        ("keep-alive", "timeout=5"),
+        ("transfer-encoding", "chunked"),
+        ("te", "trailers"),
+        ("upgrade", "SPDY/3.1"),
+        ("host", "gateway"),
+        ("content-length", "10"),
+        ("accept-encoding", "gzip"),
+        ("content-type", "application/json"),
+    ]
+    assert names(hdr.upstream_request_headers(incoming)) == ["content-type", "accept"]
+
+
+@pytest.mark.parametrize(
+    "accept, expected",
+    [
+        ("application/vnd.kubernetes.protobuf,application/json", "application/json"),
+        ("application/vnd.kubernetes.protobuf", "application/json"),
+        ("application/cbor", "application/json"),
+        ("application/yaml", "application/json"),
+        ("*/*", "application/json"),
+        ("application/json, */*", "application/json"),
+        (
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json",
+        ),
+        (
+            "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,"
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        ),
+        ("Application/JSON", "Application/JSON"),
+        ("", "application/json"),
+    ],
+)
+def test_accept_narrowed_to_json(accept, expected):
+    assert hdr.json_accept(accept) == expected
+
+
+def test_missing_accept_asks_for_json_and_repeated_accept_merged():
+    assert hdr.upstream_request_headers([]) == [("accept", "application/json")]
+    out = hdr.upstream_request_headers([("accept", "application/yaml"), ("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")])
+    assert out == [("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")]
+
+
+def test_websocket_handshake_headers_recreated_upstream():
+    incoming = [
+        ("sec-websocket-key", "k"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-protocol", "v5.channel.k8s.io"),
+        ("sec-websocket-extensions", "permessage-deflate"),
+        ("user-agent", "kubectl"),
+    ]
+    assert names(hdr.upstream_request_headers(incoming, websocket=True)) == ["user-agent", "accept"]
+
+
+def test_response_headers_drop_hop_by_hop():
+    out = hdr.response_headers(
+        [("content-type", "application/json"), ("transfer-encoding", "chunked"), ("connection", "close"), ("audit-id", "1")]
+    )
+    assert out == [(b"content-type", b"application/json"), (b"audit-id", b"1")]
+
+
+def test_helpers():
+    assert hdr.offered_subprotocols([("sec-websocket-protocol", "v5.channel.k8s.io, v4.channel.k8s.io")]) == [
+        "v5.channel.k8s.io",
+        "v4.channel.k8s.io",
+    ]
+    assert hdr.is_spdy_upgrade([("upgrade", "SPDY/3.1")])
+    assert not hdr.is_spdy_upgrade([("upgrade", "websocket")])
+    assert hdr.bearer_token([("authorization", "Bearer abc")]) == "abc"
+    assert hdr.bearer_token([("authorization", "bearer  abc ")]) == "abc"
+    assert hdr.bearer_token([("authorization", "Basic abc")]) is None
+    assert hdr.bearer_token([("authorization", "Bearer ")]) is None
+    assert hdr.bearer_token([]) is None
