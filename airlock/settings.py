@@ -166,6 +166,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AIRLOCK_MAX_REQUEST_BODY = int(env("AIRLOCK_MAX_REQUEST_BODY", str(3 * 1024 * 1024 + 64 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = AIRLOCK_MAX_REQUEST_BODY
 
+# Upper bound (seconds) on how long a gateway process may use a connection's
+# previous settings after another process changed it (connections/registry.py).
+AIRLOCK_CONNECTION_REVALIDATE_SECONDS = float(env("AIRLOCK_CONNECTION_REVALIDATE_SECONDS", "5"))
+
 # Development-only static bearer tokens for agents ("token=user:group1|group2,...").
 # Off unless set; refused in production.  Replaced by OIDC in the identity work.
 AIRLOCK_DEV_STATIC_TOKENS = env("AIRLOCK_DEV_STATIC_TOKENS", "")

@@ -1,6 +1,7 @@
 import pytest
 from cryptography.fernet import Fernet
 
+from connections import registry
 from connections.models import Connection
 from connections.tests.pki import Pki
 
@@ -11,6 +12,14 @@ TOKEN = "sekrit-token-0123456789abcdef"
 @pytest.fixture(scope="session")
 def pki():
     return Pki()
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry():
+    """The registry cache outlives each test's rolled-back database."""
+    registry.clear()
+    yield
+    registry.clear()
 
 
 @pytest.fixture

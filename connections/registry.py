@@ -1,0 +1,240 @@
+"""The gateway's hot-path view of connections: an in-process cache, no ORM query per request.
+
+`await get_upstream(name)` answers from memory.  On a miss it loads the row
+through the ORM in a worker thread (sync_to_async, so the event loop never
+blocks on the database) and caches the result, including "no such enabled
+connection" (negative entries, bounded in number).
+
+Staleness bound: a save or delete of a Connection in this process invalidates
+the cache at once (post_save/post_delete, and again on commit).  Changes made
+by another process are noticed because every entry is re-validated against
+the row's `updated_at` when it is older than
+settings.AIRLOCK_CONNECTION_REVALIDATE_SECONDS (default 5 s): a request may
+use a connection's previous settings for at most that long after another
+process changed it.  Re-validation is one indexed query per connection name
+per interval (shared by concurrent requests), and the credentials are only
+decrypted again when `updated_at` changed.  Writes that bypass `save()`
+(queryset.update) are seen only if they also set `updated_at`.
+"""
+
+import asyncio
+import logging
+import os
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+
+from connections.models import Connection, CredentialKind, ImpersonationMode
+from connections.validation import NAME_RE
+
+log = logging.getLogger(__name__)
+
+# Unknown names are cached too (so a flood of bogus names costs no queries);
+# this caps how many, after which the negative entries are dropped wholesale.
+MAX_NEGATIVE_ENTRIES = 1024
+
+_clock = time.monotonic
+
+
+class ConnectionConfigurationError(Exception):
+    """A stored connection cannot be turned into an upstream (e.g. no usable credential)."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Everything needed to talk to one cluster, immutable for one version of the row."""
+
+    connection_id: int
+    name: str
+    server_url: str  # no trailing slash
+    verify_tls: bool
+    impersonation_mode: str
+    impersonation_user_prefix: str
+    # Changes whenever the row is saved, so HTTP client pools keyed by it are
+    # rebuilt after an edit.
+    cache_key: str
+    ca_bundle: str = field(default="", repr=False)
+    client_certificate: str = field(default="", repr=False)
+    _bearer_token: str = field(default="", repr=False)
+    _client_key: str = field(default="", repr=False)
+
+    @classmethod
+    def from_connection(cls, connection: Connection) -> "Upstream":
+        """Decrypts the credentials; raises CredentialDecryptionError naming the connection."""
+        kind = connection.credential_kind
+        if not kind:
+            raise ConnectionConfigurationError(
+                f"connection {connection.name!r} does not have exactly one complete credential "
+                "(a bearer token, or a client certificate and key)"
+            )
+        token = connection.bearer_token if kind == CredentialKind.TOKEN else ""
+        key = connection.client_key if kind == CredentialKind.CLIENT_CERTIFICATE else ""
+        return cls(
+            connection_id=connection.pk,
+            name=connection.name,
+            server_url=connection.server_url.rstrip("/"),
+            verify_tls=connection.verify_tls,
+            impersonation_mode=connection.impersonation_mode,
+            impersonation_user_prefix=connection.impersonation_user_prefix,
+            cache_key=f"{connection.pk}:{connection.name}:{connection.updated_at.isoformat()}",
+            ca_bundle=connection.ca_bundle,
+            client_certificate=connection.client_certificate if key else "",
+            _bearer_token=token,
+            _client_key=key,
+        )
+
+    @property
+    def impersonates(self) -> bool:
+        return self.impersonation_mode == ImpersonationMode.IMPERSONATE
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers carrying the gateway's credential; empty for client-certificate connections."""
+        if self._bearer_token:
+            return {"Authorization": f"Bearer {self._bearer_token}"}
+        return {}
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS client context for this upstream, built once."""
+        return self._ssl_context
+
+    @cached_property
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self.verify_tls:
+            context = ssl.create_default_context(cadata=self.ca_bundle or None)
+        else:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            _warn_insecure(self.name, self.server_url)
+        if self._client_key:
+            _load_client_certificate(context, self.client_certificate, self._client_key)
+        return context
+
+
+_insecure_warned: set[str] = set()
+
+
+def _warn_insecure(name: str, server_url: str) -> None:
+    if name not in _insecure_warned:
+        _insecure_warned.add(name)
+        log.warning(
+            "TLS verification is disabled for connection %r (%s): the API server's identity is not checked",
+            name,
+            server_url,
+        )
+
+
+def _load_client_certificate(context: ssl.SSLContext, certificate: str, key: str) -> None:
+    """ssl only loads key pairs from files: write them 0600 in a private directory, delete right after."""
+    with tempfile.TemporaryDirectory(prefix="airlock-tls-") as directory:  # created 0700
+        paths = []
+        for filename, content in (("client.crt", certificate), ("client.key", key)):
+            path = os.path.join(directory, filename)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(content)
+            paths.append(path)
+        context.load_cert_chain(certfile=paths[0], keyfile=paths[1])
+
+
+@dataclass(frozen=True)
+class _Entry:
+    upstream: Upstream | None
+    connection_id: int | None
+    updated_at: datetime | None
+    checked_at: float
+
+
+_lock = threading.Lock()  # guards _entries writes and _generation; signal handlers may run in any thread
+_entries: dict[str, _Entry] = {}
+_generation = 0
+_inflight: dict[tuple, asyncio.Task] = {}
+
+
+async def get_upstream(name: str) -> Upstream | None:
+    """The enabled connection called `name`, or None (unknown or disabled)."""
+    entry = _entries.get(name)
+    if entry is not None and _clock() - entry.checked_at < settings.AIRLOCK_CONNECTION_REVALIDATE_SECONDS:
+        return entry.upstream
+    if not NAME_RE.match(name):
+        return None
+    loop = asyncio.get_running_loop()
+    key = (loop, name, _generation)
+    task = _inflight.get(key)
+    if task is None:
+        task = loop.create_task(sync_to_async(_load)(name, entry))
+        _inflight[key] = task
+        task.add_done_callback(lambda done: _forget(key, done))
+    return await asyncio.shield(task)
+
+
+def _forget(key: tuple, task: asyncio.Task) -> None:
+    _inflight.pop(key, None)
+    if not task.cancelled():
+        task.exception()  # retrieved by the awaiting requests; do not warn if they all went away
+
+
+def _load(name: str, previous: _Entry | None) -> Upstream | None:
+    generation = _generation
+    row = Connection.objects.filter(name=name).first()
+    if row is None or not row.enabled:
+        upstream = None
+    elif (
+        previous is not None
+        and previous.upstream is not None
+        and previous.connection_id == row.pk
+        and previous.updated_at == row.updated_at
+    ):
+        upstream = previous.upstream
+    else:
+        upstream = Upstream.from_connection(row)
+    entry = _Entry(
+        upstream=upstream,
+        connection_id=row.pk if row else None,
+        updated_at=row.updated_at if row else None,
+        checked_at=_clock(),
+    )
+    with _lock:
+        if generation != _generation:
+            return upstream  # the row changed while we read it; do not cache a possibly stale answer
+        if upstream is None and name not in _entries:
+            negative = [cached for cached, e in _entries.items() if e.upstream is None]
+            if len(negative) >= MAX_NEGATIVE_ENTRIES:
+                for cached in negative:
+                    del _entries[cached]
+        _entries[name] = entry
+    return upstream
+
+
+def invalidate(name: str, connection_id: int | None = None) -> None:
+    """Drop cached entries for this name and for this row under any former name."""
+    global _generation
+    with _lock:
+        _generation += 1
+        for cached_name, entry in list(_entries.items()):
+            if cached_name == name or (connection_id is not None and entry.connection_id == connection_id):
+                del _entries[cached_name]
+
+
+def clear() -> None:
+    """Forget everything (tests whose database is rolled back behind the cache's back)."""
+    global _generation
+    with _lock:
+        _generation += 1
+        _entries.clear()
+
+
+def on_connection_changed(sender, instance: Connection, using: str = "default", **kwargs) -> None:
+    """post_save/post_delete receiver: invalidate now, and again once the transaction commits."""
+    invalidate(instance.name, instance.pk)
+    name, pk = instance.name, instance.pk
+    transaction.on_commit(lambda: invalidate(name, pk), using=using)
