@@ -1,3 +1,126 @@
-from django.db import models
+"""Per-connection policy rules.  Matching semantics are documented in gateway.policy."""
 
-# Create your models here.
+import logging
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models, transaction
+from django.db.models.signals import post_delete, post_save
+
+from gateway import policy
+
+logger = logging.getLogger(__name__)
+
+
+class Effect(models.TextChoices):
+    ALLOW = policy.ALLOW, "Allow"
+    DENY = policy.DENY, "Deny"
+    REVIEW = policy.REVIEW, "Review (a human must approve)"
+
+
+def _list_field(help_text):
+    return models.JSONField(default=list, blank=True, help_text=help_text)
+
+
+# Model fields checked by gateway.policy.check_rule.
+RULE_FIELDS = (
+    "name", "order", "enabled", "effect", "subjects", "groups", "verbs", "api_groups", "resources",
+    "namespaces", "names", "non_resource_urls", "requires_lease", "min_approvals",
+    "reviewer_groups", "mask_secrets",
+)
+
+
+class Rule(models.Model):
+    """One policy rule of a connection; the first enabled matching rule (lowest order) decides."""
+
+    connection = models.ForeignKey(
+        "connections.Connection", on_delete=models.CASCADE, related_name="rules"
+    )
+    order = models.IntegerField(
+        default=100, help_text="Evaluation order: lower first; ties are broken by name."
+    )
+    name = models.SlugField(max_length=63, help_text="Unique within the connection; shown in denials.")
+    description = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True)
+    effect = models.CharField(max_length=8, choices=Effect.choices)
+    subjects = _list_field(
+        'Glob patterns matched against the principal\'s username and subject, e.g. ["*"], '
+        '["agent-*@example.com"]. With no subjects and no groups the rule matches nobody.'
+    )
+    groups = _list_field('IdP group names or globs, e.g. ["sre", "agents-*"].')
+    verbs = _list_field(
+        'e.g. ["get", "list", "watch"] or ["*"]. For resource rules: get list watch create update patch '
+        "delete deletecollection proxy. For non-resource URLs: the lower-case HTTP method. "
+        "exec/attach/portforward/proxy are decided by the subresource: get or create match both transports."
+    )
+    api_groups = _list_field('e.g. [""] (core), ["apps"], ["*"].')
+    resources = _list_field(
+        'e.g. ["pods"], ["pods/exec"], ["*/scale"], ["*"]. "pods" does not match "pods/exec".'
+    )
+    namespaces = _list_field('Globs; ["*"] matches all incl. cluster-scoped, [""] cluster-scoped only.')
+    names = _list_field('Object name globs; ["*"] matches all, [""] only collection requests.')
+    non_resource_urls = _list_field(
+        'Path globs for non-resource requests, e.g. ["/version", "/apis/*"]. '
+        "A rule has either resources or non-resource URLs."
+    )
+    requires_lease = models.BooleanField(default=False)
+    min_approvals = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(20)]
+    )
+    reviewer_groups = _list_field("IdP groups whose members may approve requests held by this rule.")
+    mask_secrets = models.BooleanField(
+        default=True, help_text="Secret values are shown only when this is off and the rule allows."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["connection__name", "order", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "name"], name="gateway_rule_unique_name"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    def rule_fields(self) -> dict:
+        return {field: getattr(self, field) for field in RULE_FIELDS}
+
+    def clean(self):
+        errors = policy.check_rule(self.rule_fields())
+        if errors:
+            raise ValidationError(errors)
+
+    def save(self, *args, **kwargs):
+        # Every write path (admin, import, presets, shell) is validated: fail closed.
+        self.full_clean()
+        super().save(*args, **kwargs)
+
+    def compile(self, connection_name: str | None = None) -> policy.CompiledRule:
+        """The immutable engine form; a row that no longer validates compiles to deny-all."""
+        connection = self.connection.name if connection_name is None else connection_name
+        try:
+            return policy.compile_rule(self.rule_fields(), id=self.pk, connection=connection)
+        except policy.InvalidRule as exc:
+            logger.error(
+                "rule %s (id %s) of connection %s is invalid (%s); it denies every request until fixed",
+                self.name, self.pk, connection, ", ".join(sorted(exc.errors)),
+            )
+            return policy.broken_rule(
+                id=self.pk, name=self.name, order=self.order, connection=connection, enabled=self.enabled
+            )
+
+
+def _invalidate_policy_caches(sender, using=None, **kwargs):
+    policy.invalidate_all()
+    # Loads racing with the still-open transaction must not be kept.
+    transaction.on_commit(policy.invalidate_all, using=using)
+
+
+for _label, _signal in (("post_save", post_save), ("post_delete", post_delete)):
+    _signal.connect(_invalidate_policy_caches, sender=Rule, dispatch_uid=f"gateway.rule.{_label}")
+    _signal.connect(
+        _invalidate_policy_caches,
+        sender="connections.Connection",
+        dispatch_uid=f"gateway.connection.{_label}",
+    )

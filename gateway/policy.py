@@ -1,0 +1,593 @@
+"""Per-connection policy: compiled rules, first-match evaluation, default deny.
+
+The engine is pure (no Django import at module level) so the hot path can be
+tested and reasoned about without a database.  ``gateway.models.Rule`` rows
+are compiled into immutable ``CompiledRule`` objects; ``evaluate`` walks them
+in ``order`` and the first enabled rule that matches decides.  Nothing
+matching means deny.
+
+Matching semantics (kept close to Kubernetes RBAC so rules read familiarly):
+
+* Every list field is explicit.  An empty list matches nothing; ``*`` is
+  needed for "any".  A rule with neither ``subjects`` nor ``groups`` matches
+  nobody.
+* Globs: ``*`` matches any run of characters (also the empty string, and
+  ``/`` inside non-resource URLs), ``?`` exactly one character; everything
+  else is literal.  So ``namespaces: ["*"]`` also covers cluster-scoped
+  requests (namespace ``""``); use ``?*`` for "any namespace but not
+  cluster-scoped", or ``""`` for "cluster-scoped only".  Likewise ``names:
+  ["*"]`` covers collection requests (no name) and ``""`` matches only them.
+* Resources: ``pods`` matches only the ``pods`` resource, never its
+  subresources; ``pods/exec``, ``*/scale``, ``pods/*`` name subresources; a
+  bare ``*`` matches every resource and every subresource, as in RBAC.
+* Exec, attach, port-forward and proxy are decided on resource+subresource,
+  not on the HTTP method: kubectl opens them as a WebSocket ``GET`` (verb
+  ``get``) and, if that upgrade is refused, retries as a SPDY ``POST`` (verb
+  ``create``).  For these subresources a rule's verbs match when they contain
+  ``get``, ``create``, ``*`` or the request's own verb, so both transports
+  always get the same decision.  The legacy ``/api/v1/proxy/...`` form (verb
+  ``proxy``, no subresource) is treated as subresource ``proxy``.
+* Non-resource URLs (``/version``, ``/apis``...) are matched on the path with
+  verbs that are the lower-cased HTTP method (``get``, ``head``, ``post``...).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+ALLOW = "allow"
+DENY = "deny"
+REVIEW = "review"
+EFFECTS = (ALLOW, DENY, REVIEW)
+
+DEFAULT_DENY = "default-deny"
+POLICY_ERROR = "policy-error"
+
+# Verbs kube-apiserver derives for resource requests (RequestInfo).
+RESOURCE_VERBS = frozenset(
+    {"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "proxy"}
+)
+# Verbs of non-resource requests: the lower-cased HTTP method.
+NON_RESOURCE_VERBS = frozenset({"get", "head", "options", "post", "put", "patch", "delete"})
+STREAMING_SUBRESOURCES = frozenset({"exec", "attach", "portforward", "proxy"})
+STREAMING_VERBS = frozenset({"get", "create"})
+
+_VERB_HINTS = {
+    "exec": 'exec is a subresource, not a verb: use resources ["pods/exec"] with verbs ["create"]',
+    "attach": 'attach is a subresource, not a verb: use resources ["pods/attach"] with verbs ["create"]',
+    "portforward": (
+        'port-forward is a subresource, not a verb: use resources ["pods/portforward"] with verbs ["create"]'
+    ),
+    "port-forward": (
+        'port-forward is a subresource, not a verb: use resources ["pods/portforward"] with verbs ["create"]'
+    ),
+    "log": 'logs are a subresource: use resources ["pods/log"] with verbs ["get"]',
+    "logs": 'logs are a subresource: use resources ["pods/log"] with verbs ["get"]',
+    "scale": 'scale is a subresource: use resources ["*/scale"] with verbs ["update", "patch"]',
+    "read": 'use verbs ["get", "list", "watch"]',
+    "write": 'use verbs ["create", "update", "patch", "delete", "deletecollection"]',
+    "edit": 'use verbs ["update", "patch"]',
+    "post": 'resource requests use "create" for POST',
+    "put": 'resource requests use "update" for PUT',
+}
+
+_SLUG = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_LOWER_TOKEN = re.compile(r"[a-z0-9.*?-]+")
+_NO_SPACE = re.compile(r"[^\s/]+")
+_URL = re.compile(r"/[^\s?#]*")
+_PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
+_MAX_ITEM = 253
+
+
+class InvalidRule(ValueError):
+    """A rule definition failed validation; ``errors`` maps field -> messages."""
+
+    def __init__(self, errors: Mapping[str, list[str]]):
+        self.errors = {field: list(messages) for field, messages in errors.items()}
+        super().__init__("; ".join(f"{f}: {' '.join(m)}" for f, m in self.errors.items()))
+
+
+# --------------------------------------------------------------------------- globs
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    # fnmatch.translate avoids catastrophic backtracking for several `*`s;
+    # `[` is escaped so only `*` and `?` are special.
+    return re.compile(fnmatch.translate(pattern.replace("[", "[[]")))
+
+
+@dataclass(frozen=True)
+class GlobSet:
+    """A set of glob patterns compiled for fast membership tests."""
+
+    patterns: tuple[str, ...]
+    match_all: bool
+    literals: frozenset[str]
+    regexes: tuple[re.Pattern[str], ...]
+
+    @classmethod
+    def of(cls, patterns: Iterable[str]) -> GlobSet:
+        patterns = tuple(patterns)
+        literals = frozenset(p for p in patterns if "*" not in p and "?" not in p)
+        wild = tuple(_glob_regex(p) for p in patterns if p not in literals and p != "*")
+        return cls(patterns, "*" in patterns, literals, wild)
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def matches(self, value: str) -> bool:
+        if self.match_all or value in self.literals:
+            return True
+        return any(regex.match(value) for regex in self.regexes)
+
+
+@dataclass(frozen=True)
+class ResourceSet:
+    """Resource patterns: ``res`` (no subresource), ``res/sub``, or ``*`` (everything)."""
+
+    patterns: tuple[str, ...]
+    match_all: bool
+    plain: GlobSet
+    with_sub: tuple[tuple[GlobSet, GlobSet], ...]
+
+    @classmethod
+    def of(cls, patterns: Iterable[str]) -> ResourceSet:
+        patterns = tuple(patterns)
+        plain = GlobSet.of(p for p in patterns if "/" not in p and p != "*")
+        with_sub = tuple(
+            (GlobSet.of([res]), GlobSet.of([sub]))
+            for res, sub in (p.split("/", 1) for p in patterns if "/" in p)
+        )
+        return cls(patterns, "*" in patterns, plain, with_sub)
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    def matches(self, resource: str, subresource: str) -> bool:
+        if self.match_all:
+            return True
+        if not subresource:
+            return self.plain.matches(resource)
+        return any(res.matches(resource) and sub.matches(subresource) for res, sub in self.with_sub)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _string_list(field: str, value, errors: dict[str, list[str]]) -> list[str] | None:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        errors.setdefault(field, []).append("must be a list of strings")
+        return None
+    too_long = [v for v in value if len(v) > _MAX_ITEM]
+    if too_long:
+        errors.setdefault(field, []).append(f"entries must be at most {_MAX_ITEM} characters")
+        return None
+    return list(value)
+
+
+def _check_each(field, values, ok: Callable[[str], bool], what: str, errors) -> None:
+    bad = [v for v in values if not ok(v)]
+    if bad:
+        shown = ", ".join(json.dumps(v) for v in bad[:5])
+        errors.setdefault(field, []).append(f"invalid {what}: {shown}")
+
+
+def _resource_ok(pattern: str) -> bool:
+    if pattern == "*":
+        return True
+    segments = pattern.split("/")
+    return len(segments) <= 2 and all(_LOWER_TOKEN.fullmatch(s) for s in segments)
+
+
+def _check_verbs(values: list[str], allowed: frozenset[str], kind: str, errors) -> None:
+    for verb in values:
+        if verb == "*" or verb in allowed:
+            continue
+        hint = _VERB_HINTS.get(verb.lower())
+        if hint is None and verb.lower() in allowed:
+            hint = f'verbs are lower case: use "{verb.lower()}"'
+        if hint is None:
+            hint = "known verbs are " + ", ".join(sorted(allowed)) + ", or *"
+        errors.setdefault("verbs", []).append(
+            f"unknown verb {json.dumps(verb)} for {kind}: {hint}"
+        )
+
+
+def check_rule(fields: Mapping) -> dict[str, list[str]]:
+    """Validate a rule given as model-field mapping; return field -> messages."""
+    errors: dict[str, list[str]] = {}
+
+    name = fields.get("name")
+    if not isinstance(name, str) or not _SLUG.fullmatch(name):
+        errors["name"] = [
+            "must be 1-63 lower-case letters, digits or '-', starting and ending with a letter or digit"
+        ]
+    order = fields.get("order")
+    if isinstance(order, bool) or not isinstance(order, int):
+        errors["order"] = ["must be an integer"]
+    if fields.get("effect") not in EFFECTS:
+        errors["effect"] = [f"must be one of {', '.join(EFFECTS)}"]
+    for flag in ("enabled", "mask_secrets", "requires_lease"):
+        if flag in fields and not isinstance(fields[flag], bool):
+            errors[flag] = ["must be true or false"]
+    min_approvals = fields.get("min_approvals", 1)
+    if isinstance(min_approvals, bool) or not isinstance(min_approvals, int) or min_approvals < 1:
+        errors["min_approvals"] = ["must be an integer of at least 1"]
+
+    lists = {}
+    for field in (
+        "subjects", "groups", "verbs", "api_groups", "resources", "namespaces", "names",
+        "non_resource_urls", "reviewer_groups",
+    ):
+        lists[field] = _string_list(field, fields.get(field, []), errors)
+
+    for field in ("subjects", "groups", "reviewer_groups"):
+        if lists[field] is not None:
+            _check_each(field, lists[field], lambda v: bool(_PRINTABLE.fullmatch(v)), "entry", errors)
+    if lists["api_groups"] is not None:
+        _check_each(
+            "api_groups", lists["api_groups"], lambda v: v == "" or bool(_LOWER_TOKEN.fullmatch(v)),
+            'API group (use "" for the core group, lower case)', errors,
+        )
+    if lists["resources"] is not None:
+        _check_each(
+            "resources", lists["resources"], _resource_ok,
+            'resource (lower-case plural like "pods", "pods/exec", "*/scale" or "*")', errors,
+        )
+    if lists["namespaces"] is not None:
+        _check_each(
+            "namespaces", lists["namespaces"], lambda v: v == "" or bool(_LOWER_TOKEN.fullmatch(v)),
+            'namespace (lower case; "" matches cluster-scoped requests)', errors,
+        )
+    if lists["names"] is not None:
+        _check_each(
+            "names", lists["names"], lambda v: v == "" or bool(_NO_SPACE.fullmatch(v)),
+            'name (no spaces or "/"; "" matches collection requests)', errors,
+        )
+    if lists["non_resource_urls"] is not None:
+        _check_each(
+            "non_resource_urls", lists["non_resource_urls"], lambda v: bool(_URL.fullmatch(v)),
+            'URL path (must start with "/"; query strings are not matched)', errors,
+        )
+
+    if lists["subjects"] == [] and lists["groups"] == []:
+        errors.setdefault("subjects", []).append(
+            'a rule needs subjects or groups; use ["*"] to match every authenticated principal'
+        )
+
+    verbs = lists["verbs"]
+    resource_fields = ("api_groups", "resources", "namespaces", "names")
+    if lists["non_resource_urls"]:
+        set_fields = [f for f in resource_fields if lists[f]]
+        if set_fields:
+            errors.setdefault("non_resource_urls", []).append(
+                "a rule applies either to resource requests or to non-resource URLs, not both "
+                f"(remove {', '.join(set_fields)} or non_resource_urls)"
+            )
+        if verbs is not None:
+            _check_verbs(verbs, NON_RESOURCE_VERBS, "non-resource URLs", errors)
+    elif all(lists[f] is not None for f in resource_fields):
+        if not lists["resources"]:
+            errors.setdefault("resources", []).append(
+                "a rule needs resources (or non_resource_urls); use [\"*\"] for all"
+            )
+        for field, hint in (
+            ("api_groups", '[""] for the core group or ["*"] for all'),
+            ("namespaces", '["*"] for all, [""] for cluster-scoped only'),
+            ("names", '["*"] for all'),
+        ):
+            if not lists[field]:
+                errors.setdefault(field, []).append(f"must not be empty for resource rules; use {hint}")
+        if verbs is not None:
+            _check_verbs(verbs, RESOURCE_VERBS, "resource requests", errors)
+    if verbs == []:
+        errors.setdefault("verbs", []).append('must not be empty; use ["*"] for all')
+    return errors
+
+
+# --------------------------------------------------------------------------- compiled rules
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """An immutable, pre-compiled rule.  ``broken`` rules deny everything."""
+
+    id: int | None
+    name: str
+    order: int
+    enabled: bool
+    effect: str
+    connection: str
+    subjects: GlobSet
+    groups: GlobSet
+    verbs: frozenset[str]
+    api_groups: GlobSet
+    resources: ResourceSet
+    namespaces: GlobSet
+    names: GlobSet
+    non_resource_urls: GlobSet
+    mask_secrets: bool
+    requires_lease: bool
+    min_approvals: int
+    reviewer_groups: tuple[str, ...]
+    broken: bool = False
+
+    def matches(self, principal, info) -> bool:
+        if not self.enabled:
+            return False
+        if self.broken:
+            return True
+        return self._principal_matches(principal) and self._request_matches(info)
+
+    def _principal_matches(self, principal) -> bool:
+        if principal is None:
+            return False
+        if self.subjects and (
+            self.subjects.matches(principal.username) or self.subjects.matches(principal.subject)
+        ):
+            return True
+        return bool(self.groups) and any(self.groups.matches(g) for g in principal.groups)
+
+    def _verb_matches(self, verb: str, streaming: bool) -> bool:
+        if not verb:
+            return False
+        if "*" in self.verbs or verb in self.verbs:
+            return True
+        return streaming and not self.verbs.isdisjoint(STREAMING_VERBS)
+
+    def _request_matches(self, info) -> bool:
+        if not info.is_resource_request:
+            return (
+                bool(self.non_resource_urls)
+                and self._verb_matches(info.verb, streaming=False)
+                and self.non_resource_urls.matches(info.path)
+            )
+        if not self.resources or not info.resource:
+            return False
+        subresource = info.subresource
+        if info.verb == "proxy" and not subresource:
+            subresource = "proxy"
+        return (
+            self._verb_matches(info.verb, streaming=subresource in STREAMING_SUBRESOURCES)
+            and self.api_groups.matches(info.api_group)
+            and self.resources.matches(info.resource, subresource)
+            and self.namespaces.matches(info.namespace)
+            and self.names.matches(info.name)
+        )
+
+
+def compile_rule(fields: Mapping, *, id: int | None = None, connection: str = "") -> CompiledRule:
+    """Validate ``fields`` (model field names) and compile; raise ``InvalidRule``."""
+    errors = check_rule(fields)
+    if errors:
+        raise InvalidRule(errors)
+    return CompiledRule(
+        id=id,
+        name=fields["name"],
+        order=fields["order"],
+        enabled=fields.get("enabled", True),
+        effect=fields["effect"],
+        connection=connection,
+        subjects=GlobSet.of(fields.get("subjects", [])),
+        groups=GlobSet.of(fields.get("groups", [])),
+        verbs=frozenset(fields.get("verbs", [])),
+        api_groups=GlobSet.of(fields.get("api_groups", [])),
+        resources=ResourceSet.of(fields.get("resources", [])),
+        namespaces=GlobSet.of(fields.get("namespaces", [])),
+        names=GlobSet.of(fields.get("names", [])),
+        non_resource_urls=GlobSet.of(fields.get("non_resource_urls", [])),
+        mask_secrets=fields.get("mask_secrets", True),
+        requires_lease=fields.get("requires_lease", False),
+        min_approvals=fields.get("min_approvals", 1),
+        reviewer_groups=tuple(fields.get("reviewer_groups", [])),
+    )
+
+
+def broken_rule(
+    *, id: int | None, name: str, order: int, connection: str = "", enabled: bool = True
+) -> CompiledRule:
+    """A stand-in for a stored rule that no longer validates: when enabled it denies everything."""
+    empty = GlobSet.of([])
+    return CompiledRule(
+        id=id, name=name, order=order, enabled=enabled, effect=DENY, connection=connection,
+        subjects=empty, groups=empty, verbs=frozenset(), api_groups=empty,
+        resources=ResourceSet.of([]), namespaces=empty, names=empty, non_resource_urls=empty,
+        mask_secrets=True, requires_lease=False, min_approvals=1, reviewer_groups=(), broken=True,
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one request.
+
+    ``mask_secrets`` is False only when an allowing rule turned masking off;
+    deny and review decisions always mask.  ``rule_id`` is None for the
+    built-in default deny.
+    """
+
+    effect: str
+    rule_id: int | None
+    rule_name: str
+    reason: str
+    mask_secrets: bool
+    requires_lease: bool
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect == ALLOW
+
+
+def sort_key(rule: CompiledRule) -> tuple[int, str]:
+    """Evaluation order: ``order`` ascending, ties broken by name (stable across export/import)."""
+    return (rule.order, rule.name)
+
+
+def evaluate(rules: Sequence[CompiledRule], principal, info) -> Decision:
+    """Return the decision of the first enabled matching rule; deny if none matches."""
+    try:
+        for rule in sorted(rules, key=sort_key):
+            if rule.matches(principal, info):
+                return _decision_for(rule)
+    except Exception:
+        logger.exception("policy evaluation failed; denying the request")
+        return Decision(DENY, None, POLICY_ERROR, "policy evaluation failed", True, False)
+    return Decision(
+        DENY, None, DEFAULT_DENY,
+        "no enabled rule matched this request; requests are denied by default", True, False,
+    )
+
+
+def _decision_for(rule: CompiledRule) -> Decision:
+    if rule.broken:
+        reason = f'rule "{rule.name}" (order {rule.order}) is invalid and denies every request until fixed'
+        return Decision(DENY, rule.id, rule.name, reason, True, False)
+    return Decision(
+        effect=rule.effect,
+        rule_id=rule.id,
+        rule_name=rule.name,
+        reason=f'matched rule "{rule.name}" (order {rule.order}, effect {rule.effect})',
+        mask_secrets=rule.mask_secrets or rule.effect != ALLOW,
+        requires_lease=rule.requires_lease,
+    )
+
+
+# --------------------------------------------------------------------------- messages
+
+_WORD = re.compile(r"[A-Za-z0-9._:-]+")
+_PATH = re.compile(r"[A-Za-z0-9._~:/-]*")
+
+
+def _word(value: str) -> str:
+    return value if _WORD.fullmatch(value) else json.dumps(value)
+
+
+def describe_request(info) -> str:
+    """A one-line, human-readable description of the request (no query, no body)."""
+    verb = _word(info.verb) if info.verb else '""'
+    if not info.is_resource_request:
+        path = info.path if _PATH.fullmatch(info.path) else json.dumps(info.path)
+        return f"{verb} {path}"
+    what = _word(info.resource)
+    if info.subresource:
+        what += "/" + _word(info.subresource)
+    text = f"{verb} {what}"
+    if info.name:
+        text += f" {json.dumps(info.name)}"
+    if info.namespace and not (info.resource == "namespaces" and info.namespace == info.name):
+        text += f" in namespace {json.dumps(info.namespace)}"
+    return text
+
+
+def denial_message(decision: Decision, info, connection: str = "") -> str:
+    """The message of the 403 Status for a denied or review-gated request."""
+    where = f" (connection {_word(connection)})" if connection else ""
+    rule = json.dumps(decision.rule_name)
+    what = describe_request(info)
+    if decision.effect == REVIEW:
+        return (
+            f"airlock: approval required by rule {rule}{where}: {what}; "
+            "a reviewer must approve this request"
+        )
+    if decision.effect != DENY:
+        raise ValueError("denial_message() needs a deny or review decision")
+    if decision.rule_name == DEFAULT_DENY and decision.rule_id is None:
+        return f"airlock: denied by rule {rule}{where}: {what}; no rule allows this request"
+    if decision.rule_name == POLICY_ERROR and decision.rule_id is None:
+        return f"airlock: denied{where}: {what}; the policy could not be evaluated"
+    return f"airlock: denied by rule {rule}{where}: {what}"
+
+
+# --------------------------------------------------------------------------- cache
+
+DEFAULT_MAX_AGE = 5.0
+
+
+def load_compiled_rules(connection_name: str) -> tuple[CompiledRule, ...]:
+    """Load and compile a connection's rules from the database (blocking)."""
+    from gateway.models import Rule
+
+    rows = Rule.objects.filter(connection__name=connection_name).order_by("order", "name")
+    return tuple(row.compile(connection_name) for row in rows)
+
+
+_caches: weakref.WeakSet[PolicyCache] = weakref.WeakSet()
+_caches_lock = threading.Lock()
+
+
+def invalidate_all(connection_name: str | None = None) -> None:
+    """Invalidate every PolicyCache of this process (called by model signals)."""
+    with _caches_lock:
+        caches = list(_caches)
+    for cache in caches:
+        cache.invalidate(connection_name)
+
+
+class PolicyCache:
+    """Per-process cache of compiled rules keyed by connection name.
+
+    Signals on Rule/Connection invalidate every instance in this process
+    (``invalidate_all``); other processes see changes after at most
+    ``max_age`` seconds.  A load that started before an invalidation is
+    returned to its caller but not stored.
+    """
+
+    def __init__(
+        self,
+        max_age: float | None = None,
+        loader: Callable[[str], tuple[CompiledRule, ...]] = load_compiled_rules,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._max_age = max_age
+        self._loader = loader
+        self._clock = clock
+        self._entries: dict[str, tuple[float, tuple[CompiledRule, ...]]] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+        with _caches_lock:
+            _caches.add(self)
+
+    @property
+    def max_age(self) -> float:
+        if self._max_age is not None:
+            return self._max_age
+        from django.conf import settings
+
+        return float(getattr(settings, "AIRLOCK_POLICY_CACHE_SECONDS", DEFAULT_MAX_AGE))
+
+    async def rules_for(self, connection_name: str) -> tuple[CompiledRule, ...]:
+        started = self._clock()
+        with self._lock:
+            entry = self._entries.get(connection_name)
+            generation = self._generation
+        if entry is not None and started - entry[0] <= self.max_age:
+            return entry[1]
+        from asgiref.sync import sync_to_async
+
+        rules = await sync_to_async(self._loader)(connection_name)
+        with self._lock:
+            if self._generation == generation:
+                self._entries[connection_name] = (started, rules)
+        return rules
+
+    def invalidate(self, connection_name: str | None = None) -> None:
+        """Forget cached rules (of one connection, or all) and discard loads in flight."""
+        with self._lock:
+            self._generation += 1
+            if connection_name is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(connection_name, None)
+
