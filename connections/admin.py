@@ -1,3 +1,96 @@
+from django import forms
 from django.contrib import admin
 
-# Register your models here.
+from connections.models import Connection, CredentialKind
+
+
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never renders a value (a PEM key needs line breaks, which <input> strips)."""
+
+    def format_value(self, value):
+        return None
+
+
+class ConnectionForm(forms.ModelForm):
+    """Credentials are write-only: the inputs never show the stored values, and empty keeps them."""
+
+    credential_kind = forms.ChoiceField(
+        choices=CredentialKind.choices,
+        widget=forms.RadioSelect,
+        help_text="Saving with one kind removes any stored credential of the other kind.",
+    )
+    bearer_token = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+    )
+    client_key = forms.CharField(
+        required=False,
+        label="Client key",
+        widget=WriteOnlyTextarea(attrs={"autocomplete": "off", "spellcheck": "false", "rows": 4}),
+    )
+
+    class Meta:
+        model = Connection
+        fields = [
+            "name",
+            "description",
+            "server_url",
+            "verify_tls",
+            "ca_bundle",
+            "credential_kind",
+            "bearer_token",
+            "client_certificate",
+            "client_key",
+            "impersonation_mode",
+            "impersonation_user_prefix",
+            "enabled",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        instance = self.instance
+        self.fields["credential_kind"].initial = instance.credential_kind or CredentialKind.TOKEN
+        self.fields["bearer_token"].help_text = (
+            "A token is stored; leave empty to keep it." if instance.token_ciphertext else "No token is stored."
+        )
+        self.fields["client_key"].help_text = (
+            "PEM, unencrypted (Airlock encrypts it at rest). "
+            + ("A key is stored; leave empty to keep it." if instance.client_key_ciphertext else "No key is stored.")
+        )
+
+    def clean(self):
+        """Apply the credentials to the instance, so the model's clean() validates the result."""
+        cleaned = super().clean()
+        kind = cleaned.get("credential_kind")
+        if kind == CredentialKind.TOKEN:
+            if cleaned.get("bearer_token"):
+                self.instance.bearer_token = cleaned["bearer_token"]
+            self.instance.client_key = ""
+            cleaned["client_certificate"] = ""
+        elif kind == CredentialKind.CLIENT_CERTIFICATE:
+            if cleaned.get("client_key"):
+                self.instance.client_key = cleaned["client_key"]
+            self.instance.bearer_token = ""
+        return cleaned
+
+
+@admin.display(description="credential")
+def credential(connection: Connection) -> str:
+    kind = connection.credential_kind
+    return CredentialKind(kind).label if kind else "incomplete"
+
+
+@admin.register(Connection)
+class ConnectionAdmin(admin.ModelAdmin):
+    form = ConnectionForm
+    list_display = ["name", "server_url", credential, "verify_tls", "impersonation_mode", "enabled", "updated_at"]
+    list_filter = ["enabled", "verify_tls", "impersonation_mode"]
+    search_fields = ["name", "description", "server_url"]
+    readonly_fields = ["created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "enabled"]}),
+        ("API server", {"fields": ["server_url", "verify_tls", "ca_bundle"]}),
+        ("Credential", {"fields": ["credential_kind", "bearer_token", "client_certificate", "client_key"]}),
+        ("Identity", {"fields": ["impersonation_mode", "impersonation_user_prefix"]}),
+        (None, {"fields": ["created_at", "updated_at"]}),
+    ]

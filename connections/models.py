@@ -89,6 +89,7 @@ class Connection(models.Model):
 
     @client_key.setter
     def client_key(self, value: str) -> None:
+        value = validation.normalize_pem(value)
         self.client_key_ciphertext = crypto.encrypt(value) if value else ""
 
     @property
@@ -104,6 +105,8 @@ class Connection(models.Model):
 
     def clean(self):
         self.server_url = validation.normalize_server_url(self.server_url)
+        self.ca_bundle = validation.normalize_pem(self.ca_bundle)
+        self.client_certificate = validation.normalize_pem(self.client_certificate)
         has_token = bool(self.token_ciphertext)
         has_cert = bool(self.client_certificate)
         has_key = bool(self.client_key_ciphertext)

@@ -78,6 +78,12 @@ def normalize_server_url(value: str) -> str:
     return value.strip().rstrip("/")
 
 
+def normalize_pem(value: str) -> str:
+    """LF line endings (browsers submit textareas with CRLF) and one final newline."""
+    value = value.replace("\r\n", "\n").strip()
+    return value + "\n" if value else ""
+
+
 def _reject_private_key(value: str, field: str) -> None:
     if "PRIVATE KEY" in value:
         raise ValidationError(
