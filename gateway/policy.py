@@ -256,8 +256,8 @@ def check_rule(fields: Mapping) -> dict[str, list[str]]:
         )
     if lists["non_resource_urls"] is not None:
         _check_each(
-            "non_resource_urls", lists["non_resource_urls"], lambda v: bool(_URL.fullmatch(v)),
-            'URL path (must start with "/"; query strings are not matched)', errors,
+            "non_resource_urls", lists["non_resource_urls"], lambda v: v == "*" or bool(_URL.fullmatch(v)),
+            'URL path (must start with "/" or be "*"; query strings are not matched)', errors,
         )
 
     if lists["subjects"] == [] and lists["groups"] == []:
