@@ -62,7 +62,11 @@ class ConnectionForm(forms.ModelForm):
         """Apply the credentials to the instance, so the model's clean() validates the result."""
         cleaned = super().clean()
         kind = cleaned.get("credential_kind")
-        if kind == CredentialKind.TOKEN:
+        if kind == CredentialKind.TOKEN and cleaned.get("client_key"):
+            self.add_error("client_key", "Choose the client certificate credential kind to use a client key.")
+        elif kind == CredentialKind.CLIENT_CERTIFICATE and cleaned.get("bearer_token"):
+            self.add_error("bearer_token", "Choose the bearer token credential kind to use a token.")
+        elif kind == CredentialKind.TOKEN:
             if cleaned.get("bearer_token"):
                 self.instance.bearer_token = cleaned["bearer_token"]
             self.instance.client_key = ""

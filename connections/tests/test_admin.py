@@ -134,3 +134,13 @@ def test_token_kind_without_any_token_is_refused(admin, keys):
     assert response.status_code == 200
     assert "Configure a credential" in response.content.decode()
     assert not Connection.objects.filter(name="empty").exists()
+
+
+def test_credential_of_the_other_kind_is_refused_not_dropped(admin, token_connection, pki):
+    data = form_data(token_connection, bearer_token="new-token", client_key=pki.client.key)
+    response = admin.post(change_url(token_connection), data)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Choose the client certificate credential kind" in html
+    assert_hidden(html, pki.client.key, "new-token")
+    assert Connection.objects.get(name="prod").bearer_token == TOKEN
