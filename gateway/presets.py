@@ -1,0 +1,135 @@
+"""Built-in rule presets, as RuleSet documents (see gateway.rulesets for the schema).
+
+Rules are first-match in ``order``, so the dangerous subresources are handled
+before the broad read rules: a ``get`` on ``*`` would otherwise also match
+``pods/exec`` (exec is decided by subresource, and ``get`` is one of its
+transports).
+"""
+
+from gateway import rulesets
+
+EVERYONE = ["*"]
+READ = ["get", "list", "watch"]
+WRITES = ["create", "update", "patch", "delete", "deletecollection"]
+STREAMING = ["pods/exec", "pods/attach", "pods/portforward"]
+PROXY = ["*/proxy"]
+DISCOVERY_URLS = [
+    "/api", "/api/*", "/apis", "/apis/*", "/version", "/openapi/*", "/healthz", "/livez", "/readyz",
+]
+
+
+def _rule(name, effect, description, **fields):
+    rule = {"name": name, "effect": effect, "description": description, "subjects": EVERYONE}
+    if "nonResourceURLs" not in fields:
+        rule |= {"apiGroups": ["*"], "namespaces": ["*"], "names": ["*"]}
+    return rule | fields
+
+
+_SELF_REVIEWS = _rule(
+    "self-reviews", "allow",
+    "kubectl auth can-i / whoami: reviews of the caller's own access are queries, not changes.",
+    verbs=["create"],
+    apiGroups=["authorization.k8s.io", "authentication.k8s.io"],
+    resources=["selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"],
+)
+_READ_SECRETS = _rule(
+    "read-secrets-masked", "allow", "Secrets may be read, with their values masked.",
+    verbs=READ, apiGroups=[""], resources=["secrets"], maskSecrets=True,
+)
+_READ_ALL = _rule(
+    "read-all", "allow", "Read everything else (Secret values stay masked everywhere).",
+    verbs=READ, resources=["*"], maskSecrets=True,
+)
+_DISCOVERY = _rule(
+    "discovery", "allow", "API discovery, OpenAPI, version and health endpoints, read-only.",
+    verbs=["get", "head"], nonResourceURLs=DISCOVERY_URLS,
+)
+
+READ_ONLY = {
+    "apiVersion": rulesets.API_VERSION,
+    "kind": rulesets.KIND,
+    "rules": [
+        _rule(
+            "no-exec-attach-portforward", "deny",
+            "No interactive access: exec, attach and port-forward (WebSocket GET and SPDY POST alike).",
+            order=10, verbs=["*"], resources=STREAMING,
+        ),
+        _rule(
+            "no-proxy", "deny", "No proxying to pods, services or nodes.",
+            order=20, verbs=["*"], resources=PROXY,
+        ),
+        _rule(
+            "no-serviceaccount-tokens", "deny", "No minting of ServiceAccount tokens.",
+            order=30, verbs=["*"], apiGroups=[""], resources=["serviceaccounts/token"],
+        ),
+        _SELF_REVIEWS | {"order": 40},
+        _READ_SECRETS | {"order": 50},
+        _READ_ALL | {"order": 60},
+        _rule(
+            "read-only-no-writes", "deny", "This connection is read-only.",
+            order=70, verbs=WRITES, resources=["*"],
+        ),
+        _DISCOVERY | {"order": 80},
+    ],
+}
+
+PRODUCTION_GUARDRAILS = {
+    "apiVersion": rulesets.API_VERSION,
+    "kind": rulesets.KIND,
+    "rules": [
+        _rule(
+            "review-exec-attach-portforward", "review",
+            "Interactive access to a pod needs a reviewer (WebSocket GET and SPDY POST alike).",
+            order=10, verbs=["*"], resources=STREAMING,
+        ),
+        _rule(
+            "review-proxy", "review", "Proxying to pods, services or nodes needs a reviewer.",
+            order=20, verbs=["*"], resources=PROXY,
+        ),
+        _rule(
+            "review-serviceaccount-tokens", "review", "Minting ServiceAccount tokens needs a reviewer.",
+            order=30, verbs=["*"], apiGroups=[""], resources=["serviceaccounts/token"],
+        ),
+        _rule(
+            "review-rbac-changes", "review", "RBAC changes can grant anything; they need a reviewer.",
+            order=40, verbs=WRITES, apiGroups=["rbac.authorization.k8s.io"], resources=["*"],
+        ),
+        _rule(
+            "review-admission-webhook-changes", "review",
+            "Admission webhooks and policies see or change every request; changes need a reviewer.",
+            order=50, verbs=WRITES, apiGroups=["admissionregistration.k8s.io"], resources=["*"],
+        ),
+        _rule(
+            "review-deletes", "review", "Deletes need a reviewer.",
+            order=60, verbs=["delete", "deletecollection"], resources=["*"],
+        ),
+        _rule(
+            "review-scale", "review", "Scaling needs a reviewer.",
+            order=70, verbs=["update", "patch"], resources=["*/scale"],
+        ),
+        _SELF_REVIEWS | {"order": 80},
+        _READ_SECRETS | {"order": 90},
+        _READ_ALL | {"order": 100},
+        _rule(
+            "review-writes", "review", "Every other change needs a reviewer.",
+            order=110, verbs=WRITES, resources=["*"],
+        ),
+        _DISCOVERY | {"order": 120},
+    ],
+}
+
+PRESETS = {"read-only": READ_ONLY, "production-guardrails": PRODUCTION_GUARDRAILS}
+
+
+def preset_rule_fields(name: str) -> list[dict]:
+    """The preset's rules as model-field dicts (validated structure); KeyError if unknown."""
+    return rulesets.parse_document(PRESETS[name])
+
+
+def apply_preset(connection, name: str, *, replace: bool = False):
+    """Load a preset into ``connection`` (all or nothing); see rulesets.apply_rules."""
+    if name not in PRESETS:
+        raise rulesets.RuleSetError(
+            [f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}"]
+        )
+    return rulesets.apply_rules(connection, preset_rule_fields(name), replace=replace)
