@@ -10,5 +10,6 @@ class ConnectionsConfig(AppConfig):
         from connections import registry
         from connections.models import Connection
 
-        post_save.connect(registry.on_connection_changed, sender=Connection, dispatch_uid="connections-registry-save")
-        post_delete.connect(registry.on_connection_changed, sender=Connection, dispatch_uid="connections-registry-delete")
+        receiver = registry.on_connection_changed
+        post_save.connect(receiver, sender=Connection, dispatch_uid="connections-registry-save")
+        post_delete.connect(receiver, sender=Connection, dispatch_uid="connections-registry-delete")

@@ -47,7 +47,8 @@ class Command(BaseCommand):
             connection = Connection.objects.select_for_update().filter(name=name).first()
             created = connection is None
             if created:
-                connection = Connection(name=name, description=f"Imported from kubeconfig context {imported.context!r}.")
+                description = f"Imported from kubeconfig context {imported.context!r}."
+                connection = Connection(name=name, description=description)
             elif not options["update"]:
                 raise CommandError(f"connection {name!r} already exists; pass --update to replace its settings")
             connection.server_url = imported.server_url
