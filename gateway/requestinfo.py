@@ -63,6 +63,8 @@ class NonCanonicalPath(RequestInfoError):
 
 @dataclass(frozen=True)
 class RequestInfo:
+    """Upstream's RequestInfo field for field; ``parts`` is empty for non-resource requests."""
+
     is_resource_request: bool
     path: str
     verb: str
@@ -125,8 +127,13 @@ _INT64 = re.compile(r"[+-]?[0-9]+")
 
 
 def _is_int64(s: str) -> bool:
-    """Go ``strconv.ParseInt(s, 10, 64)`` succeeds."""
-    return bool(_INT64.fullmatch(s)) and -(2**63) <= int(s) < 2**63
+    """Go ``strconv.ParseInt(s, 10, 64)`` succeeds (any number of leading zeros is fine)."""
+    if not _INT64.fullmatch(s):
+        return False
+    digits = s.lstrip("+-").lstrip("0")
+    if len(digits) > 19:
+        return False
+    return int(digits or "0") <= (2**63 if s[0] == "-" else 2**63 - 1)
 
 
 # Characters Go's strings.EqualFold (Unicode simple folding) treats as equal to each letter of "false".

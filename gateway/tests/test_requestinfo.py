@@ -462,6 +462,9 @@ def test_plus_in_a_field_selector_is_a_space():
         ("limit=&limit=1", False),  # first value wins: empty is not an integer
         ("limit=1&limit=x", True),
         ("limit=9223372036854775808", False),
+        ("limit=-9223372036854775809", False),
+        ("limit=" + "0" * 5000 + "1", True),
+        ("limit=" + "1" * 5000, False),
         ("limit=1_000", False),
         ("limit=0x10", False),
         ("limit=1.5", False),
@@ -550,6 +553,7 @@ INVALID_LABEL_SELECTORS = [
     "a<-1",
     "a>1.5",
     "a>99999999999999999999",
+    "a>" + "1" * 5000,
     "a>=1",
     "a=<1",
     "a=>1",
