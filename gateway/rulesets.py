@@ -35,6 +35,7 @@ were.  Errors name the rule and the field.
 
 from __future__ import annotations
 
+import difflib
 import json
 
 import yaml
@@ -92,6 +93,13 @@ class RuleSetError(ValueError):
 # --------------------------------------------------------------------------- export
 
 
+class _Dumper(yaml.SafeDumper):
+    """Safe dumper without &anchors/*aliases: each rule reads on its own."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
 def rule_to_dict(rule: Rule) -> dict:
     item = {key: getattr(rule, field) for key, field in FIELDS.items()}
     item["review"] = {key: getattr(rule, field) for key, field in REVIEW_FIELDS.items()}
@@ -110,8 +118,9 @@ def to_document(rules, connection_name: str) -> dict:
 def dump(rules, connection_name: str) -> str:
     """YAML text of ``rules`` (iterable of Rule) in evaluation order."""
     ordered = sorted(rules, key=lambda r: (r.order, r.name))
-    return yaml.safe_dump(
-        to_document(ordered, connection_name), sort_keys=False, allow_unicode=True, width=100
+    return yaml.dump(
+        to_document(ordered, connection_name), Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+        default_flow_style=None, width=100,
     )
 
 
@@ -166,11 +175,11 @@ def parse_document(document) -> list[dict]:
                     if sub not in REVIEW_FIELDS:
                         errors.append(f"{label}: review: unknown field {sub!s}")
                     elif _check_scalar(f"{label}: review.{sub}", sub, sub_value, errors):
-                        fields[REVIEW_FIELDS[sub]] = sub_value
+                        fields[REVIEW_FIELDS[sub]] = list(sub_value) if isinstance(sub_value, list) else sub_value
             elif key not in FIELDS:
                 errors.append(f"{label}: unknown field {key!s}" + _did_you_mean(key))
             elif _check_scalar(f"{label}: {key}", key, value, errors):
-                fields[FIELDS[key]] = value
+                fields[FIELDS[key]] = list(value) if isinstance(value, list) else value
         for required in ("name", "effect"):
             if required not in item:
                 errors.append(f"{label}: {required}: is required")
@@ -189,11 +198,10 @@ def _check_scalar(where: str, key: str, value, errors: list[str]) -> bool:
 
 
 def _did_you_mean(key) -> str:
-    lowered = str(key).lower().replace("_", "")
-    for known in list(FIELDS) + ["review"]:
-        if known.lower() == lowered or known.lower() == lowered + "s":
-            return f" (did you mean {known}?)"
-    return ""
+    known = {k.lower(): k for k in [*FIELDS, "review"]}
+    known |= {field: key for key, field in FIELDS.items()}  # snake_case model names
+    close = difflib.get_close_matches(str(key).lower(), list(known), n=1, cutoff=0.75)
+    return f" (did you mean {known[close[0]]}?)" if close else ""
 
 
 def parse_text(text: str | bytes) -> list[dict]:
