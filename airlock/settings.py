@@ -170,6 +170,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = AIRLOCK_MAX_REQUEST_BODY
 # previous settings after another process changed it (connections/registry.py).
 AIRLOCK_CONNECTION_REVALIDATE_SECONDS = float(env("AIRLOCK_CONNECTION_REVALIDATE_SECONDS", "5"))
 
+# Upper bound (seconds) on how long a gateway process may use a connection's
+# previous rules after another process changed them (gateway/policy.py PolicyCache).
+AIRLOCK_POLICY_CACHE_SECONDS = float(env("AIRLOCK_POLICY_CACHE_SECONDS", "5"))
+
 # Development-only static bearer tokens for agents ("token=user:group1|group2,...").
 # Off unless set; refused in production.  Replaced by OIDC in the identity work.
 AIRLOCK_DEV_STATIC_TOKENS = env("AIRLOCK_DEV_STATIC_TOKENS", "")
