@@ -6,6 +6,7 @@ for development are collected in DEV_ONLY_DEFAULTS and refused when
 AIRLOCK_ENV=production.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -179,6 +180,29 @@ AIRLOCK_POLICY_CACHE_SECONDS = float(env("AIRLOCK_POLICY_CACHE_SECONDS", "5"))
 AIRLOCK_DEV_STATIC_TOKENS = env("AIRLOCK_DEV_STATIC_TOKENS", "")
 if PRODUCTION and AIRLOCK_DEV_STATIC_TOKENS:
     raise ImproperlyConfigured("AIRLOCK_DEV_STATIC_TOKENS is development-only")
+
+# Identity providers trusted for agents' bearer JWTs (gateway/identity.py).
+# AIRLOCK_OIDC_ISSUERS is a JSON list of {"issuer", "audience", and optionally
+# "username_claim", "username_prefix", "groups_claim", "groups_prefix",
+# "algorithms", "required_claims", "token_types", "jwks_uri"}; the
+# AIRLOCK_OIDC_ISSUER shorthand adds one more.  No issuer: OIDC is off.
+try:
+    AIRLOCK_OIDC_ISSUERS = json.loads(env("AIRLOCK_OIDC_ISSUERS", "[]"))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"AIRLOCK_OIDC_ISSUERS is not valid JSON: {exc}") from None
+if not isinstance(AIRLOCK_OIDC_ISSUERS, list):
+    raise ImproperlyConfigured("AIRLOCK_OIDC_ISSUERS must be a JSON list")
+if env("AIRLOCK_OIDC_ISSUER"):
+    AIRLOCK_OIDC_ISSUERS.append({
+        "issuer": env("AIRLOCK_OIDC_ISSUER"),
+        "audience": env_list("AIRLOCK_OIDC_AUDIENCE"),
+        "username_claim": env("AIRLOCK_OIDC_USERNAME_CLAIM", "sub"),
+        "username_prefix": env("AIRLOCK_OIDC_USERNAME_PREFIX", ""),
+        "groups_claim": env("AIRLOCK_OIDC_GROUPS_CLAIM", "groups"),
+        "groups_prefix": env("AIRLOCK_OIDC_GROUPS_PREFIX", ""),
+    })
+AIRLOCK_OIDC_LEEWAY = float(env("AIRLOCK_OIDC_LEEWAY", "30"))
+AIRLOCK_OIDC_CA_FILE = env("AIRLOCK_OIDC_CA_FILE")
 
 LOGGING = {
     "version": 1,
