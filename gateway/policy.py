@@ -83,7 +83,7 @@ _VERB_HINTS = {
 
 _SLUG = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _LOWER_TOKEN = re.compile(r"[a-z0-9.*?-]+")
-_NO_SPACE = re.compile(r"[^\s/]+")
+_NO_SPACE = re.compile(r"[^\s/\x00-\x1f\x7f]+")
 _URL = re.compile(r"/[^\s?#]*")
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
 _MAX_ITEM = 253
