@@ -86,8 +86,18 @@ class Rule(models.Model):
     def rule_fields(self) -> dict:
         return {field: getattr(self, field) for field in RULE_FIELDS}
 
+    def clean_fields(self, exclude=None):
+        # Remembered so clean() does not repeat a field's error in other words.
+        self._invalid_fields = set()
+        try:
+            super().clean_fields(exclude)
+        except ValidationError as exc:
+            self._invalid_fields = set(exc.message_dict)
+            raise
+
     def clean(self):
-        errors = policy.check_rule(self.rule_fields())
+        skip = getattr(self, "_invalid_fields", set())
+        errors = {f: m for f, m in policy.check_rule(self.rule_fields()).items() if f not in skip}
         if errors:
             raise ValidationError(errors)
 

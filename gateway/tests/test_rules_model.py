@@ -43,7 +43,7 @@ def test_valid_rule_saves_and_compiles(prod):
 @pytest.mark.parametrize(
     "fields, field, fragment",
     [
-        (dict(effect="permit"), "effect", "allow, deny, review"),
+        (dict(effect="permit"), "effect", "not a valid choice"),
         (dict(verbs=["exec"]), "verbs", '["pods/exec"]'),
         (dict(verbs=["port-forward"]), "verbs", '["pods/portforward"]'),
         (dict(verbs=["GET"]), "verbs", 'use "get"'),
@@ -70,14 +70,22 @@ def test_valid_rule_saves_and_compiles(prod):
          "non_resource_urls", "query strings are not matched"),
         (dict(resources=[], api_groups=[], namespaces=[], names=[], non_resource_urls=["/version"],
               verbs=["list"]), "verbs", "for non-resource URLs"),
-        (dict(name="Bad Name"), "name", "lower-case"),
-        (dict(min_approvals=0), "min_approvals", "at least 1"),
+        (dict(name="Bad Name"), "name", "slug"),
+        (dict(name="bad_name"), "name", "lower-case letters, digits or '-'"),
+        (dict(min_approvals=0), "min_approvals", "greater than or equal to 1"),
     ],
 )
 def test_validation_errors(prod, fields, field, fragment):
     messages = errors(make(prod, **fields))
     assert field in messages
     assert any(fragment in message for message in messages[field]), messages[field]
+    assert len(messages[field]) == len(set(messages[field]))
+
+
+@pytest.mark.parametrize("fields", [dict(effect="permit"), dict(name="Bad Name"), dict(min_approvals=0)])
+def test_field_errors_are_not_repeated_by_rule_checks(prod, fields):
+    (field,) = fields
+    assert len(errors(make(prod, **fields))[field]) == 1
 
 
 def test_save_validates(prod):
