@@ -245,7 +245,9 @@ class FrameEncoder:
     """Frames -> bytes for one direction of a session (owns the header compressor)."""
 
     def __init__(self) -> None:
-        self._compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, DICTIONARY)
+        self._compressor = zlib.compressobj(
+            zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 15, 9, zlib.Z_DEFAULT_STRATEGY, DICTIONARY
+        )
 
     def _compress(self, headers: HeaderBlock) -> bytes:
         raw = pack_header_block(headers)
@@ -305,9 +307,9 @@ class FrameEncoder:
 class FrameDecoder:
     """Bytes -> frames for one direction of a session (owns the header decompressor).
 
-    ``feed`` accepts input split at any byte boundary and returns every frame that is
-    complete so far.  Unknown control frame types are skipped, as the draft requires.
-    After a :class:`SpdyError` without ``stream_id`` the decoder must not be used again.
+    Input may be split at any byte boundary.  Unknown control frame types are skipped, as
+    the draft requires.  After a :class:`SpdyError` without ``stream_id`` the session is
+    broken and the decoder must not be used again.
     """
 
     def __init__(self, max_frame_length: int = MAX_FRAME_LENGTH) -> None:
@@ -319,21 +321,36 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def receive_data(self, data: bytes) -> None:
+        """Buffer input; frames come out of :meth:`next_frame`."""
         self._buffer += data
-        frames: list[Frame] = []
+
+    def next_frame(self) -> Frame | None:
+        """The next complete frame, or None until more input arrives.
+
+        A :class:`SpdyError` with a ``stream_id`` consumed its (bad) frame; decoding can go
+        on with the next call.
+        """
         while len(self._buffer) >= 8:
             first, second = _HEADER.unpack_from(self._buffer)
             length = second & 0xFFFFFF
             if length > self._max:
                 raise SpdyError(f"frame of {length} bytes exceeds the {self._max} byte limit")
             if len(self._buffer) < 8 + length:
-                break
+                return None
             payload = bytes(self._buffer[8 : 8 + length])
             del self._buffer[: 8 + length]
             frame = self._parse(first, second >> 24, payload)
             if frame is not None:
-                frames.append(frame)
+                return frame
+        return None
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Buffer input and return every frame now complete."""
+        self.receive_data(data)
+        frames = []
+        while (frame := self.next_frame()) is not None:
+            frames.append(frame)
         return frames
 
     def _decompress(self, compressed: bytes, stream_id: int) -> HeaderBlock:

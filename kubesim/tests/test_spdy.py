@@ -204,3 +204,16 @@ def test_flow_window_arithmetic():
     with pytest.raises(spdy.SpdyError) as info:
         window.grow(spdy.MAX_WINDOW)
     assert info.value.status is spdy.RstStatus.FLOW_CONTROL_ERROR
+
+
+def test_decoding_continues_after_a_stream_error():
+    encoder = spdy.FrameEncoder()
+    bad = control(2, struct.pack(">I", 5) + compressed_block(pairs((b"Port", b"80"))))
+    good = encoder.encode(spdy.Ping(9))
+    decoder = spdy.FrameDecoder()
+    decoder.receive_data(bad + good)
+    with pytest.raises(spdy.SpdyError) as info:
+        decoder.next_frame()
+    assert info.value.stream_id == 5
+    assert decoder.next_frame() == spdy.Ping(9)
+    assert decoder.next_frame() is None

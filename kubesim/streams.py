@@ -1,0 +1,399 @@
+"""Streaming pod subresources of kubesim: exec, attach and port-forward over WebSocket.
+
+kubesim plays kube-apiserver and kubelet at once: ``server.py`` authenticates, authorizes
+and looks up the pod, then hands the WebSocket GET to :func:`handle`.  Exec and attach speak
+the remotecommand channel protocols (``v5.channel.k8s.io`` as kubectl >= 1.30 does, and the
+kubelet's older ``v4.channel.k8s.io``/``channel.k8s.io`` with their base64 variants, used by
+the Python client); port-forward is in :mod:`kubesim.portforward`.  Errors found before the
+upgrade are answered with a 400 Status, like kube-apiserver.  Commands and data are never
+logged: exec command lines and output may hold secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiohttp import WSMsgType, web
+from multidict import MultiMapping
+
+from kubesim import errors, portforward
+from kubesim.channels import (
+    CLOSE, ERROR, EXEC_PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT,
+    ChannelError, ChannelProtocol, ChannelWriter, accept, negotiate,
+)
+from kubesim.process import Child, SpawnError, container_env, read_fd, resolve, spawn, write_fd
+
+def query_bool(query: Mapping[str, str], name: str, default: bool) -> bool:
+    """apimachinery's query conversion: only "0" and "false" (any case) are false."""
+    if name not in query:
+        return default
+    return not (query[name] == "0" or query[name].lower() == "false")
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """PodExecOptions / PodAttachOptions from the query string."""
+
+    container: dict
+    command: tuple[str, ...]
+    stdin: bool
+    stdout: bool
+    stderr: bool
+    tty: bool
+
+
+def pod_containers(pod: dict) -> list[dict]:
+    spec = pod.get("spec") or {}
+    return [
+        c
+        for key in ("containers", "initContainers", "ephemeralContainers")
+        for c in spec.get(key) or ()
+        if isinstance(c, dict)
+    ]
+
+
+def select_container(pod: dict, name: str) -> dict:
+    """The container the request names, or the only one; raises ApiError like kube-apiserver."""
+    pod_name = (pod.get("metadata") or {}).get("name", "")
+    if name:
+        for container in pod_containers(pod):
+            if container.get("name") == name:
+                return container
+        raise errors.bad_request(f"container {name} is not valid for pod {pod_name}")
+    containers = [c for c in (pod.get("spec") or {}).get("containers") or () if isinstance(c, dict)]
+    if len(containers) == 1:
+        return containers[0]
+    if not containers:
+        raise errors.bad_request(f"a container name must be specified for pod {pod_name}")
+    names = " ".join(str(c.get("name", "")) for c in containers)
+    raise errors.bad_request(f"a container name must be specified for pod {pod_name}, choose one of: [{names}]")
+
+
+def parse_stream_options(query: MultiMapping[str], pod: dict, subresource: str) -> StreamOptions:
+    command = tuple(query.getall("command", ()))
+    opts = StreamOptions(
+        container=select_container(pod, query.get("container", "")),
+        command=command,
+        stdin=query_bool(query, "stdin", False),
+        stdout=query_bool(query, "stdout", True),
+        stderr=query_bool(query, "stderr", True),
+        tty=query_bool(query, "tty", False),
+    )
+    if subresource == "exec" and not command:
+        raise errors.bad_request("you must specify at least one command for the container")
+    if not (opts.stdin or opts.stdout or opts.stderr):
+        raise errors.bad_request("you must specify at least 1 of stdin, stdout, stderr")
+    return opts
+
+
+def success_status() -> dict:
+    return {"metadata": {}, "status": "Success"}
+
+
+def exit_status(code: int) -> dict:
+    if code == 0:
+        return success_status()
+    return {
+        "metadata": {},
+        "status": "Failure",
+        "message": f"command terminated with non-zero exit code: exit code {code}",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+    }
+
+
+def internal_error_status(message: str) -> dict:
+    return {
+        "metadata": {},
+        "status": "Failure",
+        "message": f"Internal error occurred: {message}",
+        "reason": "InternalError",
+        "details": {"causes": [{"message": message}]},
+        "code": 500,
+    }
+
+
+def parse_resize(payload: bytes) -> list[tuple[int, int]]:
+    """TerminalSize JSON objects ({"Width":W,"Height":H}; Go matches keys case-insensitively)."""
+    sizes = []
+    text, decoder, pos = payload.decode("utf-8", "replace"), json.JSONDecoder(), 0
+    while pos < len(text):
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos == len(text):
+            break
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            break
+        if not isinstance(obj, dict):
+            continue
+        fields = {str(k).lower(): v for k, v in obj.items()}
+        width, height = fields.get("width"), fields.get("height")
+        if all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFFFF for v in (width, height)):
+            sizes.append((width, height))
+    return sizes
+
+
+async def ready(out: ChannelWriter, opts: StreamOptions) -> None:
+    """Empty message on the lowest writable channel: the kubelet's "streams are set up"."""
+    await out.send(STDOUT if opts.stdout else STDERR if opts.stderr else ERROR, b"")
+
+
+async def _pump_output(fd: int, channel: int | None, out: ChannelWriter) -> None:
+    """Copy a child's output to a channel (None: drain and drop) until EOF."""
+    while data := await read_fd(fd):
+        if channel is not None:
+            await out.send(channel, data)
+
+
+async def _feed_input(
+    ws: web.WebSocketResponse, protocol: ChannelProtocol, opts: StreamOptions, on_stdin, on_stdin_close, on_resize
+) -> None:
+    """Dispatch client messages until the WebSocket closes."""
+    async for msg in ws:
+        if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+            continue
+        try:
+            channel, payload = protocol.decode(msg.data)
+        except ChannelError:
+            continue
+        if channel == STDIN and opts.stdin:
+            if payload:
+                await on_stdin(payload)
+        elif channel == RESIZE and opts.tty:
+            for width, height in parse_resize(payload):
+                on_resize(width, height)
+        elif channel == CLOSE and protocol.v5 and payload[:1] == bytes((STDIN,)):
+            on_stdin_close()
+
+
+async def _first(*aws) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _close(ws: web.WebSocketResponse, inbound: asyncio.Task) -> None:
+    """Close normally; close() wakes the reader task, which then ends by itself."""
+    await ws.close()
+    inbound.cancel()
+    await asyncio.gather(inbound, return_exceptions=True)
+
+
+async def serve_exec(
+    request: web.Request, cluster, pod: dict, opts: StreamOptions, protocol: ChannelProtocol
+) -> web.WebSocketResponse:
+    """Run the command in the pod sandbox; exit code travels on the error channel."""
+    ws = await accept(request, protocol.name)
+    out = ChannelWriter(ws, protocol)
+    meta = pod.get("metadata") or {}
+    sandbox = cluster.sandbox_dir(meta.get("namespace", ""), meta.get("name", ""))
+    env = container_env(pod, opts.container, sandbox, tty=opts.tty)
+    try:
+        await ready(out, opts)
+        try:
+            child = await spawn(
+                list(opts.command), cwd=sandbox, env=env, tty=opts.tty,
+                stdin=opts.stdin, stdout=opts.stdout, stderr=opts.stderr and not opts.tty,
+            )
+        except SpawnError as exc:
+            await out.status(internal_error_status(f"error executing command in container: {exc}"))
+            await ws.close()
+            return ws
+    except ConnectionError:
+        return ws
+    try:
+        await _run_child(ws, out, protocol, opts, child)
+    finally:
+        child.kill()
+        child.close()
+        await child.proc.wait()
+    return ws
+
+
+async def _run_child(ws, out: ChannelWriter, protocol: ChannelProtocol, opts: StreamOptions, child: Child) -> None:
+    pumps = []
+    if child.tty:
+        pumps.append(_pump_output(child.stdout, STDOUT if opts.stdout else None, out))
+    else:
+        for fd, channel in ((child.stdout, STDOUT), (child.stderr, STDERR)):
+            if fd is not None:
+                pumps.append(_pump_output(fd, channel, out))
+
+    async def finish() -> int:
+        await asyncio.gather(*pumps)
+        return await child.wait()
+
+    async def stdin(data: bytes) -> None:
+        if child.stdin is not None and not await write_fd(child.stdin, data):
+            child.close_stdin()
+
+    finished = asyncio.ensure_future(finish())
+    inbound = asyncio.ensure_future(_feed_input(ws, protocol, opts, stdin, child.close_stdin, child.resize))
+    try:
+        await asyncio.wait((finished, inbound), return_when=asyncio.FIRST_COMPLETED)
+        if finished.done() and finished.exception() is None:
+            await out.status(exit_status(finished.result()))
+            await _close(ws, inbound)
+    except ConnectionError:
+        pass
+    finally:
+        child.kill()
+        for task in (finished, inbound):
+            task.cancel()
+        await asyncio.gather(finished, inbound, return_exceptions=True)
+
+
+class MainProcess:
+    """A container's long-running main process, the thing ``attach`` connects to.
+
+    kubesim has no container runtime, so the main process starts lazily on the first
+    attach to a (pod, container) and lives on after attachers leave, like a container does.
+    It runs the container's ``command`` + ``args`` when ``command[0]`` is an executable on
+    the host PATH (e.g. ``sh``, ``sleep``, ``python3``); anything else (no command, or an
+    image entrypoint such as ``nginx``) runs ``sh`` reading stdin, so attach -i always has
+    something to talk to.  ``tty: true`` in the container spec gives it a pty.  All
+    attachers share its output; none sees output from before it attached.  Closing stdin
+    from an attacher reaches the process only with ``stdinOnce: true``, as with the
+    kubelet.  Once it exits, the next attach starts a fresh one (restartPolicy Always).
+    It is killed when the pod's sandbox disappears or kubesim exits.
+    """
+
+    registry: dict[tuple, MainProcess] = {}
+
+    def __init__(self, key: tuple, child: Child, container: dict, sandbox) -> None:
+        self.key = key
+        self.child = child
+        self.stdin_once = bool(container.get("stdinOnce"))
+        self.listeners: set[asyncio.Queue] = set()
+        self._sandbox = sandbox
+        self._task = asyncio.ensure_future(self._run())
+
+    @classmethod
+    async def get(cls, cluster, pod: dict, container: dict) -> MainProcess:
+        meta = pod.get("metadata") or {}
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        key = (id(cluster), ns, name, meta.get("uid", ""), container.get("name", ""))
+        main = cls.registry.get(key)
+        if main is not None and main.child.proc.returncode is None:
+            return main
+        sandbox = cluster.sandbox_dir(ns, name)
+        tty = bool(container.get("tty"))
+        env = container_env(pod, container, sandbox, tty=tty)
+        command = [str(c) for c in container.get("command") or ()]
+        argv = command + [str(a) for a in container.get("args") or ()]
+        if not command or resolve(command[0], env, sandbox) is None:
+            argv = ["sh"]
+        child = await spawn(argv, cwd=sandbox, env=env, tty=tty, stdin=True, stdout=True, stderr=True)
+        main = cls.registry[key] = cls(key, child, container, sandbox)
+        return main
+
+    async def _pump(self, fd: int, channel: int) -> None:
+        while data := await read_fd(fd):
+            for queue in list(self.listeners):
+                await queue.put((channel, data))
+
+    async def _watch_sandbox(self) -> None:
+        while self._sandbox.exists():
+            await asyncio.sleep(1)
+
+    async def _run(self) -> None:
+        child = self.child
+        outputs = [self._pump(child.stdout, STDOUT)]
+        if child.stderr is not None:
+            outputs.append(self._pump(child.stderr, STDERR))
+        try:
+            await _first(asyncio.gather(*outputs), self._watch_sandbox())
+        finally:
+            child.kill()
+            await child.proc.wait()
+            child.close()
+            if self.registry.get(self.key) is self:
+                del self.registry[self.key]
+            for queue in list(self.listeners):
+                await queue.put(None)
+
+    async def write(self, data: bytes) -> None:
+        if self.child.stdin is not None and not await write_fd(self.child.stdin, data):
+            self.child.close_stdin()
+
+    def close_stdin(self) -> None:
+        if self.stdin_once:
+            self.child.close_stdin()
+
+    @classmethod
+    def kill_all(cls) -> None:
+        for main in list(cls.registry.values()):
+            main.child.kill()
+
+
+atexit.register(MainProcess.kill_all)
+
+
+async def serve_attach(
+    request: web.Request, cluster, pod: dict, opts: StreamOptions, protocol: ChannelProtocol
+) -> web.WebSocketResponse:
+    """Attach to the container's main process (see :class:`MainProcess`)."""
+    ws = await accept(request, protocol.name)
+    out = ChannelWriter(ws, protocol)
+    try:
+        await ready(out, opts)
+        try:
+            main = await MainProcess.get(cluster, pod, opts.container)
+        except SpawnError as exc:
+            await out.status(internal_error_status(f"error attaching to container: {exc}"))
+            await ws.close()
+            return ws
+    except ConnectionError:
+        return ws
+    queue: asyncio.Queue = asyncio.Queue(maxsize=64)
+    main.listeners.add(queue)
+    wanted = {STDOUT: opts.stdout, STDERR: opts.stderr}
+
+    async def forward() -> None:
+        while (item := await queue.get()) is not None:
+            channel, data = item
+            if wanted.get(channel):
+                await out.send(channel, data)
+
+    forwarding = asyncio.ensure_future(forward())
+    inbound = asyncio.ensure_future(
+        _feed_input(ws, protocol, opts, main.write, main.close_stdin, main.child.resize)
+    )
+    try:
+        await asyncio.wait((forwarding, inbound), return_when=asyncio.FIRST_COMPLETED)
+        if forwarding.done() and forwarding.exception() is None:
+            await out.status(success_status())
+            await _close(ws, inbound)
+    except ConnectionError:
+        pass
+    finally:
+        main.listeners.discard(queue)
+        for task in (forwarding, inbound):
+            task.cancel()
+        await asyncio.gather(forwarding, inbound, return_exceptions=True)
+    return ws
+
+
+async def handle(request: web.Request, cluster, pod: dict, subresource: str) -> web.StreamResponse:
+    """Entry point from server.py for WebSocket GETs on pods/{exec,attach,portforward}."""
+    if subresource == "portforward":
+        return await portforward.handle(request, cluster, pod)
+    try:
+        if subresource not in ("exec", "attach"):
+            raise errors.bad_request(f"unsupported streaming subresource {subresource!r}")
+        opts = parse_stream_options(request.query, pod, subresource)
+        protocol = EXEC_PROTOCOLS[negotiate(request, EXEC_PROTOCOLS)]
+    except errors.ApiError as exc:
+        return web.json_response(exc.status(), status=exc.code)
+    serve = serve_exec if subresource == "exec" else serve_attach
+    return await serve(request, cluster, pod, opts, protocol)
