@@ -83,13 +83,34 @@ def offered_protocols(request: web.BaseRequest) -> list[str]:
     return [p.strip() for h in request.headers.getall("Sec-WebSocket-Protocol", ()) for p in h.split(",") if p.strip()]
 
 
+def is_websocket_upgrade(request: web.BaseRequest) -> bool:
+    """A well-formed RFC 6455 opening handshake (checked here so failures get a Status).
+
+    aiohttp's own check would log the offered subprotocols on a mismatch, and those can
+    carry a bearer token.
+    """
+    headers = request.headers
+    connection = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    try:
+        key_ok = len(base64.b64decode(headers.get("Sec-WebSocket-Key", ""), validate=True)) == 16
+    except binascii.Error:
+        key_ok = False
+    return (
+        request.method == "GET"
+        and headers.get("Upgrade", "").strip().lower() == "websocket"
+        and "upgrade" in connection
+        and headers.get("Sec-WebSocket-Version", "").strip() == "13"
+        and key_ok
+    )
+
+
 def negotiate(request: web.BaseRequest, supported: Iterable[str]) -> str:
     """The first subprotocol the client offers that we support; ApiError(400) otherwise.
 
     Offered values are never echoed back: browsers smuggle bearer tokens in them.
     """
     supported = list(supported)
-    if not web.WebSocketResponse().can_prepare(request).ok:
+    if not is_websocket_upgrade(request):
         raise errors.bad_request("Upgrade request required")
     protocol = next((p for p in offered_protocols(request) if p in supported), None)
     if protocol is None:

@@ -212,7 +212,7 @@ async def test_client_protocol_preference_is_honoured(kube):
     assert ws.protocol == "v4.channel.k8s.io"
 
 
-async def test_bad_requests_are_refused_before_the_upgrade(kube):
+async def test_bad_requests_are_refused_before_the_upgrade(kube, caplog):
     status, body = await kube.upgrade_refused("web", "exec", exec_params("ls")[:1] + [("container", "nope")])
     assert status == 400
     assert body["kind"] == "Status" and body["reason"] == "BadRequest"
@@ -222,6 +222,13 @@ async def test_bad_requests_are_refused_before_the_upgrade(kube):
     assert status == 400
     assert "no supported WebSocket subprotocol" in body["message"]
     assert "c2VjcmV0" not in body["message"]
+    assert "c2VjcmV0" not in caplog.text
+
+    headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Protocol": "v5.channel.k8s.io"}  # no Sec-WebSocket-Key
+    async with kube.session.get(kube.url("web", "exec"), params=exec_params("ls"), headers=headers) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["message"] == "Upgrade request required"
 
     async with kube.session.get(kube.url("web", "exec"), params=exec_params("ls")) as resp:
         assert resp.status == 400
