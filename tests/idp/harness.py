@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import threading
 from collections import deque
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,22 @@ DEFAULT_CLIENTS = (
 
 class IdPError(RuntimeError):
     pass
+
+
+class _Forms(HTMLParser):
+    """The forms of an HTML page: action and named input/button values."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.forms = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.forms.append({"action": attrs.get("action"), "fields": {}})
+        elif tag in ("input", "button") and attrs.get("name") and self.forms:
+            self.forms[-1]["fields"][attrs["name"]] = attrs.get("value") or ""
 
 
 def ensure_installed() -> None:
@@ -146,6 +163,23 @@ class IdP:
         if response.status_code != 200:
             raise IdPError(f"token request failed: {response.status_code} {response.json().get('error')}")
         return response.json()["access_token"]
+
+    def approve_device(self, verification_uri_complete, username, max_steps=8) -> None:
+        """Play the person in the device flow: confirm the code, log in (any password), consent."""
+        with httpx.Client(follow_redirects=True) as browser:
+            page = browser.get(verification_uri_complete)
+            for _ in range(max_steps):
+                forms = _Forms(page.text).forms
+                if not forms:
+                    if "Sign-in Success" not in page.text:
+                        raise IdPError("device flow did not succeed")
+                    return
+                fields = forms[0]["fields"]
+                fields.pop("abort", None)
+                if "login" in fields:
+                    fields.update(login=username, password="any")
+                page = browser.post(forms[0]["action"] or str(page.url), data=fields)
+        raise IdPError("device flow did not finish")
 
     def jwks(self) -> dict:
         return httpx.get(self.discovery["jwks_uri"]).json()
