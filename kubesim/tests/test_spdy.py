@@ -217,3 +217,22 @@ def test_decoding_continues_after_a_stream_error():
     assert info.value.stream_id == 5
     assert decoder.next_frame() == spdy.Ping(9)
     assert decoder.next_frame() is None
+
+
+# The first frames kubectl 1.37 sent for `port-forward pod/web 18091:80` (captured from
+# the WebSocket tunnel): header blocks compressed by Go's zlib with the SPDY dictionary.
+KUBECTL_FRAMES = bytes.fromhex(
+    "800300010000003d0000000100000000000078f9e3c6a7c202253a060606ce2248fc6482d22da30138e5"
+    "9514a526e6420b17d65450d0430aea2250a266b23000000000ffff"
+    "0000000101000000"
+    "800300010000001c00000003000000000000826a4555082a851231d4a1190f000000ffff"
+)
+
+
+def test_decodes_frames_from_real_kubectl():
+    frames = spdy.FrameDecoder().feed(KUBECTL_FRAMES)
+    assert frames == [
+        spdy.SynStream(1, {"requestid": "0", "streamtype": "error", "port": "80"}),
+        spdy.Data(1, b"", fin=True),
+        spdy.SynStream(3, {"streamtype": "data", "port": "80", "requestid": "0"}),
+    ]
