@@ -182,6 +182,9 @@ class Controllers:
                          "Always" if ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest")
                          else "IfNotPresent")
             c.setdefault("resources", {})
+            for port in c.get("ports") or []:
+                if isinstance(port, dict):
+                    port.setdefault("protocol", "TCP")
         node, host_ip = self._node()
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("terminationGracePeriodSeconds", 30)

@@ -92,7 +92,7 @@ class WatchSpec:
     name: str | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class Watcher:
     """A live watch: events matching ``spec`` are queued for the HTTP handler to stream."""
 
