@@ -16,6 +16,7 @@ import atexit
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import WSMsgType, web
 from multidict import MultiMapping
@@ -268,25 +269,44 @@ class MainProcess:
     It is killed when the pod's sandbox disappears or kubesim exits.
     """
 
-    registry: dict[tuple, MainProcess] = {}
+    # A Future stands in for a main process that is being started, so that concurrent
+    # first attaches share one process.
+    registry: dict[tuple, MainProcess | asyncio.Future] = {}
 
-    def __init__(self, key: tuple, child: Child, container: dict, sandbox) -> None:
+    def __init__(self, key: tuple, child: Child, container: dict, sandbox: Path) -> None:
         self.key = key
         self.child = child
         self.stdin_once = bool(container.get("stdinOnce"))
         self.listeners: set[asyncio.Queue] = set()
         self._sandbox = sandbox
+        self._sandbox_id = _inode(sandbox)
         self._task = asyncio.ensure_future(self._run())
+
+    @property
+    def alive(self) -> bool:
+        return self.child.proc.returncode is None and not self._task.done()
 
     @classmethod
     async def get(cls, cluster, pod: dict, container: dict) -> MainProcess:
         meta = pod.get("metadata") or {}
         ns, name = meta.get("namespace", ""), meta.get("name", "")
-        key = (id(cluster), ns, name, meta.get("uid", ""), container.get("name", ""))
-        main = cls.registry.get(key)
-        if main is not None and main.child.proc.returncode is None:
-            return main
-        sandbox = cluster.sandbox_dir(ns, name)
+        key = (cluster, ns, name, meta.get("uid", ""), container.get("name", ""))
+        while isinstance(current := cls.registry.get(key), asyncio.Future):
+            await asyncio.wait((current,))
+        if isinstance(current, MainProcess) and current.alive:
+            return current
+        starting = cls.registry[key] = asyncio.get_running_loop().create_future()
+        try:
+            main = await cls._start(key, cluster.sandbox_dir(ns, name), pod, container)
+        finally:
+            if cls.registry.get(key) is starting:
+                del cls.registry[key]
+            starting.set_result(None)
+        cls.registry[key] = main
+        return main
+
+    @classmethod
+    async def _start(cls, key: tuple, sandbox: Path, pod: dict, container: dict) -> MainProcess:
         tty = bool(container.get("tty"))
         env = container_env(pod, container, sandbox, tty=tty)
         command = [str(c) for c in container.get("command") or ()]
@@ -294,8 +314,7 @@ class MainProcess:
         if not command or resolve(command[0], env, sandbox) is None:
             argv = ["sh"]
         child = await spawn(argv, cwd=sandbox, env=env, tty=tty, stdin=True, stdout=True, stderr=True)
-        main = cls.registry[key] = cls(key, child, container, sandbox)
-        return main
+        return cls(key, child, container, sandbox)
 
     async def _pump(self, fd: int, channel: int) -> None:
         while data := await read_fd(fd):
@@ -303,7 +322,8 @@ class MainProcess:
                 await queue.put((channel, data))
 
     async def _watch_sandbox(self) -> None:
-        while self._sandbox.exists():
+        """Return once the pod is gone: its sandbox was removed (or replaced by a new pod's)."""
+        while _inode(self._sandbox) == self._sandbox_id:
             await asyncio.sleep(1)
 
     async def _run(self) -> None:
@@ -333,7 +353,16 @@ class MainProcess:
     @classmethod
     def kill_all(cls) -> None:
         for main in list(cls.registry.values()):
-            main.child.kill()
+            if isinstance(main, MainProcess):
+                main.child.kill()
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 atexit.register(MainProcess.kill_all)

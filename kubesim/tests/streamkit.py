@@ -120,7 +120,7 @@ async def wait_gone(pid: int, timeout: float = 10.0) -> bool:
             with open(f"/proc/{pid}/stat") as f:
                 if f.read().split(") ", 1)[1].startswith("Z"):
                     return True
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone between open and read
             return True
         await asyncio.sleep(0.05)
     return False

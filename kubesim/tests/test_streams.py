@@ -1,5 +1,6 @@
 """kubesim.streams exec/attach over WebSocket, and the channel framing, without kubectl."""
 
+import asyncio
 import base64
 import json
 import os
@@ -244,7 +245,9 @@ async def test_bad_requests_are_refused_before_the_upgrade(kube, caplog):
 async def test_attach_shares_the_main_process(kube):
     kube.add_pod(make_pod("shell", containers=[{"name": "app", "command": ["sh"], "stdin": True, "stdinOnce": True}]))
     params = [("container", "app"), ("stdin", "true"), ("stdout", "true"), ("stderr", "true")]
-    async with kube.ws("shell", "attach", params) as first, kube.ws("shell", "attach", params[:1]) as second:
+    # Both connect at once: the first attaches must share one freshly started process.
+    first, second = await asyncio.gather(kube.ws("shell", "attach", params), kube.ws("shell", "attach", params[:1]))
+    async with first, second:
         assert (await first.receive()).data == b"\x01"
         assert (await second.receive()).data == b"\x01"
         await first.send_bytes(b"\x00echo hello from main\n")
