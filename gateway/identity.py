@@ -133,16 +133,17 @@ class IssuerConfig:
         _check_url(self.issuer, "issuer")
         if self.jwks_uri is not None:
             _check_url(self.jwks_uri, "jwks_uri")
-        _string_tuple(self.audiences, "audiences")
+        # Normalise list-ish fields, so audiences="gw" never becomes ("g", "w").
+        for name in ("audiences", "algorithms", "required_claims", "token_types"):
+            value = _string_tuple(getattr(self, name), name, allow_empty=name in ("required_claims", "token_types"))
+            object.__setattr__(self, name, value)
         for name in ("username_claim", "groups_claim"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty string")
         for name in ("username_prefix", "groups_prefix"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string")
-        _string_tuple(self.required_claims, "required_claims", allow_empty=True)
-        _string_tuple(self.token_types, "token_types", allow_empty=True)
-        for alg in _string_tuple(self.algorithms, "algorithms"):
+        for alg in self.algorithms:
             if alg not in _KEY_TYPE_FOR_ALGORITHM or alg not in get_default_algorithms():
                 raise ValueError(f"algorithm {alg!r} is not allowed (asymmetric signature algorithms only)")
 
@@ -162,9 +163,6 @@ class IssuerConfig:
             data["audiences"] = data.pop("audience")
         if "issuer" not in data or "audiences" not in data:
             raise ValueError("each OIDC issuer needs issuer and audience")
-        for name in ("audiences", "algorithms", "required_claims", "token_types"):
-            if name in data:
-                data[name] = _string_tuple(data[name], name, allow_empty=name != "audiences")
         return cls(**data)
 
 
@@ -205,7 +203,7 @@ class TokenCache:
             return None
         expires_at, value = entry
         if self._clock() >= expires_at:
-            del self._entries[key]
+            self._entries.pop(key, None)
             return None
         self._entries.move_to_end(key)
         return value
@@ -315,17 +313,15 @@ class Authenticator:
         candidates = await self._signing_keys(issuer, kid, alg)
         if not candidates:
             raise AuthenticationError("signing key not found", "key")
-        claims = fingerprint = None
-        for index, (fingerprint, key) in enumerate(candidates):
+        for fingerprint, key in candidates:
             try:
                 claims = self._decode(token, key, alg, issuer)
-                break
             except jwt.InvalidSignatureError:
-                if index == len(candidates) - 1:
-                    raise AuthenticationError("token signature invalid", "signature") from None
+                continue  # several candidates only for a token without kid: try the next
             except jwt.PyJWTError as exc:
                 raise _translate(exc) from None
-        return self._principal(issuer, claims, digest), fingerprint
+            return self._principal(issuer, claims, digest), fingerprint
+        raise AuthenticationError("token signature invalid", "signature")
 
     def _decode(self, token: str, key: jwt.PyJWK, alg: str, issuer: IssuerConfig) -> dict:
         required = list(dict.fromkeys(_ALWAYS_REQUIRED + issuer.required_claims))

@@ -552,6 +552,11 @@ def test_issuer_settings_from_mapping():
     assert config.groups_claim == NAMESPACED_GROUPS
 
 
+def test_single_strings_become_tuples():
+    config = IssuerConfig(issuer="https://idp.test", audiences="gw", algorithms="ES256")
+    assert (config.audiences, config.algorithms) == (("gw",), ("ES256",))
+
+
 def test_duplicate_issuers_are_refused():
     one = IssuerConfig(issuer="https://idp.test", audiences=("a",))
     with pytest.raises(ValueError, match="twice"):
