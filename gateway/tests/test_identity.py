@@ -29,7 +29,7 @@ from gateway.identity import (
     authenticator_from_settings,
     parse_jwks,
 )
-from gateway.tests.conftest import AUDIENCE, NAMESPACED_GROUPS
+from tests.idp.fixtures import AUDIENCE, NAMESPACED_GROUPS
 from tests.idp.harness import IdP
 
 

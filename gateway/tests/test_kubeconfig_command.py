@@ -24,7 +24,7 @@ from django.core.management import CommandError, call_command
 from connections.models import Connection
 from gateway.identity import Authenticator, AuthenticatorConfig, IssuerConfig
 from gateway.management.commands.kubeconfig import PLUGIN
-from gateway.tests.conftest import AUDIENCE
+from tests.idp.fixtures import AUDIENCE
 
 KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")
 

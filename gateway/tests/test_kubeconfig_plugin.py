@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from gateway.identity import Authenticator, AuthenticatorConfig, IssuerConfig
-from gateway.tests.conftest import AUDIENCE
+from tests.idp.fixtures import AUDIENCE
 
 PLUGIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "credential_plugin.py")
 
