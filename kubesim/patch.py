@@ -146,7 +146,7 @@ def _load_yaml(body: bytes) -> dict:
         raise PatchError(f"error decoding patch: yaml: line {line}: {problem}", 400) from None
     except (yaml.YAMLError, RecursionError):
         raise PatchError("error decoding patch: yaml: the document is not valid YAML", 400) from None
-    budget = [max(10_000, 20 * len(body))]
+    budget = [10_000 + len(body)]  # a YAML node takes at least a byte unless it is an alias
     try:
         value = _plain_json(document, budget)
     except RecursionError:
@@ -166,7 +166,7 @@ def _plain_json(value: Any, budget: list[int]) -> Any:
     if budget[0] < 0:
         raise PatchError("error decoding patch: yaml: document contains excessive aliasing", 400)
     if isinstance(value, dict):
-        return {_plain_key(k): _plain_json(v, budget) for k, v in value.items()}
+        return {k: _plain_json(v, budget) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain_json(v, budget) for v in value]
     if value is None or isinstance(value, (str, bool, int)):
@@ -258,11 +258,12 @@ def _apply_json_patch(target: dict, operations: Any) -> Any:
 
 def _check_operation(operation: Any) -> None:
     if not isinstance(operation, dict):
-        raise PatchError("json: cannot unmarshal a non-object operation into Go value of type jsonpatch.Operation", 422)
+        raise PatchError(
+            f"json: cannot unmarshal {_json_type(operation)} into Go value of type jsonpatch.Operation", 400
+        )
     kind = operation.get("op")
     if not isinstance(kind, str) or kind not in _ALL_OPS:
-        shown = kind if isinstance(kind, str) else ""
-        raise PatchError(f"Unexpected kind: {shown}", 422)
+        raise PatchError(f"Unexpected kind: {_shown(kind)}", 422)
     if not isinstance(operation.get("path"), str):
         raise PatchError(f"{kind} operation failed to decode path: operation missing path field", 422)
     if kind in _OPS_WITH_FROM and not isinstance(operation.get("from"), str):
@@ -662,7 +663,10 @@ class _Merger:
 
 
 def _shown(value: Any) -> str:
-    return value if isinstance(value, str) and len(value) <= 64 else f"<{_json_type(value)}>"
+    """A directive or op name fit to quote in an error: a short word, else its JSON type."""
+    if isinstance(value, str) and value.isascii() and value.isalpha() and len(value) <= 32:
+        return value
+    return f"<{_json_type(value)}>"
 
 
 def _hashable(value: Any) -> Any:

@@ -194,6 +194,8 @@ def test_json_patch_test_accepts_equal_numbers_and_documents():
         ({"op": "copy", "from": "/nope", "path": "/data/x"}, "copy operation does not apply: doc is missing from path: /nope"),
         ({"op": "test", "path": "/data/password", "value": "guess"}, "testing value /data/password failed: test failed"),
         ({"op": "bogus", "path": "/data"}, "Unexpected kind: bogus"),
+        ({"op": SECRET_VALUE, "path": "/data"}, "Unexpected kind: <string>"),
+        ({"path": "/data"}, "Unexpected kind: <null>"),
         ({"op": "add", "value": 1}, "add operation failed to decode path"),
         ({"op": "move", "path": "/data/x"}, "move operation failed to decode from"),
         ({"op": "replace", "path": "/data/password"}, "missing value field"),
@@ -218,6 +220,12 @@ def test_json_patch_must_be_an_array():
     with pytest.raises(PatchError) as excinfo:
         apply_patch(deployment(), b'{"op":"add","path":"/a","value":1}', JSON_PATCH)
     assert_error(excinfo, 400, "cannot unmarshal object into Go value of type jsonpatch.Patch")
+
+
+def test_json_patch_operations_must_be_objects():
+    with pytest.raises(PatchError) as excinfo:
+        apply_patch(deployment(), b'[{"op":"test","path":"/kind","value":"Deployment"}, "remove"]', JSON_PATCH)
+    assert_error(excinfo, 400, "cannot unmarshal string into Go value of type jsonpatch.Operation")
 
 
 def test_json_patch_null_or_empty_list_changes_nothing():
@@ -534,6 +542,7 @@ def test_smp_retain_keys_must_list_every_patched_key():
     [
         ({"spec": {"strategy": {"$patch": "explode"}}}, "unknown patch type: explode in map at .spec.strategy"),
         ({"spec": {"template": {"spec": {"containers": [{"$patch": 7}]}}}}, "unknown patch type: <number> in list"),
+        ({"spec": {"strategy": {"$patch": SECRET_VALUE}}}, "unknown patch type: <string> in map"),
         ({"spec": {"$retainKeys": "type"}}, "invalid patch format of retainKeys"),
         ({"spec": {"$setElementOrder": [{"name": "web"}]}}, "invalid patch format of setElementOrder list"),
         ({"spec": {"$setElementOrder/containers": {"name": "web"}}}, "invalid patch format of setElementOrder list"),
