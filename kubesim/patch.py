@@ -471,7 +471,7 @@ class _Merger:
             if directive != "merge":
                 raise PatchError(f"unknown patch type: {_shown(directive)} in map at {_render_path(path)}", 400)
         if self.directives:
-            self._retain_keys(original, patch, path)
+            self._retain_keys(original, patch)
             self._set_element_orders(original, patch, path)
         deletions = []
         for key, value in patch.items():
@@ -485,7 +485,7 @@ class _Merger:
             else:
                 self._merge_field(original, key, value, path + (key,))
         for key, value in deletions:
-            self._delete_from_list(original, key, value, path)
+            self._delete_from_list(original, key, value)
         return original
 
     def _merge_field(self, original: dict, key: str, value: Any, path: tuple[str, ...]) -> None:
@@ -511,7 +511,7 @@ class _Merger:
             return self.merge_list([], value, path)
         return value
 
-    def _retain_keys(self, original: dict, patch: dict, path: tuple[str, ...]) -> None:
+    def _retain_keys(self, original: dict, patch: dict) -> None:
         if _RETAIN_KEYS not in patch:
             return
         retained = patch.pop(_RETAIN_KEYS)
@@ -526,7 +526,7 @@ class _Merger:
         for key in [k for k in original if k not in keep]:
             del original[key]
 
-    def _delete_from_list(self, original: dict, key: str, value: Any, path: tuple[str, ...]) -> None:
+    def _delete_from_list(self, original: dict, key: str, value: Any) -> None:
         field = _directive_field(key, _DELETE_FROM_LIST, "invalid patch format of primitive list")
         if not isinstance(value, list) or any(isinstance(v, (dict, list)) for v in value):
             raise PatchError("invalid patch format of primitive list", 400)
