@@ -571,14 +571,14 @@ class KubeSim:
         info = ctx.info
         opts = self._delete_options(ctx)
         propagation = ctx.query.get("propagationPolicy") or opts.get("propagationPolicy")
+        grace = _int_param(ctx.query, "gracePeriodSeconds")
+        if grace is None and isinstance(opts.get("gracePeriodSeconds"), int):
+            grace = opts["gracePeriodSeconds"]
         if opts.get("orphanDependents") is True:
             propagation = "Orphan"
         out = self.cluster.delete(res, info.namespace if res.namespaced else "", info.name,
                                   dry_run=_dry_run(ctx.query, opts.get("dryRun")), propagation=propagation,
-                                  preconditions=opts.get("preconditions"))
-        if out.get("kind") != "Status" and res.name == "pods" and res.group == "":
-            out["metadata"]["deletionTimestamp"] = now_rfc3339()
-            out["metadata"]["deletionGracePeriodSeconds"] = opts.get("gracePeriodSeconds", 30)
+                                  preconditions=opts.get("preconditions"), grace_seconds=grace)
         return json_response(out)
 
     def delete_collection(self, ctx: Context, res: Resource) -> web.Response:

@@ -582,6 +582,7 @@ class Cluster:
         dry_run: bool = False,
         propagation: str | None = None,
         preconditions: dict | None = None,
+        grace_seconds: int | None = None,
     ) -> dict:
         entry = self._entry(res, namespace, name)
         meta = entry.obj["metadata"]
@@ -595,6 +596,14 @@ class Cluster:
                                   f"Precondition failed: ResourceVersion in precondition: "
                                   f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                                   f"{meta.get('resourceVersion')}")
+        if self.key_of(res) == ("", "pods") and not dry_run:
+            # Graceful deletion as a kubelet acknowledges it at once: watchers see the pod
+            # Terminating (MODIFIED with deletionTimestamp) and then DELETED.
+            marked = copy.deepcopy(entry.obj)
+            marked["metadata"]["deletionTimestamp"] = now_rfc3339()
+            marked["metadata"]["deletionGracePeriodSeconds"] = 30 if grace_seconds is None else grace_seconds
+            self._store(self.key_of(res), marked, entry.obj, dry_run=False)
+            entry = self._entry(res, namespace, name)
         final = self._remove(self.key_of(res), entry, dry_run=dry_run)
         if not dry_run:
             if res.group == "" and res.name == "namespaces":

@@ -1,0 +1,216 @@
+"""pytest plugin: the ``kubesim`` and ``kubectl`` fixtures (registered in the root conftest.py).
+
+``kubesim`` runs ``python -m kubesim`` in a subprocess on a free port with a fresh state directory
+and yields a :class:`KubeSimProcess`; extra command-line arguments come from the
+``kubesim_args`` marker, e.g. ``@pytest.mark.kubesim_args("--token", "t=alice:dev")``.
+``kubectl`` runs the real kubectl next to the interpreter (.venv/bin/kubectl) with a private HOME
+and discovery cache, against kubesim's admin kubeconfig unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from . import requestlog
+from .certs import TLSFiles, write_client_cert
+
+START_TIMEOUT = 15.0
+
+
+@dataclass
+class KubeSimProcess:
+    """A running kubesim: where it listens, its credentials and its state directory."""
+
+    url: str
+    port: int
+    ca_file: Path
+    kubeconfig: Path
+    admin_token: str
+    state_dir: Path
+    proc: subprocess.Popen = field(repr=False)
+
+    def requests(self) -> list[dict]:
+        """The parsed request log (see kubesim.requestlog.read)."""
+        return requestlog.read(self.state_dir / "requests.jsonl")
+
+    def sandbox_dir(self, namespace: str, pod: str) -> Path:
+        return self.state_dir / "sandbox" / namespace / pod
+
+    def log_file(self, namespace: str, pod: str, container: str) -> Path:
+        return self.sandbox_dir(namespace, pod) / ".logs" / f"{container}.log"
+
+    def write_kubeconfig(self, path: Path, *, token: str | None = None, client_cert: tuple[Path, Path] | None = None,
+                         namespace: str = "default") -> Path:
+        """A kubeconfig for this server with another credential (a token or a client certificate)."""
+        user: dict = {}
+        if token is not None:
+            user["token"] = token
+        if client_cert is not None:
+            user["client-certificate"] = str(client_cert[0])
+            user["client-key"] = str(client_cert[1])
+        config = {
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "kubesim", "cluster": {
+                "server": self.url,
+                "certificate-authority-data": base64.b64encode(self.ca_file.read_bytes()).decode()}}],
+            "users": [{"name": "user", "user": user}],
+            "contexts": [{"name": "kubesim", "context": {"cluster": "kubesim", "user": "user", "namespace": namespace}}],
+            "current-context": "kubesim",
+        }
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def client_cert(self, user: str, groups: tuple[str, ...] = ()) -> tuple[Path, Path]:
+        """A client certificate (CN=user, O=groups) signed by kubesim's generated CA."""
+        tls = TLSFiles(ca_file=self.ca_file, cert_file=self.state_dir / "server.crt",
+                       key_file=self.state_dir / "server.key", ca_key_file=self.state_dir / "ca.key")
+        return write_client_cert(tls, self.state_dir / "clients", user, groups)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr(self) -> str:
+        try:
+            return (self.state_dir / "kubesim.stderr").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_kubesim(state_dir: Path, *args: str, timeout: float = START_TIMEOUT) -> KubeSimProcess:
+    """Start ``python -m kubesim`` and wait for its ready.json."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stderr = open(state_dir / "kubesim.stderr", "wb")
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubesim", "--host", "127.0.0.1", "--port", "0", "--state-dir", str(state_dir),
+         *args],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=root,
+    )
+    stderr.close()
+    ready = state_dir / "ready.json"
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if proc.poll() is not None:
+            raise RuntimeError(f"kubesim exited with {proc.returncode}:\n"
+                               + (state_dir / "kubesim.stderr").read_text(errors="replace"))
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError("kubesim did not become ready in time")
+        time.sleep(0.01)
+    info = json.loads(ready.read_text())
+    kubeconfig = Path(info["kubeconfig"])
+    token = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]["token"]
+    return KubeSimProcess(url=info["url"], port=info["port"], ca_file=Path(info["ca_file"]), kubeconfig=kubeconfig,
+                          admin_token=token, state_dir=state_dir, proc=proc)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kubesim_args(*args): extra command-line arguments for the kubesim fixture")
+
+
+@pytest.fixture
+def kubesim(request: pytest.FixtureRequest, tmp_path: Path):
+    marker = request.node.get_closest_marker("kubesim_args")
+    sim = start_kubesim(tmp_path / "kubesim", *(marker.args if marker else ()))
+    yield sim
+    crashed = not sim.alive()
+    code = sim.stop()
+    if crashed or code != 0:
+        pytest.fail(f"kubesim exited with {code} (crashed during the test: {crashed}):\n{sim.stderr()[-4000:]}")
+
+
+class Kubectl:
+    """Runs the real kubectl with an isolated HOME and discovery cache."""
+
+    def __init__(self, kubeconfig: Path, home: Path) -> None:
+        self.binary = str(Path(sys.executable).parent / "kubectl")
+        self.kubeconfig = kubeconfig
+        self.home = home
+        home.mkdir(parents=True, exist_ok=True)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+        self.env["HOME"] = str(home)
+        self._running: list[subprocess.Popen] = []
+
+    def argv(self, args: tuple[str, ...], kubeconfig: Path | None) -> list[str]:
+        return [self.binary, f"--kubeconfig={kubeconfig or self.kubeconfig}",
+                f"--cache-dir={self.home / 'cache'}", *args]
+
+    def __call__(self, *args: str, kubeconfig: Path | None = None, input: str | None = None, timeout: float = 30,
+                 check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(self.argv(args, kubeconfig), input=input, capture_output=True, text=True,
+                                timeout=timeout, env=self.env)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {result.returncode}\n"
+                                 f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        return result
+
+    def popen(self, *args: str, kubeconfig: Path | None = None) -> subprocess.Popen:
+        """A long-running kubectl (-w, logs -f, port-forward); stopped at teardown."""
+        proc = subprocess.Popen(self.argv(args, kubeconfig), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=self.env)
+        self._running.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self._running:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+
+
+def read_until(proc: subprocess.Popen, needle: str, timeout: float = 15.0) -> str:
+    """Read a popen'd process's stdout until ``needle`` appears; AssertionError after ``timeout``."""
+    fd = proc.stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle.encode() not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"{needle!r} not seen within {timeout}s; output so far:\n{seen.decode(errors='replace')}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"{needle!r} not seen before EOF; output:\n{seen.decode(errors='replace')}")
+            seen += chunk
+    return seen.decode(errors="replace")
+
+
+@pytest.fixture
+def kubectl(kubesim: KubeSimProcess, tmp_path: Path):
+    runner = Kubectl(kubesim.kubeconfig, tmp_path / "kubectl-home")
+    yield runner
+    runner.close()
