@@ -289,3 +289,15 @@ async def test_attach_without_runnable_command_runs_sh(kube):
         await ws.send_bytes(b"\x00exit 0\n")
         messages = await collect(ws)
     assert json.loads(messages[-1][1])["status"] == "Success"
+
+
+async def test_attach_to_a_tty_main_process(kube):
+    kube.add_pod(make_pod("term", containers=[{"name": "app", "command": ["sh"], "stdin": True, "tty": True}]))
+    params = [("container", "app"), ("stdin", "true"), ("tty", "true"), ("stderr", "false")]
+    async with kube.ws("term", "attach", params) as ws:
+        assert (await ws.receive()).data == b"\x01"
+        await ws.send_bytes(b"\x04" + json.dumps({"Width": 77, "Height": 11}).encode())
+        await ws.send_bytes(b"\x00stty size; tty; exit 0\n")
+        out = joined(await collect(ws), 1)
+    assert b"11 77" in out
+    assert b"/dev/pts/" in out

@@ -207,3 +207,13 @@ async def test_port_forward_refusals(kube):
     assert status == 400 and body["reason"] == "BadRequest"
     status, body = await kube.upgrade_refused("web", "portforward", [("ports", "80")], protocols="v5.channel.k8s.io")
     assert status == 400 and "no supported WebSocket subprotocol" in body["message"]
+
+
+async def test_legacy_base64_port_forward(kube):
+    async with kube.ws("web", "portforward", [("ports", "80")], protocols=("v4.base64.channel.k8s.io",)) as ws:
+        first, second = await ws.receive(), await ws.receive()
+        assert (first.type, first.data) == (aiohttp.WSMsgType.TEXT, "0UAA=")
+        assert second.data == "1UAA="
+        await ws.send_str("0aGVsbG8=")  # "hello" on the data channel
+        reply = await ws.receive()
+    assert reply.data == "0aGVsbG8="
