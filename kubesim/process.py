@@ -35,8 +35,11 @@ def container_env(pod: dict, container: dict, sandbox: Path, *, tty: bool) -> di
     meta = pod.get("metadata") or {}
     env: dict[str, str] = {}
     for item in container.get("env") or ():
-        if isinstance(item, dict) and isinstance(item.get("name"), str) and isinstance(item.get("value"), str):
-            env[item["name"]] = item["value"]
+        if not isinstance(item, dict):
+            continue
+        name, value = item.get("name"), item.get("value")
+        if isinstance(name, str) and isinstance(value, str) and _env_safe(name, value):
+            env[name] = value
     env.update(
         PATH=env.get("PATH", DEFAULT_PATH),
         HOME=str(sandbox),
@@ -49,8 +52,14 @@ def container_env(pod: dict, container: dict, sandbox: Path, *, tty: bool) -> di
     return env
 
 
+def _env_safe(name: str, value: str) -> bool:
+    return bool(name) and "=" not in name and "\0" not in name + value
+
+
 def resolve(argv0: str, env: dict[str, str], cwd: Path) -> str | None:
     """Where ``argv0`` would be executed from, like execvp with the child's PATH and cwd."""
+    if "\0" in argv0:
+        return None
     if "/" in argv0:
         path = cwd / argv0
         return str(path) if path.is_file() and os.access(path, os.X_OK) else None
@@ -67,10 +76,6 @@ class Child:
     stderr: int | None
     tty: bool
     _closed: set[int] = field(default_factory=set)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
     def close_stdin(self) -> None:
         """Pipe: close it (EOF).  Pty: type the EOF character, the master must stay open."""
@@ -123,6 +128,8 @@ async def spawn(
     """Start ``argv``; with ``tty`` all stdio is one pty (stderr merged), else separate pipes."""
     if not argv or not argv[0]:
         raise SpawnError("no command given")
+    if any("\0" in arg for arg in argv):
+        raise SpawnError("command contains a NUL character")
     if not cwd.is_dir():
         raise SpawnError("container is not running: its sandbox does not exist")
     if resolve(argv[0], env, cwd) is None:

@@ -28,6 +28,7 @@ from kubesim.channels import (
 )
 from kubesim.process import Child, SpawnError, container_env, read_fd, resolve, spawn, write_fd
 
+
 def query_bool(query: Mapping[str, str], name: str, default: bool) -> bool:
     """apimachinery's query conversion: only "0" and "false" (any case) are false."""
     if name not in query:
@@ -222,16 +223,14 @@ async def serve_exec(
 
 
 async def _run_child(ws, out: ChannelWriter, protocol: ChannelProtocol, opts: StreamOptions, child: Child) -> None:
-    pumps = []
     if child.tty:
-        pumps.append(_pump_output(child.stdout, STDOUT if opts.stdout else None, out))
+        outputs = [(child.stdout, STDOUT if opts.stdout else None)]
     else:
-        for fd, channel in ((child.stdout, STDOUT), (child.stderr, STDERR)):
-            if fd is not None:
-                pumps.append(_pump_output(fd, channel, out))
+        outputs = [(fd, channel) for fd, channel in ((child.stdout, STDOUT), (child.stderr, STDERR)) if fd is not None]
 
     async def finish() -> int:
-        await asyncio.gather(*pumps)
+        """Exit code, once all output is sent (the status must come after it)."""
+        await asyncio.gather(*(_pump_output(fd, channel, out) for fd, channel in outputs))
         return await child.wait()
 
     async def stdin(data: bytes) -> None:
@@ -280,11 +279,13 @@ class MainProcess:
         self.listeners: set[asyncio.Queue] = set()
         self._sandbox = sandbox
         self._sandbox_id = _inode(sandbox)
+        self._ending = False
         self._task = asyncio.ensure_future(self._run())
 
     @property
     def alive(self) -> bool:
-        return self.child.proc.returncode is None and not self._task.done()
+        """False from the moment it starts to wind down, so no attacher joins too late."""
+        return not self._ending and self.child.proc.returncode is None
 
     @classmethod
     async def get(cls, cluster, pod: dict, container: dict) -> MainProcess:
@@ -334,6 +335,7 @@ class MainProcess:
         try:
             await _first(asyncio.gather(*outputs), self._watch_sandbox())
         finally:
+            self._ending = True
             child.kill()
             await child.proc.wait()
             child.close()

@@ -301,3 +301,13 @@ async def test_attach_to_a_tty_main_process(kube):
         out = joined(await collect(ws), 1)
     assert b"11 77" in out
     assert b"/dev/pts/" in out
+
+
+async def test_nul_bytes_are_refused_not_crashed_on(kube):
+    kube.add_pod(make_pod("nul", containers=[{"name": "app", "env": [{"name": "A", "value": "x\0y"}, {"name": "B", "value": "ok"}]}]))
+    async with kube.ws("nul", "exec", exec_params("sh", "-c", 'echo "[$A][$B]"')) as ws:
+        assert joined(await collect(ws), 1) == b"[][ok]\n"
+    async with kube.ws("web", "exec", exec_params("echo", "a\0b")) as ws:
+        status = json.loads((await collect(ws))[-1][1])
+    assert status["reason"] == "InternalError"
+    assert "NUL" in status["message"]
