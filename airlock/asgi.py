@@ -1,16 +1,44 @@
-"""
-ASGI config for airlock project.
+"""ASGI entry point, server-agnostic (uvicorn in production, daphne works too).
 
-It exposes the ASGI callable as a module-level variable named ``application``.
-
-For more information on this file, see
-https://docs.djangoproject.com/en/5.2/howto/deployment/asgi/
+``/k8s/...`` goes to the gateway's own ASGI app (streaming proxy); everything
+else is Django (admin, dashboard, API) or Channels (dashboard WebSockets).
 """
 
 import os
 
+import django
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'airlock.settings')
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "airlock.settings")
+django.setup()
+django_http = get_asgi_application()
 
-application = get_asgi_application()
+from django.conf import settings  # noqa: E402
+
+from gateway.asgi import build_gateway  # noqa: E402
+
+gateway = build_gateway()
+PREFIX = settings.AIRLOCK_GATEWAY_PREFIX
+
+
+async def application(scope, receive, send):
+    kind = scope["type"]
+    if kind == "lifespan":
+        await lifespan(receive, send)
+    elif scope["path"].startswith(PREFIX):
+        await gateway(scope, receive, send)
+    elif kind == "http":
+        await django_http(scope, receive, send)
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+async def lifespan(receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await gateway.aclose()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -210,8 +210,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("AIRLOCK_LOG_LEVEL", "INFO")},
+    # httpx logs every request URL at INFO; URLs carry exec commands and selectors.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+
+# Agents reach connection <name> at <gateway>/k8s/<name>/.
+AIRLOCK_GATEWAY_PREFIX = "/k8s/"

@@ -1,0 +1,18 @@
+"""Builds the gateway ASGI app from Django settings (called once at start-up)."""
+
+from django.conf import settings
+
+from connections.registry import get_upstream
+from gateway.authn import build_authenticator
+from gateway.policy import PolicyCache
+from gateway.proxy import GatewayApp
+
+
+def build_gateway() -> GatewayApp:
+    return GatewayApp(
+        prefix=settings.AIRLOCK_GATEWAY_PREFIX,
+        connections=get_upstream,
+        authenticator=build_authenticator(),
+        policy=PolicyCache(),
+        max_body=settings.AIRLOCK_MAX_REQUEST_BODY,
+    )

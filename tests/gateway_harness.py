@@ -1,0 +1,140 @@
+"""pytest fixtures that run the real gateway (uvicorn, TLS) in front of kubesim.
+
+The gateway runs in a thread of the test process so that it shares the
+test database (transactional_db) with the test itself.
+"""
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+import yaml
+from django.conf import settings
+
+from kubesim.certs import generate_tls
+
+AGENT_TOKEN = "agent-dev-token-7c1e"  # development static token, never a cluster credential
+AGENT_TOKENS = f"{AGENT_TOKEN}=agent-1:agents|dev,viewer-token-2b9d=viewer-1:viewers"
+
+
+class ThreadedServer:
+    """uvicorn in a background thread on a pre-bound loopback socket."""
+
+    def __init__(self, app, tls, **options):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            lifespan="on",
+            log_level="warning",
+            ssl_certfile=str(tls.cert_file),
+            ssl_keyfile=str(tls.key_file),
+            **options,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.02)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+
+@dataclass
+class Gateway:
+    url: str
+    ca_file: Path
+    connection: object
+    directory: Path
+
+    def server_url(self, connection=None) -> str:
+        return f"{self.url}/k8s/{connection or self.connection.name}"
+
+    def kubeconfig(self, token=AGENT_TOKEN, name="agent") -> Path:
+        """An agent kubeconfig: gateway URL and CA, an agent token; no cluster credential."""
+        path = self.directory / f"{name}.kubeconfig"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "airlock", "cluster": {"server": self.server_url(), "certificate-authority": str(self.ca_file)}}],
+                    "users": [{"name": name, "user": {"token": token}}],
+                    "contexts": [{"name": "airlock", "context": {"cluster": "airlock", "user": name, "namespace": "default"}}],
+                    "current-context": "airlock",
+                }
+            )
+        )
+        return path
+
+
+def allow_everything_for(connection, group="agents"):
+    from gateway.models import Rule
+
+    Rule.objects.create(
+        connection=connection, order=10, name="agents-all", effect="allow", groups=[group],
+        verbs=["*"], api_groups=["*"], resources=["*", "*/*"], namespaces=["*"], names=["*"], mask_secrets=False,
+    )
+    Rule.objects.create(
+        connection=connection, order=20, name="agents-non-resource", effect="allow", groups=[group],
+        verbs=["*"], non_resource_urls=["*"],
+    )
+
+
+@pytest.fixture
+def cluster_connection(kubesim, transactional_db):
+    """A Connection to the running kubesim, holding its admin token."""
+    from connections import registry
+    from connections.models import Connection
+
+    registry.clear()
+    connection = Connection(name="kubesim", server_url=kubesim.url, ca_bundle=Path(kubesim.ca_file).read_text())
+    connection.bearer_token = kubesim.admin_token
+    connection.full_clean()
+    connection.save()
+    yield connection
+    registry.clear()
+
+
+@pytest.fixture
+def gateway_app():
+    from connections.registry import get_upstream
+    from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
+    from gateway.policy import PolicyCache
+    from gateway.proxy import GatewayApp
+
+    return GatewayApp(
+        prefix=settings.AIRLOCK_GATEWAY_PREFIX,
+        connections=get_upstream,
+        authenticator=AuthenticatorChain(static=StaticTokenAuthenticator(AGENT_TOKENS)),
+        policy=PolicyCache(max_age=0),
+        max_body=settings.AIRLOCK_MAX_REQUEST_BODY,
+    )
+
+
+@pytest.fixture
+def gateway(cluster_connection, gateway_app, tmp_path):
+    """The gateway on TLS in front of kubesim; group "agents" may do everything."""
+    allow_everything_for(cluster_connection)
+    directory = tmp_path / "gateway"
+    tls = generate_tls(directory / "tls")
+    server = ThreadedServer(gateway_app, tls)
+    server.start()
+    try:
+        yield Gateway(url=f"https://127.0.0.1:{server.port}", ca_file=tls.ca_file, connection=cluster_connection, directory=directory)
+    finally:
+        server.stop()
