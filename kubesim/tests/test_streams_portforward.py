@@ -217,3 +217,13 @@ async def test_legacy_base64_port_forward(kube):
         await ws.send_str("0aGVsbG8=")  # "hello" on the data channel
         reply = await ws.receive()
     assert reply.data == "0aGVsbG8="
+
+
+async def test_tunnel_pair_without_data_stream_times_out(kube, monkeypatch):
+    monkeypatch.setattr("kubesim.portforward.STREAM_CREATION_TIMEOUT", 0.05)
+    async with tunnel(kube) as ws:
+        peer = SpdyPeer(ws)
+        await peer.send(spdy.SynStream(1, {"streamtype": "error", "port": "80", "requestid": "3"}))
+        assert await peer.recv() == spdy.SynReply(1)
+        data, _ = await peer.until_fin(1)
+    assert data[1] == b"timed out waiting for streams of request 3"
