@@ -34,13 +34,13 @@ SMALL_RESPONSE = 256 * 1024
 
 
 class GatewayApp:
-    def __init__(self, *, prefix: str, connections, authenticator, policy, max_body: int):
+    def __init__(self, *, prefix: str, connections, authenticator, policy, max_body: int, transport=None):
         self.prefix = prefix
         self.connections = connections
         self.authenticator = authenticator
         self.policy = policy
         self.max_body = max_body
-        self.pool = UpstreamPool()
+        self.pool = UpstreamPool(transport)
 
     async def aclose(self):
         await self.pool.aclose()

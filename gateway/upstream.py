@@ -20,9 +20,10 @@ LIMITS = httpx.Limits(max_connections=4096, max_keepalive_connections=256, keepa
 class UpstreamPool:
     """HTTP clients keyed by the upstream's cache key, created lazily per event loop."""
 
-    def __init__(self):
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None):
         self._clients: dict[object, httpx.AsyncClient] = {}
         self._loop = None
+        self._transport = transport
 
     def client(self, upstream) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -39,6 +40,7 @@ class UpstreamPool:
                 http2=False,
                 follow_redirects=False,
                 trust_env=False,
+                transport=self._transport,
             )
             self._clients[upstream.cache_key] = client
         return client

@@ -1,0 +1,242 @@
+"""The proxy's ASGI behaviour without sockets: fake agent, fake cluster (httpx.MockTransport)."""
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
+from gateway.policy import compile_rule
+from gateway.proxy import GatewayApp
+
+pytestmark = pytest.mark.asyncio
+
+
+@dataclass(frozen=True)
+class FakeUpstream:
+    name: str = "prod"
+    server_url: str = "https://cluster.test"
+    cache_key: str = "prod:1"
+    impersonates: bool = False
+    impersonation_user_prefix: str = "airlock:"
+
+    def auth_headers(self):
+        return {"Authorization": "Bearer cluster-credential"}
+
+    def ssl_context(self):
+        return None
+
+
+class FakePolicy:
+    def __init__(self, *rules):
+        self.rules = tuple(rules)
+
+    async def rules_for(self, name):
+        return self.rules
+
+
+ALLOW_AGENTS = compile_rule(
+    {"name": "agents", "effect": "allow", "groups": ["agents"], "verbs": ["*"], "api_groups": ["*"],
+     "resources": ["*"], "namespaces": ["*"], "names": ["*"], "order": 1},
+    id=1,
+)
+
+
+def make_app(handler, *, upstream=FakeUpstream(), max_body=1024, impersonate=False):
+    async def connections(name):
+        if name != "prod":
+            return None
+        return FakeUpstream(impersonates=impersonate) if impersonate else upstream
+
+    return GatewayApp(
+        prefix="/k8s/",
+        connections=connections,
+        authenticator=AuthenticatorChain(static=StaticTokenAuthenticator("agent-tok=agent-1:agents,other-tok=bob:nobody")),
+        policy=FakePolicy(ALLOW_AGENTS),
+        max_body=max_body,
+        transport=httpx.MockTransport(handler),
+    )
+
+
+async def call(app, path, *, method="GET", token="agent-tok", body=b"", headers=(), query=b"", chunks=None):
+    hdrs = [(k.encode(), v.encode()) for k, v in headers]
+    if token:
+        hdrs.append((b"authorization", f"Bearer {token}".encode()))
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": query,
+             "headers": hdrs, "client": ("127.0.0.1", 1)}
+    messages = [{"type": "http.request", "body": c, "more_body": True} for c in (chunks or [])]
+    messages.append({"type": "http.request", "body": body, "more_body": False})
+    sent = []
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    status = sent[0]["status"]
+    response_headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    content = b"".join(m.get("body", b"") for m in sent[1:])
+    return status, response_headers, content
+
+
+def status_of(content):
+    body = json.loads(content)
+    assert body["kind"] == "Status" and body["apiVersion"] == "v1" and body["status"] == "Failure"
+    return body
+
+
+async def test_forwards_with_gateway_credentials_only():
+    seen = {}
+
+    def handler(request):
+        seen["url"] = str(request.url)
+        seen["headers"] = dict(request.headers)
+        return httpx.Response(200, json={"kind": "PodList", "items": []})
+
+    app = make_app(handler)
+    status, headers, content = await call(
+        app, "/k8s/prod/api/v1/namespaces/shop/pods", query=b"limit=500",
+        headers=[("accept", "application/vnd.kubernetes.protobuf,application/json"), ("impersonate-user", "admin"),
+                 ("x-remote-user", "admin"), ("accept-encoding", "gzip")],
+    )
+    assert status == 200 and json.loads(content)["kind"] == "PodList"
+    assert seen["url"] == "https://cluster.test/api/v1/namespaces/shop/pods?limit=500"
+    assert seen["headers"]["authorization"] == "Bearer cluster-credential"
+    assert seen["headers"]["accept"] == "application/json"
+    assert "impersonate-user" not in seen["headers"] and "x-remote-user" not in seen["headers"]
+    assert seen["headers"].get("accept-encoding", "identity") != "gzip"
+
+
+async def test_impersonation_mode_sends_the_agent_identity():
+    seen = {}
+
+    def handler(request):
+        seen["headers"] = request.headers
+        return httpx.Response(200, json={})
+
+    await call(make_app(handler, impersonate=True), "/k8s/prod/api/v1/pods", headers=[("impersonate-user", "root")])
+    assert seen["headers"].get_list("impersonate-user") == ["airlock:agent-1"]
+    assert seen["headers"].get_list("impersonate-group") == ["agents"]
+
+
+@pytest.mark.parametrize(
+    "token, path, code, words",
+    [
+        (None, "/k8s/prod/api/v1/pods", 401, "bearer token is required"),
+        ("wrong", "/k8s/prod/api/v1/pods", 401, "token not recognised"),
+        ("other-tok", "/k8s/prod/api/v1/pods", 403, 'denied by rule "default-deny"'),
+        ("agent-tok", "/k8s/nope/api/v1/pods", 404, 'connection "nope" not found'),
+        ("agent-tok", "/k8s/prod/api/v1/namespaces/../secrets", 400, "request path rejected"),
+    ],
+)
+async def test_refusals_are_status_objects(token, path, code, words):
+    def handler(request):
+        raise AssertionError("must not reach the cluster")
+
+    status, headers, content = await call(make_app(handler), path, token=token)
+    assert status == code and headers["content-type"] == "application/json"
+    body = status_of(content)
+    assert body["code"] == code and words in body["message"]
+    assert "cluster-credential" not in content.decode()
+
+
+async def test_request_body_limit_413():
+    def handler(request):
+        raise AssertionError("must not reach the cluster")
+
+    app = make_app(handler, max_body=100)
+    status, _, content = await call(app, "/k8s/prod/api/v1/namespaces/d/configmaps", method="POST",
+                                    chunks=[b"x" * 60], body=b"y" * 60)
+    assert status == 413 and status_of(content)["reason"] == "RequestEntityTooLarge"
+    status, _, _ = await call(app, "/k8s/prod/api/v1/namespaces/d/configmaps", method="POST",
+                              headers=[("content-length", "5000")], body=b"")
+    assert status == 413
+
+
+async def test_spdy_upgrade_refused_with_a_helpful_status():
+    def handler(request):
+        raise AssertionError("must not reach the cluster")
+
+    status, _, content = await call(make_app(handler), "/k8s/prod/api/v1/namespaces/d/pods/web/exec", method="POST",
+                                    query=b"command=ls", headers=[("upgrade", "SPDY/3.1"), ("connection", "Upgrade")])
+    assert status == 400 and "kubectl >= 1.31" in status_of(content)["message"]
+
+
+@pytest.mark.parametrize(
+    "error, code, words",
+    [
+        (httpx.ConnectError("refused"), 502, "the cluster is unreachable"),
+        (httpx.ConnectTimeout("slow"), 504, "timed out connecting"),
+        (httpx.PoolTimeout("busy"), 503, "too many concurrent requests"),
+    ],
+)
+async def test_upstream_failures(error, code, words):
+    def handler(request):
+        raise error
+
+    status, _, content = await call(make_app(handler), "/k8s/prod/api/v1/pods")
+    assert status == code and words in status_of(content)["message"]
+
+
+async def test_compressed_upstream_response_refused():
+    async def gzipped():
+        yield b"\x1f\x8b..."
+
+    def handler(request):
+        return httpx.Response(200, headers={"content-encoding": "gzip"}, content=gzipped())
+
+    status, _, content = await call(make_app(handler), "/k8s/prod/api/v1/pods")
+    assert status == 502 and "Content-Encoding" in status_of(content)["message"]
+
+
+async def test_streaming_response_relayed_chunk_by_chunk():
+    events = [b'{"type":"ADDED","object":{}}\n', b'{"type":"MODIFIED","object":{}}\n']
+
+    async def stream():
+        for event in events:
+            yield event
+
+    def handler(request):
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=stream())
+
+    app = make_app(handler)
+    status, headers, content = await call(app, "/k8s/prod/api/v1/pods", query=b"watch=1")
+    assert status == 200 and content == b"".join(events)
+    assert "content-length" not in headers
+
+
+async def test_client_disconnect_ends_an_idle_watch():
+    closed = asyncio.Event()
+
+    async def endless():
+        try:
+            yield b'{"type":"ADDED","object":{}}\n'
+            await asyncio.sleep(3600)
+            yield b""
+        finally:
+            closed.set()
+
+    def handler(request):
+        return httpx.Response(200, content=endless())
+
+    app = make_app(handler)
+    scope = {"type": "http", "method": "GET", "path": "/k8s/prod/api/v1/pods", "raw_path": b"/k8s/prod/api/v1/pods",
+             "query_string": b"watch=1", "headers": [(b"authorization", b"Bearer agent-tok")], "client": ("127.0.0.1", 1)}
+    inbox = asyncio.Queue()
+    inbox.put_nowait({"type": "http.request", "body": b"", "more_body": False})
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+        if message.get("body"):
+            inbox.put_nowait({"type": "http.disconnect"})
+
+    await asyncio.wait_for(app(scope, inbox.get, send), timeout=5)
+    await asyncio.wait_for(closed.wait(), timeout=5)
+    assert sent[0]["status"] == 200 and sent[1]["body"].startswith(b'{"type":"ADDED"')
