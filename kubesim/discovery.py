@@ -43,21 +43,6 @@ class Resource:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    @property
-    def group_resource(self) -> str:
-        """``deployments.apps`` / ``pods``: the qualified name kube-apiserver uses in messages."""
-        return f"{self.name}.{self.group}" if self.group else self.name
-
-    @property
-    def group_kind(self) -> str:
-        return f"{self.kind}.{self.group}" if self.group else self.kind
-
-    def base_path(self, namespace: str | None) -> str:
-        prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            return f"{prefix}/namespaces/{namespace}/{self.name}"
-        return f"{prefix}/{self.name}"
-
 
 def _load(name: str) -> dict:
     return json.loads((API_DIR / name).read_text())

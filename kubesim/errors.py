@@ -44,13 +44,6 @@ def status_object(code: int, reason: str, message: str, details: dict | None = N
     return body
 
 
-def success_status(details: dict | None = None) -> dict:
-    body: dict = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
-    if details is not None:
-        body["details"] = details
-    return body
-
-
 def _details(group: str, resource: str, name: str | None = None) -> dict:
     d: dict = {}
     if name:

@@ -26,7 +26,7 @@ from .errors import ApiError
 from .openapi import OpenAPI
 from .requestlog import RequestLog
 from .selectors import exact_name, parse_field_selector, parse_label_selector
-from .store import Cluster, WatchSpec, encode_json, now_rfc3339
+from .store import Cluster, WatchSpec, encode_json
 
 log = logging.getLogger("kubesim")
 

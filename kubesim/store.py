@@ -677,14 +677,6 @@ class Cluster:
 
     # -- bulk helpers used by controllers and seeding ----------------------------------------
 
-    def put_internal(self, res: Resource, obj: dict) -> dict:
-        """Create or replace an object on behalf of a controller (no RV precondition)."""
-        meta = obj["metadata"]
-        existing = self.find(res.group, res.name, meta.get("namespace", ""), meta["name"])
-        if existing is None:
-            return self.create(res, meta.get("namespace", ""), obj)
-        return self.update(res, meta.get("namespace", ""), meta["name"], obj, check_rv=False)
-
     def set_status(self, res: Resource, obj: dict, status: dict) -> dict:
         meta = obj["metadata"]
         if obj.get("status") == status:
