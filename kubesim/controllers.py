@@ -19,12 +19,15 @@ import json
 import shutil
 from collections import deque
 from pathlib import Path, PurePosixPath
+import logging
 from typing import Callable
 
 from . import errors
+from .errors import ApiError
 from .discovery import Resource
 from .store import NAME_SUFFIX_ALPHABET, Cluster, Event, now_rfc3339
 
+log = logging.getLogger("kubesim")
 LOG_ANNOTATION = "kubesim.airlock.dev/log"
 FILES_ANNOTATION = "kubesim.airlock.dev/files"
 DEFAULT_NODE = "kubesim-node"
@@ -57,7 +60,7 @@ def owner_ref(obj: dict) -> dict:
 
 def owned_by(obj: dict, owner: dict) -> bool:
     uid = owner["metadata"].get("uid")
-    return any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
+    return any(isinstance(r, dict) and r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
 
 
 def default_log(pod: dict, container: str) -> str:
@@ -270,7 +273,7 @@ class Controllers:
         elif key == ("apps", "replicasets") and event.type != "DELETED":
             self._queue.append(lambda: self._reconcile_replicaset(ns, name))
             for ref in event.obj["metadata"].get("ownerReferences") or []:
-                if ref.get("kind") == "Deployment":
+                if isinstance(ref, dict) and ref.get("kind") == "Deployment" and ref.get("name"):
                     self._queue.append(lambda dep=ref["name"]: self._reconcile_deployment(ns, dep))
         elif key == ("apps", "statefulsets") and event.type != "DELETED":
             self._queue.append(lambda: self._reconcile_statefulset(ns, name))
@@ -279,6 +282,8 @@ class Controllers:
                 pod = event.obj
                 self._queue.append(lambda: self._kubelet_start(pod))
             for ref in event.obj["metadata"].get("ownerReferences") or []:
+                if not isinstance(ref, dict) or not ref.get("name"):
+                    continue
                 owner = ref["name"]
                 if ref.get("kind") == "ReplicaSet":
                     self._queue.append(lambda owner=owner: self._reconcile_replicaset(ns, owner))
@@ -289,7 +294,13 @@ class Controllers:
         self._draining = True
         try:
             while self._queue:
-                self._queue.popleft()()
+                job = self._queue.popleft()
+                try:
+                    job()
+                except (ApiError, KeyError, TypeError, ValueError, AttributeError):
+                    # Like a real controller, a malformed object stalls only its own
+                    # reconciliation; the API write that triggered it has already succeeded.
+                    log.warning("controller could not reconcile an object", exc_info=True)
         finally:
             self._draining = False
 

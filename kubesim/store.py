@@ -244,8 +244,13 @@ class Cluster:
         return final
 
     def _prepare(self, res: Resource, obj: dict, old: dict | None) -> None:
-        if self.controller is not None:
+        if self.controller is None:
+            return
+        try:
             self.controller.prepare(res, obj, old)
+        except (AttributeError, TypeError, KeyError, ValueError):
+            raise errors.bad_request(f'{res.kind} in version "{res.version}" cannot be handled as a {res.kind}: '
+                                     "a field has the wrong type") from None
 
     def _deleted(self, res: Resource, obj: dict) -> None:
         if self.controller is not None:
@@ -442,8 +447,25 @@ class Cluster:
                     f"the API version in the data ({api_version}) does not match the expected API "
                     f"version ({res.api_version})")
         meta = obj.get("metadata", {})
-        if meta is not None and not isinstance(meta, dict):
-            raise errors.bad_request("metadata must be an object")
+        if meta is None:
+            return
+        if not isinstance(meta, dict):
+            raise errors.bad_request(f"{res.kind} in version \"{res.version}\" cannot be handled as a "
+                                     f"{res.kind}: metadata must be an object")
+        for key in ("name", "generateName", "namespace", "resourceVersion", "uid"):
+            if key in meta and meta[key] is not None and not isinstance(meta[key], str):
+                raise errors.bad_request(f"{res.kind} in version \"{res.version}\" cannot be handled as a "
+                                         f"{res.kind}: metadata.{key} must be a string")
+        for key in ("labels", "annotations"):
+            value = meta.get(key)
+            if value is not None and not (isinstance(value, dict) and all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items())):
+                raise errors.bad_request(f"{res.kind} in version \"{res.version}\" cannot be handled as a "
+                                         f"{res.kind}: metadata.{key} must map strings to strings")
+        for key in ("ownerReferences", "finalizers"):
+            if meta.get(key) is not None and not isinstance(meta[key], list):
+                raise errors.bad_request(f"{res.kind} in version \"{res.version}\" cannot be handled as a "
+                                         f"{res.kind}: metadata.{key} must be a list")
 
     @staticmethod
     def random_suffix(n: int = 5) -> str:
@@ -665,7 +687,7 @@ class Cluster:
             for key, bucket in list(self._objects.items()):
                 for entry in list(bucket.values()):
                     refs = entry.obj["metadata"].get("ownerReferences") or []
-                    if any(r.get("uid") == owner for r in refs):
+                    if any(isinstance(r, dict) and r.get("uid") == owner for r in refs):
                         m = entry.obj["metadata"]
                         if (m.get("namespace", ""), m["name"]) not in bucket:
                             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
@@ -322,3 +323,30 @@ def test_request_info_matches_kube_apiserver():
     assert (info.resource, info.subresource, info.name, info.namespace) == ("namespaces", "status", "other", "other")
     info = request_info("GET", "/apis/apps/v1", MultiDict())
     assert not info.is_resource
+
+
+async def test_watch_client_disconnect_releases_the_watcher(api):
+    resp = await api.get("/api/v1/namespaces/default/pods?watch=1", headers=ADMIN)
+    assert json.loads(await resp.content.readline())["type"] == "ADDED"
+    assert api.sim.cluster.watcher_count() == 1
+    resp.close()
+    for _ in range(500):
+        if api.sim.cluster.watcher_count() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert api.sim.cluster.watcher_count() == 0
+    record = [r for r in requestlog.read(api.log_path) if r["query"] == "watch=1"][-1]
+    assert record["status"] in (200, 499)
+
+
+@pytest.mark.parametrize("body", [
+    {"metadata": {"name": "x", "labels": "oops"}},
+    {"metadata": {"name": 5}},
+    {"metadata": "x"},
+    {"metadata": {"name": "x", "ownerReferences": "y"}},
+    {"metadata": {"name": "x"}, "spec": "not-an-object"},
+])
+async def test_malformed_objects_are_400_not_500(api, body):
+    resp = await api.post("/api/v1/namespaces?fieldValidation=Ignore", json=body, headers=ADMIN)
+    assert resp.status == 400
+    assert (await resp.json())["reason"] == "BadRequest"
