@@ -297,10 +297,11 @@ class Controllers:
                 job = self._queue.popleft()
                 try:
                     job()
-                except (ApiError, KeyError, TypeError, ValueError, AttributeError):
+                except (ApiError, KeyError, TypeError, ValueError, AttributeError) as exc:
                     # Like a real controller, a malformed object stalls only its own
                     # reconciliation; the API write that triggered it has already succeeded.
-                    log.warning("controller could not reconcile an object", exc_info=True)
+                    # Only the exception type is logged: messages may quote object content.
+                    log.warning("controller could not reconcile an object (%s)", type(exc).__name__)
         finally:
             self._draining = False
 

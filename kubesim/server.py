@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+import traceback
 from dataclasses import dataclass, field
 
 import yaml
@@ -289,8 +290,11 @@ class KubeSim:
         except (ConnectionResetError, ConnectionError):
             status = 499
             raise
-        except Exception:
-            log.exception("internal error serving %s %s", request.method, request.path)
+        except Exception as exc:
+            # Type and location only: exception messages may quote object content (secrets).
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error("internal error serving %s %s: %s at %s:%s", request.method, request.path,
+                      type(exc).__name__, frame.filename, frame.lineno)
             status = 500
             return status_response(ApiError(500, "InternalError", "Internal error occurred: kubesim failed to "
                                             "serve the request"))
