@@ -1,0 +1,1 @@
+"""Deployment helpers: the local demo (``python -m deploy.demo``)."""
