@@ -458,8 +458,7 @@ def summary(*, layout: Layout, gateway_url: str, password: str, ca_file: Path, k
         " no cluster credential)",
         f"  Cluster admin  {cluster}",
         "                 (straight to kubesim with the credential the gateway itself uses)",
-        f"  Policy         {PRESET} on connection {CONNECTION!r}: reads allowed with secrets masked,"
-        " changes need a reviewer",
+        f"  Policy         {PRESET} on connection {CONNECTION!r}: reads allowed, changes need a reviewer",
         f"  Try            {display(kubectl)} --kubeconfig {agent} get pods -A",
         f"  Logs           {display(layout.gateway_log)}, {display(layout.kubesim / 'kubesim.stderr')},"
         f" {display(layout.kubesim / 'requests.jsonl')}",

@@ -1,0 +1,150 @@
+"""`make demo` end to end: real kubesim, OpenID provider, gateway and kubectl; no PostgreSQL, no Redis."""
+
+import os
+import re
+import signal
+import ssl
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import yaml
+
+from kubesim import requestlog
+from kubesim.auth import credential_fingerprint
+from kubesim.testing import Kubectl, read_until
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = "Press Ctrl-C to stop."
+DASHBOARD = re.compile(r"Dashboard +(https://127\.0\.0\.1:(\d+))/admin/")
+REVIEWER = re.compile(r"username reviewer, password (\S+)")
+
+
+def demo(state, *args, home):
+    """argv and environment of `python -m deploy.demo` without DATABASE_URL, REDIS_URL or KUBECONFIG."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "REDIS_URL", "XDG_CACHE_HOME") and not k.startswith("KUBE")}
+    env["HOME"] = str(home)
+    argv = [sys.executable, "-m", "deploy.demo", "--dir", str(state), "--port", "0", *args]
+    return argv, env
+
+
+def cluster_token(state):
+    return yaml.safe_load((state / "cluster-kubeconfig").read_text())["users"][0]["user"]["token"]
+
+
+def private(path):
+    return stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_exit_after_ready_writes_both_kubeconfigs_and_is_idempotent(tmp_path):
+    state, home = tmp_path / "demo", tmp_path / "home"
+    argv, env = demo(state, "--exit-after-ready", home=home)
+    first = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    token = cluster_token(state)
+    agent_text = (state / "kubeconfig").read_text()
+    assert token not in agent_text
+    agent = yaml.safe_load(agent_text)
+    assert list(agent["users"][0]["user"]) == ["exec"]  # no token, no client certificate
+    url, port = DASHBOARD.search(first.stdout).groups()
+    assert agent["clusters"][0]["cluster"]["server"] == f"{url}/k8s/demo"
+    assert "the Django admin until the reviewer dashboard lands" in first.stdout
+    assert REVIEWER.search(first.stdout)
+    assert (state / "airlock.sqlite3").exists()
+
+    secret = (state / "agent-client-secret").read_text().strip()
+    for path in ("agent-client-secret", "cluster-kubeconfig", "kubeconfig", "gateway-keys.json", "tls/gateway.key"):
+        assert private(state / path), path
+    output = first.stdout + first.stderr
+    assert secret not in output and token not in output
+    assert not list((home / ".cache" / "airlock").glob("*.json"))  # the cached agent token is forgotten
+
+    again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Updated connection 'demo'" in again.stdout
+    assert REVIEWER.search(again.stdout).group(1) != REVIEWER.search(first.stdout).group(1)
+    assert (state / "agent-client-secret").read_text().strip() == secret
+
+
+def descendants(pid):
+    """Processes whose parent chain leads to ``pid`` (from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def running(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def log_in(url, ca_file, password):
+    """The reviewer logs in to the admin with the printed password."""
+    with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=str(ca_file))) as browser:
+        browser.get("/admin/login/")
+        response = browser.post(
+            "/admin/login/?next=/admin/",
+            data={"username": "reviewer", "password": password, "next": "/admin/",
+                  "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
+            headers={"Referer": f"{url}/admin/login/"},
+        )
+        return response.status_code, response.headers.get("location")
+
+
+def test_kubectl_through_the_gateway_then_ctrl_c_stops_everything(tmp_path):
+    state, home = tmp_path / "demo", tmp_path / "home"
+    argv, env = demo(state, home=home)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    children = set()
+    try:
+        output = read_until(proc, READY, timeout=90)
+        children = descendants(proc.pid)
+        assert len(children) >= 3  # kubesim, node (the OpenID provider), uvicorn
+
+        pods = Kubectl(state / "kubeconfig", home)("get", "pods", "-A").stdout
+        assert "debug-shell" in pods and "web-" in pods
+        listed = [r for r in requestlog.read(state / "kubesim" / "requests.jsonl") if r["path"] == "/api/v1/pods"]
+        assert listed and all(r["status"] == 200 for r in listed)
+        gateway_credential = f"Bearer {credential_fingerprint(cluster_token(state))}"
+        for record in requestlog.read(state / "kubesim" / "requests.jsonl"):
+            assert requestlog.header(record, "Authorization") == [gateway_credential], record["path"]
+            assert record["user"] == "kubesim-admin"
+
+        url = DASHBOARD.search(output).group(1)
+        password = REVIEWER.search(output).group(1)
+        assert log_in(url, state / "tls" / "ca.crt", password) == (302, "/admin/")
+        assert log_in(url, state / "tls" / "ca.crt", "wrong-" + password)[0] == 200  # the form again
+
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=30)[0].decode()
+        assert proc.returncode == 0, output + rest
+        assert "demo: stopped." in rest
+        assert [pid for pid in children if running(pid)] == []
+        secret = (state / "agent-client-secret").read_text().strip()
+        assert secret not in output + rest and cluster_token(state) not in output + rest
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+        for pid in children:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.stdout.close()
