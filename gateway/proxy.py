@@ -12,7 +12,6 @@ import json
 import logging
 
 import httpx
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidHandshake
 
 from gateway import headers as hdr
 from gateway.authn import authenticate
@@ -20,6 +19,7 @@ from gateway.authz import authorize
 from gateway.pipeline import GatewayRequest, parse_request
 from gateway.status import GatewayError
 from gateway.upstream import UpstreamPool, open_websocket
+from gateway.wsclient import UpstreamRejected
 
 log = logging.getLogger(__name__)
 
@@ -141,19 +141,18 @@ class GatewayApp:
             return
         try:
             request, upstream = await self.admit(scope)
-            offered = hdr.offered_subprotocols(request.headers)
+            offered = list(scope.get("subprotocols") or ()) or hdr.offered_subprotocols(request.headers)
             headers = hdr.upstream_request_headers(request.headers, websocket=True)
             headers.extend(cluster_headers(upstream, request.principal))
             try:
                 upstream_ws = await open_websocket(upstream, request.target, headers, offered)
-            except InvalidStatus as exc:
-                status = exc.response.status_code
+            except UpstreamRejected as exc:
                 raise GatewayError(
-                    status if 400 <= status < 600 else 502,
-                    _upstream_message(exc.response.body, f"the cluster refused the stream ({status})"),
+                    exc.status if 400 <= exc.status < 600 else 502,
+                    _upstream_message(exc.body, f"the cluster refused the stream ({exc.status})"),
                     stage="forward",
                 ) from None
-            except (InvalidHandshake, OSError, asyncio.TimeoutError) as exc:
+            except (OSError, asyncio.TimeoutError, ValueError) as exc:
                 log.warning("upstream %s websocket failed: %s", request.connection, type(exc).__name__)
                 raise GatewayError(502, f'connection "{request.connection}": the cluster is unreachable', stage="forward") from None
         except GatewayError as exc:
@@ -184,7 +183,7 @@ def _upstream_message(body: bytes | None, default: str) -> str:
 
 
 async def relay(upstream_ws, receive, send):
-    """Pump frames both ways until either side closes."""
+    """Pump frames both ways until either side closes; the cluster's close code is passed on."""
 
     async def client_to_upstream():
         while True:
@@ -195,16 +194,12 @@ async def relay(upstream_ws, receive, send):
             await upstream_ws.send(data if data is not None else message.get("text", ""))
 
     async def upstream_to_client():
-        try:
-            async for data in upstream_ws:
-                if isinstance(data, bytes):
-                    await send({"type": "websocket.send", "bytes": data})
-                else:
-                    await send({"type": "websocket.send", "text": data})
-        except ConnectionClosed:
-            pass
-        rcvd = upstream_ws.close_rcvd
-        await send({"type": "websocket.close", "code": rcvd.code if rcvd else 1000})
+        async for data in upstream_ws:
+            if isinstance(data, bytes):
+                await send({"type": "websocket.send", "bytes": data})
+            else:
+                await send({"type": "websocket.send", "text": data})
+        await send({"type": "websocket.close", "code": upstream_ws.close_code or 1000})
 
     tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client())]
     try:
@@ -212,7 +207,10 @@ async def relay(upstream_ws, receive, send):
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            log.warning("stream relay ended with %s", type(result).__name__)
 
 
 async def stream_until_disconnect(response, receive, send):

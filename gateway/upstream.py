@@ -8,7 +8,8 @@ import asyncio
 import logging
 
 import httpx
-from websockets.asyncio.client import connect as ws_connect
+
+from gateway import wsclient
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +64,9 @@ def websocket_url(upstream, target: str) -> str:
 async def open_websocket(upstream, target: str, headers, subprotocols):
     """Open the upstream half of an exec/attach/port-forward relay."""
     url = websocket_url(upstream, target)
-    ctx = upstream.ssl_context() if url.startswith("wss://") else None
-    return await ws_connect(
+    return await wsclient.connect(
         url,
-        ssl=ctx,
-        subprotocols=subprotocols or None,
-        additional_headers=headers,
-        max_size=None,
-        max_queue=16,
-        open_timeout=10,
-        ping_interval=20,
-        ping_timeout=60,
-        compression=None,
-        user_agent_header=None,
+        ssl=upstream.ssl_context() if url.startswith("wss://") else None,
+        headers=headers,
+        subprotocols=subprotocols,
     )

@@ -33,6 +33,7 @@ class ThreadedServer:
             app,
             lifespan="on",
             log_level="warning",
+            ws="wsproto",
             ssl_certfile=str(tls.cert_file),
             ssl_keyfile=str(tls.key_file),
             **options,
@@ -138,3 +139,17 @@ def gateway(cluster_connection, gateway_app, tmp_path):
         yield Gateway(url=f"https://127.0.0.1:{server.port}", ca_file=tls.ca_file, connection=cluster_connection, directory=directory)
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["direct", "gateway"])
+def route(request, kubesim, kubectl):
+    """Run a test against kubesim directly, then again through the gateway.
+
+    Returns the kubeconfig to use; the ``kubectl`` fixture is switched to it.
+    Modules using it need ``pytest.mark.django_db(transaction=True)``:
+    pytest-django only creates test databases for tests marked at collection.
+    """
+    if request.param == "direct":
+        return kubesim.kubeconfig
+    kubectl.kubeconfig = request.getfixturevalue("gateway").kubeconfig()
+    return kubectl.kubeconfig

@@ -1,8 +1,10 @@
-"""Real ``kubectl cp`` against kubesim: tar through exec, both directions."""
+"""Real ``kubectl cp`` against kubesim, directly and through the gateway: tar through exec, both directions."""
 
 import os
 
 import pytest
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the gateway variant of ``route``
 
 POD = """
 apiVersion: v1
@@ -15,7 +17,7 @@ spec:
 
 
 @pytest.fixture
-def sandbox(kubesim, kubectl):
+def sandbox(route, kubesim, kubectl):
     kubectl("apply", "-f", "-", input=POD)
     return kubesim.sandbox_dir("default", "files")
 

@@ -1,4 +1,5 @@
-"""Real kubectl (and the kubernetes Python client) exec/attach against kubesim over WebSocket."""
+"""Real kubectl (and the kubernetes Python client) exec/attach against kubesim over WebSocket,
+directly and through the gateway (the ``route`` fixture)."""
 
 import errno
 import fcntl
@@ -12,6 +13,8 @@ import termios
 import time
 
 import pytest
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the gateway variant of ``route``
 
 SHELL_POD = """
 apiVersion: v1
@@ -28,7 +31,7 @@ spec:
 
 
 @pytest.fixture
-def shell_pod(kubectl):
+def shell_pod(route, kubectl):
     kubectl("apply", "-f", "-", input=SHELL_POD)
     return "shell"
 
@@ -132,11 +135,11 @@ def test_attach_to_the_main_process(kubectl, shell_pod):
     assert "attached-42" in result.stdout
 
 
-def test_python_client_exec(kubesim, shell_pod):
+def test_python_client_exec(route, shell_pod):
     from kubernetes import client, config
     from kubernetes.stream import stream
 
-    api_client = config.new_client_from_config(config_file=str(kubesim.kubeconfig))
+    api_client = config.new_client_from_config(config_file=str(route))
     core = client.CoreV1Api(api_client)
     try:
         out = stream(core.connect_get_namespaced_pod_exec, shell_pod, "default",
@@ -161,7 +164,7 @@ def test_python_client_exec(kubesim, shell_pod):
         api_client.close()
 
 
-def test_exec_into_missing_pod_is_404(kubectl):
+def test_exec_into_missing_pod_is_404(route, kubectl):
     result = kubectl("exec", "ghost", "--", "true", check=False)
     assert result.returncode == 1
     assert 'pods "ghost" not found' in result.stderr

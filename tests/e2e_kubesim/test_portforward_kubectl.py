@@ -1,5 +1,6 @@
 """Real kubectl port-forward (SPDY/3.1 tunnelled in WebSocket) and the Python client's
-legacy WebSocket port-forward against kubesim, to a TCP echo server started by the test."""
+legacy WebSocket port-forward against kubesim, to a TCP echo server started by the test,
+directly and through the gateway (the ``route`` fixture)."""
 
 import os
 import re
@@ -10,6 +11,8 @@ import threading
 import pytest
 
 from kubesim.testing import read_until
+
+pytestmark = pytest.mark.django_db(transaction=True)  # the gateway variant of ``route``
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -31,7 +34,7 @@ def echo_port():
 
 
 @pytest.fixture
-def forwarded_pod(kubectl, echo_port):
+def forwarded_pod(route, kubectl, echo_port):
     manifest = f"""
 apiVersion: v1
 kind: Pod
@@ -94,11 +97,11 @@ def test_kubectl_port_forward_to_an_unmapped_port(kubectl, forwarded_pod):
     assert "connection refused" in stderr
 
 
-def test_python_client_legacy_port_forward(kubesim, forwarded_pod):
+def test_python_client_legacy_port_forward(route, forwarded_pod):
     from kubernetes import client, config
     from kubernetes.stream import portforward
 
-    api_client = config.new_client_from_config(config_file=str(kubesim.kubeconfig))
+    api_client = config.new_client_from_config(config_file=str(route))
     try:
         pf = portforward(client.CoreV1Api(api_client).connect_get_namespaced_pod_portforward,
                          forwarded_pod, "default", ports="80")
