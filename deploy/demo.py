@@ -436,8 +436,11 @@ def kubectl_binary() -> Path:
 
 def verify(kubectl: Path, kubeconfig: Path, env: dict) -> str:
     """`kubectl get pods -A` with the agent's kubeconfig, through the gateway; its output."""
-    result = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "get", "pods", "-A"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    try:
+        result = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "get", "pods", "-A"],
+                                env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise DemoError("kubectl get pods -A through the gateway did not finish within 60s") from None
     if result.returncode != 0:
         raise DemoError(f"kubectl get pods -A through the gateway failed:\n{result.stderr.strip()}")
     return result.stdout
