@@ -2,9 +2,14 @@
 
 Kubernetes protobuf = magic ``k8s\\x00`` + a ``runtime.Unknown`` message whose ``raw`` field holds
 the object. Only the messages below are described (field numbers from the generated.proto files of
-k8s.io/api and k8s.io/apimachinery); anything else is answered with 415 by the server. A schema-
-driven wire decoder of ~100 lines is less to trust than a protobuf runtime plus generated code for
-the whole API, and kubesim never needs to *encode* protobuf (it always answers JSON).
+k8s.io/api and k8s.io/apimachinery); anything else is refused with 415. A schema-driven wire
+decoder of ~100 lines is less to trust than a protobuf runtime plus generated code for the whole
+API, and nothing here ever *encodes* protobuf (JSON is forwarded instead).
+
+The gateway transcodes these bodies to JSON before any policy, masking or recording sees them,
+in strict mode: a non-empty field the schema does not describe is an error, never silently
+dropped.  kubesim (the test double) decodes leniently, as kube-apiserver ignores nothing but
+also never fails on a field it knows.
 """
 
 from __future__ import annotations
@@ -126,10 +131,27 @@ def _scalar(kind: str, wire: int, value):
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def decode_message(data: bytes, schema: dict) -> dict:
+def _empty(wire: int, value) -> bool:
+    """Zero-valued: Go's generated code writes empty non-nullable messages (e.g. a
+    request's ``status``) as all-zero fields; those carry nothing to lose."""
+    if wire == 0:
+        return value == 0
+    if wire in (1, 5):
+        return not any(value)
+    if not value:
+        return True
+    try:
+        return all(_empty(w, v) for _, w, v in _fields(value))
+    except ProtobufError:
+        return False
+
+
+def decode_message(data: bytes, schema: dict, strict: bool = False) -> dict:
     out: dict = {}
     for number, wire, value in _fields(data):
         if number not in schema:
+            if strict and not _empty(wire, value):
+                raise ProtobufError(f"field {number} is not understood")
             continue
         name, kind = schema[number]
         if isinstance(kind, str):
@@ -137,7 +159,7 @@ def decode_message(data: bytes, schema: dict) -> dict:
         elif kind[0] == "msg":
             if wire != 2:
                 raise ProtobufError("expected an embedded message")
-            out[name] = decode_message(value, kind[1])
+            out[name] = decode_message(value, kind[1], strict)
         elif kind[0] == "repeated":
             item = kind[1]
             if isinstance(item, str):
@@ -145,7 +167,7 @@ def decode_message(data: bytes, schema: dict) -> dict:
             else:
                 if wire != 2:
                     raise ProtobufError("expected an embedded message")
-                out.setdefault(name, []).append(decode_message(value, item[1]))
+                out.setdefault(name, []).append(decode_message(value, item[1], strict))
         elif kind[0] == "map":
             if wire != 2:
                 raise ProtobufError("expected a map entry")
@@ -159,7 +181,7 @@ def decode_message(data: bytes, schema: dict) -> dict:
     return out
 
 
-def decode(body: bytes) -> dict:
+def decode(body: bytes, strict: bool = False) -> dict:
     """JSON-equivalent dict of a Kubernetes protobuf body; ProtobufError if it cannot be read."""
     if not body.startswith(MAGIC):
         raise ProtobufError("missing the k8s protobuf magic prefix")
@@ -175,6 +197,6 @@ def decode(body: bytes) -> dict:
     key = (type_meta.get("apiVersion", ""), type_meta.get("kind", ""))
     schema = SCHEMAS.get(key)
     if schema is None:
-        raise ProtobufError(f"kubesim cannot decode protobuf {key[1] or 'objects'} ({key[0] or 'unknown version'})")
-    obj = decode_message(raw, schema)
+        raise ProtobufError(f"cannot decode protobuf {key[1] or 'objects'} ({key[0] or 'unknown version'})")
+    obj = decode_message(raw, schema, strict)
     return {"apiVersion": key[0], "kind": key[1], **obj}

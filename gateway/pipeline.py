@@ -7,12 +7,14 @@ Each stage takes a :class:`GatewayRequest` and either enriches it or raises
 Kubernetes ``Status``.  Nothing here reads a socket.
 """
 
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from gateway import headers as hdr
+from gateway import kubeproto
 from gateway.requestinfo import RequestInfo, RequestInfoError, canonical_path, parse
 from gateway.status import GatewayError
 
@@ -92,3 +94,24 @@ def parse_request(scope: dict, prefix: str) -> GatewayRequest:
         transport=transport,
         client_addr=client[0] or "",
     )
+
+
+def transcode_body(request: GatewayRequest, body: bytes) -> bytes:
+    """Protobuf request bodies become JSON, so every later stage can read them.
+
+    kubectl >= 1.32 sends some writes (create token, auth can-i, create
+    secret) as protobuf.  What cannot be decoded exactly is refused (415);
+    nothing is passed on blind.
+    """
+    content_type = next((v for n, v in request.headers if n == "content-type"), "")
+    if content_type.split(";", 1)[0].strip().lower() != kubeproto.MEDIA_TYPE:
+        return body
+    try:
+        obj = kubeproto.decode(body, strict=True)
+    except kubeproto.ProtobufError as exc:
+        raise GatewayError(
+            415, f"airlock cannot inspect this protobuf request body ({exc}); send application/json", stage="parse"
+        ) from None
+    request.headers = [(n, v) for n, v in request.headers if n != "content-type"]
+    request.headers.append(("content-type", "application/json"))
+    return json.dumps(obj, separators=(",", ":")).encode()

@@ -16,7 +16,7 @@ import httpx
 from gateway import headers as hdr
 from gateway.authn import authenticate
 from gateway.authz import authorize
-from gateway.pipeline import GatewayRequest, parse_request
+from gateway.pipeline import GatewayRequest, parse_request, transcode_body
 from gateway.status import GatewayError
 from gateway.upstream import UpstreamPool, open_websocket
 from gateway.wsclient import UpstreamRejected
@@ -72,7 +72,7 @@ class GatewayApp:
             request, upstream = await self.admit(scope)
             if request.transport == "spdy":
                 raise GatewayError(400, SPDY_REFUSED, stage="forward")
-            body = await self.read_body(scope, receive)
+            body = transcode_body(request, await self.read_body(scope, receive))
             await self.forward(request, upstream, body, receive, send)
         except GatewayError as exc:
             await send_status(send, exc)

@@ -19,7 +19,9 @@ import yaml
 from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 
-from . import errors, patch, protobuf, schema, tables
+from gateway import kubeproto as protobuf
+
+from . import errors, patch, schema, tables
 from .auth import API_AUDIENCE, Attributes, Auth, UserInfo
 from .certs import peer_identity
 from .discovery import AGGREGATED_MEDIA_TYPE, Discovery, Resource

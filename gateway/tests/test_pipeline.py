@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.pipeline import parse_request
+from gateway.pipeline import parse_request, transcode_body
 from gateway.status import GatewayError
 
 PREFIX = "/k8s/"
@@ -79,3 +79,53 @@ def test_query_nul_and_non_ascii_refused():
     assert info.value.code == 400
     with pytest.raises(GatewayError):
         parse_request(scope("/k8s/prod/api/v1/pods", "x=\u00e9".encode()), PREFIX)
+
+
+def protobuf_body(api_version: bytes, kind: bytes, raw: bytes) -> bytes:
+    def field(number, payload):
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    type_meta = field(1, api_version) + field(2, kind)
+    return b"k8s\x00" + field(1, type_meta) + field(2, raw)
+
+
+def test_protobuf_body_transcoded_to_json():
+    import json
+
+    req = parse_request(
+        scope("/k8s/prod/api/v1/namespaces/shop/serviceaccounts/deployer/token", method="POST",
+              headers=[("Content-Type", "application/vnd.kubernetes.protobuf")]),
+        PREFIX,
+    )
+    spec = bytes([1 << 3 | 2, 3]) + b"api" + bytes([4 << 3, 60])  # audiences ["api"], expirationSeconds 60
+    body = protobuf_body(b"authentication.k8s.io/v1", b"TokenRequest", bytes([2 << 3 | 2, len(spec)]) + spec)
+    out = transcode_body(req, body)
+    assert json.loads(out) == {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                               "spec": {"audiences": ["api"], "expirationSeconds": 60}}
+    assert ("content-type", "application/json") in req.headers
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        protobuf_body(b"apps/v1", b"Deployment", b""),  # a kind the gateway cannot read exactly
+        protobuf_body(b"v1", b"Secret", bytes([9 << 3 | 2, 2]) + b"xx"),  # a field it does not know
+        b"k8s\x00\xff\xff",
+        b"not protobuf",
+    ],
+)
+def test_unreadable_protobuf_refused(body):
+    req = parse_request(
+        scope("/k8s/prod/api/v1/namespaces/shop/secrets", method="POST",
+              headers=[("content-type", "application/vnd.kubernetes.protobuf")]),
+        PREFIX,
+    )
+    with pytest.raises(GatewayError) as info:
+        transcode_body(req, body)
+    assert info.value.code == 415
+
+
+def test_json_body_untouched():
+    req = parse_request(scope("/k8s/prod/api/v1/namespaces/shop/configmaps", method="POST",
+                              headers=[("content-type", "application/json")]), PREFIX)
+    assert transcode_body(req, b'{"a":1}') == b'{"a":1}'

@@ -140,3 +140,13 @@ def test_python_client_list_watch_and_read(gateway):
     first = next(stream)
     assert first["type"] == "ADDED" and first["object"].metadata.namespace == "shop"
     api_client.close()
+
+
+def test_protobuf_writes_transcoded_or_refused(agent, kubesim):
+    """kubectl >= 1.32 sends typed writes as protobuf; the cluster only ever sees JSON."""
+    assert "secret/pb-made created" in agent("create", "secret", "generic", "pb-made", "--from-literal=k=v").stdout
+    made = [r for r in kubesim.requests() if r["method"] == "POST" and r["path"].endswith("/secrets")][-1]
+    assert header(made, "content-type") == ["application/json"]
+    refused = agent("create", "deployment", "pb-deploy", "--image=nginx", check=False)
+    assert refused.returncode != 0 and "cannot inspect this protobuf request body" in refused.stderr
+    assert not [r for r in kubesim.requests() if r["path"].endswith("/deployments") and r["method"] == "POST"]
