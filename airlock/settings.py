@@ -175,6 +175,18 @@ AIRLOCK_CONNECTION_REVALIDATE_SECONDS = float(env("AIRLOCK_CONNECTION_REVALIDATE
 # previous rules after another process changed them (gateway/policy.py PolicyCache).
 AIRLOCK_POLICY_CACHE_SECONDS = float(env("AIRLOCK_POLICY_CACHE_SECONDS", "5"))
 
+# Audit trail (audit/).  Request/response bodies and exec recordings are stored masked and
+# cut at these sizes; `manage.py prune_audit` removes events older than the retention
+# (0 keeps everything).  Without a Kubectl-Session header, a pause longer than the gap starts
+# a new session.  The recorder queues at most QUEUE_SIZE completion events (then requests
+# wait) and writes them in batches of BATCH_SIZE.
+AIRLOCK_AUDIT_RETENTION_DAYS = int(env("AIRLOCK_AUDIT_RETENTION_DAYS", "365"))
+AIRLOCK_AUDIT_SESSION_GAP_MINUTES = float(env("AIRLOCK_AUDIT_SESSION_GAP_MINUTES", "15"))
+AIRLOCK_AUDIT_MAX_BODY_BYTES = int(env("AIRLOCK_AUDIT_MAX_BODY_BYTES", str(64 * 1024)))
+AIRLOCK_AUDIT_MAX_RECORDING_BYTES = int(env("AIRLOCK_AUDIT_MAX_RECORDING_BYTES", str(8 * 1024 * 1024)))
+AIRLOCK_AUDIT_QUEUE_SIZE = int(env("AIRLOCK_AUDIT_QUEUE_SIZE", "10000"))
+AIRLOCK_AUDIT_BATCH_SIZE = int(env("AIRLOCK_AUDIT_BATCH_SIZE", "200"))
+
 # Development-only static bearer tokens for agents ("token=user:group1|group2,...").
 # Off unless set; refused in production.  Replaced by OIDC in the identity work.
 AIRLOCK_DEV_STATIC_TOKENS = env("AIRLOCK_DEV_STATIC_TOKENS", "")

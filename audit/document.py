@@ -1,0 +1,160 @@
+"""The canonical document of an audit event, and the hash chain over those documents.
+
+The document is what ``export_audit`` writes (plus ``airlock.prevHash`` and ``airlock.hash``):
+a Kubernetes ``audit.k8s.io/v1`` Event with the gateway's own fields under ``airlock``.  Each
+event's hash is::
+
+    hash = SHA-256(bytes.fromhex(prev_hash) || RFC8785(document)).hexdigest()
+
+with ``prev_hash`` of the first event (or the last pruned one, see Checkpoint) being 64 zeros.
+So anyone holding an export can re-check the chain without this code: drop ``airlock.hash``,
+``airlock.prevHash`` and ``airlock.recordingCast`` from each line, canonicalise with any
+RFC 8785 implementation, hash.
+
+Changing what goes into the document changes every hash: bump ``FORMAT`` and keep the old
+builder if that is ever needed.
+"""
+
+import base64
+import hashlib
+from datetime import UTC
+
+import rfc8785
+
+FORMAT = 1
+GENESIS_HASH = "0" * 64
+
+
+def timestamp(value) -> str:
+    """RFC 3339 in UTC with microseconds, as kube-apiserver writes MicroTime."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def body_document(data: bytes, size: int) -> dict | None:
+    """A stored (masked, capped) body: text when it is UTF-8, base64 otherwise."""
+    data = bytes(data)
+    if not data and not size:
+        return None
+    try:
+        encoding, text = "utf-8", data.decode("utf-8")
+    except UnicodeDecodeError:
+        encoding, text = "base64", base64.b64encode(data).decode("ascii")
+    return {"size": size, "truncated": size > len(data), "encoding": encoding, "data": text}
+
+
+def recording_document(recording) -> dict:
+    return {
+        "kind": recording.kind,
+        "namespace": recording.namespace,
+        "pod": recording.pod,
+        "container": recording.container,
+        "command": list(recording.command),
+        "castSha256": hashlib.sha256(recording.cast.encode("utf-8")).hexdigest(),
+        "castBytes": len(recording.cast.encode("utf-8")),
+        "width": recording.width,
+        "height": recording.height,
+        "exitCode": recording.exit_code,
+        "durationSeconds": recording.duration_s,
+        "truncated": recording.truncated,
+        "ports": list(recording.ports),
+        "bytesToPod": recording.bytes_to_pod,
+        "bytesFromPod": recording.bytes_from_pod,
+    }
+
+
+def _level(event) -> str:
+    if event.response_body or event.response_body_size:
+        return "RequestResponse"
+    if event.request_body or event.request_body_size:
+        return "Request"
+    return "Metadata"
+
+
+def _without_empty(mapping: dict) -> dict:
+    return {k: v for k, v in mapping.items() if v not in ("", None, [], {})}
+
+
+def event_document(event, session_id: str | None, recording=None) -> dict:
+    """The canonical document of ``event`` (an AuditEvent or anything with its attributes)."""
+    user = _without_empty({
+        "username": event.user_username,
+        "uid": event.user_uid,
+        "groups": list(event.user_groups),
+        "extra": {"issuer": [event.user_issuer]} if event.user_issuer else None,
+    })
+    object_ref = _without_empty({
+        "resource": event.object_resource,
+        "namespace": event.object_namespace,
+        "name": event.object_name,
+        "apiGroup": event.object_api_group,
+        "apiVersion": event.object_api_version,
+        "subresource": event.object_subresource,
+    })
+    status = None
+    if event.response_code is not None:
+        status = {"metadata": {}, "code": event.response_code, **_without_empty({
+            "status": "Failure" if event.response_code >= 400 else "",
+            "reason": event.response_reason,
+            "message": event.response_message,
+        })}
+    annotations = {}
+    if event.decision_effect:
+        annotations["authorization.k8s.io/decision"] = "allow" if event.decision_effect == "allow" else "forbid"
+        annotations["authorization.k8s.io/reason"] = event.decision_reason
+    document = {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": _level(event),
+        "auditID": str(event.audit_id),
+        "stage": event.stage,
+        "requestURI": event.request_uri,
+        "verb": event.verb,
+        "user": user,
+        "sourceIPs": list(event.source_ips),
+        "userAgent": event.user_agent,
+        "requestReceivedTimestamp": timestamp(event.request_received_timestamp),
+        "stageTimestamp": timestamp(event.stage_timestamp),
+    }
+    if object_ref:
+        document["objectRef"] = object_ref
+    if status:
+        document["responseStatus"] = status
+    if annotations:
+        document["annotations"] = annotations
+    document["airlock"] = {
+        "format": FORMAT,
+        "seq": event.seq,
+        "connection": event.connection,
+        "decision": {
+            "effect": event.decision_effect,
+            "ruleId": event.decision_rule_id,
+            "ruleName": event.decision_rule_name,
+            "reason": event.decision_reason,
+        },
+        "reviewId": event.review_id,
+        "leaseId": event.lease_id,
+        "maskingCounts": dict(event.masking_counts),
+        "latencyMs": event.latency_ms,
+        "bytesIn": event.bytes_in,
+        "bytesOut": event.bytes_out,
+        "transport": event.transport,
+        "sessionId": session_id,
+        "kubectlSession": event.kubectl_session,
+        "requestBody": body_document(event.request_body, event.request_body_size),
+        "responseBody": body_document(event.response_body, event.response_body_size),
+        "recording": recording_document(recording) if recording is not None else None,
+    }
+    return document
+
+
+def chain_hash(prev_hash: str, document: dict) -> str:
+    return hashlib.sha256(bytes.fromhex(prev_hash) + rfc8785.dumps(document)).hexdigest()
+
+
+def strip_export_fields(line: dict) -> tuple[dict, str, str]:
+    """Split an exported line into (document, prev_hash, hash), for verifying an export."""
+    document = {**line, "airlock": dict(line["airlock"])}
+    prev_hash = document["airlock"].pop("prevHash")
+    digest = document["airlock"].pop("hash")
+    document["airlock"].pop("recordingCast", None)
+    return document, prev_hash, digest
