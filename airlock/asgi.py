@@ -7,11 +7,14 @@ else is Django (admin, dashboard, API) or Channels (dashboard WebSockets).
 import os
 
 import django
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "airlock.settings")
 django.setup()
-django_http = get_asgi_application()
+# The dashboard's own assets (htmx, asciinema-player) are vendored into
+# static/ and served by the app itself: no CDN, no separate web server.
+django_http = ASGIStaticFilesHandler(get_asgi_application())
 
 from django.conf import settings  # noqa: E402
 

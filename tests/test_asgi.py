@@ -1,0 +1,54 @@
+"""The top-level ASGI router: /k8s/ to the gateway, the rest to Django, static assets served."""
+
+import asyncio
+import json
+
+import pytest
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def call(path):
+    from airlock.asgi import application
+
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+    sent = []
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [(b"host", b"localhost")], "scheme": "https", "server": ("127.0.0.1", 443),
+             "client": ("127.0.0.1", 1), "asgi": {"version": "3.0"}, "http_version": "1.1", "root_path": ""}
+    await asyncio.wait_for(application(scope, receive, send), 10)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+async def test_gateway_prefix_goes_to_the_gateway():
+    status, body = await call("/k8s/no-such-connection/api/v1/pods")
+    assert status == 404 and json.loads(body)["kind"] == "Status"
+
+
+async def test_static_assets_served_by_the_app():
+    status, body = await call("/static/admin/css/base.css")
+    assert status == 200 and body
+
+
+async def test_lifespan_shutdown_closes_the_gateway():
+    from airlock.asgi import application
+
+    inbox = asyncio.Queue()
+    for kind in ("lifespan.startup", "lifespan.shutdown"):
+        inbox.put_nowait({"type": kind})
+    sent = []
+
+    async def send(message):
+        sent.append(message["type"])
+
+    await asyncio.wait_for(application({"type": "lifespan"}, inbox.get, send), 10)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
