@@ -150,3 +150,30 @@ def test_protobuf_writes_transcoded_or_refused(agent, kubesim):
     refused = agent("create", "deployment", "pb-deploy", "--image=nginx", check=False)
     assert refused.returncode != 0 and "cannot inspect this protobuf request body" in refused.stderr
     assert not [r for r in kubesim.requests() if r["path"].endswith("/deployments") and r["method"] == "POST"]
+
+
+def test_raw_client_headers_scrubbed(gateway, kubesim):
+    """Headers kubectl cannot send but a hostile client can: none reaches the cluster."""
+    import httpx
+
+    hostile = {
+        "Authorization": f"Bearer {AGENT_TOKEN}",
+        "Impersonate-User": "system:admin",
+        "Impersonate-Uid": "0",
+        "Impersonate-Extra-Scopes": "all",
+        "X-Remote-User": "system:admin",
+        "X-Remote-Group": "system:masters",
+        "X-Remote-Extra-Reason": "x",
+        "Accept": "application/cbor, application/yaml, application/vnd.kubernetes.protobuf;stream=watch",
+        "Accept-Encoding": "gzip",
+    }
+    with httpx.Client(verify=str(gateway.ca_file)) as client:
+        response = client.get(gateway.server_url() + "/api/v1/namespaces/shop/configmaps", headers=hostile)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/json")
+    assert response.json()["kind"] == "ConfigMapList"
+    record = [r for r in kubesim.requests() if r["path"] == "/api/v1/namespaces/shop/configmaps"][-1]
+    names = [name.lower() for name, _ in record["headers"]]
+    assert not [n for n in names if n.startswith(("impersonate-", "x-remote-"))]
+    assert header(record, "accept") == ["application/json"]
+    assert header(record, "accept-encoding") in ([], ["identity"])
+    assert record["user"] == "kubesim-admin" and record["impersonated_user"] is None
