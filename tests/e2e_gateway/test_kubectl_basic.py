@@ -154,6 +154,8 @@ def test_protobuf_writes_transcoded_or_refused(agent, kubesim):
 
 def test_raw_client_headers_scrubbed(gateway, kubesim):
     """Headers kubectl cannot send but a hostile client can: none reaches the cluster."""
+    import ssl
+
     import httpx
 
     hostile = {
@@ -167,7 +169,7 @@ def test_raw_client_headers_scrubbed(gateway, kubesim):
         "Accept": "application/cbor, application/yaml, application/vnd.kubernetes.protobuf;stream=watch",
         "Accept-Encoding": "gzip",
     }
-    with httpx.Client(verify=str(gateway.ca_file)) as client:
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(gateway.ca_file))) as client:
         response = client.get(gateway.server_url() + "/api/v1/namespaces/shop/configmaps", headers=hostile)
     assert response.status_code == 200 and response.headers["content-type"].startswith("application/json")
     assert response.json()["kind"] == "ConfigMapList"
