@@ -39,7 +39,7 @@ EVENT_KEYS = frozenset(
     }
 )
 RECORDING_KEYS = frozenset({
-    "kind", "namespace", "pod", "container", "command", "cast", "width", "height", "exit_code",
+    "kind", "namespace", "pod", "container", "command", "asciicast", "width", "height", "exit_code",
     "duration_s", "truncated", "ports", "bytes_to_pod", "bytes_from_pod",
 })
 
@@ -146,14 +146,14 @@ def prepare_recording(recording: dict, *, max_recording: int) -> dict:
     kind = recording.get("kind")
     if kind not in RecordingKind.values:
         raise ValueError(f"recording kind must be one of {', '.join(RecordingKind.values)}")
-    cast, cut = cap_cast(clean_text(recording.get("cast") or "", limit=None), max_recording)
+    cast, cut = cap_cast(clean_text(recording.get("asciicast") or "", limit=None), max_recording)
     return {
         "kind": kind,
         "namespace": clean_text(recording.get("namespace")),
         "pod": clean_text(recording.get("pod")),
         "container": clean_text(recording.get("container")),
         "command": _string_list(recording.get("command"), "recording command"),
-        "cast": cast,
+        "asciicast": cast,
         "width": _optional_int(recording.get("width"), "recording width", 0, 10000),
         "height": _optional_int(recording.get("height"), "recording height", 0, 10000),
         "exit_code": _optional_int(recording.get("exit_code"), "recording exit_code"),

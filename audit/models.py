@@ -197,7 +197,7 @@ class Recording(AppendOnlyModel):
     pod = models.TextField(blank=True)
     container = models.TextField(blank=True)
     command = models.JSONField(default=list, blank=True)
-    cast = models.TextField(blank=True, help_text="asciicast v2, masked, size-capped.")
+    asciicast = models.TextField(blank=True, help_text="asciicast v2, masked, size-capped.")
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)

@@ -1,0 +1,253 @@
+"""Appending to the hash chain and catching every kind of tampering with verify_audit."""
+
+import io
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from audit import chain
+from audit.document import GENESIS_HASH, chain_hash
+from audit.models import AppendOnlyError, AuditEvent, Recording, Session
+from audit.tests.factories import append, event, tampering
+
+pytestmark = pytest.mark.django_db
+
+EVENTS = "audit_auditevent"
+
+
+def verify(*args) -> str:
+    out = io.StringIO()
+    call_command("verify_audit", *args, stdout=out)
+    return out.getvalue()
+
+
+def broken(*args) -> str:
+    with pytest.raises(CommandError) as exc:
+        verify(*args)
+    return str(exc.value)
+
+
+def five_events():
+    return append(*(event(i) for i in range(5)))
+
+
+def test_append_assigns_gapless_seq_and_links_hashes():
+    first = append(event(0), event(1))
+    second = append(event(2))
+    rows = list(AuditEvent.objects.order_by("seq"))
+    assert [r.seq for r in rows] == [1, 2, 3]
+    assert rows[0].prev_hash == GENESIS_HASH
+    assert [r.prev_hash for r in rows[1:]] == [r.hash for r in rows[:-1]]
+    assert [r.hash for r in rows] == [e.hash for e in first + second]
+    for row in rows:
+        assert chain_hash(row.prev_hash, chain.document_of(row)) == row.hash
+
+
+def test_intact_chain_verifies_with_a_summary():
+    events = five_events()
+    output = verify()
+    assert "audit chain intact: 5 events #1..#5" in output
+    assert events[-1].hash in output
+
+
+def test_empty_chain_verifies():
+    assert "no events" in verify()
+
+
+def test_edited_event_is_named():
+    events = five_events()
+    with tampering(EVENTS) as cursor:
+        cursor.execute(f"UPDATE {EVENTS} SET verb = 'delete' WHERE seq = 3")
+    message = broken()
+    assert f"event #3 (audit ID {events[2].audit_id})" in message
+    assert "edited" in message
+
+
+def test_edited_body_is_named():
+    five_events()
+    with tampering(EVENTS) as cursor:
+        cursor.execute(f"UPDATE {EVENTS} SET response_body = %s WHERE seq = 4", [b'{"kind":"PodList"}'])
+    assert "event #4 " in broken()
+
+
+def test_rehashed_edit_still_breaks_the_link_to_the_next_event():
+    """An attacker who recomputes the edited event's own hash breaks the next event's prev_hash."""
+    events = five_events()
+    row = AuditEvent.objects.get(seq=2)
+    row.verb = "delete"
+    forged = chain_hash(row.prev_hash, chain.document_of(row))
+    with tampering(EVENTS) as cursor:
+        cursor.execute(f"UPDATE {EVENTS} SET verb = 'delete', hash = %s WHERE seq = 2", [forged])
+    message = broken()
+    assert f"event #3 (audit ID {events[2].audit_id})" in message
+    assert "prev_hash" in message
+
+
+def test_deleted_event_is_named_by_the_gap():
+    events = five_events()
+    with tampering(EVENTS) as cursor:
+        cursor.execute(f"DELETE FROM {EVENTS} WHERE seq = 3")
+    message = broken()
+    assert f"event #4 (audit ID {events[3].audit_id})" in message
+    assert "#3" in message and "missing" in message
+
+
+def test_deleted_and_renumbered_events_break_the_link():
+    events = five_events()
+    with tampering(EVENTS) as cursor:
+        cursor.execute(f"DELETE FROM {EVENTS} WHERE seq = 3")
+        cursor.execute(f"UPDATE {EVENTS} SET seq = seq - 1 WHERE seq > 3")
+    message = broken()
+    assert f"event #3 (audit ID {events[3].audit_id})" in message
+
+
+def test_swapped_pair_is_named():
+    events = five_events()
+    with tampering(EVENTS) as cursor:
+        cursor.execute(f"UPDATE {EVENTS} SET seq = -1 WHERE seq = 2")
+        cursor.execute(f"UPDATE {EVENTS} SET seq = 2 WHERE seq = 3")
+        cursor.execute(f"UPDATE {EVENTS} SET seq = 3 WHERE seq = -1")
+    message = broken()
+    assert f"event #2 (audit ID {events[2].audit_id})" in message
+
+
+def test_deleted_first_events_are_named():
+    events = five_events()
+    with tampering(EVENTS) as cursor:
+        cursor.execute(f"DELETE FROM {EVENTS} WHERE seq <= 2")
+    message = broken()
+    assert f"event #3 (audit ID {events[2].audit_id})" in message
+    assert "no checkpoint" in message
+
+
+def test_deleted_newest_events_need_an_anchor():
+    events = five_events()
+    anchor = f"5:{events[4].hash}"
+    assert "intact" in verify("--anchor", anchor)
+    with tampering(EVENTS) as cursor:
+        cursor.execute(f"DELETE FROM {EVENTS} WHERE seq >= 4")
+    assert "intact: 3 events" in verify()
+    assert "anchored event #5 is missing" in broken("--anchor", anchor)
+
+
+def test_wrong_anchor_is_reported():
+    five_events()
+    assert "event #2 " in broken("--anchor", "2:" + "ab" * 32)
+
+
+def test_bad_anchor_syntax_is_a_usage_error():
+    with pytest.raises(CommandError, match="SEQ:HASH"):
+        verify("--anchor", "2:nothex")
+
+
+def test_recording_is_covered_by_its_event_hash():
+    cast = '{"version": 2, "width": 80, "height": 24}\n[0.1, "o", "hello\\r\\n"]\n'
+    append(event(0), event(1, verb="get", object_subresource="exec", transport="websocket",
+                           recording={"kind": "exec", "pod": "web", "namespace": "default", "asciicast": cast}))
+    assert "intact" in verify()
+    with tampering("audit_recording") as cursor:
+        cursor.execute("UPDATE audit_recording SET asciicast = %s", [cast.replace("hello", "HELLO")])
+    assert "event #2 " in broken()
+
+
+def test_deleted_recording_is_detected():
+    append(event(0, recording={"kind": "portforward", "pod": "db", "ports": [5432], "bytes_to_pod": 10}))
+    with tampering("audit_recording") as cursor:
+        cursor.execute("DELETE FROM audit_recording")
+    assert "event #1 " in broken()
+
+
+def test_moving_an_event_to_another_session_is_detected():
+    append(event(0), event(1, kubectl_session="other"))
+    first, second = AuditEvent.objects.order_by("seq")
+    with tampering(EVENTS) as cursor:
+        cursor.execute(f"UPDATE {EVENTS} SET session_id = %s WHERE seq = 1", [second.session_id])
+    assert "event #1 " in broken()
+
+
+def test_duplicate_audit_id_and_stage_is_stored_once():
+    original = event(0)
+    append(original)
+    assert append(dict(original)) == []
+    append(dict(original, stage="RequestReceived"))
+    assert AuditEvent.objects.filter(audit_id=original["audit_id"]).count() == 2
+
+
+def test_orm_refuses_changes_and_deletes():
+    (row,) = append(event(0))
+    row.verb = "delete"
+    with pytest.raises(AppendOnlyError):
+        row.save()
+    with pytest.raises(AppendOnlyError):
+        row.delete()
+    with pytest.raises(AppendOnlyError):
+        AuditEvent.objects.filter(seq=1).update(verb="delete")
+    with pytest.raises(AppendOnlyError):
+        Session.objects.all().delete()
+    with pytest.raises(AppendOnlyError):
+        Recording.objects.all().delete()
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+
+def sessions_of(rows):
+    return [r.session_id for r in rows]
+
+
+def test_requests_within_the_gap_share_a_session():
+    rows = append(event(0), event(60), event(14 * 60))
+    assert len(set(sessions_of(rows))) == 1
+    session = Session.objects.with_activity().get()
+    assert session.event_count == 3
+    assert session.ended_at == rows[-1].stage_timestamp
+    assert session.started_at == rows[0].request_received_timestamp
+
+
+def test_a_pause_longer_than_the_gap_starts_a_new_session():
+    rows = append(event(0), event(16 * 60))
+    assert len(set(sessions_of(rows))) == 2
+
+
+def test_gap_is_measured_from_the_stored_session_across_appends():
+    first = append(event(0))
+    second = append(event(10 * 60))
+    third = append(event(40 * 60))
+    assert first[0].session_id == second[0].session_id != third[0].session_id
+
+
+def test_gap_is_configurable():
+    rows = append(event(0), event(120), gap=timedelta(minutes=1))
+    assert len(set(sessions_of(rows))) == 2
+
+
+def test_kubectl_session_header_groups_regardless_of_gap():
+    rows = append(
+        event(0, kubectl_session="a"), event(1, kubectl_session="b"), event(3600, kubectl_session="a")
+    )
+    assert rows[0].session_id == rows[2].session_id != rows[1].session_id
+    assert Session.objects.get(pk=rows[0].session_id).kubectl_session == "a"
+
+
+def test_principal_and_connection_split_sessions():
+    rows = append(event(0), event(1, connection="staging"), event(2, user_uid="agent-2-sub"),
+                  event(3, user_issuer="https://other-idp.example.test"))
+    assert len(set(sessions_of(rows))) == 4
+
+
+def test_unauthenticated_requests_have_no_session():
+    rows = append(event(0, user_username="", user_uid="", user_issuer="", user_groups=[], response_code=401))
+    assert rows[0].session_id is None
+    assert "intact" in verify()
+
+
+def test_completion_joins_the_session_of_its_request_received_row():
+    received = event(0, stage="RequestReceived", verb="create", response_code=None)
+    append(received)
+    done = append(dict(received, stage="ResponseComplete", response_code=201,
+                       stage_timestamp=received["request_received_timestamp"] + timedelta(hours=1)))
+    later = append(event(3600 + 30))
+    first = AuditEvent.objects.get(seq=1)
+    assert done[0].session_id == first.session_id
+    assert later[0].session_id == first.session_id  # the completion an hour later kept it alive
