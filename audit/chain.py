@@ -59,8 +59,15 @@ def recording_of(event):
 
 
 def document_of(event) -> dict:
-    """The canonical document of a stored event (session and recording as stored)."""
-    session_id = str(event.session.session_id) if event.session_id is not None else None
+    """The canonical document of a stored event (session and recording as stored).
+
+    A session row that has vanished counts as no session, so the hash no longer matches.
+    """
+    try:
+        session = event.session
+    except Session.DoesNotExist:
+        session = None
+    session_id = str(session.session_id) if session is not None else None
     return event_document(event, session_id, recording_of(event))
 
 
@@ -276,15 +283,25 @@ def verify_chain(*, through_seq: int | None = None, anchors: dict[int, str] | No
         result.events += 1
         result.last_seq = event.seq
         result.head_hash = event.hash
-    if expected is None and checkpoints:
-        result.start = f"checkpoint through #{checkpoints[-1].through_seq}"
-        result.head_hash = checkpoints[-1].through_hash
-        expected = checkpoints[-1].through_seq + 1
-    newest_checkpoint = checkpoints[-1].through_seq if checkpoints else 0
-    last = result.last_seq or 0
-    if through_seq is None and newest_checkpoint > last:
-        return result.fail(f"events up to #{newest_checkpoint} (covered by a checkpoint) are missing")
-    for seq in sorted(anchors):
+    newest = checkpoints[-1] if checkpoints else None
+    if result.first_seq is None:
+        start_seq, start_hash = (newest.through_seq, newest.through_hash) if newest else (0, GENESIS_HASH)
+        if newest is not None:
+            result.start, result.head_hash = f"checkpoint through #{newest.through_seq}", newest.through_hash
+    else:
+        start_seq = result.first_seq - 1
+        start_hash = by_seq[start_seq].through_hash if start_seq else GENESIS_HASH
+        if through_seq is None and newest is not None and newest.through_seq > result.last_seq:
+            return result.fail(
+                f"events #{result.last_seq + 1}..#{newest.through_seq} are missing (a checkpoint covers them)"
+            )
+    for seq, digest in sorted(anchors.items()):
+        if seq < start_seq:
+            continue  # pruned before the oldest remaining event: nothing left to compare
+        if seq == start_seq:
+            if digest != start_hash:
+                return result.fail(f"anchor #{seq} differs from the checkpoint the chain starts from")
+            continue
         if through_seq is None or seq <= through_seq:
             return result.fail(f"anchored event #{seq} is missing (events at the end of the chain deleted)")
     return result
