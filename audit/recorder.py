@@ -1,0 +1,166 @@
+"""The gateway's audit recorder: no database work on the event loop, nothing recorded is lost.
+
+* :meth:`Recorder.begin` is for mutating requests: it returns only once the ``RequestReceived``
+  event is committed, so the gateway forwards nothing it has not recorded.  If the write
+  fails it raises :class:`AuditUnavailable` and the gateway must refuse the request.
+* :meth:`Recorder.finish` hands a completion event to a bounded in-memory queue; a background
+  task writes queued events in batches.  A full queue makes ``finish`` wait (back-pressure on
+  the requests being recorded) instead of dropping events, and a failed batch is retried until
+  it is written.
+* :meth:`Recorder.flush` waits until everything queued is committed; :meth:`Recorder.aclose`
+  (ASGI lifespan shutdown) refuses new events, flushes and releases the writer thread.
+
+All database work happens on one dedicated thread: appends to the chain are serial anyway (the
+chain lock), so one writer is as fast as several and never contends with itself.
+"""
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections, connections
+
+from audit import chain
+from audit.events import PreparedEvent, prepare
+
+log = logging.getLogger(__name__)
+
+
+class AuditUnavailable(Exception):
+    """The audit trail could not record an event; the request must not go ahead."""
+
+
+class RecorderClosed(RuntimeError):
+    """An event arrived after shutdown began."""
+
+
+class Recorder:
+    def __init__(
+        self,
+        *,
+        queue_size: int | None = None,
+        batch_size: int | None = None,
+        max_body: int | None = None,
+        max_recording: int | None = None,
+        session_gap: timedelta | None = None,
+        retry_delay: float = 0.2,
+        max_retry_delay: float = 10.0,
+    ):
+        self.queue_size = queue_size or settings.AIRLOCK_AUDIT_QUEUE_SIZE
+        self.batch_size = batch_size or settings.AIRLOCK_AUDIT_BATCH_SIZE
+        self.max_body = max_body if max_body is not None else settings.AIRLOCK_AUDIT_MAX_BODY_BYTES
+        self.max_recording = (
+            max_recording if max_recording is not None else settings.AIRLOCK_AUDIT_MAX_RECORDING_BYTES
+        )
+        self.session_gap = session_gap or timedelta(minutes=settings.AIRLOCK_AUDIT_SESSION_GAP_MINUTES)
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._closing = False  # aclose() began: still accepting while the queue drains
+        self._closed = False
+        self._pending = 0
+
+    def prepare(self, event: dict) -> PreparedEvent:
+        if self._closed:
+            raise RecorderClosed("the audit recorder is shut down")
+        return prepare(event, max_body=self.max_body, max_recording=self.max_recording)
+
+    async def begin(self, event: dict) -> None:
+        """Record a mutating request durably before it is forwarded; raises AuditUnavailable."""
+        prepared = self.prepare(event)
+        try:
+            await self._in_writer(self._write, [prepared])
+        except Exception as exc:
+            log.error("audit event %s could not be recorded: %s", prepared.audit_id, type(exc).__name__)
+            raise AuditUnavailable("the audit trail is unavailable; the request was not forwarded") from None
+
+    async def finish(self, event: dict) -> None:
+        """Queue a completion event; waits while the queue is full.
+
+        The wait is shielded: a request cancelled while waiting still gets its event queued.
+        """
+        prepared = self.prepare(event)
+        self._start()
+        self._pending += 1
+        try:
+            self._queue.put_nowait(prepared)
+        except asyncio.QueueFull:
+            await asyncio.shield(self._queue.put(prepared))
+
+    @property
+    def pending(self) -> int:
+        """Events handed to finish() and not yet committed (queued or being written)."""
+        return self._pending
+
+    async def flush(self) -> None:
+        """Return once every event queued so far is committed."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Write everything queued, then refuse new events and stop the writer (idempotent).
+
+        Events handed over while the queue drains are still written.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            await asyncio.wait_for(self._drain(), timeout)
+        except TimeoutError:
+            log.error("audit recorder shut down with %d events not written", self._pending)
+            raise
+        finally:
+            self._closed = True
+            if self._task is not None:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+            await self._in_writer(connections.close_all)
+            self._executor.shutdown(wait=True)
+
+    async def _drain(self) -> None:
+        while self._queue is not None:
+            await self._queue.join()
+            if self._pending == 0:
+                break
+            await asyncio.sleep(0)  # a finish() waiting for queue space puts its event now
+        self._closed = True
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._queue = asyncio.Queue(self.queue_size)
+            self._task = asyncio.get_running_loop().create_task(self._writer_loop(), name="audit-writer")
+
+    async def _in_writer(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _write(self, batch: list[PreparedEvent]) -> None:
+        close_old_connections()
+        chain.append(batch, session_gap=self.session_gap)
+
+    async def _writer_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            delay = self.retry_delay
+            while True:
+                try:
+                    await self._in_writer(self._write, batch)
+                    break
+                except Exception as exc:
+                    log.error(
+                        "audit batch of %d events not written (%s); retrying in %.1fs",
+                        len(batch), type(exc).__name__, delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_retry_delay)
+            self._pending -= len(batch)
+            for _ in batch:
+                self._queue.task_done()

@@ -1,0 +1,184 @@
+"""The recorder on the gateway's hot path: durable begin, nothing lost under load or at shutdown."""
+
+import asyncio
+import threading
+import uuid
+
+import pytest
+from django.db import OperationalError, connections
+
+from audit import chain
+from audit.models import AuditEvent, Session
+from audit.recorder import AuditUnavailable, Recorder, RecorderClosed
+from audit.tests.factories import event
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def db(fn):
+    """Run a query in a fresh thread that closes its connection (the test database is dropped later)."""
+
+    def run():
+        try:
+            return fn()
+        finally:
+            connections.close_all()
+
+    return await asyncio.to_thread(run)
+
+
+async def stored_ids(stage: str = "ResponseComplete") -> list[str]:
+    return await db(lambda: [str(a) for a in AuditEvent.objects.filter(stage=stage).values_list("audit_id", flat=True)])
+
+
+async def chain_ok() -> bool:
+    return await db(lambda: chain.verify_chain().ok)
+
+
+async def test_concurrent_finishes_record_exactly_one_row_per_request():
+    recorder = Recorder(queue_size=32, batch_size=25)
+    sent: list[str] = []
+
+    async def client(n: int):
+        for i in range(10):
+            e = event(n + i / 100)
+            sent.append(str(e["audit_id"]))
+            await recorder.finish(e)
+
+    await asyncio.gather(*(client(n) for n in range(40)))
+    await recorder.flush()
+    assert recorder.pending == 0
+    ids = await stored_ids()
+    assert len(ids) == 400
+    assert sorted(ids) == sorted(sent)
+    assert await chain_ok()
+    await recorder.aclose()
+
+
+async def test_shutdown_writes_every_pending_event():
+    recorder = Recorder(queue_size=1000, batch_size=50)
+    sent = []
+    for i in range(300):
+        e = event(i)
+        sent.append(str(e["audit_id"]))
+        await recorder.finish(e)
+    assert recorder.pending == 300  # nothing written yet: the writer has not had a turn
+    await recorder.aclose()
+    assert sorted(await stored_ids()) == sorted(sent)
+    assert await chain_ok()
+    with pytest.raises(RecorderClosed):
+        await recorder.finish(event(0))
+    with pytest.raises(RecorderClosed):
+        await recorder.begin(event(0, stage="RequestReceived"))
+    await recorder.aclose()
+
+
+async def test_a_full_queue_makes_finish_wait_instead_of_dropping():
+    recorder = Recorder(queue_size=2, batch_size=1)
+    gate = threading.Event()
+    write = recorder._write
+
+    def gated(batch):
+        gate.wait(30)
+        write(batch)
+
+    recorder._write = gated
+    events = [event(i) for i in range(6)]
+    for e in events[:3]:  # one taken by the (blocked) writer, two fill the queue
+        await recorder.finish(e)
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(recorder.finish(events[3]))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    gate.set()
+    await waiting
+    for e in events[4:]:
+        await recorder.finish(e)
+    await recorder.aclose()
+    assert sorted(await stored_ids()) == sorted(str(e["audit_id"]) for e in events)
+
+
+async def test_begin_is_committed_before_it_returns():
+    recorder = Recorder()
+    received = event(0, stage="RequestReceived", verb="create", response_code=None, response_body=None)
+    await recorder.begin(received)
+    assert await stored_ids("RequestReceived") == [str(received["audit_id"])]
+    await recorder.finish(dict(received, stage="ResponseComplete", response_code=201))
+    await recorder.aclose()
+    sessions = await db(lambda: set(AuditEvent.objects.values_list("session_id", flat=True)))
+    assert len(sessions) == 1
+    assert await db(Session.objects.count) == 1
+    assert await chain_ok()
+
+
+async def test_begin_fails_closed_when_the_trail_cannot_be_written(monkeypatch, caplog):
+    def unavailable(batch, session_gap):
+        raise OperationalError("could not connect to server: password=hunter2")
+
+    monkeypatch.setattr(chain, "append", unavailable)
+    recorder = Recorder()
+    with pytest.raises(AuditUnavailable, match="not forwarded"):
+        await recorder.begin(event(0, stage="RequestReceived"))
+    assert "hunter2" not in caplog.text
+    await recorder.aclose()
+
+
+async def test_a_failed_batch_is_retried_until_written(monkeypatch):
+    append = chain.append
+    failures = []
+
+    def flaky(batch, session_gap):
+        if len(failures) < 2:
+            failures.append(len(batch))
+            raise OperationalError("database restarting")
+        return append(batch, session_gap=session_gap)
+
+    monkeypatch.setattr(chain, "append", flaky)
+    recorder = Recorder(retry_delay=0.01)
+    events = [event(i) for i in range(5)]
+    for e in events:
+        await recorder.finish(e)
+    await recorder.flush()
+    assert failures
+    assert sorted(await stored_ids()) == sorted(str(e["audit_id"]) for e in events)
+    await recorder.aclose()
+
+
+async def test_malformed_events_fail_in_the_caller():
+    recorder = Recorder()
+    with pytest.raises(ValueError, match="audit_id"):
+        await recorder.finish(event(0, audit_id="not-a-uuid"))
+    with pytest.raises(ValueError, match="unknown audit event fields: password"):
+        await recorder.finish(dict(event(0), password="x"))
+    with pytest.raises(ValueError, match="bytes_out"):
+        await recorder.begin(event(0, bytes_out=-1))
+    assert recorder.pending == 0
+    await recorder.aclose()
+
+
+async def test_cancelled_finish_still_queues_its_event():
+    recorder = Recorder(queue_size=1, batch_size=1)
+    gate = threading.Event()
+    write = recorder._write
+    recorder._write = lambda batch: (gate.wait(30), write(batch))
+    first, second, third = event(0), event(1), event(2)
+    await recorder.finish(first)
+    await asyncio.sleep(0)  # the writer takes the first event and blocks
+    await recorder.finish(second)  # fills the queue
+    waiting = asyncio.create_task(recorder.finish(third))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    gate.set()
+    await recorder.aclose()
+    assert sorted(await stored_ids()) == sorted(str(e["audit_id"]) for e in (first, second, third))
+
+
+def test_settings_configure_the_recorder(settings):
+    settings.AIRLOCK_AUDIT_SESSION_GAP_MINUTES = 2
+    settings.AIRLOCK_AUDIT_MAX_BODY_BYTES = 10
+    recorder = Recorder()
+    assert recorder.session_gap.total_seconds() == 120
+    prepared = recorder.prepare(event(0, response_body=b"x" * 100, audit_id=uuid.uuid4()))
+    assert prepared.fields["response_body"] == b"x" * 10
+    assert prepared.fields["response_body_size"] == 100
+    recorder._executor.shutdown()
