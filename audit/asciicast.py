@@ -1,0 +1,227 @@
+"""Recordings of exec/attach streams (asciicast v2) and port-forwards (byte counts), sans-IO.
+
+The relay feeds frames in as they pass, with times in seconds since the stream opened, and
+hands :meth:`AsciicastWriter.recording` to the recorder with the completion event.  The data
+must already be masked.  asciicast v2 (docs.asciinema.org/manual/asciicast/v2) is a JSON header
+line followed by ``[time, code, data]`` lines: ``"o"`` output, ``"i"`` input, ``"r"`` resize
+(``"COLSxROWS"``), ``"m"`` marker.  v2 has no exit event, so the exit status is a marker
+(``"exit status 3"``) and ``exit_code`` of the recording.
+
+Channel mapping of the Kubernetes remotecommand WebSocket protocols (v4/v5 ``channel.k8s.io``,
+first byte = stream): 0 stdin -> "i", 1 stdout and 2 stderr -> "o", 3 status (a ``metav1.Status``
+whose ``NonZeroExitCode`` cause carries the exit code) -> exit, 4 resize ``{"Width","Height"}``
+-> "r", 255 (v5 half-close) ignored.
+"""
+
+import base64
+import binascii
+import codecs
+import json
+import time
+
+# Room kept below the cap for the truncation marker and the exit status.
+_RESERVE = 512
+# The header is not counted against the cap; its free-text fields are bounded instead.
+_HEADER_TEXT = 1024
+
+
+def exit_status(payload: bytes) -> tuple[int | None, str]:
+    """(exit code, message) from the status channel; code None when the command did not exit normally."""
+    try:
+        status = json.loads(payload)
+    except ValueError:
+        return None, payload.decode("utf-8", "replace").strip()[:1024]
+    if not isinstance(status, dict):
+        return None, ""
+    if status.get("status") == "Success":
+        return 0, ""
+    message = status.get("message") if isinstance(status.get("message"), str) else ""
+    if status.get("reason") == "NonZeroExitCode":
+        details = status.get("details") if isinstance(status.get("details"), dict) else {}
+        for cause in details.get("causes") or []:
+            if isinstance(cause, dict) and cause.get("reason") == "ExitCode":
+                try:
+                    return int(cause.get("message", "")), message[:1024]
+                except ValueError:
+                    break
+    return None, message[:1024]
+
+
+class AsciicastWriter:
+    def __init__(self, width: int | None = None, height: int | None = None, command=(), *,
+                 title: str = "", started_at: float | None = None, max_bytes: int = 8 * 1024 * 1024):
+        self.width, self.height = width, height
+        self.command = list(command)
+        self.title = title
+        self.started_at = time.time() if started_at is None else started_at
+        self.max_bytes = max_bytes
+        self.exit_code: int | None = None
+        self.truncated = False
+        self.duration = 0.0
+        self._lines: list[str] = []
+        self._size = 0
+        self._decoders = {}
+
+    # -- events -------------------------------------------------------------------------
+
+    def input(self, t: float, data: bytes | str) -> None:
+        self._text(t, "i", "stdin", data)
+
+    def output(self, t: float, data: bytes | str, stream: str = "stdout") -> None:
+        self._text(t, "o", stream, data)
+
+    def resize(self, t: float, cols: int, rows: int) -> None:
+        if self.width is None and not self._lines:
+            self.width, self.height = cols, rows
+        self._event(t, "r", f"{cols}x{rows}")
+
+    def marker(self, t: float, label: str) -> None:
+        self._event(t, "m", label)
+
+    def exit(self, t: float, code: int | None, message: str = "") -> None:
+        """The command's end: its exit code, or None with the server's message when it failed."""
+        self._drain(t)
+        self.exit_code = code
+        label = f"exit status {code}" if code is not None else f"terminated: {message}".rstrip(": ")
+        self._event(t, "m", label, final=True)
+
+    def channel(self, t: float, frame: bytes | str, *, base64_frames: bool = False) -> None:
+        """One WebSocket message of a v1-v5 channel.k8s.io stream, either direction."""
+        if isinstance(frame, str):
+            if not frame:
+                return
+            if base64_frames:
+                if not frame[0].isdigit():
+                    return
+                number = int(frame[0])
+                try:
+                    payload = base64.b64decode(frame[1:], validate=True)
+                except binascii.Error:
+                    return
+            else:
+                number, payload = ord(frame[0]), frame[1:].encode("utf-8")
+        else:
+            if not frame:
+                return
+            number, payload = frame[0], bytes(frame[1:])
+        if not payload:
+            return
+        if number == 0:
+            self.input(t, payload)
+        elif number in (1, 2):
+            self.output(t, payload, "stdout" if number == 1 else "stderr")
+        elif number == 3:
+            self.exit(t, *exit_status(payload))
+        elif number == 4:
+            try:
+                size = json.loads(payload)
+                cols, rows = int(size["Width"]), int(size["Height"])
+            except (ValueError, TypeError, KeyError):
+                return
+            if 0 < cols <= 10000 and 0 < rows <= 10000:
+                self.resize(t, cols, rows)
+
+    # -- output -------------------------------------------------------------------------
+
+    def header(self) -> dict:
+        header = {
+            "version": 2,
+            "width": self.width or 80,
+            "height": self.height or 24,
+            "timestamp": int(self.started_at),
+            "duration": round(self.duration, 6),
+        }
+        if self.command:
+            header["command"] = " ".join(self.command)[:_HEADER_TEXT]
+        if self.title:
+            header["title"] = self.title[:_HEADER_TEXT]
+        return header
+
+    def text(self) -> str:
+        self._drain(self.duration)
+        return "\n".join([json.dumps(self.header(), ensure_ascii=False), *self._lines]) + "\n"
+
+    def recording(self, *, kind: str, namespace: str = "", pod: str = "", container: str = "") -> dict:
+        """The ``recording`` dict of the completion event (audit.events.prepare_recording)."""
+        cast = self.text()
+        return {
+            "kind": kind,
+            "namespace": namespace,
+            "pod": pod,
+            "container": container,
+            "command": self.command,
+            "asciicast": cast,
+            "width": self.width or 80,
+            "height": self.height or 24,
+            "exit_code": self.exit_code,
+            "duration_s": round(self.duration, 3),
+            "truncated": self.truncated,
+        }
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _decoder(self, stream: str):
+        if stream not in self._decoders:
+            self._decoders[stream] = codecs.getincrementaldecoder("utf-8")("replace")
+        return self._decoders[stream]
+
+    def _text(self, t: float, code: str, stream: str, data: bytes | str) -> None:
+        text = data if isinstance(data, str) else self._decoder(stream).decode(bytes(data))
+        if text:
+            self._event(t, code, text)
+
+    def _drain(self, t: float) -> None:
+        """Emit characters still held by the incremental decoders (a cut-off multi-byte tail)."""
+        for stream, decoder in self._decoders.items():
+            rest = decoder.decode(b"", final=True)
+            if rest:
+                self._event(t, "i" if stream == "stdin" else "o", rest)
+
+    def _event(self, t: float, code: str, data: str, *, final: bool = False) -> None:
+        t = max(float(t), self.duration)
+        self.duration = t
+        if self.truncated and not final:
+            return
+        line = json.dumps([round(t, 6), code, data], ensure_ascii=False)
+        size = len(line.encode("utf-8")) + 1
+        if not final and self._size + size > self.max_bytes - _RESERVE:
+            self.truncated = True
+            line = json.dumps([round(t, 6), "m", "recording truncated: size limit reached"])
+            size = len(line) + 1
+        elif final and self._size + size > self.max_bytes:
+            line = json.dumps([round(t, 6), code, data[:200]], ensure_ascii=False)
+            size = len(line.encode("utf-8")) + 1
+        self._lines.append(line)
+        self._size += size
+
+
+class PortForwardTally:
+    """A port-forward's recording: pod, ports and bytes each way (payloads are not kept)."""
+
+    def __init__(self, ports=()):
+        self.ports: list[int] = []
+        self.bytes_to_pod = 0
+        self.bytes_from_pod = 0
+        for port in ports:
+            self.add_port(port)
+
+    def add_port(self, port: int) -> None:
+        if 0 < port <= 65535 and port not in self.ports:
+            self.ports.append(port)
+
+    def to_pod(self, size: int) -> None:
+        self.bytes_to_pod += size
+
+    def from_pod(self, size: int) -> None:
+        self.bytes_from_pod += size
+
+    def recording(self, *, namespace: str, pod: str, duration: float) -> dict:
+        return {
+            "kind": "portforward",
+            "namespace": namespace,
+            "pod": pod,
+            "ports": list(self.ports),
+            "bytes_to_pod": self.bytes_to_pod,
+            "bytes_from_pod": self.bytes_from_pod,
+            "duration_s": round(max(duration, 0.0), 3),
+        }
