@@ -203,7 +203,8 @@ class Verification:
         if not self.events:
             return f"audit chain intact: no events (starting from {self.start})"
         return (
-            f"audit chain intact: {self.events} events #{self.first_seq}..#{self.last_seq}, "
+            f"audit chain intact: {self.events} event{'' if self.events == 1 else 's'} "
+            f"#{self.first_seq}..#{self.last_seq}, "
             f"starting from {self.start}, head hash {self.head_hash}"
         )
 
