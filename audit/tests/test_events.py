@@ -1,0 +1,173 @@
+"""Event dicts from the gateway: checked, sanitised and capped before they reach the writer."""
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from audit.chain import verify_chain
+from audit.events import cap_body, cap_cast, clean_text, from_request, from_scope, prepare
+from audit.models import AuditEvent
+from audit.tests.factories import append, event
+from gateway.identity import Principal
+from gateway.pipeline import parse_request
+from gateway.policy import Decision
+
+
+def prepared(**fields):
+    return prepare(event(0, **fields), max_body=16, max_recording=1024)
+
+
+def test_clean_text_makes_any_string_storable():
+    assert clean_text("a\x00b") == "a\ufffdb"
+    assert clean_text("x\ud800y") == "x?y"
+    assert clean_text(None) == ""
+    capped = clean_text("z" * 100, 40)
+    assert len(capped) == 40 and capped.endswith("…[60 more characters]")
+    with pytest.raises(ValueError, match="expected a string"):
+        clean_text(b"bytes")
+
+
+def test_bodies_are_capped_on_a_character_boundary():
+    assert cap_body(None, 10) == (b"", 0)
+    assert cap_body("héllo", 10) == ("héllo".encode(), 6)
+    assert cap_body(b"\xff" * 20, 10) == (b"\xff" * 10, 20)
+    data = ("a" * 9 + "€").encode()  # the euro sign's three bytes straddle the cap
+    assert cap_body(data, 10) == (b"a" * 9, 12)
+    with pytest.raises(ValueError, match="bytes"):
+        cap_body(12, 10)
+
+
+def test_prepare_caps_bodies_and_records_original_size():
+    fields = prepared(request_body=b"r" * 40, response_body=b"short").fields
+    assert (fields["request_body"], fields["request_body_size"]) == (b"r" * 16, 40)
+    assert (fields["response_body"], fields["response_body_size"]) == (b"short", 5)
+
+
+def test_cast_over_the_cap_is_cut_at_a_line():
+    cast = '{"version": 2}\n' + '[0.1, "o", "xxxxxxxxxx"]\n' * 10
+    cut, truncated = cap_cast(cast, 60)
+    assert truncated and cut.endswith("\n") and len(cut.encode()) <= 60
+    assert cap_cast(cast, 10_000) == (cast, False)
+    recording = prepared(recording={"kind": "exec", "asciicast": cast}).recording
+    assert not recording["truncated"]
+    small = prepare(event(0, recording={"kind": "exec", "asciicast": cast}), max_body=16, max_recording=60)
+    assert small.recording["truncated"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"audit_id": "nope"}, "audit_id must be a UUID"),
+        ({"stage": "Later"}, "stage must be one of"),
+        ({"transport": "carrier-pigeon"}, "transport must be one of"),
+        ({"request_received_timestamp": datetime(2026, 1, 1)}, "timezone-aware"),
+        ({"bytes_in": 2**53}, "bytes_in"),
+        ({"bytes_out": True}, "bytes_out"),
+        ({"response_code": 700}, "response_code"),
+        ({"latency_ms": -1}, "latency_ms"),
+        ({"masking_counts": {"secret": -2}}, "masking count"),
+        ({"masking_counts": ["secret"]}, "masking_counts"),
+        ({"user_groups": "s3cr3t-value"}, "user_groups must be a list"),
+        ({"recording": {"kind": "telnet"}}, "recording kind"),
+        ({"recording": {"kind": "exec", "password": "s3cr3t-value"}}, "unknown recording fields: password"),
+        ({"token": "s3cr3t-value"}, "unknown audit event fields: token"),
+    ],
+)
+def test_malformed_events_name_the_field_not_the_value(fields, message):
+    with pytest.raises(ValueError) as exc:
+        prepared(**fields)
+    assert message in str(exc.value)
+    assert "s3cr3t-value" not in str(exc.value)
+
+
+def test_missing_required_fields():
+    with pytest.raises(ValueError, match="audit_id and request_received_timestamp"):
+        prepare({"audit_id": uuid.uuid4()}, max_body=1, max_recording=1)
+
+
+@pytest.mark.django_db
+def test_hostile_strings_are_stored_and_verify():
+    (row,) = append(event(0, user_agent="curl\x00/8", user_username="agent\ud800", object_name="x" * 20000,
+                          masking_counts={"a\x00": 1}))
+    stored = AuditEvent.objects.get(pk=row.pk)
+    assert stored.user_agent == "curl\ufffd/8"
+    assert stored.user_username == "agent?"
+    assert len(stored.object_name) == 16 * 1024
+    assert verify_chain().ok
+
+
+def scope(path: str, *, method="GET", query=b"", headers=(), kind="http"):
+    return {
+        "type": kind,
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "headers": [(k.encode(), v.encode()) for k, v in headers],
+        "client": ("10.0.0.7", 50000),
+    }
+
+
+def test_from_request_fills_the_kubernetes_fields():
+    request = parse_request(
+        scope(
+            "/k8s/prod/apis/apps/v1/namespaces/team-a/deployments/web/scale",
+            method="PATCH",
+            query=b"fieldManager=kubectl",
+            headers=[("User-Agent", "kubectl/v1.37.1"), ("Kubectl-Session", "5f0c"), ("Authorization", "Bearer t0k")],
+        ),
+        "/k8s/",
+    )
+    request.principal = Principal(
+        subject="sub-1", username="agent-1", groups=("agents",), issuer="https://idp.example.test",
+        expires_at=0.0, token_id="jti",
+    )
+    request.decision = Decision(
+        effect="allow", rule_id=3, rule_name="scale", reason="allowed by scale", mask_secrets=True,
+        requires_lease=False,
+    )
+    received = datetime(2026, 3, 1, tzinfo=UTC)
+    result = from_request(request, stage="RequestReceived", received_at=received, request_body=b"{}")
+    assert result == {
+        "audit_id": request.audit_id,
+        "stage": "RequestReceived",
+        "request_received_timestamp": received,
+        "verb": "patch",
+        "object_resource": "deployments",
+        "object_subresource": "scale",
+        "object_namespace": "team-a",
+        "object_name": "web",
+        "object_api_group": "apps",
+        "object_api_version": "v1",
+        "request_uri": "/apis/apps/v1/namespaces/team-a/deployments/web/scale?fieldManager=kubectl",
+        "source_ips": ["10.0.0.7"],
+        "user_agent": "kubectl/v1.37.1",
+        "connection": "prod",
+        "transport": "http",
+        "kubectl_session": "5f0c",
+        "user_username": "agent-1",
+        "user_uid": "sub-1",
+        "user_groups": ["agents"],
+        "user_issuer": "https://idp.example.test",
+        "decision_effect": "allow",
+        "decision_rule_id": 3,
+        "decision_rule_name": "scale",
+        "decision_reason": "allowed by scale",
+        "request_body": b"{}",
+    }
+    assert "t0k" not in repr(prepare(result, max_body=100, max_recording=100))
+
+
+def test_from_scope_for_requests_that_could_not_be_parsed():
+    result = from_scope(
+        scope("/k8s/prod/api/v1/../secrets", headers=[("User-Agent", "evil")]),
+        audit_id=uuid.uuid4(), stage="ResponseComplete", received_at=datetime(2026, 3, 1, tzinfo=UTC),
+        response_code=400,
+    )
+    assert result["request_uri"] == "/k8s/prod/api/v1/../secrets"
+    assert (result["verb"], result["transport"], result["user_agent"]) == ("get", "http", "evil")
+    ws = from_scope(scope("/k8s/x", kind="websocket"), audit_id=uuid.uuid4(), stage="ResponseComplete",
+                    received_at=datetime(2026, 3, 1, tzinfo=UTC))
+    assert ws["transport"] == "websocket"
+    prepare(result, max_body=1, max_recording=1)
