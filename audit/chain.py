@@ -8,13 +8,14 @@ append consumes no sequence number, so ``seq`` has no gaps.
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import rfc8785
 from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from audit.document import GENESIS_HASH, chain_hash, event_document, timestamp
 from audit.events import PreparedEvent
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 # Arbitrary constant naming the chain's advisory lock ("Airlock" in ASCII).
 ADVISORY_LOCK_KEY = 0x4169726C6F636B
 CHECKPOINT_SALT = "airlock.audit.checkpoint"
+SQLITE_LOCK_TIMEOUT = 20.0
 
 
 def lock_chain() -> None:
@@ -36,10 +38,27 @@ def lock_chain() -> None:
         if connection.vendor == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
         elif connection.vendor == "sqlite":
-            # Deletes nothing; a write statement makes SQLite take the write lock now.
-            cursor.execute(f"DELETE FROM {AuditEvent._meta.db_table} WHERE 0")
+            _sqlite_write_lock(cursor)
         else:
             raise ImproperlyConfigured("the audit chain supports PostgreSQL and SQLite")
+
+
+def _sqlite_write_lock(cursor) -> None:
+    """A statement that deletes nothing but makes SQLite take the write lock now.
+
+    A file database waits on its busy timeout; a shared-cache in-memory database (Django's
+    test database) answers "table is locked" at once, so wait here the same way.
+    """
+    deadline = time.monotonic() + SQLITE_LOCK_TIMEOUT
+    while True:
+        try:
+            with transaction.atomic():
+                cursor.execute(f"DELETE FROM {AuditEvent._meta.db_table} WHERE 0")
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def chain_head() -> tuple[int, str]:
