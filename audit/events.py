@@ -220,6 +220,27 @@ def prepare(event: dict, *, max_body: int, max_recording: int, now: datetime | N
     return PreparedEvent(fields=fields, recording=recording)
 
 
+MUTATING_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+# Connecting to these runs something in the pod whatever the HTTP method or verb says.
+STREAMING_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def needs_durable_record(request) -> bool:
+    """True when the request can change the cluster, so begin() must commit before forwarding.
+
+    Writes, every exec/attach/port-forward (a WebSocket GET runs a command too) and any proxy
+    or non-resource request whose method is not a read.
+    """
+    info = request.info
+    if info.is_resource_request:
+        if info.resource == "pods" and info.subresource in STREAMING_SUBRESOURCES:
+            return True
+        if info.verb in MUTATING_VERBS:
+            return True
+    return request.method.upper() not in READ_METHODS
+
+
 def _header(headers, name: str) -> str:
     for key, value in headers:
         if key == name:

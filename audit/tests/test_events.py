@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from audit.chain import verify_chain
-from audit.events import cap_body, cap_cast, clean_text, from_request, from_scope, prepare
+from audit.events import cap_body, cap_cast, clean_text, from_request, from_scope, needs_durable_record, prepare
 from audit.models import AuditEvent
 from audit.tests.factories import append, event
 from gateway.identity import Principal
@@ -171,3 +171,28 @@ def test_from_scope_for_requests_that_could_not_be_parsed():
                     received_at=datetime(2026, 3, 1, tzinfo=UTC))
     assert ws["transport"] == "websocket"
     prepare(result, max_body=1, max_recording=1)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "kind", "durable"),
+    [
+        ("GET", "/k8s/prod/api/v1/pods", b"", "http", False),
+        ("GET", "/k8s/prod/api/v1/namespaces/a/pods", b"watch=1", "http", False),
+        ("HEAD", "/k8s/prod/version", b"", "http", False),
+        ("POST", "/k8s/prod/api/v1/namespaces/a/pods", b"", "http", True),
+        ("PUT", "/k8s/prod/api/v1/namespaces/a/pods/p", b"", "http", True),
+        ("PATCH", "/k8s/prod/apis/apps/v1/namespaces/a/deployments/d/scale", b"", "http", True),
+        ("DELETE", "/k8s/prod/api/v1/namespaces/a/pods", b"", "http", True),
+        ("GET", "/k8s/prod/api/v1/namespaces/a/pods/p/exec", b"command=ls", "websocket", True),
+        ("GET", "/k8s/prod/api/v1/namespaces/a/pods/p/attach", b"", "websocket", True),
+        ("GET", "/k8s/prod/api/v1/namespaces/a/pods/p/portforward", b"ports=80", "websocket", True),
+        ("GET", "/k8s/prod/api/v1/namespaces/a/pods/p/log", b"", "http", False),
+        ("GET", "/k8s/prod/api/v1/namespaces/a/services/s/proxy/x", b"", "http", False),
+        ("POST", "/k8s/prod/api/v1/namespaces/a/services/s/proxy/x", b"", "http", True),
+        ("POST", "/k8s/prod/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", b"", "http", True),
+        ("POST", "/k8s/prod/some/non-resource", b"", "http", True),
+    ],
+)
+def test_which_requests_are_recorded_before_forwarding(method, path, query, kind, durable):
+    request = parse_request(scope(path, method=method, query=query, kind=kind), "/k8s/")
+    assert needs_durable_record(request) is durable
