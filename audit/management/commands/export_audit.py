@@ -1,6 +1,7 @@
 """manage.py export_audit [--since T] [--until T] [--after-seq N] [-o FILE|-] [--http URL]"""
 
 import os
+import sys
 from datetime import UTC, datetime, time
 
 import argparse
@@ -70,7 +71,15 @@ class Command(BaseCommand):
             finally:
                 sink.close()
         elif output == "-":
-            count, first, last, _ = write_lines(lines, TextSink(self.stdout))
+            try:
+                count, first, last, _ = write_lines(lines, TextSink(self.stdout))
+                self.stdout.flush()
+            except BrokenPipeError:
+                # The reader went away (`| head`): stop reading rows, and keep Python from
+                # failing again when it flushes stdout at exit.
+                lines.close()
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise CommandError("stdout was closed before the export finished") from None
         else:
             try:
                 with open(output, "wb") as stream:
