@@ -1,14 +1,55 @@
-"""Authorization stage: the connection's rules decide on the RequestInfo."""
+"""Authorization stage: the connection's rules decide on the RequestInfo.
 
-from gateway.policy import denial_message, evaluate
+deny -> 403.  A rule with ``requires_lease`` also needs an active lease for the
+principal on this connection (approvals.lease_check; exact expiry, no query on
+a warm path).  review -> the request is held by the approvals Holder until a
+reviewer decides (without a holder it is refused, as before approvals).
+"""
+
+import json
+
+from gateway.policy import ALLOW, REVIEW, denial_message, describe_request, evaluate
 from gateway.status import GatewayError
 
 
-async def authorize(request, policy):
-    """Stage 3: attach the Decision; refuse deny (and, until approvals land, review)."""
+async def authorize(request, policy, holder=None, *, on_pending=None, leases=None):
+    """Stage 3: attach the Decision (and ``request.lease`` / ``request.review``); raise GatewayError(403) otherwise.
+
+    ``on_pending(PendingReview)`` is called once when the request starts
+    waiting for a reviewer (the proxy tells an exec client on stderr).
+    """
     rules = await policy.rules_for(request.connection)
     decision = evaluate(rules, request.principal, request.info)
     request.decision = decision
-    if decision.effect != "allow":
+    if decision.effect not in (ALLOW, REVIEW) or (decision.effect == REVIEW and holder is None):
         raise GatewayError(403, denial_message(decision, request.info, request.connection), stage="authorize")
+    if decision.requires_lease:
+        request.lease = await _require_lease(request, decision, leases)
+    if decision.effect == REVIEW:
+        outcome = await holder.hold(request, decision, on_pending=on_pending)
+        if not outcome.approved:
+            raise GatewayError(
+                403, outcome.message(describe_request(request.info)), stage="authorize",
+                details={"group": "airlock.dev", "kind": "reviews", "name": str(outcome.review_id)},
+            )
+        request.review = outcome
     return decision
+
+
+async def _require_lease(request, decision, leases):
+    from approvals import lease_check, live
+
+    live.ensure_listener()
+    cache = leases if leases is not None else lease_check.default_cache
+    lease = await cache.find(request.connection, request.principal, decision.rule_name)
+    if lease is None:
+        rule = json.dumps(decision.rule_name)
+        raise GatewayError(
+            403,
+            f"airlock: rule {rule} (connection {request.connection}) requires an active lease: "
+            f"{describe_request(request.info)}. Ask for one and have a reviewer grant it: "
+            f"manage.py lease request --connection {request.connection} --subject {json.dumps(request.principal.subject)} "
+            f'--rule {decision.rule_name} --duration 30m --reason "..." (or POST /approvals/api/leases/)',
+            stage="authorize",
+        )
+    return lease

@@ -34,11 +34,12 @@ SMALL_RESPONSE = 256 * 1024
 
 
 class GatewayApp:
-    def __init__(self, *, prefix: str, connections, authenticator, policy, max_body: int, transport=None):
+    def __init__(self, *, prefix: str, connections, authenticator, policy, max_body: int, transport=None, holder=None):
         self.prefix = prefix
         self.connections = connections
         self.authenticator = authenticator
         self.policy = policy
+        self.holder = holder
         self.max_body = max_body
         self.pool = UpstreamPool(transport)
 
@@ -62,7 +63,7 @@ class GatewayApp:
         if upstream is None:
             raise GatewayError(404, f'connection "{request.connection}" not found', stage="parse")
         await authenticate(request, self.authenticator)
-        await authorize(request, self.policy)
+        await authorize(request, self.policy, self.holder)
         return request, upstream
 
     # -- HTTP ---------------------------------------------------------------

@@ -1,0 +1,187 @@
+"""The inline hold: a request whose rule says ``review`` waits here for a human.
+
+:meth:`Holder.hold` opens (or, for an identical retry, reuses) a Review, tells
+the caller once through ``on_pending`` that approval is pending, then waits
+for the decision.  The database is the source of truth: the row is re-read on
+every channel-layer wake-up (a message to the review's group, sent by whichever
+process recorded a vote) and at least every ``poll_interval`` seconds, so a
+lost message or a missing channel layer only delays the answer.  A restarted
+gateway keeps nothing: the client's retry is matched to the review by its
+fingerprint (approvals.fingerprint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from dataclasses import dataclass
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from approvals import broadcast, conf, reviews
+from gateway.policy import describe_request
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PendingReview:
+    """What ``on_pending`` is told: enough to print "waiting for approval of review 42 (url)"."""
+
+    id: int
+    url: str
+    description: str
+    rule_name: str
+    min_approvals: int
+
+
+@dataclass(frozen=True)
+class HoldOutcome:
+    approved: bool
+    review_id: int
+    state: str  # approved | denied | timeout | expired | used
+    reviewers: tuple[str, ...] = ()
+    reason: str = ""
+    unmask: bool = False
+    scope: str = "once"
+    url: str = ""
+
+    @property
+    def timed_out(self) -> bool:
+        return self.state == "timeout"
+
+    @property
+    def reviewer(self) -> str:
+        return ", ".join(self.reviewers)
+
+    def message(self, description: str = "") -> str:
+        """The 403 message for anything but an approval (safe to show the agent)."""
+        what = f": {description}" if description else ""
+        where = f" ({self.url})" if self.url else ""
+        if self.state == "denied":
+            by = f" by {self.reviewer}" if self.reviewers else ""
+            because = f": {self.reason}" if self.reason else ""
+            return f"airlock: denied{by} (review {self.review_id}){because}"
+        if self.state == "timeout":
+            return (
+                f"airlock: review {self.review_id} is still pending{what}; no reviewer decided in time. "
+                f"Retry the same request once review {self.review_id} is approved{where}"
+            )
+        if self.state == "used":
+            return (
+                f"airlock: the approval of review {self.review_id} was already used by an identical request{what}; "
+                "retry to ask for a new review"
+            )
+        return f"airlock: review {self.review_id} expired without approval{what}; retry to ask for a new review"
+
+
+def held_request(request, decision) -> reviews.HeldRequest:
+    return reviews.HeldRequest(
+        connection=request.connection,
+        principal=request.principal,
+        info=request.info,
+        method=request.method,
+        transport=request.transport,
+        path=request.upstream_path,
+        query=request.query,
+        body=getattr(request, "body", None),
+        audit_id=request.audit_id,
+        rule_id=decision.rule_id,
+        rule_name=decision.rule_name,
+        description=describe_request(request.info),
+    )
+
+
+def review_url(review_id: int) -> str:
+    return conf.dashboard_link(f"/approvals/reviews/{review_id}/")
+
+
+class Holder:
+    """Holds review-gated requests until a decision, a timeout, or the client going away."""
+
+    def __init__(self, *, timeout: float | None = None, poll_interval: float | None = None):
+        self._timeout = timeout
+        self._poll_interval = poll_interval
+
+    @property
+    def timeout(self) -> float:
+        return float(self._timeout if self._timeout is not None else conf.get("AIRLOCK_REVIEW_HOLD_SECONDS"))
+
+    @property
+    def poll_interval(self) -> float:
+        value = self._poll_interval if self._poll_interval is not None else conf.get("AIRLOCK_REVIEW_POLL_SECONDS")
+        return max(0.05, float(value))
+
+    async def hold(self, request, decision, *, on_pending=None) -> HoldOutcome:
+        review, settlement = await database_sync_to_async(reviews.open_review)(held_request(request, decision))
+        url = review_url(review.pk)
+        if settlement is not None:
+            return _outcome(settlement, url)
+        layer = get_channel_layer()
+        channel = group = None
+        if layer is not None:
+            group = broadcast.review_group(review.pk)
+            try:
+                channel = await layer.new_channel("airlock.hold.")
+                await layer.group_add(group, channel)
+            except Exception as exc:
+                log.warning("channel layer unavailable, review %d is polled only: %s", review.pk, type(exc).__name__)
+                channel = None
+        try:
+            if on_pending is not None:
+                result = on_pending(PendingReview(review.pk, url, review.description, review.rule_name,
+                                                  review.min_approvals))
+                if inspect.isawaitable(result):
+                    await result
+            return await self._wait(review.pk, request.audit_id, layer if channel else None, channel, url)
+        finally:
+            if channel is not None:
+                try:
+                    await asyncio.shield(layer.group_discard(group, channel))
+                except Exception as exc:
+                    log.warning("could not leave %s: %s", group, type(exc).__name__)
+
+    async def _wait(self, review_id: int, audit_id: str, layer, channel, url: str) -> HoldOutcome:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            settlement = await database_sync_to_async(reviews.settle)(review_id)
+            if settlement is not None:
+                return _outcome(settlement, url)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                await database_sync_to_async(reviews.record_timeout)(review_id, audit_id)
+                return HoldOutcome(approved=False, review_id=review_id, state="timeout", url=url)
+            wait = min(remaining, self.poll_interval)
+            if layer is None:
+                await asyncio.sleep(wait)
+                continue
+            try:
+                await asyncio.wait_for(layer.receive(channel), wait)
+            except asyncio.TimeoutError:
+                _raise_if_cancelling()
+            except Exception as exc:
+                _raise_if_cancelling()
+                log.warning("channel-layer receive failed for review %d: %s", review_id, type(exc).__name__)
+                await asyncio.sleep(wait)
+
+
+def _raise_if_cancelling() -> None:
+    """wait_for and some layers can turn a cancellation into another error; never swallow it."""
+    if asyncio.current_task().cancelling():
+        raise asyncio.CancelledError
+
+
+def _outcome(settlement: reviews.Settlement, url: str) -> HoldOutcome:
+    return HoldOutcome(
+        approved=settlement.approved,
+        review_id=settlement.review_id,
+        state=settlement.state,
+        reviewers=settlement.reviewers,
+        reason=settlement.reason,
+        unmask=settlement.unmask,
+        scope=settlement.scope,
+        url=url,
+    )

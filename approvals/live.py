@@ -1,0 +1,184 @@
+"""Live sessions bound to a lease: cut them when the lease expires or is revoked.
+
+The proxy registers every long-lived stream admitted under a lease (watch,
+exec, attach, port-forward)::
+
+    handle = live.register(request.principal, request.connection, request.lease.id, cancel,
+                           expires_at=request.lease.expires_at)
+    try:
+        ...relay...
+    finally:
+        live.unregister(handle)
+
+``cancel(reason)`` may be a plain function or a coroutine function; it must
+end the stream (for exec: a Status on channel 3, then close).  A stream is cut
+
+* at ``expires_at`` by a timer in this process (exact, even if no sweeper runs),
+* when the ``airlock.leases`` group announces the lease revoked or expired
+  (the per-event-loop listener started by :func:`ensure_listener`, which
+  ``register`` and the lease check call), whichever process did it.
+
+The listener also drops this process's cached leases on every lease change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field
+
+from channels.layers import get_channel_layer
+
+from approvals import lease_check
+from approvals.broadcast import LEASES_GROUP
+
+log = logging.getLogger(__name__)
+
+ENDED_STATES = frozenset({"revoked", "expired", "denied"})
+# channels-redis forgets group members after a day; re-join well before.
+REJOIN_SECONDS = 3600.0
+
+
+@dataclass
+class LiveStream:
+    handle: int
+    subject: str
+    connection: str
+    lease_id: int
+    cancel: object = field(repr=False)
+    loop: asyncio.AbstractEventLoop = field(repr=False)
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    cut: bool = False
+
+
+_streams: dict[int, LiveStream] = {}
+_handles = itertools.count(1)
+
+
+def register(principal, connection: str, lease_id: int, cancel, *, expires_at: float | None = None) -> int:
+    """Track a live stream; call from the event loop that runs it.  Returns a handle for unregister."""
+    loop = asyncio.get_running_loop()
+    handle = next(_handles)
+    stream = LiveStream(handle, principal.subject, connection, int(lease_id), cancel, loop)
+    _streams[handle] = stream
+    if expires_at is not None:
+        delay = max(0.0, expires_at - time.time())
+        stream.timer = loop.call_later(delay, _schedule_cut, stream, f"lease {lease_id} expired")
+    ensure_listener()
+    return handle
+
+
+def unregister(handle: int) -> None:
+    stream = _streams.pop(handle, None)
+    if stream is not None and stream.timer is not None:
+        stream.timer.cancel()
+
+
+def streams_for(lease_id: int) -> list[LiveStream]:
+    return [s for s in _streams.values() if s.lease_id == lease_id]
+
+
+def _schedule_cut(stream: LiveStream, reason: str) -> None:
+    stream.loop.create_task(_cut(stream, reason))
+
+
+async def _cut(stream: LiveStream, reason: str) -> bool:
+    if stream.cut or _streams.get(stream.handle) is not stream:
+        return False
+    stream.cut = True
+    if stream.timer is not None:
+        stream.timer.cancel()
+    try:
+        result = stream.cancel(reason)
+        if inspect.isawaitable(result):
+            await result
+    except Exception as exc:
+        log.error("cutting a live stream of lease %d failed: %s", stream.lease_id, type(exc).__name__)
+    return True
+
+
+async def cut_lease(lease_id: int, reason: str) -> int:
+    """Cut every stream of this process bound to the lease; returns how many were cut."""
+    count = 0
+    for stream in streams_for(lease_id):
+        if stream.loop is asyncio.get_running_loop():
+            count += await _cut(stream, reason)
+        else:
+            stream.loop.call_soon_threadsafe(_schedule_cut, stream, reason)
+            count += 1
+    return count
+
+
+async def handle_message(message: dict) -> None:
+    """One ``lease.changed`` message from the airlock.leases group."""
+    if message.get("type") != "lease.changed":
+        return
+    connection = message.get("connection")
+    lease_check.invalidate_all(connection if isinstance(connection, str) else None)
+    lease_id = message.get("lease")
+    if message.get("state") in ENDED_STATES and isinstance(lease_id, int):
+        reason = message.get("reason") if isinstance(message.get("reason"), str) else ""
+        await cut_lease(lease_id, reason or f"lease {lease_id} ended")
+
+
+_listeners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def ensure_listener() -> asyncio.Task | None:
+    """Start this event loop's airlock.leases listener once (no-op without a channel layer)."""
+    loop = asyncio.get_running_loop()
+    task = _listeners.get(loop)
+    if task is not None and not task.done():
+        return task
+    if get_channel_layer() is None:
+        return None
+    task = loop.create_task(_listen(), name="airlock-lease-listener")
+    _listeners[loop] = task
+    return task
+
+
+async def stop_listener() -> None:
+    """Stop this loop's listener (ASGI lifespan shutdown)."""
+    task = _listeners.pop(asyncio.get_running_loop(), None)
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+def _raise_if_cancelling() -> None:
+    """wait_for and some layers can turn a cancellation into another error; never swallow it."""
+    if asyncio.current_task().cancelling():
+        raise asyncio.CancelledError
+
+
+async def _listen() -> None:
+    layer = get_channel_layer()
+    loop = asyncio.get_running_loop()
+    restarted = False
+    while True:
+        try:
+            channel = await layer.new_channel("airlock.leases.")
+            await layer.group_add(LEASES_GROUP, channel)
+            if restarted:
+                # Anything granted or revoked while we were not listening.
+                lease_check.invalidate_all()
+            joined = loop.time()
+            while True:
+                if loop.time() - joined > REJOIN_SECONDS:
+                    await layer.group_add(LEASES_GROUP, channel)
+                    joined = loop.time()
+                try:
+                    message = await asyncio.wait_for(layer.receive(channel), REJOIN_SECONDS)
+                except asyncio.TimeoutError:
+                    _raise_if_cancelling()
+                    continue
+                await handle_message(message)
+        except Exception as exc:
+            _raise_if_cancelling()
+            log.warning("lease listener failed (%s); restarting", type(exc).__name__)
+            restarted = True
+            await asyncio.sleep(1.0)

@@ -1,0 +1,123 @@
+"""Webhook notifications for new and decided reviews and for leases.
+
+Payload builders are pure; delivery is a Celery task per webhook
+(approvals.tasks.deliver_webhook) with retries, queued when the step commits.
+Webhook URLs are credentials (a Slack incoming-webhook URL is one): tasks
+carry only the webhook's index in the configured list, never the URL, and
+nothing here logs them.
+"""
+
+import logging
+
+from django.db import transaction
+
+from approvals import conf
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("slack", "json")
+
+
+def webhooks() -> list[dict]:
+    """The configured webhooks, each {"url": ..., "format": "slack" | "json"}; invalid entries are dropped."""
+    hooks = conf.get("AIRLOCK_NOTIFY_WEBHOOKS") or []
+    valid = []
+    for index, hook in enumerate(hooks):
+        if isinstance(hook, dict) and isinstance(hook.get("url"), str) and hook.get("format", "json") in FORMATS:
+            valid.append({"url": hook["url"], "format": hook.get("format", "json")})
+        else:
+            log.error("webhook %d in AIRLOCK_NOTIFY_WEBHOOKS is invalid and ignored", index)
+    return valid
+
+
+def _enqueue(event: str, object_id: int) -> None:
+    count = len(webhooks())
+    if not count:
+        return
+
+    def send():
+        from approvals.tasks import deliver_webhook
+
+        for index in range(count):
+            try:
+                deliver_webhook.delay(index, event, object_id)
+            except Exception as exc:
+                log.error("notification %s for %d could not be queued: %s", event, object_id, type(exc).__name__)
+
+    transaction.on_commit(send)
+
+
+def review_requested(review_id: int) -> None:
+    _enqueue("review.requested", review_id)
+
+
+def review_decided(review_id: int) -> None:
+    _enqueue("review.decided", review_id)
+
+
+def lease_changed(lease_id: int) -> None:
+    _enqueue("lease.changed", lease_id)
+
+
+def review_document(review) -> dict:
+    return {
+        "id": review.pk,
+        "state": review.state,
+        "connection": review.connection,
+        "rule": review.rule_name,
+        "principal": review.principal_username,
+        "request": review.description,
+        "url": conf.dashboard_link(f"/approvals/reviews/{review.pk}/"),
+        "min_approvals": review.min_approvals,
+        "decided_by": review.decided_by,
+        "reason": review.reason,
+        "scope": review.scope,
+        "created_at": review.created_at.isoformat(),
+        "decided_at": review.decided_at.isoformat() if review.decided_at else None,
+        "valid_until": review.valid_until.isoformat() if review.valid_until else None,
+    }
+
+
+def lease_document(lease) -> dict:
+    return {
+        "id": lease.pk,
+        "state": lease.state,
+        "connection": lease.connection,
+        "holder": lease.holder,
+        "rules": list(lease.rules),
+        "duration_seconds": lease.duration_seconds,
+        "reason": lease.reason,
+        "requested_by": lease.requested_by,
+        "granted_by": lease.granted_by,
+        "expires_at": lease.expires_at.isoformat() if lease.expires_at else None,
+        "url": conf.dashboard_link("/approvals/leases/"),
+    }
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _summary(event: str, doc: dict) -> str:
+    if event.startswith("lease."):
+        text = f"Airlock lease {doc['id']} {doc['state']}: {doc['holder']} on {doc['connection']}"
+        return text + (f" — {doc['reason']}" if doc["reason"] else "")
+    if event == "review.requested":
+        return (f"Airlock review {doc['id']} needs a decision: {doc['principal']} wants to "
+                f"{doc['request']} on {doc['connection']} (rule {doc['rule']})")
+    text = f"Airlock review {doc['id']} {doc['state']}: {doc['request']} on {doc['connection']}"
+    if doc["decided_by"]:
+        text += f" by {doc['decided_by']}"
+    return text + (f" — {doc['reason']}" if doc["reason"] else "")
+
+
+def payload(fmt: str, event: str, doc: dict) -> dict:
+    """A Slack incoming-webhook message, or plain JSON {"event", "review"|"lease"}."""
+    if fmt == "json":
+        return {"event": event, ("lease" if event.startswith("lease.") else "review"): doc}
+    text = _slack_escape(_summary(event, doc))
+    link = f"<{doc['url']}|Open in Airlock>" if doc["url"].startswith(("http://", "https://")) else ""
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    if link:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": link}]})
+    return {"text": text, "blocks": blocks}

@@ -1,0 +1,383 @@
+"""Review logic (synchronous, one transaction per step): open, settle, decide, expire.
+
+The gateway calls :func:`open_review` and :func:`settle` through
+``database_sync_to_async`` (approvals.hold); the API, dashboard and Celery
+call :func:`decide` and :func:`expire_stale`.  Each state change appends a
+ReviewEvent, and on commit wakes held requests and dashboards
+(approvals.broadcast) and queues webhook notifications.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from approvals import broadcast, conf, history, notify
+from approvals.fingerprint import WRITE_VERBS, body_sha256, exact_hash, request_fingerprint
+from approvals.identities import reviewer_groups_of, is_same_person
+from approvals.models import BodyState, Review, ReviewEventKind, ReviewState, ReviewVote, Scope
+
+log = logging.getLogger(__name__)
+
+MAX_STORED_BODY = 256 * 1024
+MAX_REASON = 2000
+
+
+class ApprovalError(Exception):
+    """A refused review or lease action; ``message`` is safe to show."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class HeldRequest:
+    """What a review needs from a GatewayRequest, detached from it (crosses into a worker thread)."""
+
+    connection: str
+    principal: object
+    info: object
+    method: str
+    transport: str
+    path: str
+    query: str
+    body: bytes | None
+    audit_id: str
+    rule_id: int | None
+    rule_name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A review's answer for one held request."""
+
+    approved: bool
+    state: str  # approved | denied | expired | used
+    review_id: int
+    reviewers: tuple[str, ...] = ()
+    reason: str = ""
+    unmask: bool = False
+    scope: str = Scope.ONCE
+    details: dict = field(default_factory=dict)
+
+
+def stored_body(resource: str, api_group: str, body: bytes | None) -> tuple[str, str]:
+    """(text, BodyState) kept for reviewers: never a Secret's body, only bounded UTF-8 JSON/YAML text."""
+    if body is None:
+        return "", BodyState.UNKNOWN
+    if not body:
+        return "", BodyState.NONE
+    if (resource == "secrets" and api_group == "") or len(body) > MAX_STORED_BODY:
+        return "", BodyState.WITHHELD
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return "", BodyState.WITHHELD
+    if "\x00" in text:
+        return "", BodyState.WITHHELD
+    try:
+        text = json.dumps(json.loads(text), indent=2, sort_keys=True)
+    except ValueError:
+        pass
+    return text, BodyState.STORED
+
+
+def _rule_settings(rule_id: int | None) -> tuple[int, list[str]]:
+    from gateway.models import Rule
+
+    row = Rule.objects.filter(pk=rule_id).only("min_approvals", "reviewer_groups").first() if rule_id else None
+    if row is None:
+        return 1, []
+    return max(1, int(row.min_approvals)), [g for g in row.reviewer_groups if isinstance(g, str)]
+
+
+def _expire_if_stale(review: Review, now) -> bool:
+    """Lazily expire a pending review past its lifetime or an unused approval past its validity."""
+    stale = (
+        review.state == ReviewState.PENDING
+        and review.created_at + timedelta(seconds=conf.get("AIRLOCK_REVIEW_PENDING_SECONDS")) <= now
+    ) or (
+        review.state == ReviewState.APPROVED
+        and review.scope == Scope.ONCE
+        and review.consumed_at is None
+        and review.valid_until is not None
+        and review.valid_until <= now
+    )
+    if not stale:
+        return False
+    was = review.state
+    review.state = ReviewState.EXPIRED
+    review.save(update_fields=["state"])
+    why = "nobody decided in time" if was == ReviewState.PENDING else "the approval was not used in time"
+    history.review_event(review, ReviewEventKind.EXPIRED, actor="airlock", reason=why)
+    broadcast.review_changed(review.pk, review.state)
+    notify.review_decided(review.pk)
+    return True
+
+
+def _approved_settlement(review: Review) -> Settlement:
+    return Settlement(
+        approved=True, state="approved", review_id=review.pk, reviewers=tuple(_approvers(review)),
+        reason=review.reason, unmask=review.unmask, scope=review.scope,
+    )
+
+
+def _approvers(review: Review) -> list[str]:
+    return [vote.reviewer_name for vote in review.votes.all() if vote.approve]
+
+
+def _consume(review: Review, now) -> bool:
+    """Atomically use a "once" approval; False when another request already did."""
+    used = Review.objects.filter(pk=review.pk, state=ReviewState.APPROVED, consumed_at__isnull=True).update(
+        consumed_at=now
+    )
+    if used:
+        review.consumed_at = now
+        history.review_event(review, ReviewEventKind.USED, actor="airlock")
+        broadcast.review_changed(review.pk, review.state)
+    return bool(used)
+
+
+@transaction.atomic
+def open_review(held: HeldRequest) -> tuple[Review, Settlement | None]:
+    """Match the request to an approval, a pending review, or open a new review.
+
+    Returns the review and, when an earlier approval already covers the
+    request, its settlement (the hold ends at once).
+    """
+    now = timezone.now()
+    principal, info = held.principal, held.info
+    fingerprint = request_fingerprint(held.connection, principal, info)
+    exact = exact_hash(fingerprint, held.query, held.body)
+
+    window = (
+        Review.objects.filter(
+            fingerprint=fingerprint, state=ReviewState.APPROVED, scope=Scope.WINDOW, valid_until__gt=now
+        ).order_by("-valid_until").first()
+    )
+    if window is not None:
+        return window, _approved_settlement(window)
+
+    for candidate in Review.objects.filter(
+        exact=exact, state__in=[ReviewState.APPROVED, ReviewState.PENDING]
+    ).order_by("-created_at", "-id"):
+        if _expire_if_stale(candidate, now):
+            continue
+        if candidate.state == ReviewState.APPROVED:
+            if candidate.scope == Scope.ONCE and candidate.consumed_at is None and _consume(candidate, now):
+                return candidate, _approved_settlement(candidate)
+            continue
+        history.review_event(candidate, ReviewEventKind.RETRIED, actor=principal.username,
+                             details={"audit_id": held.audit_id})
+        return candidate, None
+
+    min_approvals, reviewer_groups = _rule_settings(held.rule_id)
+    text, body_state = stored_body(info.resource, info.api_group, held.body)
+    review = Review.objects.create(
+        connection=held.connection,
+        rule_id=held.rule_id,
+        rule_name=held.rule_name,
+        principal_subject=principal.subject,
+        principal_username=principal.username,
+        principal_issuer=principal.issuer,
+        principal_groups=list(principal.groups),
+        method=held.method,
+        transport=held.transport,
+        verb=info.verb,
+        api_group=info.api_group,
+        api_version=info.api_version,
+        resource=info.resource,
+        subresource=info.subresource,
+        namespace=info.namespace,
+        name=info.name,
+        path=held.path,
+        query=held.query,
+        description=held.description,
+        body=text,
+        body_state=body_state,
+        body_sha256="" if held.body is None else body_sha256(held.body),
+        fingerprint=fingerprint,
+        exact=exact,
+        audit_id=held.audit_id,
+        min_approvals=min_approvals,
+        reviewer_groups=reviewer_groups,
+    )
+    history.review_event(review, ReviewEventKind.REQUESTED, actor=principal.username,
+                         details={"audit_id": held.audit_id})
+    broadcast.review_changed(review.pk, review.state)
+    notify.review_requested(review.pk)
+    return review, None
+
+
+@transaction.atomic
+def settle(review_id: int) -> Settlement | None:
+    """The answer for a request held on this review, or None while it is still pending."""
+    now = timezone.now()
+    review = Review.objects.filter(pk=review_id).first()
+    if review is None:
+        return Settlement(approved=False, state="expired", review_id=review_id, reason="the review no longer exists")
+    _expire_if_stale(review, now)
+    if review.state == ReviewState.PENDING:
+        return None
+    if review.state == ReviewState.DENIED:
+        deniers = tuple(v.reviewer_name for v in review.votes.all() if not v.approve)
+        return Settlement(approved=False, state="denied", review_id=review.pk, reviewers=deniers, reason=review.reason)
+    if review.state == ReviewState.EXPIRED:
+        return Settlement(approved=False, state="expired", review_id=review.pk)
+    if review.scope == Scope.WINDOW:
+        if review.valid_until and review.valid_until > now:
+            return _approved_settlement(review)
+        return Settlement(approved=False, state="expired", review_id=review.pk)
+    if _consume(review, now):
+        return _approved_settlement(review)
+    return Settlement(approved=False, state="used", review_id=review.pk)
+
+
+@transaction.atomic
+def record_timeout(review_id: int, audit_id: str) -> None:
+    review = Review.objects.filter(pk=review_id).first()
+    if review is not None:
+        history.review_event(review, ReviewEventKind.TIMED_OUT, actor="airlock", details={"audit_id": audit_id})
+
+
+def can_decide(user, review: Review) -> tuple[bool, str]:
+    """May this user vote on this review?  (False, why) otherwise."""
+    if not (user.is_authenticated and user.is_active and user.has_perm("approvals.decide_review")):
+        return False, "you do not have the reviewer role"
+    if is_same_person(user, review.principal_subject, review.principal_username):
+        return False, "nobody may approve or deny their own request"
+    if review.reviewer_groups and not set(review.reviewer_groups) & reviewer_groups_of(user):
+        return False, "rule " + json.dumps(review.rule_name) + " needs a reviewer from: " + ", ".join(
+            review.reviewer_groups
+        )
+    return True, ""
+
+
+def clean_reason(reason) -> str:
+    if reason is None:
+        return ""
+    if not isinstance(reason, str):
+        raise ApprovalError(400, "reason must be a string")
+    reason = reason.replace("\x00", "").strip()
+    if len(reason) > MAX_REASON:
+        raise ApprovalError(400, f"reason must be at most {MAX_REASON} characters")
+    return reason
+
+
+def _window(scope: str, window_seconds) -> int | None:
+    if scope == Scope.ONCE:
+        return None
+    if scope != Scope.WINDOW:
+        raise ApprovalError(400, 'scope must be "once" or "window"')
+    if window_seconds in (None, ""):
+        window_seconds = conf.get("AIRLOCK_REVIEW_DEFAULT_WINDOW_SECONDS")
+    try:
+        window_seconds = int(window_seconds)
+    except (TypeError, ValueError):
+        raise ApprovalError(400, "window_seconds must be a whole number of seconds") from None
+    maximum = int(conf.get("AIRLOCK_REVIEW_MAX_WINDOW_SECONDS"))
+    if not 60 <= window_seconds <= maximum:
+        raise ApprovalError(400, f"window_seconds must be between 60 and {maximum}")
+    return window_seconds
+
+
+def decide(review_id: int, user, *, approve: bool, reason: str = "", scope: str = Scope.ONCE,
+           window_seconds=None, unmask: bool = False) -> Review:
+    """Record one reviewer's vote; the review is decided by a denial or by ``min_approvals`` approvals."""
+    reason = clean_reason(reason)
+    window = _window(scope, window_seconds) if approve else None
+    if not approve and not reason:
+        raise ApprovalError(400, "a denial needs a reason (the agent sees it)")
+    with transaction.atomic():
+        review = Review.objects.select_for_update().filter(pk=review_id).first()
+        if review is None:
+            raise ApprovalError(404, f"review {review_id} not found")
+        now = timezone.now()
+        _expire_if_stale(review, now)
+        if review.state != ReviewState.PENDING:
+            raise ApprovalError(409, f"review {review.pk} is already {review.state}")
+        allowed, why = can_decide(user, review)
+        if not allowed:
+            raise ApprovalError(403, why)
+        if review.votes.filter(reviewer=user).exists():
+            raise ApprovalError(409, f"you already voted on review {review.pk}")
+        name = user.get_username()
+        ReviewVote.objects.create(
+            review=review, reviewer=user, reviewer_name=name, approve=approve,
+            scope=scope if approve else Scope.ONCE, window_seconds=window, unmask=bool(unmask) and approve,
+            reason=reason,
+        )
+        if not approve:
+            review.state = ReviewState.DENIED
+            review.reason = reason
+            review.decided_by = name
+            review.decided_at = now
+            review.save(update_fields=["state", "reason", "decided_by", "decided_at"])
+            history.review_event(review, ReviewEventKind.DENIED, actor=name, reason=reason)
+        else:
+            approvals = [v for v in review.votes.all() if v.approve]
+            if len(approvals) < review.min_approvals:
+                history.review_event(
+                    review, ReviewEventKind.APPROVAL, actor=name, reason=reason,
+                    details={"approvals": len(approvals), "needed": review.min_approvals},
+                )
+            else:
+                _approve(review, approvals, name, reason, now)
+        broadcast.review_changed(review.pk, review.state)
+        if review.state != ReviewState.PENDING:
+            notify.review_decided(review.pk)
+    return review
+
+
+def _approve(review: Review, approvals: list[ReviewVote], name: str, reason: str, now) -> None:
+    """The most restrictive choice of all approvers wins: a window only if all chose one, the shortest."""
+    windows = [v.window_seconds for v in approvals]
+    if all(v.scope == Scope.WINDOW for v in approvals):
+        review.scope = Scope.WINDOW
+        review.valid_until = now + timedelta(seconds=min(windows))
+    else:
+        review.scope = Scope.ONCE
+        review.valid_until = now + timedelta(seconds=conf.get("AIRLOCK_REVIEW_APPROVAL_SECONDS"))
+    review.unmask = all(v.unmask for v in approvals)
+    review.state = ReviewState.APPROVED
+    review.reason = reason
+    review.decided_by = ", ".join(v.reviewer_name for v in approvals)
+    review.decided_at = now
+    review.save(update_fields=["scope", "valid_until", "unmask", "state", "reason", "decided_by", "decided_at"])
+    history.review_event(
+        review, ReviewEventKind.APPROVED, actor=name, reason=reason,
+        details={"scope": review.scope, "valid_until": review.valid_until.isoformat(), "unmask": review.unmask,
+                 "approvers": [v.reviewer_name for v in approvals]},
+    )
+
+
+def expire_stale(now=None) -> int:
+    """Sweep: expire pending reviews past their lifetime and unused approvals past their validity."""
+    now = now or timezone.now()
+    pending_cutoff = now - timedelta(seconds=conf.get("AIRLOCK_REVIEW_PENDING_SECONDS"))
+    candidates = list(
+        Review.objects.filter(state=ReviewState.PENDING, created_at__lte=pending_cutoff).values_list("pk", flat=True)
+    ) + list(
+        Review.objects.filter(
+            state=ReviewState.APPROVED, scope=Scope.ONCE, consumed_at__isnull=True, valid_until__lte=now
+        ).values_list("pk", flat=True)
+    )
+    expired = 0
+    for pk in candidates:
+        with transaction.atomic():
+            review = Review.objects.select_for_update().filter(pk=pk).first()
+            if review is not None and _expire_if_stale(review, now):
+                expired += 1
+    return expired
+
+
+def needs_preview(review: Review) -> bool:
+    return review.verb in WRITE_VERBS

@@ -1,0 +1,68 @@
+"""The real gateway with an approvals Holder in front of kubesim; a review rule holds deployment deletes."""
+
+import time
+
+import pytest
+from django.conf import settings
+
+from tests.gateway_harness import AGENT_TOKENS
+
+
+@pytest.fixture
+def hold_timeout():
+    return 60.0
+
+
+@pytest.fixture
+def gateway_app(hold_timeout):
+    from approvals.hold import Holder
+    from connections.registry import get_upstream
+    from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
+    from gateway.policy import PolicyCache
+    from gateway.proxy import GatewayApp
+
+    return GatewayApp(
+        prefix=settings.AIRLOCK_GATEWAY_PREFIX,
+        connections=get_upstream,
+        authenticator=AuthenticatorChain(static=StaticTokenAuthenticator(AGENT_TOKENS)),
+        policy=PolicyCache(max_age=0),
+        max_body=settings.AIRLOCK_MAX_REQUEST_BODY,
+        holder=Holder(timeout=hold_timeout, poll_interval=0.2),
+    )
+
+
+@pytest.fixture
+def review_deletes(cluster_connection):
+    from gateway.models import Rule
+
+    return Rule.objects.create(
+        connection=cluster_connection, order=5, name="review-deployment-deletes", effect="review",
+        groups=["agents"], verbs=["delete"], api_groups=["apps"], resources=["deployments"], namespaces=["*"],
+        names=["*"],
+    )
+
+
+@pytest.fixture
+def agent(gateway, kubectl, review_deletes):
+    """kubectl with the agent's kubeconfig (through the gateway)."""
+    path = gateway.kubeconfig()
+
+    def run(*args, **kwargs):
+        return kubectl(*args, kubeconfig=path, **kwargs)
+
+    run.popen = lambda *args: kubectl.popen(*args, kubeconfig=path)
+    run.kubeconfig = path
+    return run
+
+
+def wait_for_review(state="pending", timeout=30.0, **filters):
+    """The newest review in this state (the gateway thread writes it to the shared test database)."""
+    from approvals.models import Review
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        review = Review.objects.filter(state=state, **filters).order_by("-id").first()
+        if review is not None:
+            return review
+        time.sleep(0.05)
+    raise AssertionError(f"no {state} review appeared within {timeout}s")
