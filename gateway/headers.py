@@ -73,6 +73,8 @@ def upstream_request_headers(headers, *, websocket: bool = False) -> list[tuple[
         out.append((name, value))
     if not accept_seen:
         out.append(("accept", JSON_MEDIA_TYPE))
+    # Explicit, so no HTTP client library adds its own default (httpx sends gzip).
+    out.append(("accept-encoding", "identity"))
     return out
 
 
