@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "channels",
     "connections",
     "gateway",
@@ -144,6 +145,13 @@ CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", REDIS_URL or "cache+memory:
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+# The approvals sweeper marks expired leases (ending their live sessions) and stale reviews.
+CELERY_BEAT_SCHEDULE = {
+    "approvals-sweep": {
+        "task": "approvals.tasks.sweep",
+        "schedule": float(env("AIRLOCK_APPROVALS_SWEEP_SECONDS", "15")),
+    },
+}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -232,3 +240,57 @@ if PRODUCTION:
 
 # Agents reach connection <name> at <gateway>/k8s/<name>/.
 AIRLOCK_GATEWAY_PREFIX = "/k8s/"
+
+# Approvals and leases (approvals/, defaults in approvals/conf.py).
+AIRLOCK_REVIEW_HOLD_SECONDS = float(env("AIRLOCK_REVIEW_HOLD_SECONDS", "120"))
+AIRLOCK_REVIEW_POLL_SECONDS = float(env("AIRLOCK_REVIEW_POLL_SECONDS", "2"))
+AIRLOCK_REVIEW_PENDING_SECONDS = int(env("AIRLOCK_REVIEW_PENDING_SECONDS", "3600"))
+AIRLOCK_REVIEW_APPROVAL_SECONDS = int(env("AIRLOCK_REVIEW_APPROVAL_SECONDS", "900"))
+AIRLOCK_REVIEW_DEFAULT_WINDOW_SECONDS = int(env("AIRLOCK_REVIEW_DEFAULT_WINDOW_SECONDS", "900"))
+AIRLOCK_REVIEW_MAX_WINDOW_SECONDS = int(env("AIRLOCK_REVIEW_MAX_WINDOW_SECONDS", str(8 * 3600)))
+AIRLOCK_LEASE_MAX_SECONDS = int(env("AIRLOCK_LEASE_MAX_SECONDS", str(8 * 3600)))
+AIRLOCK_LEASE_CACHE_SECONDS = float(env("AIRLOCK_LEASE_CACHE_SECONDS", "5"))
+AIRLOCK_DASHBOARD_URL = env("AIRLOCK_DASHBOARD_URL", "")
+# Webhooks for new and decided reviews and lease changes: a JSON list of
+# {"url": ..., "format": "slack" | "json"}.  The URLs are credentials.
+try:
+    AIRLOCK_NOTIFY_WEBHOOKS = json.loads(env("AIRLOCK_NOTIFY_WEBHOOKS", "[]"))
+except ValueError as exc:
+    raise ImproperlyConfigured(f"AIRLOCK_NOTIFY_WEBHOOKS is not valid JSON: {exc.msg}") from None
+if not isinstance(AIRLOCK_NOTIFY_WEBHOOKS, list):
+    raise ImproperlyConfigured("AIRLOCK_NOTIFY_WEBHOOKS must be a JSON list")
+AIRLOCK_NOTIFY_TIMEOUT_SECONDS = float(env("AIRLOCK_NOTIFY_TIMEOUT_SECONDS", "10"))
+
+# Reviewer dashboard: people sign in with OIDC (mozilla-django-oidc, authorization-code flow
+# with PKCE) when a client id is set, or with a Django account.  Members of the IdP groups in
+# AIRLOCK_DASHBOARD_OIDC_REVIEWER_GROUPS get the "reviewers" role at each OIDC login.
+LOGIN_URL = "approvals:login"
+LOGIN_REDIRECT_URL = "approvals:queue"
+LOGOUT_REDIRECT_URL = "approvals:login"
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
+OIDC_RP_CLIENT_ID = env("AIRLOCK_DASHBOARD_OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = env("AIRLOCK_DASHBOARD_OIDC_CLIENT_SECRET", "")
+OIDC_OP_ISSUER = env("AIRLOCK_DASHBOARD_OIDC_ISSUER", "")
+OIDC_OP_AUTHORIZATION_ENDPOINT = env("AIRLOCK_DASHBOARD_OIDC_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = env("AIRLOCK_DASHBOARD_OIDC_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = env("AIRLOCK_DASHBOARD_OIDC_USERINFO_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = env("AIRLOCK_DASHBOARD_OIDC_JWKS_ENDPOINT", "")
+OIDC_RP_SIGN_ALGO = env("AIRLOCK_DASHBOARD_OIDC_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = env("AIRLOCK_DASHBOARD_OIDC_SCOPES", "openid email")
+OIDC_USE_PKCE = True
+OIDC_AUTHENTICATION_CALLBACK_URL = "approvals:oidc-callback"
+AIRLOCK_DASHBOARD_OIDC_GROUPS_CLAIM = env("AIRLOCK_DASHBOARD_OIDC_GROUPS_CLAIM", "groups")
+AIRLOCK_DASHBOARD_OIDC_REVIEWER_GROUPS = env_list("AIRLOCK_DASHBOARD_OIDC_REVIEWER_GROUPS", "airlock-reviewers")
+if OIDC_RP_CLIENT_ID:
+    missing = [
+        name for name, value in (
+            ("AIRLOCK_DASHBOARD_OIDC_ISSUER", OIDC_OP_ISSUER),
+            ("AIRLOCK_DASHBOARD_OIDC_AUTHORIZATION_ENDPOINT", OIDC_OP_AUTHORIZATION_ENDPOINT),
+            ("AIRLOCK_DASHBOARD_OIDC_TOKEN_ENDPOINT", OIDC_OP_TOKEN_ENDPOINT),
+            ("AIRLOCK_DASHBOARD_OIDC_USERINFO_ENDPOINT", OIDC_OP_USER_ENDPOINT),
+            ("AIRLOCK_DASHBOARD_OIDC_JWKS_ENDPOINT", OIDC_OP_JWKS_ENDPOINT),
+        ) if not value
+    ]
+    if missing:
+        raise ImproperlyConfigured("dashboard OIDC needs " + ", ".join(missing))
+    AUTHENTICATION_BACKENDS.insert(0, "approvals.auth.ReviewerOIDCBackend")

@@ -1,0 +1,7 @@
+from django.urls import include, path
+
+app_name = "approvals"
+
+urlpatterns = [
+    path("api/", include("approvals.api")),
+]
