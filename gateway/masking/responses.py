@@ -1,0 +1,96 @@
+"""Which masker a response gets, decided from the request and the response headers only."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.masking.base import MaskingError, MaskReport
+from gateway.masking.detectors import Detectors
+from gateway.masking.jsonstream import JsonMasker
+from gateway.masking.objects import ObjectMasker
+from gateway.masking.text import TextMasker
+
+JSON = "application/json"
+STREAM_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
+# Non-resource paths that only describe the API (no object, no free text from workloads).
+DISCOVERY_PATHS = frozenset({"/api", "/apis", "/version", "/openapi/v2", "/healthz", "/livez", "/readyz"})
+DISCOVERY_PREFIXES = ("/api/", "/apis/", "/openapi/", "/healthz/", "/livez/", "/readyz/")
+
+
+class BodyMasker(Protocol):
+    """What the proxy drives: ``feed`` per chunk, ``close`` at the end (both may raise MaskingError)."""
+
+    report: MaskReport
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+
+class TextBodyMasker:
+    """A :class:`TextMasker` behind the BodyMasker interface (logs, proxied workload HTTP)."""
+
+    def __init__(self, detectors: Detectors):
+        self._text = TextMasker(detectors)
+        self.report = self._text.report
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._text.feed(chunk)
+
+    def close(self) -> bytes:
+        return self._text.flush()
+
+
+def media_type(content_type: str | None) -> str:
+    """``application/json; charset=utf-8`` -> ``application/json``; a non-UTF-8 charset -> ``""``."""
+    if not content_type:
+        return ""
+    media, *params = content_type.split(";")
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            return ""
+    return media.strip().lower()
+
+
+def is_discovery(path: str) -> bool:
+    return path in DISCOVERY_PATHS or path.startswith(DISCOVERY_PREFIXES)
+
+
+def response_masker(info, status: int, content_type: str | None, *, mask_secrets: bool, detectors: Detectors) -> BodyMasker | None:
+    """The masker for this response, None when nothing in it can carry a secret value.
+
+    Raises MaskingError (before anything is sent) when the response should carry Kubernetes
+    objects but is not JSON: protobuf, CBOR, YAML or a missing Content-Type are refused.
+    """
+    if status < 200 or status in (204, 304):
+        return None
+    media = media_type(content_type)
+    if not info.is_resource_request:
+        if is_discovery(info.path):
+            return None
+        return TextBodyMasker(detectors) if detectors.enabled else None
+    if info.verb == "proxy" or info.subresource == "proxy":
+        return TextBodyMasker(detectors) if detectors.enabled else None
+    text_body = media != JSON and (
+        (info.resource == "pods" and info.subresource == "log") or info.subresource in STREAM_SUBRESOURCES
+    )
+    if info.resource == "pods" and info.subresource == "log" and status < 400:
+        text_body = True
+    if text_body:
+        return TextBodyMasker(detectors) if detectors.enabled else None
+    if media != JSON:
+        shown = media or "none"
+        raise MaskingError(
+            f"airlock: the cluster answered with Content-Type {shown[:60]}, which the gateway cannot "
+            "inspect for secrets; refused"
+        )
+    if not mask_secrets and not detectors.enabled:
+        return None
+    masker = ObjectMasker.for_request(info, mask_secrets=mask_secrets, detectors=detectors)
+    return JsonMasker(masker, watch=info.verb == "watch")
+
+
+def text_stream_masker(detectors: Detectors) -> TextMasker:
+    """For pods/log (also ``-f``) and one exec/attach output stream (stdout, stderr separately)."""
+    return TextMasker(detectors)
