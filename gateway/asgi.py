@@ -2,6 +2,7 @@
 
 from django.conf import settings
 
+from audit.recorder import Recorder
 from connections.registry import get_upstream
 from gateway.authn import build_authenticator
 from gateway.policy import PolicyCache
@@ -14,5 +15,6 @@ def build_gateway() -> GatewayApp:
         connections=get_upstream,
         authenticator=build_authenticator(),
         policy=PolicyCache(),
+        recorder=Recorder(),
         max_body=settings.AIRLOCK_MAX_REQUEST_BODY,
     )

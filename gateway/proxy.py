@@ -10,14 +10,22 @@ with the server's back-pressure.
 import asyncio
 import json
 import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
+
+from audit import events as audit_events
+from audit.recorder import AuditUnavailable
 
 from gateway import headers as hdr
 from gateway.authn import authenticate
 from gateway.authz import authorize
 from gateway.pipeline import GatewayRequest, parse_request, transcode_body
 from gateway.status import GatewayError
+from gateway.streams import StreamTap
 from gateway.upstream import UpstreamPool, open_websocket
 from gateway.wsclient import UpstreamRejected
 
@@ -33,18 +41,70 @@ SPDY_REFUSED = (
 SMALL_RESPONSE = 256 * 1024
 
 
+@dataclass
+class Exchange:
+    """What the record stage learns about one request while it is handled."""
+
+    scope: dict
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: float = field(default_factory=time.monotonic)
+    audit_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    request: GatewayRequest | None = None
+    request_body: bytes = b""
+    code: int = 0
+    reason: str = ""
+    message: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    response_started: bool = False
+    response_body: bytearray = field(default_factory=bytearray)
+    body_cap: int = 0
+    recording: dict | None = None
+
+    def refused(self, error: GatewayError):
+        self.code, self.reason, self.message = error.code, error.reason, error.message
+
+    def capture(self, chunk: bytes):
+        self.bytes_out += len(chunk)
+        room = self.body_cap - len(self.response_body)
+        if room > 0:
+            self.response_body += chunk[:room]
+
+    def event(self, stage: str) -> dict:
+        fields = {"response_code": self.code or None, "response_reason": self.reason,
+                  "response_message": self.message}
+        if stage == "ResponseComplete":
+            fields.update(
+                latency_ms=(time.monotonic() - self.started) * 1000.0,
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                response_body=bytes(self.response_body),
+            )
+            if self.recording is not None:
+                fields["recording"] = self.recording
+        if self.request_body:
+            fields["request_body"] = self.request_body
+        if self.request is not None:
+            return audit_events.from_request(self.request, stage=stage, received_at=self.received_at, **fields)
+        return audit_events.from_scope(self.scope, audit_id=self.audit_id, stage=stage,
+                                       received_at=self.received_at, **fields)
+
+
 class GatewayApp:
-    def __init__(self, *, prefix: str, connections, authenticator, policy, max_body: int, transport=None, holder=None):
+    def __init__(self, *, prefix: str, connections, authenticator, policy, recorder, max_body: int,
+                 transport=None, holder=None):
         self.prefix = prefix
         self.connections = connections
         self.authenticator = authenticator
         self.policy = policy
+        self.recorder = recorder
         self.holder = holder
         self.max_body = max_body
         self.pool = UpstreamPool(transport)
 
     async def aclose(self):
         await self.pool.aclose()
+        await self.recorder.aclose()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
@@ -52,9 +112,10 @@ class GatewayApp:
         elif scope["type"] == "websocket":
             await self.websocket(scope, receive, send)
 
-    async def admit(self, scope) -> tuple[GatewayRequest, object]:
+    async def admit(self, exchange: Exchange):
         """parse -> connection -> authenticate -> authorize; raises GatewayError."""
-        request = parse_request(scope, self.prefix)
+        request = exchange.request = parse_request(exchange.scope, self.prefix)
+        request.audit_id = exchange.audit_id
         try:
             upstream = await self.connections(request.connection)
         except Exception:
@@ -64,19 +125,42 @@ class GatewayApp:
             raise GatewayError(404, f'connection "{request.connection}" not found', stage="parse")
         await authenticate(request, self.authenticator)
         await authorize(request, self.policy, self.holder)
-        return request, upstream
+        return upstream
+
+    async def record_before_forwarding(self, exchange: Exchange):
+        """Anything that can change the cluster is durably recorded first, or refused (fail closed)."""
+        if audit_events.needs_durable_record(exchange.request):
+            try:
+                await self.recorder.begin(exchange.event("RequestReceived"))
+            except AuditUnavailable as exc:
+                raise GatewayError(503, f"airlock: {exc}", stage="record") from None
+
+    async def record(self, exchange: Exchange):
+        try:
+            await self.recorder.finish(exchange.event("ResponseComplete"))
+        except Exception:
+            log.exception("audit event %s could not be queued", exchange.audit_id)
 
     # -- HTTP ---------------------------------------------------------------
 
     async def http(self, scope, receive, send):
+        exchange = Exchange(scope, body_cap=self.recorder.max_body)
         try:
-            request, upstream = await self.admit(scope)
+            upstream = await self.admit(exchange)
+            request = exchange.request
             if request.transport == "spdy":
                 raise GatewayError(400, SPDY_REFUSED, stage="forward")
             body = transcode_body(request, await self.read_body(scope, receive))
-            await self.forward(request, upstream, body, receive, send)
+            exchange.bytes_in = len(body)
+            exchange.request_body = body
+            await self.record_before_forwarding(exchange)
+            await self.forward(exchange, upstream, body, receive, send)
         except GatewayError as exc:
-            await send_status(send, exc)
+            exchange.refused(exc)
+            if not exchange.response_started:
+                await send_status(send, exc)
+        finally:
+            await self.record(exchange)
 
     async def read_body(self, scope, receive) -> bytes:
         for name, value in scope.get("headers", []):
@@ -100,7 +184,8 @@ class GatewayApp:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def forward(self, request: GatewayRequest, upstream, body: bytes, receive, send):
+    async def forward(self, exchange: Exchange, upstream, body: bytes, receive, send):
+        request = exchange.request
         client = self.pool.client(upstream)
         headers = hdr.upstream_request_headers(request.headers)
         headers.extend(cluster_headers(upstream, request.principal))
@@ -116,6 +201,7 @@ class GatewayApp:
         except httpx.HTTPError as exc:
             log.warning("upstream %s unreachable: %s", request.connection, type(exc).__name__)
             raise GatewayError(502, f'connection "{request.connection}": the cluster is unreachable', stage="forward") from None
+        exchange.code = response.status_code
         try:
             encoding = response.headers.get("content-encoding", "identity").lower()
             if encoding not in ("identity", ""):
@@ -124,12 +210,16 @@ class GatewayApp:
             length = response.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) <= SMALL_RESPONSE:
                 content = await response.aread()
+                exchange.response_started = True
                 await send({"type": "http.response.start", "status": response.status_code, "headers": out_headers})
+                exchange.capture(content)
                 await send({"type": "http.response.body", "body": content})
             else:
+                exchange.response_started = True
                 await send({"type": "http.response.start", "status": response.status_code, "headers": out_headers})
-                await stream_until_disconnect(response, receive, send)
+                await stream_until_disconnect(response, receive, send, exchange.capture)
         except httpx.HTTPError:
+            exchange.message = "the cluster broke the response stream"
             log.warning("upstream %s broke the response stream", request.connection)
         finally:
             await response.aclose()
@@ -140,11 +230,21 @@ class GatewayApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
+        exchange = Exchange(scope, body_cap=self.recorder.max_body)
         try:
-            request, upstream = await self.admit(scope)
+            await self.open_relay(exchange, receive, send)
+        finally:
+            await self.record(exchange)
+
+    async def open_relay(self, exchange: Exchange, receive, send):
+        scope = exchange.scope
+        try:
+            upstream = await self.admit(exchange)
+            request = exchange.request
             offered = list(scope.get("subprotocols") or ()) or hdr.offered_subprotocols(request.headers)
             headers = hdr.upstream_request_headers(request.headers, websocket=True)
             headers.extend(cluster_headers(upstream, request.principal))
+            await self.record_before_forwarding(exchange)
             try:
                 upstream_ws = await open_websocket(upstream, request.target, headers, offered)
             except UpstreamRejected as exc:
@@ -157,13 +257,18 @@ class GatewayApp:
                 log.warning("upstream %s websocket failed: %s", request.connection, type(exc).__name__)
                 raise GatewayError(502, f'connection "{request.connection}": the cluster is unreachable', stage="forward") from None
         except GatewayError as exc:
+            exchange.refused(exc)
             await reject_websocket(scope, send, exc)
             return
+        exchange.code = 101
+        tap = StreamTap.for_request(exchange.request, upstream_ws.subprotocol)
         try:
             await send({"type": "websocket.accept", "subprotocol": upstream_ws.subprotocol})
-            await relay(upstream_ws, receive, send)
+            await relay(upstream_ws, receive, send, tap)
         finally:
             await upstream_ws.close()
+            exchange.bytes_in, exchange.bytes_out = tap.bytes_in, tap.bytes_out
+            exchange.recording = tap.recording(time.monotonic() - exchange.started)
 
 
 def cluster_headers(upstream, principal) -> list[tuple[str, str]]:
@@ -183,8 +288,12 @@ def _upstream_message(body: bytes | None, default: str) -> str:
     return message if isinstance(message, str) and message else default
 
 
-async def relay(upstream_ws, receive, send):
-    """Pump frames both ways until either side closes; the cluster's close code is passed on."""
+async def relay(upstream_ws, receive, send, tap):
+    """Pump frames both ways until either side closes; the cluster's close code is passed on.
+
+    Every frame passes through ``tap`` (recording, and masking of what the
+    cluster sends) before it is relayed.
+    """
 
     async def client_to_upstream():
         while True:
@@ -192,10 +301,13 @@ async def relay(upstream_ws, receive, send):
             if message["type"] == "websocket.disconnect":
                 return
             data = message.get("bytes")
-            await upstream_ws.send(data if data is not None else message.get("text", ""))
+            if data is None:
+                data = message.get("text", "")
+            await upstream_ws.send(tap.from_client(data))
 
     async def upstream_to_client():
         async for data in upstream_ws:
+            data = tap.from_cluster(data)
             if isinstance(data, bytes):
                 await send({"type": "websocket.send", "bytes": data})
             else:
@@ -214,11 +326,12 @@ async def relay(upstream_ws, receive, send):
             log.warning("stream relay ended with %s", type(result).__name__)
 
 
-async def stream_until_disconnect(response, receive, send):
+async def stream_until_disconnect(response, receive, send, capture):
     """Stream the body event by event; stop as soon as the client goes away."""
 
     async def pump():
         async for chunk in response.aiter_raw():
+            capture(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 

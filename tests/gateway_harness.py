@@ -113,6 +113,7 @@ def cluster_connection(kubesim, transactional_db):
 
 @pytest.fixture
 def gateway_app():
+    from audit.recorder import Recorder
     from connections.registry import get_upstream
     from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
     from gateway.policy import PolicyCache
@@ -123,6 +124,7 @@ def gateway_app():
         connections=get_upstream,
         authenticator=AuthenticatorChain(static=StaticTokenAuthenticator(AGENT_TOKENS)),
         policy=PolicyCache(max_age=0),
+        recorder=Recorder(),
         max_body=settings.AIRLOCK_MAX_REQUEST_BODY,
     )
 

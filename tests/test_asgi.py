@@ -5,7 +5,10 @@ import json
 
 import pytest
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# airlock.asgi.application is a process-wide singleton (its recorder and HTTP
+# pools are bound to one event loop), so the module shares one loop; the
+# lifespan test, which shuts it down, runs last.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio(loop_scope="module")]
 
 
 async def call(path):

@@ -29,6 +29,29 @@ class FakeUpstream:
         return None
 
 
+class FakeRecorder:
+    """Keeps events in memory; ``fail_begin`` simulates an unavailable audit database."""
+
+    max_body = 1000
+
+    def __init__(self, fail_begin=False):
+        self.events = []
+        self.fail_begin = fail_begin
+
+    async def begin(self, event):
+        from audit.recorder import AuditUnavailable
+
+        if self.fail_begin:
+            raise AuditUnavailable("the audit trail is unavailable; the request was not forwarded")
+        self.events.append(event)
+
+    async def finish(self, event):
+        self.events.append(event)
+
+    async def aclose(self):
+        pass
+
+
 class FakePolicy:
     def __init__(self, *rules):
         self.rules = tuple(rules)
@@ -44,7 +67,7 @@ ALLOW_AGENTS = compile_rule(
 )
 
 
-def make_app(handler, *, upstream=FakeUpstream(), max_body=1024, impersonate=False):
+def make_app(handler, *, upstream=FakeUpstream(), max_body=1024, impersonate=False, recorder=None):
     async def connections(name):
         if name != "prod":
             return None
@@ -55,6 +78,7 @@ def make_app(handler, *, upstream=FakeUpstream(), max_body=1024, impersonate=Fal
         connections=connections,
         authenticator=AuthenticatorChain(static=StaticTokenAuthenticator("agent-tok=agent-1:agents,other-tok=bob:nobody")),
         policy=FakePolicy(ALLOW_AGENTS),
+        recorder=recorder or FakeRecorder(),
         max_body=max_body,
         transport=httpx.MockTransport(handler),
     )
@@ -240,3 +264,37 @@ async def test_client_disconnect_ends_an_idle_watch():
     await asyncio.wait_for(app(scope, inbox.get, send), timeout=5)
     await asyncio.wait_for(closed.wait(), timeout=5)
     assert sent[0]["status"] == 200 and sent[1]["body"].startswith(b'{"type":"ADDED"')
+
+
+async def test_every_request_is_recorded_and_writes_are_recorded_first():
+    order = []
+
+    def handler(request):
+        order.append("forwarded")
+        return httpx.Response(201, json={"kind": "ConfigMap"})
+
+    recorder = FakeRecorder()
+    app = make_app(handler, recorder=recorder)
+    await call(app, "/k8s/prod/api/v1/namespaces/d/configmaps", method="POST", body=b'{"kind":"ConfigMap"}')
+    await call(app, "/k8s/prod/api/v1/pods", token="wrong")
+    await call(app, "/k8s/prod/api//v1/pods")
+    stages = [(e["stage"], e.get("verb"), e.get("response_code")) for e in recorder.events]
+    assert stages == [
+        ("RequestReceived", "create", None),
+        ("ResponseComplete", "create", 201),
+        ("ResponseComplete", "list", 401),
+        ("ResponseComplete", "get", 400),
+    ]
+    created = recorder.events[1]
+    assert created["decision_rule_name"] == "agents" and created["user_username"] == "agent-1"
+    assert created["request_body"] == b'{"kind":"ConfigMap"}' and created["bytes_out"] > 0
+    assert recorder.events[2]["response_message"].startswith("Unauthorized")
+
+
+async def test_write_refused_when_the_audit_trail_is_down():
+    def handler(request):
+        raise AssertionError("an unrecorded write must never reach the cluster")
+
+    app = make_app(handler, recorder=FakeRecorder(fail_begin=True))
+    status, _, content = await call(app, "/k8s/prod/api/v1/namespaces/d/configmaps", method="POST", body=b"{}")
+    assert status == 503 and "audit trail is unavailable" in status_of(content)["message"]
