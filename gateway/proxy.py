@@ -41,6 +41,10 @@ SPDY_REFUSED = (
 SMALL_RESPONSE = 256 * 1024
 
 
+class ClientGone(Exception):
+    """The agent disconnected before its request could be forwarded."""
+
+
 @dataclass
 class Exchange:
     """What the record stage learns about one request while it is handled."""
@@ -159,6 +163,8 @@ class GatewayApp:
             exchange.refused(exc)
             if not exchange.response_started:
                 await send_status(send, exc)
+        except ClientGone:
+            exchange.message = "the client went away before the request body arrived"
         finally:
             await self.record(exchange)
 
@@ -175,7 +181,7 @@ class GatewayApp:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise asyncio.CancelledError
+                raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:

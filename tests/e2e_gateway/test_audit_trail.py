@@ -1,0 +1,93 @@
+"""Every kubectl action through the gateway leaves its audit event, with the right attributes."""
+
+import time
+
+import pytest
+
+from kubesim.testing import read_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def events_for(*, at_least=1, timeout=10.0, **filters):
+    """Completion events matching ``filters``, waiting for the recorder's background writer.
+
+    (SQLite's shared in-memory test database reports "table is locked" to a
+    reader while the writer's transaction is open: that read is retried.)
+    """
+    from django.db import OperationalError
+
+    from audit.models import AuditEvent
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            rows = list(AuditEvent.objects.filter(stage="ResponseComplete", **filters).order_by("seq"))
+        except OperationalError:
+            rows = []
+        if len(rows) >= at_least or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
+
+
+def test_kubectl_actions_leave_events(gateway, kubectl, kubesim):
+    from audit.models import AuditEvent
+
+    agent = gateway.kubeconfig()
+    kubectl("get", "pods", "-n", "shop", kubeconfig=agent)
+    kubectl("delete", "configmap", "web-config", "-n", "shop", kubeconfig=agent)
+    kubectl("scale", "deployment", "web", "-n", "shop", "--replicas=3", kubeconfig=agent)
+    denied = kubectl("get", "pods", "-n", "shop", kubeconfig=gateway.kubeconfig(token="viewer-token-2b9d", name="viewer"),
+                     check=False)
+    assert denied.returncode != 0
+
+    listed = events_for(verb="list", object_resource="pods", object_namespace="shop", response_code=200)[0]
+    assert listed.user_username == "agent-1" and listed.user_groups == ["agents", "dev"]
+    assert listed.connection == "kubesim" and listed.decision_effect == "allow"
+    assert listed.decision_rule_name == "agents-all" and listed.request_uri.startswith("/api/v1/namespaces/shop/pods")
+    assert listed.source_ips == ["127.0.0.1"] and listed.user_agent.startswith("kubectl")
+
+    deleted = events_for(verb="delete", object_resource="configmaps", object_name="web-config")[0]
+    assert deleted.response_code == 200 and deleted.object_namespace == "shop"
+    received = AuditEvent.objects.get(audit_id=deleted.audit_id, stage="RequestReceived")  # committed earlier
+    assert received.seq < deleted.seq, "a write is recorded before it is forwarded"
+
+    scaled = events_for(verb="patch", object_resource="deployments", object_subresource="scale")[0]
+    assert scaled.object_api_group == "apps" and scaled.response_code == 200
+
+    refused = events_for(user_username="viewer-1")[0]
+    assert refused.response_code == 403 and refused.decision_effect == "deny"
+    assert refused.decision_rule_name == "default-deny"
+
+
+def test_exec_session_recorded_as_asciicast(gateway, kubectl):
+    import json
+
+    agent = gateway.kubeconfig()
+    kubectl("apply", "-f", "-", kubeconfig=agent, input=(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: rec, namespace: default}\n"
+        "spec:\n  containers:\n  - {name: main, image: busybox}\n"))
+    result = kubectl("exec", "-i", "rec", "--", "sh", "-c", "cat; echo done-$((40+2)); exit 3", kubeconfig=agent,
+                     input="typed-input-line\n", check=False)
+    assert result.returncode == 3
+    event = events_for(object_resource="pods", object_subresource="exec", object_name="rec")[0]
+    recording = event.recording
+    assert recording.kind == "exec" and recording.exit_code == 3 and recording.pod == "rec"
+    lines = [json.loads(line) for line in recording.asciicast.splitlines()]
+    assert lines[0]["version"] == 2
+    inputs = "".join(e[2] for e in lines[1:] if e[1] == "i")
+    outputs = "".join(e[2] for e in lines[1:] if e[1] == "o")
+    assert "typed-input-line" in inputs and "typed-input-line" in outputs and "done-42" in outputs
+
+
+def test_watch_recorded_when_the_agent_stops_it(gateway, kubectl):
+    agent = gateway.kubeconfig()
+    watch = kubectl.popen("get", "configmaps", "-n", "default", "-w", kubeconfig=agent)
+    read_until(watch, "NAME")
+    kubectl("create", "configmap", "seen-by-watch", "-n", "default")
+    read_until(watch, "seen-by-watch")
+    watch.terminate()
+    watch.wait(10)
+    event = events_for(verb="watch", object_resource="configmaps")[0]
+    assert event.response_code == 200 and event.user_username == "agent-1"
+    assert b"seen-by-watch" in bytes(event.response_body)
