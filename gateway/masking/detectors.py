@@ -92,7 +92,7 @@ class Detector:
     bytes are searched for an unfinished match.  ``prefix`` matches the readable part before
     the masked group, so a cut-off match is masked from where its secret starts.  ``lower``
     runs the pattern on an ASCII-lower-cased copy (patterns written in lower case).
-    ``continuation`` matches how a secret cut off by the hold limit may go on.
+    ``continuation`` matches how a secret cut off by the hold limit may go on, up to ``stop``.
     """
 
     name: str
@@ -105,6 +105,7 @@ class Detector:
     needle_offset: int = 0
     partial_window: int = 0
     multiline: bool = False
+    stop: bytes = b""
     check: Callable[[regex.Match, bytes], bool] | None = None
 
 
@@ -176,10 +177,11 @@ BUILTIN: tuple[Detector, ...] = (
         "private-key",
         rb"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
         rb"(?P<body>[A-Za-z0-9+/=\s\\:,._-]*?)-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----",
-        rb"[A-Za-z0-9+/=\s\\:,._-]*",
+        rb"(?:(?!-----END)[A-Za-z0-9+/=\s\\:,._-])*",
         (b"-----begin",),
         groups=("body",),
         multiline=True,
+        stop=b"-----END",
         prefix=rb"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----",
     ),
     _d("jwt", rb"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", rb"[A-Za-z0-9_.-]*", (b"eyj",)),
@@ -234,12 +236,8 @@ BUILTIN: tuple[Detector, ...] = (
         prefix=rb"[A-Za-z0-9_~.]{3}[0-9]Q~",
         needle_offset=4,
     ),
-    _d(
-        "github-token",
-        rb"gh(?:[pousr]_[A-Za-z0-9]{36,}|thub_pat_[A-Za-z0-9_]{22,})",
-        rb"[A-Za-z0-9_]*",
-        (b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_"),
-    ),
+    _d("github-token", rb"gh[pousr]_[A-Za-z0-9]{36,}", rb"[A-Za-z0-9]*", (b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_")),
+    _d("github-token", rb"github_pat_[A-Za-z0-9_]{22,}", rb"[A-Za-z0-9_]*", (b"github_pat_",)),
     _d(
         "gitlab-token",
         rb"gl(?:pat|dt|rt|ptt|ft|imt|oas|soat|cbt|agent)-[A-Za-z0-9_-]{20,}",

@@ -34,7 +34,7 @@ class TextMasker:
         self._max_hold = max_hold
         self._ctx = b""
         self._held = b""
-        self._swallow = None  # continuation pattern of a secret released before its end
+        self._swallow = None  # detector of a secret released before its end
         self.report = MaskReport()
 
     @property
@@ -46,28 +46,43 @@ class TextMasker:
         """Mask ``data``; returns the bytes that are safe to send now."""
         if not self._detectors.enabled:
             return bytes(data)
-        data = bytes(data)
+        data = self._held + bytes(data)
+        self._held = b""
         if not data:
             return b""
         if self._swallow is not None:
             data = self._continue_swallow(data)
             if not data:
                 return b""
-        return self._process(self._held + data, force=False)
+        return self._process(data, force=False)
 
     def flush(self) -> bytes:
         """Release everything held, masking secrets that have started but not ended."""
         if not self._held:
             return b""
+        if self._swallow is not None:  # a piece of the end marker, nothing secret
+            held, self._held = self._held, b""
+            return held
         return self._process(self._held, force=True)
 
     def _continue_swallow(self, data: bytes) -> bytes:
-        """Drop the continuation of a secret that was released (masked) before it ended."""
-        end = self._swallow.match(data).end()
+        """Drop the continuation of a secret that was released (masked) before it ended.
+
+        A possible start of the detector's end marker at the end of ``data`` is held, so a
+        marker split across reads still ends the secret.
+        """
+        detector = self._swallow
+        end = detector.continuation.match(data).end()
+        carry = 0
+        if end == len(data) and detector.stop:
+            carry = next((k for k in range(len(detector.stop) - 1, 0, -1) if data.endswith(detector.stop[:k])), 0)
+            end -= carry
         self._ctx = (self._ctx + data[:end])[-CONTEXT_BYTES:]
-        if end < len(data):
+        if end + carry < len(data):
             self._swallow = None
-        return data[end:]
+            return data[end:]
+        self._held = data[end:]
+        return b""
 
     def _process(self, buf: bytes, *, force: bool) -> bytes:
         ctx = self._ctx
@@ -93,7 +108,7 @@ class TextMasker:
                 ms, me = self._detectors.forced_span(hit, s, low)
                 hit = hit._replace(mask_start=ms, mask_end=me)
                 if ms < me == n and self._swallow is None:
-                    self._swallow = hit.detector.continuation
+                    self._swallow = hit.detector
             forced.append(hit)
         return forced
 
