@@ -18,6 +18,7 @@ django_http = ASGIStaticFilesHandler(get_asgi_application())
 
 from django.conf import settings  # noqa: E402
 
+from approvals.routing import websocket_application  # noqa: E402
 from gateway.asgi import build_gateway  # noqa: E402
 
 gateway = build_gateway()
@@ -32,8 +33,8 @@ async def application(scope, receive, send):
         await gateway(scope, receive, send)
     elif kind == "http":
         await django_http(scope, receive, send)
-    else:
-        await send({"type": "websocket.close", "code": 1008})
+    elif kind == "websocket":
+        await websocket_application(scope, receive, send)
 
 
 async def lifespan(receive, send):

@@ -87,7 +87,8 @@ def held_request(request, decision) -> reviews.HeldRequest:
         path=request.upstream_path,
         query=request.query,
         body=getattr(request, "body", None),
-        audit_id=request.audit_id,
+        content_type=next((v for k, v in request.headers if k == "content-type"), ""),
+        audit_id=str(request.audit_id),
         rule_id=decision.rule_id,
         rule_name=decision.rule_name,
         description=describe_request(request.info),
@@ -135,7 +136,7 @@ class Holder:
                                                   review.min_approvals))
                 if inspect.isawaitable(result):
                     await result
-            return await self._wait(review.pk, request.audit_id, layer if channel else None, channel, url)
+            return await self._wait(review.pk, str(request.audit_id), layer if channel else None, channel, url)
         finally:
             if channel is not None:
                 try:

@@ -57,6 +57,7 @@ class Review(models.Model):
     body = models.TextField(blank=True, help_text="The request body with secret values masked.")
     body_state = models.CharField(max_length=16, choices=BodyState.choices, default=BodyState.NONE)
     body_sha256 = models.CharField(max_length=64, blank=True)
+    content_type = models.CharField(max_length=128, blank=True, help_text="Of the request body (patch type).")
     fingerprint = models.CharField(
         max_length=64, db_index=True,
         help_text="connection, principal, verb, API group, resource, subresource, namespace, name.",

@@ -49,6 +49,7 @@ class HeldRequest:
     path: str
     query: str
     body: bytes | None
+    content_type: str
     audit_id: str
     rule_id: int | None
     rule_name: str
@@ -204,6 +205,7 @@ def open_review(held: HeldRequest) -> tuple[Review, Settlement | None]:
         body=text,
         body_state=body_state,
         body_sha256="" if held.body is None else body_sha256(held.body),
+        content_type=held.content_type[:128],
         fingerprint=fingerprint,
         exact=exact,
         audit_id=held.audit_id,

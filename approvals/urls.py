@@ -1,7 +1,20 @@
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
+
+from approvals import auth, views
 
 app_name = "approvals"
 
 urlpatterns = [
+    path("", views.queue, name="queue"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("oidc/authenticate/", auth.OIDCLogin.as_view(), name="oidc-login"),
+    path("oidc/callback/", auth.OIDCCallback.as_view(), name="oidc-callback"),
+    path("reviews/<int:review_id>/", views.detail, name="detail"),
+    path("reviews/<int:review_id>/decide/", views.decide, name="decide"),
+    path("reviews/<int:review_id>/preview/", views.preview_fragment, name="preview"),
+    path("leases/", views.lease_list, name="leases"),
+    path("leases/<int:lease_id>/", views.lease_action, name="lease-action"),
     path("api/", include("approvals.api")),
 ]

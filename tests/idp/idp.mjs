@@ -10,8 +10,10 @@
 //   AUDIENCE      the resource (gateway) the access tokens are for
 //   CLIENTS       JSON list: [{"client_id", "client_secret", "groups": [...],
 //                 "token_ttl": seconds}]; a client without client_secret is a
-//                 public device-flow client
-//   USERS         JSON object {"username": ["group", ...]} for device-flow logins
+//                 public device-flow client; one with "redirect_uris" is a web
+//                 app signing people in by the authorization-code flow
+//   USERS         JSON object {"username": ["group", ...]} for people's logins
+//                 (device flow, authorization code; the groups are also userinfo claims)
 //   TOKEN_TTL     default access token lifetime in seconds (default 300)
 //   GROUPS_CLAIM  claim name for groups (default "groups"; may be namespaced)
 //   ADMIN_TOKEN   enables POST /admin/rotate[?retire=1] with this bearer token:
@@ -49,6 +51,16 @@ function newSigningKey() {
 
 function clientMetadata(c) {
   const common = { client_id: c.client_id, groups: c.groups || [], token_ttl: c.token_ttl || TOKEN_TTL };
+  if (c.redirect_uris) {
+    return {
+      ...common,
+      client_secret: c.client_secret,
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: c.redirect_uris,
+      token_endpoint_auth_method: 'client_secret_post',
+    };
+  }
   if (c.client_secret) {
     return {
       ...common,
@@ -89,7 +101,8 @@ function buildProvider(issuer) {
       devInteractions: { enabled: true },
       resourceIndicators: {
         enabled: true,
-        defaultResource: async () => AUDIENCE,
+        // Web apps signing people in get userinfo access tokens, not gateway tokens.
+        defaultResource: async (_ctx, client) => (client?.redirectUris?.length ? undefined : AUDIENCE),
         useGrantedResource: async () => true,
         getResourceServerInfo: async (_ctx, resource, client) => {
           if (resource !== AUDIENCE) throw new oidc.errors.InvalidTarget();
@@ -103,7 +116,11 @@ function buildProvider(issuer) {
         },
       },
     },
-    findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
+    claims: { openid: ['sub', GROUPS_CLAIM] },
+    findAccount: async (_ctx, sub) => ({
+      accountId: sub,
+      claims: async () => ({ sub, [GROUPS_CLAIM]: USERS[sub] || [] }),
+    }),
     extraTokenClaims: async (ctx, token) => {
       const groups = token.accountId ? (USERS[token.accountId] || []) : (ctx.oidc.client?.groups || []);
       return { [GROUPS_CLAIM]: groups };
