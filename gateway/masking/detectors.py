@@ -387,13 +387,22 @@ class Detectors:
     if present, is the part that gets masked.  ``Detectors.default()`` enables every built-in.
     """
 
-    __slots__ = ("_detectors", "_names", "_needs_lower", "_keyword")
+    __slots__ = ("_detectors", "_names", "_needs_lower", "_keyword", "_cut_needles", "_longest_needle")
 
     def __init__(self, detectors: Iterable[Detector] = ()):
         self._detectors = tuple(detectors)
         self._names = frozenset(d.name for d in self._detectors)
         self._needs_lower = any(d.lower or d.needles for d in self._detectors)
         self._keyword = "keyword" in self._names
+        # Proper prefixes of needles -> detectors: a buffer ending in one may be cut inside a needle.
+        self._cut_needles: dict[bytes, list[int]] = {}
+        for index, det in enumerate(self._detectors):
+            for needle in det.needles:
+                for k in range(1, len(needle)):
+                    holders = self._cut_needles.setdefault(needle[:k], [])
+                    if index not in holders:
+                        holders.append(index)
+        self._longest_needle = max((len(k) for k in self._cut_needles), default=0)
 
     @classmethod
     def default(cls) -> Detectors:
@@ -467,15 +476,21 @@ class Detectors:
         # A short text usually has none of the needles: substring tests are cheaper than
         # starting a pattern; a long one is scanned by each literal-anchored pattern anyway.
         prefilter = n < _PREFILTER_BELOW
-        line_start = low.rfind(b"\n") + 1 if partial else 0
+        line_start = cut_needles = None
+        if partial:
+            line_start = low.rfind(b"\n") + 1
+            cut_needles = {}
+            for k in range(1, min(self._longest_needle, n) + 1):
+                for index in self._cut_needles.get(low[n - k :], ()):
+                    cut_needles.setdefault(index, []).append(n - k)
         hits = []
-        for det in self._detectors:
-            if prefilter and det.needles and not any(needle in low for needle in det.needles):
-                if not partial:
-                    continue
+        for index, det in enumerate(self._detectors):
+            present = not (prefilter and det.needles) or any(needle in low for needle in det.needles)
+            if not present and not partial:
+                continue
             src = low if det.lower else data
             last_end = 0
-            for m in det.pattern.finditer(src):
+            for m in det.pattern.finditer(src) if present else ():
                 last_end = m.end()
                 if det.check is not None and not det.check(m, src):
                     continue
@@ -489,7 +504,7 @@ class Detectors:
                 hits.append(Hit(start, end, ms, me, det, end >= n, False))
             if partial:
                 lo = last_end if det.multiline else max(last_end, line_start)
-                m = _unfinished(det, src, low, lo)
+                m = _unfinished(det, src, low, lo, present, cut_needles.get(index, ()))
                 if m is not None:
                     hits.append(Hit(m.start(), n, n, n, det, True, True))
         return hits
@@ -559,26 +574,26 @@ _DEFAULT = Detectors(BUILTIN)
 _NONE = Detectors(())
 
 
-def _unfinished(det: Detector, src: bytes, low: bytes, lo: int) -> regex.Match | None:
+def _unfinished(
+    det: Detector, src: bytes, low: bytes, lo: int, present: bool, cut_needles
+) -> regex.Match | None:
     """The earliest match of ``det`` starting at or after ``lo`` that the end of ``src`` cuts off.
 
-    Such a match starts at a needle (or at a needle cut off by the end of the data), so only
-    those places are tried, each with an anchored partial match.  Only a multi-line detector
-    can have one that started before the last line.
+    Such a match starts at a needle, or at a needle cut off by the end of the data (positions
+    in ``cut_needles``), so only those places are tried, each with an anchored partial match.
+    Only a multi-line detector can have one that started before the last line.
     """
     n = len(src)
     if not det.needles:
         m = det.pattern.search(src, max(lo, n - det.partial_window), partial=True)
         return m if m is not None and m.partial else None
-    starts = set()
-    for needle in det.needles:
-        i = low.find(needle, max(0, lo - det.needle_offset))
-        while i >= 0:
-            starts.add(i)
-            i = low.find(needle, i + 1)
-        for k in range(1, len(needle)):
-            if low.endswith(needle[:k]):
-                starts.add(n - k)
+    starts = set(cut_needles)
+    if present:
+        for needle in det.needles:
+            i = low.find(needle, max(0, lo - det.needle_offset))
+            while i >= 0:
+                starts.add(i)
+                i = low.find(needle, i + 1)
     for i in sorted(starts):
         for start in range(max(lo, i - det.needle_offset), i + 1):
             m = det.pattern.match(src, start, partial=True)

@@ -150,7 +150,6 @@ class JsonMasker:
         self._state = _SEQ if watch else _START
         self._out: list[str] = []
         self._failed = False
-        self._seen = False
         # document state
         self._members: list[tuple[str, object]] = []
         self._doc_chars = 0
@@ -193,8 +192,6 @@ class JsonMasker:
                 raise MaskingError("the response body ends inside a JSON value")
         elif self._state not in (_END, _START):
             raise MaskingError("the response body ends before its JSON document does")
-        elif self._state == _START and self._seen and self._buf[self._pos:].strip(" \t\r\n"):
-            raise MaskingError("the response body is not JSON")
         return self._take()
 
     # -- machinery ---------------------------------------------------------------------------
@@ -207,8 +204,6 @@ class JsonMasker:
         return out
 
     def _run(self, text: str, final: bool) -> None:
-        if text:
-            self._seen = True
         if self._scan is not None:
             end = self._scan.feed(text, 0)
             if end is None and not (final and self._scan.scalar):

@@ -28,7 +28,10 @@ class BodyMasker(Protocol):
 
 
 class TextBodyMasker:
-    """A :class:`TextMasker` behind the BodyMasker interface (logs, proxied workload HTTP)."""
+    """A :class:`TextMasker` behind the BodyMasker interface (logs, proxied workload HTTP).
+
+    ``flush`` releases held bytes mid-stream (for ``logs -f`` after an idle pause).
+    """
 
     def __init__(self, detectors: Detectors):
         self._text = TextMasker(detectors)
@@ -36,6 +39,9 @@ class TextBodyMasker:
 
     def feed(self, chunk: bytes) -> bytes:
         return self._text.feed(chunk)
+
+    def flush(self) -> bytes:
+        return self._text.flush()
 
     def close(self) -> bytes:
         return self._text.flush()
@@ -72,12 +78,8 @@ def response_masker(info, status: int, content_type: str | None, *, mask_secrets
         return TextBodyMasker(detectors) if detectors.enabled else None
     if info.verb == "proxy" or info.subresource == "proxy":
         return TextBodyMasker(detectors) if detectors.enabled else None
-    text_body = media != JSON and (
-        (info.resource == "pods" and info.subresource == "log") or info.subresource in STREAM_SUBRESOURCES
-    )
-    if info.resource == "pods" and info.subresource == "log" and status < 400:
-        text_body = True
-    if text_body:
+    log = info.resource == "pods" and info.subresource == "log"
+    if (log and status < 400) or (media != JSON and (log or info.subresource in STREAM_SUBRESOURCES)):
         return TextBodyMasker(detectors) if detectors.enabled else None
     if media != JSON:
         shown = media or "none"
