@@ -126,6 +126,7 @@ async def handle_message(message: dict) -> None:
 
 
 _listeners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_joined: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def ensure_listener() -> asyncio.Task | None:
@@ -136,9 +137,16 @@ def ensure_listener() -> asyncio.Task | None:
         return task
     if get_channel_layer() is None:
         return None
-    task = loop.create_task(_listen(), name="airlock-lease-listener")
+    _joined[loop] = asyncio.Event()
+    task = loop.create_task(_listen(_joined[loop]), name="airlock-lease-listener")
     _listeners[loop] = task
     return task
+
+
+async def start_listener(timeout: float = 10.0) -> None:
+    """Start this loop's listener and wait until it has joined the group (ASGI lifespan startup)."""
+    if ensure_listener() is not None:
+        await asyncio.wait_for(_joined[asyncio.get_running_loop()].wait(), timeout)
 
 
 async def stop_listener() -> None:
@@ -155,7 +163,7 @@ def _raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
-async def _listen() -> None:
+async def _listen(joined: asyncio.Event) -> None:
     layer = get_channel_layer()
     loop = asyncio.get_running_loop()
     restarted = False
@@ -166,6 +174,7 @@ async def _listen() -> None:
             if restarted:
                 # Anything granted or revoked while we were not listening.
                 lease_check.invalidate_all()
+            joined.set()
             joined = loop.time()
             while True:
                 if loop.time() - joined > REJOIN_SECONDS:
