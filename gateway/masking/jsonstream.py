@@ -158,6 +158,7 @@ class JsonMasker:
         self._streaming = False  # the head has been sent
         self._stream_key = ""
         self._stream_kind = ""
+        self._sent_keys: set[str] = set()
         self._first = True
 
     # -- public ------------------------------------------------------------------------------
@@ -409,9 +410,11 @@ class JsonMasker:
         pieces = self._masked_members()
         if not self._streaming:
             self._stream_kind = _kind_of(pieces)
+            self._sent_keys = {key for key, _ in pieces}
             self._out.append("{")
         else:
             self._out.append(",")
+        self._sent_key(self._key)
         for key, value in pieces:
             self._out.append(f"{_dumps(key)}:{_dumps(value)},")
         self._out.append(_dumps(self._key) + ":[")
@@ -428,10 +431,19 @@ class JsonMasker:
         return list(obj.items())
 
     def _member(self, key: str, value) -> None:
-        if not self._streaming:
+        if self._streaming:
+            self._sent_key(key)
+        else:
             self._doc_chars += len(key) + self._value_chars
             self._check_size(self._doc_chars)
         self._members.append((key, value))
+
+    def _sent_key(self, key: str) -> None:
+        """Once parts are sent, a repeated key could change what a client makes of them
+        (a second ``kind`` after the items): refuse instead of letting the last one win."""
+        if key in self._sent_keys:
+            raise MaskingError("the response body repeats a key of a list it is streaming")
+        self._sent_keys.add(key)
 
     def _finish_object(self) -> None:
         if self._streaming:

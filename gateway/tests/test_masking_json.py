@@ -414,6 +414,17 @@ def test_duplicate_keys_are_sent_as_read():
     assert out.count(b'"kind"') == 1
 
 
+@pytest.mark.parametrize(
+    "tail",
+    [',"kind":"SecretList"}', ',"items":[]}', ',"metadata":{},"metadata":{}}'],
+)
+def test_streamed_list_refuses_repeated_keys(tail):
+    item = json.dumps({"metadata": {"name": "x"}, "data": {"DB_PASSWORD": "s3cr3t-db-password-4f9a"}})
+    body = ('{"kind":"ConfigMapList","apiVersion":"v1","metadata":{},"items":[' + item + "]" + tail).encode()
+    with pytest.raises(MaskingError, match="repeats a key"):
+        mask(body, info(path="/api/v1/configmaps"))
+
+
 def test_list_with_kind_after_items_is_buffered_and_masked():
     body = secret_list(2)
     reordered = {"items": body["items"], "kind": "SecretList", "apiVersion": "v1", "metadata": {}}
