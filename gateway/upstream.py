@@ -1,13 +1,20 @@
 """Connections to clusters: one pooled HTTP client per Connection version.
 
-Kept behind this small interface so the HTTP client library can be swapped
-(see bench/RESULTS.md for why httpx was measured against alternatives).
+The proxy speaks httpx's request/response API (``client.build_request``,
+``client.send(stream=True)``, ``aiter_raw``, httpx's exception types); the
+connection pool underneath is a transport chosen here.  ``aiohttp`` (default)
+is aiohttp's pool behind an httpx transport; ``httpcore`` is httpx's own.
+bench/RESULTS.md has the measurements behind the default.  Tests inject an
+``httpx.MockTransport`` instead.
 """
 
 import asyncio
+import http.cookiejar
 import logging
 
+import aiohttp
 import httpx
+from yarl import URL
 
 from gateway import wsclient
 
@@ -16,15 +23,150 @@ log = logging.getLogger(__name__)
 # Watches and `logs -f` stay open for as long as the client wants: no read timeout.
 TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=30.0, pool=10.0)
 LIMITS = httpx.Limits(max_connections=4096, max_keepalive_connections=256, keepalive_expiry=60.0)
+# Headers aiohttp would add on its own; the request httpx built is sent as it is.
+_AIOHTTP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """The client is shared by every agent of a connection: a cookie set for one must never reach another."""
+
+    def __init__(self):
+        super().__init__(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx's request/response API on aiohttp's connection pool (one pool per upstream).
+
+    At most ``max_connections`` requests are in flight (HTTP/1.1: one
+    connection each); waiting longer than the pool timeout for a slot is an
+    ``httpx.PoolTimeout``.  aiohttp's errors are raised as httpx's, so the
+    proxy's 502/503/504 mapping does not depend on the transport.  Unlike
+    httpcore, aiohttp has no write timeout; request bodies are small (the
+    proxy caps them at AIRLOCK_MAX_REQUEST_BODY) and sent in one write.
+    """
+
+    def __init__(self, ssl_context, *, max_connections: int = LIMITS.max_connections, timeout: httpx.Timeout = TIMEOUT,
+                 keepalive_expiry: float = LIMITS.keepalive_expiry):
+        self._ssl = ssl_context if ssl_context is not None else True
+        self._slots = asyncio.Semaphore(max_connections)
+        self._pool_timeout = timeout.pool
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeout.connect,
+                                              sock_read=timeout.read)
+        self._keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl, keepalive_timeout=self._keepalive_expiry)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, auto_decompress=False, trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=_AIOHTTP_AUTO_HEADERS,
+                requote_redirect_url=False, raise_for_status=False,
+            )
+        return self._session
+
+    async def _acquire(self, request: httpx.Request) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._pool_timeout)
+        except asyncio.TimeoutError:
+            raise httpx.PoolTimeout("no free upstream connection", request=request) from None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await self._acquire(request)
+        try:
+            body = await request.aread()
+            response = await self._get_session().request(
+                request.method, URL(str(request.url), encoded=True), headers=request.headers.multi_items(),
+                data=body or None, allow_redirects=False,
+            )
+        except BaseException as exc:
+            self._slots.release()
+            if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
+                raise _as_httpx_error(exc, request) from None
+            raise
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_AiohttpStream(response, self._slots.release),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")},
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+class _AiohttpStream(httpx.AsyncByteStream):
+    """The response body as it arrives (watch events are not held back); frees the slot once closed."""
+
+    def __init__(self, response: aiohttp.ClientResponse, release):
+        self._response = response
+        self._release = release
+
+    async def __aiter__(self):
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _as_httpx_error(exc, None) from None
+
+    async def aclose(self) -> None:
+        release, self._release = self._release, None
+        if release is None:
+            return
+        # A body read to the end leaves a reusable connection; anything else is closed.
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+        release()
+
+
+def _as_httpx_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:
+    """aiohttp's exception as httpx's; the message names the type only (never headers or credentials)."""
+    message = type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message, request=request)
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        return httpx.ReadTimeout(message, request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message, request=request)
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
+        return httpx.RemoteProtocolError(message, request=request)
+    return httpx.NetworkError(message, request=request)
+
+
+def aiohttp_transport(upstream) -> httpx.AsyncBaseTransport:
+    return AiohttpTransport(upstream.ssl_context())
+
+
+def httpcore_transport(upstream) -> httpx.AsyncBaseTransport:
+    return httpx.AsyncHTTPTransport(verify=upstream.ssl_context(), limits=LIMITS, http1=True, http2=False,
+                                    trust_env=False)
+
+
+TRANSPORTS = {"aiohttp": aiohttp_transport, "httpcore": httpcore_transport}
+DEFAULT_TRANSPORT = "aiohttp"
 
 
 class UpstreamPool:
-    """HTTP clients keyed by the upstream's cache key, created lazily per event loop."""
+    """HTTP clients keyed by the upstream's cache key, created lazily per event loop.
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None):
+    ``transport`` (tests) serves every upstream; otherwise each client gets
+    its own from ``new_transport(upstream)``.
+    """
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *,
+                 new_transport=TRANSPORTS[DEFAULT_TRANSPORT]):
         self._clients: dict[object, httpx.AsyncClient] = {}
         self._loop = None
         self._transport = transport
+        self._new_transport = new_transport
 
     def client(self, upstream) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -34,14 +176,11 @@ class UpstreamPool:
         client = self._clients.get(upstream.cache_key)
         if client is None:
             client = httpx.AsyncClient(
-                verify=upstream.ssl_context(),
+                cookies=_NoCookies(),
                 timeout=TIMEOUT,
-                limits=LIMITS,
-                http1=True,
-                http2=False,
                 follow_redirects=False,
                 trust_env=False,
-                transport=self._transport,
+                transport=self._transport or self._new_transport(upstream),
             )
             self._clients[upstream.cache_key] = client
         return client

@@ -55,6 +55,25 @@ class ThreadedServer:
         self.sock.close()
 
 
+def closing_on_shutdown(app):
+    """``app`` with ASGI lifespan: shutdown closes its upstream pool and audit recorder, as airlock.asgi does."""
+
+    async def application(scope, receive, send):
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await app.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    return application
+
+
 @dataclass
 class Gateway:
     url: str
@@ -135,7 +154,7 @@ def gateway(cluster_connection, gateway_app, tmp_path):
     allow_everything_for(cluster_connection)
     directory = tmp_path / "gateway"
     tls = generate_tls(directory / "tls")
-    server = ThreadedServer(gateway_app, tls)
+    server = ThreadedServer(closing_on_shutdown(gateway_app), tls)
     server.start()
     try:
         yield Gateway(url=f"https://127.0.0.1:{server.port}", ca_file=tls.ca_file, connection=cluster_connection, directory=directory)

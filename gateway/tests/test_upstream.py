@@ -1,0 +1,222 @@
+"""gateway.upstream's aiohttp transport against real local servers: what goes out, what comes back, and
+every failure raised as the httpx exception the proxy maps to 502/503/504 (see test_proxy.py)."""
+
+import asyncio
+import socket
+import ssl
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from aiohttp import web
+
+from gateway.upstream import AiohttpTransport, UpstreamPool
+from kubesim.certs import generate_tls
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+async def serve():
+    """Start an aiohttp application on 127.0.0.1; returns its base URL."""
+    runners = []
+
+    async def start(handler, *, ssl_context=None):
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True)
+        await runner.setup()
+        runners.append(runner)
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        return f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+def client(transport):
+    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, read=None))
+
+
+async def test_request_goes_out_exactly_as_built(serve):
+    seen = {}
+
+    async def handler(request):
+        seen["method"] = request.method
+        seen["target"] = request.raw_path
+        seen["headers"] = list(request.raw_headers)
+        seen["body"] = await request.read()
+        return web.Response(status=201, body=b'{"kind":"ConfigMap"}', headers={"Audit-Id": "a-1"},
+                            content_type="application/json")
+
+    base = await serve(handler)
+    async with client(AiohttpTransport(None)) as http:
+        response = await http.post(
+            base + "/api/v1/namespaces/shop/configmaps?fieldManager=kubectl%2Fclient&dryRun=All",
+            content=b'{"metadata":{"name":"x"}}',
+            headers={"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": "kubectl/v1.37.1"},
+        )
+    assert response.status_code == 201 and response.json() == {"kind": "ConfigMap"}
+    assert response.headers["audit-id"] == "a-1"
+    assert seen["method"] == "POST" and seen["body"] == b'{"metadata":{"name":"x"}}'
+    assert seen["target"] == "/api/v1/namespaces/shop/configmaps?fieldManager=kubectl%2Fclient&dryRun=All"
+    headers = {k.decode().lower(): v.decode() for k, v in seen["headers"]}
+    assert headers["accept-encoding"] == "identity"  # aiohttp would have offered gzip
+    assert headers["user-agent"] == "kubectl/v1.37.1"
+    assert len([k for k, _ in seen["headers"] if k.lower() == b"user-agent"]) == 1
+    assert "content-type" not in headers  # aiohttp would have invented application/octet-stream
+
+
+async def test_stream_arrives_event_by_event(serve):
+    first_read = asyncio.Event()
+
+    async def handler(request):
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{"type":"ADDED"}\n')
+        await asyncio.wait_for(first_read.wait(), 5)
+        await response.write(b'{"type":"MODIFIED"}\n')
+        await response.write_eof()
+        return response
+
+    base = await serve(handler)
+    async with client(AiohttpTransport(None)) as http:
+        response = await http.send(http.build_request("GET", base + "/api/v1/pods?watch=1"), stream=True)
+        chunks = response.aiter_raw()
+        assert await anext(chunks) == b'{"type":"ADDED"}\n'  # before the server may send the next event
+        first_read.set()
+        assert b"".join([chunk async for chunk in chunks]) == b'{"type":"MODIFIED"}\n'
+        await response.aclose()
+
+
+async def test_closing_an_unfinished_stream_frees_its_slot_and_the_connection(serve):
+    gone = asyncio.Event()
+
+    async def handler(request):
+        if request.path == "/small":
+            return web.Response(text="ok")
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"event\n")
+        try:
+            await asyncio.sleep(30)
+        finally:
+            gone.set()
+        return response
+
+    base = await serve(handler)
+    transport = AiohttpTransport(None, max_connections=1, timeout=httpx.Timeout(5.0, read=None, pool=0.2))
+    async with client(transport) as http:
+        response = await http.send(http.build_request("GET", base + "/watch"), stream=True)
+        assert await anext(response.aiter_raw()) == b"event\n"
+        await response.aclose()
+        await asyncio.wait_for(gone.wait(), 5)  # the upstream saw the disconnect
+        assert (await http.get(base + "/small")).text == "ok"  # the only slot is free again
+
+
+async def test_no_free_slot_is_a_pool_timeout(serve):
+    async def handler(request):
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await asyncio.sleep(30)
+        return response
+
+    base = await serve(handler)
+    transport = AiohttpTransport(None, max_connections=1, timeout=httpx.Timeout(5.0, read=None, pool=0.2))
+    async with client(transport) as http:
+        held = await http.send(http.build_request("GET", base + "/watch"), stream=True)
+        with pytest.raises(httpx.PoolTimeout):
+            await http.get(base + "/other")
+        await held.aclose()
+
+
+async def test_refused_connection_is_a_connect_error():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    async with client(AiohttpTransport(None)) as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"http://127.0.0.1:{port}/version")
+
+
+async def test_silent_tls_server_is_a_connect_timeout():
+    async def accept_and_say_nothing(reader, writer):
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = AiohttpTransport(ssl.create_default_context(), timeout=httpx.Timeout(5.0, connect=0.3, read=None))
+    try:
+        async with client(transport) as http:
+            with pytest.raises(httpx.ConnectTimeout):
+                await http.get(f"https://127.0.0.1:{port}/version")
+    finally:
+        server.close()
+
+
+async def test_tls_is_verified_against_the_connection_ca(serve, tmp_path):
+    tls = generate_tls(tmp_path / "tls")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(tls.cert_file, tls.key_file)
+
+    async def handler(request):
+        return web.Response(text="ok")
+
+    base = await serve(handler, ssl_context=server_context)
+    async with client(AiohttpTransport(ssl.create_default_context())) as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(base + "/version")
+    trusted = ssl.create_default_context(cafile=str(tls.ca_file))
+    async with client(AiohttpTransport(trusted)) as http:
+        assert (await http.get(base + "/version")).text == "ok"
+
+
+async def test_upstream_dying_mid_body_is_a_transport_error(serve):
+    async def handler(request):
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{"type":"ADDED"}\n')
+        request.transport.close()  # no final chunk
+        return response
+
+    base = await serve(handler)
+    async with client(AiohttpTransport(None)) as http:
+        response = await http.send(http.build_request("GET", base + "/api/v1/pods?watch=1"), stream=True)
+        with pytest.raises(httpx.TransportError):
+            async for _ in response.aiter_raw():
+                pass
+        await response.aclose()
+
+
+@dataclass(frozen=True)
+class PlainUpstream:
+    cache_key: str = "c:1"
+
+    def ssl_context(self):
+        return None
+
+
+async def test_pooled_client_keeps_no_cookies_between_agents(serve):
+    cookies = []
+
+    async def handler(request):
+        cookies.append(request.headers.get("Cookie"))
+        response = web.Response(text="ok")
+        response.set_cookie("session", "agent-1-secret")
+        return response
+
+    base = await serve(handler)
+    pool = UpstreamPool()
+    try:
+        http = pool.client(PlainUpstream())
+        assert isinstance(http._transport, AiohttpTransport)  # the default transport
+        await http.get(base + "/api/v1/pods")
+        await http.get(base + "/api/v1/pods")
+    finally:
+        await pool.aclose()
+    assert cookies == [None, None]
