@@ -1,0 +1,304 @@
+"""``python -m bench.run [--quick] [--watches N]``: the whole bench in one run, report in bench/RESULTS.md.
+
+Starts kubesim, three gateway processes on the same SQLite database (uvicorn
+with the production upstream client, uvicorn with the alternative client,
+daphne with the production client) and ``kubectl proxy``, then measures:
+small GETs (wrk), exec stdout throughput, watch fan-out (latency and gateway
+RSS) and memory under a slow reader.  Measurements run one after another,
+never overlapping, so each process has the machine to itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import importlib.util
+import json
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import uvloop
+
+from bench import cluster, machine, procs, report
+from bench.load import Wrk
+from bench.streams import exec_cat, kubectl_exec_cat, slow_reader
+from bench.watch import run_fanout
+from gateway.upstream import DEFAULT_TRANSPORT, TRANSPORTS
+from kubesim.certs import generate_tls
+
+BENCH_DIR = Path(__file__).resolve().parent
+AGENT_GROUP = "bench-agents"
+DEFAULT_CLIENT = DEFAULT_TRANSPORT
+ALTERNATIVE_CLIENT = next(name for name in TRANSPORTS if name != DEFAULT_TRANSPORT)
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    seconds: int  # per wrk cell
+    watchers: int
+    rounds: int
+    exec_bytes: int
+    log_bytes: int
+    slow_seconds: float
+    settle_seconds: float
+    concurrency: tuple[int, ...] = (1, 32)
+
+
+FULL = Profile("full", seconds=5, watchers=1000, rounds=20, exec_bytes=128 * MIB, log_bytes=64 * MIB, slow_seconds=6,
+               settle_seconds=1.0)
+QUICK = Profile("quick", seconds=1, watchers=20, rounds=3, exec_bytes=2 * MIB, log_bytes=4 * MIB, slow_seconds=0.5,
+                settle_seconds=0.2)
+
+
+@dataclass
+class Target:
+    """Somewhere a small GET can be sent: its base URL, the token to send, its CA."""
+
+    name: str
+    base_url: str
+    token: str
+    ca_file: Path | None
+    service: procs.Service | None = None
+
+
+def _prepare_database(env: dict, sim, token: str) -> None:
+    spec = json.dumps({"server_url": sim.url, "ca_file": str(sim.ca_file), "token": token, "group": AGENT_GROUP})
+    result = subprocess.run([procs.PYTHON, "-m", "bench.prepare"], input=spec, capture_output=True, text=True,
+                            env=env, cwd=procs.REPO, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"preparing the gateway database failed:\n{result.stderr[-3000:]}")
+
+
+def _check(target: Target, path: str, count: int = 20) -> None:
+    """Warm the target up and make sure it answers 200 (a bench of 401s would look fast)."""
+    headers = {"Authorization": f"Bearer {target.token}"} if target.token else {}
+    verify = str(target.ca_file) if target.ca_file else False
+    with httpx.Client(verify=verify, trust_env=False, timeout=30) as client:
+        for _ in range(count):
+            response = client.get(target.base_url + path, headers=headers)
+            if response.status_code != 200:
+                raise RuntimeError(f"{target.name}: GET {path} answered {response.status_code}: {response.text[:300]}")
+
+
+def _agent_kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "airlock", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
+        "users": [{"name": "agent", "user": {"token": token}}],
+        "contexts": [{"name": "airlock", "context": {"cluster": "airlock", "user": "agent", "namespace": "bench"}}],
+        "current-context": "airlock",
+    }))
+    path.chmod(0o600)
+    return path
+
+
+def _masking(env: dict, quick: bool) -> dict:
+    """bench/bench_masking.py's ``run(quick=...) -> dict`` when that module exists (owned by the masking work).
+
+    It runs in its own process with the bench's throw-away settings, so it
+    can configure Django as it needs and its memory does not mix with ours.
+    """
+    if importlib.util.find_spec("bench.bench_masking") is None:
+        return {"status": "absent", "note": "bench/bench_masking.py does not exist; run.py calls its run() when it does"}
+    code = f"import json, sys\nfrom bench.bench_masking import run\njson.dump(run(quick={quick}), sys.stdout)\n"
+    result = subprocess.run([procs.PYTHON, "-c", code], capture_output=True, text=True, env=env, cwd=procs.REPO,
+                            timeout=900)
+    if result.returncode != 0:
+        return {"status": "failed", "note": result.stderr[-2000:]}
+    return {"status": "ok", "results": json.loads(result.stdout)}
+
+
+def _source() -> dict:
+    """Which code was measured: the commit, and whether the working tree had uncommitted changes."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=procs.REPO).stdout.strip()
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted_files": len([line for line in git("status", "--porcelain").splitlines() if line])}
+
+
+def _run_async(coro):
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def _progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(profile: Profile, workdir: Path) -> dict:
+    results: dict = {
+        "profile": asdict(profile),
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine.describe(),
+        "source": _source(),
+        "clients": {"default": DEFAULT_CLIENT, "alternative": ALTERNATIVE_CLIENT},
+    }
+    started = time.monotonic()
+    wrk = Wrk(workdir, threads=2)
+    services: list[procs.Service] = []
+    sim = None
+    try:
+        _progress("starting kubesim and writing the bench pod's files")
+        sim = cluster.start(workdir / "kubesim", exec_bytes=profile.exec_bytes, log_bytes=profile.log_bytes)
+        token = secrets.token_urlsafe(24)
+        env = procs.clean_env(
+            AIRLOCK_ENV="development",
+            AIRLOCK_VAR_DIR=str(workdir / "var"),
+            AIRLOCK_SQLITE_PATH=str(workdir / "airlock.sqlite3"),
+            AIRLOCK_DEV_STATIC_TOKENS=f"{token}=bench-agent:{AGENT_GROUP}",
+            AIRLOCK_LOG_LEVEL="WARNING", AIRLOCK_DEBUG="false",
+        )
+        _prepare_database(env, sim, sim.admin_token)
+        tls = generate_tls(workdir / "gateway-tls")
+
+        _progress("starting the gateways and kubectl proxy")
+        spawned = [
+            procs.spawn_uvicorn("uvicorn", "airlock.asgi:application", env, tls, workdir),
+            procs.spawn_uvicorn(f"uvicorn-{ALTERNATIVE_CLIENT}", "bench.gateway_asgi:application",
+                                dict(env, BENCH_UPSTREAM_CLIENT=ALTERNATIVE_CLIENT), tls, workdir),
+            procs.spawn_daphne("daphne", "airlock.asgi:application", env, tls, workdir),
+        ]
+        services.extend(spawned)
+        uvicorn_default, uvicorn_alt, daphne = (procs.wait_listening(service) for service in spawned)
+        kubectl_proxy = procs.start_kubectl_proxy(sim.kubeconfig, workdir)
+        services.append(kubectl_proxy)
+
+        def via(service):
+            return f"{service.url}/k8s/kubesim"
+
+        direct = Target("direct", sim.url, sim.admin_token, sim.ca_file)
+        gateways = {
+            "uvicorn": Target(f"airlock uvicorn ({DEFAULT_CLIENT})", via(uvicorn_default), token, tls.ca_file, uvicorn_default),
+            "uvicorn-alt": Target(f"airlock uvicorn ({ALTERNATIVE_CLIENT})", via(uvicorn_alt), token, tls.ca_file, uvicorn_alt),
+            "daphne": Target(f"airlock daphne ({DEFAULT_CLIENT})", via(daphne), token, tls.ca_file, daphne),
+        }
+        targets = {"direct": direct, "kubectl-proxy": Target("kubectl proxy", kubectl_proxy.url, "", None),
+                   **gateways}
+        namespace, name = cluster.SMALL_CONFIGMAP
+        small = f"/api/v1/namespaces/{namespace}/configmaps/{name}"
+        for target in targets.values():
+            _check(target, small)
+        results["services"] = {key: {"name": t.name, "pid": t.service.pid if t.service else None}
+                               for key, t in targets.items()}
+        results["idle_rss_mib"] = {key: round(t.service.rss_kib() / 1024, 1) for key, t in gateways.items()}
+
+        _progress(f"small GET: {len(targets)} targets x {profile.concurrency} connections x {profile.seconds}s")
+        results["small_get"] = {
+            key: {str(c): _small_get(wrk, t, small, c, profile.seconds, sim.proc.pid) for c in profile.concurrency}
+            for key, t in targets.items()
+        }
+
+        _progress(f"exec: cat {profile.exec_bytes // MIB} MiB")
+        pod = (cluster.NAMESPACE, cluster.EXEC_POD, cluster.BIG_FILE)
+        results["exec"] = {
+            key: _run_async(exec_cat(targets[key].base_url, targets[key].token, targets[key].ca_file, *pod))
+            for key in ("direct", "uvicorn", "daphne")
+        }
+        home = workdir / "kubectl-home"
+        agent_kubeconfig = _agent_kubeconfig(workdir / "agent.kubeconfig", via(uvicorn_default), tls.ca_file, token)
+        results["kubectl_exec"] = {
+            "direct": kubectl_exec_cat(sim.kubeconfig, home, *pod),
+            "uvicorn": kubectl_exec_cat(agent_kubeconfig, home, *pod),
+        }
+
+        _progress(f"watch fan-out: {profile.watchers} watches x {profile.rounds} changes")
+
+        async def fanout(target: Target):
+            async with cluster.async_admin_client(sim) as admin:
+                return await run_fanout(target.base_url, target.token, target.ca_file, admin,
+                                        watchers=profile.watchers, rounds=profile.rounds,
+                                        settle=profile.settle_seconds,
+                                        rss=target.service.rss_kib if target.service else None)
+
+        results["watch"] = {key: _run_async(fanout(targets[key])) for key in ("direct", "uvicorn", "uvicorn-alt", "daphne")}
+
+        _progress(f"slow reader: {profile.log_bytes // MIB} MiB log read at ~160 KB/s for {profile.slow_seconds}s")
+        log_path = f"/api/v1/namespaces/{cluster.NAMESPACE}/pods/{cluster.EXEC_POD}/log"
+        results["slow_reader"] = {
+            key: _run_async(slow_reader(targets[key].base_url + log_path, token, tls.ca_file,
+                                        targets[key].service.rss_kib, seconds=profile.slow_seconds,
+                                        settle=profile.settle_seconds))
+            for key in ("uvicorn", "daphne")
+        }
+        results["log_bytes"] = profile.log_bytes
+
+        for service in services:
+            if not service.alive():
+                raise RuntimeError(f"{service.name} died during the bench:\n{service.log_tail()}")
+        results["gateway_errors"] = {s.name: _error_lines(s) for s in services if s.name != "kubectl-proxy"}
+
+        _progress("masking (bench/bench_masking.py)")
+        results["masking"] = _masking(env, profile.name == "quick")
+    finally:
+        for service in services:
+            service.stop()
+        if sim is not None:
+            sim.stop()
+    results["targets"] = report.evaluate(results)
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def _small_get(wrk: Wrk, target: Target, path: str, connections: int, seconds: int, kubesim_pid: int) -> dict:
+    """One wrk cell, plus the CPU the gateway and kubesim spent per request meanwhile."""
+    pids = {"kubesim": kubesim_pid}
+    if target.service is not None:
+        pids["gateway"] = target.service.pid
+    before = {name: procs.cpu_seconds(pid) for name, pid in pids.items()}
+    cell = wrk.run(target.base_url + path, target.token, connections, seconds).as_dict()
+    for name, pid in pids.items():
+        used = procs.cpu_seconds(pid) - before[name]
+        cell[f"{name}_cpu_ms_per_request"] = round(used * 1000 / max(cell["requests"], 1), 3)
+        cell[f"{name}_cpu_cores"] = round(used / cell["seconds"], 2)
+    return cell
+
+
+def _error_lines(service: procs.Service) -> list[str]:
+    """Tracebacks and errors the gateway logged during the bench (should be none)."""
+    lines = service.log_tail(200_000).splitlines()
+    return [line for line in lines if "Traceback" in line or " ERROR " in line or line.startswith("ERROR")][:20]
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few seconds in total: structure check, not numbers")
+    parser.add_argument("--watches", type=int, help="concurrent watches for the fan-out (default 1000, quick 20)")
+    parser.add_argument("--seconds", type=int, help="duration of each wrk cell")
+    parser.add_argument("--out", type=Path, help="markdown report (default bench/RESULTS.md; quick: none)")
+    parser.add_argument("--json", type=Path, help="raw results as JSON (default bench/results.json; quick: none)")
+    args = parser.parse_args(argv)
+    profile = QUICK if args.quick else FULL
+    overrides = {}
+    if args.watches:
+        overrides["watchers"] = args.watches
+    if args.seconds:
+        overrides["seconds"] = args.seconds
+    if overrides:
+        profile = Profile(**{**asdict(profile), **overrides})
+    out = args.out or (None if args.quick else BENCH_DIR / "RESULTS.md")
+    raw = args.json or (None if args.quick else BENCH_DIR / "results.json")
+    with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
+        results = run(profile, Path(tmp))
+    if raw:
+        raw.write_text(json.dumps(results, indent=2) + "\n")
+    markdown = report.render(results, analysis=BENCH_DIR / "analysis.md")
+    if out:
+        out.write_text(markdown)
+    print(report.summary(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

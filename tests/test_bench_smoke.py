@@ -1,0 +1,56 @@
+"""`make bench` stays runnable: the bench's --quick mode end to end, checked for structure, not speed.
+
+The figures of a two-second run mean nothing and are not asserted; what is
+checked is that every measurement ran, reached its target through the
+gateway (no errors, every watch event and exec byte delivered) and made it
+into the report.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = {"direct", "kubectl-proxy", "uvicorn", "uvicorn-alt", "daphne"}
+
+
+def test_quick_bench_produces_a_complete_report(tmp_path):
+    out, raw = tmp_path / "RESULTS.md", tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--json", str(raw)],
+        cwd=REPO, capture_output=True, text=True, timeout=100,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads(raw.read_text())
+
+    assert set(results["small_get"]) == TARGETS
+    for cells in results["small_get"].values():
+        assert set(cells) == {"1", "32"}
+        for cell in cells.values():
+            assert cell["requests"] > 0 and not any(cell["errors"].values())
+            assert {"rps", "p50_ms", "p99_ms", "kubesim_cpu_ms_per_request"} <= set(cell)
+
+    watchers, rounds = results["profile"]["watchers"], results["profile"]["rounds"]
+    assert set(results["watch"]) == {"direct", "uvicorn", "uvicorn-alt", "daphne"}
+    for watch in results["watch"].values():
+        assert watch["watchers"] == watchers and watch["missing"] == 0
+        assert watch["deliveries"] == watchers * rounds and watch["broken_streams"] == 0
+    assert "rss_peak_mib" in results["watch"]["uvicorn"]
+
+    size = results["profile"]["exec_bytes"]
+    for run in results["exec"].values():
+        assert run["bytes"] == size and run["status"] == "Success"
+    assert all(run["bytes"] == size for run in results["kubectl_exec"].values())
+    assert set(results["slow_reader"]) == {"uvicorn", "daphne"}
+    assert all(r["received_mib"] > 0 for r in results["slow_reader"].values())
+
+    assert [t["met"] for t in results["targets"]][2] is None  # fewer than 1,000 watches: not judged
+    assert len(results["targets"]) == 4 and all({"target", "measured", "met"} <= set(t) for t in results["targets"])
+    assert results["masking"]["status"] == "ok", results["masking"]
+    assert results["gateway_errors"] == {"uvicorn": [], f"uvicorn-{results['clients']['alternative']}": [], "daphne": []}
+
+    report = out.read_text()
+    for heading in ("## Targets", "## 1. Small GET", "## 2. Watch fan-out", "## 3. Exec stdout throughput",
+                    "## 4. Servers: uvicorn vs daphne", "## 5. Upstream HTTP client", "## 6. Masking"):
+        assert heading in report
