@@ -1,0 +1,116 @@
+"""pytest plugin (root conftest.py): a headless Chromium and the whole Airlock app on one live port.
+
+* ``browser``: a selenium WebDriver on Debian's chromium and chromedriver (never a downloaded
+  browser), installed with apt-get when missing, with a fresh profile per test.
+* ``live_airlock``: the gateway (the harness's ``gateway_app``) and Django (pages, static files,
+  WebSockets) behind one uvicorn TLS port, routed as airlock/asgi.py routes them, in a thread of
+  the test process so it shares the test database.  Its shutdown flushes the audit recorder,
+  like the production lifespan.  Tests using it need ``django_db(transaction=True)``.
+"""
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+from django.conf import settings
+
+from tests.gateway_harness import Gateway, ThreadedServer, allow_everything_for
+
+CHROMIUM_FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-default-apps",
+    "--disable-extensions", "--disable-sync", "--no-first-run", "--metrics-recording-only",
+    # The live server's certificate comes from a throw-away test CA.
+    "--ignore-certificate-errors", "--window-size=1280,900",
+)
+
+
+def ensure_chromium() -> None:
+    """Debian's chromium and chromedriver; installed with apt-get when missing (CI runs as root)."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    ensure_chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=shutil.which("chromedriver")))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def airlock_application(gateway_app):
+    """The production routing (airlock/asgi.py) around a given gateway app."""
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+    from django.core.asgi import get_asgi_application
+
+    from approvals.routing import websocket_application
+
+    django_http = ASGIStaticFilesHandler(get_asgi_application())
+
+    async def application(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await gateway_app.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        elif scope["path"].startswith(settings.AIRLOCK_GATEWAY_PREFIX):
+            await gateway_app(scope, receive, send)
+        elif scope["type"] == "http":
+            await django_http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await websocket_application(scope, receive, send)
+
+    return application
+
+
+@dataclass
+class LiveAirlock:
+    url: str
+    gateway: Gateway
+    server: ThreadedServer
+
+    def kubeconfig(self, *args, **kwargs):
+        return self.gateway.kubeconfig(*args, **kwargs)
+
+    def stop(self) -> None:
+        """Shut down cleanly (idempotent): the lifespan shutdown writes every queued audit event."""
+        if self.server.thread.is_alive():
+            self.server.stop()
+
+
+@pytest.fixture
+def live_airlock(cluster_connection, gateway_app, tmp_path):
+    """The whole app on one TLS port in front of kubesim; group "agents" may do everything."""
+    from kubesim.certs import generate_tls
+
+    allow_everything_for(cluster_connection)
+    directory = tmp_path / "airlock"
+    tls = generate_tls(directory / "tls")
+    server = ThreadedServer(airlock_application(gateway_app), tls)
+    server.start()
+    url = f"https://127.0.0.1:{server.port}"
+    live = LiveAirlock(url, Gateway(url=url, ca_file=tls.ca_file, connection=cluster_connection,
+                                    directory=directory), server)
+    try:
+        yield live
+    finally:
+        live.stop()
