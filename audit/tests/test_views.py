@@ -103,7 +103,8 @@ def test_session_summary_counts_requests_not_stages(auditor, trail):
     assert session.requests == 6 and session.denied == 1 and session.event_count == 7
 
 
-@pytest.mark.parametrize("query", [{"since": "yesterday"}, {"decision": "maybe"},
+@pytest.mark.parametrize("query", [{"since": "yesterday"}, {"decision": "maybe"}, {"user": "agent\x00"},
+                                   {"since": "10000-01-01T00:00"},
                                    {"since": "2026-03-02T00:00", "until": "2026-03-01T00:00"}])
 def test_bad_filters_are_a_400_with_the_reason(auditor, trail, query):
     response = auditor.get(reverse("audit:sessions"), query)
