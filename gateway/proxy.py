@@ -21,11 +21,12 @@ from audit import events as audit_events
 from audit.recorder import AuditUnavailable
 
 from gateway import headers as hdr
+from gateway import masking
 from gateway.authn import authenticate
 from gateway.authz import authorize
 from gateway.pipeline import GatewayRequest, parse_request, transcode_body
 from gateway.status import GatewayError
-from gateway.streams import StreamTap
+from gateway.streams import StreamTap, masked_target
 from gateway.upstream import UpstreamPool, open_websocket
 from gateway.wsclient import UpstreamRejected
 
@@ -64,6 +65,8 @@ class Exchange:
     response_body: bytearray = field(default_factory=bytearray)
     body_cap: int = 0
     recording: dict | None = None
+    masking_counts: dict = field(default_factory=dict)
+    request_uri: str = ""
 
     def refused(self, error: GatewayError):
         self.code, self.reason, self.message = error.code, error.reason, error.message
@@ -86,9 +89,13 @@ class Exchange:
             )
             if self.recording is not None:
                 fields["recording"] = self.recording
+            if self.masking_counts:
+                fields["masking_counts"] = self.masking_counts
         if self.request_body:
             fields["request_body"] = self.request_body
         if self.request is not None:
+            if self.request_uri:
+                fields["request_uri"] = self.request_uri
             return audit_events.from_request(self.request, stage=stage, received_at=self.received_at, **fields)
         return audit_events.from_scope(self.scope, audit_id=self.audit_id, stage=stage,
                                        received_at=self.received_at, **fields)
@@ -96,8 +103,9 @@ class Exchange:
 
 class GatewayApp:
     def __init__(self, *, prefix: str, connections, authenticator, policy, recorder, max_body: int,
-                 transport=None, holder=None):
+                 transport=None, holder=None, detectors=None):
         self.prefix = prefix
+        self.detectors = detectors if detectors is not None else masking.Detectors.default()
         self.connections = connections
         self.authenticator = authenticator
         self.policy = policy
@@ -120,6 +128,7 @@ class GatewayApp:
         """parse -> connection -> authenticate -> authorize; raises GatewayError."""
         request = exchange.request = parse_request(exchange.scope, self.prefix)
         request.audit_id = exchange.audit_id
+        exchange.request_uri = masked_target(request, self.detectors)
         try:
             upstream = await self.connections(request.connection)
         except Exception:
@@ -156,7 +165,7 @@ class GatewayApp:
                 raise GatewayError(400, SPDY_REFUSED, stage="forward")
             body = transcode_body(request, await self.read_body(scope, receive))
             exchange.bytes_in = len(body)
-            exchange.request_body = body
+            exchange.request_body = self.guard_write(request, body)
             await self.record_before_forwarding(exchange)
             await self.forward(exchange, upstream, body, receive, send)
         except GatewayError as exc:
@@ -165,8 +174,23 @@ class GatewayApp:
                 await send_status(send, exc)
         except ClientGone:
             exchange.message = "the client went away before the request body arrived"
+        except MaskingAbort:
+            log.warning("response to %s aborted: masking failed mid-stream", exchange.audit_id)
         finally:
             await self.record(exchange)
+
+    def guard_write(self, request: GatewayRequest, body: bytes) -> bytes:
+        """Refuse writes that would store the mask placeholder; return the body as it may be recorded."""
+        if not body:
+            return b""
+        content_type = next((v for n, v in request.headers if n == "content-type"), None)
+        try:
+            masking.check_write(request.info, content_type, body)
+            return masking.mask_request_body_for_record(request.info, content_type, body)
+        except masking.WriteRefused as exc:
+            raise GatewayError(exc.code, str(exc), reason=exc.reason, stage="mask") from None
+        except masking.MaskingError as exc:
+            raise GatewayError(400, f"airlock: the request body cannot be inspected: {exc}", stage="mask") from None
 
     async def read_body(self, scope, receive) -> bytes:
         for name, value in scope.get("headers", []):
@@ -212,18 +236,35 @@ class GatewayApp:
             encoding = response.headers.get("content-encoding", "identity").lower()
             if encoding not in ("identity", ""):
                 raise GatewayError(502, f"upstream answered with Content-Encoding {encoding}, refused", stage="forward")
-            out_headers = hdr.response_headers(response.headers.multi_items())
+            try:
+                masker = masking.response_masker(
+                    request.info, response.status_code, response.headers.get("content-type"),
+                    mask_secrets=request.decision.mask_secrets, detectors=self.detectors,
+                )
+            except masking.MaskingError as exc:
+                raise GatewayError(502, str(exc), stage="mask") from None
+            start = {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": hdr.response_headers(response.headers.multi_items()),
+            }
             length = response.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) <= SMALL_RESPONSE:
                 content = await response.aread()
+                if masker is not None:
+                    content = masked_whole(masker, content)
+                    exchange.masking_counts = masker.report.counts
                 exchange.response_started = True
-                await send({"type": "http.response.start", "status": response.status_code, "headers": out_headers})
+                await send(start)
                 exchange.capture(content)
                 await send({"type": "http.response.body", "body": content})
             else:
-                exchange.response_started = True
-                await send({"type": "http.response.start", "status": response.status_code, "headers": out_headers})
-                await stream_until_disconnect(response, receive, send, exchange.capture)
+                stream = ResponseStream(response, masker, start, watch=request.info.verb == "watch")
+                try:
+                    await stream.relay(receive, send, exchange)
+                finally:
+                    if masker is not None:
+                        exchange.masking_counts = masker.report.counts
         except httpx.HTTPError:
             exchange.message = "the cluster broke the response stream"
             log.warning("upstream %s broke the response stream", request.connection)
@@ -267,7 +308,7 @@ class GatewayApp:
             await reject_websocket(scope, send, exc)
             return
         exchange.code = 101
-        tap = StreamTap.for_request(exchange.request, upstream_ws.subprotocol)
+        tap = StreamTap.for_request(exchange.request, upstream_ws.subprotocol, self.detectors)
         try:
             await send({"type": "websocket.accept", "subprotocol": upstream_ws.subprotocol})
             await relay(upstream_ws, receive, send, tap)
@@ -275,6 +316,7 @@ class GatewayApp:
             await upstream_ws.close()
             exchange.bytes_in, exchange.bytes_out = tap.bytes_in, tap.bytes_out
             exchange.recording = tap.recording(time.monotonic() - exchange.started)
+            exchange.masking_counts = tap.report
 
 
 def cluster_headers(upstream, principal) -> list[tuple[str, str]]:
@@ -297,8 +339,9 @@ def _upstream_message(body: bytes | None, default: str) -> str:
 async def relay(upstream_ws, receive, send, tap):
     """Pump frames both ways until either side closes; the cluster's close code is passed on.
 
-    Every frame passes through ``tap`` (recording, and masking of what the
-    cluster sends) before it is relayed.
+    Every frame passes through ``tap`` (masking of what the cluster sends,
+    recording) before it is relayed; output the masker holds back is released
+    after an idle pause and before the close.
     """
 
     async def client_to_upstream():
@@ -311,13 +354,28 @@ async def relay(upstream_ws, receive, send, tap):
                 data = message.get("text", "")
             await upstream_ws.send(tap.from_client(data))
 
-    async def upstream_to_client():
-        async for data in upstream_ws:
-            data = tap.from_cluster(data)
-            if isinstance(data, bytes):
-                await send({"type": "websocket.send", "bytes": data})
+    async def to_client(frames):
+        for frame in frames:
+            if isinstance(frame, bytes):
+                await send({"type": "websocket.send", "bytes": frame})
             else:
-                await send({"type": "websocket.send", "text": data})
+                await send({"type": "websocket.send", "text": frame})
+
+    async def upstream_to_client():
+        frames = aiter(upstream_ws)
+        while True:
+            try:
+                if tap.holding:
+                    data = await asyncio.wait_for(anext(frames), tap.IDLE_FLUSH)
+                else:
+                    data = await anext(frames)
+            except TimeoutError:
+                await to_client(tap.flush())
+                continue
+            except StopAsyncIteration:
+                break
+            await to_client(tap.from_cluster(data))
+        await to_client(tap.flush())
         await send({"type": "websocket.close", "code": upstream_ws.close_code or 1000})
 
     tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client())]
@@ -332,29 +390,120 @@ async def relay(upstream_ws, receive, send, tap):
             log.warning("stream relay ended with %s", type(result).__name__)
 
 
-async def stream_until_disconnect(response, receive, send, capture):
-    """Stream the body event by event; stop as soon as the client goes away."""
+def masked_whole(masker, content: bytes) -> bytes:
+    try:
+        return masker.feed(content) + masker.close()
+    except masking.MaskingError as exc:
+        raise GatewayError(502, str(exc), stage="mask") from None
 
-    async def pump():
-        async for chunk in response.aiter_raw():
-            capture(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+class MaskingAbort(Exception):
+    """Masking failed after the response started: the connection is dropped, never completed."""
+
+
+class ResponseStream:
+    """Relays a streamed body (watch, logs -f, large lists) through the masker.
+
+    Watches start at once and end with an ERROR event if masking fails; other
+    bodies start with their first masked bytes, so a failure before that is
+    still a 502 Status and a failure after it aborts the connection.  A text
+    masker's held bytes are released after an idle pause (``logs -f``).
+    """
+
+    IDLE_FLUSH = 0.25
+
+    def __init__(self, response, masker, start: dict, *, watch: bool):
+        self.response = response
+        self.masker = masker
+        self.start = start
+        self.watch = watch
+
+    async def relay(self, receive, send, exchange):
+        chunks = asyncio.Queue(maxsize=1)
+        tasks = [
+            asyncio.create_task(self._read(chunks)),
+            asyncio.create_task(self._write(chunks, send, exchange)),
+            asyncio.create_task(_disconnected(receive)),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        writer = tasks[1]
+        if writer in done and writer.exception() is not None:
+            raise writer.exception()
+
+    async def _read(self, chunks):
+        """Reads ahead at most one chunk (back-pressure); hands a failure to the writer."""
+        try:
+            async for chunk in self.response.aiter_raw():
+                await chunks.put(chunk)
+        except Exception as exc:
+            await chunks.put(exc)
+            return
+        await chunks.put(None)
+
+    async def _write(self, chunks, send, exchange):
+        if self.watch or self.masker is None:
+            await self._begin(send, exchange)
+        flush = getattr(self.masker, "flush", None)
+        while True:
+            try:
+                if flush is not None and exchange.response_started:
+                    chunk = await asyncio.wait_for(chunks.get(), self.IDLE_FLUSH)
+                else:
+                    chunk = await chunks.get()
+            except TimeoutError:
+                await self._emit(flush(), send, exchange)
+                continue
+            if chunk is None:
+                break
+            if isinstance(chunk, Exception):
+                raise chunk
+            try:
+                out = self.masker.feed(chunk) if self.masker is not None else chunk
+            except masking.MaskingError as exc:
+                await self._fail(exc, send, exchange)
+                return
+            await self._emit(out, send, exchange)
+        try:
+            rest = self.masker.close() if self.masker is not None else b""
+        except masking.MaskingError as exc:
+            await self._fail(exc, send, exchange)
+            return
+        await self._emit(rest, send, exchange)
+        await self._begin(send, exchange)
         await send({"type": "http.response.body", "body": b""})
 
-    async def disconnected():
-        while (await receive())["type"] != "http.disconnect":
-            pass
+    async def _begin(self, send, exchange):
+        if not exchange.response_started:
+            exchange.response_started = True
+            await send(self.start)
 
-    tasks = [asyncio.create_task(pump()), asyncio.create_task(disconnected())]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        if task is tasks[0] and task.exception() is not None:
-            raise task.exception()
+    async def _emit(self, out: bytes, send, exchange):
+        if out:
+            await self._begin(send, exchange)
+            exchange.capture(out)
+            await send({"type": "http.response.body", "body": out, "more_body": True})
+
+    async def _fail(self, exc, send, exchange):
+        error = GatewayError(502, str(exc), stage="mask")
+        exchange.refused(error)
+        if not exchange.response_started:
+            raise error
+        if self.watch:
+            event = json.dumps({"type": "ERROR", "object": json.loads(error.body())}).encode() + b"\n"
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        raise MaskingAbort(exc)
+
+
+async def _disconnected(receive):
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def send_status(send, error: GatewayError):

@@ -10,12 +10,18 @@ and discovery cache, against kubesim's admin kubeconfig unless told otherwise.
 from __future__ import annotations
 
 import base64
+import errno
+import fcntl
 import json
 import os
+import re
 import select
+import shutil
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,3 +220,50 @@ def kubectl(kubesim: KubeSimProcess, tmp_path: Path):
     runner = Kubectl(kubesim.kubeconfig, tmp_path / "kubectl-home")
     yield runner
     runner.close()
+
+
+class PtyProcess:
+    """kubectl running on a pseudo-terminal it owns (controlling tty, so resizes reach it)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], rows: int, cols: int) -> None:
+        self.master, slave = os.openpty()
+        self.resize(rows, cols)
+        setsid = shutil.which("setsid")
+        self.proc = subprocess.Popen([setsid, "--ctty", *argv], stdin=slave, stdout=slave, stderr=slave, env=env)
+        os.close(slave)
+        self.output = b""
+        self.seen = b""  # everything the terminal showed, for leak checks
+
+    def resize(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match:
+        """Read until ``pattern`` matches output not consumed by an earlier expect."""
+        regex = re.compile(pattern.encode())
+        deadline = time.monotonic() + timeout
+        while not (match := regex.search(self.output)):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{pattern!r} not seen; output so far: {self.output[-2000:]!r}")
+            if select.select([self.master], [], [], remaining)[0]:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError as exc:  # EIO: kubectl exited and closed the terminal
+                    if exc.errno != errno.EIO:
+                        raise
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"{pattern!r} not seen before EOF; output: {self.output[-2000:]!r}")
+                self.output += chunk
+                self.seen += chunk
+        self.output = self.output[match.end() :]
+        return match
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        os.close(self.master)

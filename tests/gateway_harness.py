@@ -107,7 +107,7 @@ def allow_everything_for(connection, group="agents"):
 
     Rule.objects.create(
         connection=connection, order=10, name="agents-all", effect="allow", groups=[group],
-        verbs=["*"], api_groups=["*"], resources=["*", "*/*"], namespaces=["*"], names=["*"], mask_secrets=False,
+        verbs=["*"], api_groups=["*"], resources=["*", "*/*"], namespaces=["*"], names=["*"],
     )
     Rule.objects.create(
         connection=connection, order=20, name="agents-non-resource", effect="allow", groups=[group],

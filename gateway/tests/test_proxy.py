@@ -247,7 +247,7 @@ async def test_client_disconnect_ends_an_idle_watch():
             closed.set()
 
     def handler(request):
-        return httpx.Response(200, content=endless())
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=endless())
 
     app = make_app(handler)
     scope = {"type": "http", "method": "GET", "path": "/k8s/prod/api/v1/pods", "raw_path": b"/k8s/prod/api/v1/pods",

@@ -1,18 +1,9 @@
 """Real kubectl (and the kubernetes Python client) exec/attach against kubesim over WebSocket,
 directly and through the gateway (the ``route`` fixture)."""
 
-import errno
-import fcntl
-import os
-import re
-import select
-import shutil
-import struct
-import subprocess
-import termios
-import time
-
 import pytest
+
+from kubesim.testing import PtyProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the gateway variant of ``route``
 
@@ -63,51 +54,6 @@ def test_exec_unknown_command_fails_cleanly(kubectl, shell_pod):
     result = kubectl("exec", shell_pod, "--", "no-such-command-xyz", check=False)
     assert result.returncode == 1
     assert 'exec: "no-such-command-xyz": executable file not found in $PATH' in result.stderr
-
-
-class PtyProcess:
-    """kubectl running on a pseudo-terminal it owns (controlling tty, so resizes reach it)."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], rows: int, cols: int) -> None:
-        self.master, slave = os.openpty()
-        self.resize(rows, cols)
-        setsid = shutil.which("setsid")
-        self.proc = subprocess.Popen([setsid, "--ctty", *argv], stdin=slave, stdout=slave, stderr=slave, env=env)
-        os.close(slave)
-        self.output = b""
-
-    def resize(self, rows: int, cols: int) -> None:
-        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-    def type(self, text: str) -> None:
-        os.write(self.master, text.encode())
-
-    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match:
-        """Read until ``pattern`` matches output not consumed by an earlier expect."""
-        regex = re.compile(pattern.encode())
-        deadline = time.monotonic() + timeout
-        while not (match := regex.search(self.output)):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{pattern!r} not seen; output so far: {self.output[-2000:]!r}")
-            if select.select([self.master], [], [], remaining)[0]:
-                try:
-                    chunk = os.read(self.master, 65536)
-                except OSError as exc:  # EIO: kubectl exited and closed the terminal
-                    if exc.errno != errno.EIO:
-                        raise
-                    chunk = b""
-                if not chunk:
-                    raise AssertionError(f"{pattern!r} not seen before EOF; output: {self.output[-2000:]!r}")
-                self.output += chunk
-        self.output = self.output[match.end() :]
-        return match
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        os.close(self.master)
 
 
 def test_exec_interactive_tty_with_resize(kubectl, shell_pod):
