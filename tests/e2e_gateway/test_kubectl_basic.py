@@ -97,10 +97,18 @@ def test_logs_and_follow(agent, kubesim):
     assert follow.poll() is None
 
 
-def test_auth_can_i_and_create_token(agent):
+def test_auth_can_i_and_create_token(agent, gateway):
+    from gateway.models import Rule
+
     assert agent("auth", "can-i", "delete", "pods", "-n", "shop").stdout.strip() == "yes"
+    assert agent("create", "token", "deployer", "-n", "shop").stdout.strip() == "**AIRLOCK-MASKED**"
+    Rule.objects.create(
+        connection=gateway.connection, order=5, name="token-unmasked", effect="allow", groups=["agents"],
+        verbs=["create"], api_groups=[""], resources=["serviceaccounts/token"], namespaces=["shop"],
+        names=["deployer"], mask_secrets=False,
+    )
     token = agent("create", "token", "deployer", "-n", "shop").stdout.strip()
-    assert token.count(".") == 2
+    assert token.count(".") == 2, "a rule with masking off reveals the token"
 
 
 def test_version_and_api_resources(agent):

@@ -45,8 +45,9 @@ def test_watch_pods_sees_an_event(core):
     threading.Timer(0.2, relabel).start()
     seen = None
     for event in stream.stream(core.list_namespaced_pod, "payments", resource_version=start, timeout_seconds=10):
-        if event["object"].metadata.name == "debug-shell":
-            seen = event
+        labels = event["object"].metadata.labels or {}
+        if event["object"].metadata.name == "debug-shell" and labels.get("seen") == "yes":
+            seen = event  # (controllers may update the pod first: wait for the relabel itself)
             stream.stop()
     assert labelled.is_set()
     assert seen is not None and seen["type"] == "MODIFIED"
