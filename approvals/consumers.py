@@ -29,7 +29,9 @@ def render_review_change(review_id, user) -> str:
     html = render_to_string("approvals/_pending.html", {**pending_context(), "oob": True})
     review = Review.objects.filter(pk=review_id).first() if isinstance(review_id, int) else None
     if review is not None:
-        html += render_to_string("approvals/_status.html", {**review_context(review, user), "oob": True})
+        context = {**review_context(review, user), "oob": True}
+        html += render_to_string("approvals/_status.html", context)
+        html += render_to_string("approvals/_preview.html", context)
     return html
 
 

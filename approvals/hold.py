@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from approvals import broadcast, conf, reviews
+from approvals import broadcast, conf, preview, reviews
 from gateway.policy import describe_request
 
 log = logging.getLogger(__name__)
@@ -99,12 +99,53 @@ def review_url(review_id: int) -> str:
     return conf.dashboard_link(f"/approvals/reviews/{review_id}/")
 
 
-class Holder:
-    """Holds review-gated requests until a decision, a timeout, or the client going away."""
+_background: set[asyncio.Task] = set()
 
-    def __init__(self, *, timeout: float | None = None, poll_interval: float | None = None):
+
+async def compute_preview(held: reviews.HeldRequest, review_id: int, *, transport=None) -> None:
+    """Run the dry run for a new review and store its masked outcome (never raises)."""
+    from connections.registry import get_upstream
+
+    try:
+        upstream = await get_upstream(held.connection)
+        if upstream is None:
+            result = preview.Preview("no preview", error=f"connection {held.connection} is not available")
+        else:
+            result = await preview.run(held, upstream, transport=transport)
+    except Exception as exc:
+        log.warning("preview of review %d failed: %s", review_id, type(exc).__name__)
+        result = preview.Preview("no preview", error=f"the preview failed ({type(exc).__name__})")
+    try:
+        await database_sync_to_async(reviews.save_preview)(review_id, result.summary, result.diff, result.error)
+    except Exception as exc:
+        log.error("preview of review %d could not be stored: %s", review_id, type(exc).__name__)
+
+
+class Holder:
+    """Holds review-gated requests until a decision, a timeout, or the client going away.
+
+    For writes, the first holder of a review also runs its dry-run preview in
+    the background (``previews=False`` turns that off; ``transport`` is for
+    tests).
+    """
+
+    def __init__(self, *, timeout: float | None = None, poll_interval: float | None = None, previews: bool = True,
+                 transport=None):
         self._timeout = timeout
         self._poll_interval = poll_interval
+        self.previews = previews
+        self.transport = transport
+
+    async def start_preview(self, held: reviews.HeldRequest, review_id: int) -> asyncio.Task | None:
+        if not (self.previews and preview.needed(held.info)):
+            return None
+        if not await database_sync_to_async(reviews.claim_preview)(review_id):
+            return None
+        # Runs to completion even if this request goes away: reviewers still need it.
+        task = asyncio.get_running_loop().create_task(compute_preview(held, review_id, transport=self.transport))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return task
 
     @property
     def timeout(self) -> float:
@@ -116,10 +157,12 @@ class Holder:
         return max(0.05, float(value))
 
     async def hold(self, request, decision, *, on_pending=None) -> HoldOutcome:
-        review, settlement = await database_sync_to_async(reviews.open_review)(held_request(request, decision))
+        held = held_request(request, decision)
+        review, settlement = await database_sync_to_async(reviews.open_review)(held)
         url = review_url(review.pk)
         if settlement is not None:
             return _outcome(settlement, url)
+        await self.start_preview(held, review.pk)
         layer = get_channel_layer()
         channel = group = None
         if layer is not None:

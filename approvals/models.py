@@ -28,8 +28,14 @@ class Scope(models.TextChoices):
 class BodyState(models.TextChoices):
     NONE = "none", "No body"
     STORED = "stored", "Stored (secret values masked)"
-    WITHHELD = "withheld", "Withheld (may contain secret values)"
+    WITHHELD = "withheld", "Withheld (too large or not text)"
     UNKNOWN = "unknown", "Not seen by the gateway at hold time"
+
+
+class PreviewState(models.TextChoices):
+    NONE = "none", "Not needed or not started"
+    PENDING = "pending", "Asking the cluster"
+    DONE = "done", "Done"
 
 
 class Review(models.Model):
@@ -58,6 +64,10 @@ class Review(models.Model):
     body_state = models.CharField(max_length=16, choices=BodyState.choices, default=BodyState.NONE)
     body_sha256 = models.CharField(max_length=64, blank=True)
     content_type = models.CharField(max_length=128, blank=True, help_text="Of the request body (patch type).")
+    preview_state = models.CharField(max_length=16, choices=PreviewState.choices, default=PreviewState.NONE)
+    preview_summary = models.TextField(blank=True)
+    preview_diff = models.TextField(blank=True, help_text="Current object against the dry-run result, masked.")
+    preview_error = models.TextField(blank=True)
     fingerprint = models.CharField(
         max_length=64, db_index=True,
         help_text="connection, principal, verb, API group, resource, subresource, namespace, name.",
@@ -86,10 +96,6 @@ class Review(models.Model):
 
     def __str__(self):
         return f"review {self.pk}: {self.description}"
-
-    @property
-    def is_write(self) -> bool:
-        return self.verb in {"create", "update", "patch", "delete", "deletecollection"}
 
 
 class ReviewVote(models.Model):

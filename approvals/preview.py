@@ -1,11 +1,13 @@
 """What a held write would do: a server-side dry run (``dryRun=All``), shown as a diff.
 
-The cluster computes the result with admission, defaulting and validation,
-exactly as it would for the real request, but persists nothing.  The current
-object (GET) and the dry-run result are compared as YAML.  Secret values are
-masked on both sides before anything is compared or shown.  In impersonation
-mode the dry run runs as the agent (Impersonate-User/-Group), so it also
-reports what the agent's own RBAC would refuse.
+The gateway process that holds the request runs it once, with the request's
+real body, while the request waits (approvals.hold), and stores only the
+masked outcome on the Review: the web tier never needs the cluster's
+credentials or the unmasked body.  The cluster computes the result with
+admission, defaulting and validation, exactly as for the real request, and
+persists nothing.  The current object (GET) and the result are masked like
+responses (gateway.masking: Secret values, detector hits) and compared as
+YAML.  In impersonation mode the dry run runs as the agent.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import yaml
 
-from approvals.models import BodyState
+from approvals.fingerprint import WRITE_VERBS
+from gateway.masking.detectors import Detectors
+from gateway.masking.objects import ObjectMasker, default_kind
 
-MASK = "*** (masked)"
 TIMEOUT = httpx.Timeout(10.0)
 MAX_RESPONSE = 4 * 1024 * 1024
+MAX_DIFF = 256 * 1024
 NOISE = ("managedFields",)
 
 
@@ -49,37 +53,28 @@ def dry_run_target(path: str, query: str) -> str:
     return path + "?" + urlencode(params)
 
 
-def plan(review) -> tuple[Call | None, Call] | str:
+def needed(info) -> bool:
+    return info.is_resource_request and info.verb in WRITE_VERBS
+
+
+def plan(held) -> tuple[Call | None, Call] | str:
     """(GET of the current object or None, the dry-run call), or why no preview is possible."""
-    if review.verb not in ("create", "update", "patch", "delete", "deletecollection"):
+    info = held.info
+    if not needed(info):
         return "no preview: this request does not change anything"
-    if review.subresource and review.subresource not in ("status", "scale"):
-        return f"no preview: {review.resource}/{review.subresource} has no dry run"
-    needs_body = review.verb in ("create", "update", "patch")
-    if needs_body and review.body_state != BodyState.STORED:
-        return "no preview: the request body is not stored (" + BodyState(review.body_state).label.lower() + ")"
-    body = review.body.encode() if review.body_state == BodyState.STORED else None
-    current = Call("GET", review.path) if review.name and review.verb != "create" else None
-    return current, Call(review.method, dry_run_target(review.path, review.query), body, review.content_type)
+    if info.subresource and info.subresource not in ("status", "scale"):
+        return f"no preview: {info.resource}/{info.subresource} has no dry run"
+    if info.verb in ("create", "update", "patch") and held.body is None:
+        return "no preview: the request body was not available while the request was held"
+    current = Call("GET", held.path) if info.name and info.verb != "create" else None
+    return current, Call(held.method, dry_run_target(held.path, held.query), held.body, held.content_type)
 
 
-def mask(obj):
-    """A copy with every Secret's data/stringData values replaced (also inside lists)."""
+def mask(obj, info):
+    """A masked copy, exactly as the gateway would show the object to the agent."""
     obj = copy.deepcopy(obj)
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("kind") == "Secret":
-                for field in ("data", "stringData"):
-                    if isinstance(node.get(field), dict):
-                        node[field] = {key: MASK for key in node[field]}
-            items = node.get("items")
-            if isinstance(items, list):
-                for item in items:
-                    walk(item)
-        return node
-
-    return walk(obj)
+    ObjectMasker(mask_secrets=True, detectors=Detectors.default(), kind=default_kind(info)).document(obj)
+    return obj
 
 
 def _clean(obj):
@@ -89,45 +84,51 @@ def _clean(obj):
     return obj
 
 
-def as_yaml(obj) -> list[str]:
+def as_yaml(obj, info) -> list[str]:
     if obj is None:
         return []
-    return yaml.safe_dump(_clean(mask(obj)), sort_keys=True, default_flow_style=False).splitlines(keepends=True)
+    return yaml.safe_dump(_clean(mask(obj, info)), sort_keys=True, default_flow_style=False).splitlines(keepends=True)
 
 
-def diff(before, after, name: str) -> str:
-    return "".join(difflib.unified_diff(as_yaml(before), as_yaml(after), f"{name} (current)", f"{name} (after)"))
+def diff(before, after, name: str, info) -> str:
+    text = "".join(difflib.unified_diff(as_yaml(before, info), as_yaml(after, info), f"{name} (current)",
+                                        f"{name} (after)"))
+    return text if len(text) <= MAX_DIFF else text[:MAX_DIFF] + "\n… (diff cut)\n"
 
 
-def describe(review, current, result) -> Preview:
+def describe(info, current, result) -> Preview:
     """Turn the cluster's answers into a summary and a diff (pure)."""
-    label = f"{review.resource}/{review.name}" if review.name else review.resource
-    if review.verb == "deletecollection":
+    label = f"{info.resource}/{info.name}" if info.name else info.resource
+    if info.verb == "deletecollection":
         items = (result or {}).get("items") or []
         names = ", ".join(sorted(str((i.get("metadata") or {}).get("name", "?")) for i in items)[:50])
         return Preview(f"would delete {len(items)} object(s)" + (f": {names}" if names else ""))
-    if review.verb == "delete":
+    if info.verb == "delete":
         if current is None:
             return Preview(f"{label} does not exist (the delete would fail)")
-        return Preview(f"would delete {label}", diff(current, None, label))
-    if review.verb == "create":
+        return Preview(f"would delete {label}", diff(current, None, label, info))
+    if info.verb == "create":
         name = ((result or {}).get("metadata") or {}).get("name", "") if isinstance(result, dict) else ""
-        return Preview(f"would create {review.resource}/{name}" if name else f"would create a {review.resource}",
-                       diff(None, result, f"{review.resource}/{name}"))
-    text = diff(current, result, label)
+        return Preview(f"would create {info.resource}/{name}" if name else f"would create a {info.resource}",
+                       diff(None, result, f"{info.resource}/{name}", info))
+    text = diff(current, result, label, info)
     return Preview(f"would change {label}" if text else f"no change to {label}", text)
 
 
-def _status_error(review, response: httpx.Response) -> str:
+def _status_error(info, response: httpx.Response) -> str:
     try:
         status = response.json()
     except ValueError:
         status = {}
+    if not isinstance(status, dict):
+        status = {}
     reason = status.get("reason") or response.reason_phrase
     message = status.get("message") if isinstance(status.get("message"), str) else ""
-    if review.resource == "secrets" or not message:
-        return f"the cluster answered {response.status_code} {reason}"
-    return f"the cluster answered {response.status_code} {reason}: {message}"
+    if message:
+        masked = mask({"kind": "Status", "message": message}, info).get("message", "")
+        if info.resource != "secrets":
+            return f"the cluster answered {response.status_code} {reason}: {masked}"
+    return f"the cluster answered {response.status_code} {reason}"
 
 
 async def _send(client, upstream, headers, call: Call) -> httpx.Response:
@@ -145,15 +146,19 @@ def _json(response: httpx.Response):
     return json.loads(response.content)
 
 
-async def run(review, upstream, *, transport=None) -> Preview:
-    """Ask the cluster; never raises for cluster or network trouble (the preview says what went wrong)."""
+async def run(held, upstream, *, transport=None) -> Preview:
+    """Ask the cluster; never raises for cluster or network trouble (the preview says what went wrong).
+
+    ``held`` is an approvals.reviews.HeldRequest (the request with its real body).
+    """
     from gateway.proxy import cluster_headers
 
-    planned = plan(review)
+    planned = plan(held)
     if isinstance(planned, str):
         return Preview(planned)
     current_call, dry_call = planned
-    principal = SimpleNamespace(username=review.principal_username, groups=tuple(review.principal_groups))
+    info = held.info
+    principal = SimpleNamespace(username=held.principal.username, groups=tuple(held.principal.groups))
     headers = cluster_headers(upstream, principal)
     options = {"transport": transport} if transport is not None else {"verify": upstream.ssl_context()}
     try:
@@ -164,11 +169,11 @@ async def run(review, upstream, *, transport=None) -> Preview:
                 if response.status_code == 200:
                     current = _json(response)
                 elif response.status_code != 404:
-                    return Preview("no preview", error=_status_error(review, response))
+                    return Preview("no preview", error=_status_error(info, response))
             response = await _send(client, upstream, headers, dry_call)
             if response.status_code >= 400:
-                return Preview("the dry run was refused", error=_status_error(review, response))
+                return Preview("the dry run was refused", error=_status_error(info, response))
             result = _json(response) if response.content else None
     except (httpx.HTTPError, ValueError) as exc:
         return Preview("no preview", error=f"the cluster could not be asked ({type(exc).__name__})")
-    return describe(review, current, result)
+    return describe(info, current, result)

@@ -18,9 +18,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals import broadcast, conf, history, notify
-from approvals.fingerprint import WRITE_VERBS, body_sha256, exact_hash, request_fingerprint
+from approvals.fingerprint import body_sha256, exact_hash, request_fingerprint
 from approvals.identities import reviewer_groups_of, is_same_person
-from approvals.models import BodyState, Review, ReviewEventKind, ReviewState, ReviewVote, Scope
+from approvals.models import BodyState, PreviewState, Review, ReviewEventKind, ReviewState, ReviewVote, Scope
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +70,19 @@ class Settlement:
     details: dict = field(default_factory=dict)
 
 
-def stored_body(resource: str, api_group: str, body: bytes | None) -> tuple[str, str]:
-    """(text, BodyState) kept for reviewers: never a Secret's body, only bounded UTF-8 JSON/YAML text."""
+def stored_body(info, content_type: str, body: bytes | None) -> tuple[str, str]:
+    """(text, BodyState) kept for reviewers: masked like the audit trail's copy (gateway.masking), bounded."""
+    from gateway.masking.writes import mask_request_body_for_record
+
     if body is None:
         return "", BodyState.UNKNOWN
     if not body:
         return "", BodyState.NONE
-    if (resource == "secrets" and api_group == "") or len(body) > MAX_STORED_BODY:
+    if len(body) > MAX_STORED_BODY:
         return "", BodyState.WITHHELD
+    masked = mask_request_body_for_record(info, content_type, body)
     try:
-        text = body.decode("utf-8")
+        text = masked.decode("utf-8")
     except UnicodeDecodeError:
         return "", BodyState.WITHHELD
     if "\x00" in text:
@@ -181,7 +184,7 @@ def open_review(held: HeldRequest) -> tuple[Review, Settlement | None]:
         return candidate, None
 
     min_approvals, reviewer_groups = _rule_settings(held.rule_id)
-    text, body_state = stored_body(info.resource, info.api_group, held.body)
+    text, body_state = stored_body(info, held.content_type, held.body)
     review = Review.objects.create(
         connection=held.connection,
         rule_id=held.rule_id,
@@ -248,6 +251,22 @@ def record_timeout(review_id: int, audit_id: str) -> None:
     review = Review.objects.filter(pk=review_id).first()
     if review is not None:
         history.review_event(review, ReviewEventKind.TIMED_OUT, actor="airlock", details={"audit_id": audit_id})
+
+
+def claim_preview(review_id: int) -> bool:
+    """True for exactly one caller: the one that should run this review's dry run."""
+    return bool(Review.objects.filter(pk=review_id, preview_state=PreviewState.NONE).update(
+        preview_state=PreviewState.PENDING
+    ))
+
+
+def save_preview(review_id: int, summary: str, diff: str, error: str) -> None:
+    Review.objects.filter(pk=review_id).update(
+        preview_state=PreviewState.DONE, preview_summary=summary, preview_diff=diff, preview_error=error
+    )
+    state = Review.objects.filter(pk=review_id).values_list("state", flat=True).first()
+    if state is not None:
+        broadcast.review_changed(review_id, state)
 
 
 def can_decide(user, review: Review) -> tuple[bool, str]:
@@ -379,7 +398,3 @@ def expire_stale(now=None) -> int:
             if review is not None and _expire_if_stale(review, now):
                 expired += 1
     return expired
-
-
-def needs_preview(review: Review) -> bool:
-    return review.verb in WRITE_VERBS

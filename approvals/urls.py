@@ -13,7 +13,6 @@ urlpatterns = [
     path("oidc/callback/", auth.OIDCCallback.as_view(), name="oidc-callback"),
     path("reviews/<int:review_id>/", views.detail, name="detail"),
     path("reviews/<int:review_id>/decide/", views.decide, name="decide"),
-    path("reviews/<int:review_id>/preview/", views.preview_fragment, name="preview"),
     path("leases/", views.lease_list, name="leases"),
     path("leases/<int:lease_id>/", views.lease_action, name="lease-action"),
     path("api/", include("approvals.api")),

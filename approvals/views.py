@@ -7,7 +7,6 @@ JavaScript); htmx adds live updates over the ``/ws/approvals/`` WebSocket
 
 import logging
 
-from asgiref.sync import sync_to_async
 from django import forms
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
@@ -15,12 +14,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from approvals import leases, preview, reviews
+from approvals import leases, reviews
 from approvals.auth import oidc_enabled
+from approvals.fingerprint import WRITE_VERBS
 from approvals.models import Lease, LeaseState, Review, ReviewState
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ def review_context(review: Review, user) -> dict:
         "events": list(review.events.all()),
         "can_decide": allowed and review.state == ReviewState.PENDING,
         "cannot_decide_because": why,
-        "needs_preview": reviews.needs_preview(review),
+        "is_write": review.verb in WRITE_VERBS,
     }
 
 
@@ -121,29 +120,6 @@ def decide(request, review_id):
     else:
         messages.success(request, f"Review {review.pk}: your decision is recorded ({review.state}).")
     return redirect("approvals:detail", review_id=review_id)
-
-
-async def preview_fragment(request, review_id):
-    """The dry-run preview, loaded by htmx after the detail page (the cluster may be slow)."""
-    from connections.registry import get_upstream
-
-    user = await request.auser()
-    if not user.is_authenticated:
-        raise PermissionDenied("sign in first")
-    await sync_to_async(_require)(user, REVIEW_READERS)
-    review = await Review.objects.filter(pk=review_id).afirst()
-    if review is None:
-        raise Http404(f"review {review_id} not found")
-    try:
-        upstream = await get_upstream(review.connection)
-    except Exception as exc:  # a misconfigured connection: say so, never a 500
-        log.warning("connection %s unavailable for a preview: %s", review.connection, type(exc).__name__)
-        upstream = None
-    if upstream is None:
-        result = preview.Preview("no preview", error=f"connection {review.connection} is not available")
-    else:
-        result = await preview.run(review, upstream)
-    return TemplateResponse(request, "approvals/_preview.html", {"preview": result, "review": review})
 
 
 class LeaseActionForm(forms.Form):

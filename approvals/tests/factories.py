@@ -9,10 +9,12 @@ AGENT = Principal(subject="agent-1", username="agent-1", groups=("agents",), iss
                   expires_at=float("inf"), token_id="t1")
 
 
-def gateway_request(path, *, method="GET", query="", body=None, principal=AGENT, kind="http"):
+def gateway_request(path, *, method="GET", query="", body=None, principal=AGENT, kind="http",
+                    content_type="application/json"):
+    headers = [(b"content-type", content_type.encode())] if body else []
     scope = {
         "type": kind, "method": method, "path": path, "raw_path": path.encode(), "query_string": query.encode(),
-        "headers": [], "client": ("127.0.0.1", 1),
+        "headers": headers, "client": ("127.0.0.1", 1),
     }
     request = parse_request(scope, "/k8s/")
     request.principal = principal

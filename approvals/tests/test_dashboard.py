@@ -60,7 +60,7 @@ def test_detail_shows_the_request_and_decides_with_csrf(review):
     client = signed_in(reviewer("rita"), enforce_csrf_checks=True)
     page = client.get(f"/approvals/reviews/{review.pk}/").content.decode()
     assert "agent-1" in page and "review-deployment" not in page and "hold-deletes" in page
-    assert "propagationPolicy" in page and 'id="approve"' in page and 'hx-get="/approvals/reviews/' in page
+    assert "propagationPolicy" in page and 'id="approve"' in page and "No preview for this request" in page
     url = f"/approvals/reviews/{review.pk}/decide/"
     assert client.post(url, {"decision": "approve"}).status_code == 403  # no CSRF token
     token = client.cookies["csrftoken"].value
@@ -86,12 +86,14 @@ def test_refusals_are_messages_not_errors(review):
 
 
 @pytest.mark.django_db
-def test_secret_bodies_are_not_shown(db):
+def test_secret_values_are_not_shown(db):
     review_rule(connection())
     review, _ = reviews.open_review(held("/k8s/prod/api/v1/namespaces/shop/secrets", method="POST",
-                                         body=b'{"data":{"password":"aHVudGVyMg=="}}'))
+                                         body=b'{"kind":"Secret","data":{"password":"aHVudGVyMg=="}}'))
+    reviews.save_preview(review.pk, "would create secrets/db", "+data:\n+  password: '**AIRLOCK-MASKED**'\n", "")
     page = signed_in(reviewer("rita")).get(f"/approvals/reviews/{review.pk}/").content.decode()
-    assert "aHVudGVyMg==" not in page and "Withheld" in page
+    assert "aHVudGVyMg==" not in page and "password" in page
+    assert 'id="preview-summary"><strong>would create secrets/db' in page
 
 
 @pytest.mark.django_db

@@ -52,7 +52,7 @@ async def test_approval_releases_the_held_request(setup):
     pending = []
     request = delete_request()
     held = asyncio.create_task(
-        authorize(request, PolicyCache(max_age=0), Holder(timeout=30, poll_interval=0.1), on_pending=pending.append)
+        authorize(request, PolicyCache(max_age=0), Holder(timeout=30, poll_interval=0.1, previews=False), on_pending=pending.append)
     )
     review = await wait_for_review()
     rita = await database_sync_to_async(reviewer)("rita")
@@ -65,7 +65,7 @@ async def test_approval_releases_the_held_request(setup):
 
 
 async def test_denial_is_a_403_with_the_reviewers_reason(setup):
-    held = asyncio.create_task(authorize(delete_request(), PolicyCache(max_age=0), Holder(timeout=30, poll_interval=0.1)))
+    held = asyncio.create_task(authorize(delete_request(), PolicyCache(max_age=0), Holder(timeout=30, poll_interval=0.1, previews=False)))
     review = await wait_for_review()
     rita = await database_sync_to_async(reviewer)("rita")
     await database_sync_to_async(reviews.decide)(review.pk, rita, approve=False, reason="change freeze")
@@ -77,7 +77,7 @@ async def test_denial_is_a_403_with_the_reviewers_reason(setup):
 
 async def test_timeout_names_the_review_and_a_retry_after_approval_passes(setup):
     with pytest.raises(GatewayError) as error:
-        await authorize(delete_request(), PolicyCache(max_age=0), Holder(timeout=0.3, poll_interval=0.1))
+        await authorize(delete_request(), PolicyCache(max_age=0), Holder(timeout=0.3, poll_interval=0.1, previews=False))
     review = await wait_for_review()
     assert error.value.code == 403 and error.value.details["name"] == str(review.pk)
     assert f"review {review.pk} is still pending" in error.value.message
@@ -86,12 +86,12 @@ async def test_timeout_names_the_review_and_a_retry_after_approval_passes(setup)
     await database_sync_to_async(reviews.decide)(review.pk, rita, approve=True)
     # A new Holder: as after a gateway restart, only the database knows the review.
     retry = delete_request()
-    await authorize(retry, PolicyCache(max_age=0), Holder(timeout=0.3, poll_interval=0.1))
+    await authorize(retry, PolicyCache(max_age=0), Holder(timeout=0.3, poll_interval=0.1, previews=False))
     assert retry.review.review_id == review.pk
 
 
 async def test_client_going_away_leaves_the_review_pending(setup):
-    held = asyncio.create_task(authorize(delete_request(), PolicyCache(max_age=0), Holder(timeout=30, poll_interval=0.1)))
+    held = asyncio.create_task(authorize(delete_request(), PolicyCache(max_age=0), Holder(timeout=30, poll_interval=0.1, previews=False)))
     review = await wait_for_review()
     held.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -158,11 +158,20 @@ def test_reviewer_role_and_reviewer_groups(rule):
     assert reviews.settle(review.pk).approved
 
 
-def test_secret_bodies_are_never_stored(rule):
+def test_secret_values_are_masked_in_the_stored_body(rule):
     review, _ = reviews.open_review(
-        held("/k8s/prod/api/v1/namespaces/shop/secrets", method="POST", body=b'{"data":{"password":"aHVudGVyMg=="}}')
+        held("/k8s/prod/api/v1/namespaces/shop/secrets", method="POST",
+             body=b'{"kind":"Secret","metadata":{"name":"db"},"data":{"password":"aHVudGVyMg=="}}')
     )
-    assert review.body == "" and review.body_state == BodyState.WITHHELD and review.body_sha256
+    assert review.body_state == BodyState.STORED and review.body_sha256
+    assert "aHVudGVyMg==" not in review.body and '"password"' in review.body and '"name": "db"' in review.body
+
+
+def test_bodies_not_seen_or_too_large_are_not_stored(rule):
+    unknown, _ = reviews.open_review(held(body=None))
+    assert unknown.body_state == BodyState.UNKNOWN and unknown.body == ""
+    large, _ = reviews.open_review(held(body=b"{" + b" " * reviews.MAX_STORED_BODY + b"}"))
+    assert large.body_state == BodyState.WITHHELD and large.body == ""
 
 
 def test_pending_reviews_and_unused_approvals_expire(rule, settings):

@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from approvals.tests.factories import reviewer
+from approvals.tests.factories import reviewer, reviewers_group
 from tests.e2e_approvals.conftest import wait_for_review
 from tests.idp.harness import IdP
 
@@ -29,6 +29,7 @@ def wait(driver):
 @pytest.fixture
 def sso(airlock, settings):
     """A private IdP whose web client redirects to this server, and the dashboard configured for it."""
+    reviewers_group()
     client = {"client_id": "airlock-dashboard", "client_secret": "dashboard-secret",
               "redirect_uris": [f"{airlock.url}/approvals/oidc/callback/"]}
     with IdP(clients=(client,), users={"rita": ["airlock-reviewers", "sre"]}) as idp:
