@@ -157,3 +157,11 @@ async def test_socket_refuses_strangers_and_other_origins():
     other = WebsocketCommunicator(websocket_application, "/ws/other/")
     connected, _ = await other.connect()
     assert not connected
+
+
+@pytest.mark.django_db
+def test_admin_shows_reviews_read_only(review, admin_client):
+    page = admin_client.get(f"/admin/approvals/review/{review.pk}/change/")
+    assert page.status_code == 200 and "delete deployments" in page.content.decode()
+    assert admin_client.get("/admin/approvals/review/add/").status_code == 403
+    assert admin_client.get("/admin/approvals/lease/").status_code == 200
