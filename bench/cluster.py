@@ -13,7 +13,8 @@ NAMESPACE = "bench"
 SMALL_CONFIGMAP = ("default", "bench-small")
 EXEC_POD = "bench-exec"
 CONTAINER = "main"
-BIG_FILE = "big.bin"
+# The same size twice: random bytes (like the tar stream of `kubectl cp`) and log-like text.
+EXEC_FILES = {"binary": "big.bin", "text": "big.txt"}
 BLOCK = 1 << 20
 
 
@@ -64,6 +65,7 @@ def start(state_dir: Path, *, exec_bytes: int, log_bytes: int) -> KubeSimProcess
         _create(client, f"/api/v1/namespaces/{NAMESPACE}/pods",
                 {"metadata": {"name": EXEC_POD}, "spec": {"containers": [{"name": CONTAINER, "image": "busybox"}]}})
     sandbox = sim.sandbox_dir(NAMESPACE, EXEC_POD)
-    _write_blocks(sandbox / BIG_FILE, exec_bytes, os.urandom(BLOCK))
+    _write_blocks(sandbox / EXEC_FILES["binary"], exec_bytes, os.urandom(BLOCK))
+    _write_blocks(sandbox / EXEC_FILES["text"], exec_bytes, _log_block())
     _write_blocks(sim.log_file(NAMESPACE, EXEC_POD, CONTAINER), log_bytes, _log_block())
     return sim

@@ -184,7 +184,7 @@ def run(profile: Profile, workdir: Path) -> dict:
             "uvicorn-alt": Target(f"airlock uvicorn ({ALTERNATIVE_CLIENT})", via(uvicorn_alt), token, tls.ca_file, uvicorn_alt),
             "daphne": Target(f"airlock daphne ({DEFAULT_CLIENT})", via(daphne), token, tls.ca_file, daphne),
         }
-        targets = {"direct": direct, "kubectl-proxy": Target("kubectl proxy", kubectl_proxy.url, "", None),
+        targets = {"direct": direct, "kubectl-proxy": Target("kubectl proxy", kubectl_proxy.url, "", None, kubectl_proxy),
                    **gateways}
         namespace, name = cluster.SMALL_CONFIGMAP
         small = f"/api/v1/namespaces/{namespace}/configmaps/{name}"
@@ -192,7 +192,7 @@ def run(profile: Profile, workdir: Path) -> dict:
             _check(target, small)
         results["services"] = {key: {"name": t.name, "pid": t.service.pid if t.service else None}
                                for key, t in targets.items()}
-        results["idle_rss_mib"] = {key: round(t.service.rss_kib() / 1024, 1) for key, t in gateways.items()}
+        results["idle_rss_mib"] = {key: round(t.service.rss_kib() / 1024, 1) for key, t in targets.items() if t.service}
 
         _progress(f"small GET: {len(targets)} targets x {profile.concurrency} connections x {profile.seconds}s")
         results["small_get"] = {
@@ -200,17 +200,20 @@ def run(profile: Profile, workdir: Path) -> dict:
             for key, t in targets.items()
         }
 
-        _progress(f"exec: cat {profile.exec_bytes // MIB} MiB")
-        pod = (cluster.NAMESPACE, cluster.EXEC_POD, cluster.BIG_FILE)
+        _progress(f"exec: cat {profile.exec_bytes // MIB} MiB, random bytes and text")
         results["exec"] = {
-            key: _run_async(exec_cat(targets[key].base_url, targets[key].token, targets[key].ca_file, *pod))
-            for key in ("direct", "uvicorn", "daphne")
+            payload: {
+                key: _run_async(exec_cat(targets[key].base_url, targets[key].token, targets[key].ca_file,
+                                         cluster.NAMESPACE, cluster.EXEC_POD, filename))
+                for key in ("direct", "uvicorn", "daphne")
+            }
+            for payload, filename in cluster.EXEC_FILES.items()
         }
         home = workdir / "kubectl-home"
         agent_kubeconfig = _agent_kubeconfig(workdir / "agent.kubeconfig", via(uvicorn_default), tls.ca_file, token)
         results["kubectl_exec"] = {
-            "direct": kubectl_exec_cat(sim.kubeconfig, home, *pod),
-            "uvicorn": kubectl_exec_cat(agent_kubeconfig, home, *pod),
+            key: kubectl_exec_cat(kubeconfig, home, cluster.NAMESPACE, cluster.EXEC_POD, cluster.EXEC_FILES["text"])
+            for key, kubeconfig in (("direct", sim.kubeconfig), ("uvicorn", agent_kubeconfig))
         }
 
         _progress(f"watch fan-out: {profile.watchers} watches x {profile.rounds} changes")
@@ -252,12 +255,19 @@ def run(profile: Profile, workdir: Path) -> dict:
 
 
 def _small_get(wrk: Wrk, target: Target, path: str, connections: int, seconds: int, kubesim_pid: int) -> dict:
-    """One wrk cell, plus the CPU the gateway and kubesim spent per request meanwhile."""
+    """One wrk cell, plus the CPU the proxy in between and kubesim spent per request meanwhile.
+
+    ``machine_busy_cores`` is every process on the machine: well above the
+    sum of the measured ones means something else (another engineer's test
+    run) competed for the CPU during this cell.
+    """
     pids = {"kubesim": kubesim_pid}
     if target.service is not None:
-        pids["gateway"] = target.service.pid
+        pids["proxy"] = target.service.pid
     before = {name: procs.cpu_seconds(pid) for name, pid in pids.items()}
+    busy_before = procs.machine_busy_seconds()
     cell = wrk.run(target.base_url + path, target.token, connections, seconds).as_dict()
+    cell["machine_busy_cores"] = round((procs.machine_busy_seconds() - busy_before) / cell["seconds"], 2)
     for name, pid in pids.items():
         used = procs.cpu_seconds(pid) - before[name]
         cell[f"{name}_cpu_ms_per_request"] = round(used * 1000 / max(cell["requests"], 1), 3)

@@ -91,7 +91,7 @@ async def slow_reader(url: str, token: str, ca_file, rss, *, seconds: float, set
     if head.status != 200:
         writer.transport.abort()
         raise RuntimeError(f"slow read answered {head.status}")
-    received, peak = 0, baseline
+    received, peak, early = 0, baseline, None
     started = time.monotonic()
     try:
         while time.monotonic() - started < seconds:
@@ -100,6 +100,8 @@ async def slow_reader(url: str, token: str, ca_file, rss, *, seconds: float, set
                 break
             received += len(data)
             peak = max(peak, rss())
+            if early is None and time.monotonic() - started >= seconds / 4:
+                early = peak
             await asyncio.sleep(interval)
     finally:
         # abort, not close: a TLS close_notify would wait behind the unread response.
@@ -110,6 +112,7 @@ async def slow_reader(url: str, token: str, ca_file, rss, *, seconds: float, set
         "seconds": round(elapsed, 1),
         "received_mib": round(received / 2**20, 2),
         "rss_before_mib": round(baseline / 1024, 1),
+        "rss_peak_after_quarter_mib": round((early or peak) / 1024, 1),
         "rss_peak_mib": round(peak / 1024, 1),
         "rss_growth_mib": round((peak - baseline) / 1024, 1),
         "rss_after_close_mib": round(rss() / 1024, 1),

@@ -29,7 +29,7 @@ def test_quick_bench_produces_a_complete_report(tmp_path):
         assert set(cells) == {"1", "32"}
         for cell in cells.values():
             assert cell["requests"] > 0 and not any(cell["errors"].values())
-            assert {"rps", "p50_ms", "p99_ms", "kubesim_cpu_ms_per_request"} <= set(cell)
+            assert {"rps", "p50_ms", "p99_ms", "kubesim_cpu_ms_per_request", "machine_busy_cores"} <= set(cell)
 
     watchers, rounds = results["profile"]["watchers"], results["profile"]["rounds"]
     assert set(results["watch"]) == {"direct", "uvicorn", "uvicorn-alt", "daphne"}
@@ -39,8 +39,10 @@ def test_quick_bench_produces_a_complete_report(tmp_path):
     assert "rss_peak_mib" in results["watch"]["uvicorn"]
 
     size = results["profile"]["exec_bytes"]
-    for run in results["exec"].values():
-        assert run["bytes"] == size and run["status"] == "Success"
+    assert set(results["exec"]) == {"binary", "text"}
+    for runs in results["exec"].values():
+        assert set(runs) == {"direct", "uvicorn", "daphne"}
+        assert all(run["bytes"] == size and run["status"] == "Success" for run in runs.values())
     assert all(run["bytes"] == size for run in results["kubectl_exec"].values())
     assert set(results["slow_reader"]) == {"uvicorn", "daphne"}
     assert all(r["received_mib"] > 0 for r in results["slow_reader"].values())
