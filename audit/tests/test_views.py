@@ -137,7 +137,8 @@ def test_session_timeline_has_one_row_per_request(auditor, trail):
     assert orphan.incomplete and orphan.recorded_first_at == orphan.stage_timestamp
     assert rows[0].masked == [("secret", 2)]
     page = response.content.decode()
-    assert "review 17" in page and "lease 4" in page and "masked secret ×2" in page
+    assert f'<a href="{reverse("approvals:detail", args=[17])}">review 17</a>' in page
+    assert "lease 4" in page and "masked secret ×2" in page
     assert "&lt;b&gt;cm&lt;/b&gt;" in page and "<b>cm</b>" not in page
     assert "no completion was recorded" in page
     assert "default-deny" in page and "denied by policy" in page and "12.5 ms" in page
