@@ -12,12 +12,41 @@ from gateway import presets, rulesets
 from gateway.models import Rule
 
 
+def _entries(text: str) -> list[str]:
+    return [entry.strip() for entry in text.replace(",", "\n").splitlines() if entry.strip()]
+
+
 class PresetForm(forms.Form):
     connection = forms.ModelChoiceField(queryset=Connection.objects.all())
     preset = forms.ChoiceField(choices=[(name, name) for name in sorted(presets.PRESETS)])
+    groups = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="IdP groups (or globs) the preset's rules apply to, one per line or comma-separated.",
+    )
+    subjects = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Usernames or subjects (or globs) the preset's rules apply to.",
+    )
+    everyone = forms.BooleanField(
+        required=False, help_text="Apply the rules to every authenticated principal instead."
+    )
+    name_prefix = forms.CharField(
+        required=False, max_length=40,
+        help_text="Put before each rule name, so several bound presets can live on one connection.",
+    )
     replace = forms.BooleanField(
         required=False, help_text="Delete the connection's existing rules first (in the same transaction)."
     )
+
+    def clean(self):
+        data = super().clean()
+        data["groups"] = _entries(data.get("groups", ""))
+        data["subjects"] = _entries(data.get("subjects", ""))
+        if data.get("everyone") == bool(data["groups"] or data["subjects"]):
+            raise forms.ValidationError(
+                "Say whom the preset applies to: groups and/or subjects, or everyone (but not both)."
+            )
+        return data
 
 
 class ImportForm(forms.Form):
@@ -126,7 +155,10 @@ class RuleAdmin(admin.ModelAdmin):
     def apply_preset_view(self, request):
         return self._tool_view(
             request, PresetForm, "Apply a rule preset",
-            lambda data: presets.apply_preset(data["connection"], data["preset"], replace=data["replace"]),
+            lambda data: presets.apply_preset(
+                data["connection"], data["preset"], subjects=data["subjects"], groups=data["groups"],
+                name_prefix=data["name_prefix"], replace=data["replace"],
+            ),
         )
 
     def import_view(self, request):

@@ -126,10 +126,35 @@ def preset_rule_fields(name: str) -> list[dict]:
     return rulesets.parse_document(PRESETS[name])
 
 
-def apply_preset(connection, name: str, *, replace: bool = False):
-    """Load a preset into ``connection`` (all or nothing); see rulesets.apply_rules."""
+def bind(rule_fields: list[dict], *, subjects=(), groups=()) -> list[dict]:
+    """The rules bound to these subjects and IdP groups instead of everyone.
+
+    Presets are written for every authenticated principal (``subjects: ["*"]``);
+    binding replaces that on every rule, so the preset applies only to the
+    given groups or subjects (a rule matches a principal named in
+    ``subjects`` or member of one of ``groups``).
+    """
+    subjects, groups = list(subjects), list(groups)
+    if not subjects and not groups:
+        raise rulesets.RuleSetError(["a preset must be bound to at least one group or subject"])
+    return [fields | {"subjects": subjects, "groups": groups} for fields in rule_fields]
+
+
+def apply_preset(connection, name: str, *, subjects=(), groups=(), name_prefix: str = "",
+                 replace: bool = False):
+    """Load a preset into ``connection`` (all or nothing); see rulesets.apply_rules.
+
+    With neither ``subjects`` nor ``groups`` the preset keeps its own binding:
+    every authenticated principal (the command line and the admin make the
+    caller say so, with --everyone).  ``name_prefix`` is put before each rule
+    name, so several bound presets can live on one connection.
+    """
     if name not in PRESETS:
         raise rulesets.RuleSetError(
             [f"unknown preset {name!r}; available: {', '.join(sorted(PRESETS))}"]
         )
-    return rulesets.apply_rules(connection, preset_rule_fields(name), replace=replace)
+    fields = preset_rule_fields(name)
+    if subjects or groups:
+        fields = bind(fields, subjects=subjects, groups=groups)
+    fields = [f | {"name": name_prefix + f["name"]} for f in fields]
+    return rulesets.apply_rules(connection, fields, replace=replace)

@@ -90,14 +90,14 @@ def test_export_action_needs_one_connection(admin_client, prod):
 def test_apply_preset_view(admin_client, prod):
     url = reverse("admin:gateway_rule_apply_preset")
     assert admin_client.get(url).status_code == 200
-    response = admin_client.post(url, {"connection": prod.pk, "preset": "production-guardrails"})
+    response = admin_client.post(url, {"connection": prod.pk, "preset": "production-guardrails", "everyone": "on"})
     assert response.status_code == 302
     assert prod.rules.count() == len(presets.PRODUCTION_GUARDRAILS["rules"])
-    response = admin_client.post(url, {"connection": prod.pk, "preset": "read-only"})
+    response = admin_client.post(url, {"connection": prod.pk, "preset": "read-only", "everyone": "on"})
     assert response.status_code == 200
     assert "already has a rule with this name" in response.content.decode()
     assert not prod.rules.filter(name="read-only-no-writes").exists()
-    response = admin_client.post(url, {"connection": prod.pk, "preset": "read-only", "replace": "on"})
+    response = admin_client.post(url, {"connection": prod.pk, "preset": "read-only", "everyone": "on", "replace": "on"})
     assert response.status_code == 302
     assert prod.rules.filter(name="read-only-no-writes").exists()
     assert not prod.rules.filter(name="review-writes").exists()
@@ -135,6 +135,6 @@ def test_replace_needs_delete_permission(client, prod):
     editor.user_permissions.add(*Permission.objects.filter(codename__in=["view_rule", "add_rule"]))
     client.force_login(editor)
     url = reverse("admin:gateway_rule_apply_preset")
-    assert client.post(url, {"connection": prod.pk, "preset": "read-only", "replace": "on"}).status_code == 403
-    assert client.post(url, {"connection": prod.pk, "preset": "read-only"}).status_code == 302
+    assert client.post(url, {"connection": prod.pk, "preset": "read-only", "everyone": "on", "replace": "on"}).status_code == 403
+    assert client.post(url, {"connection": prod.pk, "preset": "read-only", "everyone": "on"}).status_code == 302
     assert prod.rules.count() == len(presets.READ_ONLY["rules"])

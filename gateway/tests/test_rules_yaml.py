@@ -201,14 +201,14 @@ def test_import_command_errors(prod, tmp_path):
 
 def test_apply_preset_command(prod):
     out = io.StringIO()
-    call_command("apply_preset", "--connection", "prod", "read-only", stdout=out)
+    call_command("apply_preset", "--connection", "prod", "read-only", "--everyone", stdout=out)
     assert "applied preset read-only" in out.getvalue()
     assert names(prod)[0] == "no-exec-attach-portforward"
     with pytest.raises(CommandError, match="already has a rule"):
-        call_command("apply_preset", "--connection", "prod", "production-guardrails")
+        call_command("apply_preset", "--connection", "prod", "production-guardrails", "--everyone")
     assert len(names(prod)) == len(presets.READ_ONLY["rules"])
-    call_command("apply_preset", "--connection", "prod", "production-guardrails", "--replace", stdout=out)
+    call_command("apply_preset", "--connection", "prod", "production-guardrails", "--everyone", "--replace", stdout=out)
     assert names(prod)[0] == "review-exec-attach-portforward"
     assert len(names(prod)) == len(presets.PRODUCTION_GUARDRAILS["rules"])
     with pytest.raises(CommandError):
-        call_command("apply_preset", "--connection", "prod", "no-such-preset")
+        call_command("apply_preset", "--connection", "prod", "no-such-preset", "--everyone")
