@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from connections import crypto, validation
+from gateway.policy import check_detectors
 
 
 class ImpersonationMode(models.TextChoices):
@@ -59,6 +60,12 @@ class Connection(models.Model):
         validators=[validation.validate_user_prefix],
         help_text="Prepended to the agent's username in impersonation mode, so it cannot name a cluster user.",
     )
+    masking_detectors = models.JSONField(
+        default=dict, blank=True,
+        help_text='Free-text secret detectors for this cluster\'s responses and streams, e.g. '
+        '{"disabled": ["jwt"]} or {"extra": [{"name": "ticket", "pattern": "TCK-[0-9]{8}"}]}; '
+        "empty = every built-in detector. A rule can override it.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -104,6 +111,9 @@ class Connection(models.Model):
         return ""
 
     def clean(self):
+        detector_error = check_detectors(self.masking_detectors)
+        if detector_error:
+            raise ValidationError({"masking_detectors": detector_error})
         self.server_url = validation.normalize_server_url(self.server_url)
         self.ca_bundle = validation.normalize_pem(self.ca_bundle)
         self.client_certificate = validation.normalize_pem(self.client_certificate)

@@ -34,6 +34,7 @@ from django.db import transaction
 
 from connections.models import Connection, CredentialKind, ImpersonationMode
 from connections.validation import NAME_RE
+from gateway.policy import detectors_key
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class Upstream:
     client_certificate: str = field(default="", repr=False)
     _bearer_token: str = field(default="", repr=False)
     _client_key: str = field(default="", repr=False)
+    detectors: str = ""  # free-text detector configuration (gateway.policy.detectors_key); "" = defaults
 
     @classmethod
     def from_connection(cls, connection: Connection) -> "Upstream":
@@ -84,6 +86,7 @@ class Upstream:
             verify_tls=connection.verify_tls,
             impersonation_mode=connection.impersonation_mode,
             impersonation_user_prefix=connection.impersonation_user_prefix,
+            detectors=detectors_key(connection.masking_detectors),
             cache_key=f"{connection.pk}:{connection.name}:{connection.updated_at.isoformat()}",
             ca_bundle=connection.ca_bundle,
             client_certificate=connection.client_certificate if key else "",

@@ -26,7 +26,7 @@ def _list_field(help_text):
 RULE_FIELDS = (
     "name", "order", "enabled", "effect", "subjects", "groups", "verbs", "api_groups", "resources",
     "namespaces", "names", "non_resource_urls", "requires_lease", "min_approvals",
-    "reviewer_groups", "mask_secrets",
+    "reviewer_groups", "mask_secrets", "masking_detectors",
 )
 
 
@@ -70,6 +70,11 @@ class Rule(models.Model):
     reviewer_groups = _list_field("IdP groups whose members may approve requests held by this rule.")
     mask_secrets = models.BooleanField(
         default=True, help_text="Secret values are shown only when this is off and the rule allows."
+    )
+    masking_detectors = models.JSONField(
+        default=dict, blank=True,
+        help_text='Free-text detectors for requests this rule allows, e.g. {"disabled": ["jwt"]} or '
+        '{"extra": [{"name": "ticket", "pattern": "TCK-[0-9]{8}"}]}; empty = the connection\'s setting.',
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -203,6 +203,24 @@ def _check_verbs(values: list[str], allowed: frozenset[str], kind: str, errors) 
         )
 
 
+def check_detectors(config) -> str:
+    """"" when ``config`` is a valid free-text detector configuration (None or {} = inherit)."""
+    if not config:
+        return ""
+    from gateway.masking import DetectorConfigError, Detectors
+
+    try:
+        Detectors.from_config(config)
+    except DetectorConfigError as exc:
+        return str(exc)
+    return ""
+
+
+def detectors_key(config) -> str:
+    """A canonical, hashable form of a detector configuration ("" = inherit)."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":")) if config else ""
+
+
 def check_rule(fields: Mapping) -> dict[str, list[str]]:
     """Validate a rule given as model-field mapping; return field -> messages."""
     errors: dict[str, list[str]] = {}
@@ -220,6 +238,9 @@ def check_rule(fields: Mapping) -> dict[str, list[str]]:
     for flag in ("enabled", "mask_secrets", "requires_lease"):
         if flag in fields and not isinstance(fields[flag], bool):
             errors[flag] = ["must be true or false"]
+    detector_error = check_detectors(fields.get("masking_detectors"))
+    if detector_error:
+        errors["masking_detectors"] = [detector_error]
     min_approvals = fields.get("min_approvals", 1)
     if isinstance(min_approvals, bool) or not isinstance(min_approvals, int) or min_approvals < 1:
         errors["min_approvals"] = ["must be an integer of at least 1"]
@@ -321,6 +342,7 @@ class CompiledRule:
     min_approvals: int
     reviewer_groups: tuple[str, ...]
     broken: bool = False
+    detectors: str = ""  # free-text detector configuration (detectors_key); "" = the connection's
 
     def matches(self, principal, info) -> bool:
         if not self.enabled:
@@ -390,6 +412,7 @@ def compile_rule(fields: Mapping, *, id: int | None = None, connection: str = ""
         requires_lease=fields.get("requires_lease", False),
         min_approvals=fields.get("min_approvals", 1),
         reviewer_groups=tuple(fields.get("reviewer_groups", [])),
+        detectors=detectors_key(fields.get("masking_detectors")),
     )
 
 
@@ -424,6 +447,7 @@ class Decision:
     reason: str
     mask_secrets: bool
     requires_lease: bool
+    detectors: str = ""
 
     @property
     def allowed(self) -> bool:
@@ -461,6 +485,7 @@ def _decision_for(rule: CompiledRule) -> Decision:
         reason=f'matched rule "{rule.name}" (order {rule.order}, effect {rule.effect})',
         mask_secrets=rule.mask_secrets or rule.effect != ALLOW,
         requires_lease=rule.requires_lease,
+        detectors=rule.detectors,
     )
 
 

@@ -106,6 +106,7 @@ class GatewayApp:
                  transport=None, holder=None, detectors=None):
         self.prefix = prefix
         self.detectors = detectors if detectors is not None else masking.Detectors.default()
+        self._configured_detectors: dict[str, masking.Detectors] = {}
         self.connections = connections
         self.authenticator = authenticator
         self.policy = policy
@@ -139,6 +140,20 @@ class GatewayApp:
         await authenticate(request, self.authenticator)
         await authorize(request, self.policy, self.holder)
         return upstream
+
+    def detectors_for(self, upstream, decision) -> "masking.Detectors":
+        """The rule's detector configuration, else the connection's, else the gateway default."""
+        key = getattr(decision, "detectors", "") or upstream.detectors
+        if not key:
+            return self.detectors
+        detectors = self._configured_detectors.get(key)
+        if detectors is None:
+            try:
+                detectors = masking.Detectors.from_config(json.loads(key))
+            except (ValueError, masking.DetectorConfigError):
+                raise GatewayError(503, "airlock: the masking configuration is invalid", stage="mask") from None
+            self._configured_detectors[key] = detectors
+        return detectors
 
     async def record_before_forwarding(self, exchange: Exchange):
         """Anything that can change the cluster is durably recorded first, or refused (fail closed)."""
@@ -239,7 +254,8 @@ class GatewayApp:
             try:
                 masker = masking.response_masker(
                     request.info, response.status_code, response.headers.get("content-type"),
-                    mask_secrets=request.decision.mask_secrets, detectors=self.detectors,
+                    mask_secrets=request.decision.mask_secrets,
+                    detectors=self.detectors_for(upstream, request.decision),
                 )
             except masking.MaskingError as exc:
                 raise GatewayError(502, str(exc), stage="mask") from None
@@ -308,7 +324,8 @@ class GatewayApp:
             await reject_websocket(scope, send, exc)
             return
         exchange.code = 101
-        tap = StreamTap.for_request(exchange.request, upstream_ws.subprotocol, self.detectors)
+        tap = StreamTap.for_request(exchange.request, upstream_ws.subprotocol,
+                                    self.detectors_for(upstream, exchange.request.decision))
         try:
             await send({"type": "websocket.accept", "subprotocol": upstream_ws.subprotocol})
             await relay(upstream_ws, receive, send, tap)

@@ -63,6 +63,7 @@ FIELDS = {
     "names": "names",
     "nonResourceURLs": "non_resource_urls",
     "maskSecrets": "mask_secrets",
+    "maskingDetectors": "masking_detectors",
     "requiresLease": "requires_lease",
 }
 REVIEW_FIELDS = {"minApprovals": "min_approvals", "reviewerGroups": "reviewer_groups"}

@@ -21,6 +21,7 @@ class FakeUpstream:
     cache_key: str = "prod:1"
     impersonates: bool = False
     impersonation_user_prefix: str = "airlock:"
+    detectors: str = ""
 
     def auth_headers(self):
         return {"Authorization": "Bearer cluster-credential"}
@@ -298,3 +299,32 @@ async def test_write_refused_when_the_audit_trail_is_down():
     app = make_app(handler, recorder=FakeRecorder(fail_begin=True))
     status, _, content = await call(app, "/k8s/prod/api/v1/namespaces/d/configmaps", method="POST", body=b"{}")
     assert status == 503 and "audit trail is unavailable" in status_of(content)["message"]
+
+
+CONFIGMAP = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "c", "namespace": "d"},
+             "data": {"notes": "ticket TCK-12345678; db password=hunter2-secret-value"}}
+
+
+async def test_detectors_configured_per_connection_and_per_rule():
+    from gateway.policy import detectors_key
+
+    def handler(request):
+        return httpx.Response(200, json=CONFIGMAP)
+
+    path = "/k8s/prod/api/v1/namespaces/d/configmaps/c"
+    _, _, default = await call(make_app(handler), path)
+    assert b"hunter2-secret-value" not in default and b"TCK-12345678" in default
+
+    ticket = detectors_key({"extra": [{"name": "ticket", "pattern": "TCK-[0-9]{8}"}]})
+    _, _, custom = await call(make_app(handler, upstream=FakeUpstream(detectors=ticket)), path)
+    assert b"TCK-12345678" not in custom and b"hunter2-secret-value" not in custom
+
+    app = make_app(handler, upstream=FakeUpstream(detectors=ticket))
+    app.policy = FakePolicy(compile_rule(
+        {"name": "plain-configmaps", "effect": "allow", "groups": ["agents"], "verbs": ["get"], "api_groups": [""],
+         "resources": ["configmaps"], "namespaces": ["*"], "names": ["*"], "order": 1,
+         "masking_detectors": {"enabled": []}},
+        id=2,
+    ))
+    _, _, by_rule = await call(app, path)
+    assert b"TCK-12345678" in by_rule and b"hunter2-secret-value" in by_rule
