@@ -396,7 +396,8 @@ def provision(env: dict, layout: Layout, *, issuer: str, audience: str, gateway_
     try:
         call_command("migrate", interactive=False, verbosity=0)
         run("add_connection", "--kubeconfig", str(layout.cluster_kubeconfig), "--name", CONNECTION, "--update")
-        run("apply_preset", "--connection", CONNECTION, PRESET, "--replace")
+        run("apply_preset", "--connection", CONNECTION, PRESET, "--replace",
+            *(f"--group={group}" for group in AGENT_GROUPS))
         password = create_reviewer()
         run("kubeconfig", "--connection", CONNECTION, "--client-id", AGENT_CLIENT_ID,
             "--client-secret-file", str(layout.client_secret), "--issuer", issuer, "--audience", audience,
@@ -461,7 +462,8 @@ def summary(*, layout: Layout, gateway_url: str, password: str, ca_file: Path, k
         " no cluster credential)",
         f"  Cluster admin  {cluster}",
         "                 (straight to kubesim with the credential the gateway itself uses)",
-        f"  Policy         {PRESET} on connection {CONNECTION!r}: reads allowed, changes need a reviewer",
+        f"  Policy         {PRESET} for group {', '.join(AGENT_GROUPS)} on connection {CONNECTION!r}:"
+        " reads allowed, changes need a reviewer",
         f"  Try            {display(kubectl)} --kubeconfig {agent} get pods -A",
         f"  Logs           {display(layout.gateway_log)}, {display(layout.kubesim / 'kubesim.stderr')},"
         f" {display(layout.kubesim / 'requests.jsonl')}",
