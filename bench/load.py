@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -67,12 +68,13 @@ class Cell:
     mean_ms: float
     max_ms: float
     errors: dict
+    wrk_cpu_cores: float
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
-def parse_summary(output: str, connections: int) -> Cell:
+def parse_summary(output: str, connections: int, cpu_seconds: float) -> Cell:
     """The JSON line printed by the Lua ``done`` hook."""
     for line in output.splitlines():
         if line.startswith(MARKER):
@@ -92,6 +94,7 @@ def parse_summary(output: str, connections: int) -> Cell:
         mean_ms=round(data["mean_us"] / 1000, 3),
         max_ms=data["max_us"] / 1000,
         errors=data["errors"],
+        wrk_cpu_cores=round(cpu_seconds / seconds, 2) if seconds else 0.0,
     )
 
 
@@ -109,7 +112,14 @@ class Wrk:
                 "-s", str(self.script), url]
         # The token reaches the Lua script through the environment, not argv.
         env = dict(os.environ, BENCH_WRK_TOKEN=token)
+        before = _children_cpu()
         result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, env=env)
         if result.returncode != 0:
             raise RuntimeError(f"wrk exited {result.returncode}:\n{result.stderr[-2000:]}")
-        return parse_summary(result.stdout, connections)
+        return parse_summary(result.stdout, connections, _children_cpu() - before)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (wrk, once waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

@@ -116,18 +116,19 @@ def render(results: dict, analysis: Path | None = None) -> str:
         "listens on plain HTTP (its upstream side is HTTPS), so its client side does less work.",
         "",
         _table(["path", "connections", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors",
-                "proxy CPU ms/req (cores)", "kubesim CPU ms/req (cores)", "machine busy cores"], [
+                "proxy CPU ms/req (cores)", "kubesim CPU ms/req (cores)", "wrk cores", "other processes' cores"], [
             [_name(results, key), c, f"{cell['rps']:.0f}", f"{cell['p50_ms']:.2f}", f"{cell['p90_ms']:.2f}",
              f"{cell['p99_ms']:.2f}", f"{cell['max_ms']:.1f}", _errors(cell), _cpu(cell, "proxy"), _cpu(cell, "kubesim"),
-             cell["machine_busy_cores"]]
+             cell["wrk_cpu_cores"], cell["other_cpu_cores"]]
             for key in GET_ROWS for c, cell in results["small_get"][key].items()
         ]),
         "",
         "CPU columns: CPU time the process in the middle (kubectl proxy or the gateway) and kubesim used "
         "during the cell, divided by the requests served; in brackets the cores each kept busy. The gateway "
         "is one Python process: its request handling shares one interpreter lock with its audit writer "
-        "thread, so about 1.0 core is its ceiling. Machine busy cores counts every process (wrk included); "
-        "close to the 2 cores means the cell was CPU-bound as a whole.",
+        "thread, so about 1.0 core is its ceiling. The last column is the CPU every other process on the "
+        "machine used during the cell (other work sharing this machine); well above 0 means the cell "
+        "competed for the 2 cores and its figures are pessimistic.",
         "",
         "## 2. Watch fan-out",
         "",

@@ -158,7 +158,7 @@ def run(profile: Profile, workdir: Path) -> dict:
             AIRLOCK_VAR_DIR=str(workdir / "var"),
             AIRLOCK_SQLITE_PATH=str(workdir / "airlock.sqlite3"),
             AIRLOCK_DEV_STATIC_TOKENS=f"{token}=bench-agent:{AGENT_GROUP}",
-            AIRLOCK_LOG_LEVEL="WARNING", AIRLOCK_DEBUG="false",
+            AIRLOCK_DEBUG="false",
         )
         _prepare_database(env, sim, sim.admin_token)
         tls = generate_tls(workdir / "gateway-tls")
@@ -257,9 +257,8 @@ def run(profile: Profile, workdir: Path) -> dict:
 def _small_get(wrk: Wrk, target: Target, path: str, connections: int, seconds: int, kubesim_pid: int) -> dict:
     """One wrk cell, plus the CPU the proxy in between and kubesim spent per request meanwhile.
 
-    ``machine_busy_cores`` is every process on the machine: well above the
-    sum of the measured ones means something else (another engineer's test
-    run) competed for the CPU during this cell.
+    ``other_cpu_cores`` is what every other process on the machine used
+    meanwhile (e.g. another engineer's test run competing for the CPU).
     """
     pids = {"kubesim": kubesim_pid}
     if target.service is not None:
@@ -268,10 +267,13 @@ def _small_get(wrk: Wrk, target: Target, path: str, connections: int, seconds: i
     busy_before = procs.machine_busy_seconds()
     cell = wrk.run(target.base_url + path, target.token, connections, seconds).as_dict()
     cell["machine_busy_cores"] = round((procs.machine_busy_seconds() - busy_before) / cell["seconds"], 2)
+    ours = cell["wrk_cpu_cores"]
     for name, pid in pids.items():
         used = procs.cpu_seconds(pid) - before[name]
         cell[f"{name}_cpu_ms_per_request"] = round(used * 1000 / max(cell["requests"], 1), 3)
         cell[f"{name}_cpu_cores"] = round(used / cell["seconds"], 2)
+        ours += cell[f"{name}_cpu_cores"]
+    cell["other_cpu_cores"] = round(max(cell["machine_busy_cores"] - ours, 0.0), 2)
     return cell
 
 

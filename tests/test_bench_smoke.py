@@ -29,7 +29,7 @@ def test_quick_bench_produces_a_complete_report(tmp_path):
         assert set(cells) == {"1", "32"}
         for cell in cells.values():
             assert cell["requests"] > 0 and not any(cell["errors"].values())
-            assert {"rps", "p50_ms", "p99_ms", "kubesim_cpu_ms_per_request", "machine_busy_cores"} <= set(cell)
+            assert {"rps", "p50_ms", "p99_ms", "kubesim_cpu_ms_per_request", "other_cpu_cores"} <= set(cell)
 
     watchers, rounds = results["profile"]["watchers"], results["profile"]["rounds"]
     assert set(results["watch"]) == {"direct", "uvicorn", "uvicorn-alt", "daphne"}
