@@ -7,9 +7,15 @@ reviewer decides (without a holder it is refused, as before approvals).
 """
 
 import json
+import logging
+
+from django.db import DatabaseError
 
 from gateway.policy import ALLOW, REVIEW, denial_message, describe_request, evaluate
 from gateway.status import GatewayError
+
+log = logging.getLogger(__name__)
+STORE_DOWN = "airlock: approvals are unavailable right now (database error); the request was not forwarded"
 
 
 async def authorize(request, policy, holder=None, *, on_pending=None, leases=None):
@@ -23,10 +29,15 @@ async def authorize(request, policy, holder=None, *, on_pending=None, leases=Non
     request.decision = decision
     if decision.effect not in (ALLOW, REVIEW) or (decision.effect == REVIEW and holder is None):
         raise GatewayError(403, denial_message(decision, request.info, request.connection), stage="authorize")
-    if decision.requires_lease:
-        request.lease = await _require_lease(request, decision, leases)
+    try:
+        if decision.requires_lease:
+            request.lease = await _require_lease(request, decision, leases)
+        if decision.effect == REVIEW:
+            outcome = await holder.hold(request, decision, on_pending=on_pending)
+    except DatabaseError as exc:
+        log.error("authorize: approvals store failed: %s", type(exc).__name__)
+        raise GatewayError(503, STORE_DOWN, stage="authorize") from None
     if decision.effect == REVIEW:
-        outcome = await holder.hold(request, decision, on_pending=on_pending)
         if not outcome.approved:
             raise GatewayError(
                 403, outcome.message(describe_request(request.info)), stage="authorize",

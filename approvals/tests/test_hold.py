@@ -181,3 +181,16 @@ async def test_saving_a_lease_invalidates_this_process_at_once(lease_rule):
     await database_sync_to_async(lease.save)()
     with pytest.raises(GatewayError):
         await authorize(delete_request(), PolicyCache(max_age=0), leases=cache)
+
+
+async def test_a_failing_approvals_store_is_a_503_not_a_traceback(setup):
+    from django.db import OperationalError
+
+    class BrokenHolder:
+        async def hold(self, request, decision, *, on_pending=None):
+            raise OperationalError("database is locked")
+
+    with pytest.raises(GatewayError) as error:
+        await authorize(delete_request(), PolicyCache(max_age=0), BrokenHolder())
+    assert error.value.code == 503 and "approvals are unavailable" in error.value.message
+    assert "locked" not in error.value.message
