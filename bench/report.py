@@ -50,6 +50,11 @@ def evaluate(results: dict) -> list[dict]:
     ]
 
 
+def _other_load(results: dict) -> str:
+    cells = [cell for per in results["small_get"].values() for cell in per.values()]
+    return f"{sum(c['other_cpu_cores'] for c in cells) / len(cells):.2f}"
+
+
 def _met(value) -> str:
     return {True: "yes", False: "**no**", None: "not evaluated (fewer than 1,000 watches)"}[value]
 
@@ -104,6 +109,9 @@ def render(results: dict, analysis: Path | None = None) -> str:
         f"Upstream HTTP client in production: **{results['clients']['default']}**; "
         f"compared with: {results['clients']['alternative']}.",
         "",
+        f"Other processes on the machine used {_other_load(results)} cores on average during the small-GET "
+        "runs (per-cell figures below).",
+        "",
         "## Targets (production configuration, same run)",
         "",
         _table(["target", "measured", "met"],
@@ -111,9 +119,10 @@ def render(results: dict, analysis: Path | None = None) -> str:
         "",
         "## 1. Small GET",
         "",
-        f"`GET /api/v1/namespaces/default/configmaps/bench-small` (about 0.4 KB of JSON) with wrk "
-        f"{p['seconds']} s per cell, keep-alive connections. Direct and Airlock are HTTPS; kubectl proxy "
-        "listens on plain HTTP (its upstream side is HTTPS), so its client side does less work.",
+        f"`GET /api/v1/namespaces/default/configmaps/bench-small` (about 0.4 KB of JSON) with wrk, keep-alive "
+        f"connections; each cell is {p['repetitions']} runs of {p['seconds']} s taken round-robin over the "
+        "targets: req/s over all runs, latency percentiles the median of the runs'. Direct and Airlock are "
+        "HTTPS; kubectl proxy listens on plain HTTP (its upstream side is HTTPS), so its client side does less work.",
         "",
         _table(["path", "connections", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors",
                 "proxy CPU ms/req (cores)", "kubesim CPU ms/req (cores)", "wrk cores", "other processes' cores"], [
@@ -150,10 +159,12 @@ def render(results: dict, analysis: Path | None = None) -> str:
         "",
         f"`cat` of a {p['exec_bytes'] // MIB} MiB file in the pod sandbox over `v5.channel.k8s.io` "
         "(aiohttp WebSocket client; from connect to the exit status), once with random bytes (what "
-        "`kubectl cp` moves: a tar stream) and once with log-like text. MB = 10^6 bytes.",
+        "`kubectl cp` moves: a tar stream) and once with log-like text; the best of "
+        f"{p['exec_runs']} runs. MB = 10^6 bytes.",
         "",
-        _table(["path", "payload", "bytes", "seconds", "MB/s", "exit"], [
-            [_name(results, key), payload, e["bytes"], e["seconds"], e["mb_s"], e["status"]]
+        _table(["path", "payload", "bytes", "seconds", "MB/s", "MB/s of each run", "exit"], [
+            [_name(results, key), payload, e["bytes"], e["seconds"], e["mb_s"],
+             " / ".join(str(v) for v in e.get("mb_s_runs", [e["mb_s"]])), e["status"]]
             for payload, runs in results["exec"].items() for key, e in runs.items()
         ]),
         "",
