@@ -94,7 +94,7 @@ def render(results: dict, analysis: Path | None = None) -> str:
         f"{results['elapsed_s']} s in total, code at commit {results['source']['commit']}"
         + (f" plus {results['source']['uncommitted_files']} uncommitted files (other work in progress)"
            if results["source"]["uncommitted_files"] else "")
-        + ". Raw figures: bench/results.json.",
+        + ". Raw figures: bench/results.json; `python -m bench.report` re-renders this file from them.",
         "",
         _table(["", ""], [
             ["CPU", m["cpu"]], ["cores", m["cores"]], ["memory", f"{m['memory_gib']} GiB"], ["OS", m["os"]],
@@ -240,3 +240,19 @@ def summary(results: dict) -> str:
     for target in results["targets"]:
         lines.append(f"  {_met(target['met']):>6}  {target['target']}: {target['measured']}")
     return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    """Re-render RESULTS.md from a results.json (e.g. after editing bench/analysis.md) without re-running."""
+    import argparse
+
+    bench_dir = Path(__file__).resolve().parent
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    parser.add_argument("results", nargs="?", type=Path, default=bench_dir / "results.json")
+    parser.add_argument("--out", type=Path, default=bench_dir / "RESULTS.md")
+    args = parser.parse_args(argv)
+    args.out.write_text(render(json.loads(args.results.read_text()), analysis=bench_dir / "analysis.md"))
+
+
+if __name__ == "__main__":
+    main()
