@@ -8,6 +8,7 @@ AIRLOCK_ENV=production.
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -123,7 +124,12 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": env("AIRLOCK_SQLITE_PATH", str(VAR_DIR / "airlock.sqlite3")),
-            "OPTIONS": {"timeout": 20},
+            # The audit writer thread and request handlers share the file: WAL lets
+            # readers run beside the writer, and writers wait instead of failing.
+            "OPTIONS": {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"},
+            # A file, not shared-cache memory: shared-cache readers fail at once
+            # ("table is locked") while another connection writes.
+            "TEST": {"NAME": os.path.join(tempfile.gettempdir(), f"airlock-test-{os.getpid()}.sqlite3")},
         }
     }
 

@@ -2,6 +2,7 @@
 
 from django.conf import settings
 
+from approvals.hold import Holder
 from audit.recorder import Recorder
 from connections.registry import get_upstream
 from gateway.authn import build_authenticator
@@ -16,5 +17,6 @@ def build_gateway() -> GatewayApp:
         authenticator=build_authenticator(),
         policy=PolicyCache(),
         recorder=Recorder(),
+        holder=Holder(),
         max_body=settings.AIRLOCK_MAX_REQUEST_BODY,
     )

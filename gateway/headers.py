@@ -106,14 +106,6 @@ def response_headers(headers) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def offered_subprotocols(headers) -> list[str]:
-    offered = []
-    for name, value in headers:
-        if name == "sec-websocket-protocol":
-            offered.extend(p.strip() for p in value.split(",") if p.strip())
-    return offered
-
-
 def is_spdy_upgrade(headers) -> bool:
     """kubectl's fallback transport: ``POST`` with ``Upgrade: SPDY/3.1``."""
     for name, value in headers:

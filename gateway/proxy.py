@@ -8,6 +8,7 @@ with the server's back-pressure.
 """
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -42,6 +43,38 @@ SPDY_REFUSED = (
 SMALL_RESPONSE = 256 * 1024
 
 
+class Cut:
+    """Ends a live stream when the lease it runs under ends (approvals.live calls it)."""
+
+    def __init__(self):
+        self.event = asyncio.Event()
+        self.reason = ""
+
+    def __call__(self, reason: str):
+        self.reason = reason or "the lease ended"
+        self.event.set()
+
+    def status(self) -> bytes:
+        return GatewayError(403, f"airlock: {self.reason}; the session was ended", stage="authorize").body()
+
+
+def bind_to_lease(request, cut: Cut):
+    """Register a long-lived stream admitted under a lease, so expiry or revocation cuts it."""
+    lease = getattr(request, "lease", None)
+    if lease is None:
+        return None
+    from approvals import live
+
+    return live.register(request.principal, request.connection, lease.id, cut, expires_at=lease.expires_at)
+
+
+def unbind(handle):
+    if handle is not None:
+        from approvals import live
+
+        live.unregister(handle)
+
+
 class ClientGone(Exception):
     """The agent disconnected before its request could be forwarded."""
 
@@ -67,6 +100,7 @@ class Exchange:
     recording: dict | None = None
     masking_counts: dict = field(default_factory=dict)
     request_uri: str = ""
+    accepted: str | None = None  # WebSocket subprotocol accepted while the request was held
 
     def refused(self, error: GatewayError):
         self.code, self.reason, self.message = error.code, error.reason, error.message
@@ -125,9 +159,9 @@ class GatewayApp:
         elif scope["type"] == "websocket":
             await self.websocket(scope, receive, send)
 
-    async def admit(self, exchange: Exchange):
+    async def admit(self, exchange: Exchange, on_pending=None):
         """parse -> connection -> authenticate -> authorize; raises GatewayError."""
-        request = exchange.request = parse_request(exchange.scope, self.prefix)
+        request = exchange.request = exchange.request or parse_request(exchange.scope, self.prefix)
         request.audit_id = exchange.audit_id
         exchange.request_uri = masked_target(request, self.detectors)
         try:
@@ -138,7 +172,7 @@ class GatewayApp:
         if upstream is None:
             raise GatewayError(404, f'connection "{request.connection}" not found', stage="parse")
         await authenticate(request, self.authenticator)
-        await authorize(request, self.policy, self.holder)
+        await authorize(request, self.policy, self.holder, on_pending=on_pending)
         return upstream
 
     def detectors_for(self, upstream, decision) -> "masking.Detectors":
@@ -189,8 +223,8 @@ class GatewayApp:
                 await send_status(send, exc)
         except ClientGone:
             exchange.message = "the client went away before the request body arrived"
-        except MaskingAbort:
-            log.warning("response to %s aborted: masking failed mid-stream", exchange.audit_id)
+        except MaskingAbort as exc:
+            log.warning("response to %s aborted mid-stream: %s", exchange.audit_id, exc)
         finally:
             await self.record(exchange)
 
@@ -276,9 +310,11 @@ class GatewayApp:
                 await send({"type": "http.response.body", "body": content})
             else:
                 stream = ResponseStream(response, masker, start, watch=request.info.verb == "watch")
+                handle = bind_to_lease(request, stream.cut)
                 try:
                     await stream.relay(receive, send, exchange)
                 finally:
+                    unbind(handle)
                     if masker is not None:
                         exchange.masking_counts = masker.report.counts
         except httpx.HTTPError:
@@ -299,17 +335,46 @@ class GatewayApp:
         finally:
             await self.record(exchange)
 
+    async def admit_stream(self, exchange: Exchange, send, offered: list[str]):
+        """admit() for a WebSocket: a held exec/attach is accepted at once and told on stderr.
+
+        Returns the upstream and the subprotocol already accepted (None when
+        the client is still waiting for the handshake).  Port-forward carries
+        SPDY, not channels, so it waits for the approval before the handshake.
+        """
+        accepted = None
+
+        async def on_pending(pending):
+            nonlocal accepted
+            protocol = channel_protocol(offered)
+            if protocol is None:
+                return
+            await send({"type": "websocket.accept", "subprotocol": protocol})
+            accepted = protocol
+            note = (f"airlock: waiting for a reviewer to approve review {pending.id} "
+                    f"(rule {pending.rule_name}): {pending.url}\r\n")
+            await send(channel_frame(protocol, STDERR_CHANNEL, note.encode()))
+
+        exchange.request = parse_request(exchange.scope, self.prefix)
+        try:
+            upstream = await self.admit(exchange, on_pending=on_pending)
+        except GatewayError:
+            exchange.accepted = accepted
+            raise
+        return upstream, accepted
+
     async def open_relay(self, exchange: Exchange, receive, send):
         scope = exchange.scope
+        offered = list(scope.get("subprotocols") or ())
+        accepted = None
         try:
-            upstream = await self.admit(exchange)
+            upstream, accepted = await self.admit_stream(exchange, send, offered)
             request = exchange.request
-            offered = list(scope.get("subprotocols") or ()) or hdr.offered_subprotocols(request.headers)
             headers = hdr.upstream_request_headers(request.headers, websocket=True)
             headers.extend(cluster_headers(upstream, request.principal))
             await self.record_before_forwarding(exchange)
             try:
-                upstream_ws = await open_websocket(upstream, request.target, headers, offered)
+                upstream_ws = await open_websocket(upstream, request.target, headers, [accepted] if accepted else offered)
             except UpstreamRejected as exc:
                 raise GatewayError(
                     exc.status if 400 <= exc.status < 600 else 502,
@@ -321,19 +386,46 @@ class GatewayApp:
                 raise GatewayError(502, f'connection "{request.connection}": the cluster is unreachable', stage="forward") from None
         except GatewayError as exc:
             exchange.refused(exc)
-            await reject_websocket(scope, send, exc)
+            accepted = accepted or exchange.accepted
+            if accepted:
+                await send(channel_frame(accepted, ERROR_CHANNEL, exc.body()))
+                await send({"type": "websocket.close", "code": 1000})
+            else:
+                await reject_websocket(scope, send, exc)
             return
         exchange.code = 101
-        tap = StreamTap.for_request(exchange.request, upstream_ws.subprotocol,
-                                    self.detectors_for(upstream, exchange.request.decision))
+        request = exchange.request
+        tap = StreamTap.for_request(request, upstream_ws.subprotocol, self.detectors_for(upstream, request.decision))
+        cut = Cut()
+        handle = bind_to_lease(request, cut)
         try:
-            await send({"type": "websocket.accept", "subprotocol": upstream_ws.subprotocol})
-            await relay(upstream_ws, receive, send, tap)
+            if not accepted:
+                await send({"type": "websocket.accept", "subprotocol": upstream_ws.subprotocol})
+            await relay(upstream_ws, receive, send, tap, cut)
         finally:
+            unbind(handle)
             await upstream_ws.close()
             exchange.bytes_in, exchange.bytes_out = tap.bytes_in, tap.bytes_out
             exchange.recording = tap.recording(time.monotonic() - exchange.started)
             exchange.masking_counts = tap.report
+            if cut.event.is_set():
+                exchange.message = cut.reason
+
+
+CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel.k8s.io",
+                     "channel.k8s.io", "base64.channel.k8s.io")
+STDERR_CHANNEL, ERROR_CHANNEL = 2, 3
+
+
+def channel_protocol(offered: list[str]) -> str | None:
+    """The channel protocol to accept before the cluster is reached (the client's preference)."""
+    return next((p for p in offered if p in CHANNEL_PROTOCOLS), None)
+
+
+def channel_frame(protocol: str, channel: int, payload: bytes) -> dict:
+    if "base64" in protocol:
+        return {"type": "websocket.send", "text": str(channel) + base64.b64encode(payload).decode("ascii")}
+    return {"type": "websocket.send", "bytes": bytes([channel]) + payload}
 
 
 def cluster_headers(upstream, principal) -> list[tuple[str, str]]:
@@ -353,7 +445,7 @@ def _upstream_message(body: bytes | None, default: str) -> str:
     return message if isinstance(message, str) and message else default
 
 
-async def relay(upstream_ws, receive, send, tap):
+async def relay(upstream_ws, receive, send, tap, cut):
     """Pump frames both ways until either side closes; the cluster's close code is passed on.
 
     Every frame passes through ``tap`` (masking of what the cluster sends,
@@ -395,13 +487,18 @@ async def relay(upstream_ws, receive, send, tap):
         await to_client(tap.flush())
         await send({"type": "websocket.close", "code": upstream_ws.close_code or 1000})
 
-    tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client())]
+    tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client()),
+             asyncio.create_task(cut.event.wait())]
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
+    if tasks[2] in done and tasks[1] not in done:
+        if tap.cast is not None:  # exec/attach: kubectl prints the Status of channel 3
+            await send(channel_frame(tap.subprotocol, ERROR_CHANNEL, cut.status()))
+        await send({"type": "websocket.close", "code": 1000 if tap.cast is not None else 1008})
     for result in results:
         if isinstance(result, Exception):
             log.warning("stream relay ended with %s", type(result).__name__)
@@ -415,7 +512,8 @@ def masked_whole(masker, content: bytes) -> bytes:
 
 
 class MaskingAbort(Exception):
-    """Masking failed after the response started: the connection is dropped, never completed."""
+    """The response started but cannot be completed (masking failed, or its lease ended):
+    the connection is dropped, never completed."""
 
 
 class ResponseStream:
@@ -434,6 +532,7 @@ class ResponseStream:
         self.masker = masker
         self.start = start
         self.watch = watch
+        self.cut = Cut()
 
     async def relay(self, receive, send, exchange):
         chunks = asyncio.Queue(maxsize=1)
@@ -441,6 +540,7 @@ class ResponseStream:
             asyncio.create_task(self._read(chunks)),
             asyncio.create_task(self._write(chunks, send, exchange)),
             asyncio.create_task(_disconnected(receive)),
+            asyncio.create_task(self.cut.event.wait()),
         ]
         try:
             done, _ = await asyncio.wait(tasks[1:], return_when=asyncio.FIRST_COMPLETED)
@@ -451,6 +551,18 @@ class ResponseStream:
         writer = tasks[1]
         if writer in done and writer.exception() is not None:
             raise writer.exception()
+        if tasks[3] in done and writer not in done:
+            await self._end_cut(send, exchange)
+
+    async def _end_cut(self, send, exchange):
+        """A watch gets an ERROR event naming the lease; any other stream is aborted, not completed."""
+        exchange.message = self.cut.reason
+        if not self.watch:
+            raise MaskingAbort(self.cut.reason)
+        await self._begin(send, exchange)
+        event = json.dumps({"type": "ERROR", "object": json.loads(self.cut.status())}).encode() + b"\n"
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
     async def _read(self, chunks):
         """Reads ahead at most one chunk (back-pressure); hands a failure to the writer."""

@@ -97,10 +97,6 @@ def test_response_headers_drop_hop_by_hop():
 
 
 def test_helpers():
-    assert hdr.offered_subprotocols([("sec-websocket-protocol", "v5.channel.k8s.io, v4.channel.k8s.io")]) == [
-        "v5.channel.k8s.io",
-        "v4.channel.k8s.io",
-    ]
     assert hdr.is_spdy_upgrade([("upgrade", "SPDY/3.1")])
     assert not hdr.is_spdy_upgrade([("upgrade", "websocket")])
     assert hdr.bearer_token([("authorization", "Bearer abc")]) == "abc"
