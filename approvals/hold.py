@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.db import OperationalError
 
 from approvals import broadcast, conf, preview, reviews
 from gateway.policy import describe_request
@@ -77,6 +78,25 @@ class HoldOutcome:
         return f"airlock: review {self.review_id} expired without approval{what}; retry to ask for a new review"
 
 
+DB_ATTEMPTS = 5
+
+
+async def in_db(fn, *args):
+    """Run one of approvals.reviews' transactional steps off the event loop.
+
+    A transient OperationalError (a lock conflict, a serialization failure)
+    rolled the transaction back, so the step is retried a few times with a
+    short backoff before the error is raised (authorize turns it into a 503).
+    """
+    for attempt in range(DB_ATTEMPTS):
+        try:
+            return await database_sync_to_async(fn)(*args)
+        except OperationalError:
+            if attempt == DB_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(0.05 * 2**attempt)
+
+
 def held_request(request, decision) -> reviews.HeldRequest:
     return reviews.HeldRequest(
         connection=request.connection,
@@ -116,7 +136,7 @@ async def compute_preview(held: reviews.HeldRequest, review_id: int, *, transpor
         log.warning("preview of review %d failed: %s", review_id, type(exc).__name__)
         result = preview.Preview("no preview", error=f"the preview failed ({type(exc).__name__})")
     try:
-        await database_sync_to_async(reviews.save_preview)(review_id, result.summary, result.diff, result.error)
+        await in_db(reviews.save_preview, review_id, result.summary, result.diff, result.error)
     except Exception as exc:
         log.error("preview of review %d could not be stored: %s", review_id, type(exc).__name__)
 
@@ -139,7 +159,7 @@ class Holder:
     async def start_preview(self, held: reviews.HeldRequest, review_id: int) -> asyncio.Task | None:
         if not (self.previews and preview.needed(held.info)):
             return None
-        if not await database_sync_to_async(reviews.claim_preview)(review_id):
+        if not await in_db(reviews.claim_preview, review_id):
             return None
         # Runs to completion even if this request goes away: reviewers still need it.
         task = asyncio.get_running_loop().create_task(compute_preview(held, review_id, transport=self.transport))
@@ -158,7 +178,7 @@ class Holder:
 
     async def hold(self, request, decision, *, on_pending=None) -> HoldOutcome:
         held = held_request(request, decision)
-        review, settlement = await database_sync_to_async(reviews.open_review)(held)
+        review, settlement = await in_db(reviews.open_review, held)
         url = review_url(review.pk)
         if settlement is not None:
             return _outcome(settlement, url)
@@ -191,12 +211,12 @@ class Holder:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         while True:
-            settlement = await database_sync_to_async(reviews.settle)(review_id)
+            settlement = await in_db(reviews.settle, review_id)
             if settlement is not None:
                 return _outcome(settlement, url)
             remaining = deadline - loop.time()
             if remaining <= 0:
-                await database_sync_to_async(reviews.record_timeout)(review_id, audit_id)
+                await in_db(reviews.record_timeout, review_id, audit_id)
                 return HoldOutcome(approved=False, review_id=review_id, state="timeout", url=url)
             wait = min(remaining, self.poll_interval)
             if layer is None:

@@ -9,12 +9,13 @@ Django account, watches the pending queue update live and decides.
 import subprocess
 
 import pytest
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from approvals.tests.factories import reviewer, reviewers_group
-from tests.e2e_approvals.conftest import wait_for_review
+from tests.e2e_approvals.conftest import unlocked, wait_for_review
 from tests.idp.harness import IdP
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -72,9 +73,17 @@ def sign_in_with_password(driver, airlock, username, password):
 def open_live_review(driver, airlock):
     """The new review shows up in the already open queue (pushed over the WebSocket); open it."""
     review = wait_for_review()
-    link = wait(driver).until(EC.element_to_be_clickable((By.CSS_SELECTOR, f"#review-{review.pk} a")))
-    assert "delete deployments" in link.text
-    link.click()
+
+    def click_link(d):
+        # The queue is re-rendered whenever a review changes (its preview arriving, say).
+        link = d.find_element(By.CSS_SELECTOR, f"#review-{review.pk} a")
+        assert "delete deployments" in link.text
+        link.click()
+        return True
+
+    WebDriverWait(driver, WAIT, ignored_exceptions=[NoSuchElementException, StaleElementReferenceException]).until(
+        click_link
+    )
     wait(driver).until(EC.presence_of_element_located((By.ID, "decision-form")))
     return review
 
@@ -109,7 +118,7 @@ def test_reviewer_approves_in_the_dashboard_after_sso_login(airlock, sso, browse
     assert gone.returncode != 0 and "NotFound" in gone.stderr
     state = wait(browser).until(EC.presence_of_element_located((By.ID, "review-state")))
     assert state.text.lower() == "approved"
-    review.refresh_from_db()
+    unlocked(review.refresh_from_db)
     assert (review.state, review.decided_by, review.reason) == ("approved", "rita", "planned cleanup")
     assert review.consumed_at is not None
 
