@@ -29,6 +29,26 @@ Matching semantics (kept close to Kubernetes RBAC so rules read familiarly):
   ``proxy``, no subresource) is treated as subresource ``proxy``.
 * Non-resource URLs (``/version``, ``/apis``...) are matched on the path with
   verbs that are the lower-cased HTTP method (``get``, ``head``, ``post``...).
+
+Deny and review rules match everything a request can reach (``Reach``), so a
+forbidden action cannot be spelled another way; allow rules match the
+request literally, so nothing is ever granted by these widenings:
+
+* A collection request (no name) of ``list``, ``watch`` or
+  ``deletecollection`` covers every name, and without a namespace every
+  namespace (unless the resource is a built-in cluster-scoped one): "deny
+  delete deployment web in shop" also refuses a deletecollection of shop's
+  deployments and of all deployments, "deny get secrets in shop" also refuses
+  ``kubectl get secrets -A``.  A collection of ``namespaces`` covers every
+  namespace.
+* Verbs imply the reads and deletes they perform: ``list`` returns what
+  ``get`` would, ``watch`` what ``list`` would, and ``deletecollection``
+  deletes and returns the objects (``delete``, ``list``, ``get``).
+* Deleting a namespace deletes every object in it: it matches a deny or review
+  rule whose verbs include ``delete`` or ``deletecollection`` for any resource
+  in that namespace.
+* API groups that serve the same objects are one: core ``events`` and
+  ``events.k8s.io``; ``extensions`` and the groups its resources moved to.
 """
 
 from __future__ import annotations
@@ -61,6 +81,53 @@ RESOURCE_VERBS = frozenset(
 NON_RESOURCE_VERBS = frozenset({"get", "head", "options", "post", "put", "patch", "delete"})
 STREAMING_SUBRESOURCES = frozenset({"exec", "attach", "portforward", "proxy"})
 STREAMING_VERBS = frozenset({"get", "create"})
+
+# What deny and review rules see a request do (see Reach).
+COLLECTION_VERBS = frozenset({"list", "watch", "deletecollection"})
+IMPLIED_VERBS = {
+    "list": ("get",),
+    "watch": ("list", "get"),
+    "deletecollection": ("delete", "list", "get"),
+}
+DELETE_VERBS = frozenset({"delete", "deletecollection"})
+# Resources served under several API groups: the same objects, whichever path names them.
+SAME_OBJECTS = {
+    "events": frozenset({"", "events.k8s.io"}),
+    "deployments": frozenset({"apps", "extensions"}),
+    "daemonsets": frozenset({"apps", "extensions"}),
+    "replicasets": frozenset({"apps", "extensions"}),
+    "ingresses": frozenset({"networking.k8s.io", "extensions"}),
+    "networkpolicies": frozenset({"networking.k8s.io", "extensions"}),
+    "podsecuritypolicies": frozenset({"policy", "extensions"}),
+}
+# Built-in cluster-scoped resources (kube-apiserver discovery): without a namespace these
+# are about cluster-scoped objects, not every namespace.  Anything else (custom resources
+# included) is taken to be namespaced, which fails closed.  ``namespaces`` is left out on
+# purpose: a collection of namespaces covers every namespace.
+CLUSTER_SCOPED = frozenset({
+    ("", "componentstatuses"), ("", "nodes"), ("", "persistentvolumes"),
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicybindings"),
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"), ("apiregistration.k8s.io", "apiservices"),
+    ("authentication.k8s.io", "selfsubjectreviews"), ("authentication.k8s.io", "tokenreviews"),
+    ("authorization.k8s.io", "selfsubjectaccessreviews"), ("authorization.k8s.io", "selfsubjectrulesreviews"),
+    ("authorization.k8s.io", "subjectaccessreviews"),
+    ("certificates.k8s.io", "certificatesigningrequests"), ("certificates.k8s.io", "clustertrustbundles"),
+    ("extensions", "podsecuritypolicies"), ("policy", "podsecuritypolicies"),
+    ("flowcontrol.apiserver.k8s.io", "flowschemas"),
+    ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations"),
+    ("internal.apiserver.k8s.io", "storageversions"),
+    ("networking.k8s.io", "ingressclasses"), ("networking.k8s.io", "ipaddresses"),
+    ("networking.k8s.io", "servicecidrs"), ("node.k8s.io", "runtimeclasses"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings"), ("rbac.authorization.k8s.io", "clusterroles"),
+    ("resource.k8s.io", "deviceclasses"), ("resource.k8s.io", "resourceclasses"),
+    ("resource.k8s.io", "resourceslices"), ("scheduling.k8s.io", "priorityclasses"),
+    ("storage.k8s.io", "csidrivers"), ("storage.k8s.io", "csinodes"), ("storage.k8s.io", "storageclasses"),
+    ("storage.k8s.io", "volumeattachments"), ("storage.k8s.io", "volumeattributesclasses"),
+    ("storagemigration.k8s.io", "storageversionmigrations"),
+})
 
 _VERB_HINTS = {
     "exec": 'exec is a subresource, not a verb: use resources ["pods/exec"] with verbs ["create"]',
@@ -344,12 +411,17 @@ class CompiledRule:
     broken: bool = False
     detectors: str = ""  # free-text detector configuration (detectors_key); "" = the connection's
 
-    def matches(self, principal, info) -> bool:
+    def matches(self, principal, info, reach: Reach | None = None) -> bool:
+        """``reach`` (``Reach.of(info)``) may be passed in so one evaluation computes it once."""
         if not self.enabled:
             return False
         if self.broken:
             return True
-        return self._principal_matches(principal) and self._request_matches(info)
+        if not self._principal_matches(principal):
+            return False
+        if self.effect == ALLOW or not info.is_resource_request:
+            return self._request_matches(info)
+        return self._reach_matches(reach or Reach.of(info))
 
     def _principal_matches(self, principal) -> bool:
         if principal is None:
@@ -385,6 +457,56 @@ class CompiledRule:
             and self.resources.matches(info.resource, subresource)
             and self.namespaces.matches(info.namespace)
             and self.names.matches(info.name)
+        )
+
+    def _reach_matches(self, reach: Reach) -> bool:
+        """Deny and review rules: does the request reach anything this rule forbids?"""
+        info = reach.info
+        if self._request_matches(info):
+            return True
+        if not self.resources or not info.resource:
+            return False
+        namespace_ok = reach.any_namespace or self.namespaces.matches(info.namespace)
+        if reach.namespace_contents and namespace_ok and (self.resources.match_all or self.resources.plain):
+            if any(self._verb_matches(verb, streaming=False) for verb in DELETE_VERBS):
+                return True
+        subresource = info.subresource or ("proxy" if info.verb == "proxy" else "")
+        streaming = subresource in STREAMING_SUBRESOURCES
+        return (
+            any(self._verb_matches(verb, streaming) for verb in reach.verbs)
+            and any(self.api_groups.matches(group) for group in reach.api_groups)
+            and self.resources.matches(info.resource, subresource)
+            and namespace_ok
+            and (reach.any_name or self.names.matches(info.name))
+        )
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Everything a resource request can read or change, as deny and review rules see it."""
+
+    info: object
+    verbs: tuple[str, ...]
+    api_groups: frozenset[str]
+    any_name: bool
+    any_namespace: bool
+    namespace_contents: bool  # deletes one or every namespace, and so everything in it
+
+    @classmethod
+    def of(cls, info) -> Reach:
+        collection = info.verb in COLLECTION_VERBS and not info.subresource
+        cluster_scoped = (info.api_group, info.resource) in CLUSTER_SCOPED
+        groups = SAME_OBJECTS.get(info.resource, frozenset())
+        return cls(
+            info=info,
+            verbs=(info.verb, *IMPLIED_VERBS.get(info.verb, ())),
+            api_groups=groups if info.api_group in groups else frozenset({info.api_group}),
+            any_name=collection and not info.name,
+            any_namespace=collection and not info.namespace and not cluster_scoped,
+            namespace_contents=(
+                info.api_group == "" and info.resource == "namespaces" and not info.subresource
+                and info.verb in DELETE_VERBS
+            ),
         )
 
 
@@ -462,8 +584,9 @@ def sort_key(rule: CompiledRule) -> tuple[int, str]:
 def evaluate(rules: Sequence[CompiledRule], principal, info) -> Decision:
     """Return the decision of the first enabled matching rule; deny if none matches."""
     try:
+        reach = Reach.of(info) if info.is_resource_request else None
         for rule in sorted(rules, key=sort_key):
-            if rule.matches(principal, info):
+            if rule.matches(principal, info, reach):
                 return _decision_for(rule)
     except Exception:
         logger.exception("policy evaluation failed; denying the request")

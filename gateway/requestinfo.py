@@ -17,6 +17,9 @@ Deliberate deviations, all of them refusals (fail closed) of input no Kubernetes
   only answer that agrees with every upstream build), and methods that are not HTTP tokens.
 * A query pair containing a raw ``;`` or a malformed ``%`` escape is dropped, exactly as Go >= 1.17
   ``url.ParseQuery`` drops it, so gateway and upstream see the same parameters.
+* ``parse`` refuses resource requests whose API group, version, namespace, resource or subresource
+  is not lower case.  Kubernetes never serves such a path, and policy rules (lower case only) could
+  not name it: another spelling must never be a way around a rule.
 """
 
 from __future__ import annotations
@@ -483,6 +486,11 @@ def parse(method: str, path: str, query: str) -> RequestInfo:
             name = selected
     if not name and verb == "delete":
         verb = "deletecollection"
+
+    for what, value in (("API group", api_group), ("API version", api_version), ("namespace", namespace),
+                        ("resource", resource), ("subresource", subresource)):
+        if value != value.lower():
+            raise RequestInfoError(f"the {what} in the path must be lower case")
 
     field_selector = label_selector = ""
     if not verb_via_path_prefix and verb in VERBS_WITH_SELECTORS:

@@ -71,8 +71,10 @@ GRID = [
      ("review", "review-writes")),
     ("delete pod", "DELETE", f"{NS}/pods/web", "", ("deny", "read-only-no-writes"), ("review", "review-deletes")),
     ("delete pods", "DELETE", f"{NS}/pods", "", ("deny", "read-only-no-writes"), ("review", "review-deletes")),
+    # deleting namespaces deletes their RoleBindings too: the first review rule that covers it decides
     ("delete all namespaces", "DELETE", "/api/v1/namespaces", "", ("deny", "read-only-no-writes"),
-     ("review", "review-deletes")),
+     ("review", "review-rbac-changes")),
+    ("delete namespace", "DELETE", NS, "", ("deny", "read-only-no-writes"), ("review", "review-rbac-changes")),
     ("scale", "PATCH", f"{APPS}/deployments/web/scale", "", ("deny", "read-only-no-writes"),
      ("review", "review-scale")),
     ("scale sts", "PUT", f"{APPS}/statefulsets/db/scale", "", ("deny", "read-only-no-writes"),
