@@ -1,0 +1,67 @@
+"""Impersonation mode: the cluster sees the agent (Impersonate-User/-Group), never an identity the client chose.
+
+Real kubectl with the exec plugin and the real IdP, through the OIDC gateway, to kubesim, whose
+request log records the impersonated identity and whose authorizer then decides as it would for
+that user (a kubesim "viewer": reads, but no Secrets).
+"""
+
+import json
+
+import pytest
+
+from kubesim.requestlog import header
+from tests.e2e_identity import rawhttp
+from tests.e2e_identity.agents import READER, token_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PREFIX = "agent:"
+
+
+@pytest.fixture
+def impersonating(oidc_gateway):
+    connection = oidc_gateway.connection
+    connection.impersonation_mode = "impersonate"
+    connection.impersonation_user_prefix = PREFIX
+    connection.save()
+    return oidc_gateway
+
+
+def test_the_cluster_sees_the_agent(impersonating, agent_kubeconfig, kubectl, kubesim):
+    reader = agent_kubeconfig(READER)
+    assert "web-" in kubectl("get", "pods", "-n", "shop", kubeconfig=reader).stdout
+
+    [listed] = [r for r in kubesim.requests() if r["path"] == "/api/v1/namespaces/shop/pods"]
+    assert listed["user"] == "kubesim-admin"  # authenticated as the gateway ...
+    assert listed["impersonated_user"] == f"{PREFIX}reader-agent"  # ... acting as the agent
+    assert listed["impersonated_groups"] == ["readers", "system:authenticated"]  # kube adds the last
+    assert header(listed, "Impersonate-User") == [f"{PREFIX}reader-agent"]
+    assert header(listed, "Impersonate-Group") == ["readers"]
+
+    whoami = json.loads(kubectl("auth", "whoami", "-o", "json", kubeconfig=reader).stdout)
+    assert whoami["status"]["userInfo"]["username"] == f"{PREFIX}reader-agent"
+
+    # The gateway's read-only preset allows reading Secrets (masked); the cluster's own RBAC
+    # decides for the impersonated agent, and a kubesim viewer may not read them.
+    refused = kubectl("get", "secret", "shop-db", "-n", "shop", kubeconfig=reader, check=False)
+    assert refused.returncode != 0 and "Forbidden" in refused.stderr
+    assert f'User "{PREFIX}reader-agent" cannot get resource "secrets"' in refused.stderr
+
+
+def test_client_impersonation_headers_never_pass(impersonating, agents_idp, kubesim):
+    port = int(impersonating.url.rsplit(":", 1)[1])
+    token = token_for(agents_idp, READER)
+    response = rawhttp.request(
+        "127.0.0.1", port, impersonating.ca_file, "GET", "/k8s/kubesim/api/v1/namespaces/shop/pods",
+        [("Authorization", f"Bearer {token}"), ("Impersonate-User", "system:admin"),
+         ("Impersonate-Group", "system:masters"), ("impersonate-uid", "0"),
+         ("Impersonate-Extra-Scopes", "everything"), ("X-Remote-User", "system:admin")],
+    )
+    assert response.status == 200
+    [record] = [r for r in kubesim.requests() if r["path"] == "/api/v1/namespaces/shop/pods"]
+    assert record["impersonated_user"] == f"{PREFIX}reader-agent"
+    assert record["impersonated_groups"] == ["readers", "system:authenticated"]
+    assert header(record, "Impersonate-User") == [f"{PREFIX}reader-agent"]
+    assert header(record, "Impersonate-Group") == ["readers"]
+    sent = {name.lower() for name, _ in record["headers"]}
+    assert not sent & {"impersonate-uid", "impersonate-extra-scopes", "x-remote-user"}
