@@ -60,32 +60,13 @@ def agent(gateway, kubectl, review_deletes):
     return run
 
 
-def unlocked(fn, *args, **kwargs):
-    """Run a database call of the test thread, waiting out SQLite's shared-cache table locks.
-
-    The in-memory SQLite test database (shared cache) refuses a statement at
-    once, without a busy wait, while another thread (the gateway's, or its
-    audit writer) holds a conflicting table lock; PostgreSQL simply waits.
-    """
-    from django.db import OperationalError, connection
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            return fn(*args, **kwargs)
-        except OperationalError as exc:
-            if connection.vendor != "sqlite" or "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
 def wait_for_review(state="pending", timeout=30.0, **filters):
     """The newest review in this state (the gateway thread writes it to the shared test database)."""
     from approvals.models import Review
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        review = unlocked(lambda: Review.objects.filter(state=state, **filters).order_by("-id").first())
+        review = Review.objects.filter(state=state, **filters).order_by("-id").first()
         if review is not None:
             return review
         time.sleep(0.05)

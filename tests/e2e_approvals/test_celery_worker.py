@@ -20,7 +20,6 @@ from approvals.broadcast import LEASES_GROUP
 from approvals.models import Lease, LeaseState
 from approvals.tests.factories import connection, review_rule, reviewer
 from approvals.tests.test_reviews import held
-from tests.e2e_approvals.conftest import unlocked
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -108,7 +107,7 @@ def test_new_and_decided_reviews_reach_both_webhooks_after_a_retry(celery_worker
     assert plain["event"] == "review.requested" and plain["review"]["id"] == review.pk
     assert plain["review"]["state"] == "pending"
 
-    unlocked(reviews.decide, review.pk, unlocked(reviewer, "rita"), approve=False, reason="change freeze")
+    reviews.decide(review.pk, reviewer("rita"), approve=False, reason="change freeze")
     decided = [body for path, body in webhook.wait_for(4) if body.get("event") == "review.decided"
                or "denied" in body.get("text", "")]
     assert len(decided) == 2

@@ -15,7 +15,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from approvals.tests.factories import reviewer, reviewers_group
-from tests.e2e_approvals.conftest import unlocked, wait_for_review
+from tests.e2e_approvals.conftest import wait_for_review
 from tests.idp.harness import IdP
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -118,7 +118,7 @@ def test_reviewer_approves_in_the_dashboard_after_sso_login(airlock, sso, browse
     assert gone.returncode != 0 and "NotFound" in gone.stderr
     state = wait(browser).until(EC.presence_of_element_located((By.ID, "review-state")))
     assert state.text.lower() == "approved"
-    unlocked(review.refresh_from_db)
+    review.refresh_from_db()
     assert (review.state, review.decided_by, review.reason) == ("approved", "rita", "planned cleanup")
     assert review.consumed_at is not None
 

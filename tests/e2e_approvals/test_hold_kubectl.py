@@ -6,7 +6,7 @@ import pytest
 
 from approvals import reviews
 from approvals.tests.factories import reviewer
-from tests.e2e_approvals.conftest import unlocked, wait_for_review
+from tests.e2e_approvals.conftest import wait_for_review
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,7 +23,7 @@ def test_held_delete_is_forwarded_once_approved(agent, kubectl):
     assert review.principal_username == "agent-1" and review.rule_name == "review-deployment-deletes"
     with pytest.raises(subprocess.TimeoutExpired):
         proc.wait(timeout=1)
-    unlocked(reviews.decide, review.pk, unlocked(reviewer, "rita"), approve=True, reason="planned cleanup")
+    reviews.decide(review.pk, reviewer("rita"), approve=True, reason="planned cleanup")
     code, out, err = finish(proc)
     assert code == 0, err
     assert 'deployment.apps "web" deleted' in out
@@ -34,7 +34,7 @@ def test_held_delete_is_forwarded_once_approved(agent, kubectl):
 def test_denied_delete_shows_the_reason(agent, kubectl):
     proc = agent.popen("delete", "deployment", "web", "-n", "shop", "--wait=false")
     review = wait_for_review()
-    unlocked(reviews.decide, review.pk, unlocked(reviewer, "rita"), approve=False, reason="not during the change freeze")
+    reviews.decide(review.pk, reviewer("rita"), approve=False, reason="not during the change freeze")
     code, _, err = finish(proc)
     assert code != 0
     assert f"denied by rita (review {review.pk}): not during the change freeze" in err
@@ -49,8 +49,8 @@ def test_timeout_names_the_review_and_the_retry_passes_once_approved(agent, kube
     assert first.returncode != 0
     assert f"review {review.pk} is still pending" in first.stderr
     kubectl("get", "deployment", "web", "-n", "shop")
-    unlocked(reviews.decide, review.pk, unlocked(reviewer, "rita"), approve=True)
+    reviews.decide(review.pk, reviewer("rita"), approve=True)
     retry = agent("delete", "deployment", "web", "-n", "shop", "--wait=false")
     assert 'deployment.apps "web" deleted' in retry.stdout
-    unlocked(review.refresh_from_db)
+    review.refresh_from_db()
     assert review.consumed_at is not None

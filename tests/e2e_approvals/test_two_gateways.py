@@ -87,7 +87,7 @@ class Deployment:
         sock = free_socket()
         log = open(self.directory / f"{name}.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "tests.e2e_approvals.two_gateways_asgi:application",
+            [sys.executable, "-m", "uvicorn", "airlock.asgi:application",
              "--fd", str(sock.fileno()), "--ssl-certfile", str(self.tls.cert_file), "--ssl-keyfile",
              str(self.tls.key_file), "--lifespan", "on", "--no-access-log", "--ws", "wsproto",
              "--timeout-graceful-shutdown", "5"],
