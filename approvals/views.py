@@ -28,10 +28,6 @@ REVIEW_READERS = ("approvals.view_review", "approvals.decide_review")
 LEASE_READERS = ("approvals.view_lease", "approvals.grant_lease")
 
 
-def is_reviewer(user) -> bool:
-    return user.is_active and any(user.has_perm(p) for p in REVIEW_READERS)
-
-
 def _require(user, permissions) -> None:
     if not (user.is_active and any(user.has_perm(p) for p in permissions)):
         raise PermissionDenied("the reviewer role is needed for the approvals dashboard")

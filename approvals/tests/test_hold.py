@@ -14,12 +14,13 @@ from approvals.models import Lease, LeaseState, Review, ReviewState
 from approvals.tests.factories import connection, gateway_request, review_rule, reviewer
 from gateway.authz import authorize
 from gateway.models import Rule
-from gateway.policy import PolicyCache
+from gateway.policy import Decision, PolicyCache
 from gateway.status import GatewayError
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
 DELETE_PATH = "/k8s/prod/apis/apps/v1/namespaces/shop/deployments/web"
+DELETE_DECISION = Decision("review", None, "hold-deletes", "matched", True, False)
 
 
 @pytest.fixture
@@ -82,6 +83,8 @@ async def test_timeout_names_the_review_and_a_retry_after_approval_passes(setup)
     assert error.value.code == 403 and error.value.details["name"] == str(review.pk)
     assert f"review {review.pk} is still pending" in error.value.message
     assert "Retry the same request" in error.value.message
+    outcome = await Holder(timeout=0.2, poll_interval=0.1, previews=False).hold(delete_request(), DELETE_DECISION)
+    assert (outcome.approved, outcome.timed_out, outcome.review_id) == (False, True, review.pk)
     rita = await database_sync_to_async(reviewer)("rita")
     await database_sync_to_async(reviews.decide)(review.pk, rita, approve=True)
     # A new Holder: as after a gateway restart, only the database knows the review.
