@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from approvals import auth, views
+from approvals import agent_api, auth, views
 
 app_name = "approvals"
 
@@ -15,5 +15,6 @@ urlpatterns = [
     path("reviews/<int:review_id>/decide/", views.decide, name="decide"),
     path("leases/", views.lease_list, name="leases"),
     path("leases/<int:lease_id>/", views.lease_action, name="lease-action"),
+    path("api/agent/leases/", agent_api.agent_leases, name="agent-leases"),
     path("api/", include("approvals.api")),
 ]

@@ -58,9 +58,11 @@ async def _require_lease(request, decision, leases):
         raise GatewayError(
             403,
             f"airlock: rule {rule} (connection {request.connection}) requires an active lease: "
-            f"{describe_request(request.info)}. Ask for one and have a reviewer grant it: "
-            f"manage.py lease request --connection {request.connection} --subject {json.dumps(request.principal.subject)} "
-            f'--rule {decision.rule_name} --duration 30m --reason "..." (or POST /approvals/api/leases/)',
+            f"{describe_request(request.info)}. Ask for one with this token and have a reviewer grant it: "
+            f'POST /approvals/api/agent/leases/ {{"connection": "{request.connection}", "rules": '
+            f'[{rule}], "duration": "30m", "reason": "..."}}, or an operator runs: manage.py lease request '
+            f"--connection {request.connection} --subject {json.dumps(request.principal.subject)} "
+            f'--rule {decision.rule_name} --duration 30m --reason "..."',
             stage="authorize",
         )
     return lease
