@@ -130,6 +130,10 @@ class Exchange:
         if self.request is not None:
             if self.request_uri:
                 fields["request_uri"] = self.request_uri
+            if self.request.review is not None:
+                fields["review_id"] = str(self.request.review.review_id)
+            if self.request.lease is not None:
+                fields["lease_id"] = str(self.request.lease.id)
             return audit_events.from_request(self.request, stage=stage, received_at=self.received_at, **fields)
         return audit_events.from_scope(self.scope, audit_id=self.audit_id, stage=stage,
                                        received_at=self.received_at, **fields)
@@ -159,8 +163,12 @@ class GatewayApp:
         elif scope["type"] == "websocket":
             await self.websocket(scope, receive, send)
 
-    async def admit(self, exchange: Exchange, on_pending=None):
-        """parse -> connection -> authenticate -> authorize; raises GatewayError."""
+    async def admit(self, exchange: Exchange, on_pending=None, receive=None):
+        """parse -> connection -> authenticate -> (body) -> authorize; raises GatewayError.
+
+        An HTTP request body is read, transcoded and guarded before authorize,
+        so a held write is reviewed, previewed and approved with its body.
+        """
         request = exchange.request = exchange.request or parse_request(exchange.scope, self.prefix)
         request.audit_id = exchange.audit_id
         exchange.request_uri = masked_target(request, self.detectors)
@@ -172,8 +180,24 @@ class GatewayApp:
         if upstream is None:
             raise GatewayError(404, f'connection "{request.connection}" not found', stage="parse")
         await authenticate(request, self.authenticator)
-        await authorize(request, self.policy, self.holder, on_pending=on_pending)
+        if receive is not None:
+            if request.transport == "spdy":
+                # kubectl's fallback after a refused WebSocket: the same decision, never a second hold.
+                await authorize(request, self.policy, None)
+                raise GatewayError(400, SPDY_REFUSED, stage="forward")
+            request.body = transcode_body(request, await self.read_body(exchange.scope, receive))
+            exchange.bytes_in = len(request.body)
+            exchange.request_body = self.guard_write(request, request.body)
+        await self.authorize(request, on_pending)
         return upstream
+
+    async def authorize(self, request, on_pending):
+        await authorize(request, self.policy, self.holder, on_pending=on_pending)
+        review = request.review
+        if review is not None and getattr(review, "unmask", False):
+            request.mask_secrets = False  # every approver granted unmasking; recorded with the review
+        else:
+            request.mask_secrets = request.decision.mask_secrets
 
     def detectors_for(self, upstream, decision) -> "masking.Detectors":
         """The rule's detector configuration, else the connection's, else the gateway default."""
@@ -208,15 +232,9 @@ class GatewayApp:
     async def http(self, scope, receive, send):
         exchange = Exchange(scope, body_cap=self.recorder.max_body)
         try:
-            upstream = await self.admit(exchange)
-            request = exchange.request
-            if request.transport == "spdy":
-                raise GatewayError(400, SPDY_REFUSED, stage="forward")
-            body = transcode_body(request, await self.read_body(scope, receive))
-            exchange.bytes_in = len(body)
-            exchange.request_body = self.guard_write(request, body)
+            upstream = await self.admit(exchange, receive=receive)
             await self.record_before_forwarding(exchange)
-            await self.forward(exchange, upstream, body, receive, send)
+            await self.forward(exchange, upstream, exchange.request.body, receive, send)
         except GatewayError as exc:
             exchange.refused(exc)
             if not exchange.response_started:
@@ -288,7 +306,7 @@ class GatewayApp:
             try:
                 masker = masking.response_masker(
                     request.info, response.status_code, response.headers.get("content-type"),
-                    mask_secrets=request.decision.mask_secrets,
+                    mask_secrets=request.mask_secrets,
                     detectors=self.detectors_for(upstream, request.decision),
                 )
             except masking.MaskingError as exc:

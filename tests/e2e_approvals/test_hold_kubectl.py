@@ -54,3 +54,30 @@ def test_timeout_names_the_review_and_the_retry_passes_once_approved(agent, kube
     assert 'deployment.apps "web" deleted' in retry.stdout
     review.refresh_from_db()
     assert review.consumed_at is not None
+
+
+CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held-cm, namespace: default}\ndata: {mode: %s}\n"
+
+
+@pytest.mark.parametrize("hold_timeout", [1.0])
+def test_a_once_approval_is_bound_to_the_reviewed_body(agent, kubectl, cluster_connection):
+    """The body is read before the hold: the review shows it, and approving it approves nothing else."""
+    from gateway.models import Rule
+
+    Rule.objects.create(connection=cluster_connection, order=4, name="review-configmap-writes", effect="review",
+                        groups=["agents"], verbs=["create"], api_groups=[""], resources=["configmaps"],
+                        namespaces=["default"], names=["*"])
+    first = agent("create", "-f", "-", input=CONFIGMAP % "reviewed", check=False)
+    review = wait_for_review(rule_name="review-configmap-writes")
+    assert first.returncode != 0 and f"review {review.pk}" in first.stderr
+    assert "reviewed" in review.body and "held-cm" in review.body
+    reviews.decide(review.pk, reviewer("rita"), approve=True, reason="reviewed body")
+
+    swapped = agent("create", "-f", "-", input=CONFIGMAP % "swapped", check=False)
+    assert swapped.returncode != 0, "a different body is not covered by the approval"
+    assert kubectl("get", "configmap", "held-cm", "-n", "default", check=False).returncode != 0
+
+    same = agent("create", "-f", "-", input=CONFIGMAP % "reviewed")
+    assert "configmap/held-cm created" in same.stdout
+    stored = kubectl("get", "configmap", "held-cm", "-n", "default", "-o", "jsonpath={.data.mode}").stdout
+    assert stored == "reviewed"
