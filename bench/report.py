@@ -104,7 +104,7 @@ def render(results: dict, analysis: Path | None = None) -> str:
         "",
         "Everything shares this machine: kubesim (Python, aiohttp, one process), the gateway processes, "
         "kubectl proxy and the load generators. Measurements run one after another. The gateway runs "
-        "exactly as docker-compose.yml starts it (uvicorn, uvloop, httptools), with a SQLite database, "
+        "exactly as docker-compose.yml starts it (uvicorn, uvloop, httptools, wsproto), with a SQLite database, "
         "development static tokens and an allow-all rule; daphne runs the same `airlock.asgi:application`. "
         f"Upstream HTTP client in production: **{results['clients']['default']}**; "
         f"compared with: {results['clients']['alternative']}.",

@@ -16,6 +16,7 @@ import datetime
 import importlib.util
 import json
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -325,6 +326,10 @@ def _error_lines(service: procs.Service) -> list[str]:
     return [line for line in lines if "Traceback" in line or " ERROR " in line or line.startswith("ERROR")][:20]
 
 
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds in total: structure check, not numbers")
@@ -333,6 +338,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, help="markdown report (default bench/RESULTS.md; quick: none)")
     parser.add_argument("--json", type=Path, help="raw results as JSON (default bench/results.json; quick: none)")
     args = parser.parse_args(argv)
+    # SIGTERM (a timeout, Ctrl-C in make) unwinds like Ctrl-C, so every started process is stopped.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     profile = QUICK if args.quick else FULL
     overrides = {}
     if args.watches:
