@@ -55,11 +55,16 @@ class ThreadedServer:
         self.sock.close()
 
 
-def closing_on_shutdown(app):
-    """``app`` with ASGI lifespan: shutdown closes its upstream pool and audit recorder, as airlock.asgi does."""
+def closing_on_shutdown(app, seen=None):
+    """``app`` with ASGI lifespan: shutdown closes its upstream pool and audit recorder, as airlock.asgi does.
+
+    ``seen`` (a list) collects every request and stream the app was handed.
+    """
 
     async def application(scope, receive, send):
         if scope["type"] != "lifespan":
+            if seen is not None:
+                seen.append(scope["type"])
             await app(scope, receive, send)
             return
         while True:
@@ -154,12 +159,23 @@ def gateway(cluster_connection, gateway_app, tmp_path):
     allow_everything_for(cluster_connection)
     directory = tmp_path / "gateway"
     tls = generate_tls(directory / "tls")
-    server = ThreadedServer(closing_on_shutdown(gateway_app), tls)
+    seen = []
+    server = ThreadedServer(closing_on_shutdown(gateway_app, seen), tls)
     server.start()
     try:
         yield Gateway(url=f"https://127.0.0.1:{server.port}", ca_file=tls.ca_file, connection=cluster_connection, directory=directory)
     finally:
         server.stop()
+    assert_one_event_per_request(len(seen))
+
+
+def assert_one_event_per_request(handled: int):
+    """Every end-to-end test through the gateway ends with this: the clean shutdown flushed
+    the recorder, and each request or stream the gateway handled left exactly one event."""
+    from audit.models import AuditEvent
+
+    recorded = AuditEvent.objects.filter(stage="ResponseComplete").count()
+    assert recorded == handled, f"{handled} requests through the gateway, {recorded} completion events"
 
 
 @pytest.fixture(params=["direct", "gateway"])
