@@ -7,6 +7,8 @@ upgrade), reads the head, assigns ``seq = head + 1, head + 2, ...`` and commits.
 append consumes no sequence number, so ``seq`` has no gaps.
 """
 
+import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -27,6 +29,63 @@ log = logging.getLogger(__name__)
 ADVISORY_LOCK_KEY = 0x4169726C6F636B
 CHECKPOINT_SALT = "airlock.audit.checkpoint"
 SQLITE_LOCK_TIMEOUT = 20.0
+
+
+class _NeedsReference(Exception):
+    """The value holds something only the reference RFC 8785 encoder formats correctly."""
+
+
+_SAFE_INT = 2**53 - 1
+
+
+def _json_ready(value):
+    """``value`` with integral floats as ints, or _NeedsReference.
+
+    For such values ``json.dumps(sort_keys, compact, ensure_ascii=False)`` is RFC 8785: the
+    string escapes are the same table, ASCII keys sort the same by code point as by UTF-16, and
+    Python's repr of a float in [1e-4, 1e16) is ECMAScript's Number.toString.
+    """
+    if isinstance(value, dict):
+        ready = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or not key.isascii():
+                raise _NeedsReference
+            ready[key] = _json_ready(item)
+        return ready
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if -_SAFE_INT <= value <= _SAFE_INT:
+            return value
+        raise _NeedsReference
+    if isinstance(value, float):
+        if value.is_integer():
+            if abs(value) <= _SAFE_INT:
+                return int(value)
+        elif 1e-4 <= abs(value) < 1e16:
+            return value
+    raise _NeedsReference
+
+
+def canonical_json(document: dict) -> bytes:
+    """RFC 8785 bytes of ``document``: the C json encoder when that is exact, else the rfc8785 package.
+
+    The pure-Python rfc8785 encoder was a sixth of the audit writer's time; chains written this
+    way verify with :func:`audit.document.chain_hash` (the reference) unchanged.
+    """
+    try:
+        return json.dumps(
+            _json_ready(document), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    except (_NeedsReference, UnicodeEncodeError):
+        return rfc8785.dumps(document)
+
+
+def fast_chain_hash(prev_hash: str, document: dict) -> str:
+    """:func:`audit.document.chain_hash` through :func:`canonical_json`."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_json(document)).hexdigest()
 
 
 def lock_chain() -> None:
@@ -179,7 +238,7 @@ def append(prepared: list[PreparedEvent], *, session_gap: timedelta) -> list[Aud
                 recording = Recording(**item.recording, session=session)
                 recordings.append((recording, event))
             session_id = str(session.session_id) if session is not None else None
-            event.hash = chain_hash(prev_hash, event_document(event, session_id, recording))
+            event.hash = fast_chain_hash(prev_hash, event_document(event, session_id, recording))
             prev_hash = event.hash
             events.append(event)
         AuditEvent.objects.bulk_create(events)
