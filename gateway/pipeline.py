@@ -36,7 +36,7 @@ class GatewayRequest:
     audit_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     principal: object = None
     decision: object = None
-    body: bytes = b""  # read (and transcoded) before authorize, so reviews see it
+    body: bytes | None = None  # HTTP: read and transcoded before authorize, so reviews see it
     review: object = None  # the approved review (approvals.hold.HoldOutcome) when the rule said review
     lease: object = None  # the lease (approvals.lease_check.ActiveLease) a requires_lease rule found
     mask_secrets: bool = True  # the decision's, unless an approved review granted unmasking
