@@ -143,8 +143,8 @@ def parse_label_selector(text: str | None) -> LabelSelector:
                     try:
                         int(value)
                     except ValueError:
-                        raise bad_request(f"unable to parse requirement: for 'Gt', 'Lt' operators, the "
-                                          f"value must be an integer") from None
+                        raise bad_request("unable to parse requirement: for 'Gt', 'Lt' operators, the "
+                                          "value must be an integer") from None
                     reqs.append(Requirement(key, "gt" if op == ">" else "lt", (value,)))
                 else:
                     raise bad_request(f"unable to parse requirement: found '{op}', expected: "
