@@ -10,15 +10,12 @@ processes drop theirs when the ``airlock.leases`` broadcast arrives
 
 from __future__ import annotations
 
-import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
-
 from approvals import conf
+from gateway.cache import ConnectionCache
 
 
 @dataclass(frozen=True)
@@ -58,18 +55,13 @@ def load_active_leases(connection: str) -> tuple[ActiveLease, ...]:
     )
 
 
-_caches: weakref.WeakSet[LeaseCache] = weakref.WeakSet()
-_caches_lock = threading.Lock()
-
-
 def invalidate_all(connection: str | None = None) -> None:
-    with _caches_lock:
-        caches = list(_caches)
-    for cache in caches:
-        cache.invalidate(connection)
+    LeaseCache.invalidate_all(connection)
 
 
-class LeaseCache:
+class LeaseCache(ConnectionCache):
+    """Active leases keyed by connection (see gateway.cache); expiry itself is checked at request time."""
+
     def __init__(
         self,
         max_age: float | None = None,
@@ -77,46 +69,20 @@ class LeaseCache:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ):
-        self._max_age = max_age
-        self._loader = loader
-        self._clock = clock
-        self._monotonic = monotonic
-        self._entries: dict[str, tuple[float, tuple[ActiveLease, ...]]] = {}
-        self._generation = 0
-        self._lock = threading.Lock()
-        with _caches_lock:
-            _caches.add(self)
+        super().__init__(loader, max_age, monotonic)
+        self._now = clock
 
-    @property
-    def max_age(self) -> float:
-        return float(self._max_age if self._max_age is not None else conf.get("AIRLOCK_LEASE_CACHE_SECONDS"))
+    def default_max_age(self) -> float:
+        return float(conf.get("AIRLOCK_LEASE_CACHE_SECONDS"))
 
     async def leases_for(self, connection: str) -> tuple[ActiveLease, ...]:
-        started = self._monotonic()
-        with self._lock:
-            entry = self._entries.get(connection)
-            generation = self._generation
-        if entry is not None and started - entry[0] <= self.max_age:
-            return entry[1]
-        leases = await sync_to_async(self._loader)(connection)
-        with self._lock:
-            if self._generation == generation:
-                self._entries[connection] = (started, leases)
-        return leases
+        return await self.get(connection)
 
     async def find(self, connection: str, principal, rule_name: str) -> ActiveLease | None:
         """The active lease that lasts longest among those covering this request, or None."""
-        now = self._clock()
+        now = self._now()
         covering = [lease for lease in await self.leases_for(connection) if lease.covers(principal, rule_name, now)]
         return max(covering, key=lambda lease: lease.expires_at, default=None)
-
-    def invalidate(self, connection: str | None = None) -> None:
-        with self._lock:
-            self._generation += 1
-            if connection is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(connection, None)
 
 
 default_cache = LeaseCache()

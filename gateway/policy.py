@@ -57,11 +57,11 @@ import fnmatch
 import json
 import logging
 import re
-import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from gateway.cache import ConnectionCache
 
 logger = logging.getLogger(__name__)
 
@@ -671,71 +671,24 @@ def load_compiled_rules(connection_name: str) -> tuple[CompiledRule, ...]:
     return tuple(row.compile(connection_name) for row in rows)
 
 
-_caches: weakref.WeakSet[PolicyCache] = weakref.WeakSet()
-_caches_lock = threading.Lock()
-
-
 def invalidate_all(connection_name: str | None = None) -> None:
     """Invalidate every PolicyCache of this process (called by model signals)."""
-    with _caches_lock:
-        caches = list(_caches)
-    for cache in caches:
-        cache.invalidate(connection_name)
+    PolicyCache.invalidate_all(connection_name)
 
 
-class PolicyCache:
-    """Per-process cache of compiled rules keyed by connection name.
+class PolicyCache(ConnectionCache):
+    """Compiled rules keyed by connection name (see gateway.cache for the staleness bound)."""
 
-    Signals on Rule/Connection invalidate every instance in this process
-    (``invalidate_all``); other processes see changes after at most
-    ``max_age`` seconds.  A load that started before an invalidation is
-    returned to its caller but not stored.
-    """
+    def __init__(self, max_age: float | None = None,
+                 loader: Callable[[str], tuple[CompiledRule, ...]] = load_compiled_rules,
+                 clock: Callable[[], float] = time.monotonic):
+        super().__init__(loader, max_age, clock)
 
-    def __init__(
-        self,
-        max_age: float | None = None,
-        loader: Callable[[str], tuple[CompiledRule, ...]] = load_compiled_rules,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self._max_age = max_age
-        self._loader = loader
-        self._clock = clock
-        self._entries: dict[str, tuple[float, tuple[CompiledRule, ...]]] = {}
-        self._generation = 0
-        self._lock = threading.Lock()
-        with _caches_lock:
-            _caches.add(self)
-
-    @property
-    def max_age(self) -> float:
-        if self._max_age is not None:
-            return self._max_age
+    def default_max_age(self) -> float:
         from django.conf import settings
 
         return float(getattr(settings, "AIRLOCK_POLICY_CACHE_SECONDS", DEFAULT_MAX_AGE))
 
     async def rules_for(self, connection_name: str) -> tuple[CompiledRule, ...]:
-        started = self._clock()
-        with self._lock:
-            entry = self._entries.get(connection_name)
-            generation = self._generation
-        if entry is not None and started - entry[0] <= self.max_age:
-            return entry[1]
-        from asgiref.sync import sync_to_async
-
-        rules = await sync_to_async(self._loader)(connection_name)
-        with self._lock:
-            if self._generation == generation:
-                self._entries[connection_name] = (started, rules)
-        return rules
-
-    def invalidate(self, connection_name: str | None = None) -> None:
-        """Forget cached rules (of one connection, or all) and discard loads in flight."""
-        with self._lock:
-            self._generation += 1
-            if connection_name is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(connection_name, None)
+        return await self.get(connection_name)
 
