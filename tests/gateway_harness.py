@@ -5,6 +5,7 @@ test database (transactional_db) with the test itself.
 """
 
 import socket
+from contextlib import contextmanager
 import threading
 import time
 from dataclasses import dataclass
@@ -135,8 +136,8 @@ def cluster_connection(kubesim, transactional_db):
     registry.clear()
 
 
-@pytest.fixture
-def gateway_app():
+def make_gateway_app(authenticator=None, **options):
+    """A GatewayApp as production builds it, with test-friendly caches (rule edits apply at once)."""
     from audit.recorder import Recorder
     from connections.registry import get_upstream
     from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
@@ -146,32 +147,44 @@ def gateway_app():
     return GatewayApp(
         prefix=settings.AIRLOCK_GATEWAY_PREFIX,
         connections=get_upstream,
-        authenticator=AuthenticatorChain(static=StaticTokenAuthenticator(AGENT_TOKENS)),
+        authenticator=authenticator or AuthenticatorChain(static=StaticTokenAuthenticator(AGENT_TOKENS)),
         policy=PolicyCache(max_age=0),
         recorder=Recorder(),
         max_body=settings.AIRLOCK_MAX_REQUEST_BODY,
+        **options,
     )
+
+
+@pytest.fixture
+def gateway_app():
+    return make_gateway_app()
+
+
+@contextmanager
+def serving(app, connection, directory: Path):
+    """The gateway ``app`` on TLS in a thread; on exit it shuts down (flushing the recorder)
+    and checks that every request or stream it handled left exactly one audit event."""
+    tls = generate_tls(directory / "tls")
+    seen = []
+    server = ThreadedServer(closing_on_shutdown(app, seen), tls)
+    server.start()
+    try:
+        yield Gateway(url=f"https://127.0.0.1:{server.port}", ca_file=tls.ca_file, connection=connection,
+                      directory=directory)
+    finally:
+        server.stop()
+    assert_one_event_per_request(len(seen))
 
 
 @pytest.fixture
 def gateway(cluster_connection, gateway_app, tmp_path):
     """The gateway on TLS in front of kubesim; group "agents" may do everything."""
     allow_everything_for(cluster_connection)
-    directory = tmp_path / "gateway"
-    tls = generate_tls(directory / "tls")
-    seen = []
-    server = ThreadedServer(closing_on_shutdown(gateway_app, seen), tls)
-    server.start()
-    try:
-        yield Gateway(url=f"https://127.0.0.1:{server.port}", ca_file=tls.ca_file, connection=cluster_connection, directory=directory)
-    finally:
-        server.stop()
-    assert_one_event_per_request(len(seen))
+    with serving(gateway_app, cluster_connection, tmp_path / "gateway") as running:
+        yield running
 
 
 def assert_one_event_per_request(handled: int):
-    """Every end-to-end test through the gateway ends with this: the clean shutdown flushed
-    the recorder, and each request or stream the gateway handled left exactly one event."""
     from audit.models import AuditEvent
 
     recorded = AuditEvent.objects.filter(stage="ResponseComplete").count()

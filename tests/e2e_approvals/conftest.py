@@ -3,9 +3,8 @@
 import time
 
 import pytest
-from django.conf import settings
 
-from tests.gateway_harness import AGENT_TOKENS
+from tests.gateway_harness import make_gateway_app
 
 
 @pytest.fixture
@@ -16,21 +15,8 @@ def hold_timeout():
 @pytest.fixture
 def gateway_app(hold_timeout):
     from approvals.hold import Holder
-    from audit.recorder import Recorder
-    from connections.registry import get_upstream
-    from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
-    from gateway.policy import PolicyCache
-    from gateway.proxy import GatewayApp
 
-    return GatewayApp(
-        prefix=settings.AIRLOCK_GATEWAY_PREFIX,
-        connections=get_upstream,
-        authenticator=AuthenticatorChain(static=StaticTokenAuthenticator(AGENT_TOKENS)),
-        policy=PolicyCache(max_age=0),
-        recorder=Recorder(),
-        max_body=settings.AIRLOCK_MAX_REQUEST_BODY,
-        holder=Holder(timeout=hold_timeout, poll_interval=0.2),
-    )
+    return make_gateway_app(holder=Holder(timeout=hold_timeout, poll_interval=0.2))
 
 
 @pytest.fixture

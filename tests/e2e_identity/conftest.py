@@ -11,13 +11,11 @@ import io
 import sys
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 
-from kubesim.certs import generate_tls
 from tests.e2e_identity.agents import (AUDIENCE, BRIEF, ELSEWHERE, ELSEWHERE_AGENT, GUARDED, READER, ROGUE,
                                       STRANGER)
-from tests.gateway_harness import Gateway, ThreadedServer, closing_on_shutdown
+from tests.gateway_harness import make_gateway_app, serving
 from tests.idp.harness import IdP
 
 
@@ -43,12 +41,8 @@ def untrusted_idp():
 
 @pytest.fixture
 def oidc_gateway_app(agents_idp, elsewhere_idp):
-    from audit.recorder import Recorder
-    from connections.registry import get_upstream
     from gateway.authn import AuthenticatorChain
     from gateway.identity import Authenticator, AuthenticatorConfig, IssuerConfig
-    from gateway.policy import PolicyCache
-    from gateway.proxy import GatewayApp
 
     config = AuthenticatorConfig(
         issuers=(
@@ -57,14 +51,7 @@ def oidc_gateway_app(agents_idp, elsewhere_idp):
         ),
         leeway=0,  # the expired-token test waits for exp itself, not for the leeway too
     )
-    return GatewayApp(
-        prefix=settings.AIRLOCK_GATEWAY_PREFIX,
-        connections=get_upstream,
-        authenticator=AuthenticatorChain(oidc=Authenticator(config)),
-        policy=PolicyCache(max_age=0),
-        recorder=Recorder(),
-        max_body=settings.AIRLOCK_MAX_REQUEST_BODY,
-    )
+    return make_gateway_app(AuthenticatorChain(oidc=Authenticator(config)))
 
 
 @pytest.fixture
@@ -79,15 +66,8 @@ def oidc_gateway(cluster_connection, oidc_gateway_app, tmp_path):
         ("read-only", "--group", "readers", "--name-prefix", "readers-"),
     ):
         call_command("apply_preset", "--connection", cluster_connection.name, *args, stdout=io.StringIO())
-    directory = tmp_path / "oidc-gateway"
-    tls = generate_tls(directory / "tls")
-    server = ThreadedServer(closing_on_shutdown(oidc_gateway_app), tls)
-    server.start()
-    try:
-        yield Gateway(url=f"https://127.0.0.1:{server.port}", ca_file=tls.ca_file, connection=cluster_connection,
-                      directory=directory)
-    finally:
-        server.stop()
+    with serving(oidc_gateway_app, cluster_connection, tmp_path / "oidc-gateway") as running:
+        yield running
 
 
 @pytest.fixture
