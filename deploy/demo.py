@@ -411,9 +411,12 @@ def provision(env: dict, layout: Layout, *, issuer: str, audience: str, gateway_
 
 
 def create_reviewer() -> str:
-    """The demo reviewer: staff (so it can use the admin) with view access to Airlock's models."""
+    """The demo reviewer: in the reviewers group (the dashboard), staff with view access to Airlock's
+    models (the admin), and allowed to replay the audit trail."""
     from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Permission
+    from django.contrib.auth.models import Group, Permission
+
+    from approvals.auth import REVIEWERS
 
     password = secrets.token_urlsafe(12)
     user, _ = get_user_model().objects.get_or_create(username=REVIEWER)
@@ -422,6 +425,7 @@ def create_reviewer() -> str:
     user.save()
     user.user_permissions.set(
         Permission.objects.filter(content_type__app_label__in=AIRLOCK_APPS, codename__startswith="view_"))
+    user.groups.add(Group.objects.get_or_create(name=REVIEWERS)[0])
     return password
 
 
@@ -453,9 +457,10 @@ def summary(*, layout: Layout, gateway_url: str, password: str, ca_file: Path, k
         "",
         "Airlock demo is ready.",
         "",
-        f"  Dashboard      {gateway_url}/admin/",
-        "                 (the Django admin until the reviewer dashboard lands;",
-        f"                 your browser does not know the demo CA {display(ca_file)})",
+        f"  Dashboard      {gateway_url}/approvals/  (held requests and leases, live)",
+        f"  Audit replay   {gateway_url}/audit/",
+        f"  Admin          {gateway_url}/admin/",
+        f"                 (your browser does not know the demo CA {display(ca_file)})",
         f"  Reviewer       username {REVIEWER}, password {password}  (new on every run)",
         f"  Agent          {agent}",
         f"                 (through the gateway as OIDC client {AGENT_CLIENT_ID}, groups {', '.join(AGENT_GROUPS)};"

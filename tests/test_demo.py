@@ -18,7 +18,7 @@ from kubesim.testing import Kubectl, read_until
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "Press Ctrl-C to stop."
-DASHBOARD = re.compile(r"Dashboard +(https://127\.0\.0\.1:(\d+))/admin/")
+DASHBOARD = re.compile(r"Dashboard +(https://127\.0\.0\.1:(\d+))/approvals/")
 REVIEWER = re.compile(r"username reviewer, password (\S+)")
 
 
@@ -52,7 +52,7 @@ def test_exit_after_ready_writes_both_kubeconfigs_and_is_idempotent(tmp_path):
     assert list(agent["users"][0]["user"]) == ["exec"]  # no token, no client certificate
     url, port = DASHBOARD.search(first.stdout).groups()
     assert agent["clusters"][0]["cluster"]["server"] == f"{url}/k8s/demo"
-    assert "the Django admin until the reviewer dashboard lands" in first.stdout
+    assert "/audit/" in first.stdout and "/admin/" in first.stdout
     assert REVIEWER.search(first.stdout)
     assert (state / "airlock.sqlite3").exists()
 
@@ -96,7 +96,7 @@ def running(pid):
 
 
 def log_in(url, ca_file, password):
-    """The reviewer logs in to the admin with the printed password."""
+    """The reviewer logs in with the printed password; then the dashboard and the audit replay open."""
     with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=str(ca_file))) as browser:
         browser.get("/admin/login/")
         response = browser.post(
@@ -105,7 +105,8 @@ def log_in(url, ca_file, password):
                   "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
             headers={"Referer": f"{url}/admin/login/"},
         )
-        return response.status_code, response.headers.get("location")
+        pages = [browser.get(page).status_code for page in ("/approvals/", "/audit/")]
+        return response.status_code, response.headers.get("location"), pages
 
 
 def test_kubectl_through_the_gateway_then_ctrl_c_stops_everything(tmp_path):
@@ -130,7 +131,7 @@ def test_kubectl_through_the_gateway_then_ctrl_c_stops_everything(tmp_path):
 
         url = DASHBOARD.search(output).group(1)
         password = REVIEWER.search(output).group(1)
-        assert log_in(url, state / "tls" / "ca.crt", password) == (302, "/admin/")
+        assert log_in(url, state / "tls" / "ca.crt", password) == (302, "/admin/", [200, 200])
         assert log_in(url, state / "tls" / "ca.crt", "wrong-" + password)[0] == 200  # the form again
 
         proc.send_signal(signal.SIGINT)
