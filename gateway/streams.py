@@ -16,9 +16,10 @@ import time
 from urllib.parse import parse_qsl, urlencode
 
 from audit.asciicast import AsciicastWriter, PortForwardTally
-from gateway import masking
+from gateway import masking, spdy
 
 BASE64_PROTOCOLS = frozenset({"base64.channel.k8s.io", "v4.base64.channel.k8s.io"})
+SPDY_TUNNEL_PREFIX = "SPDY/3.1+"
 STDIN, STDOUT, STDERR, ERROR = 0, 1, 2, 3
 MASKED_OUTPUT = (STDOUT, STDERR)
 
@@ -62,9 +63,13 @@ class StreamTap:
         self.container = next((v for k, v in params if k == "container"), "")
         self.maskers = {}
         self.argv_counts = {}
+        self.tunnel = None
         if info.subresource == "portforward":
             self.tally = PortForwardTally(int(p) for k, v in params if k == "ports" for p in v.split(",") if p.isdigit())
             self.cast = None
+            if self.subprotocol.startswith(SPDY_TUNNEL_PREFIX):
+                # The agent's half of the tunnelled SPDY session names each forwarded port.
+                self.tunnel = spdy.FrameDecoder()
         else:
             self.tally = None
             self.cast = AsciicastWriter(command=masked_command(params, detectors, self.argv_counts))
@@ -113,6 +118,8 @@ class StreamTap:
         self.bytes_in += size
         if self.cast is None:
             self.tally.to_pod(size)
+            if self.tunnel is not None and isinstance(frame, bytes):
+                self._read_tunnel(frame)
             return frame
         parts = self._split(frame)
         if parts is not None and parts[0] == STDIN and self.detectors.enabled:
@@ -122,6 +129,14 @@ class StreamTap:
         else:
             self.cast.channel(self._now(), frame, base64_frames=self.base64)
         return frame
+
+    def _read_tunnel(self, data: bytes):
+        """Ports from the tunnel's SYN_STREAM headers; a session that does not parse is refused."""
+        for frame in self.tunnel.feed(data):
+            if isinstance(frame, spdy.SynStream) and frame.headers.get("streamtype") == "data":
+                port = frame.headers.get("port", "")
+                if port.isdigit():
+                    self.tally.add_port(int(port))
 
     def from_cluster(self, frame) -> list:
         """The frames to relay for one frame from the cluster (masked output may be held back)."""

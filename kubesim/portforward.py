@@ -29,7 +29,8 @@ from collections import deque
 from aiohttp import WSMsgType, web
 from multidict import MultiMapping
 
-from kubesim import errors, spdy
+from gateway import spdy
+from kubesim import errors
 from kubesim.channels import V4, V4_BASE64, ChannelError, ChannelProtocol, ChannelWriter, accept, negotiate
 
 TUNNEL_PROTOCOL = "SPDY/3.1+portforward.k8s.io"

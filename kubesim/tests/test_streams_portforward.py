@@ -1,6 +1,6 @@
 """kubesim port-forward: SPDY/3.1 tunnelled in WebSocket and the legacy channel protocol.
 
-The SPDY peer here is a small test client built on kubesim.spdy; the end-to-end tests use
+The SPDY peer here is a small test client built on gateway.spdy; the end-to-end tests use
 real kubectl.
 """
 
@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 from multidict import MultiDict
 
-from kubesim import errors, spdy
+from gateway import spdy
+from kubesim import errors
 from kubesim.portforward import TUNNEL_PROTOCOL, parse_ports
 from kubesim.tests.streamkit import StreamServer, echo_server, make_pod
 

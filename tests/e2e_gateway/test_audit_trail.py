@@ -91,3 +91,42 @@ def test_watch_recorded_when_the_agent_stops_it(gateway, kubectl):
     event = events_for(verb="watch", object_resource="configmaps")[0]
     assert event.response_code == 200 and event.user_username == "agent-1"
     assert b"seen-by-watch" in bytes(event.response_body)
+
+
+def test_port_forward_recorded_with_ports_and_bytes(gateway, kubectl):
+    import re
+    import socket
+    import socketserver
+    import threading
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self):
+            while data := self.request.recv(65536):
+                self.request.sendall(data)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    agent = gateway.kubeconfig()
+    try:
+        kubectl("apply", "-f", "-", kubeconfig=agent, input=(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: fwd\n  namespace: default\n  annotations:\n"
+            f'    kubesim.airlock.dev/ports: "80=127.0.0.1:{server.server_address[1]}"\n'
+            "spec:\n  containers:\n  - {name: main, image: busybox}\n"))
+        forward = kubectl.popen("port-forward", "pod/fwd", ":80", kubeconfig=agent)
+        out = read_until(forward, "Forwarding from 127.0.0.1:")
+        while not (match := re.search(r"Forwarding from 127\.0\.0\.1:(\d+) -> 80\n", out)):
+            out += read_until(forward, "\n")
+        with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=10) as sock:
+            sock.sendall(b"x" * 5000)
+            echoed = b""
+            while len(echoed) < 5000:
+                echoed += sock.recv(65536)
+        forward.terminate()
+        forward.wait(10)
+    finally:
+        server.shutdown()
+        server.server_close()
+    recording = events_for(object_resource="pods", object_subresource="portforward", object_name="fwd")[0].recording
+    assert recording.kind == "portforward" and recording.pod == "fwd" and recording.ports == [80]
+    assert recording.bytes_to_pod >= 5000 and recording.bytes_from_pod >= 5000

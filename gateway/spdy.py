@@ -1,5 +1,8 @@
 """SPDY/3.1 framing as a sans-IO codec: bytes in -> frames out, frames -> bytes.
 
+The gateway reads the port-forward tunnel with it (to record which ports an agent
+forwarded); kubesim, the test double, serves port-forward with it.
+
 kubectl >= 1.31 tunnels a raw SPDY/3.1 session inside WebSocket binary messages for
 port-forward (client-go ``tools/portforward``, built on moby/spdystream).  There is no
 maintained Python SPDY library, so this module implements the wire format of the SPDY/3

@@ -1,11 +1,11 @@
-"""Sans-IO tests of the SPDY/3.1 codec in kubesim.spdy."""
+"""Sans-IO tests of the SPDY/3.1 codec in gateway.spdy."""
 
 import struct
 import zlib
 
 import pytest
 
-from kubesim import spdy
+from gateway import spdy
 
 ALL_FRAMES = [
     spdy.SynStream(1, {"streamtype": "error", "port": "80", "requestid": "0"}),
