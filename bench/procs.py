@@ -142,6 +142,7 @@ def spawn_uvicorn(name: str, app: str, env: dict[str, str], tls, workdir: Path) 
         PYTHON, "-m", "uvicorn", app, "--host=127.0.0.1", f"--port={port}",
         f"--ssl-certfile={tls.cert_file}", f"--ssl-keyfile={tls.key_file}",
         "--loop=uvloop", "--http=httptools", "--ws=wsproto", "--timeout-graceful-shutdown=30",
+        "--no-access-log",
     ]
     return _spawn(name, argv, env, workdir / f"{name}.log", port)
 
