@@ -54,9 +54,23 @@ def select_events(*, since=None, until=None, after_seq: int | None = None, throu
 
 
 def iter_lines(events, *, include_casts: bool = False, chunk_size: int = 500) -> Iterator[tuple[int, bytes]]:
-    """(seq, line) for each event of a queryset."""
-    for event in events.iterator(chunk_size=chunk_size):
-        yield event.seq, encode_line(export_document(event, include_cast=include_casts))
+    """(seq, line) for each event of a queryset, in seq order.
+
+    Pages by seq instead of a server-side cursor: a consumer that stops early
+    (a failed write, an HTTP sink giving up) leaves no cursor behind for the
+    garbage collector to close later inside some other transaction.
+    """
+    after = None
+    while True:
+        page = events.order_by("seq")
+        if after is not None:
+            page = page.filter(seq__gt=after)
+        batch = list(page[:chunk_size])
+        for event in batch:
+            yield event.seq, encode_line(export_document(event, include_cast=include_casts))
+        if len(batch) < chunk_size:
+            return
+        after = batch[-1].seq
 
 
 def write_lines(lines: Iterable[tuple[int, bytes]], stream) -> tuple[int, int | None, int | None, str]:
