@@ -127,18 +127,24 @@ class ReviewEventKind(models.TextChoices):
     EXPIRED = "expired", "Expired"
 
 
-class ReviewEvent(models.Model):
-    """Append-only history of a review."""
+class HistoryEntry(models.Model):
+    """One step of an append-only history: who did it, why, when."""
 
-    review = models.ForeignKey(Review, on_delete=models.CASCADE, related_name="events")
-    kind = models.CharField(max_length=16, choices=ReviewEventKind.choices)
     actor = models.TextField(blank=True)
     reason = models.TextField(blank=True)
     details = models.JSONField(default=dict, blank=True)
     at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        abstract = True
         ordering = ["at", "id"]
+
+
+class ReviewEvent(HistoryEntry):
+    """Append-only history of a review."""
+
+    review = models.ForeignKey(Review, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=ReviewEventKind.choices)
 
 
 class LeaseState(models.TextChoices):
@@ -208,18 +214,11 @@ class LeaseEventKind(models.TextChoices):
     EXPIRED = "expired", "Expired"
 
 
-class LeaseEvent(models.Model):
+class LeaseEvent(HistoryEntry):
     """Append-only history of a lease."""
 
     lease = models.ForeignKey(Lease, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=16, choices=LeaseEventKind.choices)
-    actor = models.TextField(blank=True)
-    reason = models.TextField(blank=True)
-    details = models.JSONField(default=dict, blank=True)
-    at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["at", "id"]
 
 
 class ReviewerProfile(models.Model):
