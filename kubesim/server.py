@@ -209,8 +209,8 @@ def _int_param(query: MultiMapping[str], name: str, default: int | None = None) 
         raise errors.bad_request(f'invalid value for {name}: "{value}"') from None
 
 
-def _dry_run(query: MultiMapping[str], body_values: list | None = None) -> bool:
-    values = list(query.getall("dryRun", [])) + list(body_values or [])
+def _dry_run(query: MultiMapping[str] | None, body_values: list | None = None) -> bool:
+    values = (list(query.getall("dryRun", [])) if query is not None else []) + list(body_values or [])
     for v in values:
         if v != "All":
             raise errors.bad_request(f'dryRun: Unsupported value: "{v}": supported values: "All"')
@@ -565,25 +565,33 @@ class KubeSim:
             raise ApiError(exc.code, reason, exc.message) from None
 
     def _delete_options(self, ctx: Context) -> dict:
-        if not ctx.body.strip():
-            return {}
+        """DeleteOptions as kube-apiserver reads them: from the body when there is one, else from the query
+        (a body makes the query's dryRun, propagationPolicy and gracePeriodSeconds count for nothing)."""
+        if not ctx.body:
+            opts: dict = {"dryRun": list(ctx.query.getall("dryRun", []))}
+            if ctx.query.get("propagationPolicy"):
+                opts["propagationPolicy"] = ctx.query.get("propagationPolicy")
+            grace = _int_param(ctx.query, "gracePeriodSeconds")
+            if grace is not None:
+                opts["gracePeriodSeconds"] = grace
+            return opts
         try:
             opts = self.decode_body(ctx)
         except ApiError:
             raise errors.bad_request("the body of the request is not a valid DeleteOptions") from None
+        if not isinstance(opts, dict):
+            raise errors.bad_request("the body of the request is not a valid DeleteOptions")
         return opts
 
     def delete(self, ctx: Context, res: Resource) -> web.Response:
         info = ctx.info
         opts = self._delete_options(ctx)
-        propagation = ctx.query.get("propagationPolicy") or opts.get("propagationPolicy")
-        grace = _int_param(ctx.query, "gracePeriodSeconds")
-        if grace is None and isinstance(opts.get("gracePeriodSeconds"), int):
-            grace = opts["gracePeriodSeconds"]
+        propagation = opts.get("propagationPolicy")
+        grace = opts.get("gracePeriodSeconds") if isinstance(opts.get("gracePeriodSeconds"), int) else None
         if opts.get("orphanDependents") is True:
             propagation = "Orphan"
         out = self.cluster.delete(res, info.namespace if res.namespaced else "", info.name,
-                                  dry_run=_dry_run(ctx.query, opts.get("dryRun")), propagation=propagation,
+                                  dry_run=_dry_run(None, opts.get("dryRun")), propagation=propagation,
                                   preconditions=opts.get("preconditions"), grace_seconds=grace)
         return json_response(out)
 
@@ -591,7 +599,7 @@ class KubeSim:
         labels, fields = self._selectors(ctx)
         opts = self._delete_options(ctx)
         deleted = self.cluster.delete_collection(res, ctx.info.namespace or None, labels=labels, fields=fields,
-                                                 dry_run=_dry_run(ctx.query, opts.get("dryRun")))
+                                                 dry_run=_dry_run(None, opts.get("dryRun")))
         return json_response({"kind": f"{res.kind}List", "apiVersion": res.api_version,
                               "metadata": {"resourceVersion": str(self.cluster.rv)}, "items": deleted})
 

@@ -350,3 +350,15 @@ async def test_malformed_objects_are_400_not_500(api, body):
     resp = await api.post("/api/v1/namespaces?fieldValidation=Ignore", json=body, headers=ADMIN)
     assert resp.status == 400
     assert (await resp.json())["reason"] == "BadRequest"
+
+
+async def test_delete_options_come_from_the_body_when_there_is_one(api):
+    """As kube-apiserver's DeleteResource: a non-empty body is the DeleteOptions and the query counts for nothing."""
+    pod = "/api/v1/namespaces/default/pods/web"
+    dry = await api.delete(pod + "?dryRun=All", headers=ADMIN)
+    assert dry.status == 200
+    assert (await api.get(pod, headers=ADMIN)).status == 200
+    real = await api.delete(pod + "?dryRun=All", headers={**ADMIN, "Content-Type": "application/json"},
+                            data=b'{"propagationPolicy":"Background"}')
+    assert real.status == 200
+    assert (await api.get(pod, headers=ADMIN)).status == 404
