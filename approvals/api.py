@@ -3,6 +3,7 @@
     GET  /approvals/api/reviews/?state=pending     list (default: pending)
     GET  /approvals/api/reviews/<id>/              one review with its votes and history
     POST /approvals/api/reviews/<id>/approve/      {"reason", "scope": "once"|"window", "window_seconds", "unmask"}
+                                                   ("window" is refused, 400, when ``window_refusal`` is set)
     POST /approvals/api/reviews/<id>/deny/         {"reason"}
     GET  /approvals/api/leases/?state=granted      list (default: all)
     POST /approvals/api/leases/                    {"connection", "subject"|"group", "issuer", "rules", "duration", "reason"}
@@ -35,13 +36,15 @@ MAX_LIST = 200
 class ReviewSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     approvals = serializers.SerializerMethodField()
+    window_refusal = serializers.SerializerMethodField()
 
     class Meta:
         model = Review
         fields = [
             "id", "state", "url", "connection", "rule_name", "principal_username", "principal_subject",
             "principal_groups", "description", "verb", "api_group", "api_version", "resource", "subresource",
-            "namespace", "name", "method", "transport", "path", "query", "body_state", "min_approvals",
+            "namespace", "name", "method", "transport", "path", "query", "headers", "body_state", "body_sha256",
+            "window_refusal", "min_approvals",
             "reviewer_groups", "approvals", "scope", "unmask", "reason", "decided_by", "created_at", "decided_at",
             "valid_until", "consumed_at", "audit_id",
         ]
@@ -51,6 +54,10 @@ class ReviewSerializer(serializers.ModelSerializer):
 
     def get_approvals(self, review):
         return sum(1 for vote in review.votes.all() if vote.approve)
+
+    def get_window_refusal(self, review):
+        """Why "window" would be refused ("" when it is possible)."""
+        return reviews.window_refusal(review)
 
 
 class ReviewDetailSerializer(ReviewSerializer):

@@ -1,49 +1,140 @@
-"""Which requests count as "the same" for a review (sans-IO).
+"""What a reviewer approves: the canonical identity of a held request (sans-IO).
 
-* ``fingerprint``: connection, principal (issuer + subject), verb, API group,
-  resource, subresource, namespace and name.  A ``window`` approval covers
-  every request with this fingerprint until it ends, whatever its body or
-  query: the reviewer approved "alice may delete deployment x in prod for 15
-  minutes".
-* ``exact``: the fingerprint plus the canonical query (sorted parameters; the
-  exec command lives there) and the SHA-256 of the body.  A ``once`` approval
-  covers one request with this exact hash, so a retry of the same command is
-  matched to it after a timeout or a gateway restart, while a different patch
-  body or exec command needs its own review.
+One function, :func:`identify`, used by reviews (matching retries and
+approvals), the dashboard and API (what is shown) and the dry-run preview
+(what is asked), all from the same :class:`approvals.reviews.HeldRequest`.
 
-A body the gateway did not see at hold time is hashed as "unknown", distinct
-from an empty body.
+* ``exact``: what a ``once`` approval covers and how an identical retry finds
+  its review.  Connection, principal (issuer + subject), method, transport,
+  the target exactly as forwarded (path and the raw query in order, repeated
+  parameters kept: kube-apiserver reads the first ``labelSelector`` and exec's
+  ``command=`` values are the argv in order), the forwarded headers that
+  change the effect upstream (Content-Type picks the decoder and the patch
+  type; User-Agent the default field manager; Content-Encoding), and the
+  SHA-256 of the exact body forwarded.  Nothing is normalised: a request that
+  differs in any byte of these needs its own review.
+* ``window``: what a ``window`` approval covers until it ends, whatever the
+  body or query: connection, principal, verb, API group, resource,
+  subresource, namespace and the object's name (for a create, ``metadata.name``
+  of the body).  Empty when the request names no single object (a create with
+  only ``generateName`` or an unreadable body, a deletecollection, any write
+  without a name): such a request can only be approved once.
+
+The version tags in the digests mean that hashes of an earlier scheme never
+equal a current one: approvals stored under an earlier scheme cover nothing.
 """
+
+from __future__ import annotations
 
 import hashlib
 import json
-from urllib.parse import parse_qsl, urlencode
+from dataclasses import dataclass
+
+import yaml
+
+from gateway.masking.responses import media_type
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+# Forwarded request headers that kube-apiserver reads for the request's effect (lower-case).
+EFFECT_HEADERS = ("content-type", "content-encoding", "user-agent")
 UNKNOWN_BODY = "unknown"
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@dataclass(frozen=True)
+class Identity:
+    exact: str
+    window: str  # "" when no window approval may cover the request
+    name: str  # the object's name: from the path, or metadata.name of a create's body
 
 
 def _digest(parts) -> str:
     return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
 
 
-def request_fingerprint(connection: str, principal, info) -> str:
-    return _digest([
-        "airlock-review-v1", connection, principal.issuer, principal.subject, info.verb, info.api_group,
-        info.resource, info.subresource, info.namespace, info.name,
-        "" if info.is_resource_request else info.path,
-    ])
-
-
-def canonical_query(query: str) -> str:
-    return urlencode(sorted(parse_qsl(query, keep_blank_values=True)))
-
-
 def body_sha256(body: bytes | None) -> str:
+    """SHA-256 of the body; a body the gateway did not see is "unknown", distinct from an empty one."""
     if body is None:
         return UNKNOWN_BODY
     return hashlib.sha256(body).hexdigest()
 
 
-def exact_hash(fingerprint: str, query: str, body: bytes | None) -> str:
-    return _digest(["airlock-review-exact-v1", fingerprint, canonical_query(query), body_sha256(body)])
+def effect_headers(forwarded) -> tuple[tuple[str, str], ...]:
+    """The effect headers among the (lower-case name, value) pairs sent upstream, in order, repeats kept."""
+    return tuple((name, value) for name, value in forwarded if name in EFFECT_HEADERS)
+
+
+def content_type(headers) -> str:
+    """The Content-Type kube-apiserver reads (Go's Header.Get: the first one)."""
+    return next((value for name, value in headers if name == "content-type"), "")
+
+
+class _Duplicate(ValueError):
+    pass
+
+
+def _no_duplicates(pairs):
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _Duplicate("duplicate key")
+    return dict(pairs)
+
+
+def _yaml_mapping(node) -> dict | None:
+    """A YAML mapping node's scalar keys -> nodes; None on duplicate or non-scalar keys, or no mapping."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    out = {}
+    for key, value in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.value in out:
+            return None
+        out[key.value] = value
+    return out
+
+
+def created_name(headers, body: bytes | None) -> str:
+    """``metadata.name`` of a create's body, or "" when there is none or it is ambiguous.
+
+    JSON (protobuf bodies are transcoded to JSON before the hold) and YAML, as
+    kube-apiserver decodes them.  A duplicated ``metadata`` or ``name`` key,
+    a non-string name, YAML aliases or any other media type give "": no
+    window can then cover the create.
+    """
+    if not body:
+        return ""
+    media = media_type(content_type(headers)) or ("application/json" if not content_type(headers) else "")
+    try:
+        if media == "application/json":
+            document = json.loads(body, object_pairs_hook=_no_duplicates)
+            metadata = document.get("metadata") if isinstance(document, dict) else None
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            return name if isinstance(name, str) else ""
+        if media == "application/yaml":
+            root = _yaml_mapping(yaml.compose(body, Loader=_SAFE_LOADER))
+            metadata = _yaml_mapping(root.get("metadata")) if root else None
+            node = metadata.get("name") if metadata else None
+            if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:str":
+                return ""
+            return node.value
+    except (ValueError, yaml.YAMLError, RecursionError):
+        return ""
+    return ""
+
+
+def identify(held) -> Identity:
+    """The exact and window keys of a :class:`approvals.reviews.HeldRequest`."""
+    info, principal = held.info, held.principal
+    exact = _digest([
+        "airlock-review-exact-v2", held.connection, principal.issuer, principal.subject, held.method, held.transport,
+        held.target, [list(pair) for pair in held.headers], body_sha256(held.body),
+    ])
+    name = info.name
+    if info.is_resource_request and info.verb == "create" and not name:
+        name = created_name(held.headers, held.body)
+    if info.is_resource_request and info.verb in WRITE_VERBS and not name:
+        return Identity(exact, "", "")
+    window = _digest([
+        "airlock-review-window-v2", held.connection, principal.issuer, principal.subject, info.verb, info.api_group,
+        info.resource, info.subresource, info.namespace, name, "" if info.is_resource_request else info.path,
+    ])
+    return Identity(exact, window, name)

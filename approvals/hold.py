@@ -7,7 +7,7 @@ every channel-layer wake-up (a message to the review's group, sent by whichever
 process recorded a vote) and at least every ``poll_interval`` seconds, so a
 lost message or a missing channel layer only delays the answer.  A restarted
 gateway keeps nothing: the client's retry is matched to the review by its
-fingerprint (approvals.fingerprint).
+exact request (approvals.fingerprint).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from channels.layers import get_channel_layer
 from django.db import OperationalError
 
 from approvals import broadcast, conf, preview, reviews
+from approvals.fingerprint import effect_headers
+from gateway.headers import upstream_request_headers
 from gateway.policy import describe_request
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,8 @@ async def in_db(fn, *args):
 
 
 def held_request(request, decision) -> reviews.HeldRequest:
+    """The request exactly as it will be forwarded: target, effect headers after the gateway's header hygiene, body."""
+    forwarded = upstream_request_headers(request.headers, websocket=request.transport == "websocket")
     return reviews.HeldRequest(
         connection=request.connection,
         principal=request.principal,
@@ -106,8 +110,9 @@ def held_request(request, decision) -> reviews.HeldRequest:
         transport=request.transport,
         path=request.upstream_path,
         query=request.query,
+        target=request.target,
+        headers=effect_headers(forwarded),
         body=getattr(request, "body", None),
-        content_type=next((v for k, v in request.headers if k == "content-type"), ""),
         audit_id=str(request.audit_id),
         rule_id=decision.rule_id,
         rule_name=decision.rule_name,

@@ -22,7 +22,7 @@ class ReviewState(models.TextChoices):
 
 class Scope(models.TextChoices):
     ONCE = "once", "Once: this exact request"
-    WINDOW = "window", "Time window: the same verb, resource, namespace and name"
+    WINDOW = "window", "Time window: the same verb, resource, namespace and name, any body or query"
 
 
 class BodyState(models.TextChoices):
@@ -58,21 +58,30 @@ class Review(models.Model):
     namespace = models.CharField(max_length=253, blank=True)
     name = models.CharField(max_length=253, blank=True)
     path = models.TextField(help_text="The request path as forwarded to the cluster.")
-    query = models.TextField(blank=True)
+    query = models.TextField(
+        blank=True, help_text="The query as forwarded, in order, with exec command words masked like the audit trail.",
+    )
+    headers = models.JSONField(
+        default=list, blank=True, help_text="The forwarded headers that change the effect (Content-Type, ...).",
+    )
     description = models.TextField(help_text="One line: verb, resource, name, namespace.")
     body = models.TextField(blank=True, help_text="The request body with secret values masked.")
     body_state = models.CharField(max_length=16, choices=BodyState.choices, default=BodyState.NONE)
     body_sha256 = models.CharField(max_length=64, blank=True)
-    content_type = models.CharField(max_length=128, blank=True, help_text="Of the request body (patch type).")
     preview_state = models.CharField(max_length=16, choices=PreviewState.choices, default=PreviewState.NONE)
     preview_summary = models.TextField(blank=True)
     preview_diff = models.TextField(blank=True, help_text="Current object against the dry-run result, masked.")
     preview_error = models.TextField(blank=True)
-    fingerprint = models.CharField(
-        max_length=64, db_index=True,
-        help_text="connection, principal, verb, API group, resource, subresource, namespace, name.",
+    window_key = models.CharField(
+        max_length=64, blank=True,
+        help_text="What a window approval covers: connection, principal, verb, API group, resource, subresource, "
+                  "namespace, name. Empty: the request names no single object, only a once approval is possible.",
     )
-    exact = models.CharField(max_length=64, db_index=True, help_text="fingerprint + query + body hash.")
+    exact = models.CharField(
+        max_length=64, db_index=True,
+        help_text="What a once approval covers: connection, principal, method, transport, path, raw query, "
+                  "effect headers, body hash (approvals.fingerprint).",
+    )
     audit_id = models.CharField(max_length=64, blank=True)
     min_approvals = models.PositiveSmallIntegerField(default=1)
     reviewer_groups = models.JSONField(default=list, blank=True)
@@ -85,14 +94,14 @@ class Review(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     valid_until = models.DateTimeField(
         null=True, blank=True,
-        help_text="Approved: the approval may be used until then (once) or covers the fingerprint until then (window).",
+        help_text="Approved: the approval may be used until then (once) or covers the window key until then (window).",
     )
     consumed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("decide_review", "Can approve or deny held requests")]
-        indexes = [models.Index(fields=["state", "fingerprint"], name="approvals_review_state_fp")]
+        indexes = [models.Index(fields=["state", "window_key"], name="approvals_review_state_window")]
 
     def __str__(self):
         return f"review {self.pk}: {self.description}"

@@ -1,7 +1,10 @@
 """What a held write would do: a server-side dry run (``dryRun=All``), shown as a diff.
 
-The gateway process that holds the request runs it once, with the request's
-real body, while the request waits (approvals.hold), and stores only the
+The gateway process that holds the request runs it once while the request
+waits (approvals.hold): the held request itself (method, path, query in
+order, Content-Type and the other effect headers, body) with only the dry-run
+switch added, ``dryRun=All`` in the query, or in the DeleteOptions body of a
+DELETE that has one (kube-apiserver then ignores the query).  It stores only the
 masked outcome on the Review: the web tier never needs the cluster's
 credentials or the unmasked body.  The cluster computes the result with
 admission, defaulting and validation, exactly as for the real request, and
@@ -17,13 +20,13 @@ import difflib
 import json
 from dataclasses import dataclass
 from types import SimpleNamespace
-from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import yaml
 
 from approvals.fingerprint import WRITE_VERBS
 from gateway.masking.detectors import Detectors
+from gateway.masking.responses import media_type
 from gateway.masking.objects import ObjectMasker, default_kind
 
 TIMEOUT = httpx.Timeout(10.0)
@@ -44,13 +47,39 @@ class Call:
     method: str
     target: str
     body: bytes | None = None
-    content_type: str = ""
+    headers: tuple[tuple[str, str], ...] = ()  # the held request's effect headers, as forwarded
 
 
-def dry_run_target(path: str, query: str) -> str:
-    params = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "dryRun"]
-    params.append(("dryRun", "All"))
-    return path + "?" + urlencode(params)
+def dry_run_target(target: str) -> str:
+    """The forwarded target with ``dryRun=All`` appended: every parameter the agent sent stays as sent.
+
+    kube-apiserver collects repeated ``dryRun`` values, so an agent's own
+    ``dryRun`` cannot switch it off; an invalid one fails both calls alike.
+    """
+    return target + ("&" if "?" in target else "?") + "dryRun=All"
+
+
+def delete_options_dry_run(held) -> bytes | str:
+    """A DELETE's body with ``dryRun: ["All"]`` added, or why there is none.
+
+    kube-apiserver reads DeleteOptions from the body when there is one and
+    then ignores the query, so ``?dryRun=All`` next to a body would delete
+    for real.
+    """
+    media = media_type(held.content_type)
+    if held.content_type and media != "application/json":
+        return "no preview: the delete options are not JSON"
+    try:
+        options = json.loads(held.body)
+    except (ValueError, RecursionError):
+        return "no preview: the delete options are not valid JSON"
+    if not isinstance(options, dict):
+        return "no preview: the delete options are not a JSON object"
+    dry_run = options.get("dryRun", [])
+    if not isinstance(dry_run, list) or not all(isinstance(v, str) for v in dry_run):
+        return "no preview: the delete options hold an invalid dryRun"
+    options["dryRun"] = dry_run + ["All"]
+    return json.dumps(options, separators=(",", ":")).encode()
 
 
 def needed(info) -> bool:
@@ -58,16 +87,27 @@ def needed(info) -> bool:
 
 
 def plan(held) -> tuple[Call | None, Call] | str:
-    """(GET of the current object or None, the dry-run call), or why no preview is possible."""
+    """(GET of the current object or None, the dry-run call), or why no preview is possible.
+
+    The dry run is the held request itself: same method, path, query in
+    order, effect headers (Content-Type: the patch type) and body; only the
+    dry-run switch is added.
+    """
     info = held.info
     if not needed(info):
         return "no preview: this request does not change anything"
     if info.subresource and info.subresource not in ("status", "scale"):
         return f"no preview: {info.resource}/{info.subresource} has no dry run"
-    if info.verb in ("create", "update", "patch") and held.body is None:
+    if held.body is None and info.verb in ("create", "update", "patch"):
         return "no preview: the request body was not available while the request was held"
     current = Call("GET", held.path) if info.name and info.verb != "create" else None
-    return current, Call(held.method, dry_run_target(held.path, held.query), held.body, held.content_type)
+    body, target = held.body, dry_run_target(held.target)
+    if info.verb in ("delete", "deletecollection") and body:
+        body = delete_options_dry_run(held)
+        if isinstance(body, str):
+            return body
+        target = held.target
+    return current, Call(held.method, target, body, held.headers)
 
 
 def mask(obj, info):
@@ -132,10 +172,7 @@ def _status_error(info, response: httpx.Response) -> str:
 
 
 async def _send(client, upstream, headers, call: Call) -> httpx.Response:
-    request_headers = dict(headers)
-    request_headers["Accept"] = "application/json"
-    if call.body is not None:
-        request_headers["Content-Type"] = call.content_type or "application/json"
+    request_headers = [*headers, ("Accept", "application/json"), *call.headers]
     return await client.request(call.method, upstream.server_url + call.target, headers=request_headers,
                                 content=call.body)
 

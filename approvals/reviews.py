@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from urllib.parse import quote, unquote_plus
 
 from django.db import transaction
 from django.utils import timezone
 
 from approvals import broadcast, conf, history, notify
-from approvals.fingerprint import body_sha256, exact_hash, request_fingerprint
+from approvals import fingerprint
+from approvals.fingerprint import body_sha256, identify
 from approvals.identities import reviewer_groups_of, is_same_person
 from approvals.models import BodyState, PreviewState, Review, ReviewEventKind, ReviewState, ReviewVote, Scope
+from gateway.masking.detectors import Detectors
+from gateway.policy import describe_request
+from gateway.streams import masked_command
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +51,19 @@ class HeldRequest:
     info: object
     method: str
     transport: str
-    path: str
-    query: str
+    path: str  # percent-encoded, exactly as forwarded
+    query: str  # raw, exactly as forwarded
+    target: str  # path and query as forwarded (GatewayRequest.target)
+    headers: tuple[tuple[str, str], ...]  # the forwarded effect headers (approvals.fingerprint.EFFECT_HEADERS)
     body: bytes | None
-    content_type: str
     audit_id: str
     rule_id: int | None
     rule_name: str
     description: str
+
+    @property
+    def content_type(self) -> str:
+        return fingerprint.content_type(self.headers)
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,24 @@ def stored_body(info, content_type: str, body: bytes | None) -> tuple[str, str]:
     except ValueError:
         pass
     return text, BodyState.STORED
+
+
+def stored_query(query: str) -> str:
+    """The raw query as reviewers see it: in order, as sent, with exec ``command=`` words masked.
+
+    The words are masked like the audit trail's request URI (gateway.streams.masked_command,
+    default detectors); every other parameter keeps its exact spelling.
+    """
+    pieces = query.split("&")
+    commands = [i for i, piece in enumerate(pieces) if unquote_plus(piece.partition("=")[0]) == "command"]
+    if not commands:
+        return query
+    words = [unquote_plus(pieces[i].partition("=")[2]) for i in commands]
+    masked = masked_command([("command", word) for word in words], Detectors.default(), {})
+    for i, word, shown in zip(commands, words, masked):
+        if shown != word:
+            pieces[i] = pieces[i].partition("=")[0] + "=" + quote(shown, safe="")
+    return "&".join(pieces)
 
 
 def _rule_settings(rule_id: int | None) -> tuple[int, list[str]]:
@@ -159,19 +187,18 @@ def open_review(held: HeldRequest) -> tuple[Review, Settlement | None]:
     """
     now = timezone.now()
     principal, info = held.principal, held.info
-    fingerprint = request_fingerprint(held.connection, principal, info)
-    exact = exact_hash(fingerprint, held.query, held.body)
+    identity = identify(held)
 
-    window = (
-        Review.objects.filter(
-            fingerprint=fingerprint, state=ReviewState.APPROVED, scope=Scope.WINDOW, valid_until__gt=now
+    window = None
+    if identity.window:
+        window = Review.objects.filter(
+            window_key=identity.window, state=ReviewState.APPROVED, scope=Scope.WINDOW, valid_until__gt=now
         ).order_by("-valid_until").first()
-    )
     if window is not None:
         return window, _approved_settlement(window)
 
     for candidate in Review.objects.filter(
-        exact=exact, state__in=[ReviewState.APPROVED, ReviewState.PENDING]
+        exact=identity.exact, state__in=[ReviewState.APPROVED, ReviewState.PENDING]
     ).order_by("-created_at", "-id"):
         if _expire_if_stale(candidate, now):
             continue
@@ -185,6 +212,9 @@ def open_review(held: HeldRequest) -> tuple[Review, Settlement | None]:
 
     min_approvals, reviewer_groups = _rule_settings(held.rule_id)
     text, body_state = stored_body(info, held.content_type, held.body)
+    description = held.description
+    if identity.name != info.name:
+        description = describe_request(replace(info, name=identity.name))
     review = Review.objects.create(
         connection=held.connection,
         rule_id=held.rule_id,
@@ -201,16 +231,16 @@ def open_review(held: HeldRequest) -> tuple[Review, Settlement | None]:
         resource=info.resource,
         subresource=info.subresource,
         namespace=info.namespace,
-        name=info.name,
+        name=identity.name,
         path=held.path,
-        query=held.query,
-        description=held.description,
+        query=stored_query(held.query),
+        headers=[list(pair) for pair in held.headers],
+        description=description,
         body=text,
         body_state=body_state,
         body_sha256="" if held.body is None else body_sha256(held.body),
-        content_type=held.content_type[:128],
-        fingerprint=fingerprint,
-        exact=exact,
+        window_key=identity.window,
+        exact=identity.exact,
         audit_id=held.audit_id,
         min_approvals=min_approvals,
         reviewer_groups=reviewer_groups,
@@ -293,6 +323,18 @@ def clean_reason(reason) -> str:
     return reason
 
 
+def window_refusal(review: Review) -> str:
+    """Why this review cannot be approved for a time window ("" when it can)."""
+    if review.window_key:
+        return ""
+    if review.verb == "create":
+        return ("the create has no fixed metadata.name (generateName, or a body the gateway cannot read), "
+                "so a window would cover creating any object")
+    if review.verb == "deletecollection":
+        return "it deletes every object its query selects, so a window would cover deleting any selection"
+    return "it names no single object"
+
+
 def _window(scope: str, window_seconds) -> int | None:
     if scope == Scope.ONCE:
         return None
@@ -328,6 +370,9 @@ def decide(review_id: int, user, *, approve: bool, reason: str = "", scope: str 
         allowed, why = can_decide(user, review)
         if not allowed:
             raise ApprovalError(403, why)
+        if window is not None and (refusal := window_refusal(review)):
+            raise ApprovalError(400, f"review {review.pk} cannot be approved for a time window: {refusal}; "
+                                     "approve it once (exactly this request)")
         if review.votes.filter(reviewer=user).exists():
             raise ApprovalError(409, f"you already voted on review {review.pk}")
         name = user.get_username()

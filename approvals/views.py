@@ -6,6 +6,7 @@ JavaScript); htmx adds live updates over the ``/ws/approvals/`` WebSocket
 """
 
 import logging
+from urllib.parse import unquote_plus
 
 from django import forms
 from django.contrib import messages
@@ -20,7 +21,7 @@ from django.views.decorators.http import require_POST
 from approvals import leases, reviews
 from approvals.auth import oidc_enabled
 from approvals.fingerprint import WRITE_VERBS
-from approvals.models import Lease, LeaseState, Review, ReviewState
+from approvals.models import Lease, LeaseState, Review, ReviewState, Scope
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,15 @@ def queue(request):
 class DecisionForm(forms.Form):
     decision = forms.ChoiceField(choices=[("approve", "Approve"), ("deny", "Deny")])
     reason = forms.CharField(required=False, max_length=reviews.MAX_REASON, widget=forms.Textarea(attrs={"rows": 2}))
-    scope = forms.ChoiceField(choices=[("once", "Once: this exact request"),
-                                       ("window", "Time window: same verb, resource, namespace and name")],
-                              initial="once", required=False)
+    scope = forms.ChoiceField(choices=Scope.choices, initial="once", required=False)
     window_minutes = forms.IntegerField(required=False, min_value=1, initial=15)
     unmask = forms.BooleanField(required=False, label="Show secret values in the response")
+
+
+def query_parameters(query: str) -> list[tuple[str, str]]:
+    """The stored (masked) query's parameters, decoded, in the order the cluster reads them."""
+    return [(unquote_plus(name), unquote_plus(value))
+            for name, _, value in (pair.partition("=") for pair in query.split("&") if pair)]
 
 
 def review_context(review: Review, user) -> dict:
@@ -74,6 +79,8 @@ def review_context(review: Review, user) -> dict:
     votes = list(review.votes.all())
     return {
         "review": review,
+        "query_parameters": query_parameters(review.query),
+        "window_refusal": reviews.window_refusal(review),
         "votes": votes,
         "approval_count": sum(1 for v in votes if v.approve),
         "events": list(review.events.all()),

@@ -10,8 +10,10 @@ AGENT = Principal(subject="agent-1", username="agent-1", groups=("agents",), iss
 
 
 def gateway_request(path, *, method="GET", query="", body=None, principal=AGENT, kind="http",
-                    content_type="application/json"):
-    headers = [(b"content-type", content_type.encode())] if body else []
+                    content_type="application/json", headers=()):
+    headers = ([(b"content-type", content_type.encode())] if body else []) + [
+        (name.encode(), value.encode()) for name, value in headers
+    ]
     scope = {
         "type": kind, "method": method, "path": path, "raw_path": path.encode(), "query_string": query.encode(),
         "headers": headers, "client": ("127.0.0.1", 1),

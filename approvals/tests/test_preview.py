@@ -21,9 +21,9 @@ REVIEW = Decision("review", 1, "hold-writes", "matched", True, False)
 
 
 def held(path="/k8s/prod/apis/apps/v1/namespaces/shop/deployments/web", *, method="PATCH",
-         body=b'{"spec":{"replicas":5}}', query="fieldManager=kubectl-patch"):
-    request = gateway_request(path, method=method, body=body, query=query,
-                              content_type="application/strategic-merge-patch+json")
+         body=b'{"spec":{"replicas":5}}', query="fieldManager=kubectl-patch",
+         content_type="application/strategic-merge-patch+json"):
+    request = gateway_request(path, method=method, body=body, query=query, content_type=content_type)
     return held_request(request, REVIEW)
 
 
@@ -46,8 +46,11 @@ def cluster(answers, seen):
     return httpx.MockTransport(handler)
 
 
-def test_dry_run_target_replaces_any_dry_run():
-    assert preview.dry_run_target("/p", "dryRun=Bogus&fieldManager=x") == "/p?fieldManager=x&dryRun=All"
+def test_dry_run_target_keeps_the_query_as_sent_and_appends_the_switch():
+    assert preview.dry_run_target("/p?labelSelector=b&labelSelector=a&dryRun=Bogus") == (
+        "/p?labelSelector=b&labelSelector=a&dryRun=Bogus&dryRun=All"
+    )
+    assert preview.dry_run_target("/p") == "/p?dryRun=All"
 
 
 def test_plan_refuses_what_it_cannot_preview():
@@ -118,7 +121,7 @@ async def test_the_first_holder_stores_the_preview_once(monkeypatch):
     monkeypatch.setattr("connections.registry.get_upstream", upstream)
     seen = []
     holder = Holder(transport=cluster({"GET": (200, DEPLOYMENT), "DELETE": (200, DEPLOYMENT)}, seen))
-    request = held(method="DELETE", body=b"{}", query="")
+    request = held(method="DELETE", body=b"{}", query="", content_type="application/json")
     review, _ = await database_sync_to_async(reviews.open_review)(request)
     task = await holder.start_preview(request, review.pk)
     assert await holder.start_preview(request, review.pk) is None
@@ -128,3 +131,27 @@ async def test_the_first_holder_stores_the_preview_once(monkeypatch):
     assert "-  replicas: 2" in stored.preview_diff and "API_TOKEN" in stored.preview_diff
     assert "ghp_0123456789" not in stored.preview_diff
     assert [r.method for r in seen] == ["GET", "DELETE"] and not hold._background
+
+
+@pytest.mark.asyncio
+async def test_a_delete_with_delete_options_asks_for_the_dry_run_in_its_body():
+    """kube-apiserver reads DeleteOptions from a non-empty body and then ignores the query: ``?dryRun=All``
+    next to kubectl's ``{"propagationPolicy":"Background"}`` would delete for real while the review waits."""
+    seen = []
+    request = held(method="DELETE", body=b'{"propagationPolicy":"Background"}', query="gracePeriodSeconds=0",
+                   content_type="application/json")
+    await preview.run(request, Upstream(), transport=cluster({"GET": (200, DEPLOYMENT), "DELETE": (200, {})}, seen))
+    dry = seen[1]
+    assert dry.method == "DELETE" and json.loads(dry.content) == {"propagationPolicy": "Background", "dryRun": ["All"]}
+    assert dry.headers["content-type"] == "application/json"
+    assert "not JSON" in preview.plan(held(method="DELETE", body=b"dryRun: []", content_type="application/yaml"))
+
+
+@pytest.mark.asyncio
+async def test_the_dry_run_is_the_held_request_with_only_the_switch_added():
+    seen = []
+    request = held(query="fieldManager=a&labelSelector=x&fieldManager=b", content_type="application/merge-patch+json")
+    await preview.run(request, Upstream(), transport=cluster({"GET": (200, DEPLOYMENT), "PATCH": (200, DEPLOYMENT)}, seen))
+    patch = seen[1]
+    assert patch.url.raw_path.decode().endswith("?fieldManager=a&labelSelector=x&fieldManager=b&dryRun=All")
+    assert patch.headers.get_list("content-type") == ["application/merge-patch+json"]
