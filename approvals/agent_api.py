@@ -7,9 +7,16 @@
 (gateway.authn: OIDC JWTs, or the development static tokens); the lease is
 always for the caller itself (its subject and issuer), and a reviewer still
 has to grant it.  No cookies are involved, so there is no CSRF surface.
+
+Everything the agent sends is validated strictly (a JSON object of at most
+``MAX_BODY`` bytes with exactly the known fields, each of the right type and
+size) and refused with a 4xx JSON ``{"detail": ...}``; nothing an agent sends
+reaches Django's error pages, with or without DEBUG.
 """
 
+import functools
 import json
+import logging
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -22,9 +29,16 @@ from approvals.models import Lease, LeaseState
 from approvals.reviews import ApprovalError
 from gateway.headers import bearer_token
 from gateway.identity import AuthenticationError
+from gateway.masking.responses import media_type
+from gateway.pipeline import CONNECTION_NAME
+
+log = logging.getLogger(__name__)
 
 MAX_OPEN_REQUESTS = 5
 MAX_BODY = 16 * 1024
+MAX_RULES = 100
+MAX_RULE_NAME = 63
+FIELDS = {"connection", "duration", "reason", "rules"}
 _authenticators: dict[tuple, object] = {}
 
 
@@ -43,6 +57,63 @@ def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"detail": message}, status=status)
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def lease_input(request) -> dict:
+    """The validated lease request from the body; ApprovalError(4xx) for anything else."""
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if not (declared.isascii() and declared.isdigit()):
+        raise ApprovalError(400, "invalid Content-Length")
+    if int(declared) > MAX_BODY:
+        raise ApprovalError(413, f"the request body exceeds {MAX_BODY} bytes")
+    if media_type(request.META.get("CONTENT_TYPE")) != "application/json":
+        raise ApprovalError(415, "send the lease request as Content-Type: application/json")
+    body = request.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise ApprovalError(413, f"the request body exceeds {MAX_BODY} bytes")
+    try:
+        data = json.loads(body, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise ApprovalError(400, "the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ApprovalError(400, "the body must be a JSON object")
+    unknown = sorted(set(data) - FIELDS)
+    if unknown:
+        shown = ", ".join(json.dumps(name[:40]) for name in unknown[:5])
+        raise ApprovalError(400, f"unknown fields: {shown} (a lease is always for the caller; "
+                                 f"fields: {', '.join(sorted(FIELDS))})")
+    connection = data.get("connection")
+    if not isinstance(connection, str) or not CONNECTION_NAME.fullmatch(connection):
+        raise ApprovalError(400, "connection must be a connection name")
+    rules = data.get("rules")
+    if rules is None:
+        rules = []
+    if (not isinstance(rules, list) or len(rules) > MAX_RULES
+            or not all(isinstance(r, str) and 0 < len(r) <= MAX_RULE_NAME for r in rules)):
+        raise ApprovalError(400, f"rules must be a list of at most {MAX_RULES} rule names")
+    if not isinstance(data.get("reason"), str):
+        raise ApprovalError(400, "reason must be a string")
+    if "duration" not in data:
+        raise ApprovalError(400, "duration is required")
+    return {"connection": connection, "rules": rules, "duration": data["duration"], "reason": data["reason"]}
+
+
+def agent_errors(view):
+    """Answer any unexpected failure with a bare 500 JSON: no traceback or debug page reaches an agent."""
+
+    @functools.wraps(view)
+    async def guarded(request, *args, **kwargs):
+        try:
+            return await view(request, *args, **kwargs)
+        except Exception as exc:
+            log.error("agent lease API failed: %s", type(exc).__name__)
+            return _error(500, "internal error")
+
+    return guarded
+
+
 def _own_leases(principal) -> list[dict]:
     rows = Lease.objects.filter(subject=principal.subject).prefetch_related("events")[:100]
     return LeaseSerializer(rows, many=True).data
@@ -52,15 +123,14 @@ def _request(principal, data) -> Lease:
     open_requests = Lease.objects.filter(subject=principal.subject, state=LeaseState.REQUESTED).count()
     if open_requests >= MAX_OPEN_REQUESTS:
         raise ApprovalError(429, f"you already have {open_requests} lease requests waiting for a reviewer")
-    rules = data.get("rules", [])
     return leases.request_lease(
-        connection=data.get("connection"), subject=principal.subject, issuer=principal.issuer,
-        rules=rules if rules is not None else [], duration=data.get("duration"), reason=data.get("reason"),
-        requested_by=f"agent:{principal.username}",
+        connection=data["connection"], subject=principal.subject, issuer=principal.issuer, rules=data["rules"],
+        duration=data["duration"], reason=data["reason"], requested_by=f"agent:{principal.username}",
     )
 
 
 @csrf_exempt
+@agent_errors
 async def agent_leases(request):
     if request.method not in ("GET", "POST"):
         return _error(405, "use GET or POST")
@@ -73,15 +143,8 @@ async def agent_leases(request):
         return _error(401, f"Unauthorized: {exc}")
     if request.method == "GET":
         return JsonResponse(await database_sync_to_async(_own_leases)(principal), safe=False)
-    if len(request.body) > MAX_BODY:
-        return _error(413, f"the request body exceeds {MAX_BODY} bytes")
     try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        return _error(400, "the body must be a JSON object")
-    if not isinstance(data, dict):
-        return _error(400, "the body must be a JSON object")
-    try:
+        data = lease_input(request)
         lease = await database_sync_to_async(_request)(principal, data)
     except ApprovalError as exc:
         return _error(exc.status, exc.message)

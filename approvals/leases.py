@@ -19,24 +19,27 @@ from approvals.identities import is_same_person
 from approvals.models import Lease, LeaseEventKind, LeaseState
 from approvals.reviews import ApprovalError, clean_reason
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+# ASCII digits only ("²" and other Unicode digits are not numbers here), bounded length.
+_SECONDS = re.compile(r"[0-9]{1,9}")
+_DURATION = re.compile(r"(?:([0-9]{1,5})h)?(?:([0-9]{1,7})m)?(?:([0-9]{1,9})s)?")
 _PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
 MIN_SECONDS = 60
+DURATION_HELP = 'duration must be whole seconds or like "30m", "2h", "1h30m"'
 
 
 def parse_duration(value) -> int:
-    """Seconds from ``90``, ``"90"``, ``"15m"``, ``"1h30m"``; ApprovalError(400) otherwise."""
-    if isinstance(value, bool):
-        raise ApprovalError(400, 'duration must be seconds or like "30m", "2h", "1h30m"')
+    """Seconds from ``90``, ``"90"``, ``"15m"``, ``"1h30m"``; ApprovalError(400) for anything else."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ApprovalError(400, DURATION_HELP)
     if isinstance(value, int):
         seconds = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        seconds = int(value.strip())
-    elif isinstance(value, str) and value.strip() and (match := _DURATION.match(value.strip())):
+    elif _SECONDS.fullmatch(value):
+        seconds = int(value)
+    elif value and (match := _DURATION.fullmatch(value)):
         hours, minutes, secs = (int(g or 0) for g in match.groups())
         seconds = hours * 3600 + minutes * 60 + secs
     else:
-        raise ApprovalError(400, 'duration must be seconds or like "30m", "2h", "1h30m"')
+        raise ApprovalError(400, DURATION_HELP)
     maximum = int(conf.get("AIRLOCK_LEASE_MAX_SECONDS"))
     if not MIN_SECONDS <= seconds <= maximum:
         raise ApprovalError(400, f"duration must be between {MIN_SECONDS} and {maximum} seconds")
