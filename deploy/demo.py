@@ -275,11 +275,16 @@ def clean_env(environ) -> dict:
 
 
 def gateway_env(base: dict, layout: Layout, keys: dict, issuer: str, audience: str) -> dict:
-    """Django settings for the demo: SQLite under the demo directory, in-memory channels, the demo IdP."""
+    """Django settings for the demo: SQLite under the demo directory, in-memory channels, the demo IdP.
+
+    DEBUG is off: agents reach this server, and Django's debug pages show settings, tracebacks and
+    URL patterns (static files are served by airlock.asgi's ASGIStaticFilesHandler either way).
+    """
     return {
         **base,
         "DJANGO_SETTINGS_MODULE": "airlock.settings",
         "AIRLOCK_ENV": "development",
+        "AIRLOCK_DEBUG": "false",
         "AIRLOCK_VAR_DIR": str(layout.var),
         "AIRLOCK_SQLITE_PATH": str(layout.database),
         "AIRLOCK_SECRET_KEY": keys["secret_key"],

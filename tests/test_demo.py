@@ -109,6 +109,16 @@ def log_in(url, ca_file, password):
         return response.status_code, response.headers.get("location"), pages
 
 
+def error_pages(url, ca_file):
+    """What an agent sees when it provokes errors: a forged Host on the agent API, an unknown page."""
+    with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=str(ca_file))) as agent:
+        forged = agent.post("/approvals/api/agent/leases/", json={"duration": "\u00b2"},
+                            headers={"Host": "attacker.example", "Authorization": "Bearer x"})
+        missing = agent.get("/approvals/api/agent/no-such-page/")
+        assert agent.get("/static/vendor/htmx.org-2.0.11/htmx.min.js").status_code == 200  # with DEBUG off too
+    return [(response.status_code, response.text) for response in (forged, missing)]
+
+
 def test_kubectl_through_the_gateway_then_ctrl_c_stops_everything(tmp_path):
     state, home = tmp_path / "demo", tmp_path / "home"
     argv, env = demo(state, home=home)
@@ -133,6 +143,10 @@ def test_kubectl_through_the_gateway_then_ctrl_c_stops_everything(tmp_path):
         password = REVIEWER.search(output).group(1)
         assert log_in(url, state / "tls" / "ca.crt", password) == (302, "/admin/", [200, 200])
         assert log_in(url, state / "tls" / "ca.crt", "wrong-" + password)[0] == 200  # the form again
+        (forged, forged_page), (missing, missing_page) = error_pages(url, state / "tls" / "ca.crt")
+        assert (forged, missing) == (400, 404)
+        for page in (forged_page, missing_page):  # Django's DEBUG pages list settings, tracebacks, URL patterns
+            assert "Traceback" not in page and "DisallowedHost" not in page and "URLconf" not in page, page[:500]
 
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=30)[0].decode()
