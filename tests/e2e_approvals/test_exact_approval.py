@@ -113,7 +113,7 @@ def pods_with(kubectl, selector):
     return kubectl("get", "pods", "-n", "shop", "-l", selector, "-o", "name").stdout.split()
 
 
-def test_swapped_repeated_label_selectors_are_held_again(rules, approve, kubectl):
+def test_swapped_repeated_label_selectors_are_held_again(rules, approve, kubectl, kubesim):
     """kubectl sends one labelSelector; an agent's own client can repeat it, and the cluster reads the first."""
     web, cart = pods_with(kubectl, "app=web"), pods_with(kubectl, "app=cart")
     assert web and cart
@@ -139,6 +139,10 @@ def test_swapped_repeated_label_selectors_are_held_again(rules, approve, kubectl
     assert {item["metadata"]["labels"]["app"] for item in released.json()["items"]} == {"cart"}
     assert pods_with(kubectl, "app=web") == web
     client.close()
+    # What reached the cluster: the approved query as held (the dry runs only append the switch).
+    deletes = [r["query"] for r in kubesim.requests() if r["method"] == "DELETE"]
+    assert [q for q in deletes if "dryRun" not in q] == ["labelSelector=app%3Dcart&labelSelector=app%3Dweb"]
+    assert "labelSelector=app%3Dcart&labelSelector=app%3Dweb&dryRun=All" in deletes
 
 
 POD = """apiVersion: v1
