@@ -102,7 +102,8 @@ def created_name(headers, body: bytes | None) -> str:
     """
     if not body:
         return ""
-    media = media_type(content_type(headers)) or ("application/json" if not content_type(headers) else "")
+    declared = content_type(headers)
+    media = media_type(declared) if declared else "application/json"  # kube-apiserver's default
     try:
         if media == "application/json":
             document = json.loads(body, object_pairs_hook=_no_duplicates)
