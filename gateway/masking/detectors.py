@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import ahocorasick_rs
 import regex
 
 from gateway.masking.placeholder import PLACEHOLDER
@@ -405,7 +406,8 @@ class Detectors:
     if present, is the part that gets masked.  ``Detectors.default()`` enables every built-in.
     """
 
-    __slots__ = ("_detectors", "_names", "_needs_lower", "_keyword", "_cut_needles", "_longest_needle", "_values")
+    __slots__ = ("_detectors", "_names", "_needs_lower", "_keyword", "_cut_needles", "_longest_needle", "_values",
+                 "_needles", "_owners", "_unanchored")
 
     def __init__(self, detectors: Iterable[Detector] = ()):
         self._values = None
@@ -422,6 +424,14 @@ class Detectors:
                     if index not in holders:
                         holders.append(index)
         self._longest_needle = max((len(k) for k in self._cut_needles), default=0)
+        # Every needle in one automaton: a short text is tested for all detectors in one pass.
+        owners: dict[bytes, list[int]] = {}
+        for index, det in enumerate(self._detectors):
+            for needle in det.needles:
+                owners.setdefault(needle, []).append(index)
+        self._owners = list(owners.values())
+        self._unanchored = frozenset(i for i, det in enumerate(self._detectors) if not det.needles)
+        self._needles = ahocorasick_rs.BytesAhoCorasick(list(owners)) if owners else None
 
     @classmethod
     def default(cls) -> Detectors:
@@ -503,8 +513,8 @@ class Detectors:
         if low is None:
             low = data.lower() if self._needs_lower else data
         n = len(data)
-        # A short text usually has none of the needles: substring tests are cheaper than
-        # starting a pattern; a long one is scanned by each literal-anchored pattern anyway.
+        # A short text usually has none of the needles: one automaton pass is cheaper than
+        # starting the patterns; a long one is scanned by each literal-anchored pattern anyway.
         prefilter = n < _PREFILTER_BELOW
         line_start = cut_needles = None
         if partial:
@@ -514,8 +524,16 @@ class Detectors:
                 for index in self._cut_needles.get(low[n - k :], ()):
                     cut_needles.setdefault(index, []).append(n - k)
         hits = []
-        for index, det in enumerate(self._detectors):
-            present = not (prefilter and det.needles) or any(needle in low for needle in det.needles)
+        found = None
+        candidates = range(len(self._detectors))
+        if prefilter and self._needles is not None:
+            owners = self._owners
+            found = {i for k, _, _ in self._needles.find_matches_as_indexes(low, overlapping=True) for i in owners[k]}
+            if not partial:
+                candidates = sorted(found.union(self._unanchored))
+        for index in candidates:
+            det = self._detectors[index]
+            present = found is None or not det.needles or index in found
             if not present and not partial:
                 continue
             src = low if det.lower else data
