@@ -9,8 +9,9 @@ loop; requests take the current one.
 
 Resilience: a broken watch is resumed from the last resourceVersion seen, a 410 Gone (or an
 ERROR event) relists, failures back off from 0.5 s to 30 s.  Memory is bounded by
-``max_bytes`` of kept values (default 16 MiB; the automaton over all their forms takes
-about ten times that).
+``max_bytes`` of kept values (default 4 MiB).  Each byte of value costs about 65 bytes of
+memory (its forms are ~3.4 bytes, the automata ~19 bytes per form byte; bench/analysis.md), so
+the default bound is about 260 MiB, twice that for a moment while a new set is built.
 
 Fail closed: a request is answered with a 503 Status, and nothing is forwarded, when the store
 cannot say which values to mask:
@@ -58,7 +59,7 @@ class _Refused(Exception):
 
 class SecretValueStore:
     def __init__(self, upstream, client: httpx.AsyncClient, *, sync_timeout: float = 10.0, max_stale: float = 30.0,
-                 max_bytes: int = 16 * 1024 * 1024, clock=time.monotonic):
+                 max_bytes: int = 4 * 1024 * 1024, clock=time.monotonic):
         self._upstream = upstream
         self._client = client
         self._sync_timeout = sync_timeout

@@ -190,7 +190,7 @@ class SecretValues:
     Build with :meth:`build`; an empty set is falsy.  ``repr`` shows counts only.
     """
 
-    __slots__ = ("_automaton", "_heads", "_forms", "_sorted", "_widen", "_widen_of", "values", "form_bytes", "longest")
+    __slots__ = ("_automaton", "_heads", "_forms", "_widen", "values", "form_bytes", "longest")
 
     def __init__(self, values: Iterable[bytes] = ()):
         widen: dict[bytes, tuple[int, int]] = {}
@@ -201,10 +201,10 @@ class SecretValues:
                 old = widen.get(form, (0, 0))
                 widen[form] = (max(old[0], before), max(old[1], after))
         self.values = kept
-        self._forms = list(widen)
-        self._widen = [widen[f] for f in self._forms]
-        self._widen_of = widen
-        self._sorted = sorted(self._forms)
+        self._forms = sorted(widen)  # sorted: a tail is looked up by bisection
+        # Per form, one byte: base64 groups to widen before (bit 0) and after (bit 1).
+        self._widen = bytes(before | after << 1 for before, after in (widen[f] for f in self._forms))
+        del widen
         self.form_bytes = sum(len(f) for f in self._forms)
         self.longest = max((len(f) for f in self._forms), default=0)
         impl = ahocorasick_rs.Implementation.ContiguousNFA
@@ -247,7 +247,7 @@ class SecretValues:
         n = len(data)
         out = []
         for index, start, end in self._automaton.find_matches_as_indexes(data, overlapping=True):
-            before, after = self._widen[index]
+            before, after = self._widen[index] & 1, self._widen[index] >> 1
             ms = _widen_back(data, start, before)
             me, cut_off = _widen_forward(data, end, after)
             out.append(Hit(ms, me, ms, me, VALUE_DETECTOR, cut_off, False))
@@ -267,17 +267,18 @@ class SecretValues:
         if self._heads is not None and n - lo >= HEAD:
             starts = sorted({lo + s for _, s, _ in self._heads.find_matches_as_indexes(data[lo:], overlapping=True)})
         for p in [*starts, *range(max(lo, n - HEAD + 1), n)]:
-            form = self._longer_form(data[p:])
-            if form is not None:
-                return p, self._widen_of[form][0]
+            index = self._longer_form(data[p:])
+            if index is not None:
+                return p, self._widen[index] & 1
         return None
 
-    def _longer_form(self, tail: bytes) -> bytes | None:
-        forms = self._sorted
+    def _longer_form(self, tail: bytes) -> int | None:
+        """Index of a form that is longer than ``tail`` and starts with it."""
+        forms = self._forms
         i = bisect_left(forms, tail)
         while i < len(forms) and forms[i].startswith(tail):
             if len(forms[i]) > len(tail):
-                return forms[i]
+                return i
             i += 1
         return None
 
