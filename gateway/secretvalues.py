@@ -74,6 +74,7 @@ class SecretValueStore:
         self._over_bound = False
         self._down_since: float | None = None
         self._dirty = asyncio.Event()
+        self._publishing = asyncio.Lock()  # one build at a time, so an older set never replaces a newer one
         self._tasks: list[asyncio.Task] = []
 
     def __repr__(self) -> str:
@@ -134,7 +135,7 @@ class SecretValueStore:
                 continue
             except _Refused as exc:
                 self._problem = str(exc)
-            except (httpx.HTTPError, ValueError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # a malformed answer must not end the task: retry, fail closed meanwhile
                 log.warning("connection %s: Secret values not updated (%s); retrying", self._upstream.name,
                             type(exc).__name__)
                 if not self._synced.is_set():
@@ -215,15 +216,15 @@ class SecretValueStore:
     # -- rebuilding ----------------------------------------------------------------------------
 
     async def _publish(self) -> None:
-        self._over_bound = self._bytes > self._max_bytes
-        if self._over_bound:
-            self._problem = (f"the cluster's Secret values take more than the gateway's bound of {self._max_bytes} "
-                             "bytes (AIRLOCK_SECRET_VALUES_MAX_BYTES)")
-            return
-        secrets = list(self._secrets.values())
-        values = await asyncio.to_thread(SecretValues.build, secrets) if secrets else EMPTY
-        self._values = values
-        self._problem = ""
+        async with self._publishing:
+            self._over_bound = self._bytes > self._max_bytes
+            if self._over_bound:
+                self._problem = (f"the cluster's Secret values take more than the gateway's bound of "
+                                 f"{self._max_bytes} bytes (AIRLOCK_SECRET_VALUES_MAX_BYTES)")
+                return
+            secrets = list(self._secrets.values())
+            self._values = await asyncio.to_thread(SecretValues.build, secrets) if secrets else EMPTY
+            self._problem = ""
 
     async def _rebuild(self) -> None:
         """Coalesces bursts of watch events into one rebuild at a time."""
