@@ -41,6 +41,8 @@ from gateway.masking.values import EMPTY, SecretValues, secret_entries
 log = logging.getLogger(__name__)
 
 PAGE = 500
+# Names the gateway's own traffic in the cluster's audit log (and in kubesim's request log).
+USER_AGENT = "airlock-gateway/secret-values"
 WATCH_SECONDS = 290
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 
@@ -149,7 +151,7 @@ class SecretValueStore:
             self._down_since = self._clock()
 
     def _headers(self) -> dict[str, str]:
-        return {**self._upstream.auth_headers(), "Accept": "application/json"}
+        return {**self._upstream.auth_headers(), "Accept": "application/json", "User-Agent": USER_AGENT}
 
     def _url(self, **params) -> httpx.URL:
         return httpx.URL(self._upstream.server_url + "/api/v1/secrets", params=params)
