@@ -189,6 +189,18 @@ AIRLOCK_CONNECTION_REVALIDATE_SECONDS = float(env("AIRLOCK_CONNECTION_REVALIDATE
 # previous rules after another process changed them (gateway/policy.py PolicyCache).
 AIRLOCK_POLICY_CACHE_SECONDS = float(env("AIRLOCK_POLICY_CACHE_SECONDS", "5"))
 
+# Masking by value (gateway/secretvalues.py): each connection's credential lists and watches
+# Secrets and their values are masked wherever they appear.  A request waits up to SYNC_SECONDS
+# for the first list, and is refused (503) when the values are unknown, older than
+# MAX_STALE_SECONDS, or larger than MAX_BYTES (bytes of values; ~65 bytes of memory each).  "off" turns masking by value off (then a Secret
+# value copied elsewhere is masked only where a detector sees it).
+AIRLOCK_SECRET_VALUE_MASKING = env("AIRLOCK_SECRET_VALUE_MASKING", "on")
+if AIRLOCK_SECRET_VALUE_MASKING not in ("on", "off"):
+    raise ImproperlyConfigured('AIRLOCK_SECRET_VALUE_MASKING must be "on" or "off"')
+AIRLOCK_SECRET_VALUES_SYNC_SECONDS = float(env("AIRLOCK_SECRET_VALUES_SYNC_SECONDS", "10"))
+AIRLOCK_SECRET_VALUES_MAX_STALE_SECONDS = float(env("AIRLOCK_SECRET_VALUES_MAX_STALE_SECONDS", "30"))
+AIRLOCK_SECRET_VALUES_MAX_BYTES = int(env("AIRLOCK_SECRET_VALUES_MAX_BYTES", str(4 * 1024 * 1024)))
+
 # Audit trail (audit/).  Request/response bodies and exec recordings are stored masked and
 # cut at these sizes; `manage.py prune_audit` removes events older than the retention
 # (0 keeps everything).  Without a Kubectl-Session header, a pause longer than the gap starts

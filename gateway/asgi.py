@@ -8,6 +8,7 @@ from connections.registry import get_upstream
 from gateway.authn import build_authenticator
 from gateway.policy import PolicyCache
 from gateway.proxy import GatewayApp
+from gateway.secretvalues import SecretValueStores
 
 
 def build_gateway() -> GatewayApp:
@@ -19,4 +20,5 @@ def build_gateway() -> GatewayApp:
         recorder=Recorder(),
         holder=Holder(),
         max_body=settings.AIRLOCK_MAX_REQUEST_BODY,
+        secret_values=SecretValueStores.from_settings(),
     )

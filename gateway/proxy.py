@@ -26,6 +26,7 @@ from gateway import masking
 from gateway.authn import authenticate
 from gateway.authz import authorize
 from gateway.pipeline import GatewayRequest, parse_request, transcode_body
+from gateway.secretvalues import ValuesUnavailable
 from gateway.status import GatewayError
 from gateway.streams import StreamTap, masked_target
 from gateway.upstream import UpstreamPool, open_websocket
@@ -141,8 +142,9 @@ class Exchange:
 
 class GatewayApp:
     def __init__(self, *, prefix: str, connections, authenticator, policy, recorder, max_body: int,
-                 transport=None, holder=None, detectors=None):
+                 transport=None, holder=None, detectors=None, secret_values=None):
         self.prefix = prefix
+        self.secret_values = secret_values  # gateway.secretvalues.SecretValueStores, or None: no masking by value
         self.detectors = detectors if detectors is not None else masking.Detectors.default()
         self._configured_detectors: dict[str, masking.Detectors] = {}
         self.connections = connections
@@ -154,6 +156,8 @@ class GatewayApp:
         self.pool = UpstreamPool(transport)
 
     async def aclose(self):
+        if self.secret_values is not None:
+            await self.secret_values.aclose()
         await self.pool.aclose()
         await self.recorder.aclose()
 
@@ -189,7 +193,24 @@ class GatewayApp:
             exchange.bytes_in = len(request.body)
             exchange.request_body = self.guard_write(request, request.body)
         await self.authorize(request, on_pending)
+        await self.learn_values(exchange, upstream)
         return upstream
+
+    async def learn_values(self, exchange: Exchange, upstream):
+        """The Secret values this request's responses are masked for; what the audit trail
+        keeps of the request is masked for them too.  Unknown values: 503, nothing forwarded."""
+        request = exchange.request
+        if self.secret_values is None or not request.mask_secrets:
+            return
+        try:
+            values = await self.secret_values.current(upstream, self.pool.client(upstream))
+        except ValuesUnavailable as exc:
+            raise GatewayError(503, f'airlock: connection "{request.connection}": {exc}; refused rather than risk '
+                                    "showing Secret values", stage="mask") from None
+        request.secret_values = values
+        if values:
+            exchange.request_uri = masked_target(request, self.detectors.with_values(values))
+            exchange.request_body = masking.mask_values_in_record(exchange.request_body, values)
 
     async def authorize(self, request, on_pending):
         await authorize(request, self.policy, self.holder, on_pending=on_pending)
@@ -308,6 +329,7 @@ class GatewayApp:
                     request.info, response.status_code, response.headers.get("content-type"),
                     mask_secrets=request.mask_secrets,
                     detectors=self.detectors_for(upstream, request.decision),
+                    values=request.secret_values,
                 )
             except masking.MaskingError as exc:
                 raise GatewayError(502, str(exc), stage="mask") from None

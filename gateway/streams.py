@@ -76,7 +76,8 @@ class StreamTap:
 
     @classmethod
     def for_request(cls, request, subprotocol, detectors):
-        return cls(request.info, subprotocol, request.query, detectors)
+        """Output (and the recorded stdin) is masked for ``detectors`` and the request's Secret values."""
+        return cls(request.info, subprotocol, request.query, detectors.with_values(request.secret_values))
 
     @property
     def report(self) -> dict:

@@ -143,7 +143,9 @@ def make_gateway_app(authenticator=None, **options):
     from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
     from gateway.policy import PolicyCache
     from gateway.proxy import GatewayApp
+    from gateway.secretvalues import SecretValueStores
 
+    options.setdefault("secret_values", SecretValueStores.from_settings())
     return GatewayApp(
         prefix=settings.AIRLOCK_GATEWAY_PREFIX,
         connections=get_upstream,

@@ -51,6 +51,15 @@ Interfaces::
     Detectors.default() / Detectors.none() / Detectors.from_config(config)
         which free-text detectors run; config ``{"enabled": "all" | [names], "disabled":
         [names], "extra": [{"name", "pattern", "ignore_case"}]}``.
+    Detectors.with_values(values) -> Detectors
+        the same detectors plus exact matching of the cluster's Secret values (text streams).
+
+    SecretValues.build(secrets) -> SecretValues        (gateway/masking/values.py)
+        the values to mask wherever they appear (kind "secret-value"), the exclusion rule for
+        values too short or too common to be secrets, and their raw, escaped and base64 forms;
+        ``response_masker(..., values=...)`` masks them in every JSON string and text body.
+    mask_values_in_record(body, values) -> bytes
+        a recorded request body with those values masked.
 """
 
 from gateway.masking.base import MaskingError, MaskReport, WriteRefused
@@ -58,6 +67,7 @@ from gateway.masking.detectors import BUILTIN_NAMES, MAX_SECRET_BYTES, DetectorC
 from gateway.masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
 from gateway.masking.responses import BodyMasker, response_masker, text_stream_masker
 from gateway.masking.text import TextMasker
+from gateway.masking.values import SecretValues, mask_values_in_record
 from gateway.masking.writes import check_write, mask_request_body_for_record
 
 __all__ = [
@@ -70,10 +80,12 @@ __all__ = [
     "Detectors",
     "MaskReport",
     "MaskingError",
+    "SecretValues",
     "TextMasker",
     "WriteRefused",
     "check_write",
     "mask_request_body_for_record",
+    "mask_values_in_record",
     "response_masker",
     "text_stream_masker",
 ]

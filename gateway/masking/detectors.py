@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import ahocorasick_rs
 import regex
 
 from gateway.masking.placeholder import PLACEHOLDER
@@ -52,6 +53,10 @@ _KEYWORD_NAME = re.compile(
     r"(?:api|private|client|access|auth|signing|encryption|master|account|ssh|secret)[-_.]?key",
     re.IGNORECASE,
 )
+# Words of an identifier (``DB_PASS``, ``mysqlPwd``, ``db-pass``) that name a secret on their
+# own; as substrings they would hit ``passenger``, ``bypass`` or ``compass``.
+_SECRET_WORDS = frozenset({"pass", "pwd", "passwd", "pswd", "passcode", "passphrase", "password", "secret", "token"})
+_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
 _FILE_NAME = re.compile(
     r"\.(?:json|ya?ml|txt|conf|cfg|ini|toml|properties|xml|env|sh|py|js|md|html?|csv|crt|cer|pem|key|tpl|j2)$",
     re.IGNORECASE,
@@ -77,10 +82,20 @@ def _names_a_property(identifier: str) -> bool:
 
 
 def name_is_secret(name: str) -> bool:
-    """An env var, ConfigMap key or CLI flag whose name says its value is a secret."""
-    if not _KEYWORD_NAME.search(name) or _FILE_NAME.search(name):
+    """An env var, ConfigMap key, annotation key or CLI flag whose name says its value is a secret.
+
+    ``DB_PASSWORD``, ``api-key`` (keyword anywhere), ``DB_PASS``, ``MYSQL_PWD``, ``dbPass`` (a
+    secret word), ``CACHE_KEY`` (``key`` as the last word); an annotation key is judged by its
+    name after the ``prefix/`` (``example.com/db-password``).  Names of a property of a secret
+    (``DB_PASSWORD_FILE``, ``secretName``) and file names (``token.json``) are not secrets.
+    """
+    name = name.rpartition("/")[2]
+    if _FILE_NAME.search(name) or _names_a_property(name):
         return False
-    return not _names_a_property(name)
+    if _KEYWORD_NAME.search(name):
+        return True
+    words = [w.lower() for w in _WORD.findall(name)]
+    return any(w in _SECRET_WORDS for w in words) or (len(words) > 1 and words[-1] in ("key", "keys"))
 
 
 @dataclass(frozen=True)
@@ -92,7 +107,8 @@ class Detector:
     bytes are searched for an unfinished match.  ``prefix`` matches the readable part before
     the masked group, so a cut-off match is masked from where its secret starts.  ``lower``
     runs the pattern on an ASCII-lower-cased copy (patterns written in lower case).
-    ``continuation`` matches how a secret cut off by the hold limit may go on, up to ``stop``.
+    ``continuation`` matches how a secret cut off by the hold limit may go on, up to ``stop``;
+    without ``swallow`` the stream masker keeps the released start as context instead.
     """
 
     name: str
@@ -107,6 +123,7 @@ class Detector:
     multiline: bool = False
     stop: bytes = b""
     check: Callable[[regex.Match, bytes], bool] | None = None
+    swallow: bool = True  # a match released before its end: drop its ``continuation`` after
 
 
 def _d(name, pattern, continuation, needles, groups=(), prefix=None, lower=False, check=None, **extra) -> Detector:
@@ -323,6 +340,8 @@ BUILTIN: tuple[Detector, ...] = (
         lower=True,
     ),
     _keyword(rb"pass(?:w(?:or)?d|phrase)", (b"passw", b"passphrase")),
+    # ``DB_PASS=``, ``pass = `` (ini), ``MYSQL_PWD=``, ``pwd: ``: whole words only (not ``bypass``).
+    _keyword(rb"(?:pass|pwd)(?![a-z])", (b"pass", b"pwd"), before=rb"(?<![a-z])"),
     _keyword(rb"secret", (b"secret",)),
     _keyword(rb"token", (b"token",)),
     _keyword(rb"credential", (b"credential",)),
@@ -387,9 +406,11 @@ class Detectors:
     if present, is the part that gets masked.  ``Detectors.default()`` enables every built-in.
     """
 
-    __slots__ = ("_detectors", "_names", "_needs_lower", "_keyword", "_cut_needles", "_longest_needle")
+    __slots__ = ("_detectors", "_names", "_needs_lower", "_keyword", "_cut_needles", "_longest_needle", "_values",
+                 "_needles", "_owners", "_unanchored")
 
     def __init__(self, detectors: Iterable[Detector] = ()):
+        self._values = None
         self._detectors = tuple(detectors)
         self._names = frozenset(d.name for d in self._detectors)
         self._needs_lower = any(d.lower or d.needles for d in self._detectors)
@@ -403,6 +424,14 @@ class Detectors:
                     if index not in holders:
                         holders.append(index)
         self._longest_needle = max((len(k) for k in self._cut_needles), default=0)
+        # Every needle in one automaton: a short text is tested for all detectors in one pass.
+        owners: dict[bytes, list[int]] = {}
+        for index, det in enumerate(self._detectors):
+            for needle in det.needles:
+                owners.setdefault(needle, []).append(index)
+        self._owners = list(owners.values())
+        self._unanchored = frozenset(i for i, det in enumerate(self._detectors) if not det.needles)
+        self._needles = ahocorasick_rs.BytesAhoCorasick(list(owners)) if owners else None
 
     @classmethod
     def default(cls) -> Detectors:
@@ -444,9 +473,20 @@ class Detectors:
             raise DetectorConfigError("extra detector names must be unique")
         return cls([d for d in BUILTIN if d.name in names] + extras)
 
+    def with_values(self, values) -> Detectors:
+        """These detectors plus exact matching of the cluster's Secret values
+        (:class:`gateway.masking.values.SecretValues`); ``self`` when there are none."""
+        if not values:
+            return self
+        copy = object.__new__(Detectors)
+        for slot in Detectors.__slots__:
+            setattr(copy, slot, getattr(self, slot))
+        copy._values = values
+        return copy
+
     @property
     def enabled(self) -> bool:
-        return bool(self._detectors)
+        return bool(self._detectors) or self._values is not None
 
     @property
     def names(self) -> frozenset[str]:
@@ -456,10 +496,10 @@ class Detectors:
         return f"Detectors({sorted(self._names)})"
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Detectors) and self._detectors == other._detectors
+        return isinstance(other, Detectors) and self._detectors == other._detectors and self._values is other._values
 
     def __hash__(self) -> int:
-        return hash(self._detectors)
+        return hash((self._detectors, id(self._values)))
 
     # -- matching ----------------------------------------------------------------------------
 
@@ -473,8 +513,8 @@ class Detectors:
         if low is None:
             low = data.lower() if self._needs_lower else data
         n = len(data)
-        # A short text usually has none of the needles: substring tests are cheaper than
-        # starting a pattern; a long one is scanned by each literal-anchored pattern anyway.
+        # A short text usually has none of the needles: one automaton pass is cheaper than
+        # starting the patterns; a long one is scanned by each literal-anchored pattern anyway.
         prefilter = n < _PREFILTER_BELOW
         line_start = cut_needles = None
         if partial:
@@ -484,8 +524,16 @@ class Detectors:
                 for index in self._cut_needles.get(low[n - k :], ()):
                     cut_needles.setdefault(index, []).append(n - k)
         hits = []
-        for index, det in enumerate(self._detectors):
-            present = not (prefilter and det.needles) or any(needle in low for needle in det.needles)
+        found = None
+        candidates = range(len(self._detectors))
+        if prefilter and self._needles is not None:
+            owners = self._owners
+            found = {i for k, _, _ in self._needles.find_matches_as_indexes(low, overlapping=True) for i in owners[k]}
+            if not partial:
+                candidates = sorted(found.union(self._unanchored))
+        for index in candidates:
+            det = self._detectors[index]
+            present = found is None or not det.needles or index in found
             if not present and not partial:
                 continue
             src = low if det.lower else data
@@ -507,6 +555,8 @@ class Detectors:
                 m = _unfinished(det, src, low, lo, present, cut_needles.get(index, ()))
                 if m is not None:
                     hits.append(Hit(m.start(), n, n, n, det, True, True))
+        if self._values is not None:
+            hits.extend(self._values.hits(data, partial))
         return hits
 
     @staticmethod
@@ -517,9 +567,9 @@ class Detectors:
         not reached its secret part (``password`` without ``=``, ``gh`` that may become
         ``ghp_``), because then nothing secret has been seen yet.
         """
-        if not hit.partial:
-            return hit.mask_start, hit.mask_end
         det = hit.detector
+        if not hit.partial or not det.swallow:  # a value's partial hit carries its forced span
+            return hit.mask_start, hit.mask_end
         n = len(data)
         if det.needles and not any(needle in low[hit.start : n] for needle in det.needles):
             return n, n
@@ -530,7 +580,7 @@ class Detectors:
 
     def mask_bytes(self, data: bytes, counts: dict[str, int]) -> bytes:
         """Mask a complete text (not a stream); ``counts`` gets one per masked value."""
-        if not self._detectors:
+        if not self.enabled:
             return data
         hits = self.find(data)
         if not hits:
@@ -539,7 +589,7 @@ class Detectors:
 
     def mask_text(self, text: str, counts: dict[str, int]) -> str:
         """Mask a string value (JSON field, annotation, message); unchanged text is returned as is."""
-        if not self._detectors or not text:
+        if not self.enabled or not text:
             return text
         data = text.encode("utf-8", "surrogatepass")
         masked = self.mask_bytes(data, counts)

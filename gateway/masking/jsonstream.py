@@ -17,7 +17,9 @@ work stays linear however the body is chunked (1-byte chunks included).
 Output is the re-serialisation of what was inspected (compact, ASCII-escaped), never the
 upstream bytes, so nothing can pass that the masker did not see (duplicate keys collapse to
 the last one, as Go's decoder reads them).  Invalid UTF-8, invalid or truncated JSON, NaN or
-infinite numbers, and trailing garbage raise :class:`MaskingError`.
+infinite numbers, trailing garbage and nesting deeper than the interpreter can follow raise
+:class:`MaskingError`.  With ``values`` (the cluster's Secret values), every string and key of
+what is sent is masked where it holds one of them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from gateway.masking.objects import ObjectMasker
 MAX_BUFFER = 64 * 1024 * 1024
 # Keys of the top-level object are field names (kind, metadata, items, ...).
 MAX_KEY = 4096
+# Deeper than the interpreter's recursion limit (about 1,000 levels; Kubernetes objects nest a
+# few dozen): refused like any body that cannot be inspected.
+TOO_DEEP = "the response body is nested too deeply to inspect"
 
 _WS = re.compile(r"[ \t\r\n]*")
 _KEY = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
@@ -135,8 +140,9 @@ _NEED = object()
 class JsonMasker:
     """``BodyMasker`` for JSON bodies; ``watch`` reads a stream of events instead of one document."""
 
-    def __init__(self, masker: ObjectMasker, *, watch: bool, max_buffer: int = MAX_BUFFER):
+    def __init__(self, masker: ObjectMasker, *, watch: bool, max_buffer: int = MAX_BUFFER, values=None):
         self._masker = masker
+        self._values = values if values else None
         self.report: MaskReport = masker.report
         self._watch = watch
         self._max = max_buffer
@@ -175,6 +181,9 @@ class JsonMasker:
         except UnicodeDecodeError:
             self._failed = True
             raise MaskingError("the response body is not valid UTF-8") from None
+        except RecursionError:
+            self._failed = True
+            raise MaskingError(TOO_DEEP) from None
         return self._take()
 
     def close(self) -> bytes:
@@ -185,7 +194,10 @@ class JsonMasker:
             text = self._utf8.decode(b"", final=True)
         except UnicodeDecodeError:
             raise MaskingError("the response body is not valid UTF-8") from None
-        self._run(text, final=True)
+        try:
+            self._run(text, final=True)
+        except RecursionError:
+            raise MaskingError(TOO_DEEP) from None
         if self._scan is not None:
             raise MaskingError("the response body ends inside a JSON value")
         if self._watch:
@@ -196,6 +208,25 @@ class JsonMasker:
         return self._take()
 
     # -- machinery ---------------------------------------------------------------------------
+
+    def _dump(self, value) -> str:
+        """Serialise a masked value; Secret values anywhere in it (strings and keys) are masked.
+
+        JSON escaping maps each character on its own, so a value inside a string shows up in
+        the serialised text as its JSON-escaped form, one of the forms looked for: text without
+        a hit needs no closer look.
+        """
+        text = _dumps(value)
+        values = self._values
+        if values is None or not values.present(text.encode("ascii")):
+            return text
+        counts: dict[str, int] = {}
+        value = values.mask_tree(value, counts)
+        if not counts:
+            return text
+        for kind, n in counts.items():
+            self.report.add(kind, n)
+        return _dumps(value)
 
     def _take(self) -> bytes:
         if not self._out:
@@ -299,7 +330,7 @@ class JsonMasker:
                 if value is _NEED:
                     return
                 m.event(value)
-                self._out.append(_dumps(value) + "\n")
+                self._out.append(self._dump(value) + "\n")
             elif state == _START:
                 if not self._ws():
                     return
@@ -313,7 +344,7 @@ class JsonMasker:
                 if value is _NEED:
                     return
                 m.document(value)
-                self._out.append(_dumps(value))
+                self._out.append(self._dump(value))
                 self._state = _END
             elif state == _OBJ_FIRST:
                 if not self._ws():
@@ -381,7 +412,8 @@ class JsonMasker:
                     m.table_row(value)
                 else:
                     m.list_item(value, self._stream_kind)
-                self._out.append(_dumps(value) if self._first else "," + _dumps(value))
+                text = self._dump(value)
+                self._out.append(text if self._first else "," + text)
                 self._first = False
                 self._state = _ARR_NEXT
             elif state == _ARR_NEXT:
@@ -416,8 +448,8 @@ class JsonMasker:
             self._out.append(",")
         self._sent_key(self._key)
         for key, value in pieces:
-            self._out.append(f"{_dumps(key)}:{_dumps(value)},")
-        self._out.append(_dumps(self._key) + ":[")
+            self._out.append(f"{self._dump(key)}:{self._dump(value)},")
+        self._out.append(self._dump(self._key) + ":[")
         self._members = []
         self._stream_key = self._key
         self._streaming = True
@@ -449,11 +481,11 @@ class JsonMasker:
         if self._streaming:
             pieces = self._masked_members()
             if pieces:
-                self._out.append("," + ",".join(f"{_dumps(k)}:{_dumps(v)}" for k, v in pieces))
+                self._out.append("," + ",".join(f"{self._dump(k)}:{self._dump(v)}" for k, v in pieces))
             self._out.append("}")
         else:
             obj = dict(self._members)
             self._masker.document(obj)
-            self._out.append(_dumps(obj))
+            self._out.append(self._dump(obj))
         self._members = []
         self._state = _END

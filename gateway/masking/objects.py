@@ -222,7 +222,7 @@ class ObjectMasker:
             if key == LAST_APPLIED:
                 annotations[key] = self._last_applied(value, secret)
             elif self.detect:
-                annotations[key] = self.detectors.mask_text(value, self.counts)
+                annotations[key] = self.detectors.mask_pair(str(key), value, self.counts)
 
     def _last_applied(self, value: str, secret: bool) -> str:
         """The manifest kubectl applied, masked as the object it is (a Secret's always as Secret)."""

@@ -63,34 +63,38 @@ def is_discovery(path: str) -> bool:
     return path in DISCOVERY_PATHS or path.startswith(DISCOVERY_PREFIXES)
 
 
-def response_masker(info, status: int, content_type: str | None, *, mask_secrets: bool, detectors: Detectors) -> BodyMasker | None:
+def response_masker(info, status: int, content_type: str | None, *, mask_secrets: bool, detectors: Detectors,
+                    values=None) -> BodyMasker | None:
     """The masker for this response, None when nothing in it can carry a secret value.
 
-    Raises MaskingError (before anything is sent) when the response should carry Kubernetes
-    objects but is not JSON: protobuf, CBOR, YAML or a missing Content-Type are refused.
+    ``values`` (:class:`gateway.masking.values.SecretValues`) are masked in every string of a
+    JSON body and anywhere in a text body.  Raises MaskingError (before anything is sent) when
+    the response should carry Kubernetes objects but is not JSON: protobuf, CBOR, YAML or a
+    missing Content-Type are refused.
     """
     if status < 200 or status in (204, 304):
         return None
     media = media_type(content_type)
+    text = detectors.with_values(values)
     if not info.is_resource_request:
         if is_discovery(info.path):
             return None
-        return TextBodyMasker(detectors) if detectors.enabled else None
+        return TextBodyMasker(text) if text.enabled else None
     if info.verb == "proxy" or info.subresource == "proxy":
-        return TextBodyMasker(detectors) if detectors.enabled else None
+        return TextBodyMasker(text) if text.enabled else None
     log = info.resource == "pods" and info.subresource == "log"
     if (log and status < 400) or (media != JSON and (log or info.subresource in STREAM_SUBRESOURCES)):
-        return TextBodyMasker(detectors) if detectors.enabled else None
+        return TextBodyMasker(text) if text.enabled else None
     if media != JSON:
         shown = media or "none"
         raise MaskingError(
             f"airlock: the cluster answered with Content-Type {shown[:60]}, which the gateway cannot "
             "inspect for secrets; refused"
         )
-    if not mask_secrets and not detectors.enabled:
+    if not mask_secrets and not detectors.enabled and not values:
         return None
     masker = ObjectMasker.for_request(info, mask_secrets=mask_secrets, detectors=detectors)
-    return JsonMasker(masker, watch=info.verb == "watch")
+    return JsonMasker(masker, watch=info.verb == "watch", values=values)
 
 
 def text_stream_masker(detectors: Detectors) -> TextMasker:

@@ -14,7 +14,9 @@ secrets are masked as well, only in two placeholders.
 :meth:`TextMasker.flush` releases the held tail (masking any secret already started) and may
 be called at the end of the stream or after an idle pause of an interactive session; the
 masker keeps the last bytes as context, so a secret whose keyword came before the pause and
-whose value comes after it is still masked.
+whose value comes after it is still masked.  Secret values (``Detectors.with_values``) are held
+while the tail may still become one; a pause releases a tail of at least 8 bytes that starts
+one masked, and keeps it as context, so the rest of the value is masked when it comes.
 """
 
 from __future__ import annotations
@@ -97,7 +99,9 @@ class TextMasker:
             hits = self._force(hits, s, low, n)
         out = apply_masks(s, hits, base, cut, self.report.counts)
         self._held = s[cut:]
-        self._ctx = s[max(0, cut - CONTEXT_BYTES) : cut]
+        # A Secret value's start released at a pause stays context until the value is decided.
+        keep = min([cut - CONTEXT_BYTES, *(h.start for h in hits if h.partial and not h.detector.swallow)])
+        self._ctx = s[max(0, keep) : cut]
         return out
 
     def _force(self, hits: list[Hit], s: bytes, low: bytes, n: int) -> list[Hit]:
@@ -107,7 +111,7 @@ class TextMasker:
             if hit.open:
                 ms, me = self._detectors.forced_span(hit, s, low)
                 hit = hit._replace(mask_start=ms, mask_end=me)
-                if ms < me == n and self._swallow is None:
+                if ms < me == n and self._swallow is None and hit.detector.swallow:
                     self._swallow = hit.detector
             forced.append(hit)
         return forced

@@ -68,7 +68,7 @@ ALLOW_AGENTS = compile_rule(
 )
 
 
-def make_app(handler, *, upstream=FakeUpstream(), max_body=1024, impersonate=False, recorder=None):
+def make_app(handler, *, upstream=FakeUpstream(), max_body=1024, impersonate=False, recorder=None, secret_values=None):
     async def connections(name):
         if name != "prod":
             return None
@@ -82,6 +82,7 @@ def make_app(handler, *, upstream=FakeUpstream(), max_body=1024, impersonate=Fal
         recorder=recorder or FakeRecorder(),
         max_body=max_body,
         transport=httpx.MockTransport(handler),
+        secret_values=secret_values,
     )
 
 
@@ -328,3 +329,71 @@ async def test_detectors_configured_per_connection_and_per_rule():
     ))
     _, _, by_rule = await call(app, path)
     assert b"TCK-12345678" in by_rule and b"hunter2-secret-value" in by_rule
+
+
+@pytest.mark.parametrize("size", ["small", "streamed"])
+async def test_a_response_nested_too_deeply_is_a_502_status(size):
+    """A hostile cluster (or object) nested thousands of levels deep: a clean Status, no RecursionError."""
+    deep = b'{"kind":"ConfigMap","apiVersion":"v1","data":' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+
+    async def chunks():
+        yield deep[:1000]
+        yield deep[1000:]
+
+    def handler(request):
+        content = deep if size == "small" else chunks()
+        return httpx.Response(200, content=content, headers={"content-type": "application/json"})
+
+    status, _, content = await call(make_app(handler), "/k8s/prod/api/v1/namespaces/shop/configmaps/deep")
+    assert status == 502 and "nested too deeply" in status_of(content)["message"]
+
+
+COPIED = "Copied-v4lue-8Jw2"
+
+
+def cluster_with_secret(seen, secrets_status=200):
+    import base64
+
+    def handler(request):
+        seen.append(request.url.path + ("?watch" if request.url.params.get("watch") else ""))
+        if request.url.path == "/api/v1/secrets":
+            if secrets_status != 200:
+                return httpx.Response(secrets_status, json={"kind": "Status", "code": secrets_status})
+            if request.url.params.get("watch"):
+                return httpx.Response(200, content=b"")
+            item = {"metadata": {"name": "db", "namespace": "shop", "uid": "u1"},
+                    "data": {"password": base64.b64encode(COPIED.encode()).decode()}}
+            return httpx.Response(200, json={"kind": "SecretList", "metadata": {"resourceVersion": "5"},
+                                             "items": [item]})
+        return httpx.Response(200, json={"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "c"},
+                                         "data": {"greeting": COPIED}})
+    return handler
+
+
+async def test_secret_values_learned_with_the_gateway_credential_are_masked():
+    from gateway.secretvalues import SecretValueStores
+
+    seen = []
+    stores = SecretValueStores()
+    app = make_app(cluster_with_secret(seen), secret_values=stores)
+    try:
+        status, _, content = await call(app, "/k8s/prod/api/v1/namespaces/shop/configmaps/c")
+        assert status == 200 and json.loads(content)["data"] == {"greeting": "**AIRLOCK-MASKED**"}
+        assert seen[0] == "/api/v1/secrets"
+    finally:
+        await app.aclose()
+
+
+async def test_unknown_secret_values_refuse_before_forwarding():
+    from gateway.secretvalues import SecretValueStores
+
+    seen = []
+    app = make_app(cluster_with_secret(seen, secrets_status=403), secret_values=SecretValueStores())
+    try:
+        status, _, content = await call(app, "/k8s/prod/api/v1/namespaces/shop/configmaps", method="POST",
+                                        body=b'{"kind":"ConfigMap","metadata":{"name":"x"}}',
+                                        headers=[("content-type", "application/json")])
+        assert status == 503 and "may not list and watch Secrets (403)" in status_of(content)["message"]
+        assert seen == ["/api/v1/secrets"]  # the write never reached the cluster
+    finally:
+        await app.aclose()
