@@ -30,6 +30,9 @@ import logging.config
 import re
 from collections.abc import Mapping
 
+from django.utils.regex_helper import _lazy_re_compile
+from django.views.debug import SafeExceptionReporterFilter
+
 QUERY_REDACTED = "?[redacted]"
 PROXY_REDACTED = "/proxy/[redacted]"
 
@@ -117,6 +120,25 @@ def _redact_daphne_access_log() -> None:
 
     redacted_write_entry.redacts = True
     AccessLogGenerator.write_entry = redacted_write_entry
+
+
+class ErrorReportFilter(SafeExceptionReporterFilter):
+    """settings.DEFAULT_EXCEPTION_REPORTER_FILTER, for the DEBUG error page and mailed or logged reports.
+
+    Django's filter stands down while DEBUG is on, yet AIRLOCK_DEBUG is on in
+    development and the demo: POST parameters marked sensitive (the admin's
+    credential inputs) and variables in sensitive_variables functions stay
+    hidden here either way.  Settings whose value can embed a credential
+    (database, broker and webhook URLs) are hidden as well as Django's own list.
+    """
+
+    hidden_settings = _lazy_re_compile(
+        "API|AUTH|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|URL|WEBHOOK|BROKER|BACKEND|LOCATION|HOSTS",
+        flags=re.I,
+    )
+
+    def is_active(self, request):
+        return True
 
 
 def install() -> None:

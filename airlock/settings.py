@@ -233,6 +233,8 @@ AIRLOCK_OIDC_CA_FILE = env("AIRLOCK_OIDC_CA_FILE")
 # Every log record of the process drops request queries and proxied paths
 # (airlock/logs.py): they carry exec commands, selectors and workload URLs.
 LOGGING_CONFIG = "airlock.logs.configure"
+# Error pages and reports hide credential inputs and settings, DEBUG or not.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "airlock.logs.ErrorReportFilter"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
