@@ -23,6 +23,9 @@ Celery workers, manage.py.
 daphne's CLI access log is the one server log not written through logging
 (``daphne.access.AccessLogGenerator`` writes to a stream), so its request
 field is redacted by wrapping that writer.
+
+Error reports (the DEBUG page, mailed or logged tracebacks with request data)
+are filtered by ErrorReportFilter below.
 """
 
 import logging
@@ -30,7 +33,7 @@ import logging.config
 import re
 from collections.abc import Mapping
 
-from django.utils.regex_helper import _lazy_re_compile
+from daphne.access import AccessLogGenerator
 from django.views.debug import SafeExceptionReporterFilter
 
 QUERY_REDACTED = "?[redacted]"
@@ -109,8 +112,6 @@ class RedactedLogRecord(logging.LogRecord):
 
 
 def _redact_daphne_access_log() -> None:
-    from daphne.access import AccessLogGenerator
-
     write_entry = AccessLogGenerator.write_entry
     if getattr(write_entry, "redacts", False):
         return
@@ -132,9 +133,8 @@ class ErrorReportFilter(SafeExceptionReporterFilter):
     (database, broker and webhook URLs) are hidden as well as Django's own list.
     """
 
-    hidden_settings = _lazy_re_compile(
-        "API|AUTH|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|URL|WEBHOOK|BROKER|BACKEND|LOCATION|HOSTS",
-        flags=re.I,
+    hidden_settings = re.compile(
+        "API|AUTH|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|URL|WEBHOOK|BROKER|BACKEND|LOCATION|HOSTS", re.I
     )
 
     def is_active(self, request):
