@@ -126,8 +126,8 @@ def _redact_daphne_access_log() -> None:
 class ErrorReportFilter(SafeExceptionReporterFilter):
     """settings.DEFAULT_EXCEPTION_REPORTER_FILTER, for the DEBUG error page and mailed or logged reports.
 
-    Django's filter stands down while DEBUG is on, yet AIRLOCK_DEBUG is on in
-    development and the demo: POST parameters marked sensitive (the admin's
+    Django's filter stands down while DEBUG is on, yet AIRLOCK_DEBUG defaults to
+    on in development: POST parameters marked sensitive (the admin's
     credential inputs) and variables in sensitive_variables functions stay
     hidden here either way.  Settings whose value can embed a credential
     (database, broker and webhook URLs) are hidden as well as Django's own list.
