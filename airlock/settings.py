@@ -242,13 +242,18 @@ if env("AIRLOCK_OIDC_ISSUER"):
 AIRLOCK_OIDC_LEEWAY = float(env("AIRLOCK_OIDC_LEEWAY", "30"))
 AIRLOCK_OIDC_CA_FILE = env("AIRLOCK_OIDC_CA_FILE")
 
+# Every log record of the process drops request queries and proxied paths
+# (airlock/logs.py): they carry exec commands, selectors and workload URLs.
+LOGGING_CONFIG = "airlock.logs.configure"
+# Error pages and reports hide credential inputs and settings, DEBUG or not.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "airlock.logs.ErrorReportFilter"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("AIRLOCK_LOG_LEVEL", "INFO")},
-    # httpx logs every request URL at INFO; URLs carry exec commands and selectors.
+    # httpx logs every request URL at INFO: noise (and redacted like every record, above).
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
 

@@ -2,8 +2,14 @@
 where the reviewer rules (role, self-approval, quorum) are enforced and every step is recorded."""
 
 from django.contrib import admin
+from rest_framework.authtoken.models import TokenProxy
 
 from approvals.models import Lease, LeaseEvent, Review, ReviewerProfile, ReviewEvent, ReviewVote
+
+# DRF's token admin lists every API key, and its history and delete pages name a token by its key:
+# whoever may view tokens could act as any reviewer through the API.  Keys are made with
+# `manage.py drf_create_token <username>`, which shows the new key once.
+admin.site.unregister(TokenProxy)
 
 
 class ReadOnlyInline(admin.TabularInline):

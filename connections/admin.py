@@ -1,7 +1,17 @@
+"""Admin for connections: credentials can be set or replaced, never read back.
+
+Editors get write-only inputs (nothing is rendered into them); people who may
+only view a connection get "set (hidden)" / "not set" instead of the fields.
+"""
+
 from django import forms
 from django.contrib import admin
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from connections.models import Connection, CredentialKind
+
+CREDENTIAL_INPUTS = ("bearer_token", "client_key")
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -21,6 +31,7 @@ class ConnectionForm(forms.ModelForm):
     )
     bearer_token = forms.CharField(
         required=False,
+        label="Bearer token",
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
     )
     client_key = forms.CharField(
@@ -58,6 +69,7 @@ class ConnectionForm(forms.ModelForm):
             + ("A key is stored; leave empty to keep it." if instance.client_key_ciphertext else "No key is stored.")
         )
 
+    @sensitive_variables("cleaned")
     def clean(self):
         """Apply the credentials to the instance, so the model's clean() validates the result."""
         cleaned = super().clean()
@@ -84,13 +96,20 @@ def credential(connection: Connection) -> str:
     return CredentialKind(kind).label if kind else "incomplete"
 
 
+def stored(ciphertext: str) -> str:
+    return "set (hidden)" if ciphertext else "not set"
+
+
+VIEW_ONLY = {"credential_kind": credential, "bearer_token": "stored_bearer_token", "client_key": "stored_client_key"}
+
+
 @admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin):
     form = ConnectionForm
     list_display = ["name", "server_url", credential, "verify_tls", "impersonation_mode", "enabled", "updated_at"]
     list_filter = ["enabled", "verify_tls", "impersonation_mode"]
     search_fields = ["name", "description", "server_url"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at", credential, "stored_bearer_token", "stored_client_key"]
     fieldsets = [
         (None, {"fields": ["name", "description", "enabled"]}),
         ("API server", {"fields": ["server_url", "verify_tls", "ca_bundle"]}),
@@ -98,3 +117,25 @@ class ConnectionAdmin(admin.ModelAdmin):
         ("Identity", {"fields": ["impersonation_mode", "impersonation_user_prefix"]}),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
+
+    def get_fieldsets(self, request, obj=None):
+        """Without the change permission every field is rendered read-only from the model:
+        the credential inputs become whether a credential is stored."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fieldsets
+        return [(name, {**options, "fields": [VIEW_ONLY.get(field, field) for field in options["fields"]]})
+                for name, options in fieldsets]
+
+    @admin.display(description="bearer token")
+    def stored_bearer_token(self, connection: Connection) -> str:
+        return stored(connection.token_ciphertext)
+
+    @admin.display(description="client key")
+    def stored_client_key(self, connection: Connection) -> str:
+        return stored(connection.client_key_ciphertext)
+
+    @method_decorator(sensitive_post_parameters(*CREDENTIAL_INPUTS))
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        """Error reports (the DEBUG page, mailed tracebacks) show the credential inputs as stars."""
+        return super().changeform_view(request, object_id, form_url, extra_context)

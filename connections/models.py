@@ -2,6 +2,7 @@
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.views.decorators.debug import sensitive_variables
 
 from connections import crypto, validation
 from gateway.policy import check_detectors
@@ -17,11 +18,28 @@ class CredentialKind(models.TextChoices):
     CLIENT_CERTIFICATE = "client_certificate", "Client certificate"
 
 
-class Connection(models.Model):
-    """The bearer token and client key are stored encrypted (connections.crypto).
+class WriteOnlyCredential(AttributeError):
+    """A credential attribute was read: they are write-only.  Templates render it as nothing."""
 
-    Read and write them through the `bearer_token` and `client_key` properties;
-    the *_ciphertext columns are never shown or returned.
+    silent_variable_failure = True
+
+
+def _write_only(name: str):
+    def read(self):
+        raise WriteOnlyCredential(f"Connection.{name} is write-only; the data path uses decrypt_{name}()")
+
+    return read
+
+
+class Connection(models.Model):
+    """The bearer token and client key are stored encrypted (connections.crypto) and are write-only.
+
+    Assigning `bearer_token` or `client_key` encrypts into the *_ciphertext
+    columns; reading them raises WriteOnlyCredential, so nothing that
+    renders model attributes (admin read-only views, templates, serializers)
+    can show a credential.  The plaintext is only returned by
+    decrypt_bearer_token() and decrypt_client_key(), for the data path
+    (connections.registry) and for validation.
     """
 
     name = models.SlugField(
@@ -76,28 +94,33 @@ class Connection(models.Model):
     def __str__(self):
         return self.name
 
-    @property
-    def bearer_token(self) -> str:
-        """The decrypted token, or "" when none is stored."""
+    @sensitive_variables("value")
+    def _set_bearer_token(self, value: str) -> None:
+        self.token_ciphertext = crypto.encrypt(value) if value else ""
+
+    @sensitive_variables("value")
+    def _set_client_key(self, value: str) -> None:
+        value = validation.normalize_pem(value)
+        self.client_key_ciphertext = crypto.encrypt(value) if value else ""
+
+    bearer_token = property(_write_only("bearer_token"), _set_bearer_token, doc="Assigning encrypts the token.")
+    client_key = property(_write_only("client_key"), _set_client_key, doc="Assigning encrypts the PEM client key.")
+
+    def decrypt_bearer_token(self) -> str:
+        """The plaintext token, or "" when none is stored: for the data path and validation only."""
         if not self.token_ciphertext:
             return ""
         return crypto.decrypt(self.token_ciphertext, label=f"bearer token of connection {self.name!r}")
 
-    @bearer_token.setter
-    def bearer_token(self, value: str) -> None:
-        self.token_ciphertext = crypto.encrypt(value) if value else ""
-
-    @property
-    def client_key(self) -> str:
-        """The decrypted PEM client key, or "" when none is stored."""
+    def decrypt_client_key(self) -> str:
+        """The plaintext PEM client key, or "" when none is stored: for the data path and validation only."""
         if not self.client_key_ciphertext:
             return ""
         return crypto.decrypt(self.client_key_ciphertext, label=f"client key of connection {self.name!r}")
 
-    @client_key.setter
-    def client_key(self, value: str) -> None:
-        value = validation.normalize_pem(value)
-        self.client_key_ciphertext = crypto.encrypt(value) if value else ""
+    # Templates render attributes by calling them; these must never be called from one.
+    decrypt_bearer_token.alters_data = True
+    decrypt_client_key.alters_data = True
 
     @property
     def credential_kind(self) -> str:
@@ -130,13 +153,13 @@ class Connection(models.Model):
             )
         try:
             if has_token:
-                validation.validate_token(self.bearer_token)
+                validation.validate_token(self.decrypt_bearer_token())
             elif not has_key:
                 raise ValidationError({"client_certificate": "A client certificate needs its client key."})
             elif not has_cert:
                 raise ValidationError("A client key needs its client certificate.")
             else:
-                key = validation.load_private_key(self.client_key)
+                key = validation.load_private_key(self.decrypt_client_key())
                 try:
                     leaf = validation.load_certificates(self.client_certificate, "client certificate")[0]
                 except ValidationError:

@@ -77,8 +77,8 @@ class Upstream:
                 f"connection {connection.name!r} does not have exactly one complete credential "
                 "(a bearer token, or a client certificate and key)"
             )
-        token = connection.bearer_token if kind == CredentialKind.TOKEN else ""
-        key = connection.client_key if kind == CredentialKind.CLIENT_CERTIFICATE else ""
+        token = connection.decrypt_bearer_token() if kind == CredentialKind.TOKEN else ""
+        key = connection.decrypt_client_key() if kind == CredentialKind.CLIENT_CERTIFICATE else ""
         return cls(
             connection_id=connection.pk,
             name=connection.name,

@@ -5,7 +5,9 @@ SQLite and the in-memory channel layer.  Each run re-creates what is per-run (th
 the identity provider, TLS material, kubeconfigs, the reviewer password) and reuses what must survive
 a restart (the SQLite database and the keys its credentials are encrypted with), so running it again
 is always safe.  Secret values only ever go to 0600 files and to the children's environment; the
-terminal gets file paths.
+terminal gets file paths.  The demo and every child it starts run with umask 077, so everything in the
+directory (database, logs, keys, kubeconfigs, kubesim's state) is readable by its owner only; what an
+earlier run left with wider modes is narrowed at start.
 
 Children (kubesim, node for the identity provider, uvicorn for the gateway) are stopped in reverse
 start order on Ctrl-C, SIGTERM, any failure, and after ``--exit-after-ready``; none outlives the demo.
@@ -23,6 +25,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -54,6 +57,7 @@ READY_LINE = "Press Ctrl-C to stop."
 # The caller's configuration for a production-like setup must not leak into the demo.
 CLEARED_ENV_PREFIXES = ("AIRLOCK_", "DATABASE_URL", "REDIS_URL", "CELERY_", "KUBECONFIG")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+PRIVATE_UMASK = 0o077  # files 0600 and directories 0700, inherited by every child
 
 
 class DemoError(Exception):
@@ -215,6 +219,15 @@ def write_gateway_tls(directory: Path) -> tuple[Path, Path, Path]:
     write_private(key_file, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return ca_file, cert_file, key_file
+
+
+def make_private(root: Path) -> None:
+    """Remove group and other permissions from everything under ``root`` (symlinks are left alone)."""
+    for directory, _dirnames, filenames in os.walk(root):
+        for path in [directory, *(os.path.join(directory, name) for name in filenames)]:
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:
+                os.chmod(path, stat.S_IMODE(mode) & 0o700)
 
 
 def lock_directory(layout: Layout):
@@ -553,10 +566,12 @@ def main(argv=None) -> int:
     signals.install()
     supervisor = Supervisor()
     code = 0
+    os.umask(PRIVATE_UMASK)
     try:
         layout.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         lock = lock_directory(layout)
         try:
+            make_private(layout.root)
             run(args, layout, supervisor, signals)
         finally:
             signals.ignore()  # nothing interrupts the shutdown itself

@@ -3,11 +3,13 @@ check that what each service runs actually exists in the project."""
 
 import importlib
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 from django.core.management import get_commands
+from docker.utils.build import exclude_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -52,3 +54,33 @@ def test_each_project_command_exists():
 def test_dockerfile_installs_runtime_requirements():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "requirements.txt" in dockerfile
+
+
+# What a developer's or CI's working tree holds besides the source: none of it may reach the image.
+LOCAL_STATE = [
+    ".demo/airlock.sqlite3", ".demo/airlock.sqlite3-wal", ".demo/gateway-keys.json", ".demo/tls/gateway.key",
+    ".demo/kubeconfig", ".demo/cluster-kubeconfig", ".demo/agent-client-secret", ".demo/gateway.log",
+    ".demo/kubesim/requests.jsonl", ".demo/kubesim/ca.key", ".var/airlock.sqlite3", ".var/static/admin/base.css",
+    ".venv/bin/python", ".git/config", ".git/objects/pack/pack-1.pack", "tests/idp/node_modules/oidc-provider/index.js",
+    "approvals/frontend/node_modules/htmx.org/dist/htmx.js", "gateway/__pycache__/proxy.cpython-311.pyc",
+    ".pytest_cache/v/cache/nodeids", ".hypothesis/examples/x", "deploy/tls/gateway.key", "deploy/tls/gateway.crt",
+    "db.sqlite3", ".env", "bench/out/gateway.log", "bench/out/tls/server.key", "prod.kubeconfig", "kubeconfig",
+    "client-secret.txt",
+]
+
+
+def test_docker_build_context_is_the_tracked_source_without_local_state(tmp_path):
+    """The Dockerfile copies the whole context: it must be the project's files and nothing else.
+
+    docker-py's exclude_paths applies .dockerignore the way the Docker engine does.
+    """
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    for path in [*tracked, ".dockerignore", *LOCAL_STATE]:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("x")
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    context = {path for path in exclude_paths(str(tmp_path), patterns) if (tmp_path / path).is_file()}
+    assert sorted(context & set(LOCAL_STATE)) == []
+    assert sorted(set(tracked) - context) == []  # every project file still goes in

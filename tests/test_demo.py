@@ -7,6 +7,9 @@ import ssl
 import stat
 import subprocess
 import sys
+import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -39,8 +42,21 @@ def private(path):
     return stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def wider_than_owner(state):
+    """Files not 0600 and directories not 0700 under the demo's directory, with their modes."""
+    found = []
+    for path in [state, *state.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if not path.is_symlink() and mode != (0o700 if path.is_dir() else 0o600):
+            found.append(f"{oct(mode)} {path.relative_to(state)}")
+    return found
+
+
 def test_exit_after_ready_writes_both_kubeconfigs_and_is_idempotent(tmp_path):
     state, home = tmp_path / "demo", tmp_path / "home"
+    state.mkdir(mode=0o755)
+    (state / "gateway.log").write_text("a log line from a run before the umask\n")
+    (state / "gateway.log").chmod(0o644)
     argv, env = demo(state, "--exit-after-ready", home=home)
     first = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -57,8 +73,10 @@ def test_exit_after_ready_writes_both_kubeconfigs_and_is_idempotent(tmp_path):
     assert (state / "airlock.sqlite3").exists()
 
     secret = (state / "agent-client-secret").read_text().strip()
-    for path in ("agent-client-secret", "cluster-kubeconfig", "kubeconfig", "gateway-keys.json", "tls/gateway.key"):
+    for path in ("agent-client-secret", "cluster-kubeconfig", "kubeconfig", "gateway-keys.json", "tls/gateway.key",
+                 "airlock.sqlite3", "gateway.log", "kubesim/requests.jsonl"):
         assert private(state / path), path
+    assert wider_than_owner(state) == []  # the database, logs, keys, kubesim's state: owner only
     output = first.stdout + first.stderr
     assert secret not in output and token not in output
     assert not list((home / ".cache" / "airlock").glob("*.json"))  # the cached agent token is forgotten
@@ -95,8 +113,9 @@ def running(pid):
     return state != "Z"
 
 
-def log_in(url, ca_file, password):
-    """The reviewer logs in with the printed password; then the dashboard and the audit replay open."""
+@contextmanager
+def signed_in(url, ca_file, password):
+    """A browser session of the reviewer, logged in with the printed password; and the login response."""
     with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=str(ca_file))) as browser:
         browser.get("/admin/login/")
         response = browser.post(
@@ -105,6 +124,12 @@ def log_in(url, ca_file, password):
                   "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
             headers={"Referer": f"{url}/admin/login/"},
         )
+        yield browser, response
+
+
+def log_in(url, ca_file, password):
+    """The reviewer logs in; then the dashboard and the audit replay open."""
+    with signed_in(url, ca_file, password) as (browser, response):
         pages = [browser.get(page).status_code for page in ("/approvals/", "/audit/")]
         return response.status_code, response.headers.get("location"), pages
 
@@ -119,18 +144,31 @@ def error_pages(url, ca_file):
     return [(response.status_code, response.text) for response in (forged, missing)]
 
 
+def approve_held_exec(url, ca_file, password):
+    """The reviewer approves the agent's exec (held by production-guardrails) through the API."""
+    with signed_in(url, ca_file, password) as (browser, _):
+        deadline = time.monotonic() + 30
+        while not (held := [r for r in browser.get("/approvals/api/reviews/").json() if r["subresource"] == "exec"]):
+            assert time.monotonic() < deadline, "the exec was not held for review"
+            time.sleep(0.2)
+        response = browser.post(f"/approvals/api/reviews/{held[0]['id']}/approve/", json={"reason": "demo test"},
+                                headers={"X-CSRFToken": browser.cookies["csrftoken"], "Referer": f"{url}/approvals/"})
+        assert response.status_code == 200, response.text
+
+
 def test_kubectl_through_the_gateway_then_ctrl_c_stops_everything(tmp_path):
     state, home = tmp_path / "demo", tmp_path / "home"
     argv, env = demo(state, home=home)
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     children = set()
+    agent = Kubectl(state / "kubeconfig", home)
     try:
         output = read_until(proc, READY, timeout=90)
         children = descendants(proc.pid)
         assert len(children) >= 3  # kubesim, node (the OpenID provider), uvicorn
 
-        pods = Kubectl(state / "kubeconfig", home)("get", "pods", "-A").stdout
+        pods = agent("get", "pods", "-A").stdout
         assert "debug-shell" in pods and "web-" in pods
         listed = [r for r in requestlog.read(state / "kubesim" / "requests.jsonl") if r["path"] == "/api/v1/pods"]
         assert listed and all(r["status"] == 200 for r in listed)
@@ -148,6 +186,12 @@ def test_kubectl_through_the_gateway_then_ctrl_c_stops_everything(tmp_path):
         for page in (forged_page, missing_page):  # Django's DEBUG pages list settings, tracebacks, URL patterns
             assert "Traceback" not in page and "DisallowedHost" not in page and "URLconf" not in page, page[:500]
 
+        word = f"cmdword{uuid.uuid4().hex[:8]}"  # uvicorn logs each WebSocket's target, query included
+        executed = agent.popen("exec", "-n", "payments", "debug-shell", "--", "echo", word)
+        approve_held_exec(url, state / "tls" / "ca.crt", password)
+        read_until(executed, word, timeout=30)
+        assert wider_than_owner(state) == []  # with the database's WAL files and the lock held
+
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=30)[0].decode()
         assert proc.returncode == 0, output + rest
@@ -155,7 +199,11 @@ def test_kubectl_through_the_gateway_then_ctrl_c_stops_everything(tmp_path):
         assert [pid for pid in children if running(pid)] == []
         secret = (state / "agent-client-secret").read_text().strip()
         assert secret not in output + rest and cluster_token(state) not in output + rest
+        log = (state / "gateway.log").read_text()
+        assert word not in log
+        assert '"WebSocket /k8s/demo/api/v1/namespaces/payments/pods/debug-shell/exec?[redacted]" [accepted]' in log
     finally:
+        agent.close()
         if proc.poll() is None:
             proc.terminate()
             proc.wait(30)

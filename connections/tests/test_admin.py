@@ -1,4 +1,5 @@
 import pytest
+from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from connections.models import Connection, CredentialKind
@@ -63,15 +64,15 @@ def test_empty_credential_inputs_keep_stored_values(admin, token_connection, cer
     for connection in (token_connection, cert_connection):
         response = admin.post(change_url(connection), form_data(connection, description="edited"))
         assert response.status_code == 302, response.content.decode()
-    assert Connection.objects.get(name="prod").bearer_token == TOKEN
+    assert Connection.objects.get(name="prod").decrypt_bearer_token() == TOKEN
     dev = Connection.objects.get(name="dev")
-    assert dev.client_key == pki.client.key and dev.description == "edited"
+    assert dev.decrypt_client_key() == pki.client.key and dev.description == "edited"
 
 
 def test_new_token_replaces_the_stored_one(admin, token_connection):
     response = admin.post(change_url(token_connection), form_data(token_connection, bearer_token="new-token"))
     assert response.status_code == 302
-    assert Connection.objects.get(name="prod").bearer_token == "new-token"
+    assert Connection.objects.get(name="prod").decrypt_bearer_token() == "new-token"
 
 
 def test_switching_kind_removes_the_other_credential(admin, token_connection, pki):
@@ -85,7 +86,7 @@ def test_switching_kind_removes_the_other_credential(admin, token_connection, pk
     assert admin.post(change_url(token_connection), data).status_code == 302
     connection = Connection.objects.get(name="prod")
     assert connection.credential_kind == CredentialKind.CLIENT_CERTIFICATE
-    assert connection.token_ciphertext == "" and connection.client_key == pki.client.key
+    assert connection.token_ciphertext == "" and connection.decrypt_client_key() == pki.client.key
     assert connection.client_certificate == pki.client.certificate
 
 
@@ -102,7 +103,7 @@ def test_add_page_encrypts_the_token(admin, keys):
     }
     assert admin.post(reverse("admin:connections_connection_add"), data).status_code == 302
     connection = Connection.objects.get(name="new")
-    assert connection.bearer_token == TOKEN and TOKEN not in connection.token_ciphertext
+    assert connection.decrypt_bearer_token() == TOKEN and TOKEN not in connection.token_ciphertext
     assert connection.impersonation_mode == "impersonate"
 
 
@@ -143,4 +144,19 @@ def test_credential_of_the_other_kind_is_refused_not_dropped(admin, token_connec
     html = response.content.decode()
     assert "Choose the client certificate credential kind" in html
     assert_hidden(html, pki.client.key, "new-token")
-    assert Connection.objects.get(name="prod").bearer_token == TOKEN
+    assert Connection.objects.get(name="prod").decrypt_bearer_token() == TOKEN
+
+
+def test_view_only_staff_sees_whether_credentials_are_stored_never_their_values(
+    client, django_user_model, token_connection, cert_connection, pki
+):
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_connection"))
+    client.force_login(viewer)
+    for connection in (token_connection, cert_connection):
+        response = client.get(change_url(connection))
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert_hidden(html, TOKEN, pki.client.key, *pki.client.key.splitlines()[1:-1], "PRIVATE KEY",
+                      connection.token_ciphertext or connection.client_key_ciphertext)
+        assert "set (hidden)" in html and "not set" in html and 'name="bearer_token"' not in html

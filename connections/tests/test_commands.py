@@ -60,7 +60,7 @@ def test_imports_inline_client_certificate_and_ca(tmp_path, keys, pki):
     assert connection.server_url == "https://127.0.0.1:6443"
     assert connection.ca_bundle == pki.ca_pem and connection.verify_tls
     assert connection.credential_kind == CredentialKind.CLIENT_CERTIFICATE
-    assert connection.client_key == pki.client.key
+    assert connection.decrypt_client_key() == pki.client.key
     assert "Created connection 'kind-dev'" in output and "client certificate" in output
     assert pki.client.key not in output and "PRIVATE KEY" not in output
 
@@ -76,7 +76,7 @@ def test_imports_files_relative_to_the_kubeconfig(tmp_path, keys, pki):
     )
     output = run("add_connection", "--kubeconfig", str(path), "--name", "dev")
     connection = Connection.objects.get(name="dev")
-    assert connection.bearer_token == TOKEN and connection.ca_bundle == pki.ca_pem
+    assert connection.decrypt_bearer_token() == TOKEN and connection.ca_bundle == pki.ca_pem
     assert TOKEN not in output
 
 
@@ -87,7 +87,7 @@ def test_imports_client_certificate_files(tmp_path, keys, pki):
         tmp_path / "config", user={"client-certificate": "client.crt", "client-key": str(tmp_path / "client.key")}
     )
     run("add_connection", "--kubeconfig", str(path))
-    assert Connection.objects.get(name="kind-dev").client_key == pki.client.key
+    assert Connection.objects.get(name="kind-dev").decrypt_client_key() == pki.client.key
 
 
 def test_context_option_and_derived_name(tmp_path, keys):
@@ -95,7 +95,7 @@ def test_context_option_and_derived_name(tmp_path, keys):
     run("add_connection", "--kubeconfig", str(path), "--context", "admin@prod")
     connection = Connection.objects.get(name="admin-prod")
     assert connection.server_url == "https://prod.example:6443"
-    assert connection.bearer_token == "prod-token-xyz"
+    assert connection.decrypt_bearer_token() == "prod-token-xyz"
 
 
 @pytest.mark.parametrize(
@@ -179,11 +179,11 @@ def test_rotation_moves_every_credential_to_the_first_key(token_connection, cert
     assert "Re-encrypted 2 credential(s) of 2 connection(s)" in output
 
     keys(key_b)
-    assert Connection.objects.get(name="prod").bearer_token == TOKEN
-    assert Connection.objects.get(name="dev").client_key == pki.client.key
+    assert Connection.objects.get(name="prod").decrypt_bearer_token() == TOKEN
+    assert Connection.objects.get(name="dev").decrypt_client_key() == pki.client.key
     keys(key_a)
     with pytest.raises(crypto.CredentialDecryptionError):
-        Connection.objects.get(name="prod").bearer_token
+        Connection.objects.get(name="prod").decrypt_bearer_token()
 
 
 def test_rotation_keeps_updated_at(token_connection, keys):

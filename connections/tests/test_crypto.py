@@ -18,8 +18,8 @@ def raw_columns(pk):
 
 
 def test_round_trip(token_connection, cert_connection, pki):
-    assert Connection.objects.get(name="prod").bearer_token == TOKEN
-    assert Connection.objects.get(name="dev").client_key == pki.client.key
+    assert Connection.objects.get(name="prod").decrypt_bearer_token() == TOKEN
+    assert Connection.objects.get(name="dev").decrypt_client_key() == pki.client.key
 
 
 def test_database_holds_ciphertext_only(token_connection, cert_connection, pki):
@@ -36,7 +36,7 @@ def test_wrong_key_names_the_connection_and_hides_material(token_connection, key
     keys(other)
     connection = Connection.objects.get(name="prod")
     with pytest.raises(crypto.CredentialDecryptionError) as info:
-        connection.bearer_token
+        connection.decrypt_bearer_token()
     message = str(info.value)
     assert "'prod'" in message and "bearer token" in message
     for secret in (TOKEN, ciphertext, other, keys.first):
