@@ -183,22 +183,21 @@ class GatewayApp:
             raise GatewayError(503, f'connection "{request.connection}" is misconfigured on the gateway', stage="parse") from None
         if upstream is None:
             raise GatewayError(404, f'connection "{request.connection}" not found', stage="parse")
-        exchange.uri_detectors = None  # until the connection's detectors are known to be valid
-        exchange.uri_detectors = self.detectors_for(upstream, None)
+        exchange.uri_detectors = self.uri_detectors(upstream, None)
         await authenticate(request, self.authenticator)
         refusal = self.upgrade_refusal(exchange)
         if refusal is not None:
             # Policy first, transport second (kubectl's SPDY fallback after a refused
             # WebSocket sees the same decision), and never a hold for what will not be relayed.
             await authorize(request, self.policy, None)
-            exchange.uri_detectors = self.detectors_for(upstream, request.decision)
+            exchange.uri_detectors = self.uri_detectors(upstream, request.decision)
             raise refusal
         if receive is not None:
             request.body = transcode_body(request, await self.read_body(exchange.scope, receive))
             exchange.bytes_in = len(request.body)
             exchange.request_body = self.guard_write(request, request.body)
         await self.authorize(request, on_pending)
-        exchange.uri_detectors = self.detectors_for(upstream, request.decision)
+        exchange.uri_detectors = self.uri_detectors(upstream, request.decision)
         return upstream
 
     @staticmethod
@@ -236,6 +235,13 @@ class GatewayApp:
                 raise GatewayError(503, "airlock: the masking configuration is invalid", stage="mask") from None
             self._configured_detectors[key] = detectors
         return detectors
+
+    def uri_detectors(self, upstream, decision) -> "masking.Detectors | None":
+        """What the request URI is recorded with; None (its path only) while the configuration is invalid."""
+        try:
+            return self.detectors_for(upstream, decision)
+        except GatewayError:
+            return None
 
     async def record_before_forwarding(self, exchange: Exchange):
         """Anything that can change the cluster is durably recorded first, or refused (fail closed)."""
@@ -411,6 +417,7 @@ class GatewayApp:
         try:
             upstream, accepted = await self.admit_stream(exchange, send)
             request = exchange.request
+            detectors = self.detectors_for(upstream, request.decision)
             headers = hdr.upstream_request_headers(request.headers, websocket=True)
             headers.extend(cluster_headers(upstream, request.principal))
             await self.record_before_forwarding(exchange)
@@ -418,7 +425,7 @@ class GatewayApp:
                 upstream_ws = await open_websocket(upstream, request.target, headers,
                                                    [accepted] if accepted else exchange.offered)
             except UpstreamRejected as exc:
-                raise upstream_refusal(exc, request, self.detectors_for(upstream, request.decision)) from None
+                raise upstream_refusal(exc, request, detectors) from None
             except (OSError, asyncio.TimeoutError, ValueError) as exc:
                 log.warning("upstream %s websocket failed: %s", request.connection, type(exc).__name__)
                 raise GatewayError(502, f'connection "{request.connection}": the cluster is unreachable', stage="forward") from None
@@ -433,7 +440,7 @@ class GatewayApp:
             return
         exchange.code = 101
         request = exchange.request
-        tap = StreamTap.for_request(request, upstream_ws.subprotocol, self.detectors_for(upstream, request.decision))
+        tap = StreamTap.for_request(request, upstream_ws.subprotocol, detectors)
         cut = Cut()
         handle = bind_to_lease(request, cut)
         try:
