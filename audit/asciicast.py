@@ -7,22 +7,26 @@ line followed by ``[time, code, data]`` lines: ``"o"`` output, ``"i"`` input, ``
 (``"COLSxROWS"``), ``"m"`` marker.  v2 has no exit event, so the exit status is a marker
 (``"exit status 3"``) and ``exit_code`` of the recording.
 
-Channel mapping of the Kubernetes remotecommand WebSocket protocols (v4/v5 ``channel.k8s.io``,
-first byte = stream): 0 stdin -> "i", 1 stdout and 2 stderr -> "o", 3 status (a ``metav1.Status``
-whose ``NonZeroExitCode`` cause carries the exit code) -> exit, 4 resize ``{"Width","Height"}``
--> "r", 255 (v5 half-close) ignored.
+Channels of the Kubernetes remotecommand protocols, by direction (the relay parses the framing
+and refuses a client writing elsewhere): from the client, 0 stdin -> "i" and 4 resize
+``{"Width","Height"}`` -> "r"; from the cluster, 1 stdout and 2 stderr -> "o" and 3 status (a
+``metav1.Status`` whose ``NonZeroExitCode`` cause carries the exit code) -> exit.  Nothing the
+client sends can become output or an exit status.
 """
 
-import base64
-import binascii
 import codecs
 import json
+import re
 import time
 
 # Room kept below the cap for the truncation marker and the exit status.
 _RESERVE = 512
 # The header is not counted against the cap; its free-text fields are bounded instead.
 _HEADER_TEXT = 1024
+# An exit code is a process's int32 status; anything else in the cause is not one.
+_EXIT_CODE = re.compile(r"-?[0-9]{1,10}")
+_INT32 = range(-(2**31), 2**31)
+STDIN, STDOUT, STDERR, STATUS, RESIZE = 0, 1, 2, 3, 4
 
 
 def exit_status(payload: bytes) -> tuple[int | None, str]:
@@ -38,12 +42,13 @@ def exit_status(payload: bytes) -> tuple[int | None, str]:
     message = status.get("message") if isinstance(status.get("message"), str) else ""
     if status.get("reason") == "NonZeroExitCode":
         details = status.get("details") if isinstance(status.get("details"), dict) else {}
-        for cause in details.get("causes") or []:
+        causes = details.get("causes") if isinstance(details.get("causes"), list) else []
+        for cause in causes:
             if isinstance(cause, dict) and cause.get("reason") == "ExitCode":
-                try:
-                    return int(cause.get("message", "")), message[:1024]
-                except ValueError:
-                    break
+                code = cause.get("message")
+                if isinstance(code, str) and _EXIT_CODE.fullmatch(code) and int(code) in _INT32:
+                    return int(code), message[:1024]
+                break
     return None, message[:1024]
 
 
@@ -85,34 +90,13 @@ class AsciicastWriter:
         label = f"exit status {code}" if code is not None else f"terminated: {message}".rstrip(": ")
         self._event(t, "m", label, final=True)
 
-    def channel(self, t: float, frame: bytes | str, *, base64_frames: bool = False) -> None:
-        """One WebSocket message of a v1-v5 channel.k8s.io stream, either direction."""
-        if isinstance(frame, str):
-            if not frame:
-                return
-            if base64_frames:
-                if not frame[0].isdigit():
-                    return
-                number = int(frame[0])
-                try:
-                    payload = base64.b64decode(frame[1:], validate=True)
-                except binascii.Error:
-                    return
-            else:
-                number, payload = ord(frame[0]), frame[1:].encode("utf-8")
-        else:
-            if not frame:
-                return
-            number, payload = frame[0], bytes(frame[1:])
+    def client_frame(self, t: float, channel: int, payload: bytes) -> None:
+        """A frame the client sent: stdin is input, a resize is a resize; nothing else is recorded."""
         if not payload:
             return
-        if number == 0:
+        if channel == STDIN:
             self.input(t, payload)
-        elif number in (1, 2):
-            self.output(t, payload, "stdout" if number == 1 else "stderr")
-        elif number == 3:
-            self.exit(t, *exit_status(payload))
-        elif number == 4:
+        elif channel == RESIZE:
             try:
                 size = json.loads(payload)
                 cols, rows = int(size["Width"]), int(size["Height"])
@@ -120,6 +104,15 @@ class AsciicastWriter:
                 return
             if 0 < cols <= 10000 and 0 < rows <= 10000:
                 self.resize(t, cols, rows)
+
+    def cluster_frame(self, t: float, channel: int, payload: bytes) -> None:
+        """A frame the cluster sent: stdout and stderr are output, the status channel is the exit."""
+        if not payload:
+            return
+        if channel in (STDOUT, STDERR):
+            self.output(t, payload, "stdout" if channel == STDOUT else "stderr")
+        elif channel == STATUS:
+            self.exit(t, *exit_status(payload))
 
     # -- output -------------------------------------------------------------------------
 

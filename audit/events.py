@@ -292,11 +292,11 @@ def from_request(request, *, stage: str, received_at: datetime, **fields) -> dic
 def from_scope(scope: dict, *, audit_id, stage: str, received_at: datetime, **fields) -> dict:
     """An event for a request refused before it could be parsed (no GatewayRequest exists).
 
-    ``request_uri`` is then the path as the gateway received it, connection prefix included.
+    ``request_uri`` is then the path as the gateway received it, connection prefix included,
+    without the query: it was not understood, so it cannot be masked (exec commands, tokens).
     """
     raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "replace")
-    query = scope.get("query_string", b"")
-    uri = raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    uri = raw.decode("latin-1")
     headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
     client = scope.get("client") or ("", 0)
     event = {

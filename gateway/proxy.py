@@ -8,7 +8,6 @@ with the server's back-pressure.
 """
 
 import asyncio
-import base64
 import json
 import logging
 import time
@@ -28,7 +27,8 @@ from gateway.authz import authorize
 from gateway.pipeline import GatewayRequest, parse_request, transcode_body
 from gateway.secretvalues import ValuesUnavailable
 from gateway.status import GatewayError
-from gateway.streams import StreamTap, masked_target
+from gateway.streams import ChannelFraming, StreamTap, StreamViolation, masked_target
+from gateway.upgrades import CHANNEL_PROTOCOLS, relayed_protocols
 from gateway.upstream import UpstreamPool, open_websocket
 from gateway.wsclient import UpstreamRejected
 
@@ -55,8 +55,11 @@ class Cut:
         self.reason = reason or "the lease ended"
         self.event.set()
 
+    def error(self) -> GatewayError:
+        return GatewayError(403, f"airlock: {self.reason}; the session was ended", stage="authorize")
+
     def status(self) -> bytes:
-        return GatewayError(403, f"airlock: {self.reason}; the session was ended", stage="authorize").body()
+        return self.error().body()
 
 
 def bind_to_lease(request, cut: Cut):
@@ -100,7 +103,9 @@ class Exchange:
     body_cap: int = 0
     recording: dict | None = None
     masking_counts: dict = field(default_factory=dict)
-    request_uri: str = ""
+    # Detectors the request URI is masked with; None keeps only its path (not known, or invalid).
+    uri_detectors: masking.Detectors | None = None
+    offered: list = field(default_factory=list)  # WebSocket subprotocols the relay understands
     accepted: str | None = None  # WebSocket subprotocol accepted while the request was held
 
     def refused(self, error: GatewayError):
@@ -129,8 +134,7 @@ class Exchange:
         if self.request_body:
             fields["request_body"] = self.request_body
         if self.request is not None:
-            if self.request_uri:
-                fields["request_uri"] = self.request_uri
+            fields["request_uri"] = masked_target(self.request, self.uri_detectors)
             if self.request.review is not None:
                 fields["review_id"] = str(self.request.review.review_id)
             if self.request.lease is not None:
@@ -168,14 +172,14 @@ class GatewayApp:
             await self.websocket(scope, receive, send)
 
     async def admit(self, exchange: Exchange, on_pending=None, receive=None):
-        """parse -> connection -> authenticate -> (body) -> authorize; raises GatewayError.
+        """parse -> connection -> authenticate -> (upgrade) -> (body) -> authorize; raises GatewayError.
 
         An HTTP request body is read, transcoded and guarded before authorize,
         so a held write is reviewed, previewed and approved with its body.
         """
         request = exchange.request = exchange.request or parse_request(exchange.scope, self.prefix)
         request.audit_id = exchange.audit_id
-        exchange.request_uri = masked_target(request, self.detectors)
+        exchange.uri_detectors = self.detectors
         try:
             upstream = await self.connections(request.connection)
         except Exception:
@@ -183,16 +187,21 @@ class GatewayApp:
             raise GatewayError(503, f'connection "{request.connection}" is misconfigured on the gateway', stage="parse") from None
         if upstream is None:
             raise GatewayError(404, f'connection "{request.connection}" not found', stage="parse")
+        exchange.uri_detectors = self.uri_detectors(upstream, None)
         await authenticate(request, self.authenticator)
+        refusal = self.upgrade_refusal(exchange)
+        if refusal is not None:
+            # Policy first, transport second (kubectl's SPDY fallback after a refused
+            # WebSocket sees the same decision), and never a hold for what will not be relayed.
+            await authorize(request, self.policy, None)
+            exchange.uri_detectors = self.uri_detectors(upstream, request.decision)
+            raise refusal
         if receive is not None:
-            if request.transport == "spdy":
-                # kubectl's fallback after a refused WebSocket: the same decision, never a second hold.
-                await authorize(request, self.policy, None)
-                raise GatewayError(400, SPDY_REFUSED, stage="forward")
             request.body = transcode_body(request, await self.read_body(exchange.scope, receive))
             exchange.bytes_in = len(request.body)
             exchange.request_body = self.guard_write(request, request.body)
         await self.authorize(request, on_pending)
+        exchange.uri_detectors = self.uri_detectors(upstream, request.decision)
         await self.learn_values(exchange, upstream)
         return upstream
 
@@ -209,8 +218,23 @@ class GatewayApp:
                                     "showing Secret values", stage="mask") from None
         request.secret_values = values
         if values:
-            exchange.request_uri = masked_target(request, self.detectors.with_values(values))
+            if exchange.uri_detectors is not None:
+                exchange.uri_detectors = exchange.uri_detectors.with_values(values)
             exchange.request_body = masking.mask_values_in_record(exchange.request_body, values)
+
+    @staticmethod
+    def upgrade_refusal(exchange: Exchange) -> GatewayError | None:
+        """The refusal of an upgrade the gateway does not relay (SPDY, or a WebSocket other than
+        exec/attach/port-forward); for one it relays, the subprotocols it may offer the cluster."""
+        request = exchange.request
+        if request.transport == "spdy":
+            return GatewayError(400, SPDY_REFUSED, stage="forward")
+        if request.transport == "websocket":
+            try:
+                exchange.offered = relayed_protocols(request.info, exchange.scope.get("subprotocols") or ())
+            except GatewayError as exc:
+                return exc
+        return None
 
     async def authorize(self, request, on_pending):
         await authorize(request, self.policy, self.holder, on_pending=on_pending)
@@ -233,6 +257,13 @@ class GatewayApp:
                 raise GatewayError(503, "airlock: the masking configuration is invalid", stage="mask") from None
             self._configured_detectors[key] = detectors
         return detectors
+
+    def uri_detectors(self, upstream, decision) -> "masking.Detectors | None":
+        """What the request URI is recorded with; None (its path only) while the configuration is invalid."""
+        try:
+            return self.detectors_for(upstream, decision)
+        except GatewayError:
+            return None
 
     async def record_before_forwarding(self, exchange: Exchange):
         """Anything that can change the cluster is durably recorded first, or refused (fail closed)."""
@@ -375,19 +406,19 @@ class GatewayApp:
         finally:
             await self.record(exchange)
 
-    async def admit_stream(self, exchange: Exchange, send, offered: list[str]):
+    async def admit_stream(self, exchange: Exchange, send):
         """admit() for a WebSocket: a held exec/attach is accepted at once and told on stderr.
 
         Returns the upstream and the subprotocol already accepted (None when
-        the client is still waiting for the handshake).  Port-forward carries
-        SPDY, not channels, so it waits for the approval before the handshake.
+        the client is still waiting for the handshake).  Port-forward has no
+        stderr channel, so it waits for the approval before the handshake.
         """
         accepted = None
 
         async def on_pending(pending):
             nonlocal accepted
-            protocol = channel_protocol(offered)
-            if protocol is None:
+            protocol = channel_protocol(exchange.offered)
+            if protocol is None or exchange.request.info.subresource == "portforward":
                 return
             await send({"type": "websocket.accept", "subprotocol": protocol})
             accepted = protocol
@@ -405,22 +436,19 @@ class GatewayApp:
 
     async def open_relay(self, exchange: Exchange, receive, send):
         scope = exchange.scope
-        offered = list(scope.get("subprotocols") or ())
         accepted = None
         try:
-            upstream, accepted = await self.admit_stream(exchange, send, offered)
+            upstream, accepted = await self.admit_stream(exchange, send)
             request = exchange.request
+            detectors = self.detectors_for(upstream, request.decision)
             headers = hdr.upstream_request_headers(request.headers, websocket=True)
             headers.extend(cluster_headers(upstream, request.principal))
             await self.record_before_forwarding(exchange)
             try:
-                upstream_ws = await open_websocket(upstream, request.target, headers, [accepted] if accepted else offered)
+                upstream_ws = await open_websocket(upstream, request.target, headers,
+                                                   [accepted] if accepted else exchange.offered)
             except UpstreamRejected as exc:
-                raise GatewayError(
-                    exc.status if 400 <= exc.status < 600 else 502,
-                    _upstream_message(exc.body, f"the cluster refused the stream ({exc.status})"),
-                    stage="forward",
-                ) from None
+                raise upstream_refusal(exc, request, detectors) from None
             except (OSError, asyncio.TimeoutError, ValueError) as exc:
                 log.warning("upstream %s websocket failed: %s", request.connection, type(exc).__name__)
                 raise GatewayError(502, f'connection "{request.connection}": the cluster is unreachable', stage="forward") from None
@@ -435,13 +463,15 @@ class GatewayApp:
             return
         exchange.code = 101
         request = exchange.request
-        tap = StreamTap.for_request(request, upstream_ws.subprotocol, self.detectors_for(upstream, request.decision))
+        tap = StreamTap.for_request(request, upstream_ws.subprotocol, detectors)
         cut = Cut()
         handle = bind_to_lease(request, cut)
         try:
             if not accepted:
                 await send({"type": "websocket.accept", "subprotocol": upstream_ws.subprotocol})
-            await relay(upstream_ws, receive, send, tap, cut)
+            ended = await relay(upstream_ws, receive, send, tap, cut)
+            if ended is not None:
+                exchange.reason, exchange.message = ended.reason, ended.message
         finally:
             unbind(handle)
             await upstream_ws.close()
@@ -452,8 +482,6 @@ class GatewayApp:
                 exchange.message = cut.reason
 
 
-CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel.k8s.io",
-                     "channel.k8s.io", "base64.channel.k8s.io")
 STDERR_CHANNEL, ERROR_CHANNEL = 2, 3
 
 
@@ -463,9 +491,13 @@ def channel_protocol(offered: list[str]) -> str | None:
 
 
 def channel_frame(protocol: str, channel: int, payload: bytes) -> dict:
-    if "base64" in protocol:
-        return {"type": "websocket.send", "text": str(channel) + base64.b64encode(payload).decode("ascii")}
-    return {"type": "websocket.send", "bytes": bytes([channel]) + payload}
+    return ws_message(ChannelFraming(protocol).join(channel, payload))
+
+
+def ws_message(frame: bytes | str) -> dict:
+    if isinstance(frame, bytes):
+        return {"type": "websocket.send", "bytes": frame}
+    return {"type": "websocket.send", "text": frame}
 
 
 def cluster_headers(upstream, principal) -> list[tuple[str, str]]:
@@ -477,20 +509,34 @@ def cluster_headers(upstream, principal) -> list[tuple[str, str]]:
     return headers
 
 
-def _upstream_message(body: bytes | None, default: str) -> str:
+def upstream_refusal(exc: UpstreamRejected, request, detectors) -> GatewayError:
+    """The cluster's refusal of an upgrade as the agent may see it.
+
+    Only a ``Status`` message is passed on, after the body went through the response masker
+    of the request, like any HTTP body; what cannot be masked gets a generic message.
+    """
+    code = exc.status if 400 <= exc.status < 600 else 502
+    default = f"the cluster refused the stream ({exc.status})"
     try:
-        message = json.loads(body or b"").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return message if isinstance(message, str) and message else default
+        masker = masking.response_masker(request.info, exc.status, exc.content_type,
+                                         mask_secrets=request.mask_secrets, detectors=detectors,
+                                         values=request.secret_values)
+        body = masker.feed(exc.body) + masker.close() if masker is not None else exc.body
+        status = json.loads(body or b"null")
+    except (masking.MaskingError, ValueError):
+        return GatewayError(code, default, stage="forward")
+    message = status.get("message") if isinstance(status, dict) and status.get("kind") == "Status" else None
+    return GatewayError(code, message if isinstance(message, str) and message else default, stage="forward")
 
 
-async def relay(upstream_ws, receive, send, tap, cut):
+async def relay(upstream_ws, receive, send, tap, cut) -> GatewayError | None:
     """Pump frames both ways until either side closes; the cluster's close code is passed on.
 
     Every frame passes through ``tap`` (masking of what the cluster sends,
     recording) before it is relayed; output the masker holds back is released
-    after an idle pause and before the close.
+    after an idle pause and before the close.  A frame the agent may not send,
+    or the end of the lease, ends the stream (exec and attach: with the Status
+    on the error channel); that error is returned, None when a side closed.
     """
 
     async def client_to_upstream():
@@ -505,10 +551,7 @@ async def relay(upstream_ws, receive, send, tap, cut):
 
     async def to_client(frames):
         for frame in frames:
-            if isinstance(frame, bytes):
-                await send({"type": "websocket.send", "bytes": frame})
-            else:
-                await send({"type": "websocket.send", "text": frame})
+            await send(ws_message(frame))
 
     async def upstream_to_client():
         frames = aiter(upstream_ws)
@@ -535,13 +578,18 @@ async def relay(upstream_ws, receive, send, tap, cut):
         for task in tasks:
             task.cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-    if tasks[2] in done and tasks[1] not in done:
-        if tap.cast is not None:  # exec/attach: kubectl prints the Status of channel 3
-            await send(channel_frame(tap.subprotocol, ERROR_CHANNEL, cut.status()))
+    ended = None
+    if isinstance(results[0], StreamViolation):
+        ended = results[0].error
+    elif tasks[2] in done:
+        ended = cut.error()
+    if ended is not None and tasks[1] not in done:
+        await to_client(tap.end(ended))
         await send({"type": "websocket.close", "code": 1000 if tap.cast is not None else 1008})
     for result in results:
-        if isinstance(result, Exception):
+        if isinstance(result, Exception) and not isinstance(result, StreamViolation):
             log.warning("stream relay ended with %s", type(result).__name__)
+    return ended
 
 
 def masked_whole(masker, content: bytes) -> bytes:

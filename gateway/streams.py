@@ -1,13 +1,20 @@
 """What the gateway does to each frame of an exec, attach or port-forward stream.
 
-A :class:`StreamTap` sits in the relay between the agent and the cluster
-(sans-IO: frames in, frames out).  It masks secrets in what the cluster
-sends on the output channels (stdout, stderr, and the error/status channel)
-before the agent or the recording sees them, counts bytes, and records the
-session for the audit trail: exec and attach as asciicast v2 (stdin masked
-in the recording only: the cluster receives what was typed), port-forward as
-pod, ports and bytes each way (payloads of arbitrary TCP protocols are
-neither parsed nor kept).
+A :class:`StreamTap` sits in the relay between the agent and the cluster (sans-IO: frames
+in, frames out).  The two directions are never mixed up:
+
+* From the cluster, exec and attach output (stdout, stderr, and the error/status channel) is
+  masked before the agent or the recording sees it; a frame on any other channel, or outside
+  the channel framing, is dropped.
+* From the agent, exec and attach accept only stdin, resize and (v5) close; any other
+  channel or broken framing raises :class:`StreamViolation` before the frame is forwarded,
+  and the relay ends the stream with a ``Status``.  A port-forward agent
+  may only write on streams it opened (SPDY tunnel) or on data channels (the kubelet's
+  channel protocol).
+
+Exec and attach are recorded as asciicast v2 (stdin masked in the recording only: the
+cluster receives what was typed), port-forward as pod, ports and bytes each way (payloads of
+arbitrary TCP protocols are neither parsed nor kept).
 """
 
 import base64
@@ -17,15 +24,59 @@ from urllib.parse import parse_qsl, urlencode
 
 from audit.asciicast import AsciicastWriter, PortForwardTally
 from gateway import masking, spdy
+from gateway.status import GatewayError
+from gateway.upgrades import TUNNEL_PROTOCOL
 
+V5_PROTOCOL = "v5.channel.k8s.io"
 BASE64_PROTOCOLS = frozenset({"base64.channel.k8s.io", "v4.base64.channel.k8s.io"})
-SPDY_TUNNEL_PREFIX = "SPDY/3.1+"
-STDIN, STDOUT, STDERR, ERROR = 0, 1, 2, 3
+STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 MASKED_OUTPUT = (STDOUT, STDERR)
+
+
+class StreamViolation(Exception):
+    """The agent wrote what it may not on this stream; ``error`` is the Status that ends it."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.error = GatewayError(400, message, stage="forward")
 
 
 def _size(frame) -> int:
     return len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8"))
+
+
+class ChannelFraming:
+    """The framing of one channel.k8s.io subprotocol: the channel, then the payload.
+
+    Binary variants put the channel in the first byte; base64 variants put it as an ASCII
+    digit before the base64 payload.  A text message is read as its UTF-8 bytes, as the
+    kubelet's and kube-apiserver's wsstream read it (the Python client writes ``str`` stdin
+    as text, v5 included), so the gateway and the cluster always agree on the channel.
+    """
+
+    def __init__(self, subprotocol: str):
+        self.base64 = subprotocol in BASE64_PROTOCOLS
+
+    def split(self, frame) -> tuple[int, bytes] | None:
+        """(channel, payload), or None when the frame is not in this framing."""
+        if self.base64:
+            try:
+                text = frame if isinstance(frame, str) else frame.decode("ascii")
+                if not text or not "0" <= text[0] <= "9":
+                    return None
+                return int(text[0]), base64.b64decode(text[1:], validate=True)
+            except (UnicodeDecodeError, binascii.Error, ValueError):
+                return None
+        if isinstance(frame, str):
+            frame = frame.encode("utf-8")
+        if not frame:
+            return None
+        return frame[0], bytes(frame[1:])
+
+    def join(self, channel: int, payload: bytes):
+        if self.base64:
+            return str(channel) + base64.b64encode(payload).decode("ascii")
+        return bytes([channel]) + payload
 
 
 def masked_command(params, detectors, counts: dict) -> list[str]:
@@ -37,7 +88,13 @@ def masked_command(params, detectors, counts: dict) -> list[str]:
 
 
 def masked_target(request, detectors) -> str:
-    """The request URI as the audit trail may keep it: exec/attach commands masked."""
+    """The request URI as the audit trail may keep it: exec/attach commands masked.
+
+    ``detectors`` None (the connection's configuration is not known or not valid) keeps the
+    path only: what cannot be masked is not recorded.
+    """
+    if detectors is None:
+        return request.upstream_path
     params = parse_qsl(request.query, keep_blank_values=True)
     if not any(k == "command" for k, _ in params) or not detectors.enabled:
         return request.target
@@ -54,7 +111,8 @@ class StreamTap:
     def __init__(self, info, subprotocol: str | None, query: str, detectors):
         self.info = info
         self.subprotocol = subprotocol or ""
-        self.base64 = self.subprotocol in BASE64_PROTOCOLS
+        self.framing = ChannelFraming(self.subprotocol)
+        self.v5 = self.subprotocol == V5_PROTOCOL
         self.detectors = detectors
         self.bytes_in = 0
         self.bytes_out = 0
@@ -65,11 +123,15 @@ class StreamTap:
         self.argv_counts = {}
         self.tunnel = None
         if info.subresource == "portforward":
-            self.tally = PortForwardTally(int(p) for k, v in params if k == "ports" for p in v.split(",") if p.isdigit())
+            ports = [p for k, v in params if k == "ports" for p in v.split(",")]
+            self.tally = PortForwardTally(int(p) for p in ports if p.isdigit())
             self.cast = None
-            if self.subprotocol.startswith(SPDY_TUNNEL_PREFIX):
+            if self.subprotocol == TUNNEL_PROTOCOL:
                 # The agent's half of the tunnelled SPDY session names each forwarded port.
                 self.tunnel = spdy.FrameDecoder()
+                self.last_stream = 0
+            else:
+                self.data_channels = 2 * len(ports)  # data 2i, error 2i+1 (written by the cluster)
         else:
             self.tally = None
             self.cast = AsciicastWriter(command=masked_command(params, detectors, self.argv_counts))
@@ -96,48 +158,69 @@ class StreamTap:
             masker = self.maskers[channel] = masking.text_stream_masker(self.detectors)
         return masker
 
-    def _split(self, frame):
-        """(channel, payload bytes) of a channel.k8s.io frame, or None when it has none."""
-        if isinstance(frame, str):
-            if not self.base64 or not frame or not frame[0].isdigit():
-                return None
-            try:
-                return int(frame[0]), base64.b64decode(frame[1:], validate=True)
-            except binascii.Error:
-                return None
-        if not frame:
-            return None
-        return frame[0], bytes(frame[1:])
-
-    def _join(self, channel: int, payload: bytes):
-        if self.base64:
-            return str(channel) + base64.b64encode(payload).decode("ascii")
-        return bytes([channel]) + payload
+    # -- from the agent ---------------------------------------------------------------------
 
     def from_client(self, frame):
+        """The frame to forward to the cluster; raises StreamViolation for one the agent may not send."""
         size = _size(frame)
         self.bytes_in += size
         if self.cast is None:
+            self._check_port_forward(frame)
             self.tally.to_pod(size)
-            if self.tunnel is not None and isinstance(frame, bytes):
-                self._read_tunnel(frame)
             return frame
-        parts = self._split(frame)
-        if parts is not None and parts[0] == STDIN and self.detectors.enabled:
-            masked = self._masker(STDIN).feed(parts[1])
-            if masked:
-                self.cast.channel(self._now(), self._join(STDIN, masked), base64_frames=self.base64)
-        else:
-            self.cast.channel(self._now(), frame, base64_frames=self.base64)
+        parts = self.framing.split(frame)
+        if parts is None:
+            raise StreamViolation(f"airlock: the client sent a frame outside the {self.subprotocol} framing; "
+                                  "the session was ended")
+        channel, payload = parts
+        if channel == STDIN:
+            if self.detectors.enabled:
+                payload = self._masker(STDIN).feed(payload)
+            self.cast.client_frame(self._now(), STDIN, payload)
+        elif channel == RESIZE:
+            self.cast.client_frame(self._now(), RESIZE, payload)
+        elif not (self.v5 and channel == CLOSE and payload in (bytes([STDIN]), bytes([RESIZE]))):
+            raise StreamViolation(f"airlock: the client sent a frame on channel {channel}; a client writes only "
+                                  "stdin (0), resize (4) and close (255, v5); the session was ended")
         return frame
 
+    def _check_port_forward(self, frame):
+        if self.tunnel is not None:
+            if not isinstance(frame, bytes):
+                raise StreamViolation("airlock: the client sent a text frame in the port-forward tunnel; "
+                                      "the session was ended")
+            self._read_tunnel(frame)
+            return
+        parts = self.framing.split(frame)
+        if parts is None or parts[0] % 2 or parts[0] >= self.data_channels:
+            raise StreamViolation("airlock: the client wrote outside the port-forward data channels; "
+                                  "the session was ended")
+
     def _read_tunnel(self, data: bytes):
-        """Ports from the tunnel's SYN_STREAM headers; a session that does not parse is refused."""
-        for frame in self.tunnel.feed(data):
-            if isinstance(frame, spdy.SynStream) and frame.headers.get("streamtype") == "data":
+        """Ports from the SYN_STREAMs; the agent may write only on streams it opened, in order."""
+        try:
+            frames = self.tunnel.feed(data)
+        except spdy.SpdyError:
+            raise StreamViolation("airlock: the port-forward tunnel is not a valid SPDY/3.1 session; "
+                                  "the session was ended") from None
+        for frame in frames:
+            if isinstance(frame, spdy.SynStream):
+                if frame.stream_id % 2 == 0 or frame.stream_id <= self.last_stream:
+                    raise StreamViolation(f"airlock: the client opened SPDY stream {frame.stream_id} out of order; "
+                                          "the session was ended")
+                self.last_stream = frame.stream_id
                 port = frame.headers.get("port", "")
-                if port.isdigit():
+                if frame.headers.get("streamtype") == "data" and port.isdigit():
                     self.tally.add_port(int(port))
+            elif isinstance(frame, spdy.SynReply):
+                raise StreamViolation("airlock: the client sent a SPDY SYN_REPLY; the cluster opens no streams in "
+                                      "a port-forward; the session was ended")
+            elif isinstance(frame, (spdy.Data, spdy.Headers)) and (
+                    frame.stream_id % 2 == 0 or frame.stream_id > self.last_stream):
+                raise StreamViolation(f"airlock: the client wrote on SPDY stream {frame.stream_id}, which it did "
+                                      "not open; the session was ended")
+
+    # -- from the cluster -------------------------------------------------------------------
 
     def from_cluster(self, frame) -> list:
         """The frames to relay for one frame from the cluster (masked output may be held back)."""
@@ -146,34 +229,34 @@ class StreamTap:
         if self.cast is None:
             self.tally.from_pod(size)
             return [frame]
-        parts = self._split(frame)
-        if parts is None or not self.detectors.enabled:
-            self.cast.channel(self._now(), frame, base64_frames=self.base64)
-            return [frame]
+        parts = self.framing.split(frame)
+        if parts is None:
+            return []
         channel, payload = parts
-        if channel in MASKED_OUTPUT and payload:
-            payload = self._masker(channel).feed(payload)
-            if not payload:
-                return []
-        elif channel == ERROR and payload:
-            out = []
-            for held in MASKED_OUTPUT:
-                out.extend(self.flush_channel(held))
-            masker = masking.text_stream_masker(self.detectors)
-            payload = masker.feed(payload) + masker.flush()
-            self.maskers[ERROR] = masker
-            out.append(self._record(self._join(channel, payload)))
+        if channel in MASKED_OUTPUT:
+            if payload and self.detectors.enabled:
+                payload = self._masker(channel).feed(payload)
+                if not payload:
+                    return []
+            return [self._record(channel, payload)]  # an empty frame is v5's "ready" signal
+        if channel == ERROR:
+            out = self.flush()
+            if self.detectors.enabled:
+                masker = masking.text_stream_masker(self.detectors)
+                payload = masker.feed(payload) + masker.flush()
+                self.maskers[ERROR] = masker
+            out.append(self._record(channel, payload))
             return out
-        return [self._record(self._join(channel, payload))]
+        return []  # stdin, resize, close: channels the cluster does not write
 
-    def _record(self, frame):
-        self.cast.channel(self._now(), frame, base64_frames=self.base64)
-        return frame
+    def _record(self, channel: int, payload: bytes):
+        self.cast.cluster_frame(self._now(), channel, payload)
+        return self.framing.join(channel, payload)
 
     def flush_channel(self, channel: int) -> list:
         masker = self.maskers.get(channel)
         rest = masker.flush() if masker is not None else b""
-        return [self._record(self._join(channel, rest))] if rest else []
+        return [self._record(channel, rest)] if rest else []
 
     @property
     def holding(self) -> bool:
@@ -186,6 +269,18 @@ class StreamTap:
             out.extend(self.flush_channel(channel))
         return out
 
+    def end(self, error: GatewayError) -> list:
+        """The gateway ends the stream: held output, then (exec/attach) ``error`` on the status channel.
+
+        The recording ends with the gateway's message, never with an exit status.
+        """
+        if self.cast is None:
+            return []
+        out = self.flush()
+        self.cast.exit(self._now(), None, error.message)
+        out.append(self.framing.join(ERROR, error.body()))
+        return out
+
     def recording(self, duration: float) -> dict:
         info = self.info
         if self.tally is not None:
@@ -193,6 +288,6 @@ class StreamTap:
         if STDIN in self.maskers:
             rest = self.maskers[STDIN].flush()
             if rest:
-                self.cast.channel(self._now(), self._join(STDIN, rest), base64_frames=self.base64)
+                self.cast.client_frame(self._now(), STDIN, rest)
         return self.cast.recording(kind=info.subresource, namespace=info.namespace, pod=info.name,
                                    container=self.container)

@@ -4,8 +4,9 @@ Why not the ``websockets`` package: its strict RFC 7230 token parser rejects
 ``SPDY/3.1+portforward.k8s.io`` (``/`` is not a token character), the
 subprotocol kubectl >= 1.31 and kube-apiserver use for port-forward.  wsproto
 (sans-IO, also uvicorn's WebSocket implementation here) compares subprotocols
-as strings, and exposes a refused handshake's status and body, so the
-cluster's own ``Status`` ("pods "x" not found") reaches the agent.
+as strings, and exposes a refused handshake's status, content type and
+body, so the cluster's own ``Status`` ("pods "x" not found") reaches the
+agent once the proxy has masked it.
 """
 
 import asyncio
@@ -24,6 +25,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.utilities import RemoteProtocolError
 
 READ_SIZE = 256 * 1024
 MAX_REJECT_BODY = 64 * 1024
@@ -32,10 +34,11 @@ MAX_REJECT_BODY = 64 * 1024
 class UpstreamRejected(Exception):
     """The cluster answered the upgrade with a non-101 status."""
 
-    def __init__(self, status: int, body: bytes):
+    def __init__(self, status: int, body: bytes, content_type: str | None = None):
         super().__init__(f"upgrade refused with {status}")
         self.status = status
         self.body = body
+        self.content_type = content_type
 
 
 class UpstreamClosed(Exception):
@@ -122,28 +125,34 @@ async def connect(url: str, *, ssl, headers, subprotocols, open_timeout: float =
         extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         writer.write(protocol.send(Request(host=host, target=target, subprotocols=list(subprotocols), extra_headers=extra)))
         await writer.drain()
-        status, body = None, b""
-        while True:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                writer.close()
-                if status is not None:
-                    raise UpstreamRejected(status, body)
-                raise ConnectionError("upstream closed during the WebSocket handshake")
-            protocol.receive_data(data)
-            events = protocol.events()
-            for event in events:
-                if isinstance(event, AcceptConnection):
-                    return UpstreamWebSocket(reader, writer, protocol, event.subprotocol, events)
-                if isinstance(event, RejectConnection):
-                    status = event.status_code
-                    if not event.has_body:
-                        writer.close()
-                        raise UpstreamRejected(status, b"")
-                elif isinstance(event, RejectData):
-                    body = (body + event.data)[:MAX_REJECT_BODY]
-                    if event.body_finished:
-                        writer.close()
-                        raise UpstreamRejected(status, body)
+        status, body, content_type = None, b"", None
+        try:
+            while True:
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    writer.close()
+                    if status is not None:
+                        raise UpstreamRejected(status, body, content_type)
+                    raise ConnectionError("upstream closed during the WebSocket handshake")
+                protocol.receive_data(data)
+                events = protocol.events()
+                for event in events:
+                    if isinstance(event, AcceptConnection):
+                        return UpstreamWebSocket(reader, writer, protocol, event.subprotocol, events)
+                    if isinstance(event, RejectConnection):
+                        status = event.status_code
+                        content_type = next((v.decode("latin-1") for k, v in event.headers
+                                             if k.lower() == b"content-type"), None)
+                        if not event.has_body:
+                            writer.close()
+                            raise UpstreamRejected(status, b"", content_type)
+                    elif isinstance(event, RejectData):
+                        body = (body + event.data)[:MAX_REJECT_BODY]
+                        if event.body_finished:
+                            writer.close()
+                            raise UpstreamRejected(status, body, content_type)
+        except RemoteProtocolError:
+            writer.close()
+            raise ConnectionError("upstream broke the WebSocket handshake") from None
 
     return await asyncio.wait_for(handshake(), open_timeout)

@@ -24,6 +24,7 @@ from gateway import kubeproto as protobuf
 from . import errors, patch, schema, tables
 from .auth import API_AUDIENCE, Attributes, Auth, UserInfo
 from .certs import peer_identity
+from .channels import is_websocket_upgrade, offered_protocols
 from .discovery import AGGREGATED_MEDIA_TYPE, Discovery, Resource
 from .errors import ApiError
 from .openapi import OpenAPI
@@ -232,6 +233,40 @@ def selector_string(selector: dict | None) -> str:
         elif op == "DoesNotExist":
             parts.append(f"!{key}")
     return ",".join(parts)
+
+
+class WatchSink:
+    """Where a watch's events go: a chunked JSON stream, or a WebSocket when the client asked for one.
+
+    kube-apiserver's serveWatch answers a WebSocket upgrade (golang.org/x/net/websocket, which
+    echoes the one subprotocol offered) with one text message per JSON event; kubectl never asks
+    for that, browsers and some clients do.
+    """
+
+    def __init__(self, request: web.Request) -> None:
+        self.websocket = is_websocket_upgrade(request)
+        if self.websocket:
+            self.resp = web.WebSocketResponse(protocols=offered_protocols(request)[:1], compress=False)
+        else:
+            self.resp = web.StreamResponse(status=200)
+            self.resp.content_type = "application/json"
+            self.resp.headers["Cache-Control"] = "no-cache, private"
+            self.resp.enable_chunked_encoding()
+
+    async def prepare(self, request: web.Request) -> None:
+        await self.resp.prepare(request)
+
+    async def write(self, event: bytes) -> None:
+        if self.websocket:
+            await self.resp.send_str(event.decode("utf-8"))
+        else:
+            await self.resp.write(event)
+
+    async def write_eof(self) -> None:
+        if self.websocket:
+            await self.resp.close()
+        else:
+            await self.resp.write_eof()
 
 
 class KubeSim:
@@ -614,10 +649,7 @@ class KubeSim:
         send_initial = None if sie is None else query_bool(sie)
         name = ctx.info.name if ctx.info.name else None
         spec = WatchSpec((res.group, res.name), ctx.info.namespace or None, labels, fields, name)
-        resp = web.StreamResponse(status=200)
-        resp.content_type = "application/json"
-        resp.headers["Cache-Control"] = "no-cache, private"
-        resp.enable_chunked_encoding()
+        resp = WatchSink(ctx.request)
         try:
             watcher, initial = self.cluster.watch(res, spec, resource_version=ctx.query.get("resourceVersion"),
                                                   send_initial_events=send_initial)
@@ -627,7 +659,7 @@ class KubeSim:
             await resp.prepare(ctx.request)
             await resp.write(encode_json({"type": "ERROR", "object": exc.status()}) + b"\n")
             await resp.write_eof()
-            return resp
+            return resp.resp
         include = ctx.query.get("includeObject") or "Metadata"
         first_table = [True]
 
@@ -674,7 +706,7 @@ class KubeSim:
             pass
         finally:
             self.cluster.unwatch(watcher)
-        return resp
+        return resp.resp
 
     # -- special subresources ------------------------------------------------------------------
 

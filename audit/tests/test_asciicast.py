@@ -1,11 +1,11 @@
 """asciicast v2 recordings of exec/attach streams and port-forward tallies."""
 
-import base64
 import json
 
 import pytest
 
 from audit.asciicast import AsciicastWriter, PortForwardTally, exit_status
+from audit.events import prepare_recording
 from audit.chain import verify_chain
 from audit.models import Recording
 from audit.tests.factories import append, event
@@ -35,23 +35,25 @@ def parse(cast: str) -> tuple[dict, list]:
     return header, events
 
 
+CLIENT, CLUSTER = "client", "cluster"
+
+
 def frames(writer: AsciicastWriter, *messages):
-    for t, message in messages:
-        writer.channel(t, message)
+    for t, side, channel, payload in messages:
+        (writer.client_frame if side == CLIENT else writer.cluster_frame)(t, channel, payload)
 
 
-def test_v5_exec_session_maps_every_channel():
+def test_exec_session_maps_every_channel_by_direction():
     writer = AsciicastWriter(command=["sh", "-i"], started_at=1_700_000_000.5)
     frames(
         writer,
-        (0.0, b"\x01"),  # ready signal, empty
-        (0.01, b'\x04{"Width":100,"Height":30}'),
-        (0.2, b"\x00ls\r"),
-        (0.25, b"\x01bin  etc\r\n"),
-        (0.3, b"\x02sh: warning\r\n"),
-        (0.4, b'\x04{"Width":120,"Height":40}'),
-        (0.5, b"\xff\x00"),  # v5 close of stdin
-        (0.6, b"\x03" + SUCCESS),
+        (0.0, CLUSTER, 1, b""),  # ready signal, empty
+        (0.01, CLIENT, 4, b'{"Width":100,"Height":30}'),
+        (0.2, CLIENT, 0, b"ls\r"),
+        (0.25, CLUSTER, 1, b"bin  etc\r\n"),
+        (0.3, CLUSTER, 2, b"sh: warning\r\n"),
+        (0.4, CLIENT, 4, b'{"Width":120,"Height":40}'),
+        (0.6, CLUSTER, 3, SUCCESS),
     )
     header, events = parse(writer.text())
     assert header["width"] == 100 and header["height"] == 30
@@ -74,11 +76,11 @@ def test_non_zero_exit_code_and_other_failures():
     assert exit_status(b'{"status":"Failure","message":"container not found"}') == (None, "container not found")
     assert exit_status(b"plain text error from a v1 server") == (None, "plain text error from a v1 server")
     writer = AsciicastWriter(80, 24)
-    writer.channel(1.0, b"\x03" + EXIT_3)
+    writer.cluster_frame(1.0, 3, EXIT_3)
     assert writer.exit_code == 3
     assert parse(writer.text())[1] == [[1.0, "m", "exit status 3"]]
     writer = AsciicastWriter(80, 24)
-    writer.channel(1.0, b'\x03{"status":"Failure","message":"container not found"}')
+    writer.cluster_frame(1.0, 3, b'{"status":"Failure","message":"container not found"}')
     assert writer.exit_code is None
     assert parse(writer.text())[1] == [[1.0, "m", "terminated: container not found"]]
 
@@ -86,9 +88,9 @@ def test_non_zero_exit_code_and_other_failures():
 def test_utf8_split_across_frames_is_reassembled():
     writer = AsciicastWriter(80, 24)
     snowman = "☃".encode()
-    writer.channel(0.1, b"\x01a" + snowman[:2])
-    writer.channel(0.2, b"\x01" + snowman[2:] + b"b")
-    writer.channel(0.3, b"\x01" + snowman[:1])  # cut off by the end of the stream
+    writer.cluster_frame(0.1, 1, b"a" + snowman[:2])
+    writer.cluster_frame(0.2, 1, snowman[2:] + b"b")
+    writer.cluster_frame(0.3, 1, snowman[:1])  # cut off by the end of the stream
     _, events = parse(writer.text())
     output = "".join(data for _, code, data in events if code == "o")
     assert output == "a☃b\ufffd"
@@ -108,20 +110,46 @@ def test_replaying_output_and_input_gives_back_the_stream():
     assert "".join(d for _, c, d in events if c == "o") == "".join(shown)
 
 
-def test_base64_and_text_channel_frames():
+def test_a_direction_never_writes_the_other_sides_events():
     writer = AsciicastWriter(80, 24)
-    writer.channel(0.1, "1" + base64.b64encode(b"hello\n").decode(), base64_frames=True)
-    writer.channel(0.2, "9garbage", base64_frames=True)
-    writer.channel(0.3, "\x01plain\n")
-    _, events = parse(writer.text())
-    assert events == [[0.1, "o", "hello\n"], [0.3, "o", "plain\n"]]
+    frames(
+        writer,
+        (0.1, CLIENT, 1, b"forged output"),
+        (0.2, CLIENT, 2, b"forged stderr"),
+        (0.3, CLIENT, 3, EXIT_3),
+        (0.4, CLUSTER, 0, b"forged input"),
+        (0.5, CLUSTER, 4, b'{"Width":100,"Height":30}'),
+    )
+    header, events = parse(writer.text())
+    assert events == [] and writer.exit_code is None
+    assert (header["width"], header["height"]) == (80, 24)
+
+
+@pytest.mark.parametrize("code", ["9" * 40, "2147483648", "-2147483649", "3.5", " 3", "1_000", 3, ["3"], None])
+def test_exit_codes_outside_int32_or_not_decimal_are_no_exit_status(code):
+    status = json.dumps({"status": "Failure", "reason": "NonZeroExitCode", "message": "m",
+                         "details": {"causes": [{"reason": "ExitCode", "message": code}]}}).encode()
+    assert exit_status(status) == (None, "m")
+    writer = AsciicastWriter(80, 24)
+    writer.cluster_frame(1.0, 3, status)
+    recording = writer.recording(kind="exec")
+    assert recording["exit_code"] is None
+    prepare_recording(recording, max_recording=4096)
+
+
+def test_exit_codes_at_the_int32_bounds():
+    for code in (-(2**31), 2**31 - 1, 0, 137):
+        status = json.dumps({"status": "Failure", "reason": "NonZeroExitCode",
+                             "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}).encode()
+        assert exit_status(status)[0] == code
+    assert exit_status(b'{"status":"Failure","reason":"NonZeroExitCode","details":{"causes":"x"}}') == (None, "")
 
 
 def test_bad_resize_payloads_are_ignored():
     writer = AsciicastWriter()
-    writer.channel(0.1, b"\x04not json")
-    writer.channel(0.2, b'\x04{"Width":0,"Height":10}')
-    writer.channel(0.3, b'\x04{"Width":"x"}')
+    writer.client_frame(0.1, 4, b"not json")
+    writer.client_frame(0.2, 4, b'{"Width":0,"Height":10}')
+    writer.client_frame(0.3, 4, b'{"Width":"x"}')
     header, events = parse(writer.text())
     assert events == []
     assert (header["width"], header["height"]) == (80, 24)
@@ -139,7 +167,7 @@ def test_size_cap_truncates_with_a_marker_and_keeps_the_exit_status():
     writer = AsciicastWriter(80, 24, max_bytes=4096)
     for i in range(1000):
         writer.output(i / 100, b"x" * 64)
-    writer.channel(10.5, b"\x03" + EXIT_3)
+    writer.cluster_frame(10.5, 3, EXIT_3)
     text = writer.text()
     header_size = len(text.split("\n", 1)[0]) + 1
     assert len(text.encode()) - header_size <= 4096
@@ -153,9 +181,9 @@ def test_size_cap_truncates_with_a_marker_and_keeps_the_exit_status():
 @pytest.mark.django_db
 def test_writer_recording_is_stored_and_hashed():
     writer = AsciicastWriter(command=["cat", "/etc/hostname"])
-    writer.channel(0.0, b'\x04{"Width":90,"Height":20}')
-    writer.channel(0.1, b"\x01web-0\n")
-    writer.channel(0.2, b"\x03" + SUCCESS)
+    writer.client_frame(0.0, 4, b'{"Width":90,"Height":20}')
+    writer.cluster_frame(0.1, 1, b"web-0\n")
+    writer.cluster_frame(0.2, 3, SUCCESS)
     recording = writer.recording(kind="exec", namespace="default", pod="web-0", container="app")
     (row,) = append(event(0, verb="create", object_subresource="exec", transport="websocket", recording=recording))
     stored = Recording.objects.get(event=row)

@@ -161,7 +161,8 @@ def test_from_request_fills_the_kubernetes_fields():
 
 def test_from_scope_for_requests_that_could_not_be_parsed():
     result = from_scope(
-        scope("/k8s/prod/api/v1/../secrets", headers=[("User-Agent", "evil")]),
+        scope("/k8s/prod/api/v1/../secrets", query=b"command=echo&command=t0ken-v4lue",
+              headers=[("User-Agent", "evil")]),
         audit_id=uuid.uuid4(), stage="ResponseComplete", received_at=datetime(2026, 3, 1, tzinfo=UTC),
         response_code=400,
     )

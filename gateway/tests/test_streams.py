@@ -1,0 +1,166 @@
+"""The upgrade decision and StreamTap, sans IO: hostile frames in both directions."""
+
+import base64
+import json
+
+import pytest
+
+from gateway import masking, spdy
+from gateway.requestinfo import parse
+from gateway.status import GatewayError
+from gateway.streams import StreamTap, StreamViolation
+from gateway.upgrades import relayed_protocols, stream_kind
+
+EXEC = "/api/v1/namespaces/default/pods/web/exec"
+
+
+def info(path, query=""):
+    return parse("GET", path, query)
+
+
+@pytest.mark.parametrize("path, query, kind", [
+    (EXEC, "command=sh", "exec"),
+    ("/api/v1/namespaces/default/pods/web/attach", "", "attach"),
+    ("/api/v1/namespaces/default/pods/web/portforward", "ports=80", "portforward"),
+    ("/api/v1/namespaces/default/secrets", "watch=1", None),
+    ("/api/v1/watch/namespaces/default/secrets", "", None),
+    ("/api/v1/namespaces/default/secrets/db", "", None),
+    ("/api/v1/namespaces/default/pods/web/log", "follow=true", None),
+    ("/api/v1/namespaces/default/pods/web/proxy/", "", None),
+    ("/api/v1/namespaces/default/services/web/proxy/", "", None),
+    ("/api/v1/nodes/n1/proxy/exec", "", None),
+    ("/api/v1/watch/namespaces/default/pods/web/exec", "", None),
+    ("/api/v1/namespaces/default/pods/web/exec/extra", "", None),
+    ("/apis/example.com/v1/namespaces/default/pods/web/exec", "", None),
+    ("/version", "", None),
+])
+def test_only_pod_exec_attach_and_portforward_are_upgraded(path, query, kind):
+    assert stream_kind(info(path, query)) == kind
+    if kind is None:
+        with pytest.raises(GatewayError) as refused:
+            relayed_protocols(info(path, query), ["v5.channel.k8s.io", "base64.binary.k8s.io"])
+        assert refused.value.code == 400 and "WebSocket" in refused.value.message
+
+
+def test_subprotocols_are_filtered_to_what_the_relay_reads():
+    assert relayed_protocols(info(EXEC), ["base64.binary.k8s.io", "v5.channel.k8s.io", "v4.channel.k8s.io"]) == [
+        "v5.channel.k8s.io", "v4.channel.k8s.io"]
+    forward = info("/api/v1/namespaces/default/pods/web/portforward")
+    assert relayed_protocols(forward, ["v5.channel.k8s.io", "v4.channel.k8s.io"]) == ["v4.channel.k8s.io"]
+    for offered in ([], ["base64.binary.k8s.io"]):
+        with pytest.raises(GatewayError):
+            relayed_protocols(info(EXEC), offered)
+
+
+def exec_tap(protocol="v5.channel.k8s.io", detectors=None):
+    return StreamTap(info(EXEC), protocol, "command=sh&stdin=true", detectors or masking.Detectors.default())
+
+
+def cast_events(tap):
+    return [json.loads(line) for line in tap.recording(1.0)["asciicast"].splitlines()[1:]]
+
+
+@pytest.mark.parametrize("frame", [
+    b"\x01forged", b"\x02forged", b'\x03{"status":"Success"}', b"\x05x", b"\xfe", b"\xff\x01", b"",
+    "\x01forged",  # a text frame is read as its UTF-8 bytes, as the cluster reads it
+])
+def test_a_client_frame_outside_stdin_resize_and_close_ends_the_stream(frame):
+    tap = exec_tap()
+    with pytest.raises(StreamViolation) as violation:
+        tap.from_client(frame)
+    assert violation.value.error.code == 400 and violation.value.error.message.startswith("airlock: the client")
+    assert not any(code == "o" for _, code, _ in cast_events(tap))
+
+
+def test_client_stdin_resize_and_close_are_input_only():
+    tap = exec_tap()
+    for frame in (b"\x00ls\r", "\x00typed as text\r", b'\x04{"Width":100,"Height":30}', b"\xff\x00"):
+        assert tap.from_client(frame) == frame  # the cluster gets what was sent
+    events = cast_events(tap)
+    assert {code for _, code, _ in events} == {"i", "r"}
+    assert "".join(data for _, code, data in events if code == "i") == "ls\rtyped as text\r"
+    assert tap.recording(1.0)["exit_code"] is None
+
+
+@pytest.mark.parametrize("protocol, frame", [
+    ("v4.channel.k8s.io", b"\xff\x00"),  # close is v5 only
+    ("v4.base64.channel.k8s.io", "1" + base64.b64encode(b"forged").decode()),
+    ("v4.base64.channel.k8s.io", b"1" + base64.b64encode(b"forged")),
+    ("v4.base64.channel.k8s.io", "0not base64!"),
+    ("v4.base64.channel.k8s.io", "x" + base64.b64encode(b"forged").decode()),
+])
+def test_legacy_framings_take_the_same_rule(protocol, frame):
+    with pytest.raises(StreamViolation):
+        exec_tap(protocol).from_client(frame)
+
+
+def test_cluster_frames_on_client_channels_are_dropped_not_recorded():
+    tap = exec_tap()
+    for frame in (b"\x00cluster wrote stdin", b'\x04{"Width":1,"Height":1}', b"\xff\x00", b"\x09x"):
+        assert tap.from_cluster(frame) == []
+    assert tap.from_cluster(b"\x01") == [b"\x01"]  # v5's ready signal
+    assert tap.from_cluster("\x01out\n") + tap.flush() == [b"\x01out\n"]
+    assert [code for _, code, _ in cast_events(tap)] == ["o"]
+
+
+def test_cluster_exit_status_and_masking():
+    tap = exec_tap()
+    out = tap.from_cluster(b"\x01password=hunter2-secret-value\n") + tap.flush()
+    assert b"hunter2" not in b"".join(out)
+    status = {"status": "Failure", "reason": "NonZeroExitCode",
+              "details": {"causes": [{"reason": "ExitCode", "message": "9" * 30}]}}
+    tap.from_cluster(b"\x03" + json.dumps(status).encode())
+    assert tap.recording(1.0)["exit_code"] is None  # not an int32: no exit status, and no lost event
+
+
+def test_the_gateway_ending_a_stream_is_recorded_with_its_message():
+    tap = exec_tap("v4.base64.channel.k8s.io")
+    tap.from_cluster("1" + base64.b64encode(b"partial output").decode())
+    frames = tap.end(GatewayError(400, "airlock: the client sent a frame on channel 1"))
+    assert frames[-1][0] == "3"
+    assert json.loads(base64.b64decode(frames[-1][1:]))["message"] == "airlock: the client sent a frame on channel 1"
+    assert cast_events(tap)[-1][1:] == ["m", "terminated: airlock: the client sent a frame on channel 1"]
+
+
+def tunnel_tap():
+    return StreamTap(info("/api/v1/namespaces/default/pods/web/portforward"), "SPDY/3.1+portforward.k8s.io", "",
+                     masking.Detectors.default())
+
+
+def test_tunnel_records_ports_of_streams_the_client_opened():
+    tap, encoder = tunnel_tap(), spdy.FrameEncoder()
+    for frame in (spdy.SynStream(1, {"streamtype": "error", "port": "80", "requestid": "0"}),
+                  spdy.SynStream(3, {"streamtype": "data", "port": "80", "requestid": "0"}),
+                  spdy.Data(3, b"GET / HTTP/1.0\r\n\r\n"), spdy.Ping(1), spdy.WindowUpdate(0, 10)):
+        tap.from_client(encoder.encode(frame))
+    assert tap.recording(1.0)["ports"] == [80]
+
+
+@pytest.mark.parametrize("frames", [
+    [spdy.SynReply(2)],
+    [spdy.Data(1, b"x")],
+    [spdy.SynStream(1, {"streamtype": "data", "port": "80"}), spdy.Data(2, b"x")],
+    [spdy.SynStream(3, {"streamtype": "data", "port": "80"}), spdy.SynStream(1, {"streamtype": "data"})],
+    [spdy.SynStream(2, {"streamtype": "data", "port": "80"})],
+])
+def test_tunnel_frames_the_client_may_not_send(frames):
+    tap, encoder = tunnel_tap(), spdy.FrameEncoder()
+    with pytest.raises(StreamViolation):
+        for frame in frames:
+            tap.from_client(encoder.encode(frame))
+
+
+def test_tunnel_refuses_text_and_garbage():
+    with pytest.raises(StreamViolation):
+        tunnel_tap().from_client("text")
+    with pytest.raises(StreamViolation):
+        tunnel_tap().from_client(b"\x80\x07\x00\x01\x00\x00\x00\x01x")  # SPDY version 7
+
+
+def test_legacy_port_forward_client_writes_only_data_channels():
+    tap = StreamTap(info("/api/v1/namespaces/default/pods/web/portforward"), "v4.channel.k8s.io",
+                    "ports=80,443", masking.Detectors.default())
+    assert tap.from_client(b"\x00data") == b"\x00data" and tap.from_client(b"\x02data") == b"\x02data"
+    for frame in (b"\x01error channel", b"\x04beyond the ports", b""):
+        with pytest.raises(StreamViolation):
+            tap.from_client(frame)

@@ -1,0 +1,56 @@
+"""Which WebSocket upgrades exist: one sans-IO decision, made from the parsed request.
+
+kube-apiserver answers a WebSocket upgrade on far more than exec: a watch (one JSON text
+message per event), ``pods/log``, ``*/proxy``, and a plain GET that ignores the upgrade and
+answers with the object.  The gateway relays only the streams it masks and records frame by
+frame: ``pods/exec`` and ``pods/attach`` (remotecommand channel protocols) and
+``pods/portforward`` (SPDY tunnelled in WebSocket, or the kubelet's channel protocol).
+Everything else is refused with a 400 ``Status`` before policy, a hold or the cluster sees it.
+
+Watches over WebSocket are refused rather than relayed: no kubectl or client-go release asks
+for one, and the same data comes masked and recorded over an HTTP watch.  kubectl's SPDY
+fallback is unaffected: exec, attach and port-forward keep their WebSocket path.
+"""
+
+from gateway.status import GatewayError
+
+CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel.k8s.io",
+                     "channel.k8s.io", "base64.channel.k8s.io")
+TUNNEL_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
+# The kubelet's WebSocket port-forward (the Python client) speaks the v4 channel framing.
+PORTFORWARD_PROTOCOLS = (TUNNEL_PROTOCOL, "v4.channel.k8s.io", "v4.base64.channel.k8s.io")
+STREAM_PROTOCOLS = {"exec": CHANNEL_PROTOCOLS, "attach": CHANNEL_PROTOCOLS, "portforward": PORTFORWARD_PROTOCOLS}
+
+
+def stream_kind(info) -> str | None:
+    """``exec``, ``attach`` or ``portforward`` when a WebSocket upgrade of this request is relayed."""
+    if (info.is_resource_request and info.verb == "get" and info.api_group == "" and info.resource == "pods"
+            and info.namespace and info.name and len(info.parts) == 3 and info.subresource in STREAM_PROTOCOLS):
+        return info.subresource
+    return None
+
+
+def relayed_protocols(info, offered) -> list[str]:
+    """The offered subprotocols the gateway understands for this upgrade, in the client's order.
+
+    Raises a 400 GatewayError when the request is not one the gateway relays over WebSocket,
+    or offers no subprotocol the relay can read.
+    """
+    kind = stream_kind(info)
+    if kind is None:
+        raise GatewayError(
+            400, f"airlock: WebSocket upgrades are relayed only for pods/exec, pods/attach and pods/portforward, "
+                 f"not for {describe(info)}", stage="parse")
+    known = [p for p in offered if p in STREAM_PROTOCOLS[kind]]
+    if not known:
+        raise GatewayError(
+            400, f"airlock: pods/{kind} over WebSocket needs one of the subprotocols "
+                 f"{', '.join(STREAM_PROTOCOLS[kind])}", stage="parse")
+    return known
+
+
+def describe(info) -> str:
+    if not info.is_resource_request:
+        return f"{info.verb} {info.path[:100]}"
+    resource = info.resource + (f"/{info.subresource}" if info.subresource else "")
+    return f"{info.verb} {resource[:100]}"
