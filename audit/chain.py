@@ -319,11 +319,11 @@ def append(prepared: list[PreparedEvent], *, session_gap: timedelta) -> list[Aud
 # -- anchors ------------------------------------------------------------------------------------
 
 
-def make_anchor(reason: str, *, now: datetime | None = None) -> Anchor | None:
+def make_anchor(reason: str) -> Anchor | None:
     """Sign the chain head, append it to AIRLOCK_AUDIT_ANCHOR_FILE, store it; None if nothing is new.
 
     Runs under the chain lock, so the head cannot move meanwhile; the line is written (and
-    fsynced) before the row commits, so the file never lacks an anchor the database has.  A head
+    fsynced) before the row commits, so the file never lacks an anchor made here.  A head
     that fails its own HMAC, or a chain shorter than its newest anchor, is not anchored: that
     would sign what verify_audit is about to report.
     """
@@ -343,7 +343,7 @@ def make_anchor(reason: str, *, now: datetime | None = None) -> Anchor | None:
         if head is not None and head[0] and not ring.verify_event(head[0], digest, head[1]):
             log.error("audit chain head #%d has no valid HMAC: not anchored; run verify_audit", seq)
             return None
-        created_at = now or timezone.now()
+        created_at = timezone.now()
         record = anchors.sign(seq, digest, created_at, reason, ring)
         if settings.AIRLOCK_AUDIT_ANCHOR_FILE:
             anchors.append_line(settings.AIRLOCK_AUDIT_ANCHOR_FILE, record.line())
@@ -491,6 +491,8 @@ def _check_event(event, prev_hash: str, ring, keyed: bool) -> tuple[str, str] | 
             )
         return "edited", "edited: neither its hash nor its HMAC matches its content"
     if event.prev_hash != prev_hash:
+        if not content_ok and chain_hash(prev_hash, document_of(event)) == event.hash:
+            return "edited", "edited: its prev_hash was changed (hash mismatch)"
         return _broken_link(event)
     if not content_ok:
         return "edited", "edited: its content does not match its hash (hash mismatch)"

@@ -67,6 +67,12 @@ def test_edit_of_a_body_is_named(events):
     assert at(events, 4) + "edited" in broken()
 
 
+def test_edit_of_a_link_is_named(events):
+    with tampering(EVENTS) as cursor:
+        cursor.execute(f"UPDATE {EVENTS} SET prev_hash = %s WHERE seq = 3", ["ab" * 32])
+    assert at(events, 3) + "edited: its prev_hash was changed (hash mismatch)" in broken()
+
+
 def test_edit_rehashed_through_the_rest_of_the_chain_is_named(events):
     with tampering(EVENTS) as cursor:
         cursor.execute(f"UPDATE {EVENTS} SET verb = 'delete' WHERE seq = 3")
