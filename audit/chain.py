@@ -406,7 +406,7 @@ class Verification:
             return text + "; the anchor files hold no anchor yet"
         text += f"; newest anchor outside the database: #{anchor.seq} of {anchor.created_at}"
         if anchor.seq < end:
-            text += f" (events #{anchor.seq + 1}..#{end} are not anchored outside the database yet)"
+            text += f" ({_span(anchor.seq + 1, end)} not anchored outside the database yet)"
         return text
 
 
