@@ -66,6 +66,7 @@ class Recorder:
         self._closing = False  # aclose() began: still accepting while the queue drains
         self._closed = False
         self._pending = 0
+        self._wrote = False  # anything committed: the shutdown anchor has something of ours to cover
 
     def prepare(self, event: dict) -> PreparedEvent:
         if self._closed:
@@ -146,6 +147,8 @@ class Recorder:
 
     def _anchor(self) -> None:
         """The shutdown anchor; a failure is logged, not raised: shutdown goes on regardless."""
+        if not self._wrote:
+            return
         try:
             close_old_connections()
             chain.make_anchor(AnchorReason.SHUTDOWN)
@@ -155,6 +158,7 @@ class Recorder:
     def _write(self, batch: list[PreparedEvent]) -> None:
         close_old_connections()
         chain.append(batch, session_gap=self.session_gap)
+        self._wrote = True
 
     async def _writer_loop(self) -> None:
         while True:

@@ -70,6 +70,10 @@ def test_shutdown_anchors_what_the_gateway_wrote(anchor_file):
     assert [(line["seq"], line["reason"]) for line in lines(anchor_file)] == [(3, "shutdown")]
     assert "newest anchor outside the database: #3" in verify()
 
+    append(event(10))  # another process; this one, idle, has nothing of its own to anchor
+    asyncio.run(Recorder().aclose())
+    assert len(lines(anchor_file)) == 1
+
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_shutdown_anchor_does_not_stop_the_shutdown(settings, tmp_path, caplog):
