@@ -24,6 +24,7 @@ from audit.document import timestamp
 from audit.keys import ANCHOR_DOMAIN, Keyring
 
 KIND = "airlock.audit/anchor"
+IN_DATABASE = "the database"
 HEX64 = re.compile(r"[0-9a-f]{64}")
 MAX_SEQ = 2**53 - 1
 
@@ -32,7 +33,7 @@ class AnchorFileError(Exception):
     """An anchor file that cannot be read, or holds a line that is not an anchor."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AnchorRecord:
     seq: int
     hash: str
@@ -40,7 +41,7 @@ class AnchorRecord:
     reason: str
     key_id: str
     mac: str
-    source: str = "the database"
+    source: str = IN_DATABASE
 
     def payload(self) -> bytes:
         return rfc8785.dumps({
@@ -65,6 +66,17 @@ class AnchorRecord:
     @classmethod
     def from_row(cls, anchor) -> "AnchorRecord":
         return cls(anchor.seq, anchor.hash, timestamp(anchor.created_at), anchor.reason, anchor.key_id, anchor.mac)
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    """A (seq, hash) an operator vouches for (``verify_audit --anchor``); unsigned."""
+
+    seq: int
+    hash: str
+
+    def describe(self) -> str:
+        return "the anchor given on the command line"
 
 
 def sign(seq: int, digest: str, created_at: datetime, reason: str, ring: Keyring) -> AnchorRecord:

@@ -10,6 +10,7 @@ append consumes no sequence number, so ``seq`` has no gaps.
 import hashlib
 import json
 import logging
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -402,7 +403,7 @@ class Verification:
                 "; no anchor file was checked, so deleting the newest events would not show"
                 + (f" (newest anchor in the database: #{anchor.seq} of {anchor.created_at})" if anchor else "")
             )
-        if anchor is None:
+        if anchor is None or anchor.source == anchors.IN_DATABASE:
             return text + "; the anchor files hold no anchor yet"
         text += f"; newest anchor outside the database: #{anchor.seq} of {anchor.created_at}"
         if anchor.seq < end:
@@ -524,32 +525,34 @@ def verify_chain(*, anchors_from: Iterable[anchors.AnchorRecord] = (), pins: dic
             return result.fail(
                 "forged", f"forged checkpoint: checkpoint through #{checkpoint.through_seq} has an invalid signature"
             )
-    stored = [anchors.AnchorRecord.from_row(a) for a in Anchor.objects.order_by("seq", "id")]
-    external = list(anchors_from)
-    for record in stored + external:
-        genuine = record.genuine(ring)
-        if genuine is None:
-            return result.fail("unknown-key", (
-                f"unknown key: {record.describe()} at #{record.seq} is signed with key id {record.key_id!r}, "
-                f"{UNKNOWN_KEY}"
-            ))
-        if not genuine:
-            return result.fail("forged", f"forged anchor: {record.describe()} at #{record.seq} has an invalid signature")
-    if external:
-        result.newest_anchor = max(external, key=lambda r: r.seq)
-    elif stored:
-        result.newest_anchor = stored[-1]
-    anchored = {record.seq for record in stored + external}
-    marks: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    for record in stored + external:
-        marks[record.seq].append((record.hash, record.describe()))
+    # Every anchor's signature is checked; only those the remaining chain can be compared with are kept.
+    pruned_through = checkpoints[-1].through_seq if checkpoints else 0
+    marks: dict[int, list] = defaultdict(list)
+    with closing(Anchor.objects.order_by("seq", "id").iterator(chunk_size=chunk_size)) as rows:
+        for record in itertools.chain(anchors_from, map(anchors.AnchorRecord.from_row, rows)):
+            genuine = record.genuine(ring)
+            if genuine is None:
+                return result.fail("unknown-key", (
+                    f"unknown key: {record.describe()} at #{record.seq} is signed with key id {record.key_id!r}, "
+                    f"{UNKNOWN_KEY}"
+                ))
+            if not genuine:
+                return result.fail(
+                    "forged", f"forged anchor: {record.describe()} at #{record.seq} has an invalid signature"
+                )
+            newest = result.newest_anchor
+            outside = record.source != anchors.IN_DATABASE
+            if newest is None or (outside, record.seq) > (newest.source != anchors.IN_DATABASE, newest.seq):
+                result.newest_anchor = record  # the newest outside the database, else the newest inside
+            if record.seq >= pruned_through:
+                marks[record.seq].append(record)
     for seq, digest in (pins or {}).items():
-        marks[seq].append((digest, "the anchor given on the command line"))
+        marks[seq].append(anchors.Pin(seq, digest))
 
     by_seq = {c.through_seq: c for c in checkpoints}
     events = AuditEvent.objects.select_related("session", "recording").order_by("seq")
     expected, prev_hash = None, GENESIS_HASH
-    keyed, legacy = False, None
+    keyed, legacy, legacy_signed = False, None, False
     # Closed on every return: a server-side cursor left to the garbage collector is closed later,
     # inside whatever transaction the connection is in then, and aborts it if that cursor is gone.
     with closing(events.iterator(chunk_size=chunk_size)) as rows:
@@ -574,20 +577,22 @@ def verify_chain(*, anchors_from: Iterable[anchors.AnchorRecord] = (), pins: dic
             problem = _check_event(event, prev_hash, ring, keyed)
             if problem is not None:
                 return result.fail(*problem, event)
-            if event.key_id:
-                keyed = True
-            else:
-                legacy = (legacy[0] if legacy else event.seq, event.seq)
             checkpoint = by_seq.get(event.seq)
             if checkpoint is not None and checkpoint.through_hash != event.hash:
                 return result.fail(
                     "rewritten", f"rewritten: its hash differs from the one checkpoint through #{event.seq} recorded", event
                 )
-            for digest, source in marks.pop(event.seq, ()):
-                if digest != event.hash:
-                    return result.fail(
-                        "rewritten", f"rewritten: its hash differs from {source}: the chain was rewritten after it", event
-                    )
+            here = marks.pop(event.seq, ())
+            for mark in here:
+                if mark.hash != event.hash:
+                    return result.fail("rewritten", (
+                        f"rewritten: its hash differs from {mark.describe()}: the chain was rewritten after it"
+                    ), event)
+            if event.key_id:
+                keyed = True
+            else:
+                legacy = (legacy[0] if legacy else event.seq, event.seq)
+                legacy_signed = any(isinstance(mark, anchors.AnchorRecord) for mark in here)
             prev_hash = event.hash
             expected += 1
             result.events += 1
@@ -608,25 +613,26 @@ def verify_chain(*, anchors_from: Iterable[anchors.AnchorRecord] = (), pins: dic
                 f"truncated: the chain ends at #{end} but checkpoint through #{newest.through_seq} covers more: "
                 f"{_span(end + 1, newest.through_seq)} missing"
             ))
-    if legacy and not keyed:
-        if legacy[1] not in anchored:
-            return result.fail("unkeyed", (
-                f"unkeyed: {_span(*legacy)} without HMAC (written before audit keys, or stripped) and no signed "
-                f"anchor covers #{legacy[1]}, so an edit re-hashed through them would not show"
-            ))
+    if legacy and not keyed and not legacy_signed:
+        return result.fail("unkeyed", (
+            f"unkeyed: {_span(*legacy)} without HMAC (written before audit keys, or stripped) and no signed "
+            f"anchor covers #{legacy[1]}, so an edit re-hashed through them would not show"
+        ))
     if legacy:
         result.legacy = legacy
     for seq, entries in sorted(marks.items()):
-        for digest, source in entries:
+        for mark in entries:
             if seq < start_seq:
                 continue  # pruned before the oldest remaining event: nothing left to compare
             if seq == start_seq:
-                if digest != start_hash:
-                    return result.fail("rewritten", f"rewritten: {source} at #{seq} differs from where the chain starts")
+                if mark.hash != start_hash:
+                    return result.fail(
+                        "rewritten", f"rewritten: {mark.describe()} at #{seq} differs from where the chain starts"
+                    )
                 continue
             what = f"ends at #{end}" if result.events else f"has no events after #{end}"
             return result.fail("truncated", (
-                f"truncated: the chain {what} but {source} says it reached #{seq} (hash {digest}): "
+                f"truncated: the chain {what} but {mark.describe()} says it reached #{seq} (hash {mark.hash}): "
                 f"{_span(end + 1, seq)} missing (deleted)"
             ))
     return result

@@ -282,3 +282,9 @@ def test_a_tampered_head_is_not_anchored(events, anchor_file, caplog):
     assert chain.make_anchor("schedule") is None
     assert "no valid HMAC" in caplog.text
     assert not anchor_file.exists()
+
+
+def test_an_empty_anchor_file_is_reported_as_such(events, anchor_file):
+    chain.make_anchor("schedule")  # the database has one; the file check is about the file
+    anchor_file.write_text("")
+    assert "intact: 5 events" in verify() and "the anchor files hold no anchor yet" in verify()
