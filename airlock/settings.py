@@ -27,6 +27,9 @@ DEV_ONLY_DEFAULTS = {
     # A Fernet key for credentials at rest; generate real ones with
     # `manage.py rotate_credential_keys --generate`.
     "AIRLOCK_FIELD_ENCRYPTION_KEYS": "ZGV2LW9ubHktZmVybmV0LWtleS1ub3QtZm9yLXByb2Q=",
+    # An HMAC key for the audit chain (audit/keys.py); generate real ones with
+    # `manage.py audit_keys --generate`.
+    "AIRLOCK_AUDIT_KEYS": "ZGV2LW9ubHktYXVkaXQtY2hhaW4ta2V5LW5vdC1mb3ItcHJvZHVjdGlvbg==",
 }
 
 
@@ -59,6 +62,12 @@ if PRODUCTION and SECRET_KEY in DEV_ONLY_DEFAULTS.values():
 FIELD_ENCRYPTION_KEYS = env_list("AIRLOCK_FIELD_ENCRYPTION_KEYS")
 if PRODUCTION and set(FIELD_ENCRYPTION_KEYS) & set(DEV_ONLY_DEFAULTS.values()):
     raise ImproperlyConfigured("AIRLOCK_FIELD_ENCRYPTION_KEYS contains a development default")
+
+# Audit chain keys (audit/keys.py): the first signs, every one verifies.  Kept out of the
+# database on purpose: whoever can write the audit tables must not be able to re-sign them.
+AIRLOCK_AUDIT_KEYS = env_list("AIRLOCK_AUDIT_KEYS")
+if PRODUCTION and set(AIRLOCK_AUDIT_KEYS) & set(DEV_ONLY_DEFAULTS.values()):
+    raise ImproperlyConfigured("AIRLOCK_AUDIT_KEYS contains a development default")
 
 DEBUG = env_bool("AIRLOCK_DEBUG", default=not PRODUCTION)
 if PRODUCTION and DEBUG:
@@ -152,10 +161,18 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 # The approvals sweeper marks expired leases (ending their live sessions) and stale reviews.
+# The audit anchor signs the chain head and appends it to AIRLOCK_AUDIT_ANCHOR_FILE; events
+# newer than the last anchor are the ones a database writer could delete without a trace.
+AIRLOCK_AUDIT_ANCHOR_SECONDS = float(env("AIRLOCK_AUDIT_ANCHOR_SECONDS", "60"))
 CELERY_BEAT_SCHEDULE = {
     "approvals-sweep": {
         "task": "approvals.tasks.sweep",
         "schedule": float(env("AIRLOCK_APPROVALS_SWEEP_SECONDS", "15")),
+    },
+    "audit-anchor": {
+        "task": "audit.tasks.anchor",
+        "schedule": AIRLOCK_AUDIT_ANCHOR_SECONDS,
+        "options": {"expires": AIRLOCK_AUDIT_ANCHOR_SECONDS},
     },
 }
 
@@ -212,6 +229,13 @@ AIRLOCK_AUDIT_MAX_BODY_BYTES = int(env("AIRLOCK_AUDIT_MAX_BODY_BYTES", str(64 * 
 AIRLOCK_AUDIT_MAX_RECORDING_BYTES = int(env("AIRLOCK_AUDIT_MAX_RECORDING_BYTES", str(8 * 1024 * 1024)))
 AIRLOCK_AUDIT_QUEUE_SIZE = int(env("AIRLOCK_AUDIT_QUEUE_SIZE", "10000"))
 AIRLOCK_AUDIT_BATCH_SIZE = int(env("AIRLOCK_AUDIT_BATCH_SIZE", "200"))
+# Append-only JSON Lines file of signed chain heads (audit/anchors.py), written by the beat task
+# and at gateway shutdown; put it where the database's writers cannot reach (another volume,
+# a chattr +a file, a log shipper's input).  Required in production: without it, deleting the
+# newest events leaves no trace.
+AIRLOCK_AUDIT_ANCHOR_FILE = env("AIRLOCK_AUDIT_ANCHOR_FILE")
+if PRODUCTION and not AIRLOCK_AUDIT_ANCHOR_FILE:
+    raise ImproperlyConfigured("AIRLOCK_AUDIT_ANCHOR_FILE must be set when AIRLOCK_ENV=production")
 
 # Development-only static bearer tokens for agents ("token=user:group1|group2,...").
 # Off unless set; refused in production.  Replaced by OIDC in the identity work.

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from audit.models import AuditEvent, Checkpoint, Recording, Session
+from audit.models import Anchor, AuditEvent, Checkpoint, Recording, Session
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -77,3 +77,9 @@ class RecordingAdmin(ReadOnlyAdmin):
 @admin.register(Checkpoint)
 class CheckpointAdmin(ReadOnlyAdmin):
     list_display = ("through_seq", "events_pruned", "created_at", "archive_sha256")
+
+
+@admin.register(Anchor)
+class AnchorAdmin(ReadOnlyAdmin):
+    list_display = ("seq", "created_at", "reason", "key_id", "hash")
+    list_filter = ("reason",)

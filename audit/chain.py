@@ -1,4 +1,4 @@
-"""Appending to, verifying and pruning the hash chain (synchronous; the recorder runs it off-loop).
+"""Appending to, anchoring, verifying and pruning the chain (synchronous; the recorder runs it off-loop).
 
 Appends are serialized: inside one transaction the writer takes the chain lock
 (``pg_advisory_xact_lock`` on PostgreSQL; on SQLite a write statement that takes the database's
@@ -10,25 +10,32 @@ append consumes no sequence number, so ``seq`` has no gaps.
 import hashlib
 import json
 import logging
+import itertools
 import time
+from collections import defaultdict
+from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import rfc8785
+from django.conf import settings
 from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError, models, transaction
+from django.utils import timezone
 
+from audit import anchors
 from audit.document import GENESIS_HASH, chain_hash, event_document, timestamp
 from audit.events import PreparedEvent
-from audit.models import AuditEvent, Checkpoint, Recording, Session
+from audit.keys import CHECKPOINT_DOMAIN, keyring
+from audit.models import Anchor, AuditEvent, Checkpoint, Recording, Session
 
 log = logging.getLogger(__name__)
 
 # Arbitrary constant naming the chain's advisory lock ("Airlock" in ASCII).
 ADVISORY_LOCK_KEY = 0x4169726C6F636B
-CHECKPOINT_SALT = "airlock.audit.checkpoint"
+LEGACY_CHECKPOINT_SALT = "airlock.audit.checkpoint"
 SQLITE_LOCK_TIMEOUT = 20.0
 
 
@@ -268,6 +275,7 @@ def append(prepared: list[PreparedEvent], *, session_gap: timedelta) -> list[Aud
     A (audit_id, stage) that is already stored is skipped, so a batch retried after an
     ambiguous commit failure cannot duplicate events.
     """
+    signer = keyring().active
     with transaction.atomic():
         lock_chain()
         seq, prev_hash = chain_head()
@@ -291,13 +299,14 @@ def append(prepared: list[PreparedEvent], *, session_gap: timedelta) -> list[Aud
             session = resolver.resolve(item.fields)
             resolver.remember(item.audit_id, session)
             seq += 1
-            event = AuditEvent(**item.fields, seq=seq, session=session, prev_hash=prev_hash)
+            event = AuditEvent(**item.fields, seq=seq, session=session, prev_hash=prev_hash, key_id=signer.key_id)
             recording = None
             if item.recording is not None:
                 recording = Recording(**item.recording, session=session)
                 recordings.append((recording, event))
             session_id = str(session.session_id) if session is not None else None
             event.hash = fast_chain_hash(prev_hash, event_document(event, session_id, recording))
+            event.mac = signer.event_mac(event.hash)
             prev_hash = event.hash
             events.append(event)
         if events:
@@ -308,12 +317,48 @@ def append(prepared: list[PreparedEvent], *, session_gap: timedelta) -> list[Aud
     return events
 
 
+# -- anchors ------------------------------------------------------------------------------------
+
+
+def make_anchor(reason: str) -> Anchor | None:
+    """Sign the chain head, append it to AIRLOCK_AUDIT_ANCHOR_FILE, store it; None if nothing is new.
+
+    Runs under the chain lock, so the head cannot move meanwhile; the line is written (and
+    fsynced) before the row commits, so the file never lacks an anchor made here.  A head
+    that fails its own HMAC, or a chain shorter than its newest anchor, is not anchored: that
+    would sign what verify_audit is about to report.
+    """
+    ring = keyring()
+    with transaction.atomic():
+        lock_chain()
+        seq, digest = chain_head()
+        if seq == 0:
+            return None
+        newest = Anchor.objects.order_by("-seq").values_list("seq", flat=True).first()
+        if newest is not None and newest >= seq:
+            if newest > seq:
+                log.error("audit chain ends at #%d, before its newest anchor #%d: not anchored; run verify_audit",
+                          seq, newest)
+            return None
+        head = AuditEvent.objects.filter(seq=seq).values_list("key_id", "mac").first()
+        if head is not None and head[0] and not ring.verify_event(head[0], digest, head[1]):
+            log.error("audit chain head #%d has no valid HMAC: not anchored; run verify_audit", seq)
+            return None
+        created_at = timezone.now()
+        record = anchors.sign(seq, digest, created_at, reason, ring)
+        if settings.AIRLOCK_AUDIT_ANCHOR_FILE:
+            anchors.append_line(settings.AIRLOCK_AUDIT_ANCHOR_FILE, record.line())
+        return Anchor.objects.create(
+            seq=seq, hash=digest, created_at=created_at, reason=reason, key_id=record.key_id, mac=record.mac
+        )
+
+
 # -- verification -------------------------------------------------------------------------------
 
 
 @dataclass
 class Verification:
-    """Outcome of walking the chain; ``problem`` is None when it is intact."""
+    """Outcome of walking the chain; ``problem`` (and its one-word ``kind``) is None when it is intact."""
 
     events: int = 0
     first_seq: int | None = None
@@ -321,15 +366,19 @@ class Verification:
     head_hash: str = GENESIS_HASH
     start: str = "genesis"
     problem: str | None = None
+    kind: str | None = None
     bad_seq: int | None = None
     bad_audit_id: str | None = None
+    legacy: tuple[int, int] | None = None
+    newest_anchor: anchors.AnchorRecord | None = None
+    files_checked: bool = False
 
     @property
     def ok(self) -> bool:
         return self.problem is None
 
-    def fail(self, message: str, event=None) -> "Verification":
-        self.problem = message
+    def fail(self, kind: str, message: str, event=None) -> "Verification":
+        self.kind, self.problem = kind, message
         if event is not None:
             self.bad_seq, self.bad_audit_id = event.seq, str(event.audit_id)
         return self
@@ -337,14 +386,29 @@ class Verification:
     def summary(self) -> str:
         if not self.ok:
             where = f"event #{self.bad_seq} (audit ID {self.bad_audit_id}): " if self.bad_seq is not None else ""
-            return f"audit chain BROKEN at {where}{self.problem}"
+            return f"audit chain BROKEN: {where}{self.problem}"
         if not self.events:
-            return f"audit chain intact: no events (starting from {self.start})"
-        return (
-            f"audit chain intact: {self.events} event{'' if self.events == 1 else 's'} "
-            f"#{self.first_seq}..#{self.last_seq}, "
-            f"starting from {self.start}, head hash {self.head_hash}"
-        )
+            text = f"audit chain intact: no events (starting from {self.start})"
+        else:
+            text = (
+                f"audit chain intact: {self.events} event{'' if self.events == 1 else 's'} "
+                f"#{self.first_seq}..#{self.last_seq}, starting from {self.start}, head hash {self.head_hash}"
+            )
+        if self.legacy:
+            text += f"; events #{self.legacy[0]}..#{self.legacy[1]} predate audit keys (no HMAC; a signed anchor covers them)"
+        end = self.last_seq or 0
+        anchor = self.newest_anchor
+        if not self.files_checked:
+            return text + (
+                "; no anchor file was checked, so deleting the newest events would not show"
+                + (f" (newest anchor in the database: #{anchor.seq} of {anchor.created_at})" if anchor else "")
+            )
+        if anchor is None or anchor.source == anchors.IN_DATABASE:
+            return text + "; the anchor files hold no anchor yet"
+        text += f"; newest anchor outside the database: #{anchor.seq} of {anchor.created_at}"
+        if anchor.seq < end:
+            text += f" ({_span(anchor.seq + 1, end)} not anchored outside the database yet)"
+        return text
 
 
 def _checkpoint_payload(checkpoint: Checkpoint) -> str:
@@ -357,41 +421,138 @@ def _checkpoint_payload(checkpoint: Checkpoint) -> str:
     }).decode("ascii")
 
 
-def _signer() -> signing.Signer:
-    return signing.Signer(salt=CHECKPOINT_SALT, algorithm="sha256")
+def _legacy_signer() -> signing.Signer:
+    """What signed checkpoints before audit keys existed (SECRET_KEY); only ever verifies now."""
+    return signing.Signer(salt=LEGACY_CHECKPOINT_SALT, algorithm="sha256")
 
 
-def sign_checkpoint(checkpoint: Checkpoint) -> str:
-    signed = _signer().sign(_checkpoint_payload(checkpoint))
-    return signed.rsplit(_signer().sep, 1)[1]
+def sign_checkpoint(checkpoint: Checkpoint) -> None:
+    key = keyring().active
+    checkpoint.key_id = key.key_id
+    checkpoint.signature = key.mac(CHECKPOINT_DOMAIN, _checkpoint_payload(checkpoint).encode("ascii"))
 
 
-def checkpoint_is_genuine(checkpoint: Checkpoint) -> bool:
+def checkpoint_is_genuine(checkpoint: Checkpoint) -> bool | None:
+    """True or False; None when its key is not configured."""
     payload = _checkpoint_payload(checkpoint)
+    if checkpoint.key_id:
+        return keyring().verify(checkpoint.key_id, CHECKPOINT_DOMAIN, payload.encode("ascii"), checkpoint.signature)
+    signer = _legacy_signer()
     try:
-        return _signer().unsign(payload + _signer().sep + checkpoint.signature) == payload
+        return signer.unsign(payload + signer.sep + checkpoint.signature) == payload
     except signing.BadSignature:
         return False
 
 
-def verify_chain(*, through_seq: int | None = None, anchors: dict[int, str] | None = None,
-                 chunk_size: int = 1000) -> Verification:
-    """Walk events in seq order (up to ``through_seq``) and report the first inconsistency.
+def _span(first: int, last: int) -> str:
+    return f"event #{first} is" if first == last else f"events #{first}..#{last} are"
 
-    ``anchors`` maps seq -> hash known from elsewhere (an export, a SIEM) and catches the one
-    thing a chain alone cannot: deleting its newest events.
+
+UNKNOWN_KEY = "which is not in AIRLOCK_AUDIT_KEYS (a retired key still needed to verify, or a forgery)"
+
+
+def _broken_link(event) -> tuple[str, str]:
+    """Why a genuine event does not follow the one before it: moved, or its predecessor deleted."""
+    earlier = AuditEvent.objects.filter(hash=event.prev_hash).values_list("seq", flat=True).first()
+    if earlier is not None:
+        return "reordered", (
+            f"reordered: seq order broken at #{event.seq}: it was written right after the event now at "
+            f"#{earlier}, not after #{event.seq - 1}"
+        )
+    if event.prev_hash == GENESIS_HASH:
+        return "reordered", f"reordered: seq order broken at #{event.seq}: it was written as the first event"
+    checkpoint = Checkpoint.objects.filter(through_hash=event.prev_hash).values_list("through_seq", flat=True).first()
+    if checkpoint is not None:
+        return "reordered", (
+            f"reordered: seq order broken at #{event.seq}: it was written right after #{checkpoint} (now pruned)"
+        )
+    return "deleted", (
+        "deleted: the event it was written after is no longer in the chain and the events after that "
+        "were renumbered to close the gap"
+    )
+
+
+def _check_event(event, prev_hash: str, ring, keyed: bool) -> tuple[str, str] | None:
+    """The first thing wrong with one event, given the hash of the (verified) event before it."""
+    if event.key_id:
+        mac_ok = ring.verify_event(event.key_id, event.hash, event.mac)
+        if mac_ok is None:
+            return "unknown-key", f"unknown key: it is signed with key id {event.key_id!r}, {UNKNOWN_KEY}"
+    elif keyed:
+        return "unkeyed", "HMAC removed: it has no HMAC, but the events before it have one"
+    else:
+        mac_ok = None  # legacy: covered by the next keyed event's HMAC or by a signed anchor
+    content_ok = chain_hash(event.prev_hash, document_of(event)) == event.hash
+    if mac_ok is False:
+        if content_ok:
+            return "rehashed", (
+                "re-hashed: HMAC mismatch: its hash matches its content but not its HMAC, so the hash was "
+                "recomputed after it was written (an edit, deletion or reordering hidden by re-hashing the "
+                "chain from here, or a forged event)"
+            )
+        return "edited", "edited: neither its hash nor its HMAC matches its content"
+    if event.prev_hash != prev_hash:
+        if not content_ok and chain_hash(prev_hash, document_of(event)) == event.hash:
+            return "edited", "edited: its prev_hash was changed (hash mismatch)"
+        return _broken_link(event)
+    if not content_ok:
+        return "edited", "edited: its content does not match its hash (hash mismatch)"
+    return None
+
+
+def verify_chain(*, anchors_from: Iterable[anchors.AnchorRecord] = (), pins: dict[int, str] | None = None,
+                 files_checked: bool = False, chunk_size: int = 1000) -> Verification:
+    """Walk the whole chain in seq order and report the first inconsistency, naming its kind.
+
+    Every event's hash must match its content and link to the one before; its HMAC must match its
+    hash under a configured key.  Anchors (signed heads from the database and ``anchors_from``,
+    read from files outside it) and ``pins`` (seq -> hash kept elsewhere, unsigned) must match the
+    chain, and one beyond its end shows truncation.  ``files_checked`` says the caller read the
+    anchor files, for the summary.
     """
-    result = Verification()
-    anchors = dict(anchors or {})
+    ring = keyring()
+    result = Verification(files_checked=files_checked)
+    # Checkpoints and anchors are read before the events, so the events' snapshot is the newer one.
     checkpoints = list(Checkpoint.objects.order_by("through_seq"))
     for checkpoint in checkpoints:
-        if not checkpoint_is_genuine(checkpoint):
-            return result.fail(f"checkpoint through #{checkpoint.through_seq} has an invalid signature")
+        genuine = checkpoint_is_genuine(checkpoint)
+        if genuine is None:
+            return result.fail("unknown-key", (
+                f"unknown key: checkpoint through #{checkpoint.through_seq} is signed with key id "
+                f"{checkpoint.key_id!r}, {UNKNOWN_KEY}"
+            ))
+        if not genuine:
+            return result.fail(
+                "forged", f"forged checkpoint: checkpoint through #{checkpoint.through_seq} has an invalid signature"
+            )
+    # Every anchor's signature is checked; only those the remaining chain can be compared with are kept.
+    pruned_through = checkpoints[-1].through_seq if checkpoints else 0
+    marks: dict[int, list] = defaultdict(list)
+    with closing(Anchor.objects.order_by("seq", "id").iterator(chunk_size=chunk_size)) as rows:
+        for record in itertools.chain(anchors_from, map(anchors.AnchorRecord.from_row, rows)):
+            genuine = record.genuine(ring)
+            if genuine is None:
+                return result.fail("unknown-key", (
+                    f"unknown key: {record.describe()} at #{record.seq} is signed with key id {record.key_id!r}, "
+                    f"{UNKNOWN_KEY}"
+                ))
+            if not genuine:
+                return result.fail(
+                    "forged", f"forged anchor: {record.describe()} at #{record.seq} has an invalid signature"
+                )
+            newest = result.newest_anchor
+            outside = record.source != anchors.IN_DATABASE
+            if newest is None or (outside, record.seq) > (newest.source != anchors.IN_DATABASE, newest.seq):
+                result.newest_anchor = record  # the newest outside the database, else the newest inside
+            if record.seq >= pruned_through:
+                marks[record.seq].append(record)
+    for seq, digest in (pins or {}).items():
+        marks[seq].append(anchors.Pin(seq, digest))
+
     by_seq = {c.through_seq: c for c in checkpoints}
     events = AuditEvent.objects.select_related("session", "recording").order_by("seq")
-    if through_seq is not None:
-        events = events.filter(seq__lte=through_seq)
     expected, prev_hash = None, GENESIS_HASH
+    keyed, legacy, legacy_signed = False, None, False
     # Closed on every return: a server-side cursor left to the garbage collector is closed later,
     # inside whatever transaction the connection is in then, and aborts it if that cursor is gone.
     with closing(events.iterator(chunk_size=chunk_size)) as rows:
@@ -400,26 +561,38 @@ def verify_chain(*, through_seq: int | None = None, anchors: dict[int, str] | No
                 if event.seq != 1:
                     checkpoint = by_seq.get(event.seq - 1)
                     if checkpoint is None:
-                        return result.fail(f"events #1..#{event.seq - 1} are missing and no checkpoint covers them", event)
+                        return result.fail(
+                            "deleted", f"deleted: {_span(1, event.seq - 1)} missing and no checkpoint covers them", event
+                        )
                     prev_hash = checkpoint.through_hash
                     result.start = f"checkpoint through #{checkpoint.through_seq}"
                 expected = event.seq
                 result.first_seq = event.seq
-            if event.seq != expected:
-                gap = f"#{expected}" if event.seq == expected + 1 else f"#{expected}..#{event.seq - 1}"
-                return result.fail(f"the events before it ({gap}) are missing (deleted)", event)
-            if event.prev_hash != prev_hash:
+            if event.seq < expected:
+                return result.fail("inserted", f"inserted: a second event with seq #{event.seq}", event)
+            if event.seq > expected:
                 return result.fail(
-                    "its prev_hash does not match the previous event's hash (events reordered, replaced or deleted)",
-                    event,
+                    "deleted", f"deleted: gap in seq: {_span(expected, event.seq - 1)} missing", event
                 )
-            if chain_hash(prev_hash, document_of(event)) != event.hash:
-                return result.fail("its content does not match its hash (edited)", event)
+            problem = _check_event(event, prev_hash, ring, keyed)
+            if problem is not None:
+                return result.fail(*problem, event)
             checkpoint = by_seq.get(event.seq)
             if checkpoint is not None and checkpoint.through_hash != event.hash:
-                return result.fail(f"its hash differs from the one checkpoint through #{event.seq} recorded", event)
-            if event.seq in anchors and anchors.pop(event.seq) != event.hash:
-                return result.fail("its hash differs from the expected anchor hash", event)
+                return result.fail(
+                    "rewritten", f"rewritten: its hash differs from the one checkpoint through #{event.seq} recorded", event
+                )
+            here = marks.pop(event.seq, ())
+            for mark in here:
+                if mark.hash != event.hash:
+                    return result.fail("rewritten", (
+                        f"rewritten: its hash differs from {mark.describe()}: the chain was rewritten after it"
+                    ), event)
+            if event.key_id:
+                keyed = True
+            else:
+                legacy = (legacy[0] if legacy else event.seq, event.seq)
+                legacy_signed = any(isinstance(mark, anchors.AnchorRecord) for mark in here)
             prev_hash = event.hash
             expected += 1
             result.events += 1
@@ -430,22 +603,38 @@ def verify_chain(*, through_seq: int | None = None, anchors: dict[int, str] | No
         start_seq, start_hash = (newest.through_seq, newest.through_hash) if newest else (0, GENESIS_HASH)
         if newest is not None:
             result.start, result.head_hash = f"checkpoint through #{newest.through_seq}", newest.through_hash
+        end = start_seq
     else:
         start_seq = result.first_seq - 1
         start_hash = by_seq[start_seq].through_hash if start_seq else GENESIS_HASH
-        if through_seq is None and newest is not None and newest.through_seq > result.last_seq:
-            return result.fail(
-                f"events #{result.last_seq + 1}..#{newest.through_seq} are missing (a checkpoint covers them)"
-            )
-    for seq, digest in sorted(anchors.items()):
-        if seq < start_seq:
-            continue  # pruned before the oldest remaining event: nothing left to compare
-        if seq == start_seq:
-            if digest != start_hash:
-                return result.fail(f"anchor #{seq} differs from the checkpoint the chain starts from")
-            continue
-        if through_seq is None or seq <= through_seq:
-            return result.fail(f"anchored event #{seq} is missing (events at the end of the chain deleted)")
+        end = result.last_seq
+        if newest is not None and newest.through_seq > end:
+            return result.fail("truncated", (
+                f"truncated: the chain ends at #{end} but checkpoint through #{newest.through_seq} covers more: "
+                f"{_span(end + 1, newest.through_seq)} missing"
+            ))
+    if legacy and not keyed and not legacy_signed:
+        return result.fail("unkeyed", (
+            f"unkeyed: {_span(*legacy)} without HMAC (written before audit keys, or stripped) and no signed "
+            f"anchor covers #{legacy[1]}, so an edit re-hashed through them would not show"
+        ))
+    if legacy:
+        result.legacy = legacy
+    for seq, entries in sorted(marks.items()):
+        for mark in entries:
+            if seq < start_seq:
+                continue  # pruned before the oldest remaining event: nothing left to compare
+            if seq == start_seq:
+                if mark.hash != start_hash:
+                    return result.fail(
+                        "rewritten", f"rewritten: {mark.describe()} at #{seq} differs from where the chain starts"
+                    )
+                continue
+            what = f"ends at #{end}" if result.events else f"has no events after #{end}"
+            return result.fail("truncated", (
+                f"truncated: the chain {what} but {mark.describe()} says it reached #{seq} (hash {mark.hash}): "
+                f"{_span(end + 1, seq)} missing (deleted)"
+            ))
     return result
 
 
@@ -493,7 +682,7 @@ def prune_through(through_seq: int, *, archive_sha256: str, now: datetime) -> Ch
             archive_sha256=archive_sha256,
             created_at=now,
         )
-        checkpoint.signature = sign_checkpoint(checkpoint)
+        sign_checkpoint(checkpoint)
         checkpoint.save()
         connection = transaction.get_connection()
         events, recordings, sessions = (

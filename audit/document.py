@@ -8,11 +8,12 @@ event's hash is::
 
 with ``prev_hash`` of the first event (or the last pruned one, see Checkpoint) being 64 zeros.
 So anyone holding an export can re-check the chain without this code: drop ``airlock.hash``,
-``airlock.prevHash`` and ``airlock.recordingCast`` from each line, canonicalise with any
-RFC 8785 implementation, hash.
+``airlock.prevHash``, ``airlock.keyId``, ``airlock.mac`` and ``airlock.recordingCast`` from each
+line, canonicalise with any RFC 8785 implementation, hash.  The MAC (audit.keys) needs the key.
 
 Changing what goes into the document changes every hash: bump ``FORMAT`` and keep the old
-builder if that is ever needed.
+builder if that is ever needed.  ``airlock.clamped`` is the one optional key: it is there only
+when the recorder had to clamp a value (audit.events), so events without it hash as before.
 """
 
 import base64
@@ -144,6 +145,8 @@ def event_document(event, session_id: str | None, recording=None) -> dict:
         "responseBody": body_document(event.response_body, event.response_body_size),
         "recording": recording_document(recording) if recording is not None else None,
     }
+    if event.clamped:
+        document["airlock"]["clamped"] = list(event.clamped)
     return document
 
 
@@ -157,4 +160,6 @@ def strip_export_fields(line: dict) -> tuple[dict, str, str]:
     prev_hash = document["airlock"].pop("prevHash")
     digest = document["airlock"].pop("hash")
     document["airlock"].pop("recordingCast", None)
+    document["airlock"].pop("keyId", None)
+    document["airlock"].pop("mac", None)
     return document, prev_hash, digest

@@ -5,19 +5,27 @@ An event dict uses the :class:`audit.models.AuditEvent` field names (``audit_id`
 ``response_body``) plus an optional ``recording`` dict (``audit.asciicast``).  :func:`from_request`
 fills the request-derived fields from a :class:`gateway.pipeline.GatewayRequest`.
 
-:func:`prepare` runs on the event loop when an event is handed over, so a malformed event fails
-in the caller (a programming error shows up in tests) and the database writer only ever sees
-rows it can store: strings without NUL or lone surrogates and of bounded length, integers inside
-the range RFC 8785 can hash, aware timestamps, bodies cut to the configured cap.
+:func:`prepare` runs on the event loop when an event is handed over and never refuses one: the
+database writer only ever sees rows it can store (strings without NUL or lone surrogates and of
+bounded length, integers inside their column's range and the range RFC 8785 can hash, aware
+timestamps, bodies cut to the configured cap), and a value that had to be clamped or replaced
+is named in the event's ``clamped`` list.
 """
 
+import logging
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from audit.models import RecordingKind, Stage, Transport
 
+log = logging.getLogger(__name__)
+
 MAX_SAFE_INT = 2**53 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1  # IntegerField on PostgreSQL
+MAX_TERMINAL = 10000
+MAX_DURATION = 1e12
 TEXT_LIMIT = 16 * 1024
 URI_LIMIT = 64 * 1024
 LIST_LIMIT = 256
@@ -73,40 +81,96 @@ def clean_text(value, limit: int | None = TEXT_LIMIT) -> str:
     return text
 
 
-def _count(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SAFE_INT:
-        raise ValueError(f"{what} must be an integer between 0 and 2**53-1")
-    return value
+class Clamps:
+    """The names of fields whose values were clamped or replaced; stored with the event, never the values."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+        self.names: list[str] = []
+
+    def add(self, name: str) -> None:
+        name = self.prefix + clean_text(name, 128)
+        if name not in self.names and len(self.names) < LIST_LIMIT:
+            self.names.append(name)
+
+    def nested(self, prefix: str) -> "Clamps":
+        inner = Clamps(self.prefix + prefix)
+        inner.names = self.names
+        return inner
 
 
-def _optional_int(value, what: str, low: int = -MAX_SAFE_INT, high: int = MAX_SAFE_INT) -> int | None:
+def _int(value, name: str, clamps: Clamps, low: int, high: int, default: int | None) -> int | None:
+    """An integer in [low, high]: out-of-range values clamped, anything else the default."""
     if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{what} must be an integer between {low} and {high}")
+        return default
+    if isinstance(value, float) and math.isfinite(value):
+        if not value.is_integer():
+            clamps.add(name)
+        value = round(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        clamps.add(name)
+        return default
+    if not low <= value <= high:
+        clamps.add(name)
+        return min(max(value, low), high)
     return value
 
 
-def _timestamp(value, what: str) -> datetime:
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise ValueError(f"{what} must be a timezone-aware datetime")
-    return value.astimezone(UTC)
+def _count(value, name: str, clamps: Clamps) -> int:
+    return _int(value, name, clamps, 0, MAX_SAFE_INT, 0)
 
 
-def _string_list(value, what: str) -> list[str]:
+def _duration(value, name: str, clamps: Clamps, default: float | None) -> float | None:
+    """A number in [0, MAX_DURATION], rounded to 3 decimals: out-of-range values clamped, anything else the default."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        isinstance(value, float) and not math.isfinite(value)
+    ):
+        clamps.add(name)
+        return default
+    if not 0 <= value <= MAX_DURATION:
+        clamps.add(name)
+        value = min(max(value, 0), MAX_DURATION)
+    return round(float(value), 3)
+
+
+def _timestamp(value, name: str, clamps: Clamps, default: datetime) -> datetime:
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            clamps.add(name)
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            pass
+    clamps.add(name)
+    return default
+
+
+def _text(value, name: str, clamps: Clamps, limit: int | None = TEXT_LIMIT) -> str:
+    if value is not None and not isinstance(value, str):
+        clamps.add(name)
+        return ""
+    return clean_text(value, limit)  # a cut is marked in the text itself
+
+
+def _string_list(value, name: str, clamps: Clamps) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise ValueError(f"{what} must be a list of strings")
-    if len(value) > LIST_LIMIT:
-        raise ValueError(f"{what} has more than {LIST_LIMIT} entries")
-    return [clean_text(v, 1024) for v in value]
+        clamps.add(name)
+        return []
+    if len(value) > LIST_LIMIT or not all(isinstance(v, str) for v in value):
+        clamps.add(name)
+    return [clean_text(v, 1024) for v in value[:LIST_LIMIT] if isinstance(v, str)]
 
 
-def _duration(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e12:
-        raise ValueError(f"{what} must be a non-negative number")
-    return round(float(value), 3)
+def _choice(value, name: str, clamps: Clamps, choices: list[str], default: str) -> str:
+    if value in choices:
+        return str(value)
+    clamps.add(name)
+    return default
 
 
 def cap_body(data, limit: int) -> tuple[bytes, int]:
@@ -139,84 +203,118 @@ def cap_cast(cast: str, limit: int) -> tuple[str, bool]:
     return encoded[: max(cut, 0)].decode("utf-8", "ignore") + ("\n" if cut > 0 else ""), True
 
 
-def prepare_recording(recording: dict, *, max_recording: int) -> dict:
-    unknown = set(recording) - RECORDING_KEYS
-    if unknown:
-        raise ValueError(f"unknown recording fields: {', '.join(sorted(unknown))}")
+def prepare_recording(recording: dict, *, max_recording: int, clamps: Clamps) -> dict:
+    for name in set(recording) - RECORDING_KEYS:
+        clamps.add(f"unknown field {name}")
     kind = recording.get("kind")
     if kind not in RecordingKind.values:
-        raise ValueError(f"recording kind must be one of {', '.join(RecordingKind.values)}")
-    cast, cut = cap_cast(clean_text(recording.get("asciicast") or "", limit=None), max_recording)
+        clamps.add("kind")
+        kind = _text(kind, "kind", clamps, 16)
+    cast = _text(recording.get("asciicast"), "asciicast", clamps, None)
+    cast, cut = cap_cast(cast, max_recording)
+    ports = recording.get("ports")
+    if ports is not None and not isinstance(ports, (list, tuple)):
+        clamps.add("ports")
+        ports = []
+    if ports and len(ports) > LIST_LIMIT:
+        clamps.add("ports")
     return {
         "kind": kind,
-        "namespace": clean_text(recording.get("namespace")),
-        "pod": clean_text(recording.get("pod")),
-        "container": clean_text(recording.get("container")),
-        "command": _string_list(recording.get("command"), "recording command"),
+        "namespace": _text(recording.get("namespace"), "namespace", clamps),
+        "pod": _text(recording.get("pod"), "pod", clamps),
+        "container": _text(recording.get("container"), "container", clamps),
+        "command": _string_list(recording.get("command"), "command", clamps),
         "asciicast": cast,
-        "width": _optional_int(recording.get("width"), "recording width", 0, 10000),
-        "height": _optional_int(recording.get("height"), "recording height", 0, 10000),
-        "exit_code": _optional_int(recording.get("exit_code"), "recording exit_code"),
-        "duration_s": _duration(recording.get("duration_s", 0), "recording duration_s"),
+        "width": _int(recording.get("width"), "width", clamps, 0, MAX_TERMINAL, None),
+        "height": _int(recording.get("height"), "height", clamps, 0, MAX_TERMINAL, None),
+        "exit_code": _int(recording.get("exit_code"), "exit_code", clamps, INT32_MIN, INT32_MAX, None),
+        "duration_s": _duration(recording.get("duration_s"), "duration_s", clamps, 0.0),
         "truncated": bool(recording.get("truncated")) or cut,
-        "ports": [_optional_int(p, "port", 0, 65535) for p in recording.get("ports") or []],
-        "bytes_to_pod": _count(recording.get("bytes_to_pod", 0), "bytes_to_pod"),
-        "bytes_from_pod": _count(recording.get("bytes_from_pod", 0), "bytes_from_pod"),
+        "ports": [_int(p, "ports", clamps, 0, 65535, 0) for p in (ports or [])[:LIST_LIMIT]],
+        "bytes_to_pod": _count(recording.get("bytes_to_pod"), "bytes_to_pod", clamps),
+        "bytes_from_pod": _count(recording.get("bytes_from_pod"), "bytes_from_pod", clamps),
     }
+
+
+def _body(value, name: str, limit: int, clamps: Clamps) -> tuple[bytes, int]:
+    try:
+        return cap_body(value, limit)
+    except ValueError:
+        clamps.add(name)
+        return b"", 0
 
 
 def prepare(event: dict, *, max_body: int, max_recording: int, now: datetime | None = None) -> PreparedEvent:
-    """Check and normalise one event dict; raises ValueError naming the bad field (never its value)."""
-    unknown = set(event) - EVENT_KEYS
-    if unknown:
-        raise ValueError(f"unknown audit event fields: {', '.join(sorted(unknown))}")
-    if "audit_id" not in event or "request_received_timestamp" not in event:
-        raise ValueError("an audit event needs audit_id and request_received_timestamp")
+    """Normalise one event dict into storable field values; never raises on what it is given.
+
+    The audit trail must record every request whatever its values: a value of the wrong type
+    or out of the range its column and RFC 8785 can hold is clamped (or replaced by an empty or
+    fresh one), and the field's name, never its value, goes into ``clamped``.  A value that
+    reached the database unclamped (an exit code beyond int32 on PostgreSQL) would instead fail
+    its batch on every retry and stall the writer.
+    """
+    clamps = Clamps()
+    if not isinstance(event, dict):
+        clamps.add("event")
+        event = {}
+    for name in set(event) - EVENT_KEYS:
+        clamps.add(f"unknown field {name}")
+    now = now or datetime.now(UTC)
     try:
         audit_id = uuid.UUID(str(event["audit_id"]))
-    except ValueError:
-        raise ValueError("audit_id must be a UUID") from None
-    stage = event.get("stage", Stage.RESPONSE_COMPLETE)
-    if stage not in Stage.values:
-        raise ValueError(f"stage must be one of {', '.join(Stage.values)}")
-    transport = event.get("transport", Transport.HTTP)
-    if transport not in Transport.values:
-        raise ValueError(f"transport must be one of {', '.join(Transport.values)}")
+    except (KeyError, TypeError, ValueError):
+        clamps.add("audit_id")
+        audit_id = uuid.uuid4()
+    received = _timestamp(event.get("request_received_timestamp"), "request_received_timestamp", clamps, now)
+    stage_at = event.get("stage_timestamp")
     fields = {
         "audit_id": audit_id,
-        "stage": str(stage),
-        "transport": str(transport),
-        "request_received_timestamp": _timestamp(event["request_received_timestamp"], "request_received_timestamp"),
-        "stage_timestamp": _timestamp(event.get("stage_timestamp") or now or datetime.now(UTC), "stage_timestamp"),
-        "user_groups": _string_list(event.get("user_groups"), "user_groups"),
-        "source_ips": _string_list(event.get("source_ips"), "source_ips"),
-        "request_uri": clean_text(event.get("request_uri"), URI_LIMIT),
-        "response_code": _optional_int(event.get("response_code"), "response_code", 100, 599),
-        "decision_rule_id": _optional_int(event.get("decision_rule_id"), "decision_rule_id"),
-        "latency_ms": None if event.get("latency_ms") is None else _duration(event["latency_ms"], "latency_ms"),
+        "stage": _choice(event.get("stage", Stage.RESPONSE_COMPLETE), "stage", clamps, Stage.values,
+                         Stage.RESPONSE_COMPLETE),
+        "transport": _choice(event.get("transport", Transport.HTTP), "transport", clamps, Transport.values,
+                             Transport.HTTP),
+        "request_received_timestamp": received,
+        "stage_timestamp": now if stage_at is None else _timestamp(stage_at, "stage_timestamp", clamps, now),
+        "user_groups": _string_list(event.get("user_groups"), "user_groups", clamps),
+        "source_ips": _string_list(event.get("source_ips"), "source_ips", clamps),
+        "request_uri": _text(event.get("request_uri"), "request_uri", clamps, URI_LIMIT),
+        "response_code": _int(event.get("response_code"), "response_code", clamps, 100, 599, None),
+        "decision_rule_id": _int(event.get("decision_rule_id"), "decision_rule_id", clamps, -MAX_SAFE_INT,
+                                 MAX_SAFE_INT, None),
+        "latency_ms": _duration(event.get("latency_ms"), "latency_ms", clamps, None),
     }
     for name in _TEXT:
-        fields[name] = clean_text(event.get(name))
+        fields[name] = _text(event.get(name), name, clamps)
     for name, limit in _CHAR.items():
-        fields[name] = clean_text(event.get(name), limit)
+        fields[name] = _text(event.get(name), name, clamps, limit)
     for name in _COUNTS:
-        fields[name] = _count(event.get(name, 0), name)
+        fields[name] = _count(event.get(name), name, clamps)
     for name in _IDS:
         value = event.get(name)
-        fields[name] = None if value is None else clean_text(str(value), 64)
+        fields[name] = None if value is None else _text(str(value), name, clamps, 64)
     counts = event.get("masking_counts") or {}
-    if not isinstance(counts, dict) or len(counts) > LIST_LIMIT:
-        raise ValueError("masking_counts must be a mapping of kind to count")
-    fields["masking_counts"] = {clean_text(k, 128): _count(v, "a masking count") for k, v in counts.items()}
+    if not isinstance(counts, dict):
+        clamps.add("masking_counts")
+        counts = {}
+    if len(counts) > LIST_LIMIT:
+        clamps.add("masking_counts")
+    fields["masking_counts"] = {}
+    for kind, count in list(counts.items())[:LIST_LIMIT]:
+        if isinstance(kind, str):
+            fields["masking_counts"][clean_text(kind, 128)] = _count(count, "masking_counts", clamps)
+        else:
+            clamps.add("masking_counts")
     for name in _BODIES:
-        fields[name], fields[name + "_size"] = cap_body(event.get(name), max_body)
-        if fields[name + "_size"] > MAX_SAFE_INT:
-            raise ValueError(f"{name} is too large")
+        fields[name], fields[name + "_size"] = _body(event.get(name), name, max_body, clamps)
     recording = event.get("recording")
+    if recording is not None and not isinstance(recording, dict):
+        clamps.add("recording")
+        recording = None
     if recording is not None:
-        if not isinstance(recording, dict):
-            raise ValueError("recording must be a dict")
-        recording = prepare_recording(recording, max_recording=max_recording)
+        recording = prepare_recording(recording, max_recording=max_recording, clamps=clamps.nested("recording."))
+    fields["clamped"] = sorted(clamps.names)
+    if clamps.names:
+        log.warning("audit event %s recorded with clamped fields: %s", audit_id, ", ".join(clamps.names))
     return PreparedEvent(fields=fields, recording=recording)
 
 

@@ -1,8 +1,10 @@
 """JSON Lines export of the audit trail, to a stream or a SIEM's HTTP endpoint.
 
-One event per line: the canonical document (audit.document) with ``airlock.prevHash`` and
-``airlock.hash`` added, and ``airlock.recordingCast`` (the asciicast text) when casts are
-requested.  The receiver can re-check the chain from the lines alone.
+One event per line: the canonical document (audit.document) with ``airlock.prevHash``,
+``airlock.hash``, ``airlock.keyId`` and ``airlock.mac`` added, and ``airlock.recordingCast`` (the
+asciicast text) when casts are requested.  The receiver can re-check the hash chain from the
+lines alone (and the MACs with the audit key).  :func:`iter_anchor_lines` gives the anchors
+(audit.anchors) in the form of the anchor file, for a sink outside the database.
 """
 
 import hashlib
@@ -15,8 +17,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from audit.anchors import AnchorRecord
 from audit.chain import document_of, recording_of
-from audit.models import AuditEvent
+from audit.models import Anchor, AuditEvent
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,8 @@ def export_document(event: AuditEvent, *, include_cast: bool = False) -> dict:
     document = document_of(event)
     document["airlock"]["prevHash"] = event.prev_hash
     document["airlock"]["hash"] = event.hash
+    document["airlock"]["keyId"] = event.key_id
+    document["airlock"]["mac"] = event.mac
     recording = recording_of(event)
     if include_cast and recording is not None:
         document["airlock"]["recordingCast"] = recording.asciicast
@@ -71,6 +76,21 @@ def iter_lines(events, *, include_casts: bool = False, chunk_size: int = 500) ->
         if len(batch) < chunk_size:
             return
         after = batch[-1].seq
+
+
+def iter_anchor_lines(*, after_seq: int | None = None, chunk_size: int = 500) -> Iterator[tuple[int, bytes]]:
+    """(seq, line) for each anchor stored in the database, oldest first (paged, as iter_lines)."""
+    anchors = Anchor.objects.order_by("id")
+    if after_seq is not None:
+        anchors = anchors.filter(seq__gt=after_seq)
+    after = 0
+    while True:
+        batch = list(anchors.filter(id__gt=after)[:chunk_size])
+        for anchor in batch:
+            yield anchor.seq, AnchorRecord.from_row(anchor).line()
+        if len(batch) < chunk_size:
+            return
+        after = batch[-1].id
 
 
 def write_lines(lines: Iterable[tuple[int, bytes]], stream) -> tuple[int, int | None, int | None, str]:

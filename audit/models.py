@@ -97,6 +97,10 @@ class Session(AppendOnlyModel):
 class AuditEvent(AppendOnlyModel):
     """One stage of one request; ``hash = SHA-256(prev_hash || JCS(document))`` (audit.document).
 
+    ``mac`` is an HMAC of ``hash`` under the audit key ``key_id`` (audit.keys), so a database
+    writer who recomputes the hashes cannot recompute the MACs.  Events written before audit
+    keys existed have neither (see verify_chain's legacy rule).
+
     A mutating request has two rows: ``RequestReceived``, committed before the gateway
     forwards it, and ``ResponseComplete``.  Every other request has one completion row.
     """
@@ -149,9 +153,14 @@ class AuditEvent(AppendOnlyModel):
     request_body_size = models.BigIntegerField(default=0)
     response_body = models.BinaryField(default=b"", blank=True)
     response_body_size = models.BigIntegerField(default=0)
+    clamped = models.JSONField(
+        default=list, blank=True, help_text="Fields whose values arrived out of range or malformed and were clamped."
+    )
 
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    key_id = models.CharField(max_length=16, blank=True)
+    mac = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["seq"]
@@ -217,8 +226,9 @@ class Recording(AppendOnlyModel):
 class Checkpoint(AppendOnlyModel):
     """Retention removed events ``seq <= through_seq``; the chain continues from ``through_hash``.
 
-    ``signature`` (django.core.signing, keyed by SECRET_KEY) lets verify_audit tell a real
-    checkpoint from one forged by someone who can write to the database but has no key.
+    ``signature`` (an HMAC under the audit key ``key_id``; django.core.signing under SECRET_KEY
+    for checkpoints made before audit keys, whose ``key_id`` is empty) lets verify_audit tell a
+    real checkpoint from one forged by someone who can write to the database but has no key.
     """
 
     through_seq = models.BigIntegerField(unique=True)
@@ -227,9 +237,39 @@ class Checkpoint(AppendOnlyModel):
     archive_sha256 = models.CharField(max_length=64)
     created_at = models.DateTimeField()
     signature = models.TextField()
+    key_id = models.CharField(max_length=16, blank=True)
 
     class Meta:
         ordering = ["through_seq"]
 
     def __str__(self):
         return f"checkpoint through #{self.through_seq}"
+
+
+class AnchorReason(models.TextChoices):
+    SCHEDULE = "schedule"
+    SHUTDOWN = "shutdown"
+    MANUAL = "manual"
+    LEGACY = "legacy"
+
+
+class Anchor(AppendOnlyModel):
+    """A signed statement "at ``created_at`` the chain ended at ``seq`` with ``hash``" (audit.anchors).
+
+    Made by the beat task and at gateway shutdown, and appended to AIRLOCK_AUDIT_ANCHOR_FILE
+    outside the database: deleting events an anchor there covers shows as truncation.
+    ``seq`` is also the number of events ever appended (seq has no gaps and starts at 1).
+    """
+
+    seq = models.BigIntegerField(db_index=True)
+    hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    reason = models.CharField(max_length=16, choices=AnchorReason.choices)
+    key_id = models.CharField(max_length=16)
+    mac = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["seq", "id"]
+
+    def __str__(self):
+        return f"anchor at #{self.seq} ({self.reason})"

@@ -8,7 +8,9 @@
   the requests being recorded) instead of dropping events, and a failed batch is retried until
   it is written.
 * :meth:`Recorder.flush` waits until everything queued is committed; :meth:`Recorder.aclose`
-  (ASGI lifespan shutdown) refuses new events, flushes and releases the writer thread.
+  (ASGI lifespan shutdown) refuses new events, flushes, anchors the chain head (audit.anchors:
+  the events of this process's last minutes are then covered by the anchor file too) and
+  releases the writer thread.
 
 All database work happens on one dedicated thread: appends to the chain are serial anyway (the
 chain lock), so one writer is as fast as several and never contends with itself.
@@ -24,6 +26,7 @@ from django.db import close_old_connections, connections
 
 from audit import chain
 from audit.events import PreparedEvent, prepare
+from audit.models import AnchorReason
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ class Recorder:
         self._closing = False  # aclose() began: still accepting while the queue drains
         self._closed = False
         self._pending = 0
+        self._wrote = False  # anything committed: the shutdown anchor has something of ours to cover
 
     def prepare(self, event: dict) -> PreparedEvent:
         if self._closed:
@@ -119,6 +123,7 @@ class Recorder:
             if self._task is not None:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
+            await self._in_writer(self._anchor)
             await self._in_writer(connections.close_all)
             self._executor.shutdown(wait=True)
 
@@ -140,9 +145,20 @@ class Recorder:
     async def _in_writer(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    def _anchor(self) -> None:
+        """The shutdown anchor; a failure is logged, not raised: shutdown goes on regardless."""
+        if not self._wrote:
+            return
+        try:
+            close_old_connections()
+            chain.make_anchor(AnchorReason.SHUTDOWN)
+        except Exception as exc:
+            log.error("audit chain not anchored at shutdown (%s)", type(exc).__name__)
+
     def _write(self, batch: list[PreparedEvent]) -> None:
         close_old_connections()
         chain.append(batch, session_gap=self.session_gap)
+        self._wrote = True
 
     async def _writer_loop(self) -> None:
         while True:

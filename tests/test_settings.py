@@ -15,6 +15,8 @@ PROD = {
     "DATABASE_URL": "postgres://airlock@127.0.0.1:5432/airlock",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "AIRLOCK_ALLOWED_HOSTS": "gateway.example.com",
+    "AIRLOCK_AUDIT_KEYS": "kMh1vZ0XyVqkCq8o1yH8m0bH7cXz3hQ8JtqF0m2yNQs=",
+    "AIRLOCK_AUDIT_ANCHOR_FILE": "/var/lib/airlock-anchors/anchors.jsonl",
 }
 
 
@@ -37,7 +39,8 @@ def test_production_with_everything_set_starts():
 
 
 @pytest.mark.parametrize(
-    "missing", ["AIRLOCK_SECRET_KEY", "AIRLOCK_FIELD_ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL"]
+    "missing", ["AIRLOCK_SECRET_KEY", "AIRLOCK_FIELD_ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL",
+                "AIRLOCK_AUDIT_KEYS", "AIRLOCK_AUDIT_ANCHOR_FILE"]
 )
 def test_production_refuses_missing_setting(missing):
     result = run_python(SETUP, PROD, drop=[missing])
@@ -50,6 +53,8 @@ def test_production_refuses_dev_defaults_and_dev_tokens():
 
     result = run_python(SETUP, {**PROD, "AIRLOCK_SECRET_KEY": DEV_ONLY_DEFAULTS["AIRLOCK_SECRET_KEY"]})
     assert result.returncode != 0 and "development default" in result.stderr
+    result = run_python(SETUP, {**PROD, "AIRLOCK_AUDIT_KEYS": DEV_ONLY_DEFAULTS["AIRLOCK_AUDIT_KEYS"]})
+    assert result.returncode != 0 and "AIRLOCK_AUDIT_KEYS contains a development default" in result.stderr
     result = run_python(SETUP, {**PROD, "AIRLOCK_DEV_STATIC_TOKENS": "t=alice:dev"})
     assert result.returncode != 0 and "AIRLOCK_DEV_STATIC_TOKENS" in result.stderr
     result = run_python(SETUP, {**PROD, "AIRLOCK_DEBUG": "1"})
@@ -69,3 +74,10 @@ def test_sqlite_default_smoke(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "sqlite3" in result.stdout and "InMemoryChannelLayer" in result.stdout
     assert (tmp_path / "airlock.sqlite3").stat().st_size > 0
+
+
+def test_a_malformed_audit_key_stops_the_process_at_start(tmp_path):
+    result = run_python(SETUP, {"AIRLOCK_VAR_DIR": str(tmp_path), "AIRLOCK_AUDIT_KEYS": "c2hvcnQtc2VjcmV0"})
+    assert result.returncode != 0
+    assert "AIRLOCK_AUDIT_KEYS entry 1 has 12 bytes" in result.stderr
+    assert "c2hvcnQtc2VjcmV0" not in result.stderr

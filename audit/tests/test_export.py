@@ -14,7 +14,8 @@ from django.core.management import CommandError, call_command
 
 from audit.document import GENESIS_HASH, chain_hash, strip_export_fields
 from audit.export import ExportError, HttpSink
-from audit.tests.factories import T0, append, event
+from audit.chain import make_anchor
+from audit.tests.factories import T0, append, event, tampering
 
 pytestmark = pytest.mark.django_db
 
@@ -208,3 +209,20 @@ def test_sink_retries_connection_errors():
 def test_time_filters_use_utc_for_naive_times(trail):
     lines, _ = export("--until", T0.replace(tzinfo=None).isoformat())
     assert lines == []
+
+
+def test_anchors_export_to_a_sink_outside_the_database_and_catch_truncation(trail, tmp_path):
+    make_anchor("schedule")
+    target = tmp_path / "anchors.jsonl"
+    _, summary = export("--anchors", "-o", str(target))
+    assert "exported 1 anchors (#4..#4)" in summary
+    (line,) = [json.loads(text) for text in target.read_text().splitlines()]
+    assert (line["kind"], line["seq"], line["hash"]) == ("airlock.audit/anchor", 4, trail[3].hash)
+    with tampering("audit_auditevent", "audit_anchor") as cursor:
+        cursor.execute("DELETE FROM audit_auditevent WHERE seq = 4")
+        cursor.execute("DELETE FROM audit_anchor")
+    call_command("verify_audit", stdout=io.StringIO())  # the database alone no longer shows it
+    with pytest.raises(CommandError, match=f"truncated: the chain ends at #3 but the anchor of .*{target.name} line 1"):
+        call_command("verify_audit", "--anchors", str(target), stdout=io.StringIO())
+    with pytest.raises(CommandError, match="--anchors takes --after-seq"):
+        export("--anchors", "--recordings")

@@ -8,7 +8,7 @@ import pytest
 from django.db import OperationalError, connections
 
 from audit import chain
-from audit.models import AuditEvent, Session
+from audit.models import AuditEvent, Recording, Session
 from audit.recorder import AuditUnavailable, Recorder, RecorderClosed
 from audit.tests.factories import event
 
@@ -144,15 +144,23 @@ async def test_a_failed_batch_is_retried_until_written(monkeypatch):
     await recorder.aclose()
 
 
-async def test_malformed_events_fail_in_the_caller():
+async def test_completion_events_with_absurd_values_are_recorded_not_dropped():
+    """Out-of-range values are clamped and named; the event is written (PostgreSQL's int32 columns too)."""
     recorder = Recorder()
-    with pytest.raises(ValueError, match="audit_id"):
-        await recorder.finish(event(0, audit_id="not-a-uuid"))
-    with pytest.raises(ValueError, match="unknown audit event fields: password"):
-        await recorder.finish(dict(event(0), password="x"))
-    with pytest.raises(ValueError, match="bytes_out"):
-        await recorder.begin(event(0, bytes_out=-1))
-    assert recorder.pending == 0
+    absurd = event(0, response_code=9999, bytes_out=2**70, latency_ms=float("inf"), audit_id="not-a-uuid",
+                   recording={"kind": "exec", "pod": "web", "asciicast": "x\n", "exit_code": 2**40,
+                              "width": 10**9, "duration_s": -1})
+    await recorder.finish(absurd)
+    await recorder.begin(event(1, stage="RequestReceived", verb="create", bytes_in=-1, password="x"))
+    await asyncio.wait_for(recorder.flush(), 30)
+    rows = await db(lambda: list(AuditEvent.objects.order_by("seq").values_list("stage", "response_code", "clamped")))
+    assert sorted(rows) == [
+        ("RequestReceived", 200, ["bytes_in", "unknown field password"]),
+        ("ResponseComplete", 599, ["audit_id", "bytes_out", "latency_ms", "recording.duration_s",
+                                   "recording.exit_code", "recording.width", "response_code"]),
+    ]
+    assert await db(lambda: Recording.objects.get().exit_code) == 2**31 - 1
+    assert await chain_ok()
     await recorder.aclose()
 
 

@@ -13,22 +13,23 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from audit.chain import prune_through
+from audit.chain import make_anchor, prune_through
 from audit.models import AuditEvent
 from audit.tests.factories import append, event
 
 pytestmark = pytest.mark.django_db
 
 POSTGRES = connection.vendor == "postgresql"
-TABLES = ("audit_auditevent", "audit_session", "audit_recording", "audit_checkpoint")
+TABLES = ("audit_auditevent", "audit_session", "audit_recording", "audit_checkpoint", "audit_anchor")
 
 
 @pytest.fixture
 def trail():
-    """Five events (one with a recording) of which the first is pruned behind a checkpoint."""
+    """Five events (one with a recording) of which the first is pruned behind a checkpoint, and an anchor."""
     append(event(0), event(1), event(2, recording={"kind": "exec", "pod": "web", "asciicast": "x\n"}), event(3),
            event(4))
     prune_through(1, archive_sha256="0" * 64, now=timezone.now())
+    make_anchor("schedule")
 
 
 def verification_error() -> str:
@@ -52,6 +53,7 @@ STATEMENTS = {
     "session update": f"UPDATE audit_session SET session_id = '{uuid.uuid4().hex}'",
     "checkpoint update": "UPDATE audit_checkpoint SET through_seq = 2",
     "checkpoint delete": "DELETE FROM audit_checkpoint",
+    "anchor update": "UPDATE audit_anchor SET seq = 2",
 }
 
 
@@ -82,11 +84,25 @@ def test_truncate_is_refused_on_postgresql_and_sqlite_has_no_truncate(trail):
         with connection.cursor() as cursor:
             cursor.execute("DELETE FROM audit_recording")
             cursor.execute("DELETE FROM audit_auditevent")
+            cursor.execute("DELETE FROM audit_anchor")
         # Emptied after a prune, the chain alone looks like "everything pruned"; an anchor kept
-        # elsewhere (an export) is what catches it.
+        # elsewhere (the anchor file, an export) is what catches it.
         call_command("verify_audit", stdout=io.StringIO())
-        with pytest.raises(CommandError, match="anchored event #5 is missing"):
+        with pytest.raises(CommandError, match="truncated: the chain has no events after #1 .* says it reached #5"):
             call_command("verify_audit", "--anchor", f"5:{head}", stdout=io.StringIO())
+
+
+def test_anchor_delete_is_refused_on_postgresql_and_the_anchor_file_outlives_it_on_sqlite(settings, tmp_path):
+    settings.AIRLOCK_AUDIT_ANCHOR_FILE = str(tmp_path / "anchors.jsonl")
+    append(event(0), event(1))
+    make_anchor("schedule")
+    if POSTGRES:
+        assert "append-only" in refused("DELETE FROM audit_anchor")
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM audit_anchor")
+            cursor.execute("DELETE FROM audit_auditevent WHERE seq = 2")
+        assert "truncated: the chain ends at #1" in verification_error()
 
 
 def test_prune_mode_deletes_only_what_a_checkpoint_covers(trail):

@@ -1,4 +1,4 @@
-"""manage.py export_audit [--since T] [--until T] [--after-seq N] [-o FILE|-] [--http URL]"""
+"""manage.py export_audit [--anchors] [--since T] [--until T] [--after-seq N] [-o FILE|-] [--http URL]"""
 
 import os
 import sys
@@ -9,7 +9,7 @@ import argparse
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.dateparse import parse_date, parse_datetime
 
-from audit.export import ExportError, HttpSink, iter_lines, post_lines, select_events, write_lines
+from audit.export import ExportError, HttpSink, iter_anchor_lines, iter_lines, post_lines, select_events, write_lines
 
 
 def moment(value: str) -> datetime:
@@ -36,7 +36,7 @@ class TextSink:
 class Command(BaseCommand):
     help = (
         "Export audit events as JSON Lines (audit.k8s.io/v1 Events, gateway fields under 'airlock', "
-        "hashes included) to a file, stdout or an HTTP endpoint."
+        "hashes included) to a file, stdout or an HTTP endpoint; with --anchors, the signed chain heads instead."
     )
 
     def add_arguments(self, parser):
@@ -53,12 +53,22 @@ class Command(BaseCommand):
             help="Environment variable holding the endpoint's bearer token (default %(default)s).",
         )
         parser.add_argument("--recordings", action="store_true", help="Include exec recordings (asciicast).")
+        parser.add_argument(
+            "--anchors", action="store_true",
+            help="Export the anchors (signed chain heads, the anchor file's format) instead of events; "
+                 "keep them where the database's writers cannot reach and give them to verify_audit --anchors.",
+        )
 
     def handle(self, *args, since, until, after_seq, output, http, batch_size, retries, token_env,
-               recordings, **options):
+               recordings, anchors, **options):
         if batch_size < 1 or retries < 0:
             raise CommandError("--batch-size must be at least 1 and --retries at least 0")
-        lines = iter_lines(select_events(since=since, until=until, after_seq=after_seq), include_casts=recordings)
+        if anchors:
+            if since or until or recordings:
+                raise CommandError("--anchors takes --after-seq, not --since, --until or --recordings")
+            lines = iter_anchor_lines(after_seq=after_seq)
+        else:
+            lines = iter_lines(select_events(since=since, until=until, after_seq=after_seq), include_casts=recordings)
         if http:
             try:
                 sink = HttpSink(http, token=os.environ.get(token_env) or None, retries=retries)
@@ -87,4 +97,4 @@ class Command(BaseCommand):
             except OSError as exc:
                 raise CommandError(f"cannot write {output}: {exc.strerror}") from None
         span = f" (#{first}..#{last})" if count else ""
-        self.stderr.write(f"exported {count} events{span}")
+        self.stderr.write(f"exported {count} {'anchors' if anchors else 'events'}{span}")

@@ -45,7 +45,7 @@ class Command(BaseCommand):
             return
         if not archive:
             raise CommandError("--archive FILE is required: pruned events are archived first")
-        check = verify_chain(through_seq=through)
+        check = verify_chain()
         if not check.ok:
             raise CommandError(f"refusing to prune a chain that does not verify: {check.summary()}")
         try:

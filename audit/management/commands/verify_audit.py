@@ -1,9 +1,12 @@
-"""manage.py verify_audit [--anchor SEQ:HASH ...]"""
+"""manage.py verify_audit [--anchors FILE ...] [--anchor SEQ:HASH ...]"""
 
 import argparse
+import os
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.anchors import AnchorFileError, read_file
 from audit.chain import verify_chain
 
 
@@ -16,18 +19,34 @@ def anchor(value: str) -> tuple[int, str]:
 
 class Command(BaseCommand):
     help = (
-        "Walk the audit hash chain and exit non-zero, naming the first bad event, if any event was "
-        "edited, deleted or reordered."
+        "Walk the audit chain and exit non-zero, naming the first bad event and what was done to it "
+        "(edited, re-hashed, deleted, reordered, truncated, forged), if the trail was tampered with. "
+        "Reads AIRLOCK_AUDIT_ANCHOR_FILE when it is set."
     )
 
     def add_arguments(self, parser):
+        parser.add_argument(
+            "--anchors", action="append", default=[], metavar="FILE",
+            help="A file of signed anchors (the anchor file, or export_audit --anchors) kept outside the "
+                 "database; catches deleted newest events.  May be repeated.",
+        )
         parser.add_argument(
             "--anchor", action="append", default=[], type=anchor, metavar="SEQ:HASH",
             help="A (seq, hash) pair kept elsewhere (an export, a SIEM); catches deleted newest events.",
         )
 
-    def handle(self, *args, anchor, **options):
-        result = verify_chain(anchors=dict(anchor))
+    def handle(self, *args, anchors, anchor, **options):
+        paths = list(anchors)
+        configured = settings.AIRLOCK_AUDIT_ANCHOR_FILE
+        if configured and configured not in paths and os.path.exists(configured):
+            paths.append(configured)  # absent until the first anchor is written
+        records = []
+        for path in paths:
+            try:
+                records.extend(read_file(path))
+            except AnchorFileError as exc:
+                raise CommandError(f"audit chain NOT VERIFIED: {exc}") from None
+        result = verify_chain(anchors_from=records, pins=dict(anchor), files_checked=bool(paths))
         if not result.ok:
             raise CommandError(result.summary())
         self.stdout.write(result.summary())
