@@ -39,6 +39,7 @@ import httpx
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 
+from audit import keys as audit_keys
 from gateway import credential_plugin
 from kubesim.certs import SERVER_SANS, issue_cert, make_ca
 from kubesim.testing import start_kubesim
@@ -189,10 +190,14 @@ def load_or_create_keys(path: Path) -> dict:
         keys = json.loads(path.read_text())
         Fernet(keys["field_encryption_key"])
         if isinstance(keys["secret_key"], str) and len(keys["secret_key"]) >= 50:
+            if not isinstance(keys.get("audit_key"), str):  # .demo/ from before the keyed audit chain
+                keys["audit_key"] = audit_keys.generate()
+                write_private(path, json.dumps(keys))
             return keys
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    keys = {"secret_key": secrets.token_urlsafe(50), "field_encryption_key": Fernet.generate_key().decode()}
+    keys = {"secret_key": secrets.token_urlsafe(50), "field_encryption_key": Fernet.generate_key().decode(),
+            "audit_key": audit_keys.generate()}
     write_private(path, json.dumps(keys))
     return keys
 
@@ -302,6 +307,8 @@ def gateway_env(base: dict, layout: Layout, keys: dict, issuer: str, audience: s
         "AIRLOCK_SQLITE_PATH": str(layout.database),
         "AIRLOCK_SECRET_KEY": keys["secret_key"],
         "AIRLOCK_FIELD_ENCRYPTION_KEYS": keys["field_encryption_key"],
+        "AIRLOCK_AUDIT_KEYS": keys["audit_key"],
+        "AIRLOCK_AUDIT_ANCHOR_FILE": str(layout.root / "audit-anchors.jsonl"),
         "AIRLOCK_OIDC_ISSUER": issuer,
         "AIRLOCK_OIDC_AUDIENCE": audience,
         "PYTHONPATH": str(ROOT) + (os.pathsep + base["PYTHONPATH"] if base.get("PYTHONPATH") else ""),

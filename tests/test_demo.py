@@ -1,5 +1,6 @@
 """`make demo` end to end: real kubesim, OpenID provider, gateway and kubectl; no PostgreSQL, no Redis."""
 
+import json
 import os
 import re
 import signal
@@ -202,6 +203,8 @@ def test_kubectl_through_the_gateway_then_ctrl_c_stops_everything(tmp_path):
         log = (state / "gateway.log").read_text()
         assert word not in log
         assert '"WebSocket /k8s/demo/api/v1/namespaces/payments/pods/debug-shell/exec?[redacted]" [accepted]' in log
+        anchors = [json.loads(line) for line in (state / "audit-anchors.jsonl").read_text().splitlines()]
+        assert anchors and anchors[-1]["reason"] == "shutdown" and anchors[-1]["seq"] > 0  # the chain head, outside the DB
     finally:
         agent.close()
         if proc.poll() is None:
