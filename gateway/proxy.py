@@ -25,7 +25,7 @@ from gateway import headers as hdr
 from gateway import masking
 from gateway.authn import authenticate
 from gateway.authz import authorize
-from gateway.pipeline import GatewayRequest, parse_request, transcode_body
+from gateway.pipeline import GatewayRequest, parse_body, parse_request
 from gateway.status import GatewayError
 from gateway.streams import StreamTap, masked_target
 from gateway.upstream import UpstreamPool, open_websocket
@@ -185,7 +185,7 @@ class GatewayApp:
                 # kubectl's fallback after a refused WebSocket: the same decision, never a second hold.
                 await authorize(request, self.policy, None)
                 raise GatewayError(400, SPDY_REFUSED, stage="forward")
-            request.body = transcode_body(request, await self.read_body(exchange.scope, receive))
+            request.body = parse_body(request, await self.read_body(exchange.scope, receive))
             exchange.bytes_in = len(request.body)
             exchange.request_body = self.guard_write(request, request.body)
         await self.authorize(request, on_pending)
