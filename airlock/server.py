@@ -148,9 +148,11 @@ class ReadLimits:
         if self.transport.is_closing():
             return
         cycle = self.cycle
-        in_flight = cycle is not None and not cycle.response_complete
-        answer = not in_flight or (waiting_for == "body" and not cycle.response_started and not self._queued())
-        if in_flight:
+        if waiting_for == "body":  # cycle is this request's: answer unless its response has begun
+            answer = cycle is not None and not cycle.response_started and not self._queued()
+        else:  # cycle is the previous request's, if any: answer once its response is complete
+            answer = cycle is None or cycle.response_complete
+        if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the application's receive() now returns http.disconnect
             cycle.message_event.set()
         if answer:

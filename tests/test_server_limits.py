@@ -160,7 +160,7 @@ def test_trickled_body_after_an_early_answer_is_cut(server):
         sock.sendall(head)
         response = wait_closed(sock, trickle=b"{" + b" " * 50)
     assert response is not None, "a connection trickling a body is still open"
-    assert status_line(response) == "HTTP/1.1 404 Not Found"
+    assert status_line(response) == "HTTP/1.1 404 Not Found" and response.count(b"HTTP/1.1 ") == 1
 
 
 @pytest.mark.parametrize("shape", ["one-piece", "never-ending"])
@@ -177,19 +177,33 @@ def test_oversized_headers_get_431(server, shape):
     assert b"exceed 16384 bytes" in response
 
 
+class Responses:
+    """Reads HTTP/1.1 responses with a Content-Length one after another from a socket."""
+
+    def __init__(self, sock: ssl.SSLSocket):
+        self.sock = sock
+        self.buffer = b""
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        assert chunk, "the server closed the connection without a (complete) response"
+        self.buffer += chunk
+
+    def next(self) -> bytes:
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, _, rest = self.buffer.partition(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        while len(rest) < length:
+            self._fill()
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+        self.buffer = rest[length:]
+        return head
+
+
 def read_response(sock: ssl.SSLSocket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection without a response"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection mid-response"
-        body += chunk
-    return head
+    return Responses(sock).next()
 
 
 def test_keep_alive_with_pauses_between_requests_keeps_working(server):
@@ -200,6 +214,15 @@ def test_keep_alive_with_pauses_between_requests_keeps_working(server):
             sock.sendall(request)
             assert status_line(read_response(sock)) == "HTTP/1.1 200 OK"
             time.sleep(2.5)
+
+
+def test_pipelined_requests_are_all_answered(server):
+    request = f"GET {ASSET} HTTP/1.1\r\nHost: airlock\r\n\r\n".encode()
+    with server.connect() as sock:
+        sock.sendall(request * 3)
+        responses = Responses(sock)
+        for _ in range(3):
+            assert status_line(responses.next()) == "HTTP/1.1 200 OK"
 
 
 def test_connection_cap(server):
