@@ -9,8 +9,9 @@ levels at Python's default recursion limit.  The parse stage therefore refuses, 
 ``Status``, any body deeper than ``MAX_DEPTH`` (256) and any YAML whose expansion exceeds
 ``MAX_YAML_NODES``; the later stages decode through :func:`decode`, which applies the same limits.
 
-kube-apiserver accepts 10,000 levels; Kubernetes objects nest a few dozen (a CRD embedding a
-PodSpec schema about 30).  The deviation is deliberate and documented in the README.
+kube-apiserver accepts 10,000 levels; Kubernetes objects nest a few dozen at most (CRDs whose
+schema embeds a PodSpec are among the deepest).  The deviation is deliberate and documented in
+the README.
 
 Both checks are iterative and linear: JSON by counting brackets outside strings (the same lexing
 ``json`` does, so the count is exact for every prefix ``json`` could decode), YAML on libyaml's
