@@ -219,16 +219,39 @@ class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
         return bool(self.pipeline)
 
 
-class H11Protocol(ReadLimits, UvicornH11Protocol):
-    """uvicorn's h11 protocol with :class:`ReadLimits`; progress is read from h11's state machine.
+class BoundedConnection(h11.Connection):
+    """h11 with the request head capped exactly.
 
-    h11 itself bounds an incomplete request head (``max_incomplete_event_size``, set to the
-    header limit here); its refusal is answered with 431 instead of uvicorn's plain-text 400.
+    h11's own cap (``max_incomplete_event_size``) only applies while a head is incomplete, so a
+    head that arrives in one piece is measured here too; ``too_large`` tells uvicorn's 400 path
+    to answer 431.
     """
+
+    def __init__(self, max_head: int):
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
+        self.max_head = max_head
+        self.too_large = False
+
+    def next_event(self):
+        try:
+            event = super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.too_large = exc.error_status_hint == 431
+            raise
+        if isinstance(event, h11.Request):
+            size = len(event.method) + len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+            if size > self.max_head:
+                self.too_large = True
+                raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+        return event
+
+
+class H11Protocol(ReadLimits, UvicornH11Protocol):
+    """uvicorn's h11 protocol with :class:`ReadLimits`; progress is read from h11's state machine."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
+        self.conn = BoundedConnection(self.limits.max_header_bytes)
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -261,7 +284,7 @@ class H11Protocol(ReadLimits, UvicornH11Protocol):
             self._stop()  # upgraded, closing or broken
 
     def send_400_response(self, msg: str) -> None:
-        if len(self.conn.trailing_data[0]) > self.limits.max_header_bytes:
+        if self.conn.too_large:
             self._refuse_header_size()
         else:
             self._stop()
