@@ -27,8 +27,9 @@ requests stays uvicorn's ``--timeout-keep-alive``.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from http import HTTPStatus
 
 import h11
@@ -61,7 +62,7 @@ class Limits:
                 value = kind(raw)
             except ValueError:
                 value = 0
-            if not value > 0:
+            if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive number, not {raw!r}")
             values[field] = value
         return cls(**values)
@@ -88,11 +89,6 @@ class ReadLimits:
     limits = Limits.from_env()
     _reading = "off"
     _deadline: asyncio.TimerHandle | None = None
-
-    @classmethod
-    def with_limits(cls, **changes) -> type:
-        """A subclass with other limits (tests run short deadlines)."""
-        return type(cls.__name__, (cls,), {"limits": replace(cls.limits, **changes)})
 
     def _admit(self) -> None:
         if len(self.connections) > self.limits.max_connections:

@@ -253,7 +253,7 @@ def test_connection_cap(server):
     assert line == "HTTP/1.1 200 OK"
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "ten", "nan"])
+@pytest.mark.parametrize("value", ["0", "-1", "ten", "nan", "inf"])
 def test_a_bad_limit_stops_the_server_from_starting(value):
     with pytest.raises(ValueError, match="AIRLOCK_HEADER_TIMEOUT_SECONDS must be a positive number"):
         Limits.from_env({"AIRLOCK_HEADER_TIMEOUT_SECONDS": value})
