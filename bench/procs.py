@@ -133,7 +133,8 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path, port
 
 
 def spawn_uvicorn(name: str, app: str, env: dict[str, str], tls, workdir: Path) -> Service:
-    """The gateway as docker-compose.yml runs it (uvloop, httptools, wsproto), on a loopback port.
+    """The gateway as docker-compose.yml runs it (uvloop, httptools with airlock.server's read limits,
+    wsproto), on a loopback port.
 
     Returns at once; pass the result to wait_listening.
     """
@@ -141,7 +142,7 @@ def spawn_uvicorn(name: str, app: str, env: dict[str, str], tls, workdir: Path) 
     argv = [
         PYTHON, "-m", "uvicorn", app, "--host=127.0.0.1", f"--port={port}",
         f"--ssl-certfile={tls.cert_file}", f"--ssl-keyfile={tls.key_file}",
-        "--loop=uvloop", "--http=httptools", "--ws=wsproto", "--timeout-graceful-shutdown=30",
+        "--loop=uvloop", "--http=airlock.server:HttpToolsProtocol", "--ws=wsproto", "--timeout-graceful-shutdown=30",
         "--no-access-log",
     ]
     return _spawn(name, argv, env, workdir / f"{name}.log", port)

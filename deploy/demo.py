@@ -372,12 +372,13 @@ def log_tail(path: Path, lines: int = 20) -> str:
 
 
 def start_gateway(env: dict, layout: Layout, port: int, cert: Path, key: Path) -> subprocess.Popen:
-    """uvicorn over TLS; the access log stays off (request URLs can carry exec commands)."""
+    """uvicorn over TLS with the read limits of airlock.server; the access log stays off (request URLs
+    can carry exec commands)."""
     with open(layout.gateway_log, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "airlock.asgi:application", "--host", HOST, "--port", str(port),
              "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--lifespan", "on", "--no-access-log",
-             "--timeout-graceful-shutdown", "5"],
+             "--http", "airlock.server:HttpToolsProtocol", "--timeout-graceful-shutdown", "5"],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )
 

@@ -133,17 +133,25 @@ def _scalar(kind: str, wire: int, value):
 
 def _empty(wire: int, value) -> bool:
     """Zero-valued: Go's generated code writes empty non-nullable messages (e.g. a
-    request's ``status``) as all-zero fields; those carry nothing to lose."""
-    if wire == 0:
-        return value == 0
-    if wire in (1, 5):
-        return not any(value)
-    if not value:
-        return True
-    try:
-        return all(_empty(w, v) for _, w, v in _fields(value))
-    except ProtobufError:
-        return False
+    request's ``status``) as all-zero fields; those carry nothing to lose.
+
+    Walked with an explicit stack: the bytes are the client's, nested as deep as it likes.
+    """
+    pending = [(wire, value)]
+    while pending:
+        wire, value = pending.pop()
+        if wire == 0:
+            if value != 0:
+                return False
+        elif wire in (1, 5):
+            if any(value):
+                return False
+        elif value:
+            try:
+                pending.extend((w, v) for _, w, v in _fields(value))
+            except ProtobufError:
+                return False
+    return True
 
 
 def decode_message(data: bytes, schema: dict, strict: bool = False) -> dict:

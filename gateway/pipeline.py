@@ -13,8 +13,9 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from gateway import bodies, kubeproto
 from gateway import headers as hdr
-from gateway import kubeproto
+from gateway.masking.responses import media_type
 from gateway.requestinfo import RequestInfo, RequestInfoError, canonical_path, parse
 from gateway.status import GatewayError
 
@@ -101,22 +102,28 @@ def parse_request(scope: dict, prefix: str) -> GatewayRequest:
     )
 
 
-def transcode_body(request: GatewayRequest, body: bytes) -> bytes:
-    """Protobuf request bodies become JSON, so every later stage can read them.
+def parse_body(request: GatewayRequest, body: bytes) -> bytes:
+    """Stage 1 for a request body: protobuf becomes JSON, JSON and YAML are measured.
 
     kubectl >= 1.32 sends some writes (create token, auth can-i, create
-    secret) as protobuf.  What cannot be decoded exactly is refused (415);
-    nothing is passed on blind.
+    secret) as protobuf; they are transcoded so every later stage can read
+    them, and what cannot be decoded exactly is refused (415): nothing is
+    passed on blind.  JSON and YAML deeper or (YAML) larger than
+    gateway.bodies allows are refused here, before any stage decodes them.
     """
     content_type = next((v for n, v in request.headers if n == "content-type"), "")
-    if content_type.split(";", 1)[0].strip().lower() != kubeproto.MEDIA_TYPE:
-        return body
+    if content_type.split(";", 1)[0].strip().lower() == kubeproto.MEDIA_TYPE:
+        try:
+            obj = kubeproto.decode(body, strict=True)
+        except kubeproto.ProtobufError as exc:
+            raise GatewayError(
+                415, f"airlock cannot inspect this protobuf request body ({exc}); send application/json", stage="parse"
+            ) from None
+        request.headers = [(n, v) for n, v in request.headers if n != "content-type"]
+        request.headers.append(("content-type", "application/json"))
+        return json.dumps(obj, separators=(",", ":")).encode()
     try:
-        obj = kubeproto.decode(body, strict=True)
-    except kubeproto.ProtobufError as exc:
-        raise GatewayError(
-            415, f"airlock cannot inspect this protobuf request body ({exc}); send application/json", stage="parse"
-        ) from None
-    request.headers = [(n, v) for n, v in request.headers if n != "content-type"]
-    request.headers.append(("content-type", "application/json"))
-    return json.dumps(obj, separators=(",", ":")).encode()
+        bodies.check(media_type(content_type), body)
+    except bodies.BodyRefused as exc:
+        raise GatewayError(exc.code, f"airlock: {exc}", stage="parse") from None
+    return body

@@ -17,6 +17,13 @@ Matching semantics (kept close to Kubernetes RBAC so rules read familiarly):
   requests (namespace ``""``); use ``?*`` for "any namespace but not
   cluster-scoped", or ``""`` for "cluster-scoped only".  Likewise ``names:
   ["*"]`` covers collection requests (no name) and ``""`` matches only them.
+* A Namespace object is cluster-scoped: ``get``, ``patch`` or ``delete`` of
+  ``/api/v1/namespaces/dev`` (and its ``status`` and ``finalize``) is matched
+  by allow rules as namespace ``""``.  kube-apiserver's RequestInfo gives
+  such a request namespace ``dev`` and RBAC lets a RoleBinding in ``dev``
+  grant it; here a rule scoped to ``dev`` never lets an agent relabel (say,
+  lift the pod-security enforcement of) or delete the namespace it is
+  confined to.  Deny and review rules match it under both ``""`` and ``dev``.
 * Resources: ``pods`` matches only the ``pods`` resource, never its
   subresources; ``pods/exec``, ``*/scale``, ``pods/*`` name subresources; a
   bare ``*`` matches every resource and every subresource, as in RBAC.
@@ -455,7 +462,7 @@ class CompiledRule:
             self._verb_matches(info.verb, streaming=subresource in STREAMING_SUBRESOURCES)
             and self.api_groups.matches(info.api_group)
             and self.resources.matches(info.resource, subresource)
-            and self.namespaces.matches(info.namespace)
+            and self.namespaces.matches(rule_namespace(info))
             and self.names.matches(info.name)
         )
 
@@ -479,6 +486,13 @@ class CompiledRule:
             and namespace_ok
             and (reach.any_name or self.names.matches(info.name))
         )
+
+
+def rule_namespace(info) -> str:
+    """The namespace rules match a resource request in: ``""`` for the Namespace objects themselves."""
+    if info.api_group == "" and info.resource == "namespaces":
+        return ""
+    return info.namespace
 
 
 @dataclass(frozen=True)

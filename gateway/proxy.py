@@ -24,7 +24,7 @@ from gateway import headers as hdr
 from gateway import masking
 from gateway.authn import authenticate
 from gateway.authz import authorize
-from gateway.pipeline import GatewayRequest, parse_request, transcode_body
+from gateway.pipeline import GatewayRequest, parse_body, parse_request
 from gateway.secretvalues import ValuesUnavailable
 from gateway.status import GatewayError
 from gateway.streams import ChannelFraming, StreamTap, StreamViolation, masked_target
@@ -197,7 +197,7 @@ class GatewayApp:
             exchange.uri_detectors = self.uri_detectors(upstream, request.decision)
             raise refusal
         if receive is not None:
-            request.body = transcode_body(request, await self.read_body(exchange.scope, receive))
+            request.body = parse_body(request, await self.read_body(exchange.scope, receive))
             exchange.bytes_in = len(request.body)
             exchange.request_body = self.guard_write(request, request.body)
         await self.authorize(request, on_pending)

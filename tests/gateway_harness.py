@@ -16,6 +16,7 @@ import uvicorn
 import yaml
 from django.conf import settings
 
+from airlock.server import HttpToolsProtocol
 from kubesim.certs import generate_tls
 
 AGENT_TOKEN = "agent-dev-token-7c1e"  # development static token, never a cluster credential
@@ -23,7 +24,7 @@ AGENT_TOKENS = f"{AGENT_TOKEN}=agent-1:agents|dev,viewer-token-2b9d=viewer-1:vie
 
 
 class ThreadedServer:
-    """uvicorn in a background thread on a pre-bound loopback socket."""
+    """uvicorn in a background thread on a pre-bound loopback socket, with production's read limits."""
 
     def __init__(self, app, tls, **options):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -34,6 +35,7 @@ class ThreadedServer:
             app,
             lifespan="on",
             log_level="warning",
+            http=HttpToolsProtocol,
             ws="wsproto",
             ssl_certfile=str(tls.cert_file),
             ssl_keyfile=str(tls.key_file),

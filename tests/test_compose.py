@@ -11,6 +11,8 @@ import yaml
 from django.core.management import get_commands
 from docker.utils.build import exclude_paths
 
+from airlock.server import ReadLimits
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -43,6 +45,10 @@ def test_each_project_command_exists():
         elif program == "uvicorn":
             module, _, attr = command[1].partition(":")
             assert hasattr(importlib.import_module(module), attr)
+            http = next(arg.split("=", 1)[1] for arg in command if arg.startswith("--http="))
+            module, _, attr = http.partition(":")
+            protocol = getattr(importlib.import_module(module), attr)
+            assert issubclass(protocol, ReadLimits), f"{name}: the listener runs without airlock.server's read limits"
         elif program == "celery":
             app = importlib.import_module(command[command.index("-A") + 1]).celery_app
             assert command[command.index("-A") + 2] in {"worker", "beat"}

@@ -17,6 +17,7 @@ import base64
 import binascii
 import json
 
+from gateway.bodies import loads_json
 from gateway.masking.base import MaskReport
 from gateway.masking.detectors import Detectors, name_is_secret
 from gateway.masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
@@ -230,7 +231,7 @@ class ObjectMasker:
             return value
         structural = secret and self.mask_secrets
         try:
-            manifest = json.loads(value)
+            manifest = loads_json(value)  # depth-checked: the annotation is attacker-supplied text
         except ValueError:
             manifest = None
         if not isinstance(manifest, dict):

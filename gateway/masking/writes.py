@@ -16,6 +16,7 @@ import re
 
 import yaml
 
+from gateway.bodies import JSON_BODIES, YAML_BODIES, decode
 from gateway.masking.base import MaskReport, WriteRefused
 from gateway.masking.detectors import Detectors
 from gateway.masking.objects import ObjectMasker
@@ -23,40 +24,26 @@ from gateway.masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
 from gateway.masking.responses import media_type
 
 WRITE_VERBS = frozenset({"create", "update", "patch"})
-JSON_BODIES = frozenset(
-    {
-        "application/json",
-        "application/merge-patch+json",
-        "application/strategic-merge-patch+json",
-        "application/json-patch+json",
-        "application/apply-patch+json",
-    }
-)
-YAML_BODIES = frozenset({"application/apply-patch+yaml", "application/yaml"})
 _RAW_MARKERS = (PLACEHOLDER.encode(), PLACEHOLDER_B64.encode())
 _BASE64 = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
 _UNPARSED = object()
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MAX_PATH = 200
 
 
 def _parse(content_type: str | None, body: bytes, *, aliases: bool):
     """The decoded body for JSON and YAML content types; _UNPARSED for anything else.
 
-    Without ``aliases``, YAML that uses anchors is not decoded: walking a decoded alias bomb
-    would expand it.
+    Decoded within gateway.bodies' depth and size limits (the parse stage refused anything
+    beyond them).  Without ``aliases``, YAML that uses anchors is not decoded: walking a
+    decoded alias bomb would expand it.
     """
     media = media_type(content_type)
+    if media not in JSON_BODIES and media not in YAML_BODIES:
+        return _UNPARSED
     try:
-        if media in JSON_BODIES:
-            return json.loads(body)
-        if media in YAML_BODIES:
-            if not aliases and any(isinstance(e, yaml.AliasEvent) for e in yaml.parse(body, Loader=_SAFE_LOADER)):
-                return _UNPARSED
-            return yaml.load(body, Loader=_SAFE_LOADER)
+        return decode(media, body, aliases=aliases)
     except (ValueError, yaml.YAMLError, RecursionError):
         return _UNPARSED
-    return _UNPARSED
 
 
 def _holds_placeholder(text: str) -> bool:

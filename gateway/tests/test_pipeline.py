@@ -2,7 +2,7 @@
 
 import pytest
 
-from gateway.pipeline import parse_request, transcode_body
+from gateway.pipeline import parse_request, parse_body
 from gateway.status import GatewayError
 
 PREFIX = "/k8s/"
@@ -99,7 +99,7 @@ def test_protobuf_body_transcoded_to_json():
     )
     spec = bytes([1 << 3 | 2, 3]) + b"api" + bytes([4 << 3, 60])  # audiences ["api"], expirationSeconds 60
     body = protobuf_body(b"authentication.k8s.io/v1", b"TokenRequest", bytes([2 << 3 | 2, len(spec)]) + spec)
-    out = transcode_body(req, body)
+    out = parse_body(req, body)
     assert json.loads(out) == {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                                "spec": {"audiences": ["api"], "expirationSeconds": 60}}
     assert ("content-type", "application/json") in req.headers
@@ -121,11 +121,50 @@ def test_unreadable_protobuf_refused(body):
         PREFIX,
     )
     with pytest.raises(GatewayError) as info:
-        transcode_body(req, body)
+        parse_body(req, body)
     assert info.value.code == 415
 
 
 def test_json_body_untouched():
     req = parse_request(scope("/k8s/prod/api/v1/namespaces/shop/configmaps", method="POST",
                               headers=[("content-type", "application/json")]), PREFIX)
-    assert transcode_body(req, b'{"a":1}') == b'{"a":1}'
+    assert parse_body(req, b'{"a":1}') == b'{"a":1}'
+
+
+@pytest.mark.parametrize(
+    "content_type, body, code",
+    [
+        ("application/json", b"[" * 3000 + b"]" * 3000, 400),
+        ("application/strategic-merge-patch+json; charset=utf-8", b'{"a":' * 600 + b"1" + b"}" * 600, 400),
+        ("application/apply-patch+yaml", b"a: " + b"[" * 100_000, 400),
+        ("application/apply-patch+yaml", b"a: [" + b"x," * 30_000 + b"]", 413),
+    ],
+)
+def test_bodies_beyond_the_limits_are_refused_at_parse(content_type, body, code):
+    req = parse_request(scope("/k8s/prod/api/v1/namespaces/shop/configmaps/c", method="PATCH",
+                              headers=[("content-type", content_type)]), PREFIX)
+    with pytest.raises(GatewayError) as info:
+        parse_body(req, body)
+    assert (info.value.code, info.value.stage) == (code, "parse")
+
+
+def test_deeply_nested_unknown_protobuf_field_is_refused_without_recursion():
+    nested = bytes([2 << 3, 1])
+    for _ in range(50_000):
+        nested = bytes([1 << 3 | 2]) + varint(len(nested)) + nested
+    raw = bytes([9 << 3 | 2]) + varint(len(nested)) + nested
+    body = protobuf_body(b"v1", b"Secret", b"")[:-1] + varint(len(raw)) + raw  # the raw field's length as a varint
+    req = parse_request(scope("/k8s/prod/api/v1/namespaces/shop/secrets", method="POST",
+                              headers=[("content-type", "application/vnd.kubernetes.protobuf")]), PREFIX)
+    with pytest.raises(GatewayError) as info:
+        parse_body(req, body)
+    assert info.value.code == 415 and "field 9 is not understood" in info.value.message
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)

@@ -83,6 +83,9 @@ REACH = [
     (dict(api_groups=["apps"], resources=["deployments"]), "GET",
      "/apis/example.com/v1/namespaces/shop/deployments/web", "", False),
     (dict(api_groups=[""], resources=["events"]), "GET", "/apis/apps/v1/namespaces/shop/events", "", False),
+    # the Namespace object: cluster-scoped for allow rules, still "in" itself for restrictive ones
+    (dict(resources=["namespaces"], namespaces=["shop"]), "PATCH", SHOP, "", True),
+    (dict(resources=["namespaces/status"], namespaces=["shop"]), "PUT", f"{SHOP}/status", "", True),
 ]
 
 
@@ -169,3 +172,13 @@ def test_a_lower_case_method_is_one_method_for_policy_and_upstream():
     assert (request.method, request.info.verb) == ("DELETE", "deletecollection")
     assert decide([rule("deny", name="keep-web", **KEEP_WEB)], request.method, request.upstream_path) == (
         "deny", "keep-web")
+
+
+def test_the_namespace_object_is_cluster_scoped_for_allow_rules_and_both_for_restrictive_ones():
+    patch_shop = ("PATCH", SHOP)
+    assert decide([rule("allow", namespaces=["shop"])], *patch_shop) == ("deny", DEFAULT_DENY)
+    assert decide([rule("allow", namespaces=[""])], *patch_shop) == ("allow", "r")
+    for namespaces in ([""], ["shop"]):
+        rules = [rule("deny", name="keep-ns", order=1, resources=["namespaces"], namespaces=namespaces),
+                 rule("allow", order=2)]
+        assert decide(rules, *patch_shop) == ("deny", "keep-ns")

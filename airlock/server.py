@@ -1,0 +1,287 @@
+"""uvicorn's HTTP protocols with the read limits uvicorn lacks, for every listener of the process.
+
+uvicorn closes idle keep-alive connections but has no deadline while it reads a request: a
+client that trickles one header byte every few seconds, or sends half a body, holds its
+connection (and its buffers) for ever, and httptools buffers a header of any size.  These
+subclasses add, per request on a connection:
+
+* a header deadline, from the connection (or the first byte of the next request on a kept-alive
+  one) until the headers are complete: 408 ``Status`` and close;
+* a body deadline, from the end of the headers until the whole body has arrived (whether or
+  not the application read it): 408 if no response has started, else close;
+* a cap on request line plus headers: 431 and close;
+* a cap on open connections (HTTP and WebSocket) of this process: 503 and close at once.
+
+The gateway (``/k8s/``), the dashboard, its login and the admin are one ASGI server, so one
+protocol class covers them all::
+
+    uvicorn airlock.asgi:application --http airlock.server:HttpToolsProtocol ...
+
+(``airlock.server:H11Protocol`` for h11.)  Limits come from the environment, read once at
+import; a value that is not a positive number stops the server from starting:
+``AIRLOCK_HEADER_TIMEOUT_SECONDS`` (10), ``AIRLOCK_BODY_TIMEOUT_SECONDS`` (60),
+``AIRLOCK_MAX_HEADER_BYTES`` (65536), ``AIRLOCK_MAX_CONNECTIONS`` (1000).  Idle time between
+requests stays uvicorn's ``--timeout-keep-alive``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol as UvicornH11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as UvicornHttpToolsProtocol
+
+from gateway.status import status_bytes
+
+
+@dataclass(frozen=True)
+class Limits:
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_header_bytes: int = 64 * 1024
+    max_connections: int = 1000
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> Limits:
+        values = {}
+        for field, name, kind in (
+            ("header_timeout", "AIRLOCK_HEADER_TIMEOUT_SECONDS", float),
+            ("body_timeout", "AIRLOCK_BODY_TIMEOUT_SECONDS", float),
+            ("max_header_bytes", "AIRLOCK_MAX_HEADER_BYTES", int),
+            ("max_connections", "AIRLOCK_MAX_CONNECTIONS", int),
+        ):
+            raw = environ.get(name, "")
+            if not raw:
+                continue
+            try:
+                value = kind(raw)
+            except ValueError:
+                value = 0
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, not {raw!r}")
+            values[field] = value
+        return cls(**values)
+
+
+def raw_status(code: int, message: str, reason: str) -> bytes:
+    """A whole HTTP/1.1 response carrying a Kubernetes Status, for a connection about to close."""
+    body = status_bytes(code, message, reason)
+    head = (
+        f"HTTP/1.1 {code} {HTTPStatus(code).phrase}\r\ncontent-type: application/json\r\n"
+        f"cache-control: no-store\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class ReadLimits:
+    """The deadlines and caps, driven by the protocol subclasses below.
+
+    ``_reading`` is what the connection waits for from the client: ``headers``, ``body``,
+    ``idle`` (the request is read; the response or uvicorn's keep-alive timeout governs) or
+    ``off`` (refused, upgraded to WebSocket, or broken: nothing more to enforce).
+    """
+
+    limits = Limits.from_env()
+    _reading = "off"
+    _deadline: asyncio.TimerHandle | None = None
+
+    def _admit(self) -> None:
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(503, "airlock: too many open connections, retry later", "ServiceUnavailable")
+        else:
+            self._expect_headers()
+
+    def _expect_headers(self) -> None:
+        self._reading = "headers"
+        self._header_bytes = 0
+        self._arm(self.limits.header_timeout, "the request headers did not arrive within")
+
+    def _expect_body(self) -> None:
+        self._reading = "body"
+        self._arm(self.limits.body_timeout, "the request body did not arrive within")
+
+    def _request_read(self) -> None:
+        self._reading = "idle"
+        self._disarm()
+
+    def _stop(self) -> None:
+        self._reading = "off"
+        self._disarm()
+
+    def _count_header_bytes(self, size: int) -> None:
+        """Bytes received while the headers are incomplete: bounds what the parser buffers."""
+        if self._reading == "headers":
+            self._header_bytes += size
+            if self._header_bytes > self.limits.max_header_bytes:
+                self._refuse_header_size()
+
+    def _refuse_header_size(self) -> None:
+        self._refuse(431, f"airlock: the request line and headers exceed {self.limits.max_header_bytes} bytes",
+                     "RequestHeaderFieldsTooLarge")
+
+    def _arm(self, seconds: float, what: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired, f"airlock: {what} {seconds:g} s")
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, message: str) -> None:
+        self._deadline = None
+        self._refuse(408, message, "Timeout")
+
+    def _refuse(self, code: int, message: str, reason: str) -> None:
+        """Answer with a Status where no other response is under way on the connection, then close."""
+        waiting_for = self._reading
+        self._stop()
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if waiting_for == "body":  # cycle is this request's: answer unless its response has begun
+            answer = cycle is not None and not cycle.response_started and not self._queued()
+        else:  # cycle is the previous request's, if any: answer once its response is complete
+            answer = cycle is None or cycle.response_complete
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the application's receive() now returns http.disconnect
+            cycle.message_event.set()
+        if answer:
+            self.transport.write(raw_status(code, message, reason))
+        self.transport.close()
+
+    def _queued(self) -> bool:
+        return False
+
+
+class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
+    """uvicorn's httptools protocol with :class:`ReadLimits`; the parser's callbacks mark progress."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._admit()
+
+    def connection_lost(self, exc) -> None:
+        self._stop()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading == "off" and self.transport.is_closing():
+            return
+        super().data_received(data)
+        self._count_header_bytes(len(data))
+
+    def on_message_begin(self) -> None:
+        if self._reading == "idle":
+            self._expect_headers()
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if self._reading != "off":
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._reading != "off":
+            super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._reading == "off":
+            return
+        if len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > self.limits.max_header_bytes:
+            self._refuse_header_size()
+            return
+        if self.parser.should_upgrade() and self._should_upgrade():
+            self._stop()  # a WebSocket from here on: uvicorn hands the connection over
+        else:
+            self._expect_body()
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._reading != "off":
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._reading == "off":
+            return
+        self._request_read()
+        super().on_message_complete()
+
+    def _queued(self) -> bool:
+        return bool(self.pipeline)
+
+
+class BoundedConnection(h11.Connection):
+    """h11 with the request head capped exactly.
+
+    h11's own cap (``max_incomplete_event_size``) only applies while a head is incomplete, so a
+    head that arrives in one piece is measured here too; ``too_large`` tells uvicorn's 400 path
+    to answer 431.
+    """
+
+    def __init__(self, max_head: int):
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_head)
+        self.max_head = max_head
+        self.too_large = False
+
+    def next_event(self):
+        try:
+            event = super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.too_large = exc.error_status_hint == 431
+            raise
+        if isinstance(event, h11.Request):
+            size = len(event.method) + len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+            if size > self.max_head:
+                self.too_large = True
+                raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+        return event
+
+
+class H11Protocol(ReadLimits, UvicornH11Protocol):
+    """uvicorn's h11 protocol with :class:`ReadLimits`; progress is read from h11's state machine."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = BoundedConnection(self.limits.max_header_bytes)
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._admit()
+
+    def connection_lost(self, exc) -> None:
+        self._stop()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading == "off" and self.transport.is_closing():
+            return
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._reading == "off":
+            return
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:
+            if self._reading != "body":
+                self._expect_body()
+        elif state is h11.DONE:
+            if self._reading != "idle":
+                self._request_read()
+        elif state is h11.IDLE:
+            if self._reading == "idle" and self.conn.trailing_data[0]:
+                self._expect_headers()  # the first bytes of the next request on a kept-alive connection
+        else:
+            self._stop()  # upgraded, closing or broken
+
+    def send_400_response(self, msg: str) -> None:
+        if self.conn.too_large:
+            self._refuse_header_size()
+        else:
+            self._stop()
+            super().send_400_response(msg)
