@@ -113,9 +113,42 @@ TEMPLATES = [
 
 ASGI_APPLICATION = "airlock.asgi.application"
 
+
+def postgres_options() -> dict:
+    """libpq settings so that a lost database is noticed in seconds, not minutes.
+
+    Give up connecting after a few seconds; notice a server that vanished (packets dropped, not
+    refused) through TCP keepalives and tcp_user_timeout instead of the kernel's ~15 minutes;
+    statement and lock timeouts bound what a slow or locked server can hold.
+    """
+    options = {
+        "connect_timeout": max(2, int(float(env("AIRLOCK_DB_CONNECT_TIMEOUT_SECONDS", "3")))),
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 3,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(float(env("AIRLOCK_DB_TCP_USER_TIMEOUT_SECONDS", "10")) * 1000),
+    }
+    server = " ".join(
+        f"-c {name}={int(float(env(variable, default)) * 1000)}"
+        for name, variable, default in (
+            ("statement_timeout", "AIRLOCK_DB_STATEMENT_TIMEOUT_SECONDS", "30"),
+            ("lock_timeout", "AIRLOCK_DB_LOCK_TIMEOUT_SECONDS", "10"),
+        )
+        if float(env(variable, default)) > 0
+    )
+    if server:
+        options["options"] = server
+    return options
+
+
 DATABASE_URL = env("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    # Connections are kept for a minute, checked before reuse and replaced after a failure.
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Options given in DATABASE_URL win.
+        DATABASES["default"]["OPTIONS"] = postgres_options() | DATABASES["default"].get("OPTIONS", {})
 else:
     if PRODUCTION:
         raise ImproperlyConfigured("DATABASE_URL must be set when AIRLOCK_ENV=production")
@@ -188,6 +221,15 @@ AIRLOCK_CONNECTION_REVALIDATE_SECONDS = float(env("AIRLOCK_CONNECTION_REVALIDATE
 # Upper bound (seconds) on how long a gateway process may use a connection's
 # previous rules after another process changed them (gateway/policy.py PolicyCache).
 AIRLOCK_POLICY_CACHE_SECONDS = float(env("AIRLOCK_POLICY_CACHE_SECONDS", "5"))
+
+# The gateway's database calls (gateway/db.py): a pool of this many threads, each with its own
+# connection; a request waits at most AIRLOCK_DB_WAIT_SECONDS for one call, then gets a 503 (or
+# a cached answer, below).
+AIRLOCK_DB_POOL_SIZE = int(env("AIRLOCK_DB_POOL_SIZE", "4"))
+AIRLOCK_DB_WAIT_SECONDS = float(env("AIRLOCK_DB_WAIT_SECONDS", "3"))
+# While the database cannot be reached, cached connections, rules and leases are still used for
+# this many seconds beyond their usual bound (above); after that, requests get a 503.
+AIRLOCK_CACHE_STALE_SECONDS = float(env("AIRLOCK_CACHE_STALE_SECONDS", "60"))
 
 # Audit trail (audit/).  Request/response bodies and exec recordings are stored masked and
 # cut at these sizes; `manage.py prune_audit` removes events older than the retention

@@ -17,12 +17,12 @@ import inspect
 import logging
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import OperationalError
 
 from approvals import broadcast, conf, preview, reviews
 from approvals.fingerprint import effect_headers
+from gateway import db
 from gateway.headers import upstream_request_headers
 from gateway.policy import describe_request
 
@@ -84,15 +84,19 @@ DB_ATTEMPTS = 5
 
 
 async def in_db(fn, *args):
-    """Run one of approvals.reviews' transactional steps off the event loop.
+    """Run one of approvals.reviews' transactional steps on the gateway's database pool (gateway.db).
 
     A transient OperationalError (a lock conflict, a serialization failure)
     rolled the transaction back, so the step is retried a few times with a
     short backoff before the error is raised (authorize turns it into a 503).
+    An unavailable database is not retried: its wait is already bounded, and
+    a step that timed out may still commit.
     """
     for attempt in range(DB_ATTEMPTS):
         try:
-            return await database_sync_to_async(fn)(*args)
+            return await db.run(fn, *args)
+        except db.DatabaseUnavailable:
+            raise
         except OperationalError:
             if attempt == DB_ATTEMPTS - 1:
                 raise

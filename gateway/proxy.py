@@ -21,6 +21,7 @@ import httpx
 from audit import events as audit_events
 from audit.recorder import AuditUnavailable
 
+from gateway import db
 from gateway import headers as hdr
 from gateway import masking
 from gateway.authn import authenticate
@@ -172,14 +173,18 @@ class GatewayApp:
         request = exchange.request = exchange.request or parse_request(exchange.scope, self.prefix)
         request.audit_id = exchange.audit_id
         exchange.request_uri = masked_target(request, self.detectors)
+        # Before the connection lookup: refusing an unauthenticated caller needs no database
+        # and tells it nothing about which connections exist.
+        await authenticate(request, self.authenticator)
         try:
             upstream = await self.connections(request.connection)
+        except db.DatabaseUnavailable:
+            raise GatewayError(503, db.DOWN_MESSAGE, stage="parse") from None  # gateway.db logs outages
         except Exception:
             log.exception("connection %s cannot be loaded", request.connection)
             raise GatewayError(503, f'connection "{request.connection}" is misconfigured on the gateway', stage="parse") from None
         if upstream is None:
             raise GatewayError(404, f'connection "{request.connection}" not found', stage="parse")
-        await authenticate(request, self.authenticator)
         if receive is not None:
             if request.transport == "spdy":
                 # kubectl's fallback after a refused WebSocket: the same decision, never a second hold.
