@@ -308,6 +308,9 @@ except ValueError as exc:
 if not isinstance(AIRLOCK_NOTIFY_WEBHOOKS, list):
     raise ImproperlyConfigured("AIRLOCK_NOTIFY_WEBHOOKS must be a JSON list")
 AIRLOCK_NOTIFY_TIMEOUT_SECONDS = float(env("AIRLOCK_NOTIFY_TIMEOUT_SECONDS", "10"))
+# Every channel-layer (Redis) call of a held request or a notification gives up after this
+# long; held requests then rely on their database poll (AIRLOCK_REVIEW_POLL_SECONDS).
+AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS = float(env("AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS", "2"))
 
 # Reviewer dashboard: people sign in with OIDC (mozilla-django-oidc, authorization-code flow
 # with PKCE) when a client id is set, or with a Django account.  Members of the IdP groups in
