@@ -122,9 +122,42 @@ TEMPLATES = [
 
 ASGI_APPLICATION = "airlock.asgi.application"
 
+
+def postgres_options() -> dict:
+    """libpq settings so that a lost database is noticed in seconds, not minutes.
+
+    Give up connecting after a few seconds; notice a server that vanished (packets dropped, not
+    refused) through TCP keepalives and tcp_user_timeout instead of the kernel's ~15 minutes;
+    statement and lock timeouts bound what a slow or locked server can hold.
+    """
+    options = {
+        "connect_timeout": max(2, int(float(env("AIRLOCK_DB_CONNECT_TIMEOUT_SECONDS", "3")))),
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 3,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(float(env("AIRLOCK_DB_TCP_USER_TIMEOUT_SECONDS", "10")) * 1000),
+    }
+    server = " ".join(
+        f"-c {name}={int(float(env(variable, default)) * 1000)}"
+        for name, variable, default in (
+            ("statement_timeout", "AIRLOCK_DB_STATEMENT_TIMEOUT_SECONDS", "30"),
+            ("lock_timeout", "AIRLOCK_DB_LOCK_TIMEOUT_SECONDS", "10"),
+        )
+        if float(env(variable, default)) > 0
+    )
+    if server:
+        options["options"] = server
+    return options
+
+
 DATABASE_URL = env("DATABASE_URL")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    # Connections are kept for a minute, checked before reuse and replaced after a failure.
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Options given in DATABASE_URL win.
+        DATABASES["default"]["OPTIONS"] = postgres_options() | DATABASES["default"].get("OPTIONS", {})
 else:
     if PRODUCTION:
         raise ImproperlyConfigured("DATABASE_URL must be set when AIRLOCK_ENV=production")
@@ -218,6 +251,15 @@ AIRLOCK_SECRET_VALUES_SYNC_SECONDS = float(env("AIRLOCK_SECRET_VALUES_SYNC_SECON
 AIRLOCK_SECRET_VALUES_MAX_STALE_SECONDS = float(env("AIRLOCK_SECRET_VALUES_MAX_STALE_SECONDS", "30"))
 AIRLOCK_SECRET_VALUES_MAX_BYTES = int(env("AIRLOCK_SECRET_VALUES_MAX_BYTES", str(4 * 1024 * 1024)))
 
+# The gateway's database calls (gateway/db.py): a pool of this many threads, each with its own
+# connection; a request waits at most AIRLOCK_DB_WAIT_SECONDS for one call, then gets a 503 (or
+# a cached answer, below).
+AIRLOCK_DB_POOL_SIZE = int(env("AIRLOCK_DB_POOL_SIZE", "4"))
+AIRLOCK_DB_WAIT_SECONDS = float(env("AIRLOCK_DB_WAIT_SECONDS", "3"))
+# While the database cannot be reached, cached connections, rules and leases are still used for
+# this many seconds beyond their usual bound (above); after that, requests get a 503.
+AIRLOCK_CACHE_STALE_SECONDS = float(env("AIRLOCK_CACHE_STALE_SECONDS", "60"))
+
 # Audit trail (audit/).  Request/response bodies and exec recordings are stored masked and
 # cut at these sizes; `manage.py prune_audit` removes events older than the retention
 # (0 keeps everything).  Without a Kubectl-Session header, a pause longer than the gap starts
@@ -307,6 +349,9 @@ except ValueError as exc:
 if not isinstance(AIRLOCK_NOTIFY_WEBHOOKS, list):
     raise ImproperlyConfigured("AIRLOCK_NOTIFY_WEBHOOKS must be a JSON list")
 AIRLOCK_NOTIFY_TIMEOUT_SECONDS = float(env("AIRLOCK_NOTIFY_TIMEOUT_SECONDS", "10"))
+# Every channel-layer (Redis) call of a held request or a notification gives up after this
+# long; held requests then rely on their database poll (AIRLOCK_REVIEW_POLL_SECONDS).
+AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS = float(env("AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS", "2"))
 
 # Reviewer dashboard: people sign in with OIDC (mozilla-django-oidc, authorization-code flow
 # with PKCE) when a client id is set, or with a Django account.  Members of the IdP groups in

@@ -1,24 +1,63 @@
 """Channel-layer groups: held requests, the dashboard and live sessions hear about changes.
 
 The database is always the source of truth; a lost message only delays a
-waiter until its next poll.  So sending never fails the caller: errors are
-logged (by type, never with the message) and swallowed.
+waiter until its next poll.  So sending never fails or holds up the caller:
+every send gives up after AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS, errors are
+logged (by type, never with the message, at most once per LOG_INTERVAL), and
+a send from a worker thread of an event loop (the gateway's database pool, a
+Django view) is handed to that loop without waiting for it.
 """
 
+import asyncio
 import logging
+import threading
+import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from approvals import conf
+from gateway import db
+
 log = logging.getLogger(__name__)
 
 DASHBOARD_GROUP = "airlock.approvals"
 LEASES_GROUP = "airlock.leases"
+# Sends in flight per process beyond which new ones are dropped (Redis is away and they all wait).
+MAX_PENDING = 1000
+LOG_INTERVAL = 10.0
 
 
 def review_group(review_id: int) -> str:
     return f"airlock.review.{int(review_id)}"
+
+
+def timeout() -> float:
+    return float(conf.get("AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS"))
+
+
+class _FailureLog:
+    """One line per LOG_INTERVAL seconds, with how many sends failed meanwhile."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._logged_at = float("-inf")
+        self._suppressed = 0
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._logged_at < LOG_INTERVAL:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._logged_at = self._suppressed, 0, now
+        log.warning("channel-layer %s failed: %s%s", what, type(exc).__name__,
+                    f" ({suppressed} more failures since the last report)" if suppressed else "")
+
+
+failures = _FailureLog()
+_pending: set[asyncio.Task] = set()
 
 
 async def asend(group: str, message: dict) -> None:
@@ -26,14 +65,33 @@ async def asend(group: str, message: dict) -> None:
     if layer is None:
         return
     try:
-        await layer.group_send(group, message)
+        await asyncio.wait_for(layer.group_send(group, message), timeout())
     except Exception as exc:
-        log.warning("channel-layer send to %s failed: %s", group, type(exc).__name__)
+        failures.failed(f"send to {group}", exc)
 
 
 def send(group: str, message: dict) -> None:
-    """Send from synchronous code (views, Celery tasks, management commands)."""
-    async_to_sync(asend)(group, message)
+    """Send from synchronous code without waiting for the channel layer where an event loop can do it.
+
+    Elsewhere (Celery tasks, management commands) the send runs here, bounded by the timeout.
+    """
+    loop = db.serving_loop()
+    if loop is None:
+        async_to_sync(asend)(group, message)
+        return
+    try:
+        loop.call_soon_threadsafe(_spawn, group, message)
+    except RuntimeError as exc:  # the loop closed meanwhile
+        failures.failed(f"send to {group}", exc)
+
+
+def _spawn(group: str, message: dict) -> None:
+    if len(_pending) >= MAX_PENDING:
+        failures.failed(f"send to {group}", OverflowError(f"{MAX_PENDING} sends pending"))
+        return
+    task = asyncio.get_running_loop().create_task(asend(group, message))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
 
 
 def send_on_commit(group: str, message: dict) -> None:

@@ -22,6 +22,8 @@ DEFAULTS = {
     # [{"url": ..., "format": "slack" | "json"}]
     "AIRLOCK_NOTIFY_WEBHOOKS": [],
     "AIRLOCK_NOTIFY_TIMEOUT_SECONDS": 10.0,
+    # A channel-layer (Redis) call gives up after this long; the database poll covers the loss.
+    "AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS": 2.0,
 }
 
 

@@ -5,7 +5,9 @@ the caller once through ``on_pending`` that approval is pending, then waits
 for the decision.  The database is the source of truth: the row is re-read on
 every channel-layer wake-up (a message to the review's group, sent by whichever
 process recorded a vote) and at least every ``poll_interval`` seconds, so a
-lost message or a missing channel layer only delays the answer.  A restarted
+lost message or a missing channel layer only delays the answer.  The channel
+layer is never awaited by the hold itself (:class:`Wakeups`): when Redis is
+slow or away, the hold is released by its database poll.  A restarted
 gateway keeps nothing: the client's retry is matched to the review by its
 exact request (approvals.fingerprint).
 """
@@ -17,12 +19,12 @@ import inspect
 import logging
 from dataclasses import dataclass
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import OperationalError
 
 from approvals import broadcast, conf, preview, reviews
 from approvals.fingerprint import effect_headers
+from gateway import db
 from gateway.headers import upstream_request_headers
 from gateway.policy import describe_request
 
@@ -84,15 +86,19 @@ DB_ATTEMPTS = 5
 
 
 async def in_db(fn, *args):
-    """Run one of approvals.reviews' transactional steps off the event loop.
+    """Run one of approvals.reviews' transactional steps on the gateway's database pool (gateway.db).
 
     A transient OperationalError (a lock conflict, a serialization failure)
     rolled the transaction back, so the step is retried a few times with a
     short backoff before the error is raised (authorize turns it into a 503).
+    An unavailable database is not retried: its wait is already bounded, and
+    a step that timed out may still commit.
     """
     for attempt in range(DB_ATTEMPTS):
         try:
-            return await database_sync_to_async(fn)(*args)
+            return await db.run(fn, *args)
+        except db.DatabaseUnavailable:
+            raise
         except OperationalError:
             if attempt == DB_ATTEMPTS - 1:
                 raise
@@ -188,31 +194,18 @@ class Holder:
         if settlement is not None:
             return _outcome(settlement, url)
         await self.start_preview(held, review.pk)
-        layer = get_channel_layer()
-        channel = group = None
-        if layer is not None:
-            group = broadcast.review_group(review.pk)
-            try:
-                channel = await layer.new_channel("airlock.hold.")
-                await layer.group_add(group, channel)
-            except Exception as exc:
-                log.warning("channel layer unavailable, review %d is polled only: %s", review.pk, type(exc).__name__)
-                channel = None
+        wakeups = Wakeups.listen(broadcast.review_group(review.pk))
         try:
             if on_pending is not None:
                 result = on_pending(PendingReview(review.pk, url, review.description, review.rule_name,
                                                   review.min_approvals))
                 if inspect.isawaitable(result):
                     await result
-            return await self._wait(review.pk, str(request.audit_id), layer if channel else None, channel, url)
+            return await self._wait(review.pk, str(request.audit_id), wakeups, url)
         finally:
-            if channel is not None:
-                try:
-                    await asyncio.shield(layer.group_discard(group, channel))
-                except Exception as exc:
-                    log.warning("could not leave %s: %s", group, type(exc).__name__)
+            wakeups.close()
 
-    async def _wait(self, review_id: int, audit_id: str, layer, channel, url: str) -> HoldOutcome:
+    async def _wait(self, review_id: int, audit_id: str, wakeups: "Wakeups", url: str) -> HoldOutcome:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         while True:
@@ -223,24 +216,75 @@ class Holder:
             if remaining <= 0:
                 await in_db(reviews.record_timeout, review_id, audit_id)
                 return HoldOutcome(approved=False, review_id=review_id, state="timeout", url=url)
-            wait = min(remaining, self.poll_interval)
-            if layer is None:
-                await asyncio.sleep(wait)
-                continue
-            try:
-                await asyncio.wait_for(layer.receive(channel), wait)
-            except asyncio.TimeoutError:
-                _raise_if_cancelling()
-            except Exception as exc:
-                _raise_if_cancelling()
-                log.warning("channel-layer receive failed for review %d: %s", review_id, type(exc).__name__)
-                await asyncio.sleep(wait)
+            await wakeups.wait(min(remaining, self.poll_interval))
 
 
-def _raise_if_cancelling() -> None:
-    """wait_for and some layers can turn a cancellation into another error; never swallow it."""
-    if asyncio.current_task().cancelling():
-        raise asyncio.CancelledError
+class Wakeups:
+    """Channel-layer messages to one review's group, as an Event the hold waits on with a timeout.
+
+    Joining the group and receiving run in a background task, each
+    channel-layer call bounded by AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS
+    (receiving excepted: it waits for a message).  If the layer fails or is
+    slow, the task gives up and the hold keeps polling the database; leaving
+    the group happens in the background too.
+    """
+
+    def __init__(self, layer, group: str):
+        self.layer = layer
+        self.group = group
+        self.channel: str | None = None
+        self.event = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    @classmethod
+    def listen(cls, group: str) -> "Wakeups":
+        wakeups = cls(get_channel_layer(), group)
+        if wakeups.layer is not None:
+            wakeups.task = asyncio.get_running_loop().create_task(wakeups._receive())
+        return wakeups
+
+    async def _receive(self) -> None:
+        timeout = broadcast.timeout()
+        try:
+            channel = await asyncio.wait_for(self.layer.new_channel("airlock.hold."), timeout)
+            await asyncio.wait_for(self.layer.group_add(self.group, channel), timeout)
+            self.channel = channel
+            while True:
+                await self.layer.receive(channel)
+                self.event.set()
+        except Exception as exc:
+            log.warning("channel layer unavailable for %s, polled only: %s", self.group, type(exc).__name__)
+
+    async def wait(self, timeout: float) -> None:
+        """Until a message arrived (since the last wait) or ``timeout`` seconds passed."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.event.wait()
+        except TimeoutError:
+            pass
+        self.event.clear()
+
+    def close(self) -> None:
+        if self.task is None:
+            return
+        self.task.cancel()  # its clean-up may wait for the layer: keep it referenced, never await it
+        _background.add(self.task)
+        self.task.add_done_callback(_background.discard)
+        if self.channel is not None:
+            _in_background(asyncio.wait_for(self.layer.group_discard(self.group, self.channel), broadcast.timeout()),
+                           f"leave {self.group}")
+
+
+def _in_background(awaitable, what: str) -> None:
+    async def run():
+        try:
+            await awaitable
+        except Exception as exc:
+            log.warning("could not %s: %s", what, type(exc).__name__)
+
+    task = asyncio.get_running_loop().create_task(run())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def _outcome(settlement: reviews.Settlement, url: str) -> HoldOutcome:

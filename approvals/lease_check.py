@@ -6,6 +6,8 @@ leases of a connection (one query per connection per ``max_age``) and checks
 Saving a Lease invalidates every cache of this process at once; other
 processes drop theirs when the ``airlock.leases`` broadcast arrives
 (approvals.live listener), and at the latest after ``max_age`` seconds.
+While the database is unavailable, cached leases are used for up to
+AIRLOCK_CACHE_STALE_SECONDS more (gateway.cache); expiry stays exact.
 """
 
 from __future__ import annotations

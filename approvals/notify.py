@@ -2,12 +2,17 @@
 
 Payload builders are pure; delivery is a Celery task per webhook
 (approvals.tasks.deliver_webhook) with retries, queued when the step commits.
-Webhook URLs are credentials (a Slack incoming-webhook URL is one): tasks
-carry only the webhook's index in the configured list, never the URL, and
-nothing here logs them.
+The tasks are handed to the broker (Redis) by one background thread, so a
+slow or unreachable broker never holds up the request or the approval that
+caused them; beyond MAX_PENDING waiting notifications new ones are dropped
+and logged.  Webhook URLs are credentials (a Slack incoming-webhook URL is
+one): tasks carry only the webhook's index in the configured list, never the
+URL, and nothing here logs them.
 """
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from django.db import transaction
 
@@ -30,21 +35,42 @@ def webhooks() -> list[dict]:
     return valid
 
 
+MAX_PENDING = 1000
+_publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="airlock-notify")
+_pending = 0
+_pending_lock = threading.Lock()
+
+
 def _enqueue(event: str, object_id: int) -> None:
     count = len(webhooks())
-    if not count:
-        return
+    if count:
+        transaction.on_commit(lambda: _submit(event, object_id, count))
 
-    def send():
-        from approvals.tasks import deliver_webhook
 
+def _submit(event: str, object_id: int, count: int) -> None:
+    global _pending
+    with _pending_lock:
+        if _pending >= MAX_PENDING:
+            log.error("notification %s for %d dropped: %d notifications wait for the broker", event, object_id,
+                      _pending)
+            return
+        _pending += 1
+    _publisher.submit(_publish, event, object_id, count)
+
+
+def _publish(event: str, object_id: int, count: int) -> None:
+    global _pending
+    from approvals.tasks import deliver_webhook
+
+    try:
         for index in range(count):
             try:
                 deliver_webhook.delay(index, event, object_id)
             except Exception as exc:
                 log.error("notification %s for %d could not be queued: %s", event, object_id, type(exc).__name__)
-
-    transaction.on_commit(send)
+    finally:
+        with _pending_lock:
+            _pending -= 1
 
 
 def review_requested(review_id: int) -> None:

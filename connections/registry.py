@@ -1,9 +1,10 @@
 """The gateway's hot-path view of connections: an in-process cache, no ORM query per request.
 
 `await get_upstream(name)` answers from memory.  On a miss it loads the row
-through the ORM in a worker thread (sync_to_async, so the event loop never
-blocks on the database) and caches the result, including "no such enabled
-connection" (negative entries, bounded in number).
+through the ORM on the gateway's database pool (gateway.db: off the event
+loop, bounded wait) and caches the result, including "no such enabled
+connection" (negative entries, bounded in number); concurrent misses of one
+name share one load.
 
 Staleness bound: a save or delete of a Connection in this process invalidates
 the cache at once (post_save/post_delete, and again on commit).  Changes made
@@ -15,9 +16,14 @@ process changed it.  Re-validation is one indexed query per connection name
 per interval (shared by concurrent requests), and the credentials are only
 decrypted again when `updated_at` changed.  Writes that bypass `save()`
 (queryset.update) are seen only if they also set `updated_at`.
+
+While the database is unavailable an entry is still used for
+settings.AIRLOCK_CACHE_STALE_SECONDS beyond the revalidation interval
+(gateway.cache.refresh); past that, or for a name not cached,
+gateway.db.DatabaseUnavailable propagates (a 503).
 """
 
-import asyncio
+import functools
 import logging
 import os
 import ssl
@@ -28,12 +34,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 
 from connections.models import Connection, CredentialKind, ImpersonationMode
 from connections.validation import NAME_RE
+from gateway import db
+from gateway.cache import Flights, refresh, stale_seconds
 from gateway.policy import detectors_key
 
 log = logging.getLogger(__name__)
@@ -160,30 +167,22 @@ class _Entry:
 _lock = threading.Lock()  # guards _entries writes and _generation; signal handlers may run in any thread
 _entries: dict[str, _Entry] = {}
 _generation = 0
-_inflight: dict[tuple, asyncio.Task] = {}
+_flights = Flights()
 
 
 async def get_upstream(name: str) -> Upstream | None:
-    """The enabled connection called `name`, or None (unknown or disabled)."""
+    """The enabled connection called `name`, or None (unknown or disabled); DatabaseUnavailable if it cannot tell."""
     entry = _entries.get(name)
-    if entry is not None and _clock() - entry.checked_at < settings.AIRLOCK_CONNECTION_REVALIDATE_SECONDS:
+    age = _clock() - entry.checked_at if entry is not None else None
+    interval = settings.AIRLOCK_CONNECTION_REVALIDATE_SECONDS
+    if age is not None and age < interval:
         return entry.upstream
     if not NAME_RE.match(name):
         return None
-    loop = asyncio.get_running_loop()
-    key = (loop, name, _generation)
-    task = _inflight.get(key)
-    if task is None:
-        task = loop.create_task(sync_to_async(_load)(name, entry))
-        _inflight[key] = task
-        task.add_done_callback(lambda done: _forget(key, done))
-    return await asyncio.shield(task)
-
-
-def _forget(key: tuple, task: asyncio.Task) -> None:
-    _inflight.pop(key, None)
-    if not task.cancelled():
-        task.exception()  # retrieved by the awaiting requests; do not warn if they all went away
+    return await refresh(
+        _flights, (name, _generation), functools.partial(db.run, _load, name, entry),
+        stale=age is not None and age < interval + stale_seconds(), value=entry.upstream if entry else None,
+    )
 
 
 def _load(name: str, previous: _Entry | None) -> Upstream | None:

@@ -11,6 +11,7 @@ import logging
 
 from django.db import DatabaseError
 
+from gateway import db
 from gateway.policy import ALLOW, REVIEW, denial_message, describe_request, evaluate
 from gateway.status import GatewayError
 
@@ -24,7 +25,10 @@ async def authorize(request, policy, holder=None, *, on_pending=None, leases=Non
     ``on_pending(PendingReview)`` is called once when the request starts
     waiting for a reviewer (the proxy tells an exec client on stderr).
     """
-    rules = await policy.rules_for(request.connection)
+    try:
+        rules = await policy.rules_for(request.connection)
+    except db.DatabaseUnavailable:
+        raise GatewayError(503, db.DOWN_MESSAGE, stage="authorize") from None  # gateway.db logs outages
     decision = evaluate(rules, request.principal, request.info)
     request.decision = decision
     if decision.effect not in (ALLOW, REVIEW) or (decision.effect == REVIEW and holder is None):
@@ -35,7 +39,8 @@ async def authorize(request, policy, holder=None, *, on_pending=None, leases=Non
         if decision.effect == REVIEW:
             outcome = await holder.hold(request, decision, on_pending=on_pending)
     except DatabaseError as exc:
-        log.error("authorize: approvals store failed: %s", type(exc).__name__)
+        if not isinstance(exc, db.DatabaseUnavailable):  # gateway.db logs outages, rate-limited
+            log.error("authorize: approvals store failed: %s", type(exc).__name__)
         raise GatewayError(503, STORE_DOWN, stage="authorize") from None
     if decision.effect == REVIEW:
         if not outcome.approved:

@@ -20,6 +20,7 @@ import httpx
 from audit import events as audit_events
 from audit.recorder import AuditUnavailable
 
+from gateway import db
 from gateway import headers as hdr
 from gateway import masking
 from gateway.authn import authenticate
@@ -172,7 +173,7 @@ class GatewayApp:
             await self.websocket(scope, receive, send)
 
     async def admit(self, exchange: Exchange, on_pending=None, receive=None):
-        """parse -> connection -> authenticate -> (upgrade) -> (body) -> authorize; raises GatewayError.
+        """parse -> authenticate -> connection -> (upgrade) -> (body) -> authorize; raises GatewayError.
 
         An HTTP request body is read, transcoded and guarded before authorize,
         so a held write is reviewed, previewed and approved with its body.
@@ -180,15 +181,19 @@ class GatewayApp:
         request = exchange.request = exchange.request or parse_request(exchange.scope, self.prefix)
         request.audit_id = exchange.audit_id
         exchange.uri_detectors = self.detectors
+        # Before the connection lookup: refusing an unauthenticated caller needs no database
+        # and tells it nothing about which connections exist.
+        await authenticate(request, self.authenticator)
         try:
             upstream = await self.connections(request.connection)
+        except db.DatabaseUnavailable:
+            raise GatewayError(503, db.DOWN_MESSAGE, stage="parse") from None  # gateway.db logs outages
         except Exception:
             log.exception("connection %s cannot be loaded", request.connection)
             raise GatewayError(503, f'connection "{request.connection}" is misconfigured on the gateway', stage="parse") from None
         if upstream is None:
             raise GatewayError(404, f'connection "{request.connection}" not found', stage="parse")
         exchange.uri_detectors = self.uri_detectors(upstream, None)
-        await authenticate(request, self.authenticator)
         refusal = self.upgrade_refusal(exchange)
         if refusal is not None:
             # Policy first, transport second (kubectl's SPDY fallback after a refused

@@ -1,5 +1,6 @@
 """Settings come from the environment; dev-only defaults are refused in production."""
 
+import json
 import os
 import subprocess
 import sys
@@ -81,3 +82,27 @@ def test_a_malformed_audit_key_stops_the_process_at_start(tmp_path):
     assert result.returncode != 0
     assert "AIRLOCK_AUDIT_KEYS entry 1 has 12 bytes" in result.stderr
     assert "c2hvcnQtc2VjcmV0" not in result.stderr
+
+
+DATABASE_OPTIONS = (
+    "import django, json; django.setup(); from django.conf import settings; "
+    "d = settings.DATABASES['default']; print(json.dumps([d['OPTIONS'], d['CONN_HEALTH_CHECKS']]))"
+)
+
+
+def test_postgres_connections_time_out_and_notice_a_vanished_server():
+    """A partitioned database must cost seconds, not the kernel's minutes (issue 12)."""
+    result = run_python(DATABASE_OPTIONS, PROD)
+    assert result.returncode == 0, result.stderr[-2000:]
+    options, health_checks = json.loads(result.stdout)
+    assert health_checks is True
+    assert options == {
+        "connect_timeout": 3, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
+        "keepalives_count": 3, "tcp_user_timeout": 10000,
+        "options": "-c statement_timeout=30000 -c lock_timeout=10000",
+    }
+    overrides = {"DATABASE_URL": PROD["DATABASE_URL"] + "?connect_timeout=7&sslmode=require",
+                 "AIRLOCK_DB_STATEMENT_TIMEOUT_SECONDS": "0", "AIRLOCK_DB_TCP_USER_TIMEOUT_SECONDS": "20"}
+    options, _ = json.loads(run_python(DATABASE_OPTIONS, {**PROD, **overrides}).stdout)
+    assert (options["connect_timeout"], options["sslmode"]) == (7, "require")  # the URL's own options win
+    assert (options["tcp_user_timeout"], options["options"]) == (20000, "-c lock_timeout=10000")

@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer
 from django.utils import timezone
 
 from approvals import reviews
@@ -101,6 +102,40 @@ async def test_client_going_away_leaves_the_review_pending(setup):
         await held
     await database_sync_to_async(review.refresh_from_db)()
     assert review.state == ReviewState.PENDING
+
+
+class PartitionedChannelLayer(InMemoryChannelLayer):
+    """Every call waits, as on a Redis whose packets are dropped."""
+
+    async def group_add(self, group, channel):
+        await asyncio.sleep(3600)
+
+    async def group_discard(self, group, channel):
+        await asyncio.sleep(3600)
+
+    async def group_send(self, group, message):
+        await asyncio.sleep(3600)
+
+    async def receive(self, channel):
+        await asyncio.sleep(3600)
+
+
+@pytest.fixture
+def partitioned_channel_layer(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": f"{__name__}.PartitionedChannelLayer"}}
+    settings.AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS = 0.2
+
+
+async def test_a_partitioned_channel_layer_delays_neither_approval_nor_release(setup, partitioned_channel_layer):
+    request = delete_request()
+    held = asyncio.create_task(
+        authorize(request, PolicyCache(max_age=0), Holder(timeout=30, poll_interval=0.2, previews=False))
+    )
+    review = await asyncio.wait_for(wait_for_review(), 10)
+    rita = await database_sync_to_async(reviewer)("rita")
+    await asyncio.wait_for(database_sync_to_async(reviews.decide)(review.pk, rita, approve=True), 5)
+    await asyncio.wait_for(held, 5)  # by the database poll: no message can arrive
+    assert (request.review.approved, request.review.review_id) == (True, review.pk)
 
 
 # -- leases ------------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import stat
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from cryptography.fernet import Fernet
-from django.db import connections as db_connections
 
 from connections import crypto, registry
 from connections.models import Connection
@@ -237,15 +236,8 @@ async def test_ssl_context_rejects_a_server_from_another_ca(pki, mtls_server):
         await asyncio.open_connection("127.0.0.1", mtls_server, ssl=context, server_hostname="localhost")
 
 
-@pytest.fixture
-async def close_worker_connections():
-    """The ORM ran in asgiref's worker thread: close its connection so the test database can be dropped."""
-    yield
-    await sync_to_async(db_connections.close_all)()
-
-
 @pytest.mark.django_db(transaction=True)
-async def test_concurrent_misses_share_one_load(keys, monkeypatch, close_worker_connections):
+async def test_concurrent_misses_share_one_load(keys, monkeypatch):
     await sync_to_async(Connection.objects.create)(
         name="shared", server_url="https://shared.example", bearer_token=TOKEN
     )

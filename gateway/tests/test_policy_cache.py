@@ -1,11 +1,15 @@
 """PolicyCache: no query on a warm hit, invalidation by signals, staleness bound, loads off the loop."""
 
+import asyncio
 import threading
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.db import OperationalError
 
 from connections.models import Connection
+from gateway import db
+from gateway.db import DatabaseUnavailable
 from gateway.identity import Principal
 from gateway.models import Rule
 from gateway.policy import PolicyCache, evaluate, invalidate_all
@@ -148,3 +152,41 @@ async def test_miss_loads_off_the_event_loop():
     assert await cache.rules_for("prod") == ("prod-1",)
     assert loader.calls == 1
     assert threading.get_ident() not in loader.threads
+
+
+class LostDatabase(CountingLoader):
+    """Loads like CountingLoader until ``lost``; then fails as a refused connection does."""
+
+    lost = False
+
+    def __call__(self, name):
+        self.ping()
+        return super().__call__(name)
+
+    def ping(self):
+        if self.lost:
+            raise OperationalError("connection refused")
+
+
+async def test_while_the_database_is_away_entries_serve_for_the_stated_bound_only(settings, monkeypatch):
+    settings.AIRLOCK_CACHE_STALE_SECONDS = 10
+    now = [100.0]
+    loader = LostDatabase()
+    monkeypatch.setattr(db, "PROBE_INTERVAL", 0.01)
+    monkeypatch.setattr(db, "_ping", loader.ping)
+    cache = PolicyCache(max_age=5, loader=loader, clock=lambda: now[0])
+    assert await cache.rules_for("prod") == ("prod-1",)
+    loader.lost = True
+    now[0] += 6
+    assert await cache.rules_for("prod") == ("prod-1",)  # the refresh failed: served from the cache
+    now[0] += 8.9
+    assert await cache.rules_for("prod") == ("prod-1",)  # 14.9 s: within max_age + AIRLOCK_CACHE_STALE_SECONDS
+    now[0] += 0.2
+    with pytest.raises(DatabaseUnavailable):
+        await cache.rules_for("prod")
+    with pytest.raises(DatabaseUnavailable):
+        await cache.rules_for("never-loaded")
+    loader.lost = False  # the database is back: the probe notices, the next request reloads
+    while not db.available():
+        await asyncio.sleep(0.01)
+    assert await cache.rules_for("prod") == ("prod-2",)

@@ -302,6 +302,27 @@ async def test_write_refused_when_the_audit_trail_is_down():
     assert status == 503 and "audit trail is unavailable" in status_of(content)["message"]
 
 
+async def test_without_the_database_a_tokenless_request_is_a_401_and_others_a_503():
+    from gateway.db import DatabaseUnavailable
+
+    def handler(request):
+        raise AssertionError("must not reach the cluster")
+
+    async def unreachable(name):
+        raise DatabaseUnavailable("the database did not answer within 3s")
+
+    app = make_app(handler)
+    app.connections = unreachable
+    status, _, content = await call(app, "/k8s/prod/api/v1/pods", token=None)
+    assert status == 401 and "bearer token is required" in status_of(content)["message"]
+    status, _, content = await call(app, "/k8s/unknown/api/v1/pods", token="wrong")
+    assert status == 401  # and nothing about which connections exist
+    status, _, content = await call(app, "/k8s/prod/api/v1/pods")
+    assert status == 503 and status_of(content)["message"] == (
+        "airlock: the gateway's database is unavailable; the request was not forwarded"
+    )
+
+
 CONFIGMAP = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "c", "namespace": "d"},
              "data": {"notes": "ticket TCK-12345678; db password=hunter2-secret-value"}}
 
