@@ -6,110 +6,29 @@ DATABASE_URL when that is PostgreSQL (CI), else AIRLOCK_TEST_POSTGRES_URL (defau
 postgres://postgres@127.0.0.1:5432/airlock).  Each test gets a fresh database copied from a
 template migrated once per session, named after that URL's database and this process, and
 dropped afterwards.
+
+``rig`` (tests/resilience_rig.py) is two such gateways sharing one database, Redis and kubesim, each
+dependency behind its own proxy, for the fault scenarios and the fuzz; it lives for the session.
 """
 
-import itertools
-import os
 import socket
 import ssl
 import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
-import dj_database_url
 import httpx
-import psycopg
 import pytest
 import yaml
 
 from kubesim.certs import generate_tls
-from tests.gateway_harness import AGENT_TOKEN, AGENT_TOKENS
+from kubesim.testing import start_kubesim
+from tests.gateway_harness import AGENT_TOKEN
+from tests.resilience_rig import (
+    REDIS, REDIS_DB, REVIEWER_TOKEN, ROOT, SEED, Postgres, Rig, base_env, manage, postgres_url,
+)
 from tests.tcpproxy import TcpProxy
-
-ROOT = Path(__file__).resolve().parents[2]
-REVIEWER_TOKEN = "3c9a1f0e5d7b2c4a6e8f0a1b3c5d7e9f1a2b4c6d"
-REDIS = ("127.0.0.1", 6379)
-REDIS_DB = 7
-
-SEED = """
-from pathlib import Path
-import os
-from django.contrib.auth.models import Group, User
-from rest_framework.authtoken.models import Token
-from connections.models import Connection
-from gateway.models import Rule
-
-for name in ("kubesim", "kubesim-b"):
-    c = Connection(name=name, server_url=os.environ["SEED_URL"], ca_bundle=Path(os.environ["SEED_CA"]).read_text())
-    c.bearer_token = os.environ["SEED_TOKEN"]
-    c.full_clean()
-    c.save()
-    Rule.objects.create(connection=c, order=5, name="review-deletes", effect="review", groups=["agents"],
-                        verbs=["delete"], api_groups=["apps"], resources=["deployments"], namespaces=["*"],
-                        names=["*"])
-    Rule.objects.create(connection=c, order=10, name="agents-all", effect="allow", groups=["agents"], verbs=["*"],
-                        api_groups=["*"], resources=["*", "*/*"], namespaces=["*"], names=["*"])
-    Rule.objects.create(connection=c, order=20, name="discovery", effect="allow", groups=["agents"], verbs=["*"],
-                        non_resource_urls=["*"])
-rita = User.objects.create_user("rita")
-rita.groups.add(Group.objects.get(name="reviewers"))
-Token.objects.create(user=rita, key=os.environ["SEED_REVIEWER_TOKEN"])
-"""
-
-
-def postgres_url() -> str:
-    url = os.environ.get("DATABASE_URL", "")
-    if url.startswith(("postgres://", "postgresql://")):
-        return url
-    return os.environ.get("AIRLOCK_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/airlock")
-
-
-class Postgres:
-    """The PostgreSQL server the gateway processes use; databases are created from a migrated template."""
-
-    def __init__(self, url: str):
-        self.config = dj_database_url.parse(url)
-        self.host, self.port = self.config["HOST"] or "127.0.0.1", int(self.config["PORT"] or 5432)
-        self.prefix = f"{self.config['NAME']}_resil_{os.getpid()}"
-        self.template = f"{self.prefix}_t"
-        self._names = itertools.count(1)
-
-    def url(self, database: str, port: int | None = None) -> str:
-        user, password = quote(self.config["USER"] or "", safe=""), quote(self.config["PASSWORD"] or "", safe="")
-        auth = f"{user}:{password}@" if password else f"{user}@"
-        return f"postgres://{auth}{self.host}:{port or self.port}/{database}"
-
-    def admin(self, sql: str) -> None:
-        with psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=5) as connection:
-            connection.execute(sql)
-
-    def create_template(self) -> None:
-        self.admin(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
-        self.admin(f'CREATE DATABASE "{self.template}"')
-        manage({"DATABASE_URL": self.url(self.template)}, "migrate", "--no-input")
-
-    def create(self) -> str:
-        name = f"{self.prefix}_{next(self._names)}"
-        self.admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
-        return name
-
-    def drop(self, name: str) -> None:
-        self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def base_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DATABASE_URL", "REDIS_URL", "CELERY_", "KUBE", "AIRLOCK_"))}
-    env.update(PYTHONPATH=str(ROOT), AIRLOCK_DEV_STATIC_TOKENS=AGENT_TOKENS)
-    env.update(extra)
-    return env
-
-
-def manage(env: dict, *args, input=None):
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=base_env(**env), input=input, text=True,
-                   check=True, capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="session")
@@ -224,3 +143,34 @@ def gateway_process(tmp_path, postgres, kubesim):
         process.stop()
         postgres.drop(database)
         print(f"--- gateway log (end) ---\n{process.log()[-6000:]}")  # shown by pytest when the test failed
+
+
+RIG_SETTINGS = {
+    # Caches revalidated every second and kept for 60 s while the database is away (production: 5 and 60).
+    "AIRLOCK_CONNECTION_REVALIDATE_SECONDS": "1",
+    "AIRLOCK_POLICY_CACHE_SECONDS": "1",
+    # A database call waits 1 s, a statement 2 s, a lock 1 s (production: 3, 30, 10).
+    "AIRLOCK_DB_WAIT_SECONDS": "1",
+    "AIRLOCK_DB_STATEMENT_TIMEOUT_SECONDS": "2",
+    "AIRLOCK_DB_LOCK_TIMEOUT_SECONDS": "1",
+    # Held requests poll their review every second and wait up to a minute.
+    "AIRLOCK_REVIEW_POLL_SECONDS": "1",
+    "AIRLOCK_REVIEW_HOLD_SECONDS": "60",
+    # A request's headers and body must arrive within 2 s (production: 10 and 60).
+    "AIRLOCK_HEADER_TIMEOUT_SECONDS": "2",
+    "AIRLOCK_BODY_TIMEOUT_SECONDS": "2",
+}
+
+
+@pytest.fixture(scope="session")
+def rig(postgres, tmp_path_factory):
+    """Two gateway processes on one PostgreSQL database and Redis in front of one kubesim, for the session."""
+    directory = tmp_path_factory.mktemp("rig")
+    sim = start_kubesim(directory / "kubesim")
+    running = Rig(directory, postgres, sim, RIG_SETTINGS)
+    try:
+        yield running.start()
+    finally:
+        running.stop()
+        sim.stop()
+        print(running.logs())  # shown by pytest when a test failed
