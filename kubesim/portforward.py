@@ -32,6 +32,7 @@ from multidict import MultiMapping
 from gateway import spdy
 from kubesim import errors
 from kubesim.channels import V4, V4_BASE64, ChannelError, ChannelProtocol, ChannelWriter, accept, negotiate
+from kubesim.store import encode_body
 
 TUNNEL_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
 LEGACY_PROTOCOLS = {p.name: p for p in (V4, V4_BASE64)}
@@ -58,7 +59,7 @@ async def handle(request: web.Request, cluster, pod: dict) -> web.StreamResponse
         if protocol != TUNNEL_PROTOCOL and not ports:
             raise errors.bad_request('query parameter "ports" is required')
     except errors.ApiError as exc:
-        return web.json_response(exc.status(), status=exc.code)
+        return web.Response(body=encode_body(exc.status()), status=exc.code, content_type="application/json")
     ws = await accept(request, protocol)
     if protocol == TUNNEL_PROTOCOL:
         await SpdyTunnel(ws, Target(cluster, pod)).run()

@@ -27,6 +27,7 @@ from kubesim.channels import (
     ChannelError, ChannelProtocol, ChannelWriter, accept, negotiate,
 )
 from kubesim.process import Child, SpawnError, container_env, read_fd, resolve, spawn, write_fd
+from kubesim.store import encode_body
 
 
 def query_bool(query: Mapping[str, str], name: str, default: bool) -> bool:
@@ -425,6 +426,6 @@ async def handle(request: web.Request, cluster, pod: dict, subresource: str) -> 
         opts = parse_stream_options(request.query, pod, subresource)
         protocol = EXEC_PROTOCOLS[negotiate(request, EXEC_PROTOCOLS)]
     except errors.ApiError as exc:
-        return web.json_response(exc.status(), status=exc.code)
+        return web.Response(body=encode_body(exc.status()), status=exc.code, content_type="application/json")
     serve = serve_exec if subresource == "exec" else serve_attach
     return await serve(request, cluster, pod, opts, protocol)
