@@ -1,18 +1,27 @@
-"""OpenAPI documents, generated from discovery: operations only, no object schemas.
+"""OpenAPI documents: operations generated from discovery, object schemas from Kubernetes' own.
 
 What kubectl 1.37 needs for ``apply`` with ``--validate=strict`` (the default): it asks
 /openapi/v3, fetches the group-version document and looks for the PATCH operation tagged with the
 object's ``x-kubernetes-group-version-kind``; if that operation lists the ``fieldValidation`` query
-parameter, validation is left to the server (kubectl then sends ``fieldValidation=Strict``) and no
-schema is needed. The PATCH request bodies list the four patch media types like kube-apiserver.
-``components.schemas`` stays empty on purpose: kubectl would otherwise compute strategic-merge
-patches from schemas that lack the patch-merge-key metadata instead of from its compiled-in types.
+parameter, validation is left to the server (kubectl then sends ``fieldValidation=Strict``). The PATCH
+request bodies list the four patch media types like kube-apiserver.
+
+``components.schemas`` (and v2 ``definitions``) are the definitions of Kubernetes 1.37 as the
+``kubernetes-validate`` package ships them (JSON Schema converted from kube-apiserver's OpenAPI, with the
+descriptions and the ``x-kubernetes-patch-merge-key``/``-patch-strategy``/``-list-type`` metadata kubectl
+computes strategic-merge patches from), turned back into kube-apiserver's form: one type per node, no
+``null``, ``$ref`` with siblings wrapped in ``allOf`` (v3), no added ``enum`` on apiVersion/kind.  Each
+group-version document carries the kinds of that group-version and every schema they reference, so
+``kubectl explain`` works.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import json
+from pathlib import Path
 
 from .discovery import Discovery, Resource
 
@@ -26,6 +35,90 @@ PATCH_TYPES = [
 WRITE_PARAMS = ["dryRun", "fieldManager", "fieldValidation"]
 LIST_PARAMS = ["allowWatchBookmarks", "continue", "fieldSelector", "labelSelector", "limit",
                "resourceVersion", "resourceVersionMatch", "sendInitialEvents", "timeoutSeconds", "watch"]
+
+
+SCHEMA_FILE = ("kubernetes-json-schema", "v1.37.0-local", "_definitions.json")
+# Lost in the JSON Schema conversion (a oneOf of types): kube-apiserver's own shapes.
+SCALARS = {
+    "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {"type": "string", "format": "int-or-string"},
+    "io.k8s.apimachinery.pkg.api.resource.Quantity": {"type": "string"},
+}
+
+
+@functools.cache
+def _definitions() -> dict[str, dict]:
+    """The 1.37 definitions shipped by kubernetes-validate (found without importing the package)."""
+    spec = importlib.util.find_spec("kubernetes_validate")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("kubesim's OpenAPI schemas need the kubernetes-validate package (requirements-dev.txt)")
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*SCHEMA_FILE)
+    return json.loads(path.read_bytes())["$defs"]
+
+
+def _node(node, prefix: str, v3: bool, name: str = ""):
+    """One schema node in kube-apiserver's form (``prefix``: where ``$ref`` points)."""
+    if isinstance(node, list):
+        return [_node(item, prefix, v3) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict = {}
+    for key, value in node.items():
+        if key == "type" and isinstance(value, list):
+            value = next((t for t in value if t != "null"), "object")
+        elif key == "$ref":
+            value = prefix + value.rsplit("/", 1)[1]
+        elif key == "enum" and name in ("apiVersion", "kind"):
+            continue
+        elif key == "properties":
+            value = {prop: _node(sub, prefix, v3, prop) for prop, sub in value.items()}
+        elif key in ("items", "additionalProperties", "allOf", "oneOf", "anyOf", "not"):
+            value = _node(value, prefix, v3)
+        out[key] = value
+    if v3 and "$ref" in out and len(out) > 1:
+        out["allOf"] = [{"$ref": out.pop("$ref")}]
+    return out
+
+
+@functools.cache
+def schemas(v3: bool) -> dict[str, dict]:
+    prefix = "#/components/schemas/" if v3 else "#/definitions/"
+    out = {}
+    for name, definition in _definitions().items():
+        if name in SCALARS:
+            out[name] = dict(SCALARS[name])
+        else:
+            out[name] = _node(definition, prefix, v3)
+    return out
+
+
+def _refs(node, found: set[str]) -> None:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            found.add(ref.rsplit("/", 1)[1])
+        for value in node.values():
+            _refs(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _refs(value, found)
+
+
+def schemas_for(group: str, version: str, v3: bool) -> dict[str, dict]:
+    """The kinds of one group-version and everything they reference."""
+    every = schemas(v3)
+    pending = [name for name, s in every.items()
+               if any(g.get("group") == group and g.get("version") == version
+                      for g in s.get("x-kubernetes-group-version-kind") or ())]
+    chosen: set[str] = set()
+    while pending:
+        name = pending.pop()
+        if name in chosen or name not in every:
+            continue
+        chosen.add(name)
+        found: set[str] = set()
+        _refs(every[name], found)
+        pending.extend(found - chosen)
+    return {name: every[name] for name in sorted(chosen)}
 
 
 def _q(name: str) -> dict:
@@ -138,7 +231,8 @@ class OpenAPI:
             for res in self.discovery.resources.values():
                 if res.group == group and res.version == version:
                     paths.update(resource_paths(res))
-            doc = {"openapi": "3.0.0", "info": VERSION_INFO, "paths": paths, "components": {"schemas": {}}}
+            doc = {"openapi": "3.0.0", "info": VERSION_INFO, "paths": paths,
+                   "components": {"schemas": schemas_for(group, version, v3=True)}}
             body = json.dumps(doc, separators=(",", ":")).encode()
             key = f"apis/{group}/{version}" if group else f"api/{version}"
             docs[key] = body
@@ -163,6 +257,6 @@ class OpenAPI:
             for res in self.discovery.resources.values():
                 for path, item in resource_paths(res).items():
                     paths[path] = _to_v2(item)
-            doc = {"swagger": "2.0", "info": VERSION_INFO, "paths": paths, "definitions": {}}
+            doc = {"swagger": "2.0", "info": VERSION_INFO, "paths": paths, "definitions": schemas(v3=False)}
             self._v2 = json.dumps(doc, separators=(",", ":")).encode()
         return self._v2

@@ -104,6 +104,9 @@ def test_apply_creates_then_updates_with_validation(kubectl, kubesim):
     patches = [r for r in kubesim.requests() if r["method"] == "PATCH" and r["path"].endswith("/deployments/hello")]
     assert "fieldValidation=Strict" in patches[-1]["query"]
     assert header(patches[-1], "Content-Type") == ["application/strategic-merge-patch+json"]
+    # Computed with the containers' merge key (from the served schemas or kubectl's own types alike).
+    assert json.loads(patches[-1]["body"])["spec"]["template"]["spec"]["$setElementOrder/containers"] == [
+        {"name": "hello"}]
 
 
 def test_apply_rejects_unknown_fields_like_kube_apiserver(kubectl):
@@ -230,3 +233,13 @@ def test_create_commands_with_protobuf_bodies(kubectl):
     kubectl("delete", "namespace", "scratch")
     gone = kubectl("get", "secret", "s1", "-n", "scratch", check=False)
     assert 'namespaces "scratch" not found' in gone.stderr
+
+
+def test_explain_reads_the_kubernetes_schemas(kubectl):
+    containers = kubectl("explain", "pods.spec.containers").stdout
+    assert "FIELD: containers <[]Container>" in containers
+    assert "List of containers belonging to the pod." in containers
+    assert "image\t<string>" in containers and "ports\t<[]ContainerPort>" in containers
+    replicas = kubectl("explain", "deployments.spec.replicas").stdout
+    assert "Number of desired pods." in replicas
+    assert "jobTemplate\t<JobTemplateSpec> -required-" in kubectl("explain", "cronjobs.spec").stdout
