@@ -21,6 +21,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import struct
 from pathlib import Path
 
 from .discovery import Discovery, Resource
@@ -214,6 +215,94 @@ def _to_v2(path_item: dict) -> dict:
     return out
 
 
+# -- OpenAPI v2 as protobuf (gnostic's openapi.v2.Document), what client-go's OpenAPISchema() reads ----
+
+V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+V2_PROTOBUF_ACCEPTED = (V2_PROTOBUF, "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _text(number: int, value: str) -> bytes:
+    return _field(number, value.encode())
+
+
+def _number(number: int, value) -> bytes:
+    if isinstance(value, bool):
+        return _varint(number << 3) + _varint(int(value))
+    if isinstance(value, int):
+        return _varint(number << 3) + _varint(value)
+    return _varint(number << 3 | 1) + struct.pack("<d", float(value))
+
+
+def _any(number: int, value) -> bytes:
+    """gnostic Any: the value as YAML text (JSON is YAML)."""
+    return _field(number, _text(2, json.dumps(value)))
+
+
+# Schema fields of gnostic's openapi.v2.Schema by JSON name: (field number, kind).
+_SCALAR_FIELDS = {
+    "$ref": (1, "text"), "format": (2, "text"), "title": (3, "text"), "description": (4, "text"),
+    "default": (5, "any"), "multipleOf": (6, "double"), "maximum": (7, "double"), "exclusiveMaximum": (8, "bool"),
+    "minimum": (9, "double"), "exclusiveMinimum": (10, "bool"), "maxLength": (11, "int"), "minLength": (12, "int"),
+    "pattern": (13, "text"), "maxItems": (14, "int"), "minItems": (15, "int"), "uniqueItems": (16, "bool"),
+    "maxProperties": (17, "int"), "minProperties": (18, "int"), "discriminator": (26, "text"),
+    "readOnly": (27, "bool"), "example": (30, "any"),
+}
+
+
+def _schema(node: dict) -> bytes:
+    out = bytearray()
+    for key, value in node.items():
+        if key in _SCALAR_FIELDS:
+            number, kind = _SCALAR_FIELDS[key]
+            if kind == "text":
+                out += _text(number, str(value))
+            elif kind == "any":
+                out += _any(number, value)
+            elif kind == "double":
+                out += _number(number, float(value))
+            else:
+                out += _number(number, bool(value) if kind == "bool" else int(value))
+        elif key == "required":
+            out += b"".join(_text(19, str(v)) for v in value)
+        elif key == "enum":
+            out += b"".join(_any(20, v) for v in value)
+        elif key == "additionalProperties":
+            out += _field(21, _field(1, _schema(value)) if isinstance(value, dict) else _number(2, bool(value)))
+        elif key == "type":
+            out += _field(22, b"".join(_text(1, t) for t in ([value] if isinstance(value, str) else value)))
+        elif key == "items" and isinstance(value, dict):
+            out += _field(23, _field(1, _schema(value)))
+        elif key == "allOf":
+            out += b"".join(_field(24, _schema(v)) for v in value)
+        elif key == "properties":
+            out += _field(25, b"".join(_field(1, _text(1, name) + _field(2, _schema(sub)))
+                                      for name, sub in value.items()))
+        elif key.startswith("x-"):
+            out += _field(31, _text(1, key) + _any(2, value))
+    return bytes(out)
+
+
+def v2_protobuf_document(definitions: dict[str, dict]) -> bytes:
+    """The Document with its definitions (what kubectl's client-side validation and apply read)."""
+    info = _text(1, VERSION_INFO["title"]) + _text(2, VERSION_INFO["version"])
+    named = b"".join(_field(1, _text(1, name) + _field(2, _schema(schema))) for name, schema in sorted(definitions.items()))
+    return _text(1, "2.0") + _field(2, info) + _field(9, named)
+
+
 class OpenAPI:
     """Pre-encoded OpenAPI v2 and v3 documents (built on first use, then cached)."""
 
@@ -222,6 +311,7 @@ class OpenAPI:
         self._v3: dict[str, bytes] | None = None
         self._v3_root: bytes | None = None
         self._v2: bytes | None = None
+        self._v2_protobuf: bytes | None = None
 
     def _build_v3(self) -> None:
         docs: dict[str, bytes] = {}
@@ -250,6 +340,11 @@ class OpenAPI:
         if self._v3 is None:
             self._build_v3()
         return self._v3.get(key)
+
+    def v2_protobuf(self) -> bytes:
+        if self._v2_protobuf is None:
+            self._v2_protobuf = v2_protobuf_document(schemas(v3=False))
+        return self._v2_protobuf
 
     def v2(self) -> bytes:
         if self._v2 is None:

@@ -27,7 +27,7 @@ from .certs import peer_identity
 from .channels import is_websocket_upgrade, offered_protocols
 from .discovery import AGGREGATED_MEDIA_TYPE, Discovery, Resource
 from .errors import ApiError
-from .openapi import OpenAPI
+from .openapi import V2_PROTOBUF, V2_PROTOBUF_ACCEPTED, OpenAPI
 from .requestlog import RequestLog
 from .selectors import exact_name, parse_field_selector, parse_label_selector
 from .store import Cluster, WatchSpec, encode_json
@@ -416,6 +416,8 @@ class KubeSim:
                 resp.headers["Cache-Control"] = "public, immutable"
             return resp
         if path == "/openapi/v2":
+            if any(mime in V2_PROTOBUF_ACCEPTED for mime, _ in _media_ranges(accept)):
+                return web.Response(body=self.openapi.v2_protobuf(), content_type=V2_PROTOBUF)
             negotiate(accept, allow_transform=False)
             return json_response(self.openapi.v2(), serialized=False)
         raise errors.path_not_found()

@@ -243,3 +243,31 @@ def test_explain_reads_the_kubernetes_schemas(kubectl):
     replicas = kubectl("explain", "deployments.spec.replicas").stdout
     assert "Number of desired pods." in replicas
     assert "jobTemplate\t<JobTemplateSpec> -required-" in kubectl("explain", "cronjobs.spec").stdout
+
+
+LISTED = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: listed, namespace: default}
+  data: {a: "1"}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: listed, namespace: default}
+  spec:
+    containers:
+    - {name: app, image: busybox, imagePullPolicyy: Always}
+"""
+
+
+def test_client_side_validation_of_a_list_reads_the_schemas(kubectl):
+    """A kind: List is validated by kubectl itself, against the protobuf OpenAPI v2 document."""
+    bad = kubectl("apply", "-f", "-", input=LISTED, check=False)
+    assert bad.returncode != 0
+    assert ('ValidationError(Pod.spec.containers[0]): unknown field "imagePullPolicyy" in '
+            "io.k8s.api.core.v1.Container") in bad.stderr
+    assert kubectl("get", "configmap", "listed", check=False).returncode != 0
+    kubectl("apply", "-f", "-", input=LISTED.replace("imagePullPolicyy", "imagePullPolicy"))
+    assert kubectl("get", "configmap", "listed", "-o", "jsonpath={.data.a}").stdout == "1"
