@@ -184,14 +184,13 @@ class Jail:
             path.symlink_to(target)
         tmp = self.root / "tmp"
         if not tmp.exists() and not tmp.is_symlink():
-            tmp.mkdir()
-            tmp.chmod(0o1777)
+            tmp.mkdir()  # kubesim's umask applies (the demo's 077): the pod's processes all run as uid 0
 
     def _directory(self, name: str) -> None:
         path = self.root / name
         if path.is_symlink() or (path.exists() and not path.is_dir()):
             raise ConfinementError(f"the pod's /{name} is not a directory")
-        path.mkdir(mode=0o755, exist_ok=True)
+        path.mkdir(exist_ok=True)
 
     def view(self, path: str, workdir: str = "/") -> Path:
         """The host file that ``path`` (as a process in the pod sees it) is."""
