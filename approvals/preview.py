@@ -152,7 +152,10 @@ def describe(info, current, result) -> Preview:
         return Preview(f"would create {info.resource}/{name}" if name else f"would create a {info.resource}",
                        diff(None, result, f"{info.resource}/{name}", info))
     text = diff(current, result, label, info)
-    return Preview(f"would change {label}" if text else f"no change to {label}", text)
+    if not text:
+        # Only what the cluster said: equal answers do not prove the request changes nothing.
+        return Preview(f"the cluster's dry-run answer equals the current {label}")
+    return Preview(f"would change {label}", text)
 
 
 def _status_error(info, response: httpx.Response) -> str:

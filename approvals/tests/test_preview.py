@@ -101,6 +101,17 @@ async def test_refusals_and_unreachable_clusters_are_reported_not_raised():
     assert result.error == "the cluster could not be asked (ConnectError)"
 
 
+@pytest.mark.asyncio
+async def test_an_answer_equal_to_the_current_object_is_reported_as_such_never_as_no_change():
+    scale = {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": "web", "namespace": "shop"},
+             "spec": {"replicas": 2}, "status": {"replicas": 2}}
+    request = held("/k8s/prod/apis/apps/v1/namespaces/shop/deployments/web/scale", body=b'{"spec":{"replicas":3}}',
+                   content_type="application/merge-patch+json")
+    result = await preview.run(request, Upstream(), transport=cluster({"GET": (200, scale), "PATCH": (200, scale)}, []))
+    assert result.summary == "the cluster's dry-run answer equals the current deployments/web"
+    assert "no change" not in result.summary and not result.diff
+
+
 def test_deletecollection_lists_the_names():
     info = held("/k8s/prod/api/v1/namespaces/shop/pods", method="DELETE", body=None).info
     result = preview.describe(info, None, {"items": [{"metadata": {"name": "b"}}, {"metadata": {"name": "a"}}]})
