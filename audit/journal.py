@@ -33,7 +33,7 @@ import struct
 import time
 import uuid
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -157,10 +157,6 @@ class Journal:
         return self._path
 
     @property
-    def in_flight(self) -> int:
-        return len(self._open)
-
-    @property
     def dirty(self) -> bool:
         return self._fd is not None and self._synced < self._size
 
@@ -204,10 +200,6 @@ class Journal:
         self._append(record)
         self._open.pop(key, None)
         self._unwritten[(key, prepared.stage)] = record
-
-    def forget(self, audit_id) -> None:
-        """A request that leaves no completion of its own (its recorder shut down first)."""
-        self._open.pop(str(audit_id), None)
 
     def committed(self, batch: list[PreparedEvent]) -> None:
         for prepared in batch:
@@ -261,13 +253,13 @@ class Recovery:
     segments: int = 0
     completions: int = 0  # completion events found in the journals (appended unless already stored)
     crashed: int = 0  # requests closed with a "gateway crashed" completion
-    skipped_live: int = 0  # segments of processes still running
-    appended: list = field(default_factory=list)  # the AuditEvent rows written
+    skipped_live: int = 0  # segments held by running processes (the caller's own included)
+    appended: int = 0  # events written (the others were in the chain already)
 
     def __str__(self):
-        return (f"{self.segments} dead audit journal segments replayed: {self.completions} completions, "
-                f"{self.crashed} requests closed as crashed, {len(self.appended)} events appended "
-                f"({self.skipped_live} segments of running processes left alone)")
+        return (f"audit journal segments of dead processes replayed: {self.segments}; their completions: "
+                f"{self.completions}, requests closed as crashed: {self.crashed}, events appended: "
+                f"{self.appended}; segments held by running processes: {self.skipped_live}")
 
 
 def _claim(path: Path) -> int | None:
@@ -321,8 +313,8 @@ def recover(directory, *, session_gap, batch_size: int, max_body: int, max_recor
                 continue
             events, completions, closed = _plan(claimed, max_body=max_body, max_recording=max_recording)
             for start in range(0, len(events), batch_size):
-                result.appended += chain.append(events[start:start + batch_size], session_gap=session_gap,
-                                                replay=True)
+                result.appended += len(chain.append(events[start:start + batch_size], session_gap=session_gap,
+                                                    replay=True))
             for path, _ in claimed:
                 path.unlink()
             result.segments += len(claimed)

@@ -109,10 +109,11 @@ class Recorder:
     def received(self, event: dict) -> None:
         """Journal a request being handled (the raw event; prepared only if it is ever replayed).
 
-        Raises AuditUnavailable when the journal cannot be written: the request must be refused.
+        Raises AuditUnavailable when the journal cannot be written, or after shutdown: the request
+        must be refused.
         """
         if self._closed:
-            raise RecorderClosed("the audit recorder is shut down")
+            raise AuditUnavailable("the gateway is shutting down; the request was not forwarded")
         try:
             self.journal.received(event.get("audit_id"), event)
         except journal.JournalError as exc:

@@ -17,7 +17,7 @@ from django.db import connections
 from audit import chain, journal
 from audit.events import prepare
 from audit.models import AuditEvent
-from audit.recorder import Recorder
+from audit.recorder import AuditUnavailable, Recorder
 from audit.tests.factories import GAP, append, event
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -99,7 +99,7 @@ def test_replay_appends_completions_and_closes_crashed_requests_once(tmp_path):
     # Dying again after committing, before removing the segment: replaying it adds nothing.
     shutil.copy(kept, segments[0])
     again = recover(tmp_path)
-    assert again.segments == 1 and again.appended == []
+    assert again.segments == 1 and again.appended == 0
     assert AuditEvent.objects.count() == events
     assert completions() == done
     assert chain.verify_chain().ok
@@ -202,6 +202,8 @@ async def test_the_recorder_journals_before_it_queues_and_removes_the_journal_wh
     await recorder.aclose()
     assert await db(AuditEvent.objects.count) == 1
     assert not list(tmp_path.glob("*.journal"))
+    with pytest.raises(AuditUnavailable, match="shutting down"):
+        recorder.received(event(1, stage="RequestReceived"))
 
 
 async def test_begin_is_recorded_once_per_audit_id(caplog):
