@@ -7,6 +7,7 @@ test database (and nothing else) that way right after pytest-django creates it.
 """
 
 import pytest
+from django.test import override_settings
 
 
 def allow_truncate(connection) -> None:
@@ -27,8 +28,10 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture(autouse=True)
-def audit_journal_dir(settings, tmp_path_factory):
+def audit_journal_dir(tmp_path_factory):
     """Every test's recorders journal into a directory of their own: a journal one test leaves
-    behind must never be replayed into another test's database."""
-    settings.AIRLOCK_AUDIT_JOURNAL_DIR = tmp_path_factory.mktemp("audit-journal")
-    return settings.AIRLOCK_AUDIT_JOURNAL_DIR
+    behind must never be replayed into another test's database.  (override_settings, not the
+    ``settings`` fixture, whose name some tests use for a parameter.)"""
+    directory = tmp_path_factory.mktemp("audit-journal")
+    with override_settings(AIRLOCK_AUDIT_JOURNAL_DIR=directory):
+        yield directory
