@@ -228,3 +228,25 @@ async def test_start_replays_dead_processes_journals(tmp_path):
     assert own == recorder.journal.path
     await recorder.aclose()
     assert not list(tmp_path.glob("*.journal"))
+
+
+async def test_the_recorder_fsyncs_and_rotates_its_journal_while_it_writes(tmp_path):
+    recorder = Recorder(journal_dir=tmp_path, batch_size=5, sync_interval=0.01, segment_bytes=4096)
+    events = [event(i) for i in range(60)]
+    first = None
+    for e in events:
+        recorder.received(dict(e, stage="RequestReceived"))
+        await recorder.finish(e)
+        first = first or recorder.journal.path
+        await asyncio.sleep(0.002)
+    await recorder.flush()
+    for _ in range(1000):  # the maintenance task runs every 10 ms
+        if recorder.journal.path != first and not recorder.journal.dirty:
+            break
+        await asyncio.sleep(0.01)
+    assert recorder.journal.path != first and not first.exists()  # rotated, the old segment removed
+    assert not recorder.journal.dirty  # fsynced
+    assert len(list(tmp_path.glob("*.journal"))) == 1
+    await recorder.aclose()
+    assert await db(lambda: AuditEvent.objects.count()) == 60
+    assert not list(tmp_path.glob("*.journal"))
