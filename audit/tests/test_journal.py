@@ -5,6 +5,7 @@ lock is released by the kernel exactly as after a crash or an OOM kill.
 """
 
 import asyncio
+import io
 import os
 import shutil
 import signal
@@ -12,12 +13,14 @@ import threading
 import uuid
 
 import pytest
+from django.core.management import call_command
 from django.db import connections
 
 from audit import chain, journal
 from audit.events import prepare
 from audit.models import AuditEvent
 from audit.recorder import AuditUnavailable, Recorder
+from audit.tasks import recover_journals
 from audit.tests.factories import GAP, append, event
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -250,3 +253,17 @@ async def test_the_recorder_fsyncs_and_rotates_its_journal_while_it_writes(tmp_p
     await recorder.aclose()
     assert await db(lambda: AuditEvent.objects.count()) == 60
     assert not list(tmp_path.glob("*.journal"))
+
+
+def test_recover_audit_replays_a_dead_pods_journal_and_the_beat_task_the_configured_one(tmp_path, settings):
+    pod, configured = tmp_path / "pod-volume", tmp_path / "configured"
+    first, second = event(0, stage="RequestReceived"), event(1, stage="RequestReceived")
+    killed(pod, lambda j: j.received(first["audit_id"], first))
+    killed(configured, lambda j: j.received(second["audit_id"], second))
+    out = io.StringIO()
+    call_command("recover_audit", "--journal-dir", str(pod), stdout=out)
+    assert "replayed: 1; their completions: 0, requests closed as crashed: 1" in out.getvalue()
+    settings.AIRLOCK_AUDIT_JOURNAL_DIR = configured
+    assert recover_journals() == 1
+    assert completions() == {str(first["audit_id"]): (None, journal.CRASHED_REASON),
+                             str(second["audit_id"]): (None, journal.CRASHED_REASON)}
