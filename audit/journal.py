@@ -174,17 +174,18 @@ class Journal:
         return fd, path
 
     def _append(self, record: bytes) -> None:
-        self.open()
         try:
+            self.open()
             written = os.write(self._fd, record)
             if written != len(record):
                 raise OSError(f"short write ({written} of {len(record)} bytes)")
         except OSError as exc:
-            try:
-                os.ftruncate(self._fd, self._size)  # no torn record in front of the next one
-            except OSError:
-                pass
-            raise JournalError(f"the audit journal {self._path} cannot be written: {exc}") from None
+            if self._fd is not None:
+                try:
+                    os.ftruncate(self._fd, self._size)  # no torn record in front of the next one
+                except OSError:
+                    pass
+            raise JournalError(f"the audit journal in {self.directory} cannot be written: {exc}") from None
         self._size += len(record)
 
     def received(self, audit_id, event: PreparedEvent | dict) -> None:

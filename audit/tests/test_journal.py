@@ -267,3 +267,18 @@ def test_recover_audit_replays_a_dead_pods_journal_and_the_beat_task_the_configu
     assert recover_journals() == 1
     assert completions() == {str(first["audit_id"]): (None, journal.CRASHED_REASON),
                              str(second["audit_id"]): (None, journal.CRASHED_REASON)}
+
+
+async def test_an_unwritable_journal_refuses_requests_but_keeps_their_completions(tmp_path, caplog):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    recorder = Recorder(journal_dir=blocked)
+    refused = event(0, response_code=503)
+    with pytest.raises(AuditUnavailable, match="journal is unavailable"):
+        recorder.received(dict(refused, stage="RequestReceived"))
+    await recorder.finish(refused)  # the 503's completion: held in memory, still written
+    with pytest.raises(AuditUnavailable, match="not forwarded"):
+        await recorder.begin(event(1, stage="RequestReceived", verb="delete"))
+    await recorder.aclose()
+    assert await db(completions) == {str(refused["audit_id"]): (503, "")}
+    assert "cannot be written" in caplog.text
