@@ -210,8 +210,12 @@ class Journal:
     def needs_rotation(self) -> bool:
         return self._fd is not None and self._size > self.segment_bytes
 
-    def rotate(self) -> None:
-        """Continue in a new segment holding only the records still needed; remove the old one."""
+    def rotate(self) -> tuple[int, Path]:
+        """Continue in a new segment holding only the records still needed.
+
+        Returns the old segment, for :meth:`retire` once the new one is fsynced: until then a
+        machine crash may have only the old one's copy of a record.
+        """
         old_fd, old_path, old_size, old_synced = self._fd, self._path, self._size, self._synced
         fd, path = self._new_segment()
         live = b"".join([*self._open.values(), *self._unwritten.values()])
@@ -224,8 +228,14 @@ class Journal:
             self._size, self._synced = old_size, old_synced
             raise JournalError(f"the audit journal cannot be rotated: {exc}") from None
         self._fd, self._path, self._size = fd, path, len(live)
-        os.unlink(old_path)
-        os.close(old_fd)
+        return old_fd, old_path
+
+    @staticmethod
+    def retire(old: tuple[int, Path]) -> None:
+        """Remove a segment :meth:`rotate` replaced (still locked, so nobody replays it meanwhile)."""
+        fd, path = old
+        os.unlink(path)
+        os.close(fd)
 
     def sync(self) -> None:
         """fsync the segment (runs on a worker thread; the recorder never rotates meanwhile)."""

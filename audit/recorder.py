@@ -214,7 +214,8 @@ class Recorder:
     async def _journal_loop(self) -> None:
         """fsync the journal every sync_interval (if it changed) and rotate it once it is large.
 
-        Both happen here only, so a rotation never closes the file under an fsync.
+        Both happen here only, so a rotation never closes the file under an fsync; the old
+        segment goes once the new one is fsynced.
         """
         loop = asyncio.get_running_loop()
         while True:
@@ -223,7 +224,12 @@ class Recorder:
                 if self.sync_interval and self.journal.dirty:
                     await loop.run_in_executor(self._syncer, self.journal.sync)
                 if self.journal.needs_rotation:
-                    self.journal.rotate()
+                    old = self.journal.rotate()
+                    try:
+                        if self.sync_interval:
+                            await loop.run_in_executor(self._syncer, self.journal.sync)
+                    finally:
+                        self.journal.retire(old)
             except (OSError, journal.JournalError) as exc:
                 log.error("audit journal maintenance failed: %s", exc)
 

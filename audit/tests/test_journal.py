@@ -147,7 +147,7 @@ def test_rotation_keeps_only_what_a_recovery_needs(tmp_path):
         j.committed([prepared(committed)])
         assert j.needs_rotation
         old = j.path
-        j.rotate()
+        j.retire(j.rotate())
         assert not old.exists() and j.path != old
 
     [segment] = killed(tmp_path, work, segment_bytes=100)
@@ -169,7 +169,7 @@ def test_a_rotation_cut_short_by_the_crash_is_replayed_as_one_process(tmp_path):
     def work(j):
         j.received(request["audit_id"], dict(request, stage="RequestReceived"))
         shutil.copy(j.path, older)
-        j.rotate()
+        j.retire(j.rotate())
         j.completed(prepared(request))
 
     [newer] = killed(tmp_path, work, segment_bytes=0)
