@@ -160,6 +160,10 @@ class GatewayApp:
         self.max_body = max_body
         self.pool = UpstreamPool(transport)
 
+    async def start(self):
+        """ASGI lifespan startup: the recorder replays dead processes' audit journals."""
+        await self.recorder.start()
+
     async def aclose(self):
         if self.secret_values is not None:
             await self.secret_values.aclose()
@@ -205,7 +209,7 @@ class GatewayApp:
             request.body = parse_body(request, await self.read_body(exchange.scope, receive))
             exchange.bytes_in = len(request.body)
             exchange.request_body = self.guard_write(request, request.body)
-        await self.authorize(request, on_pending)
+        await self.authorize(request, self.record_hold(exchange, on_pending))
         exchange.uri_detectors = self.uri_detectors(upstream, request.decision)
         await self.learn_values(exchange, upstream)
         return upstream
@@ -270,13 +274,43 @@ class GatewayApp:
         except GatewayError:
             return None
 
+    def record_arrival(self, exchange: Exchange):
+        """Journal the request before anything is sent or forwarded, so that a crash leaves it in the
+        audit trail (closed as "gateway crashed" on recovery), or refuse it (fail closed)."""
+        try:
+            self.recorder.received(exchange.event("RequestReceived"))
+        except AuditUnavailable as exc:
+            raise GatewayError(503, f"airlock: {exc}", stage="record") from None
+
     async def record_before_forwarding(self, exchange: Exchange):
-        """Anything that can change the cluster is durably recorded first, or refused (fail closed)."""
-        if audit_events.needs_durable_record(exchange.request):
+        """Anything that can change the cluster is durably recorded first, anything else journaled, or refused."""
+        if not audit_events.needs_durable_record(exchange.request):
+            self.record_arrival(exchange)
+            return
+        try:
+            await self.recorder.begin(exchange.event("RequestReceived"))
+        except AuditUnavailable as exc:
+            raise GatewayError(503, f"airlock: {exc}", stage="record") from None
+
+    def record_hold(self, exchange: Exchange, on_pending):
+        """``on_pending`` that first commits the held request's RequestReceived (with its review id),
+        so a hold is in the audit trail while it waits.
+
+        Secret values are not known yet (learn_values runs once the hold ends), so this event keeps
+        the path only and no body; the completion records both, masked.
+        """
+
+        async def pending(review):
+            event = exchange.event("RequestReceived")
+            event.update(review_id=str(review.id), request_uri=exchange.request.upstream_path, request_body=b"")
             try:
-                await self.recorder.begin(exchange.event("RequestReceived"))
+                await self.recorder.begin(event)
             except AuditUnavailable as exc:
                 raise GatewayError(503, f"airlock: {exc}", stage="record") from None
+            if on_pending is not None:
+                await on_pending(review)
+
+        return pending
 
     async def record(self, exchange: Exchange):
         try:
@@ -289,6 +323,7 @@ class GatewayApp:
     async def http(self, scope, receive, send):
         exchange = Exchange(scope, body_cap=self.recorder.max_body)
         try:
+            self.record_arrival(exchange)
             upstream = await self.admit(exchange, receive=receive)
             await self.record_before_forwarding(exchange)
             await self.forward(exchange, upstream, exchange.request.body, receive, send)
@@ -443,6 +478,7 @@ class GatewayApp:
         scope = exchange.scope
         accepted = None
         try:
+            self.record_arrival(exchange)
             upstream, accepted = await self.admit_stream(exchange, send)
             request = exchange.request
             detectors = self.detectors_for(upstream, request.decision)

@@ -31,13 +31,23 @@ class FakeUpstream:
 
 
 class FakeRecorder:
-    """Keeps events in memory; ``fail_begin`` simulates an unavailable audit database."""
+    """Keeps events in memory (journal records apart); ``fail_begin`` simulates an unavailable audit
+    database, ``fail_journal`` an audit journal that cannot be written."""
 
     max_body = 1000
 
-    def __init__(self, fail_begin=False):
+    def __init__(self, fail_begin=False, fail_journal=False):
         self.events = []
+        self.journaled = []
         self.fail_begin = fail_begin
+        self.fail_journal = fail_journal
+
+    def received(self, event):
+        from audit.recorder import AuditUnavailable
+
+        if self.fail_journal:
+            raise AuditUnavailable("the audit journal is unavailable; the request was not forwarded")
+        self.journaled.append(event)
 
     async def begin(self, event):
         from audit.recorder import AuditUnavailable
@@ -291,6 +301,37 @@ async def test_every_request_is_recorded_and_writes_are_recorded_first():
     assert created["decision_rule_name"] == "agents" and created["user_username"] == "agent-1"
     assert created["request_body"] == b'{"kind":"ConfigMap"}' and created["bytes_out"] > 0
     assert recorder.events[2]["response_message"].startswith("Unauthorized")
+
+
+async def test_a_read_is_journaled_with_its_identity_before_it_is_forwarded():
+    """Issue 12: a read the cluster saw must survive a crash of the gateway in the audit trail."""
+    recorder = FakeRecorder()
+    journaled_when_forwarded = []
+
+    def handler(request):
+        journaled_when_forwarded.extend(recorder.journaled)
+        return httpx.Response(200, json={"kind": "PodList", "items": []})
+
+    app = make_app(handler, recorder=recorder)
+    status, _, _ = await call(app, "/k8s/prod/api/v1/namespaces/d/pods", query=b"labelSelector=app%3Dweb")
+    assert status == 200
+    arrived, forwarding = journaled_when_forwarded
+    assert arrived["stage"] == forwarding["stage"] == "RequestReceived"
+    assert arrived["request_uri"] == "/k8s/prod/api/v1/namespaces/d/pods"  # before parsing: the path only
+    assert forwarding["user_username"] == "agent-1" and forwarding["decision_rule_name"] == "agents"
+    assert forwarding["request_uri"] == "/api/v1/namespaces/d/pods?labelSelector=app%3Dweb"
+    assert arrived["audit_id"] == forwarding["audit_id"] == recorder.events[0]["audit_id"]
+
+
+async def test_requests_refused_when_the_audit_journal_cannot_be_written():
+    def handler(request):
+        raise AssertionError("a request that is not journaled must never reach the cluster")
+
+    recorder = FakeRecorder(fail_journal=True)
+    app = make_app(handler, recorder=recorder)
+    status, _, content = await call(app, "/k8s/prod/api/v1/pods")
+    assert status == 503 and "audit journal is unavailable" in status_of(content)["message"]
+    assert [(e["stage"], e["response_code"]) for e in recorder.events] == [("ResponseComplete", 503)]
 
 
 async def test_write_refused_when_the_audit_trail_is_down():
