@@ -300,6 +300,16 @@ class GatewayApp:
             exchange.message = "the client went away before the request body arrived"
         except MaskingAbort as exc:
             log.warning("response to %s aborted mid-stream: %s", exchange.audit_id, exc)
+        except Exception:
+            # A bug, not a refusal: the agent still gets a Status (or, mid-response, a cut
+            # connection), and the completion event records the code the agent saw.
+            log.exception("request %s failed inside the gateway", exchange.audit_id)
+            error = GatewayError(500, "airlock: internal error; the request was not completed", stage="forward")
+            if not exchange.response_started:
+                exchange.refused(error)
+                await send_status(send, error)
+            else:
+                exchange.message = error.message
         finally:
             await self.record(exchange)
 
@@ -345,7 +355,7 @@ class GatewayApp:
         headers.extend(cluster_headers(upstream, request.principal))
         try:
             up_request = client.build_request(
-                request.method, upstream.server_url + request.target, headers=headers, content=body
+                request.method, upstream.server_url + request.target, headers=hdr.encode(headers), content=body
             )
             response = await client.send(up_request, stream=True)
         except httpx.ConnectTimeout:
@@ -372,7 +382,7 @@ class GatewayApp:
             start = {
                 "type": "http.response.start",
                 "status": response.status_code,
-                "headers": hdr.response_headers(response.headers.multi_items()),
+                "headers": hdr.response_headers(response.headers.raw),
             }
             length = response.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) <= SMALL_RESPONSE:
@@ -450,7 +460,7 @@ class GatewayApp:
             headers.extend(cluster_headers(upstream, request.principal))
             await self.record_before_forwarding(exchange)
             try:
-                upstream_ws = await open_websocket(upstream, request.target, headers,
+                upstream_ws = await open_websocket(upstream, request.target, hdr.encode(headers),
                                                    [accepted] if accepted else exchange.offered)
             except UpstreamRejected as exc:
                 raise upstream_refusal(exc, request, detectors) from None

@@ -79,7 +79,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             body = await request.aread()
             response = await self._get_session().request(
-                request.method, URL(str(request.url), encoded=True), headers=request.headers.multi_items(),
+                request.method, URL(str(request.url), encoded=True), headers=_header_text(request.headers.raw),
                 data=body or None, allow_redirects=False,
             )
         except BaseException as exc:
@@ -125,6 +125,11 @@ class _AiohttpStream(httpx.AsyncByteStream):
         else:
             self._response.close()
         release()
+
+
+def _header_text(raw) -> list[tuple[str, str]]:
+    """aiohttp writes header text as UTF-8: given the request's bytes decoded as UTF-8, it sends them unchanged."""
+    return [(name.decode("ascii"), value.decode("utf-8")) for name, value in raw]
 
 
 def _as_httpx_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:

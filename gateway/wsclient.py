@@ -122,8 +122,8 @@ async def connect(url: str, *, ssl, headers, subprotocols, open_timeout: float =
         )
         protocol = WSConnection(ConnectionType.CLIENT)
         host = parts.netloc.rpartition("@")[2]
-        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        writer.write(protocol.send(Request(host=host, target=target, subprotocols=list(subprotocols), extra_headers=extra)))
+        writer.write(protocol.send(Request(host=host, target=target, subprotocols=list(subprotocols),
+                                           extra_headers=list(headers))))
         await writer.drain()
         status, body, content_type = None, b"", None
         try:

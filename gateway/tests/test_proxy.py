@@ -210,6 +210,16 @@ async def test_upstream_failures(error, code, words):
     assert status == code and words in status_of(content)["message"]
 
 
+async def test_an_unexpected_failure_is_a_500_status_and_recorded_as_such():
+    def handler(request):
+        raise RuntimeError("a bug in the gateway or a library")
+
+    recorder = FakeRecorder()
+    status, _, content = await call(make_app(handler, recorder=recorder), "/k8s/prod/api/v1/pods")
+    assert status == 500 and "internal error" in status_of(content)["message"]
+    assert [e["response_code"] for e in recorder.events if e["stage"] == "ResponseComplete"] == [500]
+
+
 async def test_compressed_upstream_response_refused():
     async def gzipped():
         yield b"\x1f\x8b..."
