@@ -130,6 +130,8 @@ class StreamTap:
                 # The agent's half of the tunnelled SPDY session names each forwarded port.
                 self.tunnel = spdy.FrameDecoder()
                 self.last_stream = 0
+                self.error_streams: set[int] = set()  # opened by the agent for errors of one forwarded connection
+                self.replies = spdy.ReplyTracker()  # the cluster's half: frame boundaries, answered streams
             else:
                 self.data_channels = 2 * len(ports)  # data 2i, error 2i+1 (written by the cluster)
         else:
@@ -212,6 +214,10 @@ class StreamTap:
                 port = frame.headers.get("port", "")
                 if frame.headers.get("streamtype") == "data" and port.isdigit():
                     self.tally.add_port(int(port))
+                elif frame.headers.get("streamtype") == "error":
+                    self.error_streams.add(frame.stream_id)
+            elif isinstance(frame, spdy.RstStream):
+                self.error_streams.discard(frame.stream_id)
             elif isinstance(frame, spdy.SynReply):
                 raise StreamViolation("airlock: the client sent a SPDY SYN_REPLY; the cluster opens no streams in "
                                       "a port-forward; the session was ended")
@@ -228,6 +234,8 @@ class StreamTap:
         self.bytes_out += size
         if self.cast is None:
             self.tally.from_pod(size)
+            if self.tunnel is not None and isinstance(frame, bytes):
+                self.replies.feed(frame)
             return [frame]
         parts = self.framing.split(frame)
         if parts is None:
@@ -270,12 +278,22 @@ class StreamTap:
         return out
 
     def end(self, error: GatewayError) -> list:
-        """The gateway ends the stream: held output, then (exec/attach) ``error`` on the status channel.
+        """The gateway ends the stream: held output, then ``error`` on the error channel.
 
-        The recording ends with the gateway's message, never with an exit status.
+        Exec and attach get the Status on channel 3 (the recording ends with the gateway's
+        message, never with an exit status); the kubelet's port-forward channels get the
+        message on every port's error channel, as the kubelet writes its errors; a tunnelled
+        port-forward gets it on the error stream of every forwarded connection still open
+        (kubectl prints it), when the cluster's last frame is complete.
         """
         if self.cast is None:
-            return []
+            if self.tunnel is not None:
+                if not self.replies.at_boundary:
+                    return []
+                encoder = spdy.FrameEncoder()  # DATA frames use no header compression state
+                return [encoder.encode(spdy.Data(stream, error.message.encode(), fin=True))
+                        for stream in sorted(self.error_streams & self.replies.open)]
+            return [self.framing.join(channel, error.message.encode()) for channel in range(1, self.data_channels, 2)]
         out = self.flush()
         self.cast.exit(self._now(), None, error.message)
         out.append(self.framing.join(ERROR, error.body()))
