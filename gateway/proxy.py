@@ -615,6 +615,21 @@ class UpstreamBroke(Exception):
     error = GatewayError(502, "airlock: the connection to the cluster broke; the session was ended", stage="forward")
 
 
+# How long a port-forward agent gets to read the gateway's last message and close the tunnel itself.
+TUNNEL_LINGER = 1.0
+
+
+async def closed_by_client(receive, timeout: float) -> bool:
+    """Whether the agent closes the WebSocket within ``timeout`` s (what it sends meanwhile is dropped)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+    except TimeoutError:
+        return False
+    return True
+
+
 def close_code(error: GatewayError, status_sent: bool) -> int:
     """The agent's close code when the gateway ends a relay: 1000 once the Status went on the error
     channel; else what the end means: 1001 going away (drain), 1011 the cluster failed, 1008 policy."""
@@ -689,9 +704,11 @@ async def relay(upstream_ws, receive, send, tap, cut) -> GatewayError | None:
     if ended is not None and results[1] is not True:
         frames = tap.end(ended)
         await to_client(frames)
-        # Without a Status on an error channel, the close frame carries the message (it fits: <= 123 bytes).
-        reason = "" if frames else ended.message.encode()[:120].decode("utf-8", "ignore")
-        await send({"type": "websocket.close", "code": close_code(ended, bool(frames)), "reason": reason})
+        # kubectl port-forward prints an error stream's message only if it closes the tunnel itself.
+        if not (frames and tap.tunnel is not None and await closed_by_client(receive, TUNNEL_LINGER)):
+            # Without a Status on an error channel, the close frame carries the message (<= 123 bytes).
+            reason = "" if frames else ended.message.encode()[:120].decode("utf-8", "ignore")
+            await send({"type": "websocket.close", "code": close_code(ended, bool(frames)), "reason": reason})
     for result in results:
         if isinstance(result, Exception) and not isinstance(result, (StreamViolation, UpstreamBroke)):
             log.warning("stream relay ended with %s", type(result).__name__)

@@ -188,4 +188,5 @@ def test_the_gateway_ending_a_tunnel_writes_its_message_on_the_open_error_stream
     assert tap.end(error) == []  # in the middle of the cluster's frame: nothing can be added
     tap.from_cluster(answer[-500:])
     decoded = spdy.FrameDecoder().feed(b"".join(tap.end(error)))
-    assert decoded == [spdy.Data(1, b"airlock: the gateway is shutting down", fin=True)]
+    assert decoded == [spdy.Data(1, b"airlock: the gateway is shutting down", fin=True), spdy.Data(3, b"", fin=True),
+                       spdy.Data(7, b"", fin=True)]
