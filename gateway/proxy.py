@@ -210,6 +210,24 @@ class GatewayApp:
             await asyncio.sleep(0.02)
         return len(ended)
 
+    async def unless_drained(self, waiting):
+        """``await waiting``, unless the gateway drains first: then it is cancelled and the drain's
+        Status raised (a long-running request whose answer has not started holds no stream yet)."""
+        cut = Cut()
+        task = asyncio.ensure_future(waiting)
+        with self.open_stream(cut):
+            stop = asyncio.ensure_future(cut.event.wait())
+            try:
+                await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                if not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise cut.error()
+        return task.result()
+
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             await self.http(scope, receive, send)
@@ -408,8 +426,11 @@ class GatewayApp:
             up_request = client.build_request(
                 request.method, upstream.server_url + request.target, headers=hdr.encode(headers), content=body
             )
-            async with asyncio.timeout(None if long_running else upstream.first_byte_timeout):
-                response = await client.send(up_request, stream=True)
+            if long_running:  # no time limit, but the gateway's shutdown ends the wait
+                response = await self.unless_drained(client.send(up_request, stream=True))
+            else:
+                async with asyncio.timeout(upstream.first_byte_timeout):
+                    response = await client.send(up_request, stream=True)
         except TimeoutError:
             raise GatewayError(504, f'connection "{request.connection}": the cluster did not answer within '
                                     f"{upstream.first_byte_timeout:g} s", stage="forward") from None

@@ -551,3 +551,23 @@ async def test_drain_ends_open_watches_with_an_error_event_and_new_ones_at_once(
         assert error["type"] == "ERROR" and error["object"]["code"] == 503
         assert "the gateway is shutting down" in error["object"]["message"]
     assert [e["response_message"] for e in recorder.events] == ["the gateway is shutting down"] * 2
+
+
+async def test_drain_ends_a_watch_still_waiting_for_the_cluster_to_answer_with_a_503_status():
+    cancelled = asyncio.Event()
+
+    async def handler(request):
+        try:
+            await asyncio.sleep(3600)  # a frozen cluster: the watch's answer never starts
+        finally:
+            cancelled.set()
+
+    recorder = FakeRecorder()
+    app = make_app(handler, recorder=recorder)
+    waiting = asyncio.create_task(call(app, "/k8s/prod/api/v1/pods", query=b"watch=1"))
+    while not app._streams:
+        await asyncio.sleep(0.01)
+    assert await app.drain(5) == 1
+    status, _, content = await asyncio.wait_for(waiting, 5)
+    assert status == 503 and "the gateway is shutting down" in status_of(content)["message"]
+    assert cancelled.is_set() and recorder.events[-1]["response_code"] == 503
