@@ -477,8 +477,7 @@ class ReplyTracker:
         if len(self._head) < 8:
             return 8
         first = _U32.unpack_from(self._head)[0]
-        control = first & _CONTROL_BIT
-        if control and first & 0xFFFF in (FrameType.SYN_REPLY, FrameType.RST_STREAM):
+        if first & _CONTROL_BIT and first & 0xFFFF in (FrameType.SYN_REPLY, FrameType.RST_STREAM):
             return 12  # their payload starts with the stream id
         return 8
 

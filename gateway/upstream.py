@@ -23,13 +23,12 @@ from gateway import wsclient
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class Timeouts:
     """A Connection's upstream timeouts in seconds (the model's fields; the proxy applies them).
 
-    ``connect``: TCP and TLS; ``first_byte``: until the answer starts, except for kube-apiserver's
-    long-running requests; ``idle``: a stall inside an answer, except in long-running ones, and
+    ``connect``: TCP and TLS; ``first_byte``: until the answer starts (connecting included), except
+    for kube-apiserver's long-running requests; ``idle``: a stall inside an answer, except in long-running ones, and
     the bound on noticing a dead connection (TCP keepalive, :func:`keepalive_options`) for all.
     """
 
@@ -44,7 +43,7 @@ DEFAULT_TIMEOUTS = Timeouts()
 def keepalive_options(idle: float) -> list[tuple[int, int, int]]:
     """Socket options that end a cluster connection found dead (a partition, a vanished host) within
     about ``idle`` seconds, even while no byte is due (a quiet watch, an idle shell): keepalive probes
-    after idle/2 s of silence, three more idle/6 s apart; unacknowledged writes give up after idle s."""
+    after idle/2 s of silence, three more idle/6 s apart; unacknowledged writes give up as late."""
     probe_after, interval = max(1, round(idle / 2)), max(1, round(idle / 6))
     options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
     for name, value in (("TCP_KEEPIDLE", probe_after), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", 3),
@@ -261,7 +260,7 @@ async def open_websocket(upstream, target: str, headers, subprotocols):
     """Open the upstream half of an exec/attach/port-forward relay (``headers``: byte pairs).
 
     Connecting is bounded by the connect timeout and the handshake's answer by the first-byte
-    timeout (both ``TimeoutError``); the open stream has keepalive probes, no read timeout.
+    timeout (wsclient.UpstreamTimeout); the open stream has keepalive probes, no read timeout.
     """
     url = websocket_url(upstream, target)
     return await wsclient.connect(
