@@ -242,6 +242,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = AIRLOCK_MAX_REQUEST_BODY
 # previous settings after another process changed it (connections/registry.py).
 AIRLOCK_CONNECTION_REVALIDATE_SECONDS = float(env("AIRLOCK_CONNECTION_REVALIDATE_SECONDS", "5"))
 
+# On SIGTERM/SIGINT the gateway ends its open watches and exec/attach/port-forward streams
+# (ERROR event, Status on the error channel) and waits at most this long (seconds) for them to
+# close before the server's own shutdown runs (airlock/asgi.py).
+AIRLOCK_DRAIN_SECONDS = float(env("AIRLOCK_DRAIN_SECONDS", "5"))
+
 # Upper bound (seconds) on how long a gateway process may use a connection's
 # previous rules after another process changed them (gateway/policy.py PolicyCache).
 AIRLOCK_POLICY_CACHE_SECONDS = float(env("AIRLOCK_POLICY_CACHE_SECONDS", "5"))

@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from approvals.fingerprint import WRITE_VERBS
+from gateway import headers as hdr
 from gateway.masking.detectors import Detectors
 from gateway.masking.responses import media_type
 from gateway.masking.objects import ObjectMasker, default_kind
@@ -176,7 +177,7 @@ def _status_error(info, response: httpx.Response) -> str:
 
 async def _send(client, upstream, headers, call: Call) -> httpx.Response:
     request_headers = [*headers, ("Accept", "application/json"), *call.headers]
-    return await client.request(call.method, upstream.server_url + call.target, headers=request_headers,
+    return await client.request(call.method, upstream.server_url + call.target, headers=hdr.encode(request_headers),
                                 content=call.body)
 
 

@@ -135,6 +135,7 @@ def replace_token_in_the_admin(superuser_client, connection):
         "verify_tls": "on", "credential_kind": CredentialKind.TOKEN, "bearer_token": REPLACED_TOKEN,
         "impersonation_mode": connection.impersonation_mode,
         "impersonation_user_prefix": connection.impersonation_user_prefix, "enabled": "on",
+        "connect_timeout": 10, "first_byte_timeout": 65, "idle_timeout": 30,
     })
     assert response.status_code == 302, response.content.decode()[-2000:]
     upstream = Upstream.from_connection(Connection.objects.get(pk=connection.pk))
@@ -311,7 +312,8 @@ def test_debug_error_page_hides_submitted_credentials(client, django_user_model,
     ):
         response = client.post(reverse("admin:connections_connection_change", args=[connection.pk]), {
             "name": "prod", "server_url": "https://k8s.example", "impersonation_mode": "off",
-            "impersonation_user_prefix": "airlock:", **data,
+            "impersonation_user_prefix": "airlock:", "connect_timeout": 10, "first_byte_timeout": 65,
+            "idle_timeout": 30, **data,
         })
         page = response.content.decode()
         assert response.status_code == 500 and "database went away" in page

@@ -1,6 +1,7 @@
 """The dry-run preview: which calls, masking, the diff, and the Holder storing it (cluster: httpx.MockTransport)."""
 
 import asyncio
+import dataclasses
 import json
 
 import httpx
@@ -166,3 +167,16 @@ async def test_the_dry_run_is_the_held_request_with_only_the_switch_added():
     patch = seen[1]
     assert patch.url.raw_path.decode().endswith("?fieldManager=a&labelSelector=x&fieldManager=b&dryRun=All")
     assert patch.headers.get_list("content-type") == ["application/merge-patch+json"]
+
+
+async def test_the_dry_run_sends_header_bytes_as_the_gateway_forwards_them():
+    seen = []
+    request = gateway_request("/k8s/prod/apis/apps/v1/namespaces/shop/deployments/web", method="PATCH",
+                              body=b'{"spec":{"replicas":5}}', content_type="application/merge-patch+json",
+                              headers=[("user-agent", "kübectl/v1.33 (linux/amd64)")])
+    request.principal = dataclasses.replace(request.principal, username="josé")
+    result = await preview.run(held_request(request, REVIEW), Upstream(),
+                               transport=cluster({"GET": (200, DEPLOYMENT), "PATCH": (200, DEPLOYMENT)}, seen))
+    assert not result.error and len(seen) == 2
+    assert (b"user-agent", "kübectl/v1.33 (linux/amd64)".encode()) in seen[1].headers.raw
+    assert (b"Impersonate-User", "airlock:josé".encode()) in seen[1].headers.raw

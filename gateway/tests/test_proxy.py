@@ -22,6 +22,9 @@ class FakeUpstream:
     impersonates: bool = False
     impersonation_user_prefix: str = "airlock:"
     detectors: str = ""
+    connect_timeout: float = 10.0
+    first_byte_timeout: float = 65.0
+    idle_timeout: float = 30.0
 
     def auth_headers(self):
         return {"Authorization": "Bearer cluster-credential"}
@@ -218,6 +221,16 @@ async def test_upstream_failures(error, code, words):
 
     status, _, content = await call(make_app(handler), "/k8s/prod/api/v1/pods")
     assert status == code and words in status_of(content)["message"]
+
+
+async def test_an_unexpected_failure_is_a_500_status_and_recorded_as_such():
+    def handler(request):
+        raise RuntimeError("a bug in the gateway or a library")
+
+    recorder = FakeRecorder()
+    status, _, content = await call(make_app(handler, recorder=recorder), "/k8s/prod/api/v1/pods")
+    assert status == 500 and "internal error" in status_of(content)["message"]
+    assert [e["response_code"] for e in recorder.events if e["stage"] == "ResponseComplete"] == [500]
 
 
 async def test_compressed_upstream_response_refused():
@@ -459,3 +472,143 @@ async def test_unknown_secret_values_refuse_before_forwarding():
         assert seen == ["/api/v1/secrets"]  # the write never reached the cluster
     finally:
         await app.aclose()
+
+
+# -- upstream timeouts, broken streams and draining (issue 12, findings 5 and 6) ----------------
+
+SHORT = FakeUpstream(first_byte_timeout=0.2, idle_timeout=0.2)
+
+
+async def test_an_answer_that_does_not_start_within_the_first_byte_timeout_is_a_504_status_unless_long_running():
+    async def quiet():
+        await asyncio.sleep(0.6)
+        yield b'{"type":"ADDED","object":{}}\n'
+
+    async def handler(request):
+        await asyncio.sleep(0.6)  # kube-apiserver may start a watch late (sendInitialEvents); then it is quiet
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=quiet())
+
+    recorder = FakeRecorder()
+    app = make_app(handler, upstream=SHORT, recorder=recorder)
+    status, _, content = await asyncio.wait_for(call(app, "/k8s/prod/api/v1/pods"), 10)
+    assert status == 504 and "did not answer within 0.2 s" in status_of(content)["message"]
+    assert recorder.events[-1]["response_code"] == 504
+    status, _, content = await asyncio.wait_for(call(app, "/k8s/prod/api/v1/pods", query=b"watch=1"), 10)
+    assert status == 200 and content == b'{"type":"ADDED","object":{}}\n'
+
+
+async def test_an_answer_that_stalls_before_it_is_sent_is_a_504_status():
+    async def stalling():
+        yield b'{"kind":"PodList",'
+        await asyncio.sleep(30)
+        yield b'"items":[]}'
+
+    def handler(request):
+        return httpx.Response(200, headers={"content-type": "application/json", "content-length": "30"},
+                              content=stalling())
+
+    status, _, content = await asyncio.wait_for(
+        call(make_app(handler, upstream=SHORT), "/k8s/prod/api/v1/pods"), 10)
+    assert status == 504 and "stopped answering for 0.2 s" in status_of(content)["message"]
+
+
+async def test_a_streamed_answer_that_stalls_after_it_started_is_aborted_not_completed():
+    async def stalling():
+        yield b'{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[' + b'{"metadata":{"name":"a"}},' * 64
+        await asyncio.sleep(30)
+        yield b'{"metadata":{"name":"b"}}]}'
+
+    def handler(request):
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=stalling())
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/k8s/prod/api/v1/pods", "raw_path": b"/k8s/prod/api/v1/pods",
+             "query_string": b"", "headers": [(b"authorization", b"Bearer agent-tok")], "client": ("127.0.0.1", 1)}
+    inbox = asyncio.Queue()
+    inbox.put_nowait({"type": "http.request", "body": b"", "more_body": False})
+    recorder = FakeRecorder()
+    await asyncio.wait_for(make_app(handler, upstream=SHORT, recorder=recorder)(scope, inbox.get, send), 10)
+    assert sent[0]["status"] == 200 and sent[1]["body"].startswith(b'{"kind":"PodList"')
+    assert all(m.get("more_body") for m in sent[1:]), "a stalled answer must not look complete"
+    assert recorder.events[-1]["response_message"] == "the cluster broke the response stream"
+
+
+def watch_events(content: bytes) -> list[dict]:
+    return [json.loads(line) for line in content.splitlines()]
+
+
+async def test_a_watch_whose_cluster_connection_breaks_ends_with_an_error_event_and_a_proper_end():
+    async def breaking():
+        yield b'{"type":"ADDED","object":{}}\n'
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+    def handler(request):
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=breaking())
+
+    app = make_app(handler)
+    scope = {"type": "http", "method": "GET", "path": "/k8s/prod/api/v1/pods", "raw_path": b"/k8s/prod/api/v1/pods",
+             "query_string": b"watch=1", "headers": [(b"authorization", b"Bearer agent-tok")],
+             "client": ("127.0.0.1", 1)}
+    inbox = asyncio.Queue()
+    inbox.put_nowait({"type": "http.request", "body": b"", "more_body": False})
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope, inbox.get, send), 5)
+    assert sent[0]["status"] == 200
+    assert sent[-1] == {"type": "http.response.body", "body": b""}, "the body must end properly"
+    events = watch_events(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert [e["type"] for e in events] == ["ADDED", "ERROR"]
+    assert events[1]["object"]["kind"] == "Status" and events[1]["object"]["code"] == 502
+    assert "connection to the cluster broke" in events[1]["object"]["message"]
+
+
+async def test_drain_ends_open_watches_with_an_error_event_and_new_ones_at_once():
+    async def endless():
+        yield b'{"type":"ADDED","object":{}}\n'
+        await asyncio.sleep(3600)
+        yield b""
+
+    def handler(request):
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=endless())
+
+    recorder = FakeRecorder()
+    app = make_app(handler, recorder=recorder)
+    first = asyncio.create_task(call(app, "/k8s/prod/api/v1/pods", query=b"watch=1"))
+    while not app._streams:
+        await asyncio.sleep(0.01)
+    assert await app.drain(5) == 1
+    assert not app._streams
+    later = await asyncio.wait_for(call(app, "/k8s/prod/api/v1/pods", query=b"watch=1"), 5)
+    for status, _, content in (await asyncio.wait_for(first, 5), later):
+        assert status == 200
+        error = watch_events(content)[-1]
+        assert error["type"] == "ERROR" and error["object"]["code"] == 503
+        assert "the gateway is shutting down" in error["object"]["message"]
+    assert [e["response_message"] for e in recorder.events] == ["the gateway is shutting down"] * 2
+
+
+async def test_drain_ends_a_watch_still_waiting_for_the_cluster_to_answer_with_a_503_status():
+    cancelled = asyncio.Event()
+
+    async def handler(request):
+        try:
+            await asyncio.sleep(3600)  # a frozen cluster: the watch's answer never starts
+        finally:
+            cancelled.set()
+
+    recorder = FakeRecorder()
+    app = make_app(handler, recorder=recorder)
+    waiting = asyncio.create_task(call(app, "/k8s/prod/api/v1/pods", query=b"watch=1"))
+    while not app._streams:
+        await asyncio.sleep(0.01)
+    assert await app.drain(5) == 1
+    status, _, content = await asyncio.wait_for(waiting, 5)
+    assert status == 503 and "the gateway is shutting down" in status_of(content)["message"]
+    assert cancelled.is_set() and recorder.events[-1]["response_code"] == 503
