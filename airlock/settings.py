@@ -197,6 +197,8 @@ CELERY_TIMEZONE = "UTC"
 # The audit anchor signs the chain head and appends it to AIRLOCK_AUDIT_ANCHOR_FILE; events
 # newer than the last anchor are the ones a database writer could delete without a trace.
 AIRLOCK_AUDIT_ANCHOR_SECONDS = float(env("AIRLOCK_AUDIT_ANCHOR_SECONDS", "60"))
+# Audit journals of dead gateway processes (AIRLOCK_AUDIT_JOURNAL_DIR, when the worker shares it) are replayed.
+AIRLOCK_AUDIT_RECOVER_SECONDS = float(env("AIRLOCK_AUDIT_RECOVER_SECONDS", "60"))
 CELERY_BEAT_SCHEDULE = {
     "approvals-sweep": {
         "task": "approvals.tasks.sweep",
@@ -206,6 +208,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "audit.tasks.anchor",
         "schedule": AIRLOCK_AUDIT_ANCHOR_SECONDS,
         "options": {"expires": AIRLOCK_AUDIT_ANCHOR_SECONDS},
+    },
+    "audit-recover": {
+        "task": "audit.tasks.recover_journals",
+        "schedule": AIRLOCK_AUDIT_RECOVER_SECONDS,
+        "options": {"expires": AIRLOCK_AUDIT_RECOVER_SECONDS},
     },
 }
 
@@ -234,6 +241,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = AIRLOCK_MAX_REQUEST_BODY
 # Upper bound (seconds) on how long a gateway process may use a connection's
 # previous settings after another process changed it (connections/registry.py).
 AIRLOCK_CONNECTION_REVALIDATE_SECONDS = float(env("AIRLOCK_CONNECTION_REVALIDATE_SECONDS", "5"))
+
+# On SIGTERM/SIGINT the gateway ends its open watches and exec/attach/port-forward streams
+# (ERROR event, Status on the error channel) and waits at most this long (seconds) for them to
+# close before the server's own shutdown runs (airlock/asgi.py).
+AIRLOCK_DRAIN_SECONDS = float(env("AIRLOCK_DRAIN_SECONDS", "5"))
 
 # Upper bound (seconds) on how long a gateway process may use a connection's
 # previous rules after another process changed them (gateway/policy.py PolicyCache).
@@ -278,6 +290,22 @@ AIRLOCK_AUDIT_BATCH_SIZE = int(env("AIRLOCK_AUDIT_BATCH_SIZE", "200"))
 AIRLOCK_AUDIT_ANCHOR_FILE = env("AIRLOCK_AUDIT_ANCHOR_FILE")
 if PRODUCTION and not AIRLOCK_AUDIT_ANCHOR_FILE:
     raise ImproperlyConfigured("AIRLOCK_AUDIT_ANCHOR_FILE must be set when AIRLOCK_ENV=production")
+# Write-ahead journal of audit events (audit/journal.py): each gateway process appends every
+# request to its own file here before forwarding it, and its completion before queueing it for the
+# database, so a killed process (SIGKILL, OOM) loses no event: the next start, `manage.py
+# recover_audit` or the beat task (every RECOVER_SECONDS, for a directory the worker shares)
+# replays dead processes' files and closes their unfinished requests as "gateway crashed".  It
+# must outlive the process (in Kubernetes at least an emptyDir, which survives container
+# restarts; a volume that outlives the pod to recover after a node loss).  The journal is fsynced
+# every SYNC_SECONDS (0: never; then only a machine crash can lose the events not yet in the
+# database).  A request with a RequestReceived event and no completion after IN_FLIGHT_MINUTES,
+# and not in flight in a live journal, is reported by verify_audit.
+AIRLOCK_AUDIT_JOURNAL_DIR = Path(env("AIRLOCK_AUDIT_JOURNAL_DIR", str(VAR_DIR / "audit-journal")))
+if PRODUCTION and not env("AIRLOCK_AUDIT_JOURNAL_DIR"):
+    raise ImproperlyConfigured("AIRLOCK_AUDIT_JOURNAL_DIR must be set when AIRLOCK_ENV=production")
+AIRLOCK_AUDIT_JOURNAL_SYNC_SECONDS = float(env("AIRLOCK_AUDIT_JOURNAL_SYNC_SECONDS", "0.2"))
+AIRLOCK_AUDIT_JOURNAL_SEGMENT_BYTES = int(env("AIRLOCK_AUDIT_JOURNAL_SEGMENT_BYTES", str(32 * 1024 * 1024)))
+AIRLOCK_AUDIT_IN_FLIGHT_MINUTES = float(env("AIRLOCK_AUDIT_IN_FLIGHT_MINUTES", "60"))
 
 # Development-only static bearer tokens for agents ("token=user:group1|group2,...").
 # Off unless set; refused in production.  Replaced by OIDC in the identity work.

@@ -25,6 +25,7 @@ import httpx
 import yaml
 
 from approvals.fingerprint import WRITE_VERBS
+from gateway import headers as hdr
 from gateway.masking.detectors import Detectors
 from gateway.masking.responses import media_type
 from gateway.masking.objects import ObjectMasker, default_kind
@@ -152,7 +153,10 @@ def describe(info, current, result) -> Preview:
         return Preview(f"would create {info.resource}/{name}" if name else f"would create a {info.resource}",
                        diff(None, result, f"{info.resource}/{name}", info))
     text = diff(current, result, label, info)
-    return Preview(f"would change {label}" if text else f"no change to {label}", text)
+    if not text:
+        # Only what the cluster said: equal answers do not prove the request changes nothing.
+        return Preview(f"the cluster's dry-run answer equals the current {label}")
+    return Preview(f"would change {label}", text)
 
 
 def _status_error(info, response: httpx.Response) -> str:
@@ -173,7 +177,7 @@ def _status_error(info, response: httpx.Response) -> str:
 
 async def _send(client, upstream, headers, call: Call) -> httpx.Response:
     request_headers = [*headers, ("Accept", "application/json"), *call.headers]
-    return await client.request(call.method, upstream.server_url + call.target, headers=request_headers,
+    return await client.request(call.method, upstream.server_url + call.target, headers=hdr.encode(request_headers),
                                 content=call.body)
 
 

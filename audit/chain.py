@@ -23,13 +23,14 @@ from django.conf import settings
 from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError, models, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from audit import anchors
 from audit.document import GENESIS_HASH, chain_hash, event_document, timestamp
 from audit.events import PreparedEvent
 from audit.keys import CHECKPOINT_DOMAIN, keyring
-from audit.models import Anchor, AuditEvent, Checkpoint, Recording, Session
+from audit.models import Anchor, AuditEvent, Checkpoint, Recording, Session, Stage
 
 log = logging.getLogger(__name__)
 
@@ -269,11 +270,12 @@ class SessionResolver:
         return session
 
 
-def append(prepared: list[PreparedEvent], *, session_gap: timedelta) -> list[AuditEvent]:
+def append(prepared: list[PreparedEvent], *, session_gap: timedelta, replay: bool = False) -> list[AuditEvent]:
     """Append events (and their recordings) to the chain in one transaction; returns the rows.
 
     A (audit_id, stage) that is already stored is skipped, so a batch retried after an
-    ambiguous commit failure cannot duplicate events.
+    ambiguous commit failure, or a crashed process's journal replayed (``replay``: skips are
+    expected then, not logged), cannot duplicate events.
     """
     signer = keyring().active
     with transaction.atomic():
@@ -293,7 +295,8 @@ def append(prepared: list[PreparedEvent], *, session_gap: timedelta) -> list[Aud
         for item in prepared:
             key = (item.audit_id, item.stage)
             if key in stored:
-                log.warning("audit event %s (%s) is already recorded; skipped", item.audit_id, item.stage)
+                if not replay:
+                    log.warning("audit event %s (%s) is already recorded; skipped", item.audit_id, item.stage)
                 continue
             stored.add(key)
             session = resolver.resolve(item.fields)
@@ -636,6 +639,25 @@ def verify_chain(*, anchors_from: Iterable[anchors.AnchorRecord] = (), pins: dic
                 f"{_span(end + 1, seq)} missing (deleted)"
             ))
     return result
+
+
+def missing_completions(received_before: datetime, *, in_flight: Iterable[str] = ()) -> list[tuple[int, str, datetime]]:
+    """Requests whose RequestReceived event has no completion: (seq, audit id, received), oldest first.
+
+    Only those received before ``received_before`` and not in ``in_flight`` (audit ids live
+    gateways are still handling) count: the others may still complete.
+    """
+    completed = AuditEvent.objects.filter(
+        audit_id=OuterRef("audit_id"), stage__in=[Stage.RESPONSE_COMPLETE, Stage.PANIC]
+    )
+    rows = (
+        AuditEvent.objects.filter(stage=Stage.REQUEST_RECEIVED, request_received_timestamp__lt=received_before)
+        .filter(~Exists(completed))
+        .order_by("seq")
+        .values_list("seq", "audit_id", "request_received_timestamp")
+    )
+    skip = set(in_flight)
+    return [(seq, str(audit_id), received) for seq, audit_id, received in rows if str(audit_id) not in skip]
 
 
 # -- retention ----------------------------------------------------------------------------------

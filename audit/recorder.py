@@ -1,19 +1,27 @@
 """The gateway's audit recorder: no database work on the event loop, nothing recorded is lost.
 
+* :meth:`Recorder.received` journals a request as it arrives and again before it is forwarded
+  (audit.journal: one write(2) to this process's append-only file, no database), so even a
+  killed process leaves a trace of every request it was handling.  If the journal cannot be
+  written it raises :class:`AuditUnavailable` and the gateway must refuse the request.
 * :meth:`Recorder.begin` is for mutating requests: it returns only once the ``RequestReceived``
   event is committed, so the gateway forwards nothing it has not recorded.  If the write
-  fails it raises :class:`AuditUnavailable` and the gateway must refuse the request.
-* :meth:`Recorder.finish` hands a completion event to a bounded in-memory queue; a background
-  task writes queued events in batches.  A full queue makes ``finish`` wait (back-pressure on
-  the requests being recorded) instead of dropping events, and a failed batch is retried until
-  it is written.
+  fails it raises :class:`AuditUnavailable` and the gateway must refuse the request.  It is
+  idempotent per audit id (a held request is recorded when the hold starts).
+* :meth:`Recorder.finish` journals a completion event, then hands it to a bounded in-memory
+  queue; a background task writes queued events in batches.  A full queue makes ``finish`` wait
+  (back-pressure on the requests being recorded) instead of dropping events, and a failed batch
+  is retried until it is written.
+* :meth:`Recorder.start` (ASGI lifespan startup) replays dead processes' journals: their
+  completions are written and their unfinished requests closed as "gateway crashed".
 * :meth:`Recorder.flush` waits until everything queued is committed; :meth:`Recorder.aclose`
   (ASGI lifespan shutdown) refuses new events, flushes, anchors the chain head (audit.anchors:
-  the events of this process's last minutes are then covered by the anchor file too) and
-  releases the writer thread.
+  the events of this process's last minutes are then covered by the anchor file too), removes
+  the journal and releases the writer thread.
 
 All database work happens on one dedicated thread: appends to the chain are serial anyway (the
-chain lock), so one writer is as fast as several and never contends with itself.
+chain lock), so one writer is as fast as several and never contends with itself.  The journal
+is fsynced on another thread every ``sync_interval`` seconds.
 """
 
 import asyncio
@@ -24,7 +32,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import close_old_connections, connections
 
-from audit import chain
+from audit import chain, journal
 from audit.events import PreparedEvent, prepare
 from audit.models import AnchorReason
 
@@ -50,6 +58,9 @@ class Recorder:
         session_gap: timedelta | None = None,
         retry_delay: float = 0.2,
         max_retry_delay: float = 10.0,
+        journal_dir=None,
+        sync_interval: float | None = None,
+        segment_bytes: int | None = None,
     ):
         self.queue_size = queue_size or settings.AIRLOCK_AUDIT_QUEUE_SIZE
         self.batch_size = batch_size or settings.AIRLOCK_AUDIT_BATCH_SIZE
@@ -60,9 +71,19 @@ class Recorder:
         self.session_gap = session_gap or timedelta(minutes=settings.AIRLOCK_AUDIT_SESSION_GAP_MINUTES)
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
+        self.sync_interval = (
+            sync_interval if sync_interval is not None else settings.AIRLOCK_AUDIT_JOURNAL_SYNC_SECONDS
+        )
+        self.journal = journal.Journal(
+            journal_dir or settings.AIRLOCK_AUDIT_JOURNAL_DIR,
+            segment_bytes=segment_bytes or settings.AIRLOCK_AUDIT_JOURNAL_SEGMENT_BYTES,
+        )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal")
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self._maintenance: asyncio.Task | None = None
+        self._durable: set = set()  # audit ids whose RequestReceived begin() committed, until they finish
         self._closing = False  # aclose() began: still accepting while the queue drains
         self._closed = False
         self._pending = 0
@@ -73,21 +94,59 @@ class Recorder:
             raise RecorderClosed("the audit recorder is shut down")
         return prepare(event, max_body=self.max_body, max_recording=self.max_recording)
 
-    async def begin(self, event: dict) -> None:
-        """Record a mutating request durably before it is forwarded; raises AuditUnavailable."""
-        prepared = self.prepare(event)
+    async def start(self) -> None:
+        """Open this process's journal and replay dead processes' journals (a failure is logged:
+        their segments stay for the next start, ``manage.py recover_audit`` or the beat task)."""
+        self.journal.open()
         try:
+            result = await self._in_writer(self._recover)
+        except Exception as exc:
+            log.error("audit journals of dead processes not replayed (%s); they are kept", type(exc).__name__)
+            return
+        if result.segments:
+            log.warning("%s", result)
+
+    def received(self, event: dict) -> None:
+        """Journal a request being handled (the raw event; prepared only if it is ever replayed).
+
+        Raises AuditUnavailable when the journal cannot be written, or after shutdown: the request
+        must be refused.
+        """
+        if self._closed:
+            raise AuditUnavailable("the gateway is shutting down; the request was not forwarded")
+        try:
+            self.journal.received(event.get("audit_id"), event)
+        except journal.JournalError as exc:
+            log.error("%s", exc)
+            raise AuditUnavailable("the audit journal is unavailable; the request was not forwarded") from None
+
+    async def begin(self, event: dict) -> None:
+        """Record a mutating request durably before it is forwarded; raises AuditUnavailable.
+
+        An audit id already begun is not recorded twice.
+        """
+        prepared = self.prepare(event)
+        if prepared.audit_id in self._durable:
+            return
+        try:
+            self.journal.received(prepared.audit_id, prepared)
             await self._in_writer(self._write, [prepared])
         except Exception as exc:
             log.error("audit event %s could not be recorded: %s", prepared.audit_id, type(exc).__name__)
             raise AuditUnavailable("the audit trail is unavailable; the request was not forwarded") from None
+        self._durable.add(prepared.audit_id)
 
     async def finish(self, event: dict) -> None:
-        """Queue a completion event; waits while the queue is full.
+        """Journal a completion event and queue it; waits while the queue is full.
 
         The wait is shielded: a request cancelled while waiting still gets its event queued.
         """
         prepared = self.prepare(event)
+        self._durable.discard(prepared.audit_id)
+        try:
+            self.journal.completed(prepared)
+        except journal.JournalError as exc:
+            log.error("%s; event %s is held in memory only", exc, prepared.audit_id)
         self._start()
         self._pending += 1
         try:
@@ -120,12 +179,15 @@ class Recorder:
             raise
         finally:
             self._closed = True
-            if self._task is not None:
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+            tasks = [task for task in (self._task, self._maintenance) if task is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self._in_writer(self._anchor)
             await self._in_writer(connections.close_all)
             self._executor.shutdown(wait=True)
+            self._syncer.shutdown(wait=True)
+            self.journal.close()
 
     async def _drain(self) -> None:
         while self._queue is not None:
@@ -139,8 +201,37 @@ class Recorder:
 
     def _start(self) -> None:
         if self._task is None:
+            loop = asyncio.get_running_loop()
             self._queue = asyncio.Queue(self.queue_size)
-            self._task = asyncio.get_running_loop().create_task(self._writer_loop(), name="audit-writer")
+            self._task = loop.create_task(self._writer_loop(), name="audit-writer")
+            self._maintenance = loop.create_task(self._journal_loop(), name="audit-journal")
+
+    def _recover(self) -> journal.Recovery:
+        close_old_connections()
+        return journal.recover(self.journal.directory, session_gap=self.session_gap, batch_size=self.batch_size,
+                               max_body=self.max_body, max_recording=self.max_recording)
+
+    async def _journal_loop(self) -> None:
+        """fsync the journal every sync_interval (if it changed) and rotate it once it is large.
+
+        Both happen here only, so a rotation never closes the file under an fsync; the old
+        segment goes once the new one is fsynced.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.sync_interval or 1.0)
+            try:
+                if self.sync_interval and self.journal.dirty:
+                    await loop.run_in_executor(self._syncer, self.journal.sync)
+                if self.journal.needs_rotation:
+                    old = self.journal.rotate()
+                    try:
+                        if self.sync_interval:
+                            await loop.run_in_executor(self._syncer, self.journal.sync)
+                    finally:
+                        self.journal.retire(old)
+            except (OSError, journal.JournalError) as exc:
+                log.error("audit journal maintenance failed: %s", exc)
 
     async def _in_writer(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -177,6 +268,7 @@ class Recorder:
                     )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.max_retry_delay)
+            self.journal.committed(batch)
             self._pending -= len(batch)
             for _ in batch:
                 self._queue.task_done()

@@ -54,6 +54,9 @@ class ConnectionForm(forms.ModelForm):
             "client_key",
             "impersonation_mode",
             "impersonation_user_prefix",
+            "connect_timeout",
+            "first_byte_timeout",
+            "idle_timeout",
             "enabled",
         ]
 
@@ -115,6 +118,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         ("API server", {"fields": ["server_url", "verify_tls", "ca_bundle"]}),
         ("Credential", {"fields": ["credential_kind", "bearer_token", "client_certificate", "client_key"]}),
         ("Identity", {"fields": ["impersonation_mode", "impersonation_user_prefix"]}),
+        ("Timeouts", {"fields": ["connect_timeout", "first_byte_timeout", "idle_timeout"]}),
         (None, {"fields": ["created_at", "updated_at"]}),
     ]
 

@@ -1,11 +1,13 @@
 """A Connection is a Kubernetes cluster the gateway can reach at /k8s/<name>/."""
 
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.views.decorators.debug import sensitive_variables
 
 from connections import crypto, validation
 from gateway.policy import check_detectors
+from gateway.upstream import DEFAULT_TIMEOUTS
 
 
 class ImpersonationMode(models.TextChoices):
@@ -83,6 +85,28 @@ class Connection(models.Model):
         help_text='Free-text secret detectors for this cluster\'s responses and streams, e.g. '
         '{"disabled": ["jwt"]} or {"extra": [{"name": "ticket", "pattern": "TCK-[0-9]{8}"}]}; '
         "empty = every built-in detector. A rule can override it.",
+    )
+    connect_timeout = models.FloatField(
+        "connect timeout (s)",
+        default=DEFAULT_TIMEOUTS.connect,
+        validators=[MinValueValidator(0.1), MaxValueValidator(300)],
+        help_text="Seconds to open the TCP and TLS connection to the API server; slower is a 504 for the agent.",
+    )
+    first_byte_timeout = models.FloatField(
+        "first-byte timeout (s)",
+        default=DEFAULT_TIMEOUTS.first_byte,
+        validators=[MinValueValidator(0.1), MaxValueValidator(3600)],
+        help_text="Seconds from sending a request (connecting included) until the API server's answer starts; "
+        "slower is a 504. kube-apiserver's long-running requests (watch, logs, exec, attach, port-forward, proxy) are exempt. "
+        "kube-apiserver ends other requests itself after its --request-timeout (60 s by default).",
+    )
+    idle_timeout = models.FloatField(
+        "idle timeout (s)",
+        default=DEFAULT_TIMEOUTS.idle,
+        validators=[MinValueValidator(0.1), MaxValueValidator(3600)],
+        help_text="Seconds an answer may stall before it is complete; a stall is a 504 (or a cut connection once "
+        "the answer has started). Watches and streams may be silent for longer, but a dead connection to the "
+        "API server is found by TCP keepalive probes within about this time (at least 4 s).",
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

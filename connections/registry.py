@@ -42,6 +42,7 @@ from connections.validation import NAME_RE
 from gateway import db
 from gateway.cache import Flights, refresh, stale_seconds
 from gateway.policy import detectors_key
+from gateway.upstream import DEFAULT_TIMEOUTS
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,9 @@ class Upstream:
     _bearer_token: str = field(default="", repr=False)
     _client_key: str = field(default="", repr=False)
     detectors: str = ""  # free-text detector configuration (gateway.policy.detectors_key); "" = defaults
+    connect_timeout: float = DEFAULT_TIMEOUTS.connect
+    first_byte_timeout: float = DEFAULT_TIMEOUTS.first_byte
+    idle_timeout: float = DEFAULT_TIMEOUTS.idle
 
     @classmethod
     def from_connection(cls, connection: Connection) -> "Upstream":
@@ -94,6 +98,9 @@ class Upstream:
             impersonation_mode=connection.impersonation_mode,
             impersonation_user_prefix=connection.impersonation_user_prefix,
             detectors=detectors_key(connection.masking_detectors),
+            connect_timeout=connection.connect_timeout,
+            first_byte_timeout=connection.first_byte_timeout,
+            idle_timeout=connection.idle_timeout,
             cache_key=f"{connection.pk}:{connection.name}:{connection.updated_at.isoformat()}",
             ca_bundle=connection.ca_bundle,
             client_certificate=connection.client_certificate if key else "",

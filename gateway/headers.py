@@ -5,7 +5,21 @@ credentials, impersonation and front-proxy headers are removed before the
 gateway adds its own.  Accept is narrowed to JSON forms so that every
 response body can be inspected (masking cannot be bypassed with protobuf,
 CBOR, YAML or gzip).
+
+Header values are text from the moment they are parsed: the agent's bytes
+decoded as UTF-8 (:func:`request_headers`), and the same text encoded as
+UTF-8 again for the cluster (:func:`encode`), so every stage, the audit
+trail, the approvals fingerprint and the cluster see the same bytes.
 """
+
+import re
+
+from gateway.status import GatewayError
+
+# RFC 9110 token: what kube-apiserver's Go server accepts as a header name.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Control characters other than HTAB, which Go's server refuses in a value (httpguts.ValidHeaderFieldValue).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 HOP_BY_HOP = frozenset(
     {
@@ -40,6 +54,40 @@ WEBSOCKET_HANDSHAKE = frozenset(
 RESPONSE_DROPPED = HOP_BY_HOP | {"content-length"}
 
 JSON_MEDIA_TYPE = "application/json"
+
+
+def request_headers(raw) -> list[tuple[str, str]]:
+    """The agent's header byte pairs as (lower-case name, value) text; GatewayError 400 for what cannot be.
+
+    kube-apiserver's Go server takes a value's bytes from 0x80 up (RFC 9110
+    obs-text) as they are and refuses control characters and names that are
+    not tokens.  The gateway takes the values that are UTF-8: they are
+    forwarded byte for byte and recorded as the text they spell.  Any other
+    value could be neither recorded as it was sent nor sent on unchanged
+    (the upstream client writes header text as UTF-8), so it is refused
+    rather than altered.
+    """
+    headers = []
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("latin-1").lower()
+        if not _TOKEN.fullmatch(name):
+            shown = name[:64].encode("ascii", "backslashreplace").decode()
+            raise GatewayError(400, f'airlock: the header name "{shown}" is not a token', stage="parse")
+        try:
+            value = raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise GatewayError(400, f'airlock: the value of header "{name[:64]}" is not valid UTF-8',
+                               stage="parse") from None
+        if _CONTROL.search(value):
+            raise GatewayError(400, f'airlock: the value of header "{name[:64]}" contains a control character',
+                               stage="parse")
+        headers.append((name, value))
+    return headers
+
+
+def encode(headers) -> list[tuple[bytes, bytes]]:
+    """(name, value) text pairs as the bytes sent to the cluster: the inverse of :func:`request_headers`."""
+    return [(name.encode("ascii"), value.encode("utf-8")) for name, value in headers]
 
 
 def _connection_tokens(headers) -> set[str]:
@@ -96,14 +144,12 @@ def json_accept(accept: str) -> str:
     return ",".join(kept) if kept else JSON_MEDIA_TYPE
 
 
-def response_headers(headers) -> list[tuple[bytes, bytes]]:
-    """Upstream response headers to pass to the client, as ASGI byte pairs."""
-    named = _connection_tokens(headers)
-    return [
-        (name.encode("latin-1"), value.encode("latin-1"))
-        for name, value in headers
-        if name not in RESPONSE_DROPPED and name not in named
-    ]
+def response_headers(raw) -> list[tuple[bytes, bytes]]:
+    """The cluster's response headers (byte pairs as received) to pass to the client: values unchanged."""
+    pairs = [(name.lower(), value) for name, value in raw]
+    named = _connection_tokens((name.decode("latin-1"), value.decode("latin-1")) for name, value in pairs)
+    return [(name, value) for name, value in pairs
+            if name.decode("latin-1") not in RESPONSE_DROPPED and name.decode("latin-1") not in named]
 
 
 def is_spdy_upgrade(headers) -> bool:

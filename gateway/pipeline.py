@@ -79,7 +79,7 @@ def parse_request(scope: dict, prefix: str) -> GatewayRequest:
         raise GatewayError(400, "query string is not valid ASCII", stage="parse") from None
     if "\x00" in query or "%00" in query:
         raise GatewayError(400, "query string contains NUL", stage="parse")
-    headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+    headers = hdr.request_headers(scope.get("headers", []))
     if scope["type"] == "websocket":
         method, transport = "GET", "websocket"
     else:

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -26,12 +27,13 @@ from gateway import masking
 from gateway.authn import authenticate
 from gateway.authz import authorize
 from gateway.pipeline import GatewayRequest, parse_body, parse_request
+from gateway.requestinfo import is_long_running
 from gateway.secretvalues import ValuesUnavailable
 from gateway.status import GatewayError
 from gateway.streams import ChannelFraming, StreamTap, StreamViolation, masked_target
 from gateway.upgrades import CHANNEL_PROTOCOLS, relayed_protocols
 from gateway.upstream import UpstreamPool, open_websocket
-from gateway.wsclient import UpstreamRejected
+from gateway.wsclient import UpstreamRejected, UpstreamTimeout
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +48,30 @@ SMALL_RESPONSE = 256 * 1024
 
 
 class Cut:
-    """Ends a live stream when the lease it runs under ends (approvals.live calls it)."""
+    """Ends a live stream early: when the lease it runs under ends (approvals.live calls it with the
+    reason) or when the gateway drains (:meth:`end` with the Status to end it with)."""
 
     def __init__(self):
         self.event = asyncio.Event()
         self.reason = ""
+        self._error: GatewayError | None = None
 
     def __call__(self, reason: str):
-        self.reason = reason or "the lease ended"
-        self.event.set()
+        reason = reason or "the lease ended"
+        self.end(GatewayError(403, f"airlock: {reason}; the session was ended", stage="authorize"), reason)
+
+    def end(self, error: GatewayError, reason: str = ""):
+        if not self.event.is_set():
+            self._error, self.reason = error, reason or error.message
+            self.event.set()
 
     def error(self) -> GatewayError:
-        return GatewayError(403, f"airlock: {self.reason}; the session was ended", stage="authorize")
+        return self._error
 
-    def status(self) -> bytes:
-        return self.error().body()
+
+# What ends every open stream when the gateway shuts down (airlock.asgi, on SIGTERM).
+DRAINING_REASON = "the gateway is shutting down"
+DRAINING = GatewayError(503, f"airlock: {DRAINING_REASON}; the stream was ended, start it again", stage="forward")
 
 
 def bind_to_lease(request, cut: Cut):
@@ -159,12 +170,67 @@ class GatewayApp:
         self.holder = holder
         self.max_body = max_body
         self.pool = UpstreamPool(transport)
+        self._streams: set[Cut] = set()  # open watches, streamed bodies and WebSocket relays
+        self._draining = False
+
+    async def start(self):
+        """ASGI lifespan startup: the recorder replays dead processes' audit journals."""
+        await self.recorder.start()
 
     async def aclose(self):
         if self.secret_values is not None:
             await self.secret_values.aclose()
         await self.pool.aclose()
         await self.recorder.aclose()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @contextmanager
+    def open_stream(self, cut: Cut):
+        """Track a long-lived stream so :meth:`drain` can end it; one opened while draining ends at once."""
+        self._streams.add(cut)
+        if self._draining:
+            cut.end(DRAINING, DRAINING_REASON)
+        try:
+            yield
+        finally:
+            self._streams.discard(cut)
+
+    async def drain(self, timeout: float) -> int:
+        """End every open stream cleanly (a watch with an ERROR event and its final chunk, exec and attach
+        with a Status on the error channel), then wait up to ``timeout`` s for them to close.
+
+        Returns how many streams were ended.  Ordinary requests are left to finish: the server
+        waits for those itself once it stops accepting connections.
+        """
+        self._draining = True
+        ended = list(self._streams)
+        for cut in ended:
+            cut.end(DRAINING, DRAINING_REASON)
+        deadline = time.monotonic() + timeout
+        while self._streams and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return len(ended)
+
+    async def unless_drained(self, waiting):
+        """``await waiting``, unless the gateway drains first: then it is cancelled and the drain's
+        Status raised (a long-running request whose answer has not started holds no stream yet)."""
+        cut = Cut()
+        task = asyncio.ensure_future(waiting)
+        with self.open_stream(cut):
+            stop = asyncio.ensure_future(cut.event.wait())
+            try:
+                await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                if not task.done():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise cut.error()
+        return task.result()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
@@ -205,7 +271,7 @@ class GatewayApp:
             request.body = parse_body(request, await self.read_body(exchange.scope, receive))
             exchange.bytes_in = len(request.body)
             exchange.request_body = self.guard_write(request, request.body)
-        await self.authorize(request, on_pending)
+        await self.authorize(request, self.record_hold(exchange, on_pending))
         exchange.uri_detectors = self.uri_detectors(upstream, request.decision)
         await self.learn_values(exchange, upstream)
         return upstream
@@ -270,13 +336,43 @@ class GatewayApp:
         except GatewayError:
             return None
 
+    def record_arrival(self, exchange: Exchange):
+        """Journal the request before anything is sent or forwarded, so that a crash leaves it in the
+        audit trail (closed as "gateway crashed" on recovery), or refuse it (fail closed)."""
+        try:
+            self.recorder.received(exchange.event("RequestReceived"))
+        except AuditUnavailable as exc:
+            raise GatewayError(503, f"airlock: {exc}", stage="record") from None
+
     async def record_before_forwarding(self, exchange: Exchange):
-        """Anything that can change the cluster is durably recorded first, or refused (fail closed)."""
-        if audit_events.needs_durable_record(exchange.request):
+        """Anything that can change the cluster is durably recorded first, anything else journaled, or refused."""
+        if not audit_events.needs_durable_record(exchange.request):
+            self.record_arrival(exchange)
+            return
+        try:
+            await self.recorder.begin(exchange.event("RequestReceived"))
+        except AuditUnavailable as exc:
+            raise GatewayError(503, f"airlock: {exc}", stage="record") from None
+
+    def record_hold(self, exchange: Exchange, on_pending):
+        """``on_pending`` that first commits the held request's RequestReceived (with its review id),
+        so a hold is in the audit trail while it waits.
+
+        Secret values are not known yet (learn_values runs once the hold ends), so this event keeps
+        the path only and no body; the completion records both, masked.
+        """
+
+        async def pending(review):
+            event = exchange.event("RequestReceived")
+            event.update(review_id=str(review.id), request_uri=exchange.request.upstream_path, request_body=b"")
             try:
-                await self.recorder.begin(exchange.event("RequestReceived"))
+                await self.recorder.begin(event)
             except AuditUnavailable as exc:
                 raise GatewayError(503, f"airlock: {exc}", stage="record") from None
+            if on_pending is not None:
+                await on_pending(review)
+
+        return pending
 
     async def record(self, exchange: Exchange):
         try:
@@ -289,6 +385,7 @@ class GatewayApp:
     async def http(self, scope, receive, send):
         exchange = Exchange(scope, body_cap=self.recorder.max_body)
         try:
+            self.record_arrival(exchange)
             upstream = await self.admit(exchange, receive=receive)
             await self.record_before_forwarding(exchange)
             await self.forward(exchange, upstream, exchange.request.body, receive, send)
@@ -300,6 +397,16 @@ class GatewayApp:
             exchange.message = "the client went away before the request body arrived"
         except MaskingAbort as exc:
             log.warning("response to %s aborted mid-stream: %s", exchange.audit_id, exc)
+        except Exception:
+            # A bug, not a refusal: the agent still gets a Status (or, mid-response, a cut
+            # connection), and the completion event records the code the agent saw.
+            log.exception("request %s failed inside the gateway", exchange.audit_id)
+            error = GatewayError(500, "airlock: internal error; the request was not completed", stage="forward")
+            if not exchange.response_started:
+                exchange.refused(error)
+                await send_status(send, error)
+            else:
+                exchange.message = error.message
         finally:
             await self.record(exchange)
 
@@ -339,15 +446,29 @@ class GatewayApp:
                 return b"".join(chunks)
 
     async def forward(self, exchange: Exchange, upstream, body: bytes, receive, send):
+        """Send the request upstream and relay the answer, within the connection's timeouts.
+
+        kube-apiserver's long-running requests (watch, logs, exec, proxy...) may take any time to
+        start and be silent for any time; every other answer must start within the first-byte
+        timeout and never stall longer than the idle timeout (504 while nothing was sent).
+        """
         request = exchange.request
         client = self.pool.client(upstream)
         headers = hdr.upstream_request_headers(request.headers)
         headers.extend(cluster_headers(upstream, request.principal))
+        long_running = is_long_running(request.info)
         try:
             up_request = client.build_request(
-                request.method, upstream.server_url + request.target, headers=headers, content=body
+                request.method, upstream.server_url + request.target, headers=hdr.encode(headers), content=body
             )
-            response = await client.send(up_request, stream=True)
+            if long_running:  # no time limit, but the gateway's shutdown ends the wait
+                response = await self.unless_drained(client.send(up_request, stream=True))
+            else:
+                async with asyncio.timeout(upstream.first_byte_timeout):
+                    response = await client.send(up_request, stream=True)
+        except TimeoutError:
+            raise GatewayError(504, f'connection "{request.connection}": the cluster did not answer within '
+                                    f"{upstream.first_byte_timeout:g} s", stage="forward") from None
         except httpx.ConnectTimeout:
             raise GatewayError(504, f'connection "{request.connection}": timed out connecting to the cluster', stage="forward") from None
         except httpx.PoolTimeout:
@@ -356,6 +477,7 @@ class GatewayApp:
             log.warning("upstream %s unreachable: %s", request.connection, type(exc).__name__)
             raise GatewayError(502, f'connection "{request.connection}": the cluster is unreachable', stage="forward") from None
         exchange.code = response.status_code
+        idle = None if long_running else upstream.idle_timeout
         try:
             encoding = response.headers.get("content-encoding", "identity").lower()
             if encoding not in ("identity", ""):
@@ -372,11 +494,11 @@ class GatewayApp:
             start = {
                 "type": "http.response.start",
                 "status": response.status_code,
-                "headers": hdr.response_headers(response.headers.multi_items()),
+                "headers": hdr.response_headers(response.headers.raw),
             }
             length = response.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) <= SMALL_RESPONSE:
-                content = await response.aread()
+                content = await read_whole(response, idle)
                 if masker is not None:
                     content = masked_whole(masker, content)
                     exchange.masking_counts = masker.report.counts
@@ -385,15 +507,19 @@ class GatewayApp:
                 exchange.capture(content)
                 await send({"type": "http.response.body", "body": content})
             else:
-                stream = ResponseStream(response, masker, start, watch=request.info.verb == "watch")
+                stream = ResponseStream(response, masker, start, watch=request.info.verb == "watch", idle=idle,
+                                        connection=request.connection)
                 handle = bind_to_lease(request, stream.cut)
                 try:
-                    await stream.relay(receive, send, exchange)
+                    with self.open_stream(stream.cut):
+                        await stream.relay(receive, send, exchange)
                 finally:
                     unbind(handle)
                     if masker is not None:
                         exchange.masking_counts = masker.report.counts
-        except httpx.HTTPError:
+        except (httpx.HTTPError, UpstreamStalled) as exc:
+            if not exchange.response_started:
+                raise broken_answer(exc, request.connection) from None
             exchange.message = "the cluster broke the response stream"
             log.warning("upstream %s broke the response stream", request.connection)
         finally:
@@ -443,6 +569,7 @@ class GatewayApp:
         scope = exchange.scope
         accepted = None
         try:
+            self.record_arrival(exchange)
             upstream, accepted = await self.admit_stream(exchange, send)
             request = exchange.request
             detectors = self.detectors_for(upstream, request.decision)
@@ -450,11 +577,15 @@ class GatewayApp:
             headers.extend(cluster_headers(upstream, request.principal))
             await self.record_before_forwarding(exchange)
             try:
-                upstream_ws = await open_websocket(upstream, request.target, headers,
+                upstream_ws = await open_websocket(upstream, request.target, hdr.encode(headers),
                                                    [accepted] if accepted else exchange.offered)
             except UpstreamRejected as exc:
                 raise upstream_refusal(exc, request, detectors) from None
-            except (OSError, asyncio.TimeoutError, ValueError) as exc:
+            except UpstreamTimeout as exc:
+                raise GatewayError(504, f'connection "{request.connection}": ' + (
+                    "timed out connecting to the cluster" if exc.phase == "connect"
+                    else f"the cluster did not answer within {exc.seconds:g} s"), stage="forward") from None
+            except (OSError, ValueError) as exc:
                 log.warning("upstream %s websocket failed: %s", request.connection, type(exc).__name__)
                 raise GatewayError(502, f'connection "{request.connection}": the cluster is unreachable', stage="forward") from None
         except GatewayError as exc:
@@ -474,7 +605,8 @@ class GatewayApp:
         try:
             if not accepted:
                 await send({"type": "websocket.accept", "subprotocol": upstream_ws.subprotocol})
-            ended = await relay(upstream_ws, receive, send, tap, cut)
+            with self.open_stream(cut):
+                ended = await relay(upstream_ws, receive, send, tap, cut)
             if ended is not None:
                 exchange.reason, exchange.message = ended.reason, ended.message
         finally:
@@ -534,14 +666,45 @@ def upstream_refusal(exc: UpstreamRejected, request, detectors) -> GatewayError:
     return GatewayError(code, message if isinstance(message, str) and message else default, stage="forward")
 
 
+class UpstreamBroke(Exception):
+    """The cluster's half of a relay ended without a close frame (reset, dead connection)."""
+
+    error = GatewayError(502, "airlock: the connection to the cluster broke; the session was ended", stage="forward")
+
+
+# How long a port-forward agent gets to read the gateway's last message and close the tunnel itself.
+TUNNEL_LINGER = 1.0
+
+
+async def closed_by_client(receive, timeout: float) -> bool:
+    """Whether the agent closes the WebSocket within ``timeout`` s (what it sends meanwhile is dropped)."""
+    try:
+        async with asyncio.timeout(timeout):
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+    except TimeoutError:
+        return False
+    return True
+
+
+def close_code(error: GatewayError, status_sent: bool) -> int:
+    """The agent's close code when the gateway ends a relay: 1000 once the Status went on the error
+    channel; else what the end means: 1001 going away (drain), 1011 the cluster failed, 1008 policy."""
+    if status_sent:
+        return 1000
+    return {503: 1001, 502: 1011, 504: 1011}.get(error.code, 1008)
+
+
 async def relay(upstream_ws, receive, send, tap, cut) -> GatewayError | None:
     """Pump frames both ways until either side closes; the cluster's close code is passed on.
 
     Every frame passes through ``tap`` (masking of what the cluster sends,
     recording) before it is relayed; output the masker holds back is released
     after an idle pause and before the close.  A frame the agent may not send,
-    or the end of the lease, ends the stream (exec and attach: with the Status
-    on the error channel); that error is returned, None when a side closed.
+    a broken cluster connection, or the stream being cut (its lease ended, the
+    gateway drains) ends the stream with a Status on the error channel (exec,
+    attach, the kubelet's port-forward channels) and a close; that error is
+    returned, None when a side closed.
     """
 
     async def client_to_upstream():
@@ -558,7 +721,7 @@ async def relay(upstream_ws, receive, send, tap, cut) -> GatewayError | None:
         for frame in frames:
             await send(ws_message(frame))
 
-    async def upstream_to_client():
+    async def upstream_to_client() -> bool:
         frames = aiter(upstream_ws)
         while True:
             try:
@@ -571,9 +734,14 @@ async def relay(upstream_ws, receive, send, tap, cut) -> GatewayError | None:
                 continue
             except StopAsyncIteration:
                 break
+            except OSError:
+                raise UpstreamBroke from None
             await to_client(tap.from_cluster(data))
+        if upstream_ws.close_code == 1006:  # no close frame: the connection broke
+            raise UpstreamBroke
         await to_client(tap.flush())
         await send({"type": "websocket.close", "code": upstream_ws.close_code or 1000})
+        return True
 
     tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client()),
              asyncio.create_task(cut.event.wait())]
@@ -586,13 +754,20 @@ async def relay(upstream_ws, receive, send, tap, cut) -> GatewayError | None:
     ended = None
     if isinstance(results[0], StreamViolation):
         ended = results[0].error
+    elif isinstance(results[1], UpstreamBroke):
+        ended = UpstreamBroke.error
     elif tasks[2] in done:
         ended = cut.error()
-    if ended is not None and tasks[1] not in done:
-        await to_client(tap.end(ended))
-        await send({"type": "websocket.close", "code": 1000 if tap.cast is not None else 1008})
+    if ended is not None and results[1] is not True:
+        frames = tap.end(ended)
+        await to_client(frames)
+        # kubectl port-forward prints an error stream's message only if it closes the tunnel itself.
+        if not (frames and tap.tunnel is not None and await closed_by_client(receive, TUNNEL_LINGER)):
+            # Without a Status on an error channel, the close frame carries the message (<= 123 bytes).
+            reason = "" if frames else ended.message.encode()[:120].decode("utf-8", "ignore")
+            await send({"type": "websocket.close", "code": close_code(ended, bool(frames)), "reason": reason})
     for result in results:
-        if isinstance(result, Exception) and not isinstance(result, StreamViolation):
+        if isinstance(result, Exception) and not isinstance(result, (StreamViolation, UpstreamBroke)):
             log.warning("stream relay ended with %s", type(result).__name__)
     return ended
 
@@ -609,22 +784,65 @@ class MaskingAbort(Exception):
     the connection is dropped, never completed."""
 
 
+class UpstreamStalled(Exception):
+    """No byte of the cluster's answer came for the idle timeout."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"no data for {seconds:g} s")
+        self.seconds = seconds
+
+
+def broken_answer(exc: Exception, connection: str) -> GatewayError:
+    """The Status for an answer the cluster stopped sending (stalled) or broke off."""
+    if isinstance(exc, UpstreamStalled):
+        return GatewayError(504, f'connection "{connection}": the cluster stopped answering for {exc.seconds:g} s',
+                            stage="forward")
+    return GatewayError(502, f'connection "{connection}": the connection to the cluster broke', stage="forward")
+
+
+async def within(chunks, idle: float | None):
+    """The items of an async iterator; UpstreamStalled when the next takes longer than ``idle`` s."""
+    if idle is None:
+        async for chunk in chunks:
+            yield chunk
+        return
+    iterator = aiter(chunks)
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UpstreamStalled(idle) from None
+        yield chunk
+
+
+async def read_whole(response, idle: float | None) -> bytes:
+    """The whole body (Content-Encoding is identity by now, so the bytes are the raw bytes)."""
+    return b"".join([chunk async for chunk in within(response.aiter_bytes(), idle)])
+
+
 class ResponseStream:
     """Relays a streamed body (watch, logs -f, large lists) through the masker.
 
-    Watches start at once and end with an ERROR event if masking fails; other
-    bodies start with their first masked bytes, so a failure before that is
-    still a 502 Status and a failure after it aborts the connection.  A text
-    masker's held bytes are released after an idle pause (``logs -f``).
+    Watches start at once and end with an ERROR event (a ``Status``) and a proper end of the
+    body if masking fails, the cluster connection breaks or the stream is cut (lease, drain);
+    other bodies start with their first masked bytes, so a failure before that is still a
+    502/504 Status and a failure after it aborts the connection.  A text masker's held bytes
+    are released after an idle pause (``logs -f``).  ``idle`` bounds the silence between two
+    chunks from the cluster (None: long-running, no bound).
     """
 
     IDLE_FLUSH = 0.25
 
-    def __init__(self, response, masker, start: dict, *, watch: bool):
+    def __init__(self, response, masker, start: dict, *, watch: bool, idle: float | None = None, connection=""):
         self.response = response
         self.masker = masker
         self.start = start
         self.watch = watch
+        self.idle = idle
+        self.connection = connection
         self.cut = Cut()
 
     async def relay(self, receive, send, exchange):
@@ -648,19 +866,25 @@ class ResponseStream:
             await self._end_cut(send, exchange)
 
     async def _end_cut(self, send, exchange):
-        """A watch gets an ERROR event naming the lease; any other stream is aborted, not completed."""
+        """A watch gets an ERROR event with the cut's Status; any other stream is aborted, not completed."""
         exchange.message = self.cut.reason
         if not self.watch:
             raise MaskingAbort(self.cut.reason)
+        await self._end_watch(self.cut.error(), send, exchange)
+
+    async def _end_watch(self, error: GatewayError, send, exchange):
+        """The watch's last event is an ERROR carrying ``error``; then the body ends properly."""
         await self._begin(send, exchange)
-        event = json.dumps({"type": "ERROR", "object": json.loads(self.cut.status())}).encode() + b"\n"
+        event = json.dumps({"type": "ERROR", "object": json.loads(error.body())}).encode() + b"\n"
         await send({"type": "http.response.body", "body": event, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
     async def _read(self, chunks):
-        """Reads ahead at most one chunk (back-pressure); hands a failure to the writer."""
+        """Reads ahead at most one chunk (back-pressure); hands a failure to the writer.
+
+        Only the wait for the cluster counts towards ``idle``, not the wait for a slow agent."""
         try:
-            async for chunk in self.response.aiter_raw():
+            async for chunk in within(self.response.aiter_raw(), self.idle):
                 await chunks.put(chunk)
         except Exception as exc:
             await chunks.put(exc)
@@ -683,7 +907,8 @@ class ResponseStream:
             if chunk is None:
                 break
             if isinstance(chunk, Exception):
-                raise chunk
+                await self._broken(chunk, send, exchange)
+                return
             try:
                 out = self.masker.feed(chunk) if self.masker is not None else chunk
             except masking.MaskingError as exc:
@@ -698,6 +923,16 @@ class ResponseStream:
         await self._emit(rest, send, exchange)
         await self._begin(send, exchange)
         await send({"type": "http.response.body", "body": b""})
+
+    async def _broken(self, exc: Exception, send, exchange):
+        """The cluster broke the answer off, or stalled: a watch ends with an ERROR event; for any
+        other answer the failure goes on to forward() (a Status, or an aborted connection)."""
+        if not self.watch or not isinstance(exc, (httpx.HTTPError, UpstreamStalled)):
+            raise exc
+        log.warning("upstream %s broke a watch: %s", self.connection, type(exc).__name__)
+        error = broken_answer(exc, self.connection)
+        exchange.message = error.message
+        await self._end_watch(error, send, exchange)
 
     async def _begin(self, send, exchange):
         if not exchange.response_started:
@@ -716,9 +951,7 @@ class ResponseStream:
         if not exchange.response_started:
             raise error
         if self.watch:
-            event = json.dumps({"type": "ERROR", "object": json.loads(error.body())}).encode() + b"\n"
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            await self._end_watch(error, send, exchange)
             return
         raise MaskingAbort(exc)
 

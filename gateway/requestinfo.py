@@ -83,6 +83,18 @@ class RequestInfo:
     label_selector: str = ""
 
 
+LONG_RUNNING_VERBS = frozenset({"watch", "proxy"})
+LONG_RUNNING_SUBRESOURCES = frozenset({"attach", "exec", "proxy", "log", "portforward"})
+
+
+def is_long_running(info: RequestInfo) -> bool:
+    """kube-apiserver's LongRunningFunc (``BasicLongRunningRequestCheck`` as the control plane configures it):
+    the requests its own request timeout does not apply to."""
+    if info.verb in LONG_RUNNING_VERBS:
+        return True
+    return info.is_resource_request and info.subresource in LONG_RUNNING_SUBRESOURCES
+
+
 # --- query parsing (Go net/url.ParseQuery) --------------------------------------------------------
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")

@@ -11,6 +11,8 @@ stream state: :class:`FrameDecoder` turns arbitrarily fragmented input into fram
 :class:`FrameEncoder` turns frame objects into bytes.  Each owns the zlib context for
 name/value header blocks of its direction, which SPDY shares across the whole session.
 :class:`FlowWindow` is the plain arithmetic of one flow-control window.
+:class:`ReplyTracker` follows the other direction without decoding it: where its frames
+begin, and which streams it answered and has not finished.
 """
 
 from __future__ import annotations
@@ -437,6 +439,62 @@ class FrameDecoder:
         if len(payload) != size:
             raise SpdyError(f"{kind.name} must be {size} bytes, got {len(payload)}")
         return struct.unpack(fmt, payload)
+
+
+class ReplyTracker:
+    """Frame boundaries and open answered streams of one direction, from the frame headers only.
+
+    The gateway may add a frame of its own to the cluster's half of a tunnel (an error stream's
+    message when it ends the session) only between two of the cluster's frames, and only on a
+    stream the cluster replied to and has not finished.  Header blocks are never decompressed,
+    so payloads cost nothing but a length subtraction.
+    """
+
+    def __init__(self) -> None:
+        self._head = b""  # the start of a frame header not complete yet
+        self._rest = 0  # bytes of the current frame's payload still to come
+        self.open: set[int] = set()  # replied to, not finished (FIN or RST_STREAM)
+
+    @property
+    def at_boundary(self) -> bool:
+        return not self._head and not self._rest
+
+    def feed(self, data: bytes) -> None:
+        position = 0
+        while position < len(data):
+            if self._rest:
+                step = min(self._rest, len(data) - position)
+                self._rest -= step
+                position += step
+                continue
+            needed = self._header_size() - len(self._head)
+            self._head += data[position:position + needed]
+            position += needed
+            if len(self._head) == self._header_size():
+                self._finish_header()
+
+    def _header_size(self) -> int:
+        if len(self._head) < 8:
+            return 8
+        first = _U32.unpack_from(self._head)[0]
+        if first & _CONTROL_BIT and first & 0xFFFF in (FrameType.SYN_REPLY, FrameType.RST_STREAM):
+            return 12  # their payload starts with the stream id
+        return 8
+
+    def _finish_header(self) -> None:
+        first, second = _HEADER.unpack_from(self._head)
+        flags, length = second >> 24, second & 0xFFFFFF
+        if not first & _CONTROL_BIT:
+            if flags & FLAG_FIN:
+                self.open.discard(first)
+        elif first & 0xFFFF == FrameType.SYN_REPLY or first & 0xFFFF == FrameType.RST_STREAM:
+            stream_id = _U32.unpack_from(self._head, 8)[0] & MAX_STREAM_ID
+            if first & 0xFFFF == FrameType.SYN_REPLY and not flags & FLAG_FIN:
+                self.open.add(stream_id)
+            else:
+                self.open.discard(stream_id)
+        self._rest = max(0, length - (len(self._head) - 8))
+        self._head = b""
 
 
 class FlowWindow:

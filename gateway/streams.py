@@ -130,6 +130,10 @@ class StreamTap:
                 # The agent's half of the tunnelled SPDY session names each forwarded port.
                 self.tunnel = spdy.FrameDecoder()
                 self.last_stream = 0
+                # Opened by the agent for each forwarded connection: its data and its error stream.
+                self.data_streams: set[int] = set()
+                self.error_streams: set[int] = set()
+                self.replies = spdy.ReplyTracker()  # the cluster's half: frame boundaries, answered streams
             else:
                 self.data_channels = 2 * len(ports)  # data 2i, error 2i+1 (written by the cluster)
         else:
@@ -210,8 +214,15 @@ class StreamTap:
                                           "the session was ended")
                 self.last_stream = frame.stream_id
                 port = frame.headers.get("port", "")
-                if frame.headers.get("streamtype") == "data" and port.isdigit():
-                    self.tally.add_port(int(port))
+                if frame.headers.get("streamtype") == "data":
+                    self.data_streams.add(frame.stream_id)
+                    if port.isdigit():
+                        self.tally.add_port(int(port))
+                elif frame.headers.get("streamtype") == "error":
+                    self.error_streams.add(frame.stream_id)
+            elif isinstance(frame, spdy.RstStream):
+                self.data_streams.discard(frame.stream_id)
+                self.error_streams.discard(frame.stream_id)
             elif isinstance(frame, spdy.SynReply):
                 raise StreamViolation("airlock: the client sent a SPDY SYN_REPLY; the cluster opens no streams in "
                                       "a port-forward; the session was ended")
@@ -228,6 +239,8 @@ class StreamTap:
         self.bytes_out += size
         if self.cast is None:
             self.tally.from_pod(size)
+            if self.tunnel is not None and isinstance(frame, bytes):
+                self.replies.feed(frame)
             return [frame]
         parts = self.framing.split(frame)
         if parts is None:
@@ -270,12 +283,25 @@ class StreamTap:
         return out
 
     def end(self, error: GatewayError) -> list:
-        """The gateway ends the stream: held output, then (exec/attach) ``error`` on the status channel.
+        """The gateway ends the stream: held output, then ``error`` on the error channel.
 
-        The recording ends with the gateway's message, never with an exit status.
+        Exec and attach get the Status on channel 3 (the recording ends with the gateway's
+        message, never with an exit status); the kubelet's port-forward channels get the
+        message on every port's error channel, as the kubelet writes its errors; in a tunnelled
+        port-forward every forwarded connection still open gets it on its error stream and the
+        end of its data stream (then kubectl prints it and closes the tunnel itself), when the
+        cluster's last frame is complete.
         """
         if self.cast is None:
-            return []
+            if self.tunnel is not None:
+                if not self.replies.at_boundary:
+                    return []
+                encoder = spdy.FrameEncoder()  # DATA frames use no header compression state
+                errors = [spdy.Data(stream, error.message.encode(), fin=True)
+                          for stream in sorted(self.error_streams & self.replies.open)]
+                ends = [spdy.Data(stream, b"", fin=True) for stream in sorted(self.data_streams & self.replies.open)]
+                return [encoder.encode(frame) for frame in errors + ends]
+            return [self.framing.join(channel, error.message.encode()) for channel in range(1, self.data_channels, 2)]
         out = self.flush()
         self.cast.exit(self._now(), None, error.message)
         out.append(self.framing.join(ERROR, error.body()))

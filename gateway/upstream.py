@@ -11,6 +11,8 @@ bench/RESULTS.md has the measurements behind the default.  Tests inject an
 import asyncio
 import http.cookiejar
 import logging
+import socket
+from dataclasses import dataclass
 
 import aiohttp
 import httpx
@@ -20,8 +22,45 @@ from gateway import wsclient
 
 log = logging.getLogger(__name__)
 
-# Watches and `logs -f` stay open for as long as the client wants: no read timeout.
-TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=30.0, pool=10.0)
+
+@dataclass(frozen=True)
+class Timeouts:
+    """A Connection's upstream timeouts in seconds (the model's fields; the proxy applies them).
+
+    ``connect``: TCP and TLS; ``first_byte``: until the answer starts (connecting included), except
+    for kube-apiserver's long-running requests; ``idle``: a stall inside an answer, except in long-running ones, and
+    the bound on noticing a dead connection (TCP keepalive, :func:`keepalive_options`) for all.
+    """
+
+    connect: float = 10.0
+    first_byte: float = 65.0
+    idle: float = 30.0
+
+
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+def keepalive_options(idle: float) -> list[tuple[int, int, int]]:
+    """Socket options that end a cluster connection found dead (a partition, a vanished host) within
+    about ``idle`` seconds, even while no byte is due (a quiet watch, an idle shell): keepalive probes
+    after idle/2 s of silence, three more idle/6 s apart; unacknowledged writes give up as late."""
+    probe_after, interval = max(1, round(idle / 2)), max(1, round(idle / 6))
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (("TCP_KEEPIDLE", probe_after), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", 3),
+                        ("TCP_USER_TIMEOUT", 1000 * (probe_after + 3 * interval))):
+        if hasattr(socket, name):  # Linux; elsewhere the system's keepalive timing applies
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
+
+
+def set_keepalive(sock, idle: float) -> None:
+    for level, option, value in keepalive_options(idle):
+        sock.setsockopt(level, option, value)
+
+
+# Watches and `logs -f` stay open for as long as the client wants: no read timeout here (the proxy
+# applies the connection's first-byte and idle timeouts to the requests they are for).
+TIMEOUT = httpx.Timeout(connect=DEFAULT_TIMEOUTS.connect, read=None, write=30.0, pool=10.0)
 LIMITS = httpx.Limits(max_connections=4096, max_keepalive_connections=256, keepalive_expiry=60.0)
 # Headers aiohttp would add on its own; the request httpx built is sent as it is.
 _AIOHTTP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
@@ -46,8 +85,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, ssl_context, *, max_connections: int = LIMITS.max_connections, timeout: httpx.Timeout = TIMEOUT,
-                 keepalive_expiry: float = LIMITS.keepalive_expiry):
+                 keepalive_expiry: float = LIMITS.keepalive_expiry, dead_after: float = DEFAULT_TIMEOUTS.idle):
         self._ssl = ssl_context if ssl_context is not None else True
+        self._dead_after = dead_after
         self._slots = asyncio.Semaphore(max_connections)
         self._pool_timeout = timeout.pool
         self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeout.connect,
@@ -57,13 +97,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl, keepalive_timeout=self._keepalive_expiry)
+            connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl, keepalive_timeout=self._keepalive_expiry,
+                                             socket_factory=self._socket)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, auto_decompress=False, trust_env=False,
                 cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=_AIOHTTP_AUTO_HEADERS,
                 requote_redirect_url=False, raise_for_status=False,
             )
         return self._session
+
+    def _socket(self, addr_info) -> socket.socket:
+        family, kind, proto, _, _ = addr_info
+        sock = socket.socket(family, kind, proto)
+        set_keepalive(sock, self._dead_after)
+        return sock
 
     async def _acquire(self, request: httpx.Request) -> None:
         if not self._slots.locked():
@@ -79,7 +126,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             body = await request.aread()
             response = await self._get_session().request(
-                request.method, URL(str(request.url), encoded=True), headers=request.headers.multi_items(),
+                request.method, URL(str(request.url), encoded=True), headers=_header_text(request.headers.raw),
                 data=body or None, allow_redirects=False,
             )
         except BaseException as exc:
@@ -127,6 +174,11 @@ class _AiohttpStream(httpx.AsyncByteStream):
         release()
 
 
+def _header_text(raw) -> list[tuple[str, str]]:
+    """aiohttp writes header text as UTF-8: given the request's bytes decoded as UTF-8, it sends them unchanged."""
+    return [(name.decode("ascii"), value.decode("utf-8")) for name, value in raw]
+
+
 def _as_httpx_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:
     """aiohttp's exception as httpx's; the message names the type only (never headers or credentials)."""
     message = type(exc).__name__
@@ -141,13 +193,17 @@ def _as_httpx_error(exc: BaseException, request: httpx.Request | None) -> httpx.
     return httpx.NetworkError(message, request=request)
 
 
+def client_timeout(upstream) -> httpx.Timeout:
+    return httpx.Timeout(connect=upstream.connect_timeout, read=None, write=TIMEOUT.write, pool=TIMEOUT.pool)
+
+
 def aiohttp_transport(upstream) -> httpx.AsyncBaseTransport:
-    return AiohttpTransport(upstream.ssl_context())
+    return AiohttpTransport(upstream.ssl_context(), timeout=client_timeout(upstream), dead_after=upstream.idle_timeout)
 
 
 def httpcore_transport(upstream) -> httpx.AsyncBaseTransport:
     return httpx.AsyncHTTPTransport(verify=upstream.ssl_context(), limits=LIMITS, http1=True, http2=False,
-                                    trust_env=False)
+                                    trust_env=False, socket_options=keepalive_options(upstream.idle_timeout))
 
 
 TRANSPORTS = {"aiohttp": aiohttp_transport, "httpcore": httpcore_transport}
@@ -177,7 +233,7 @@ class UpstreamPool:
         if client is None:
             client = httpx.AsyncClient(
                 cookies=_NoCookies(),
-                timeout=TIMEOUT,
+                timeout=client_timeout(upstream),
                 follow_redirects=False,
                 trust_env=False,
                 transport=self._transport or self._new_transport(upstream),
@@ -201,11 +257,18 @@ def websocket_url(upstream, target: str) -> str:
 
 
 async def open_websocket(upstream, target: str, headers, subprotocols):
-    """Open the upstream half of an exec/attach/port-forward relay."""
+    """Open the upstream half of an exec/attach/port-forward relay (``headers``: byte pairs).
+
+    Connecting is bounded by the connect timeout and the handshake's answer by the first-byte
+    timeout (wsclient.UpstreamTimeout); the open stream has keepalive probes, no read timeout.
+    """
     url = websocket_url(upstream, target)
     return await wsclient.connect(
         url,
         ssl=upstream.ssl_context() if url.startswith("wss://") else None,
         headers=headers,
         subprotocols=subprotocols,
+        connect_timeout=upstream.connect_timeout,
+        answer_timeout=upstream.first_byte_timeout,
+        on_socket=lambda sock: set_keepalive(sock, upstream.idle_timeout),
     )

@@ -45,6 +45,15 @@ class UpstreamClosed(Exception):
     pass
 
 
+class UpstreamTimeout(Exception):
+    """Connecting (``phase`` "connect") or the handshake's answer ("answer") took longer than ``seconds``."""
+
+    def __init__(self, phase: str, seconds: float):
+        super().__init__(f"{phase} timed out after {seconds:g} s")
+        self.phase = phase
+        self.seconds = seconds
+
+
 class UpstreamWebSocket:
     """An open client WebSocket: ``send``, ``async for message in ws``, ``close``."""
 
@@ -110,20 +119,32 @@ class UpstreamWebSocket:
         self._writer.close()
 
 
-async def connect(url: str, *, ssl, headers, subprotocols, open_timeout: float = 10.0) -> UpstreamWebSocket:
+async def connect(url: str, *, ssl, headers, subprotocols, connect_timeout: float = 10.0,
+                  answer_timeout: float = 10.0, on_socket=None) -> UpstreamWebSocket:
+    """Open a client WebSocket; ``headers`` are (name, value) byte pairs sent as they are.
+
+    Raises UpstreamTimeout when the TCP and TLS connection takes longer than ``connect_timeout``
+    or the handshake's answer longer than ``answer_timeout``; ``on_socket`` gets the connected
+    socket (for keepalive options).
+    """
     parts = urlsplit(url)
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
     target = parts.path + ("?" + parts.query if parts.query else "")
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            parts.hostname, port, ssl=ssl if secure else None, server_hostname=parts.hostname if secure else None
+        ), connect_timeout)
+    except TimeoutError:
+        raise UpstreamTimeout("connect", connect_timeout) from None
+    if on_socket is not None:
+        on_socket(writer.get_extra_info("socket"))
 
     async def handshake():
-        reader, writer = await asyncio.open_connection(
-            parts.hostname, port, ssl=ssl if secure else None, server_hostname=parts.hostname if secure else None
-        )
         protocol = WSConnection(ConnectionType.CLIENT)
         host = parts.netloc.rpartition("@")[2]
-        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        writer.write(protocol.send(Request(host=host, target=target, subprotocols=list(subprotocols), extra_headers=extra)))
+        writer.write(protocol.send(Request(host=host, target=target, subprotocols=list(subprotocols),
+                                           extra_headers=list(headers))))
         await writer.drain()
         status, body, content_type = None, b"", None
         try:
@@ -155,4 +176,8 @@ async def connect(url: str, *, ssl, headers, subprotocols, open_timeout: float =
             writer.close()
             raise ConnectionError("upstream broke the WebSocket handshake") from None
 
-    return await asyncio.wait_for(handshake(), open_timeout)
+    try:
+        return await asyncio.wait_for(handshake(), answer_timeout)
+    except TimeoutError:
+        writer.close()
+        raise UpstreamTimeout("answer", answer_timeout) from None

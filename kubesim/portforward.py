@@ -24,20 +24,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import time
 from collections import deque
 
 from aiohttp import WSMsgType, web
 from multidict import MultiMapping
 
 from gateway import spdy
-from kubesim import errors
+from kubesim import errors, sandbox
 from kubesim.channels import V4, V4_BASE64, ChannelError, ChannelProtocol, ChannelWriter, accept, negotiate
+from kubesim.process import SpawnError
+from kubesim.store import encode_body
 
 TUNNEL_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
 LEGACY_PROTOCOLS = {p.name: p for p in (V4, V4_BASE64)}
 READ_CHUNK = 32 * 1024
 INBOX_LIMIT = 1024 * 1024  # bytes buffered per stream before the session reader waits
 STREAM_CREATION_TIMEOUT = 30.0  # the kubelet's default for the second stream of a pair
+STARTUP_GRACE = 10.0  # how long after a pod's processes start a refused connection is retried
+STARTUP_POLL = 0.1
 
 
 def parse_ports(query: MultiMapping[str]) -> list[int]:
@@ -51,28 +56,36 @@ def parse_ports(query: MultiMapping[str]) -> list[int]:
     return ports
 
 
-async def handle(request: web.Request, cluster, pod: dict) -> web.StreamResponse:
+async def handle(request: web.Request, cluster, pod: dict, start) -> web.StreamResponse:
+    """``start()`` starts the pod (kubesim.streams.start_pod) for connections into its network."""
     try:
         ports = parse_ports(request.query)
         protocol = negotiate(request, [TUNNEL_PROTOCOL, *LEGACY_PROTOCOLS])
         if protocol != TUNNEL_PROTOCOL and not ports:
             raise errors.bad_request('query parameter "ports" is required')
     except errors.ApiError as exc:
-        return web.json_response(exc.status(), status=exc.code)
+        return web.Response(body=encode_body(exc.status()), status=exc.code, content_type="application/json")
     ws = await accept(request, protocol)
     if protocol == TUNNEL_PROTOCOL:
-        await SpdyTunnel(ws, Target(cluster, pod)).run()
+        await SpdyTunnel(ws, Target(cluster, pod, start)).run()
     else:
-        await serve_legacy(ws, LEGACY_PROTOCOLS[protocol], Target(cluster, pod), ports)
+        await serve_legacy(ws, LEGACY_PROTOCOLS[protocol], Target(cluster, pod, start), ports)
     return ws
 
 
 class Target:
-    """Where a pod port leads, and the kubelet's wording when it leads nowhere."""
+    """Where a pod port leads, and the kubelet's wording when it leads nowhere.
 
-    def __init__(self, cluster, pod: dict) -> None:
+    A port mapped by the ``kubesim.airlock.dev/ports`` annotation leads to that host address;
+    any other port is the pod's own: ``localhost:port`` in the pod's network namespace, where the
+    containers' processes listen.  Connections refused while the pod's processes are starting are
+    retried for up to STARTUP_GRACE seconds after the newest one started.
+    """
+
+    def __init__(self, cluster, pod: dict, start) -> None:
         self.cluster = cluster
         self.pod = pod
+        self.start = start
         meta = pod.get("metadata") or {}
         self.name, self.namespace, self.uid = meta.get("name", ""), meta.get("namespace", ""), meta.get("uid", "")
 
@@ -80,15 +93,26 @@ class Target:
         """Open a TCP connection to the pod port; OSError with the client-facing message."""
         address = self.cluster.port_target(self.pod, port)
         try:
-            if address is None:
-                raise ConnectionRefusedError("connection refused")
-            return await asyncio.open_connection(*address)
-        except OSError as exc:
-            reason = (exc.strerror or str(exc)).lower()
+            if address is not None:
+                return await asyncio.open_connection(*address)
+            return await asyncio.open_connection(sock=await self._inside(port))
+        except (OSError, sandbox.ConfinementError, SpawnError) as exc:
+            reason = (getattr(exc, "strerror", None) or str(exc)).lower()
             raise OSError(
                 f"error forwarding port {port} to pod {self.name}, uid {self.uid}: failed to connect to "
                 f'localhost:{port} inside namespace "{self.namespace}": connect: {reason}'
             ) from None
+
+    async def _inside(self, port: int):
+        _, started = await self.start()
+        network = await sandbox.PodNetwork.get(self.cluster, self.pod)
+        while True:
+            try:
+                return await network.connect(port)
+            except ConnectionRefusedError:
+                if time.monotonic() > started + STARTUP_GRACE:
+                    raise
+            await asyncio.sleep(STARTUP_POLL)
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:

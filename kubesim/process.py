@@ -1,9 +1,9 @@
-"""Real processes for kubesim's exec and attach: spawn in a pod sandbox, async fd I/O, ptys.
+"""Real processes for kubesim's exec and attach: spawned confined in the pod (kubesim.sandbox), async fd
+I/O, ptys.
 
-A kubesim "container" is the pod's sandbox directory, so a command runs as a plain child
-process of the server with that directory as cwd and HOME.  Its environment is built from
-scratch (never inherited): the server's own environment may hold credentials.  Every child
-leads its own session, so the whole process group can be killed when the client goes away.
+The environment of a command is built from scratch (never inherited): the server's own environment may
+hold credentials.  Every child leads its own session, so the whole process group can be killed when the
+client goes away.
 """
 
 from __future__ import annotations
@@ -12,25 +12,21 @@ import asyncio
 import errno
 import fcntl
 import os
-import shutil
 import signal
 import struct
 import termios
 from dataclasses import dataclass, field
-from pathlib import Path
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+from kubesim.sandbox import CHAIN_ENV, DEFAULT_PATH, ConfinementError, Jail
+
 READ_CHUNK = 64 * 1024
-# util-linux setsid(1) with --ctty makes the pty our child's controlling terminal (so ^C
-# and SIGWINCH reach it) without a preexec_fn, which is unsafe in a threaded server.
-SETSID = shutil.which("setsid", path=DEFAULT_PATH)
 
 
 class SpawnError(Exception):
     """The command could not be started; the message is safe to show to the client."""
 
 
-def container_env(pod: dict, container: dict, sandbox: Path, *, tty: bool) -> dict[str, str]:
+def container_env(pod: dict, container: dict, *, tty: bool) -> dict[str, str]:
     """Environment of a process in ``container``: literal ``env`` values plus kubesim's own."""
     meta = pod.get("metadata") or {}
     env: dict[str, str] = {}
@@ -42,7 +38,7 @@ def container_env(pod: dict, container: dict, sandbox: Path, *, tty: bool) -> di
             env[name] = value
     env.update(
         PATH=env.get("PATH", DEFAULT_PATH),
-        HOME=str(sandbox),
+        HOME=env.get("HOME", "/"),
         HOSTNAME=str(meta.get("name", "")),
         KUBESIM_POD=str(meta.get("name", "")),
         KUBESIM_NAMESPACE=str(meta.get("namespace", "")),
@@ -56,14 +52,10 @@ def _env_safe(name: str, value: str) -> bool:
     return bool(name) and "=" not in name and "\0" not in name + value
 
 
-def resolve(argv0: str, env: dict[str, str], cwd: Path) -> str | None:
-    """Where ``argv0`` would be executed from, like execvp with the child's PATH and cwd."""
-    if "\0" in argv0:
-        return None
-    if "/" in argv0:
-        path = cwd / argv0
-        return str(path) if path.is_file() and os.access(path, os.X_OK) else None
-    return shutil.which(argv0, path=env.get("PATH", DEFAULT_PATH))
+def workdir(container: dict) -> str:
+    """The container's ``workingDir`` when it is an absolute path, else the root."""
+    wanted = container.get("workingDir")
+    return wanted if isinstance(wanted, str) and wanted.startswith("/") and "\0" not in wanted else "/"
 
 
 @dataclass
@@ -123,58 +115,62 @@ class Child:
 
 
 async def spawn(
-    argv: list[str], *, cwd: Path, env: dict[str, str], tty: bool, stdin: bool, stdout: bool, stderr: bool
+    argv: list[str], *, jail: Jail, env: dict[str, str], cwd: str, tty: bool, stdin: bool, stdout: bool,
+    stderr: bool,
 ) -> Child:
-    """Start ``argv``; with ``tty`` all stdio is one pty (stderr merged), else separate pipes."""
+    """Start ``argv`` confined by ``jail``; with ``tty`` all stdio is one pty (stderr merged), else pipes."""
     if not argv or not argv[0]:
         raise SpawnError("no command given")
     if any("\0" in arg for arg in argv):
         raise SpawnError("command contains a NUL character")
-    if not cwd.is_dir():
-        raise SpawnError("container is not running: its sandbox does not exist")
-    if resolve(argv[0], env, cwd) is None:
+    try:
+        jail.prepare()
+    except ConfinementError as exc:
+        raise SpawnError(str(exc)) from None
+    except OSError as exc:
+        raise SpawnError(f"the pod's filesystem cannot be prepared: {exc.strerror or exc}") from None
+    if not jail.executable(argv[0], env, cwd):
         raise SpawnError(f'exec: "{argv[0]}": executable file not found in $PATH')
     if tty:
-        return await _spawn_pty(argv, cwd, env)
-    return await _spawn_pipes(argv, cwd, env, stdin, stdout, stderr)
+        return await _spawn_pty(jail, argv, env, cwd)
+    return await _spawn_pipes(jail.command(argv, env, workdir=cwd), argv[0], stdin, stdout, stderr)
 
 
-async def _spawn_pipes(argv, cwd, env, stdin, stdout, stderr) -> Child:
+async def _spawn_pipes(chain, name, stdin, stdout, stderr) -> Child:
     ours: dict[str, int | None] = {}
     theirs: list[int] = []
     fds: dict[str, int] = {}
     try:
-        for name, wanted, child_reads in (("stdin", stdin, True), ("stdout", stdout, False), ("stderr", stderr, False)):
+        for stream, wanted, child_reads in (("stdin", stdin, True), ("stdout", stdout, False), ("stderr", stderr, False)):
             if not wanted:
-                ours[name] = None
-                fds[name] = asyncio.subprocess.DEVNULL
+                ours[stream] = None
+                fds[stream] = asyncio.subprocess.DEVNULL
                 continue
             r, w = os.pipe()
             mine, child = (w, r) if child_reads else (r, w)
             os.set_blocking(mine, False)
-            ours[name], fds[name] = mine, child
+            ours[stream], fds[stream] = mine, child
             theirs.append(child)
         proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=cwd, env=env, stdin=fds["stdin"], stdout=fds["stdout"], stderr=fds["stderr"],
+            *chain, cwd="/", env=CHAIN_ENV, stdin=fds["stdin"], stdout=fds["stdout"], stderr=fds["stderr"],
             start_new_session=True,
         )
     except OSError as exc:
         for fd in [*theirs, *(v for v in ours.values() if v is not None)]:
             os.close(fd)
-        raise SpawnError(f'exec: "{argv[0]}": {exc.strerror or exc}') from None
+        raise SpawnError(f'exec: "{name}": {exc.strerror or exc}') from None
     for fd in theirs:
         os.close(fd)
     return Child(proc, ours["stdin"], ours["stdout"], ours["stderr"], tty=False)
 
 
-async def _spawn_pty(argv, cwd, env) -> Child:
-    if SETSID is None:
-        raise SpawnError("tty sessions need setsid(1) from util-linux on the kubesim host")
+async def _spawn_pty(jail: Jail, argv, env, cwd) -> Child:
     master, slave = os.openpty()
     fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    chain = jail.command(argv, env, workdir=cwd, tty=os.ttyname(slave))
     try:
         proc = await asyncio.create_subprocess_exec(
-            SETSID, "--ctty", *argv, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave
+            *chain, cwd="/", env=CHAIN_ENV, stdin=slave, stdout=slave, stderr=slave, start_new_session=True
         )
     except OSError as exc:
         os.close(master)

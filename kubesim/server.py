@@ -27,7 +27,7 @@ from .certs import peer_identity
 from .channels import is_websocket_upgrade, offered_protocols
 from .discovery import AGGREGATED_MEDIA_TYPE, Discovery, Resource
 from .errors import ApiError
-from .openapi import OpenAPI
+from .openapi import V2_PROTOBUF, V2_PROTOBUF_ACCEPTED, OpenAPI
 from .requestlog import RequestLog
 from .selectors import exact_name, parse_field_selector, parse_label_selector
 from .store import Cluster, WatchSpec, encode_json
@@ -173,8 +173,13 @@ def negotiate(accept: str | None, *, allow_transform: bool) -> str:
     raise errors.not_acceptable(["application/json"])
 
 
-def json_response(body: dict | bytes, status: int = 200, headers: CIMultiDict | None = None) -> web.Response:
+def json_response(body: dict | bytes, status: int = 200, headers: CIMultiDict | None = None, *,
+                  serialized: bool = True) -> web.Response:
+    """JSON response; ``serialized`` bodies (objects, lists, Status, discovery) end with the newline that
+    kube-apiserver's serializer writes, the OpenAPI documents and /version (written raw there) do not."""
     data = body if isinstance(body, bytes) else encode_json(body)
+    if serialized and not data.endswith(b"\n"):
+        data += b"\n"
     resp = web.Response(body=data, status=status, headers=headers)
     resp.content_type = "application/json"
     return resp
@@ -382,13 +387,13 @@ class KubeSim:
         if path in ("/healthz", "/livez", "/readyz", "/healthz/ping", "/livez/ping", "/readyz/ping"):
             return web.Response(text="ok", content_type="text/plain")
         if path in ("/version", "/version/"):
-            return json_response(self._version)
+            return json_response(self._version, serialized=False)
         accept = ctx.header("Accept")
         if path in ("/api", "/apis"):
             for mime, params in _media_ranges(accept):
                 if mime == "application/json" and params.get("as") == "APIGroupDiscoveryList" \
                         and params.get("g") == "apidiscovery.k8s.io" and params.get("v") == "v2":
-                    resp = web.Response(body=self.discovery.aggregated[path])
+                    resp = web.Response(body=self.discovery.aggregated[path].rstrip(b"\n") + b"\n")
                     resp.headers["Content-Type"] = AGGREGATED_MEDIA_TYPE
                     resp.headers["Vary"] = "Accept"
                     return resp
@@ -401,18 +406,20 @@ class KubeSim:
             negotiate(accept, allow_transform=False)
             return json_response(doc)
         if path in ("/openapi/v3", "/openapi/v3/"):
-            return json_response(self.openapi.v3_root())
+            return json_response(self.openapi.v3_root(), serialized=False)
         if path.startswith("/openapi/v3/"):
             doc = self.openapi.v3_document(path[len("/openapi/v3/"):])
             if doc is None:
                 raise errors.path_not_found()
-            resp = json_response(doc)
+            resp = json_response(doc, serialized=False)
             if ctx.query.get("hash"):
                 resp.headers["Cache-Control"] = "public, immutable"
             return resp
         if path == "/openapi/v2":
+            if any(mime in V2_PROTOBUF_ACCEPTED for mime, _ in _media_ranges(accept)):
+                return web.Response(body=self.openapi.v2_protobuf(), content_type=V2_PROTOBUF)
             negotiate(accept, allow_transform=False)
-            return json_response(self.openapi.v2())
+            return json_response(self.openapi.v2(), serialized=False)
         raise errors.path_not_found()
 
     # -- request bodies --------------------------------------------------------------------
@@ -623,8 +630,8 @@ class KubeSim:
         opts = self._delete_options(ctx)
         propagation = opts.get("propagationPolicy")
         grace = opts.get("gracePeriodSeconds") if isinstance(opts.get("gracePeriodSeconds"), int) else None
-        if opts.get("orphanDependents") is True:
-            propagation = "Orphan"
+        if isinstance(opts.get("orphanDependents"), bool):  # the deprecated switch wins, as in kube-apiserver
+            propagation = "Orphan" if opts["orphanDependents"] else "Background"
         out = self.cluster.delete(res, info.namespace if res.namespaced else "", info.name,
                                   dry_run=_dry_run(None, opts.get("dryRun")), propagation=propagation,
                                   preconditions=opts.get("preconditions"), grace_seconds=grace)
@@ -634,7 +641,8 @@ class KubeSim:
         labels, fields = self._selectors(ctx)
         opts = self._delete_options(ctx)
         deleted = self.cluster.delete_collection(res, ctx.info.namespace or None, labels=labels, fields=fields,
-                                                 dry_run=_dry_run(None, opts.get("dryRun")))
+                                                 dry_run=_dry_run(None, opts.get("dryRun")),
+                                                 propagation=opts.get("propagationPolicy"))
         return json_response({"kind": f"{res.kind}List", "apiVersion": res.api_version,
                               "metadata": {"resourceVersion": str(self.cluster.rv)}, "items": deleted})
 
@@ -887,9 +895,12 @@ class KubeSim:
         rv = (scale.get("metadata") or {}).get("resourceVersion")
         if rv and rv != parent["metadata"]["resourceVersion"]:
             raise errors.conflict(res.group, res.name, info.name, errors.MODIFIED_CONFLICT)
+        dry_run = _dry_run(ctx.query)
         updated = self.cluster.update(res, info.namespace, info.name,
                                       {**parent, "spec": {**(parent.get("spec") or {}), "replicas": replicas}},
-                                      dry_run=_dry_run(ctx.query), check_rv=False)
+                                      dry_run=dry_run, check_rv=False)
+        if dry_run:  # the object as it would be; the store (and so find()) still holds the old one
+            return json_response(as_scale(updated))
         return json_response(as_scale(self.cluster.find(res.group, res.name, info.namespace, info.name) or updated))
 
     # -- review APIs -----------------------------------------------------------------------------

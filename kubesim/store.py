@@ -41,6 +41,12 @@ RETURN_DELETED_OBJECT = {
     ("", "namespaces"),
     ("storage.k8s.io", "storageclasses"),
 }
+# Garbage-collection finalizers (metav1.FinalizerOrphanDependents / FinalizerDeleteDependents).
+ORPHAN_FINALIZER = "orphan"
+FOREGROUND_FINALIZER = "foregroundDeletion"
+# Resources whose registry strategy orphans dependents by default (DefaultGarbageCollectionPolicy for the
+# versions kubesim serves: batch/v1 Jobs and v1 ReplicationControllers, "for back compatibility").
+ORPHAN_BY_DEFAULT = {("batch", "jobs"), ("", "replicationcontrollers")}
 DEFAULT_HISTORY = 10_000
 WATCH_QUEUE_LIMIT = 10_000
 NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -56,6 +62,11 @@ def now_rfc3339() -> str:
 
 def encode_json(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_body(obj: object) -> bytes:
+    """A response body as kube-apiserver's JSON serializer writes it (Go's json.Encoder: a final newline)."""
+    return encode_json(obj) + b"\n"
 
 
 @dataclass
@@ -593,6 +604,14 @@ class Cluster:
         self._prepare(res, new, old)
         if new == old:
             return self._as_version(res, old)
+        if "deletionTimestamp" in old["metadata"] and not new["metadata"].get("finalizers"):
+            # The last finalizer of an object being deleted is gone: the store deletes it.
+            if dry_run:
+                return self._as_version(res, new)
+            final = self._remove(self.key_of(res), Entry(new), dry_run=False)
+            self._deleted(res, final)
+            self._collect_dependents(old["metadata"].get("uid", ""))
+            return self._as_version(res, final)
         return self._as_version(res, self._store(self.key_of(res), new, old, dry_run=dry_run))
 
     def delete(
@@ -618,6 +637,10 @@ class Cluster:
                                   f"Precondition failed: ResourceVersion in precondition: "
                                   f"{pre['resourceVersion']}, ResourceVersion in object meta: "
                                   f"{meta.get('resourceVersion')}")
+        if res.name != "namespaces" or res.group:
+            finalizers = deletion_finalizers(self.key_of(res), meta.get("finalizers") or [], propagation)
+            if finalizers:
+                return self._delete_later(res, entry, finalizers, dry_run=dry_run)
         if self.key_of(res) == ("", "pods") and not dry_run:
             # Graceful deletion as a kubelet acknowledges it at once: watchers see the pod
             # Terminating (MODIFIED with deletionTimestamp) and then DELETED.
@@ -648,6 +671,53 @@ class Cluster:
                         "uid": meta.get("uid", "")},
         }
 
+    def _delete_later(self, res: Resource, entry: Entry, finalizers: list[str], *, dry_run: bool) -> dict:
+        """Graceful deletion through finalizers, as kube-apiserver's store does it: the object gets a
+        ``deletionTimestamp`` and its finalizers and stays until they are removed.  The answer is the
+        object as marked (not a Status: it is not deleted yet).  The garbage collector's share of the work
+        (``orphan``, ``foregroundDeletion``) is done at once, so the cluster has converged on return."""
+        marked = copy.deepcopy(entry.obj)
+        meta = marked["metadata"]
+        meta.setdefault("deletionTimestamp", now_rfc3339())
+        meta.setdefault("deletionGracePeriodSeconds", 0)
+        meta["finalizers"] = finalizers
+        if marked == entry.obj:
+            return self._as_version(res, copy.deepcopy(entry.obj))
+        answer = copy.deepcopy(self._store(self.key_of(res), marked, entry.obj, dry_run=dry_run))
+        if not dry_run:
+            self._collect_garbage(res, marked)
+        return self._as_version(res, answer)
+
+    def _collect_garbage(self, res: Resource, owner: dict) -> None:
+        """The garbage collector on an object being deleted: orphan or delete its dependents, then drop
+        the finalizer that asked for it (which deletes the object once no finalizer is left)."""
+        meta = owner["metadata"]
+        uid = meta.get("uid", "")
+        finalizers = list(meta.get("finalizers") or [])
+        if ORPHAN_FINALIZER in finalizers:
+            for key, bucket in list(self._objects.items()):
+                dep_res = self.discovery.storage_resource(*key)
+                for entry in list(bucket.values()):
+                    refs = entry.obj["metadata"].get("ownerReferences") or []
+                    kept = [r for r in refs if not (isinstance(r, dict) and r.get("uid") == uid)]
+                    if dep_res is None or len(kept) == len(refs):
+                        continue
+                    orphaned = copy.deepcopy(entry.obj)
+                    if kept:
+                        orphaned["metadata"]["ownerReferences"] = kept
+                    else:
+                        orphaned["metadata"].pop("ownerReferences", None)
+                    self._store(key, orphaned, entry.obj, dry_run=False)
+            finalizers.remove(ORPHAN_FINALIZER)
+        if FOREGROUND_FINALIZER in finalizers:
+            self._collect_dependents(uid)
+            finalizers.remove(FOREGROUND_FINALIZER)
+        current = self.find(res.group, res.name, meta.get("namespace", ""), meta["name"])
+        if current is not None and finalizers != current["metadata"].get("finalizers"):
+            updated = copy.deepcopy(current)
+            updated["metadata"]["finalizers"] = finalizers
+            self.update(res, meta.get("namespace", ""), meta["name"], updated, check_rv=False)
+
     def delete_collection(
         self,
         res: Resource,
@@ -656,13 +726,14 @@ class Cluster:
         labels: LabelSelector = (),
         fields: FieldSelector = (),
         dry_run: bool = False,
+        propagation: str | None = None,
     ) -> list[dict]:
         items, _ = self.list(res, namespace, labels=labels, fields=fields)
         deleted = []
         for obj in items:
             m = obj["metadata"]
             try:
-                self.delete(res, m.get("namespace", ""), m["name"], dry_run=dry_run)
+                self.delete(res, m.get("namespace", ""), m["name"], dry_run=dry_run, propagation=propagation)
             except ApiError:
                 continue
             deleted.append(obj)
@@ -710,6 +781,20 @@ class Cluster:
         for key, bucket in self._objects.items():
             for entry in bucket.values():
                 yield key, entry.obj
+
+
+def deletion_finalizers(key: tuple[str, str], finalizers: list[str], propagation: str | None) -> list[str]:
+    """The finalizers a DELETE leaves on the object (apiserver's deletionFinalizersForGarbageCollection):
+    the object's own, plus ``orphan`` or ``foregroundDeletion`` from the propagation policy, else from a
+    finalizer already there, else from the resource's default policy."""
+    if propagation in ("Orphan", "Foreground", "Background"):
+        orphan, foreground = propagation == "Orphan", propagation == "Foreground"
+    else:
+        first = next((f for f in finalizers if f in (ORPHAN_FINALIZER, FOREGROUND_FINALIZER)), None)
+        orphan = first == ORPHAN_FINALIZER or (first is None and key in ORPHAN_BY_DEFAULT)
+        foreground = first == FOREGROUND_FINALIZER
+    kept = [f for f in finalizers if f not in (ORPHAN_FINALIZER, FOREGROUND_FINALIZER)]
+    return kept + [ORPHAN_FINALIZER] * orphan + [FOREGROUND_FINALIZER] * foreground
 
 
 def _spec_changed(old: dict, new: dict) -> bool:

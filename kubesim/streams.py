@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,13 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 from multidict import MultiMapping
 
-from kubesim import errors, portforward
+from kubesim import errors, portforward, sandbox
 from kubesim.channels import (
     CLOSE, ERROR, EXEC_PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT,
     ChannelError, ChannelProtocol, ChannelWriter, accept, negotiate,
 )
-from kubesim.process import Child, SpawnError, container_env, read_fd, resolve, spawn, write_fd
+from kubesim.process import Child, SpawnError, container_env, read_fd, spawn, workdir, write_fd
+from kubesim.store import encode_body
 
 
 def query_bool(query: Mapping[str, str], name: str, default: bool) -> bool:
@@ -191,23 +193,34 @@ async def _close(ws: web.WebSocketResponse, inbound: asyncio.Task) -> None:
     await asyncio.gather(inbound, return_exceptions=True)
 
 
+async def start_pod(cluster, pod: dict) -> tuple[sandbox.Jail, float]:
+    """A pod's first use (exec, attach, port-forward) starts it: its network and its containers' main
+    processes.  Returns the pod's jail and when the newest main process was started."""
+    meta = pod.get("metadata") or {}
+    network = await sandbox.PodNetwork.get(cluster, pod)
+    jail = sandbox.Jail(await sandbox.confinement(), cluster.sandbox_dir(meta.get("namespace", ""), meta.get("name", "")),
+                        network.pid, str(meta.get("name", ""))[:63])
+    mains = [await MainProcess.get(cluster, pod, container, jail)
+             for container in (pod.get("spec") or {}).get("containers") or () if isinstance(container, dict)]
+    return jail, max((main.started for main in mains), default=0.0)
+
+
 async def serve_exec(
     request: web.Request, cluster, pod: dict, opts: StreamOptions, protocol: ChannelProtocol
 ) -> web.WebSocketResponse:
-    """Run the command in the pod sandbox; exit code travels on the error channel."""
+    """Run the command confined in the pod; exit code travels on the error channel."""
     ws = await accept(request, protocol.name)
     out = ChannelWriter(ws, protocol)
-    meta = pod.get("metadata") or {}
-    sandbox = cluster.sandbox_dir(meta.get("namespace", ""), meta.get("name", ""))
-    env = container_env(pod, opts.container, sandbox, tty=opts.tty)
+    env = container_env(pod, opts.container, tty=opts.tty)
     try:
         await ready(out, opts)
         try:
+            jail, _ = await start_pod(cluster, pod)
             child = await spawn(
-                list(opts.command), cwd=sandbox, env=env, tty=opts.tty,
+                list(opts.command), jail=jail, env=env, cwd=workdir(opts.container), tty=opts.tty,
                 stdin=opts.stdin, stdout=opts.stdout, stderr=opts.stderr and not opts.tty,
             )
-        except SpawnError as exc:
+        except (SpawnError, sandbox.ConfinementError) as exc:
             await out.status(internal_error_status(f"error executing command in container: {exc}"))
             await ws.close()
             return ws
@@ -256,29 +269,30 @@ async def _run_child(ws, out: ChannelWriter, protocol: ChannelProtocol, opts: St
 class MainProcess:
     """A container's long-running main process, the thing ``attach`` connects to.
 
-    kubesim has no container runtime, so the main process starts lazily on the first
-    attach to a (pod, container) and lives on after attachers leave, like a container does.
-    It runs the container's ``command`` + ``args`` when ``command[0]`` is an executable on
-    the host PATH (e.g. ``sh``, ``sleep``, ``python3``); anything else (no command, or an
-    image entrypoint such as ``nginx``) runs ``sh`` reading stdin, so attach -i always has
-    something to talk to.  ``tty: true`` in the container spec gives it a pty.  All
-    attachers share its output; none sees output from before it attached.  Closing stdin
-    from an attacher reaches the process only with ``stdinOnce: true``, as with the
-    kubelet.  Once it exits, the next attach starts a fresh one (restartPolicy Always).
-    It is killed when the pod's sandbox disappears or kubesim exits.
+    kubesim has no container runtime, so the main processes start on the pod's first use (exec,
+    attach or port-forward, see :func:`start_pod`) and live on after clients leave, like a
+    container does.  It runs the container's ``command`` + ``args`` when ``command[0]`` is an
+    executable in the pod (the host's /usr, or the sandbox: ``sh``, ``sleep``, ``python3``);
+    anything else (no command, or an image entrypoint such as ``nginx``) runs ``sh`` reading
+    stdin, so attach -i always has something to talk to.  ``tty: true`` in the container spec
+    gives it a pty.  All attachers share its output; none sees output from before it attached.
+    Closing stdin from an attacher reaches the process only with ``stdinOnce: true``, as with
+    the kubelet.  Once it exits, the next use starts a fresh one (restartPolicy Always).  It is
+    killed when the pod's sandbox disappears or kubesim exits.
     """
 
     # A Future stands in for a main process that is being started, so that concurrent
     # first attaches share one process.
     registry: dict[tuple, MainProcess | asyncio.Future] = {}
 
-    def __init__(self, key: tuple, child: Child, container: dict, sandbox: Path) -> None:
+    def __init__(self, key: tuple, child: Child, container: dict, root: Path) -> None:
         self.key = key
         self.child = child
+        self.started = time.monotonic()
         self.stdin_once = bool(container.get("stdinOnce"))
         self.listeners: set[asyncio.Queue] = set()
-        self._sandbox = sandbox
-        self._sandbox_id = _inode(sandbox)
+        self._sandbox = root
+        self._sandbox_id = sandbox.inode(root)
         self._ending = False
         self._task = asyncio.ensure_future(self._run())
 
@@ -288,7 +302,7 @@ class MainProcess:
         return not self._ending and self.child.proc.returncode is None
 
     @classmethod
-    async def get(cls, cluster, pod: dict, container: dict) -> MainProcess:
+    async def get(cls, cluster, pod: dict, container: dict, jail: sandbox.Jail) -> MainProcess:
         meta = pod.get("metadata") or {}
         ns, name = meta.get("namespace", ""), meta.get("name", "")
         key = (cluster, ns, name, meta.get("uid", ""), container.get("name", ""))
@@ -298,7 +312,7 @@ class MainProcess:
             return current
         starting = cls.registry[key] = asyncio.get_running_loop().create_future()
         try:
-            main = await cls._start(key, cluster.sandbox_dir(ns, name), pod, container)
+            main = await cls._start(key, jail, pod, container)
         finally:
             if cls.registry.get(key) is starting:
                 del cls.registry[key]
@@ -307,15 +321,16 @@ class MainProcess:
         return main
 
     @classmethod
-    async def _start(cls, key: tuple, sandbox: Path, pod: dict, container: dict) -> MainProcess:
+    async def _start(cls, key: tuple, jail: sandbox.Jail, pod: dict, container: dict) -> MainProcess:
         tty = bool(container.get("tty"))
-        env = container_env(pod, container, sandbox, tty=tty)
+        env = container_env(pod, container, tty=tty)
+        cwd = workdir(container)
         command = [str(c) for c in container.get("command") or ()]
         argv = command + [str(a) for a in container.get("args") or ()]
-        if not command or resolve(command[0], env, sandbox) is None:
+        if not command or not jail.executable(command[0], env, cwd):
             argv = ["sh"]
-        child = await spawn(argv, cwd=sandbox, env=env, tty=tty, stdin=True, stdout=True, stderr=True)
-        return cls(key, child, container, sandbox)
+        child = await spawn(argv, jail=jail, env=env, cwd=cwd, tty=tty, stdin=True, stdout=True, stderr=True)
+        return cls(key, child, container, jail.root)
 
     async def _pump(self, fd: int, channel: int) -> None:
         while data := await read_fd(fd):
@@ -324,7 +339,7 @@ class MainProcess:
 
     async def _watch_sandbox(self) -> None:
         """Return once the pod is gone: its sandbox was removed (or replaced by a new pod's)."""
-        while _inode(self._sandbox) == self._sandbox_id:
+        while sandbox.inode(self._sandbox) == self._sandbox_id:
             await asyncio.sleep(1)
 
     async def _run(self) -> None:
@@ -359,15 +374,8 @@ class MainProcess:
                 main.child.kill()
 
 
-def _inode(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 atexit.register(MainProcess.kill_all)
+atexit.register(sandbox.PodNetwork.kill_all)
 
 
 async def serve_attach(
@@ -379,8 +387,9 @@ async def serve_attach(
     try:
         await ready(out, opts)
         try:
-            main = await MainProcess.get(cluster, pod, opts.container)
-        except SpawnError as exc:
+            jail, _ = await start_pod(cluster, pod)
+            main = await MainProcess.get(cluster, pod, opts.container, jail)
+        except (SpawnError, sandbox.ConfinementError) as exc:
             await out.status(internal_error_status(f"error attaching to container: {exc}"))
             await ws.close()
             return ws
@@ -418,13 +427,13 @@ async def serve_attach(
 async def handle(request: web.Request, cluster, pod: dict, subresource: str) -> web.StreamResponse:
     """Entry point from server.py for WebSocket GETs on pods/{exec,attach,portforward}."""
     if subresource == "portforward":
-        return await portforward.handle(request, cluster, pod)
+        return await portforward.handle(request, cluster, pod, lambda: start_pod(cluster, pod))
     try:
         if subresource not in ("exec", "attach"):
             raise errors.bad_request(f"unsupported streaming subresource {subresource!r}")
         opts = parse_stream_options(request.query, pod, subresource)
         protocol = EXEC_PROTOCOLS[negotiate(request, EXEC_PROTOCOLS)]
     except errors.ApiError as exc:
-        return web.json_response(exc.status(), status=exc.code)
+        return web.Response(body=encode_body(exc.status()), status=exc.code, content_type="application/json")
     serve = serve_exec if subresource == "exec" else serve_attach
     return await serve(request, cluster, pod, opts, protocol)

@@ -67,6 +67,7 @@ def airlock_application(gateway_app):
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
+                    await gateway_app.start()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await gateway_app.aclose()

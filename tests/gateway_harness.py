@@ -59,7 +59,8 @@ class ThreadedServer:
 
 
 def closing_on_shutdown(app, seen=None):
-    """``app`` with ASGI lifespan: shutdown closes its upstream pool and audit recorder, as airlock.asgi does.
+    """``app`` with ASGI lifespan: startup starts its recorder, shutdown closes its upstream pool and audit
+    recorder, as airlock.asgi does.
 
     ``seen`` (a list) collects every request and stream the app was handed.
     """
@@ -73,6 +74,7 @@ def closing_on_shutdown(app, seen=None):
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await app.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await app.aclose()

@@ -33,6 +33,7 @@ from approvals import leases, reviews
 from approvals.hold import Holder
 from approvals.models import Lease, Review, ReviewerProfile
 from approvals.tests.factories import reviewer, reviewers_group
+from audit.chain import make_anchor
 from audit.export import iter_lines, select_events
 from audit.models import AuditEvent, Checkpoint, Session
 from connections.models import Connection, CredentialKind
@@ -115,6 +116,7 @@ def seed(gateway, kubectl, kubesim):
     last = AuditEvent.objects.order_by("seq").last()
     Checkpoint.objects.create(through_seq=0, through_hash=last.prev_hash, events_pruned=0, archive_sha256="0" * 64,
                               created_at=timezone.now(), signature="unsigned")
+    assert make_anchor("schedule") is not None
 
     forbidden = {
         "the cluster token": encodings(kubesim.admin_token),
@@ -135,6 +137,7 @@ def replace_token_in_the_admin(superuser_client, connection):
         "verify_tls": "on", "credential_kind": CredentialKind.TOKEN, "bearer_token": REPLACED_TOKEN,
         "impersonation_mode": connection.impersonation_mode,
         "impersonation_user_prefix": connection.impersonation_user_prefix, "enabled": "on",
+        "connect_timeout": 10, "first_byte_timeout": 65, "idle_timeout": 30,
     })
     assert response.status_code == 302, response.content.decode()[-2000:]
     upstream = Upstream.from_connection(Connection.objects.get(pk=connection.pk))
@@ -311,7 +314,8 @@ def test_debug_error_page_hides_submitted_credentials(client, django_user_model,
     ):
         response = client.post(reverse("admin:connections_connection_change", args=[connection.pk]), {
             "name": "prod", "server_url": "https://k8s.example", "impersonation_mode": "off",
-            "impersonation_user_prefix": "airlock:", **data,
+            "impersonation_user_prefix": "airlock:", "connect_timeout": 10, "first_byte_timeout": 65,
+            "idle_timeout": 30, **data,
         })
         page = response.content.decode()
         assert response.status_code == 500 and "database went away" in page

@@ -18,6 +18,7 @@ PROD = {
     "AIRLOCK_ALLOWED_HOSTS": "gateway.example.com",
     "AIRLOCK_AUDIT_KEYS": "kMh1vZ0XyVqkCq8o1yH8m0bH7cXz3hQ8JtqF0m2yNQs=",
     "AIRLOCK_AUDIT_ANCHOR_FILE": "/var/lib/airlock-anchors/anchors.jsonl",
+    "AIRLOCK_AUDIT_JOURNAL_DIR": "/var/lib/airlock-journal",
 }
 
 
@@ -41,7 +42,7 @@ def test_production_with_everything_set_starts():
 
 @pytest.mark.parametrize(
     "missing", ["AIRLOCK_SECRET_KEY", "AIRLOCK_FIELD_ENCRYPTION_KEYS", "DATABASE_URL", "REDIS_URL",
-                "AIRLOCK_AUDIT_KEYS", "AIRLOCK_AUDIT_ANCHOR_FILE"]
+                "AIRLOCK_AUDIT_KEYS", "AIRLOCK_AUDIT_ANCHOR_FILE", "AIRLOCK_AUDIT_JOURNAL_DIR"]
 )
 def test_production_refuses_missing_setting(missing):
     result = run_python(SETUP, PROD, drop=[missing])

@@ -88,14 +88,15 @@ class RawWebSocket:
 
 
 def connect(host: str, port: int, ca_file, target: str, *, token: str, subprotocols=(),
-            timeout: float = 15.0) -> "RawWebSocket | Refused":
-    """Open a WebSocket to ``target`` (sent byte for byte) with a bearer token."""
+            timeout: float = 15.0, extra_headers=()) -> "RawWebSocket | Refused":
+    """Open a WebSocket to ``target`` (sent byte for byte) with a bearer token and ``extra_headers`` (bytes)."""
     context = ssl.create_default_context(cafile=str(ca_file))
     raw = socket.create_connection((host, port), timeout=timeout)
     sock = context.wrap_socket(raw, server_hostname=host)
     ws = WSConnection(ConnectionType.CLIENT)
     sock.sendall(ws.send(Request(host=f"{host}:{port}", target=target, subprotocols=list(subprotocols),
-                                 extra_headers=[(b"authorization", f"Bearer {token}".encode())])))
+                                 extra_headers=[(b"authorization", f"Bearer {token}".encode()),
+                                                *extra_headers])))
     status, body = None, b""
     while True:
         data = sock.recv(65536)

@@ -1,6 +1,7 @@
 """The dry-run preview: which calls, masking, the diff, and the Holder storing it (cluster: httpx.MockTransport)."""
 
 import asyncio
+import dataclasses
 import json
 
 import httpx
@@ -101,6 +102,17 @@ async def test_refusals_and_unreachable_clusters_are_reported_not_raised():
     assert result.error == "the cluster could not be asked (ConnectError)"
 
 
+@pytest.mark.asyncio
+async def test_an_answer_equal_to_the_current_object_is_reported_as_such_never_as_no_change():
+    scale = {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": "web", "namespace": "shop"},
+             "spec": {"replicas": 2}, "status": {"replicas": 2}}
+    request = held("/k8s/prod/apis/apps/v1/namespaces/shop/deployments/web/scale", body=b'{"spec":{"replicas":3}}',
+                   content_type="application/merge-patch+json")
+    result = await preview.run(request, Upstream(), transport=cluster({"GET": (200, scale), "PATCH": (200, scale)}, []))
+    assert result.summary == "the cluster's dry-run answer equals the current deployments/web"
+    assert "no change" not in result.summary and not result.diff
+
+
 def test_deletecollection_lists_the_names():
     info = held("/k8s/prod/api/v1/namespaces/shop/pods", method="DELETE", body=None).info
     result = preview.describe(info, None, {"items": [{"metadata": {"name": "b"}}, {"metadata": {"name": "a"}}]})
@@ -155,3 +167,16 @@ async def test_the_dry_run_is_the_held_request_with_only_the_switch_added():
     patch = seen[1]
     assert patch.url.raw_path.decode().endswith("?fieldManager=a&labelSelector=x&fieldManager=b&dryRun=All")
     assert patch.headers.get_list("content-type") == ["application/merge-patch+json"]
+
+
+async def test_the_dry_run_sends_header_bytes_as_the_gateway_forwards_them():
+    seen = []
+    request = gateway_request("/k8s/prod/apis/apps/v1/namespaces/shop/deployments/web", method="PATCH",
+                              body=b'{"spec":{"replicas":5}}', content_type="application/merge-patch+json",
+                              headers=[("user-agent", "kübectl/v1.33 (linux/amd64)")])
+    request.principal = dataclasses.replace(request.principal, username="josé")
+    result = await preview.run(held_request(request, REVIEW), Upstream(),
+                               transport=cluster({"GET": (200, DEPLOYMENT), "PATCH": (200, DEPLOYMENT)}, seen))
+    assert not result.error and len(seen) == 2
+    assert (b"user-agent", "kübectl/v1.33 (linux/amd64)".encode()) in seen[1].headers.raw
+    assert (b"Impersonate-User", "airlock:josé".encode()) in seen[1].headers.raw

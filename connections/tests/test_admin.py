@@ -30,6 +30,9 @@ def form_data(connection, **overrides):
         "client_key": "",
         "impersonation_mode": connection.impersonation_mode,
         "impersonation_user_prefix": connection.impersonation_user_prefix,
+        "connect_timeout": connection.connect_timeout,
+        "first_byte_timeout": connection.first_byte_timeout,
+        "idle_timeout": connection.idle_timeout,
         "enabled": "on" if connection.enabled else "",
     }
     data.update(overrides)
@@ -99,12 +102,16 @@ def test_add_page_encrypts_the_token(admin, keys):
         "bearer_token": TOKEN,
         "impersonation_mode": "impersonate",
         "impersonation_user_prefix": "airlock:",
+        "connect_timeout": "3",
+        "first_byte_timeout": "20",
+        "idle_timeout": "15",
         "enabled": "on",
     }
     assert admin.post(reverse("admin:connections_connection_add"), data).status_code == 302
     connection = Connection.objects.get(name="new")
     assert connection.decrypt_bearer_token() == TOKEN and TOKEN not in connection.token_ciphertext
     assert connection.impersonation_mode == "impersonate"
+    assert (connection.connect_timeout, connection.first_byte_timeout, connection.idle_timeout) == (3, 20, 15)
 
 
 def test_invalid_submission_does_not_echo_credentials(admin, token_connection, pki):
@@ -130,6 +137,9 @@ def test_token_kind_without_any_token_is_refused(admin, keys):
         "credential_kind": CredentialKind.TOKEN,
         "impersonation_mode": "off",
         "impersonation_user_prefix": "airlock:",
+        "connect_timeout": "10",
+        "first_byte_timeout": "65",
+        "idle_timeout": "30",
     }
     response = admin.post(reverse("admin:connections_connection_add"), data)
     assert response.status_code == 200

@@ -168,6 +168,18 @@ def test_existing_connection_needs_update(tmp_path, keys, pki):
     assert connection.description == "kept" and connection.impersonation_mode == "impersonate"
 
 
+def test_timeouts_set_on_import_kept_on_update_and_validated(tmp_path, keys):
+    path = write_kubeconfig(tmp_path / "config")
+    run("add_connection", "--kubeconfig", str(path), "--first-byte-timeout", "20", "--idle-timeout", "5")
+    connection = Connection.objects.get(name="kind-dev")
+    assert (connection.connect_timeout, connection.first_byte_timeout, connection.idle_timeout) == (10, 20, 5)
+    run("add_connection", "--kubeconfig", str(path), "--update", "--connect-timeout", "2.5")
+    connection.refresh_from_db()
+    assert (connection.connect_timeout, connection.first_byte_timeout, connection.idle_timeout) == (2.5, 20, 5)
+    with pytest.raises(CommandError, match="idle_timeout"):
+        run("add_connection", "--kubeconfig", str(path), "--update", "--idle-timeout", "0")
+
+
 # --- rotate_credential_keys -----------------------------------------------------
 
 

@@ -91,9 +91,11 @@ def test_websocket_handshake_headers_recreated_upstream():
 
 def test_response_headers_drop_hop_by_hop():
     out = hdr.response_headers(
-        [("content-type", "application/json"), ("transfer-encoding", "chunked"), ("connection", "close"), ("audit-id", "1")]
+        [(b"Content-Type", b"application/json"), (b"transfer-encoding", b"chunked"), (b"connection", b"close, x-hop"),
+         (b"X-Hop", b"1"), (b"audit-id", b"1"), (b"warning", "299 - \"日本\"".encode())]
     )
-    assert out == [(b"content-type", b"application/json"), (b"audit-id", b"1")]
+    assert out == [(b"content-type", b"application/json"), (b"audit-id", b"1"),
+                   (b"warning", "299 - \"日本\"".encode())]
 
 
 def test_helpers():
@@ -104,3 +106,31 @@ def test_helpers():
     assert hdr.bearer_token([("authorization", "Basic abc")]) is None
     assert hdr.bearer_token([("authorization", "Bearer ")]) is None
     assert hdr.bearer_token([]) is None
+
+
+def test_request_header_values_are_utf8_text_and_encode_back_to_the_same_bytes():
+    raw = [(b"User-Agent", b"caf\xc3\xa9 \xe6\x97\xa5"), (b"X-Tab", b"a\tb")]
+    text = hdr.request_headers(raw)
+    assert text == [("user-agent", "café 日"), ("x-tab", "a\tb")]
+    assert hdr.encode(text) == [(b"user-agent", b"caf\xc3\xa9 \xe6\x97\xa5"), (b"x-tab", b"a\tb")]
+
+
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ((b"user-agent", b"caf\xe9"), 'header "user-agent" is not valid UTF-8'),
+        ((b"user-agent", b"\xc3"), 'header "user-agent" is not valid UTF-8'),
+        ((b"x-a", b"a\x00b"), "control character"),
+        ((b"x-a", b"a\x7fb"), "control character"),
+        ((b"x-a", b"a\rb"), "control character"),
+        ((b"x\xe9", b"v"), "is not a token"),
+        ((b"x a", b"v"), "is not a token"),
+    ],
+)
+def test_request_headers_refused_with_400_as_kube_apiserver_would_or_as_unrecordable(raw, words):
+    from gateway.status import GatewayError
+
+    with pytest.raises(GatewayError) as refused:
+        hdr.request_headers([raw])
+    assert refused.value.code == 400 and words in refused.value.message
+    assert b"caf" not in refused.value.body()  # the value itself is never echoed

@@ -22,6 +22,9 @@ class FakeUpstream:
     impersonates: bool = False
     impersonation_user_prefix: str = "airlock:"
     detectors: str = ""
+    connect_timeout: float = 10.0
+    first_byte_timeout: float = 65.0
+    idle_timeout: float = 30.0
 
     def auth_headers(self):
         return {"Authorization": "Bearer cluster-credential"}
@@ -31,13 +34,23 @@ class FakeUpstream:
 
 
 class FakeRecorder:
-    """Keeps events in memory; ``fail_begin`` simulates an unavailable audit database."""
+    """Keeps events in memory (journal records apart); ``fail_begin`` simulates an unavailable audit
+    database, ``fail_journal`` an audit journal that cannot be written."""
 
     max_body = 1000
 
-    def __init__(self, fail_begin=False):
+    def __init__(self, fail_begin=False, fail_journal=False):
         self.events = []
+        self.journaled = []
         self.fail_begin = fail_begin
+        self.fail_journal = fail_journal
+
+    def received(self, event):
+        from audit.recorder import AuditUnavailable
+
+        if self.fail_journal:
+            raise AuditUnavailable("the audit journal is unavailable; the request was not forwarded")
+        self.journaled.append(event)
 
     async def begin(self, event):
         from audit.recorder import AuditUnavailable
@@ -210,6 +223,16 @@ async def test_upstream_failures(error, code, words):
     assert status == code and words in status_of(content)["message"]
 
 
+async def test_an_unexpected_failure_is_a_500_status_and_recorded_as_such():
+    def handler(request):
+        raise RuntimeError("a bug in the gateway or a library")
+
+    recorder = FakeRecorder()
+    status, _, content = await call(make_app(handler, recorder=recorder), "/k8s/prod/api/v1/pods")
+    assert status == 500 and "internal error" in status_of(content)["message"]
+    assert [e["response_code"] for e in recorder.events if e["stage"] == "ResponseComplete"] == [500]
+
+
 async def test_compressed_upstream_response_refused():
     async def gzipped():
         yield b"\x1f\x8b..."
@@ -291,6 +314,37 @@ async def test_every_request_is_recorded_and_writes_are_recorded_first():
     assert created["decision_rule_name"] == "agents" and created["user_username"] == "agent-1"
     assert created["request_body"] == b'{"kind":"ConfigMap"}' and created["bytes_out"] > 0
     assert recorder.events[2]["response_message"].startswith("Unauthorized")
+
+
+async def test_a_read_is_journaled_with_its_identity_before_it_is_forwarded():
+    """Issue 12: a read the cluster saw must survive a crash of the gateway in the audit trail."""
+    recorder = FakeRecorder()
+    journaled_when_forwarded = []
+
+    def handler(request):
+        journaled_when_forwarded.extend(recorder.journaled)
+        return httpx.Response(200, json={"kind": "PodList", "items": []})
+
+    app = make_app(handler, recorder=recorder)
+    status, _, _ = await call(app, "/k8s/prod/api/v1/namespaces/d/pods", query=b"labelSelector=app%3Dweb")
+    assert status == 200
+    arrived, forwarding = journaled_when_forwarded
+    assert arrived["stage"] == forwarding["stage"] == "RequestReceived"
+    assert arrived["request_uri"] == "/k8s/prod/api/v1/namespaces/d/pods"  # before parsing: the path only
+    assert forwarding["user_username"] == "agent-1" and forwarding["decision_rule_name"] == "agents"
+    assert forwarding["request_uri"] == "/api/v1/namespaces/d/pods?labelSelector=app%3Dweb"
+    assert arrived["audit_id"] == forwarding["audit_id"] == recorder.events[0]["audit_id"]
+
+
+async def test_requests_refused_when_the_audit_journal_cannot_be_written():
+    def handler(request):
+        raise AssertionError("a request that is not journaled must never reach the cluster")
+
+    recorder = FakeRecorder(fail_journal=True)
+    app = make_app(handler, recorder=recorder)
+    status, _, content = await call(app, "/k8s/prod/api/v1/pods")
+    assert status == 503 and "audit journal is unavailable" in status_of(content)["message"]
+    assert [(e["stage"], e["response_code"]) for e in recorder.events] == [("ResponseComplete", 503)]
 
 
 async def test_write_refused_when_the_audit_trail_is_down():
@@ -418,3 +472,143 @@ async def test_unknown_secret_values_refuse_before_forwarding():
         assert seen == ["/api/v1/secrets"]  # the write never reached the cluster
     finally:
         await app.aclose()
+
+
+# -- upstream timeouts, broken streams and draining (issue 12, findings 5 and 6) ----------------
+
+SHORT = FakeUpstream(first_byte_timeout=0.2, idle_timeout=0.2)
+
+
+async def test_an_answer_that_does_not_start_within_the_first_byte_timeout_is_a_504_status_unless_long_running():
+    async def quiet():
+        await asyncio.sleep(0.6)
+        yield b'{"type":"ADDED","object":{}}\n'
+
+    async def handler(request):
+        await asyncio.sleep(0.6)  # kube-apiserver may start a watch late (sendInitialEvents); then it is quiet
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=quiet())
+
+    recorder = FakeRecorder()
+    app = make_app(handler, upstream=SHORT, recorder=recorder)
+    status, _, content = await asyncio.wait_for(call(app, "/k8s/prod/api/v1/pods"), 10)
+    assert status == 504 and "did not answer within 0.2 s" in status_of(content)["message"]
+    assert recorder.events[-1]["response_code"] == 504
+    status, _, content = await asyncio.wait_for(call(app, "/k8s/prod/api/v1/pods", query=b"watch=1"), 10)
+    assert status == 200 and content == b'{"type":"ADDED","object":{}}\n'
+
+
+async def test_an_answer_that_stalls_before_it_is_sent_is_a_504_status():
+    async def stalling():
+        yield b'{"kind":"PodList",'
+        await asyncio.sleep(30)
+        yield b'"items":[]}'
+
+    def handler(request):
+        return httpx.Response(200, headers={"content-type": "application/json", "content-length": "30"},
+                              content=stalling())
+
+    status, _, content = await asyncio.wait_for(
+        call(make_app(handler, upstream=SHORT), "/k8s/prod/api/v1/pods"), 10)
+    assert status == 504 and "stopped answering for 0.2 s" in status_of(content)["message"]
+
+
+async def test_a_streamed_answer_that_stalls_after_it_started_is_aborted_not_completed():
+    async def stalling():
+        yield b'{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[' + b'{"metadata":{"name":"a"}},' * 64
+        await asyncio.sleep(30)
+        yield b'{"metadata":{"name":"b"}}]}'
+
+    def handler(request):
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=stalling())
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/k8s/prod/api/v1/pods", "raw_path": b"/k8s/prod/api/v1/pods",
+             "query_string": b"", "headers": [(b"authorization", b"Bearer agent-tok")], "client": ("127.0.0.1", 1)}
+    inbox = asyncio.Queue()
+    inbox.put_nowait({"type": "http.request", "body": b"", "more_body": False})
+    recorder = FakeRecorder()
+    await asyncio.wait_for(make_app(handler, upstream=SHORT, recorder=recorder)(scope, inbox.get, send), 10)
+    assert sent[0]["status"] == 200 and sent[1]["body"].startswith(b'{"kind":"PodList"')
+    assert all(m.get("more_body") for m in sent[1:]), "a stalled answer must not look complete"
+    assert recorder.events[-1]["response_message"] == "the cluster broke the response stream"
+
+
+def watch_events(content: bytes) -> list[dict]:
+    return [json.loads(line) for line in content.splitlines()]
+
+
+async def test_a_watch_whose_cluster_connection_breaks_ends_with_an_error_event_and_a_proper_end():
+    async def breaking():
+        yield b'{"type":"ADDED","object":{}}\n'
+        raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+    def handler(request):
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=breaking())
+
+    app = make_app(handler)
+    scope = {"type": "http", "method": "GET", "path": "/k8s/prod/api/v1/pods", "raw_path": b"/k8s/prod/api/v1/pods",
+             "query_string": b"watch=1", "headers": [(b"authorization", b"Bearer agent-tok")],
+             "client": ("127.0.0.1", 1)}
+    inbox = asyncio.Queue()
+    inbox.put_nowait({"type": "http.request", "body": b"", "more_body": False})
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope, inbox.get, send), 5)
+    assert sent[0]["status"] == 200
+    assert sent[-1] == {"type": "http.response.body", "body": b""}, "the body must end properly"
+    events = watch_events(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert [e["type"] for e in events] == ["ADDED", "ERROR"]
+    assert events[1]["object"]["kind"] == "Status" and events[1]["object"]["code"] == 502
+    assert "connection to the cluster broke" in events[1]["object"]["message"]
+
+
+async def test_drain_ends_open_watches_with_an_error_event_and_new_ones_at_once():
+    async def endless():
+        yield b'{"type":"ADDED","object":{}}\n'
+        await asyncio.sleep(3600)
+        yield b""
+
+    def handler(request):
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=endless())
+
+    recorder = FakeRecorder()
+    app = make_app(handler, recorder=recorder)
+    first = asyncio.create_task(call(app, "/k8s/prod/api/v1/pods", query=b"watch=1"))
+    while not app._streams:
+        await asyncio.sleep(0.01)
+    assert await app.drain(5) == 1
+    assert not app._streams
+    later = await asyncio.wait_for(call(app, "/k8s/prod/api/v1/pods", query=b"watch=1"), 5)
+    for status, _, content in (await asyncio.wait_for(first, 5), later):
+        assert status == 200
+        error = watch_events(content)[-1]
+        assert error["type"] == "ERROR" and error["object"]["code"] == 503
+        assert "the gateway is shutting down" in error["object"]["message"]
+    assert [e["response_message"] for e in recorder.events] == ["the gateway is shutting down"] * 2
+
+
+async def test_drain_ends_a_watch_still_waiting_for_the_cluster_to_answer_with_a_503_status():
+    cancelled = asyncio.Event()
+
+    async def handler(request):
+        try:
+            await asyncio.sleep(3600)  # a frozen cluster: the watch's answer never starts
+        finally:
+            cancelled.set()
+
+    recorder = FakeRecorder()
+    app = make_app(handler, recorder=recorder)
+    waiting = asyncio.create_task(call(app, "/k8s/prod/api/v1/pods", query=b"watch=1"))
+    while not app._streams:
+        await asyncio.sleep(0.01)
+    assert await app.drain(5) == 1
+    status, _, content = await asyncio.wait_for(waiting, 5)
+    assert status == 503 and "the gateway is shutting down" in status_of(content)["message"]
+    assert cancelled.is_set() and recorder.events[-1]["response_code"] == 503

@@ -17,6 +17,7 @@ from gateway.requestinfo import (
     RequestInfo,
     RequestInfoError,
     canonical_path,
+    is_long_running,
     parse,
     parse_query,
 )
@@ -808,3 +809,23 @@ def test_generated_valid_label_selectors_keep_the_name(requirements, blank):
     selector = (blank + "," + blank).join(requirements)
     got = parse("GET", "/api/v1/pods", urlencode({"labelSelector": selector, "fieldSelector": "metadata.name=web"}))
     assert got.name == "web", selector
+
+
+@pytest.mark.parametrize("method, path, query, long_running", [
+    ("GET", "/api/v1/namespaces/d/pods", "watch=1", True),
+    ("GET", "/api/v1/watch/namespaces/d/pods", "", True),
+    ("GET", "/api/v1/namespaces/d/pods/web/log", "follow=true", True),
+    ("GET", "/api/v1/namespaces/d/pods/web/log", "", True),
+    ("GET", "/api/v1/namespaces/d/pods/web/exec", "command=ls", True),
+    ("POST", "/api/v1/namespaces/d/pods/web/attach", "", True),
+    ("GET", "/api/v1/namespaces/d/pods/web/portforward", "", True),
+    ("GET", "/api/v1/namespaces/d/services/web/proxy/healthz", "", True),
+    ("GET", "/api/v1/proxy/namespaces/d/pods/web", "", True),
+    ("GET", "/api/v1/namespaces/d/pods", "", False),
+    ("GET", "/api/v1/namespaces/d/pods", "watch=false", False),
+    ("GET", "/api/v1/namespaces/d/pods/web", "", False),
+    ("DELETE", "/api/v1/namespaces/d/pods", "", False),
+    ("GET", "/logs/kube-apiserver.log", "", False),  # non-resource: kube-apiserver's timeout applies
+])
+def test_long_running_as_kube_apiserver_decides_it(method, path, query, long_running):
+    assert is_long_running(parse(method, path, query)) is long_running

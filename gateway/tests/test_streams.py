@@ -164,3 +164,29 @@ def test_legacy_port_forward_client_writes_only_data_channels():
     for frame in (b"\x01error channel", b"\x04beyond the ports", b""):
         with pytest.raises(StreamViolation):
             tap.from_client(frame)
+
+
+def test_the_gateway_ending_a_legacy_port_forward_writes_its_message_on_every_error_channel():
+    tap = StreamTap(info("/api/v1/namespaces/default/pods/web/portforward"), "v4.channel.k8s.io",
+                    "ports=80,443", masking.Detectors.default())
+    frames = tap.end(GatewayError(503, "airlock: the gateway is shutting down"))
+    assert frames == [b"\x01airlock: the gateway is shutting down", b"\x03airlock: the gateway is shutting down"]
+
+
+def test_the_gateway_ending_a_tunnel_writes_its_message_on_the_open_error_streams_between_cluster_frames():
+    tap, agent, cluster = tunnel_tap(), spdy.FrameEncoder(), spdy.FrameEncoder()
+    for stream_id, kind in ((1, "error"), (3, "data"), (5, "error"), (7, "data"), (9, "error")):
+        tap.from_client(agent.encode(spdy.SynStream(stream_id, {"streamtype": kind, "port": "80",
+                                                                "requestid": str(stream_id // 4)})))
+    tap.from_client(agent.encode(spdy.RstStream(9, spdy.RstStatus.CANCEL)))  # the agent gave that one up
+    answer = b"".join(cluster.encode(frame) for frame in (
+        spdy.SynReply(1), spdy.SynReply(3), spdy.SynReply(5), spdy.SynReply(7), spdy.SynReply(9),
+        spdy.Data(5, b"", fin=True),  # the second connection ended normally
+        spdy.Data(3, b"HTTP/1.0 200 OK\r\n\r\n" + b"x" * 1000)))
+    tap.from_cluster(answer[:-500])
+    error = GatewayError(503, "airlock: the gateway is shutting down")
+    assert tap.end(error) == []  # in the middle of the cluster's frame: nothing can be added
+    tap.from_cluster(answer[-500:])
+    decoded = spdy.FrameDecoder().feed(b"".join(tap.end(error)))
+    assert decoded == [spdy.Data(1, b"airlock: the gateway is shutting down", fin=True), spdy.Data(3, b"", fin=True),
+                       spdy.Data(7, b"", fin=True)]

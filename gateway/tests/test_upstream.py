@@ -196,6 +196,9 @@ async def test_upstream_dying_mid_body_is_a_transport_error(serve):
 @dataclass(frozen=True)
 class PlainUpstream:
     cache_key: str = "c:1"
+    connect_timeout: float = 10.0
+    first_byte_timeout: float = 65.0
+    idle_timeout: float = 30.0
 
     def ssl_context(self):
         return None
@@ -220,3 +223,45 @@ async def test_pooled_client_keeps_no_cookies_between_agents(serve):
     finally:
         await pool.aclose()
     assert cookies == [None, None]
+
+
+async def test_cluster_connections_probe_for_a_dead_peer_within_the_idle_timeout(serve):
+    """A silent watch on a dead connection (partition, vanished host) must not stay open forever."""
+    async def handler(request):
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await asyncio.sleep(30)
+        return response
+
+    base = await serve(handler)
+    transport = AiohttpTransport(None, dead_after=12)
+    async with client(transport) as http:
+        response = await transport.handle_async_request(http.build_request("GET", base + "/api/v1/pods?watch=1"))
+        sock = response.stream._response.connection.transport.get_extra_info("socket")  # aiohttp's, for the test
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        probe_after = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+        interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+        count = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+        assert (probe_after, interval, count) == (6, 2, 3) and probe_after + count * interval <= 12
+        await response.aclose()
+
+
+async def test_a_websocket_handshake_the_cluster_never_answers_times_out_and_keepalive_applies_to_its_socket():
+    from gateway import wsclient
+    from gateway.upstream import set_keepalive
+
+    async def accept_and_say_nothing(reader, writer):
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    seen = []
+    try:
+        with pytest.raises(wsclient.UpstreamTimeout) as timed_out:
+            await wsclient.connect(f"ws://127.0.0.1:{port}/api/v1/namespaces/d/pods/p/exec", ssl=None, headers=[],
+                                   subprotocols=["v5.channel.k8s.io"], answer_timeout=0.2,
+                                   on_socket=lambda sock: seen.append(set_keepalive(sock, 12) or sock.getsockopt(
+                                       socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)))
+    finally:
+        server.close()
+    assert timed_out.value.phase == "answer" and seen == [6]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from pathlib import Path
 
 import aiohttp
@@ -109,6 +110,21 @@ async def collect(ws, decode=lambda m: (m[0], m[1:])) -> list[tuple[int, bytes]]
 
 def joined(messages: list[tuple[int, bytes]], channel: int) -> bytes:
     return b"".join(payload for ch, payload in messages if ch == channel)
+
+
+def pids_of(argv: list[str], root: Path) -> list[int]:
+    """Host pids of live processes running ``argv`` confined to ``root`` (a pod's sandbox)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")[:-1]
+            if cmdline == [a.encode() for a in argv] and os.readlink(entry / "root") == str(root):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 async def wait_gone(pid: int, timeout: float = 10.0) -> bool:

@@ -161,8 +161,12 @@ async def test_openapi_v3_advertises_server_side_field_validation(api):
     assert op["x-kubernetes-group-version-kind"] == {"group": "apps", "version": "v1", "kind": "Deployment"}
     assert any(p["name"] == "fieldValidation" and p["in"] == "query" for p in op["parameters"])
     assert "application/strategic-merge-patch+json" in op["requestBody"]["content"]
-    assert (await api.get("/openapi/v2", headers={
-        **ADMIN, "Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})).status == 406
+    v2 = await api.get("/openapi/v2", headers={
+        **ADMIN, "Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
+    assert v2.status == 200
+    assert v2.headers["Content-Type"] == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    body = await v2.read()
+    assert body.startswith(b"\n\x032.0") and b"io.k8s.api.apps.v1.Deployment" in body
 
 
 async def test_strict_field_validation(api):

@@ -4,14 +4,15 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 
 import aiohttp
 import pytest
 from multidict import MultiDict
 
-from kubesim import errors, streams
+from kubesim import errors, sandbox, streams
 from kubesim.channels import EXEC_PROTOCOLS, ChannelError, ChannelProtocol
-from kubesim.tests.streamkit import StreamServer, collect, joined, make_pod, wait_gone
+from kubesim.tests.streamkit import StreamServer, collect, joined, make_pod, pids_of, wait_gone
 
 V5 = EXEC_PROTOCOLS["v5.channel.k8s.io"]
 B64 = EXEC_PROTOCOLS["v4.base64.channel.k8s.io"]
@@ -130,18 +131,41 @@ async def test_exec_stdin_until_v5_close(kube):
     assert json.loads(messages[-1][1])["status"] == "Success"
 
 
-async def test_exec_runs_in_the_sandbox_with_a_clean_environment(kube, monkeypatch):
+async def test_exec_runs_confined_to_the_sandbox_with_a_clean_environment(kube, monkeypatch):
     monkeypatch.setenv("KUBESIM_TEST_SECRET", "do-not-leak")
     pod = kube.add_pod(make_pod("envpod", containers=[{"name": "app", "env": [{"name": "GREETING", "value": "hi"}]}]))
-    script = 'pwd; echo "$HOME $KUBESIM_POD $KUBESIM_NAMESPACE $GREETING"; env'
+    sandbox = kube.cluster.sandbox_dir("default", pod["metadata"]["name"])
+    (sandbox / "only-in-the-pod").write_text("mine\n")
+    script = 'pwd; echo "$HOME $KUBESIM_POD $KUBESIM_NAMESPACE $GREETING"; hostname; ls -a /; cat /only-in-the-pod; env'
     async with kube.ws("envpod", "exec", exec_params("sh", "-c", script)) as ws:
         out = joined(await collect(ws), 1).decode()
-    sandbox = str(kube.cluster.sandbox_dir("default", pod["metadata"]["name"]))
     lines = out.splitlines()
-    assert lines[0] == sandbox
-    assert lines[1] == f"{sandbox} envpod default hi"
-    assert "do-not-leak" not in out
+    assert lines[:3] == ["/", "/ envpod default hi", "envpod"]
+    root = lines[3:lines.index("mine")]
+    assert "only-in-the-pod" in root and "usr" in root
+    assert not {"home", "root", "etc", "var", "work"} & set(root)  # the host's root is not there
+    assert "do-not-leak" not in out and "KUBESIM_TEST_SECRET" not in out
     assert "PATH=/usr/local/sbin:" in out
+
+
+async def test_exec_cannot_leave_or_change_the_pod(kube):
+    script = ("chroot / true 2>/dev/null || echo no-chroot; mount -t tmpfs x /tmp 2>/dev/null || echo no-mount; "
+              "(echo x > /usr/kubesim-was-here) 2>/dev/null || echo no-usr; "
+              "(echo 0 > /proc/sys/kernel/printk) 2>/dev/null || echo no-sysctl")
+    async with kube.ws("web", "exec", exec_params("sh", "-c", script)) as ws:
+        out = joined(await collect(ws), 1).decode()
+    assert out.split() == ["no-chroot", "no-mount", "no-usr", "no-sysctl"]
+    assert not os.path.exists("/usr/kubesim-was-here")
+
+
+async def test_without_confinement_nothing_runs(kube, monkeypatch):
+    """Where namespaces cannot be made, kubesim refuses rather than run the command on the host."""
+    why = "kubesim cannot confine pod processes on this host: unshare failed (Operation not permitted)"
+    monkeypatch.setattr(sandbox, "_detected", sandbox.ConfinementError(why))
+    async with kube.ws("web", "exec", exec_params("touch", "/tmp/kubesim-unconfined-ran")) as ws:
+        status = json.loads((await collect(ws))[-1][1])
+    assert status["reason"] == "InternalError" and why in status["message"]
+    assert not os.path.exists("/tmp/kubesim-unconfined-ran")
 
 
 async def test_exec_with_tty_applies_resize_and_merges_stderr(kube):
@@ -174,13 +198,12 @@ async def test_exec_unknown_executable_is_a_failure_status(kube):
 
 
 async def test_client_disconnect_kills_the_process_group(kube):
-    script = "sleep 300 & echo $! $$; wait"
-    async with kube.ws("web", "exec", exec_params("sh", "-c", script)) as ws:
+    sandbox = kube.cluster.sandbox_dir("default", "web")
+    async with kube.ws("web", "exec", exec_params("sh", "-c", "sleep 307 & echo started; wait")) as ws:
         msg = await ws.receive()  # ready
         assert msg.data == b"\x01"
-        msg = await ws.receive()
-        background, shell = (int(p) for p in msg.data[1:].split())
-    assert await wait_gone(shell)
+        assert (await ws.receive()).data == b"\x01started\n"
+        (background,) = pids_of(["sleep", "307"], sandbox)
     assert await wait_gone(background)
 
 
@@ -253,9 +276,7 @@ async def test_attach_shares_the_main_process(kube):
         await first.send_bytes(b"\x00echo hello from main\n")
         assert (await first.receive()).data == b"\x01hello from main\n"
         assert (await second.receive()).data == b"\x01hello from main\n"
-        await first.send_bytes(b"\x00echo $$\n")
-        pid = int((await first.receive()).data[1:])
-        await second.receive()
+        (pid,) = pids_of(["sh"], kube.cluster.sandbox_dir("default", "shell"))
         await first.send_bytes(b"\xff\x00")  # stdinOnce: closing stdin ends sh
         first_rest, second_rest = await collect(first), await collect(second)
     assert json.loads(first_rest[-1][1])["status"] == "Success"
@@ -264,17 +285,19 @@ async def test_attach_shares_the_main_process(kube):
 
 
 async def test_attach_main_process_outlives_attachers_and_dies_with_the_pod(kube):
-    kube.add_pod(make_pod("loop", containers=[{"name": "app", "command": ["sh", "-c"], "args": ["echo $$; exec cat"]}]))
+    kube.add_pod(make_pod("loop", containers=[{"name": "app", "command": ["sh", "-c"], "args": ["exec cat"]}]))
     params = [("container", "app"), ("stdin", "true")]
+    sandbox = kube.cluster.sandbox_dir("default", "loop")
     async with kube.ws("loop", "attach", params) as ws:
         assert (await ws.receive()).data == b"\x01"
-        pid = int((await ws.receive()).data[1:])
+        await ws.send_bytes(b"\x00first\n")
+        assert (await ws.receive()).data == b"\x01first\n"
+        (pid,) = pids_of(["cat"], sandbox)
     async with kube.ws("loop", "attach", params) as ws:
         assert (await ws.receive()).data == b"\x01"
         await ws.send_bytes(b"\x00still here\n")
         assert (await ws.receive()).data == b"\x01still here\n"
-        sandbox = kube.cluster.sandbox_dir("default", "loop")
-        sandbox.rmdir()
+        shutil.rmtree(sandbox)
         messages = await collect(ws)
     assert json.loads(messages[-1][1])["status"] == "Success"
     assert await wait_gone(pid)

@@ -1,6 +1,7 @@
 """Real kubectl through the gateway: a held delete is released, refused or times out (decisions via the service)."""
 
 import subprocess
+import time
 
 import pytest
 
@@ -81,3 +82,35 @@ def test_a_once_approval_is_bound_to_the_reviewed_body(agent, kubectl, cluster_c
     assert "configmap/held-cm created" in same.stdout
     stored = kubectl("get", "configmap", "held-cm", "-n", "default", "-o", "jsonpath={.data.mode}").stdout
     assert stored == "reviewed"
+
+
+def wait_for_audit(timeout=30.0, **filters):
+    from audit.models import AuditEvent
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = AuditEvent.objects.filter(**filters).first()
+        if row is not None:
+            return row
+        time.sleep(0.05)
+    raise AssertionError(f"no audit event {filters} within {timeout}s")
+
+
+def test_a_held_request_is_in_the_audit_trail_while_it_waits(agent):
+    """Issue 12: a gateway that dies during a hold leaves the request in the audit trail, not only a review."""
+    from audit.models import AuditEvent
+
+    proc = agent.popen("delete", "deployment", "web", "-n", "shop", "--wait=false")
+    review = wait_for_review()
+    held = wait_for_audit(stage="RequestReceived", review_id=str(review.pk))
+    assert (held.verb, held.object_name, held.user_username, held.decision_effect) == ("delete", "web", "agent-1",
+                                                                                      "review")
+    assert str(held.audit_id) == review.audit_id
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=0.5)
+    reviews.decide(review.pk, reviewer("rita"), approve=True)
+    code, _, err = finish(proc)
+    assert code == 0, err
+    complete = wait_for_audit(stage="ResponseComplete", audit_id=held.audit_id)
+    assert complete.response_code == 200 and complete.review_id == str(review.pk)
+    assert AuditEvent.objects.filter(audit_id=held.audit_id).count() == 2

@@ -38,10 +38,29 @@ def test_exec_preserves_output_and_exit_codes(kubectl, shell_pod):
     assert "command terminated with exit code 3" in failed.stderr
 
 
-def test_exec_runs_in_the_pod_sandbox(kubesim, kubectl, shell_pod):
+@pytest.fixture
+def kubesim_secret(monkeypatch):
+    """A credential in kubesim's own environment (set before kubesim starts, so it inherits it)."""
+    monkeypatch.setenv("KUBESIM_HOST_SECRET", "host-secret-7f3c91")
+    return "host-secret-7f3c91"
+
+
+def test_exec_sees_the_pod_not_the_host(kubesim_secret, kubesim, kubectl, shell_pod):
+    (kubesim.sandbox_dir("default", shell_pod) / "pod-file").write_text("from the pod\n")
+    root = kubectl("exec", shell_pod, "--", "ls", "-a", "/").stdout.split()
+    assert "pod-file" in root and "usr" in root
+    assert not {"home", "root", "etc", "var", "work", "srv", "opt"} & set(root)
+    assert kubectl("exec", shell_pod, "--", "cat", "/pod-file").stdout == "from the pod\n"
     result = kubectl("exec", shell_pod, "--", "sh", "-c", 'pwd; echo "$HOME $KUBESIM_POD $KUBESIM_NAMESPACE"')
-    sandbox = str(kubesim.sandbox_dir("default", shell_pod))
-    assert result.stdout.splitlines() == [sandbox, f"{sandbox} {shell_pod} default"]
+    assert result.stdout.splitlines() == ["/", f"/ {shell_pod} default"]
+
+
+def test_exec_finds_no_inherited_secret(kubesim_secret, kubectl, shell_pod):
+    # Its own environment, and every process environment it can reach through /proc.
+    hunt = "env; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n'; ls /proc | grep -c '^[0-9]'"
+    out = kubectl("exec", shell_pod, "--", "sh", "-c", hunt).stdout
+    assert kubesim_secret not in out and "KUBESIM_HOST_SECRET" not in out
+    assert "KUBESIM_POD=shell" in out
 
 
 def test_exec_with_stdin(kubectl, shell_pod):

@@ -104,6 +104,9 @@ def test_apply_creates_then_updates_with_validation(kubectl, kubesim):
     patches = [r for r in kubesim.requests() if r["method"] == "PATCH" and r["path"].endswith("/deployments/hello")]
     assert "fieldValidation=Strict" in patches[-1]["query"]
     assert header(patches[-1], "Content-Type") == ["application/strategic-merge-patch+json"]
+    # Computed with the containers' merge key (from the served schemas or kubectl's own types alike).
+    assert json.loads(patches[-1]["body"])["spec"]["template"]["spec"]["$setElementOrder/containers"] == [
+        {"name": "hello"}]
 
 
 def test_apply_rejects_unknown_fields_like_kube_apiserver(kubectl):
@@ -230,3 +233,41 @@ def test_create_commands_with_protobuf_bodies(kubectl):
     kubectl("delete", "namespace", "scratch")
     gone = kubectl("get", "secret", "s1", "-n", "scratch", check=False)
     assert 'namespaces "scratch" not found' in gone.stderr
+
+
+def test_explain_reads_the_kubernetes_schemas(kubectl):
+    containers = kubectl("explain", "pods.spec.containers").stdout
+    assert "FIELD: containers <[]Container>" in containers
+    assert "List of containers belonging to the pod." in containers
+    assert "image\t<string>" in containers and "ports\t<[]ContainerPort>" in containers
+    replicas = kubectl("explain", "deployments.spec.replicas").stdout
+    assert "Number of desired pods." in replicas
+    assert "jobTemplate\t<JobTemplateSpec> -required-" in kubectl("explain", "cronjobs.spec").stdout
+
+
+LISTED = """\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: listed, namespace: default}
+  data: {a: "1"}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: listed, namespace: default}
+  spec:
+    containers:
+    - {name: app, image: busybox, imagePullPolicyy: Always}
+"""
+
+
+def test_client_side_validation_of_a_list_reads_the_schemas(kubectl):
+    """A kind: List is validated by kubectl itself, against the protobuf OpenAPI v2 document."""
+    bad = kubectl("apply", "-f", "-", input=LISTED, check=False)
+    assert bad.returncode != 0
+    assert ('ValidationError(Pod.spec.containers[0]): unknown field "imagePullPolicyy" in '
+            "io.k8s.api.core.v1.Container") in bad.stderr
+    assert kubectl("get", "configmap", "listed", check=False).returncode != 0
+    kubectl("apply", "-f", "-", input=LISTED.replace("imagePullPolicyy", "imagePullPolicy"))
+    assert kubectl("get", "configmap", "listed", "-o", "jsonpath={.data.a}").stdout == "1"

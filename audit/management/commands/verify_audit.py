@@ -1,13 +1,20 @@
-"""manage.py verify_audit [--anchors FILE ...] [--anchor SEQ:HASH ...]"""
+"""manage.py verify_audit [--anchors FILE ...] [--anchor SEQ:HASH ...] [--in-flight-minutes N]"""
 
 import argparse
 import os
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
+from audit import journal
 from audit.anchors import AnchorFileError, read_file
-from audit.chain import verify_chain
+from audit.chain import missing_completions, verify_chain
+
+# Exit status when the chain is intact but requests lack their completion (tampering exits 1).
+INCOMPLETE = 3
+LISTED = 20
 
 
 def anchor(value: str) -> tuple[int, str]:
@@ -21,7 +28,8 @@ class Command(BaseCommand):
     help = (
         "Walk the audit chain and exit non-zero, naming the first bad event and what was done to it "
         "(edited, re-hashed, deleted, reordered, truncated, forged), if the trail was tampered with. "
-        "Reads AIRLOCK_AUDIT_ANCHOR_FILE when it is set."
+        "Reads AIRLOCK_AUDIT_ANCHOR_FILE when it is set. An intact chain in which requests have a "
+        f"RequestReceived event but no completion exits {INCOMPLETE}, naming them."
     )
 
     def add_arguments(self, parser):
@@ -34,8 +42,14 @@ class Command(BaseCommand):
             "--anchor", action="append", default=[], type=anchor, metavar="SEQ:HASH",
             help="A (seq, hash) pair kept elsewhere (an export, a SIEM); catches deleted newest events.",
         )
+        parser.add_argument(
+            "--in-flight-minutes", type=float, default=None, metavar="N",
+            help="A request received less than N minutes ago may still be in flight: its missing completion is "
+                 "not reported (default AIRLOCK_AUDIT_IN_FLIGHT_MINUTES). Requests in flight in a live gateway's "
+                 "journal under AIRLOCK_AUDIT_JOURNAL_DIR are never reported.",
+        )
 
-    def handle(self, *args, anchors, anchor, **options):
+    def handle(self, *args, anchors, anchor, in_flight_minutes, **options):
         paths = list(anchors)
         configured = settings.AIRLOCK_AUDIT_ANCHOR_FILE
         if configured and configured not in paths and os.path.exists(configured):
@@ -50,3 +64,18 @@ class Command(BaseCommand):
         if not result.ok:
             raise CommandError(result.summary())
         self.stdout.write(result.summary())
+        minutes = settings.AIRLOCK_AUDIT_IN_FLIGHT_MINUTES if in_flight_minutes is None else in_flight_minutes
+        missing = missing_completions(timezone.now() - timedelta(minutes=minutes),
+                                      in_flight=journal.in_flight(settings.AIRLOCK_AUDIT_JOURNAL_DIR))
+        if missing:
+            listed = ", ".join(f"#{seq} {audit_id} (received {received.isoformat(timespec='seconds')})"
+                               for seq, audit_id, received in missing[:LISTED])
+            more = f" and {len(missing) - LISTED} more" if len(missing) > LISTED else ""
+            raise CommandError(
+                f"audit trail INCOMPLETE: {len(missing)} requests have a RequestReceived event but no completion "
+                f"event, received over {minutes:g} minutes ago and in flight in no live gateway here: {listed}{more}. "
+                "A gateway process died and its journal was not replayed (run manage.py recover_audit on its "
+                "journal directory), or the completion events were deleted.",
+                returncode=INCOMPLETE,
+            )
+        self.stdout.write(f"every request received over {minutes:g} minutes ago has its completion event")

@@ -10,6 +10,10 @@ from connections import kubeconfig
 from connections.models import Connection, CredentialKind
 
 
+TIMEOUT_FLAGS = {"--connect-timeout": "connect_timeout", "--first-byte-timeout": "first_byte_timeout",
+                 "--idle-timeout": "idle_timeout"}
+
+
 class Command(BaseCommand):
     help = (
         "Add a connection from a kubeconfig context (default: current-context). The context's user must "
@@ -26,6 +30,10 @@ class Command(BaseCommand):
             help="do not verify the API server's certificate (required if the kubeconfig cluster sets it)",
         )
         parser.add_argument("--update", action="store_true", help="replace the settings of an existing connection")
+        for flag, field in TIMEOUT_FLAGS.items():
+            parser.add_argument(flag, type=float, metavar="SECONDS", dest=field,
+                                help=f"{Connection._meta.get_field(field).help_text} (default: "
+                                     f"{Connection._meta.get_field(field).default:g}; --update keeps the current value)")
 
     def handle(self, *args, **options):
         path = options["kubeconfig"]
@@ -57,6 +65,9 @@ class Command(BaseCommand):
             connection.bearer_token = imported.bearer_token
             connection.client_certificate = imported.client_certificate
             connection.client_key = imported.client_key
+            for field in TIMEOUT_FLAGS.values():
+                if options[field] is not None:
+                    setattr(connection, field, options[field])
             try:
                 connection.full_clean()
             except ValidationError as exc:
