@@ -92,8 +92,15 @@ class TcpProxy:
             server_reader, server_writer = await asyncio.open_connection(*self.target)
             writers.append(server_writer)
             self._writers.add(server_writer)
-            await asyncio.gather(self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer),
-                                 return_exceptions=True)
+            pipes = {asyncio.ensure_future(self._pipe(client_reader, server_writer)),
+                     asyncio.ensure_future(self._pipe(server_reader, client_writer))}
+            # An end of stream (FIN) is passed on and the other direction goes on; a reset ends both, as
+            # it would without a proxy: else the peer of a killed process (PostgreSQL, holding its locks)
+            # would wait for it for ever.
+            _, pending = await asyncio.wait(pipes, return_when=asyncio.FIRST_EXCEPTION)
+            for pipe in pending:
+                pipe.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
         except (OSError, asyncio.CancelledError):
             pass  # the target refused, or the proxy stops: the connection just ends
         finally:
