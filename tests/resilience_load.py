@@ -49,6 +49,7 @@ class Outcome:
     status: int | None = None  # None: no answer
     error: str = ""  # the transport error when there was no answer, or what is wrong with the answer
     ending: str = ""  # watches: "error-event" (a Status then a clean end), "end", "cut", "stopped"
+    last_event: dict | None = None  # watches: the last event read
 
     @property
     def seconds(self) -> float:
@@ -196,7 +197,6 @@ class Load:
             outcome = Outcome(agent, gateway.name, "watch", time.monotonic())
             self.outcomes.append(outcome)
             headers = {"User-Agent": agent, "Authorization": f"Bearer {AGENT_TOKEN}"}
-            last = None
             try:
                 async with self._http[gateway.name].stream(
                         "GET", f"{NS}/configmaps?watch=1&allowWatchBookmarks=false", headers=headers,
@@ -215,10 +215,11 @@ class Load:
                                 outcome.ending = "stopped"
                                 break
                             if line is StopAsyncIteration:
-                                outcome.ending = "error-event" if last == "ERROR" else "end"
+                                ended_with_error = (outcome.last_event or {}).get("type") == "ERROR"
+                                outcome.ending = "error-event" if ended_with_error else "end"
                                 break
                             if line:
-                                last = json.loads(line)["type"]
+                                outcome.last_event = json.loads(line)
             except httpx.HTTPError as exc:
                 if outcome.status is None:
                     outcome.error = type(exc).__name__

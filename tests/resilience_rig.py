@@ -52,7 +52,9 @@ from connections.models import Connection
 from gateway.models import Rule
 
 for name in ("kubesim", "kubesim-b"):
-    c = Connection(name=name, server_url=os.environ["SEED_URL"], ca_bundle=Path(os.environ["SEED_CA"]).read_text())
+    c = Connection(name=name, server_url=os.environ["SEED_URL"], ca_bundle=Path(os.environ["SEED_CA"]).read_text(),
+                   **{k: float(os.environ[f"SEED_{k.upper()}"]) for k in ("connect_timeout", "first_byte_timeout",
+                                                                          "idle_timeout")})
     c.bearer_token = os.environ["SEED_TOKEN"]
     c.full_clean()
     c.save()
@@ -211,10 +213,13 @@ class Rig:
     """Two gateways sharing one PostgreSQL database, one Redis and one cluster, each behind a proxy.
 
     ``settings`` are extra environment variables for both gateways (shorter timeouts and cache
-    intervals than production, so a fault and its recovery fit in a few seconds).
+    intervals than production, so a fault and its recovery fit in a few seconds); ``timeouts`` the
+    Connections' connect, first-byte and idle timeouts.  The gateways share one audit journal
+    directory, as docker-compose.yml's do.
     """
 
-    def __init__(self, directory: Path, postgres: Postgres, kubesim, settings: dict[str, str]):
+    def __init__(self, directory: Path, postgres: Postgres, kubesim, settings: dict[str, str],
+                 timeouts: tuple[float, float, float]):
         self.directory = directory
         self.postgres = postgres
         self.kubesim = kubesim
@@ -226,13 +231,17 @@ class Rig:
         self.trust = ssl.create_default_context(cafile=str(self.tls.ca_file))
         manage({"DATABASE_URL": postgres.url(self.database), "SEED_URL": f"https://127.0.0.1:{self.cluster_proxy.port}",
                 "SEED_CA": str(kubesim.ca_file), "SEED_TOKEN": kubesim.admin_token,
-                "SEED_REVIEWER_TOKEN": REVIEWER_TOKEN}, "shell", input=SEED)
+                "SEED_REVIEWER_TOKEN": REVIEWER_TOKEN, "SEED_CONNECT_TIMEOUT": str(timeouts[0]),
+                "SEED_FIRST_BYTE_TIMEOUT": str(timeouts[1]), "SEED_IDLE_TIMEOUT": str(timeouts[2])},
+               "shell", input=SEED)
         self._flush_redis()
+        self.journal_dir = directory / "journal"
         self.gateways = [
             Gateway(name, directory / name, self.tls, base_env(
                 DATABASE_URL=postgres.url(self.database, self.db_proxy.port),
                 REDIS_URL=f"redis://127.0.0.1:{self.redis_proxy.port}/{REDIS_DB}",
-                AIRLOCK_VAR_DIR=str(directory / name / "var"), **settings))
+                AIRLOCK_VAR_DIR=str(directory / name / "var"), AIRLOCK_AUDIT_JOURNAL_DIR=str(self.journal_dir),
+                **settings))
             for name in ("a", "b")
         ]
 
@@ -296,7 +305,11 @@ class Rig:
                 if agent.startswith(user_agent_prefix)}
 
     def verify_audit(self) -> subprocess.CompletedProcess:
-        return manage({"DATABASE_URL": self.postgres.url(self.database)}, "verify_audit", check=False)
+        """``manage.py verify_audit``: the chain intact and no request without its completion (those in
+        flight in a live gateway's journal aside)."""
+        return manage({"DATABASE_URL": self.postgres.url(self.database),
+                       "AIRLOCK_AUDIT_JOURNAL_DIR": str(self.journal_dir)},
+                      "verify_audit", "--in-flight-minutes", "0", check=False)
 
     def logs(self) -> str:
         return "\n".join(f"=== gateway {g.name}\n{g.log()[-6000:]}" for g in self.gateways)

@@ -159,7 +159,10 @@ RIG_SETTINGS = {
     # A request's headers and body must arrive within 2 s (production: 10 and 60).
     "AIRLOCK_HEADER_TIMEOUT_SECONDS": "2",
     "AIRLOCK_BODY_TIMEOUT_SECONDS": "2",
+    "AIRLOCK_DEBUG": "false",
 }
+# The Connections' connect, first-byte and idle timeouts (production defaults: see connections.models).
+RIG_TIMEOUTS = (1.0, 2.0, 2.0)
 
 
 @pytest.fixture(scope="session")
@@ -167,7 +170,7 @@ def rig(postgres, tmp_path_factory):
     """Two gateway processes on one PostgreSQL database and Redis in front of one kubesim, for the session."""
     directory = tmp_path_factory.mktemp("rig")
     sim = start_kubesim(directory / "kubesim")
-    running = Rig(directory, postgres, sim, RIG_SETTINGS)
+    running = Rig(directory, postgres, sim, RIG_SETTINGS, RIG_TIMEOUTS)
     try:
         yield running.start()
     finally:

@@ -15,12 +15,16 @@ scenario then asserts:
 * ``verify_audit`` intact.
 """
 
+import signal
+import time
+
 import pytest
 
-from tests.resilience_load import FAULTS, Load, answers, audit_gaps, by_status, inject, slowest
+from tests.resilience_load import FAULTS, Load, answers, audit_gaps, by_status, inject, recovery, slowest
 
 FAULT_SECONDS = 2.0
-RECOVERY = 10.0  # seconds: the stated bound for recovery after any of these faults
+RECOVERY = 10.0  # seconds: the stated bound for recovery after any of these faults (restarts aside)
+DRAIN_BOUND = 10.0  # seconds from SIGTERM to exit with only watches and short requests open (grace: 30 s)
 
 
 def slug(name: str) -> str:
@@ -48,3 +52,63 @@ def test_a_fault_under_load_gets_clean_answers_and_recovers_without_restart(rig,
     problems = answers(outcomes, fault.allowed, window=result["window"])
     assert not problems, "\n".join(problems[:20])
     assert_audited(rig, outcomes, prefix)
+
+
+def test_a_gateway_killed_under_load_loses_no_audit_event(rig):
+    """SIGKILL (the OOM killer's signal) while requests, watches and a held delete are in flight on it;
+    the other gateway keeps serving, and the killed one is started again on the same journal directory."""
+    prefix = "resil/sigkill/"
+    victim = rig.gateways[0]  # the held deletes wait here
+    load = Load(rig, prefix).start(settle=1.0)
+    try:
+        killed = time.monotonic()
+        victim.kill()
+        time.sleep(0.5)
+        victim.start()  # replays the dead process's journal before it listens
+        recovered = recovery(lambda: load.probe(victim, "create"), within=RECOVERY)
+        window = (killed, time.monotonic())
+    finally:
+        outcomes = load.stop()
+    print(f"served again {recovered:.2f}s after the restart", by_status(outcomes), slowest(outcomes))
+    problems = answers(outcomes, window=window, may_fail={victim.name})
+    assert not problems, "\n".join(problems[:20])
+    cut = [o for o in outcomes if o.gateway == victim.name and o.started < killed and o.status is None
+           or o.ending == "cut"]
+    assert cut, "nothing was in flight on the killed gateway"
+    gaps = assert_audited(rig, outcomes, prefix)
+    assert gaps["crashed"], "no request was closed as crashed from the killed gateway's journal"
+    verify = rig.verify_audit()
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_gateway_stopped_with_open_watches_ends_them_and_exits_within_seconds(rig):
+    """SIGTERM with watches open on it and requests arriving: every watch gets an ERROR event and a
+    clean end, the process exits long before uvicorn's 30 s graceful-shutdown period."""
+    prefix = "resil/sigterm/"
+    victim = rig.gateways[1]
+    load = Load(rig, prefix, watches=4).start(settle=0.5)
+    try:
+        stopped = time.monotonic()
+        victim.terminate()
+        # uvicorn re-raises the signal once it has shut down cleanly
+        assert victim.wait(DRAIN_BOUND) == -signal.SIGTERM, victim.log()[-3000:]
+        assert "Application shutdown complete" in victim.log().rsplit("--- start", 1)[-1]
+        victim.start()
+        recovered = recovery(lambda: load.probe(victim, "create"), within=RECOVERY)
+        window = (stopped, time.monotonic())
+    finally:
+        outcomes = load.stop()
+    print(f"served again {recovered:.2f}s after the restart", by_status(outcomes), slowest(outcomes))
+    problems = answers(outcomes, window=window, may_fail={victim.name})
+    assert not problems, "\n".join(problems[:20])
+    open_at_stop = [o for o in outcomes if o.kind == "watch" and o.gateway == victim.name and o.status == 200
+                    and o.started < stopped]
+    assert len(open_at_stop) == 2
+    for watch in open_at_stop:
+        assert watch.ending == "error-event", watch
+        status = watch.last_event["object"]
+        assert status["kind"] == "Status" and status["code"] == 503, status
+        assert "shutting down" in status["message"], status
+    assert_audited(rig, outcomes, prefix)
+    verify = rig.verify_audit()
+    assert verify.returncode == 0, verify.stdout + verify.stderr
