@@ -439,10 +439,12 @@ class KubeSim:
                 obj = json.loads(body)
             except ValueError as exc:
                 raise errors.bad_request(f"couldn't get version/kind; json parse error: {exc}") from None
+            except RecursionError:  # kube-apiserver's decoder stops at 10,000 levels, Python's earlier
+                raise errors.bad_request("couldn't get version/kind; json parse error: exceeded max depth") from None
         elif ctype in ("application/yaml", "application/x-yaml", "text/yaml"):
             try:
                 obj = yaml.safe_load(body)
-            except yaml.YAMLError:
+            except (yaml.YAMLError, RecursionError):
                 raise errors.bad_request("couldn't get version/kind; yaml parse error") from None
         else:
             raise errors.unsupported_media_type(["application/json", "application/yaml",

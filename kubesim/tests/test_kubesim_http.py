@@ -119,6 +119,22 @@ async def test_method_not_allowed_and_media_type_errors(api):
     assert resp.status == 415
 
 
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"deep"},"data":' + b'{"a":' * 5000 + b'"x"'
+    + b"}" * 5001,
+    b"a: " + b"[" * 5000 + b"]" * 5000,
+], ids=["json-array", "json-object", "yaml"])
+async def test_a_body_nested_too_deep_for_the_decoder_is_a_400_status(api, body):
+    """kube-apiserver refuses such a body with a 400 (its JSON decoder stops at 10,000 levels; a
+    typed object does not nest this deep); Python's decoders recurse and give up earlier."""
+    content_type = "application/yaml" if body.startswith(b"a:") else "application/json"
+    resp = await api.post("/api/v1/namespaces/default/configmaps", data=body,
+                          headers={**ADMIN, "Content-Type": content_type})
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["reason"] == "BadRequest"
+
+
 async def test_content_negotiation(api):
     only_proto = await api.get("/api/v1/namespaces/default/pods/web",
                                headers={**ADMIN, "Accept": "application/vnd.kubernetes.protobuf"})
