@@ -9,6 +9,9 @@ subclasses add, per request on a connection:
   one) until the headers are complete: 408 ``Status`` and close;
 * a body deadline, from the end of the headers until the whole body has arrived (whether or
   not the application read it): 408 if no response has started, else close;
+* a request cut off while its body is read (that 408, or uvicorn's 400 for a body that is not
+  valid HTTP/1.1) is told to the application in the scope (``gateway.status.SERVER_ANSWER``), so
+  its audit event records the answer the client got, not a client that went away;
 * a cap on request line plus headers: 431 and close;
 * a cap on open connections (HTTP and WebSocket) of this process: 503 and close at once.
 
@@ -36,7 +39,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol as UvicornH11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as UvicornHttpToolsProtocol
 
-from gateway.status import status_bytes
+from gateway.status import SERVER_ANSWER, status_bytes
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,8 @@ class ReadLimits:
             answer = cycle is not None and not cycle.response_started and not self._queued()
         else:  # cycle is the previous request's, if any: answer once its response is complete
             answer = cycle is None or cycle.response_complete
+        if answer and waiting_for == "body":
+            self._tell_application(cycle, code, message, reason)
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the application's receive() now returns http.disconnect
             cycle.message_event.set()
@@ -157,6 +162,16 @@ class ReadLimits:
 
     def _queued(self) -> bool:
         return False
+
+    @staticmethod
+    def _tell_application(cycle, code: int, message: str, reason: str) -> None:
+        """The application, which sees only a client that went away, records this answer instead."""
+        cycle.scope.setdefault("extensions", {})[SERVER_ANSWER] = (code, reason, message)
+
+    def _answer_400(self, msg: str) -> None:
+        """uvicorn's 400 for bytes that are not HTTP/1.1, told to the application if it is reading the body."""
+        if self._reading == "body" and self.cycle is not None and not self.cycle.response_started:
+            self._tell_application(self.cycle, 400, msg, "BadRequest")
 
 
 class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
@@ -204,6 +219,10 @@ class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         if self._reading != "off":
             super().on_body(body)
+
+    def send_400_response(self, msg: str) -> None:
+        self._answer_400(msg)
+        super().send_400_response(msg)
 
     def on_message_complete(self) -> None:
         if self._reading == "off":
@@ -283,5 +302,6 @@ class H11Protocol(ReadLimits, UvicornH11Protocol):
         if self.conn.too_large:
             self._refuse_header_size()
         else:
+            self._answer_400(msg)
             self._stop()
             super().send_400_response(msg)

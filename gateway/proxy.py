@@ -29,7 +29,7 @@ from gateway.authz import authorize
 from gateway.pipeline import GatewayRequest, parse_body, parse_request
 from gateway.requestinfo import is_long_running
 from gateway.secretvalues import ValuesUnavailable
-from gateway.status import GatewayError
+from gateway.status import SERVER_ANSWER, GatewayError
 from gateway.streams import ChannelFraming, StreamTap, StreamViolation, masked_target
 from gateway.upgrades import CHANNEL_PROTOCOLS, relayed_protocols
 from gateway.upstream import UpstreamPool, open_websocket
@@ -394,7 +394,11 @@ class GatewayApp:
             if not exchange.response_started:
                 await send_status(send, exc)
         except ClientGone:
-            exchange.message = "the client went away before the request body arrived"
+            answered = scope.get("extensions", {}).get(SERVER_ANSWER)
+            if answered is not None:  # the server cut the request off: its answer is what the client got
+                exchange.code, exchange.reason, exchange.message = answered
+            else:
+                exchange.message = "the client went away before the request body arrived"
         except MaskingAbort as exc:
             log.warning("response to %s aborted mid-stream: %s", exchange.audit_id, exc)
         except Exception:

@@ -7,6 +7,10 @@ plain text or an HTML error page.
 
 import json
 
+# The ASGI scope extension in which the HTTP server (airlock.server) tells the application how it
+# answered a request whose body it cut off (too slow, not valid HTTP/1.1): (code, reason, message).
+SERVER_ANSWER = "airlock.server_answer"
+
 REASONS = {
     400: "BadRequest",
     401: "Unauthorized",
