@@ -35,6 +35,11 @@ from .store import Cluster, WatchSpec, encode_json
 log = logging.getLogger("kubesim")
 
 MAX_BODY = 3 * 1024 * 1024
+# kube-apiserver's Go server reads up to 1 MiB of request headers (MaxHeaderBytes), in any number
+# of fields; aiohttp's own defaults (128 fields, 8 KiB per line) refuse far less.  For its runner.
+MAX_HEADER_BYTES = 1 << 20
+HEADER_LIMITS = {"max_line_size": MAX_HEADER_BYTES, "max_field_size": MAX_HEADER_BYTES,
+                 "max_headers": MAX_HEADER_BYTES // 4}  # a field takes at least "a:\r\n"
 DEFAULT_WATCH_TIMEOUT = 1800
 VERSION = {
     "major": "1",
