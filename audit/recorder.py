@@ -6,8 +6,10 @@
   written it raises :class:`AuditUnavailable` and the gateway must refuse the request.
 * :meth:`Recorder.begin` is for mutating requests: it returns only once the ``RequestReceived``
   event is committed, so the gateway forwards nothing it has not recorded.  If the write
-  fails it raises :class:`AuditUnavailable` and the gateway must refuse the request.  It is
-  idempotent per audit id (a held request is recorded when the hold starts).
+  fails, or is not committed within ``commit_wait`` seconds (``AIRLOCK_DB_WAIT_SECONDS``: a
+  database that stopped answering does not close the connection, and its statement timeout
+  runs on the server), it raises :class:`AuditUnavailable` and the gateway must refuse the
+  request.  It is idempotent per audit id (a held request is recorded when the hold starts).
 * :meth:`Recorder.finish` journals a completion event, then hands it to a bounded in-memory
   queue; a background task writes queued events in batches.  A full queue makes ``finish`` wait
   (back-pressure on the requests being recorded) instead of dropping events, and a failed batch
@@ -61,6 +63,7 @@ class Recorder:
         journal_dir=None,
         sync_interval: float | None = None,
         segment_bytes: int | None = None,
+        commit_wait: float | None = None,
     ):
         self.queue_size = queue_size or settings.AIRLOCK_AUDIT_QUEUE_SIZE
         self.batch_size = batch_size or settings.AIRLOCK_AUDIT_BATCH_SIZE
@@ -70,6 +73,7 @@ class Recorder:
         )
         self.session_gap = session_gap or timedelta(minutes=settings.AIRLOCK_AUDIT_SESSION_GAP_MINUTES)
         self.retry_delay = retry_delay
+        self.commit_wait = commit_wait if commit_wait is not None else settings.AIRLOCK_DB_WAIT_SECONDS
         self.max_retry_delay = max_retry_delay
         self.sync_interval = (
             sync_interval if sync_interval is not None else settings.AIRLOCK_AUDIT_JOURNAL_SYNC_SECONDS
@@ -130,7 +134,9 @@ class Recorder:
             return
         try:
             self.journal.received(prepared.audit_id, prepared)
-            await self._in_writer(self._write, [prepared])
+            # Not started by then: never written.  Started: it may still commit, and the refusal's
+            # completion event follows it.
+            await asyncio.wait_for(self._in_writer(self._write, [prepared]), self.commit_wait)
         except Exception as exc:
             log.error("audit event %s could not be recorded: %s", prepared.audit_id, type(exc).__name__)
             raise AuditUnavailable("the audit trail is unavailable; the request was not forwarded") from None

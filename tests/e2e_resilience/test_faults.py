@@ -17,13 +17,17 @@ scenario then asserts:
 
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
+from tests.gateway_harness import AGENT_TOKEN
 from tests.resilience_load import FAULTS, Load, answers, audit_gaps, by_status, inject, recovery, slowest
 
 FAULT_SECONDS = 2.0
 RECOVERY = 10.0  # seconds: the stated bound for recovery after any of these faults (restarts aside)
+CONFIGMAPS = "/k8s/kubesim/api/v1/namespaces/default/configmaps"
 DRAIN_BOUND = 10.0  # seconds from SIGTERM to exit with only watches and short requests open (grace: 30 s)
 
 
@@ -112,3 +116,29 @@ def test_a_gateway_stopped_with_open_watches_ends_them_and_exits_within_seconds(
     assert_audited(rig, outcomes, prefix)
     verify = rig.verify_audit()
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_write_waits_for_a_database_that_stopped_answering_no_longer_than_the_wait_bound(rig):
+    """Writes are refused (503) when their RequestReceived event cannot be committed; one that reached
+    the audit writer as the database stopped answering (packets dropped, or a server that accepts
+    bytes and never answers) waited for as long as that lasted.  The client here waits 6 s, the
+    gateway's bound is 1 s (AIRLOCK_DB_WAIT_SECONDS)."""
+    gateway = rig.gateways[0]
+    http = httpx.Client(base_url=gateway.url, verify=rig.trust, timeout=6.0,
+                        headers={"Authorization": f"Bearer {AGENT_TOKEN}", "User-Agent": "resil/write-bound"})
+
+    def create(n):
+        return http.post(CONFIGMAPS, json={"apiVersion": "v1", "kind": "ConfigMap",
+                                           "metadata": {"name": f"write-bound-{n}"}})
+
+    with http:
+        assert create(0).status_code == 201  # connection, rules and the audit writer's connection warm
+        rig.db_proxy.partition()
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(create, range(1, 5)))
+        finally:
+            rig.db_proxy.resume()
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["kind"] == "Status" and "not forwarded" in answer.json()["message"]
