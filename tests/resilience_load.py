@@ -33,7 +33,7 @@ CRASHED = "GatewayCrashed"  # audit.journal.CRASHED_REASON: closed from a dead g
 # What each kind of request is answered with when nothing is wrong (the cluster's 404 for names that
 # do not exist: a delete whose create was refused, a hold: approved, then forwarded).
 EXPECTED = {"list": {200}, "create": {201}, "get": {404}, "delete": {200, 404}, "anonymous": {401}, "hold": {404},
-            "watch": {200}}
+            "watch": {200}, "lookup": {404}}
 MIX = ("list", "create", "get", "list", "delete", "anonymous")  # what each client sends, in turn
 
 
@@ -50,6 +50,7 @@ class Outcome:
     error: str = ""  # the transport error when there was no answer, or what is wrong with the answer
     ending: str = ""  # watches: "error-event" (a Status then a clean end), "end", "cut", "stopped"
     last_event: dict | None = None  # watches: the last event read
+    message: str = ""  # a non-2xx answer's Status message
 
     @property
     def seconds(self) -> float:
@@ -113,8 +114,8 @@ class Load:
         return self.outcomes
 
     def probe(self, gateway, kind: str) -> bool:
-        """One request of ``kind`` ("list", "create") through ``gateway``, kept with the others; answered
-        as it should be?"""
+        """One request of ``kind`` ("list", "create", "lookup") through ``gateway``, kept with the
+        others; answered as it should be?"""
         outcome = asyncio.run_coroutine_threadsafe(self._request(gateway, *self._plan(kind)), self._loop).result(
             self.timeout + 5)
         return outcome.status in EXPECTED[kind] and not outcome.error
@@ -162,6 +163,8 @@ class Load:
             return n, kind, "GET", f"{NS}/configmaps/{name}-missing", None, {}
         if kind == "delete":
             return n, kind, "DELETE", f"{NS}/configmaps/{created.pop() if created else name}", None, {}
+        if kind == "lookup":  # a connection name never seen: looked up in the database (gateway.db) each time
+            return n, kind, "GET", f"/k8s/{name}/api/v1/pods", None, {}
         return n, kind, "GET", f"{NS}/pods", None, {"Authorization": ""}
 
     async def _request(self, gateway, n: int, kind: str, method: str, path: str, body, headers: dict,
@@ -176,6 +179,8 @@ class Load:
                 method, path, json=body, headers=sent, timeout=timeout or self.timeout)
             outcome.status = response.status_code
             outcome.error = status_problem(response, response.content)
+            if response.status_code >= 300 and not outcome.error:
+                outcome.message = response.json()["message"][:200]
         except httpx.HTTPError as exc:
             outcome.error = type(exc).__name__
         outcome.ended = time.monotonic()
@@ -286,7 +291,8 @@ def answers(outcomes: list[Outcome], allowed: set[int] = frozenset(), *, window:
             problems.append(f"{where}: {o.error}")
         during = o.started <= window[1] and o.ended >= window[0]
         if o.status == 500 or (o.status not in EXPECTED[o.kind] and not (during and o.status in allowed)):
-            problems.append(f"{where}: answered {o.status}")
+            problems.append(f"{where}: answered {o.status} ({o.started - window[0]:+.2f}s to {o.ended - window[0]:+.2f}s "
+                            f"from the fault): {o.message}")
     return problems
 
 
@@ -366,13 +372,14 @@ def recovery(probe, *, within: float, pause: float = 0.1) -> float:
 @dataclass(frozen=True)
 class Fault:
     """A dependency made unavailable: ``inject(rig)`` is a context manager (the fault lasts while it is
-    entered); ``allowed`` the answers requests may get meanwhile; ``probe`` the kind of request that
-    needs the dependency, whose first success after the fault ends measures the recovery."""
+    entered); ``allowed`` the answers requests may get meanwhile; ``probes`` the kinds of request
+    that need the dependency (a write, a database lookup, a read from the cluster), whose first
+    success on every gateway after the fault ends measures the recovery."""
 
     name: str
     inject: Callable[[Rig], contextlib.AbstractContextManager]
     allowed: frozenset[int]
-    probe: str
+    probes: tuple[str, ...]
 
 
 @contextlib.contextmanager
@@ -385,15 +392,16 @@ def _proxy(proxy, how: str):
 
 
 DATABASE_DOWN = frozenset({503})  # "the gateway's database is unavailable" (writes; reads past the cache bound)
+DATABASE = ("create", "lookup")
 FAULTS = {fault.name: fault for fault in (
-    Fault("database refused", lambda rig: _proxy(rig.db_proxy, "refuse"), DATABASE_DOWN, "create"),
-    Fault("database partitioned", lambda rig: _proxy(rig.db_proxy, "partition"), DATABASE_DOWN, "create"),
-    Fault("database frozen", lambda rig: rig.database_frozen(), DATABASE_DOWN, "create"),
-    Fault("redis refused", lambda rig: _proxy(rig.redis_proxy, "refuse"), frozenset(), "create"),
-    Fault("redis partitioned", lambda rig: _proxy(rig.redis_proxy, "partition"), frozenset(), "create"),
-    Fault("cluster refused", lambda rig: _proxy(rig.cluster_proxy, "refuse"), frozenset({502}), "list"),
-    Fault("cluster partitioned", lambda rig: _proxy(rig.cluster_proxy, "partition"), frozenset({504}), "list"),
-    Fault("cluster frozen", lambda rig: rig.cluster_frozen(), frozenset({504}), "list"),
+    Fault("database refused", lambda rig: _proxy(rig.db_proxy, "refuse"), DATABASE_DOWN, DATABASE),
+    Fault("database partitioned", lambda rig: _proxy(rig.db_proxy, "partition"), DATABASE_DOWN, DATABASE),
+    Fault("database frozen", lambda rig: rig.database_frozen(), DATABASE_DOWN, DATABASE),
+    Fault("redis refused", lambda rig: _proxy(rig.redis_proxy, "refuse"), frozenset(), DATABASE),
+    Fault("redis partitioned", lambda rig: _proxy(rig.redis_proxy, "partition"), frozenset(), DATABASE),
+    Fault("cluster refused", lambda rig: _proxy(rig.cluster_proxy, "refuse"), frozenset({502}), ("list",)),
+    Fault("cluster partitioned", lambda rig: _proxy(rig.cluster_proxy, "partition"), frozenset({504}), ("list",)),
+    Fault("cluster frozen", lambda rig: rig.cluster_frozen(), frozenset({504}), ("list",)),
 )}
 
 
@@ -404,7 +412,39 @@ def inject(load: Load, fault: Fault, seconds: float, *, recover_within: float) -
     with fault.inject(load.rig):
         time.sleep(seconds)
     healed = time.monotonic()
-    recovered = recovery(lambda: all([load.probe(g, fault.probe) for g in load.rig.gateways]),
+    recovered = recovery(lambda: all([load.probe(g, kind) for g in load.rig.gateways for kind in fault.probes]),
                          within=recover_within)
     return {"fault": fault.name, "seconds": round(healed - began, 2), "recovery_s": round(recovered, 2),
             "window": (began, healed + recovered + 1.0)}
+
+
+def kill_and_restart(load: Load, victim, *, recover_within: float) -> dict:
+    """SIGKILL ``victim`` while ``load`` runs, start it again (it replays the dead process's journal
+    before it listens), then the seconds until it serves a write."""
+    killed = time.monotonic()
+    victim.kill()
+    time.sleep(0.5)
+    victim.start()
+    restarted = time.monotonic()
+    recovered = recovery(lambda: load.probe(victim, "create"), within=recover_within)
+    return {"fault": f"gateway {victim.name} SIGKILLed", "restart_s": round(restarted - killed, 2),
+            "recovery_s": round(recovered, 2), "window": (killed, time.monotonic())}
+
+
+def terminate_and_restart(load: Load, victim, *, drain_within: float, recover_within: float) -> dict:
+    """SIGTERM ``victim`` while ``load`` runs; its exit status and the seconds it took to drain; then
+    start it again and the seconds until it serves a write."""
+    stopped = time.monotonic()
+    victim.terminate()
+    code = victim.wait(drain_within)
+    drained = time.monotonic() - stopped
+    victim.start()
+    recovered = recovery(lambda: load.probe(victim, "create"), within=recover_within)
+    return {"fault": f"gateway {victim.name} SIGTERMed", "exit_code": code, "drain_s": round(drained, 2),
+            "recovery_s": round(recovered, 2), "window": (stopped, time.monotonic())}
+
+
+def watches_open_at(outcomes: list[Outcome], gateway: str, moment: float) -> list[Outcome]:
+    """The watches through ``gateway`` that were open at ``moment``."""
+    return [o for o in outcomes if o.kind == "watch" and o.gateway == gateway and o.status == 200
+            and o.started < moment <= (o.ended or moment)]

@@ -23,7 +23,10 @@ import httpx
 import pytest
 
 from tests.gateway_harness import AGENT_TOKEN
-from tests.resilience_load import FAULTS, Load, answers, audit_gaps, by_status, inject, recovery, slowest
+from tests.resilience_load import (
+    FAULTS, Load, answers, audit_gaps, by_status, inject, kill_and_restart, slowest, terminate_and_restart,
+    watches_open_at,
+)
 
 FAULT_SECONDS = 2.0
 RECOVERY = 10.0  # seconds: the stated bound for recovery after any of these faults (restarts aside)
@@ -65,20 +68,16 @@ def test_a_gateway_killed_under_load_loses_no_audit_event(rig):
     victim = rig.gateways[0]  # the held deletes wait here
     load = Load(rig, prefix).start(settle=1.0)
     try:
-        killed = time.monotonic()
-        victim.kill()
-        time.sleep(0.5)
-        victim.start()  # replays the dead process's journal before it listens
-        recovered = recovery(lambda: load.probe(victim, "create"), within=RECOVERY)
-        window = (killed, time.monotonic())
+        result = kill_and_restart(load, victim, recover_within=RECOVERY)
     finally:
         outcomes = load.stop()
-    print(f"served again {recovered:.2f}s after the restart", by_status(outcomes), slowest(outcomes))
-    problems = answers(outcomes, window=window, may_fail={victim.name})
+    print(result, by_status(outcomes), slowest(outcomes))
+    problems = answers(outcomes, window=result["window"], may_fail={victim.name})
     assert not problems, "\n".join(problems[:20])
-    cut = [o for o in outcomes if o.gateway == victim.name and o.started < killed and o.status is None
-           or o.ending == "cut"]
-    assert cut, "nothing was in flight on the killed gateway"
+    killed = result["window"][0]
+    in_flight = [o for o in outcomes if o.gateway == victim.name and o.started < killed
+                 and (o.status is None or o.ending == "cut")]
+    assert in_flight, "nothing was in flight on the killed gateway"
     gaps = assert_audited(rig, outcomes, prefix)
     assert gaps["crashed"], "no request was closed as crashed from the killed gateway's journal"
     verify = rig.verify_audit()
@@ -92,21 +91,15 @@ def test_a_gateway_stopped_with_open_watches_ends_them_and_exits_within_seconds(
     victim = rig.gateways[1]
     load = Load(rig, prefix, watches=4).start(settle=0.5)
     try:
-        stopped = time.monotonic()
-        victim.terminate()
-        # uvicorn re-raises the signal once it has shut down cleanly
-        assert victim.wait(DRAIN_BOUND) == -signal.SIGTERM, victim.log()[-3000:]
-        assert "Application shutdown complete" in victim.log().rsplit("--- start", 1)[-1]
-        victim.start()
-        recovered = recovery(lambda: load.probe(victim, "create"), within=RECOVERY)
-        window = (stopped, time.monotonic())
+        result = terminate_and_restart(load, victim, drain_within=DRAIN_BOUND, recover_within=RECOVERY)
     finally:
         outcomes = load.stop()
-    print(f"served again {recovered:.2f}s after the restart", by_status(outcomes), slowest(outcomes))
-    problems = answers(outcomes, window=window, may_fail={victim.name})
+    print(result, by_status(outcomes), slowest(outcomes))
+    assert result["exit_code"] == -signal.SIGTERM, victim.log()[-3000:]  # uvicorn re-raises it once shut down
+    assert "Application shutdown complete" in victim.log().rsplit("--- start", 2)[-2]
+    problems = answers(outcomes, window=result["window"], may_fail={victim.name})
     assert not problems, "\n".join(problems[:20])
-    open_at_stop = [o for o in outcomes if o.kind == "watch" and o.gateway == victim.name and o.status == 200
-                    and o.started < stopped]
+    open_at_stop = watches_open_at(outcomes, victim.name, result["window"][0])
     assert len(open_at_stop) == 2
     for watch in open_at_stop:
         assert watch.ending == "error-event", watch
