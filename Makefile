@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser test demo bench clean
+.PHONY: setup browser test demo bench soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ demo: setup
 
 bench: setup
 	$(PY) -m bench.run
+
+# The resilience suite's long forms (bench/soak.py): faults, kills and fuzz under load on two gateways,
+# about ten minutes; figures in bench/RESULTS.md. Needs PostgreSQL and Redis on loopback (.ci/run starts them).
+soak: setup
+	$(PY) -m bench.soak
 
 clean:
 	rm -rf .var .demo
