@@ -54,7 +54,7 @@ from gateway.models import Rule
 for name in ("kubesim", "kubesim-b"):
     c = Connection(name=name, server_url=os.environ["SEED_URL"], ca_bundle=Path(os.environ["SEED_CA"]).read_text(),
                    **{k: float(os.environ[f"SEED_{k.upper()}"]) for k in ("connect_timeout", "first_byte_timeout",
-                                                                          "idle_timeout")})
+                                                                          "idle_timeout") if f"SEED_{k.upper()}" in os.environ})
     c.bearer_token = os.environ["SEED_TOKEN"]
     c.full_clean()
     c.save()
