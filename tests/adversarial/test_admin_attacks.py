@@ -1,0 +1,103 @@
+"""A staff user who may only view, probing the admin and the APIs for credentials one request at a time.
+
+The page walk of tests/test_credential_exposure.py proves no page *shows* a credential; these
+attempts use the admin as an oracle instead (changelist filters, search, ordering, autocomplete)
+or step outside the view-only role (posting forms, the browsable API).
+"""
+
+import re
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+from approvals.tests.factories import reviewer
+from connections.models import Connection
+
+pytestmark = pytest.mark.django_db
+
+CLUSTER_TOKEN = "cluster-token-4a1f9e7c2b"
+API_KEY = "f3a9c0d1e2b4a5968778695a4b3c2d1e0f9a8b7c"
+
+
+@pytest.fixture
+def seeded():
+    """A connection with a stored token, and a reviewer with an API key (their power to approve)."""
+    connection = Connection(name="prod", server_url="https://k8s.example")
+    connection.bearer_token = CLUSTER_TOKEN
+    connection.full_clean()
+    connection.save()
+    rita = reviewer("rita")
+    Token.objects.create(user=rita, key=API_KEY)
+    return connection
+
+
+def view_only_staff(*codenames) -> Client:
+    user = User.objects.create_user("peeker", password="pw-peeker", is_staff=True)
+    perms = Permission.objects.filter(codename__in=codenames) if codenames else Permission.objects.filter(
+        codename__startswith="view_")
+    user.user_permissions.set(perms)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def answers(client, url, probes) -> set:
+    """What each probe looked like to the attacker: the status and the changelist's result count."""
+    seen = set()
+    for probe in probes:
+        response = client.get(url + probe)
+        count = re.search(r'<p class="paginator">\s*(\d+)', response.content.decode())
+        seen.add((response.status_code, count.group(1) if count else None))
+    return seen
+
+
+def test_search_and_ordering_are_no_oracle_either(seeded):
+    peeker = view_only_staff("view_connection", "view_user")
+    stored = Connection.objects.get().token_ciphertext
+    searches = answers(peeker, "/admin/connections/connection/",
+                       [f"?q={CLUSTER_TOKEN[:8]}", f"?q={stored[:16]}", "?q=zzzzzzzz"])
+    assert len(searches) == 1
+    orders = {peeker.get(f"/admin/connections/connection/?o={o}").status_code for o in ("1", "-2", "99", "3.1")}
+    assert orders <= {200, 302}
+    users = answers(peeker, "/admin/auth/user/", [f"?q={API_KEY[:6]}", "?q=000000"])
+    assert len(users) == 1
+
+
+def test_autocomplete_and_lookups_endpoints(seeded):
+    peeker = view_only_staff()
+    for query in ("app_label=connections&model_name=connection&field_name=bearer_token&term=c",
+                  "app_label=auth&model_name=user&field_name=groups&term=" + API_KEY[:4],
+                  "app_label=authtoken&model_name=token&field_name=user&term=r"):
+        response = peeker.get(f"/admin/autocomplete/?{query}")
+        assert API_KEY not in response.content.decode() and CLUSTER_TOKEN not in response.content.decode()
+
+
+def test_view_only_staff_cannot_write_a_credential(seeded):
+    """Replacing the cluster token would redirect the gateway: a view-only user must not manage it."""
+    peeker = view_only_staff("view_connection")
+    connection = Connection.objects.get()
+    response = peeker.post(f"/admin/connections/connection/{connection.pk}/change/", {
+        "name": "prod", "server_url": "https://attacker.example", "credential_kind": "token",
+        "bearer_token": "attacker-token", "impersonation_mode": "off", "impersonation_user_prefix": "airlock:",
+        "enabled": "on"})
+    assert response.status_code == 403
+    connection.refresh_from_db()
+    assert connection.server_url == "https://k8s.example" and connection.decrypt_bearer_token() == CLUSTER_TOKEN
+    assert peeker.post("/admin/connections/connection/add/", {"name": "evil"}).status_code == 403
+    assert peeker.post(f"/admin/connections/connection/{connection.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_browsable_api_as_a_view_only_reviewer(seeded):
+    watcher = User.objects.create_user("vic", password="pw")
+    watcher.user_permissions.add(Permission.objects.get(codename="view_review"))
+    client = Client()
+    client.force_login(watcher)
+    for url in ("/approvals/api/reviews/?format=api&state=all", "/approvals/api/leases/?format=api",
+                "/approvals/api/reviews/?format=json", "/approvals/api/"):
+        response = client.get(url)
+        text = response.content.decode()
+        assert API_KEY not in text and CLUSTER_TOKEN not in text
+    assert client.post("/approvals/api/leases/", {"connection": "prod", "group": "agents", "duration": "1h",
+                                                  "reason": "x"}).status_code == 403
