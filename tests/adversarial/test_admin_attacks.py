@@ -8,7 +8,9 @@ or step outside the view-only role (posting forms, the browsable API).
 import re
 
 import pytest
+from django.contrib import admin
 from django.contrib.auth.models import Permission, User
+from django.db import models
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
@@ -51,6 +53,62 @@ def answers(client, url, probes) -> set:
         count = re.search(r'<p class="paginator">\s*(\d+)', response.content.decode())
         seen.add((response.status_code, count.group(1) if count else None))
     return seen
+
+
+def test_api_keys_cannot_be_read_through_user_changelist_filters(seeded):
+    """``?auth_token__key__startswith=f`` filters users by their API key: one answer per guess is an oracle."""
+    peeker = view_only_staff("view_user")
+    for lookup in ("auth_token__key__startswith", "auth_token__key__regex", "auth_token__pk__gte",
+                   "auth_token__key__contains"):
+        probes = [f"?{lookup}={c}" for c in "0123456789abcdef"]
+        seen = answers(peeker, "/admin/auth/user/", probes)
+        assert len(seen) == 1, f"{lookup} tells one guess from another: {seen}"
+        assert next(iter(seen))[0] == 400
+
+
+def test_ciphertexts_cannot_be_read_through_connection_changelist_filters(seeded):
+    peeker = view_only_staff("view_connection")
+    stored = Connection.objects.get().token_ciphertext
+    for lookup in ("token_ciphertext__startswith", "token_ciphertext__regex", "token_ciphertext__gt",
+                   "client_key_ciphertext__isnull", "token_ciphertext__contains"):
+        probes = [f"?{lookup}={stored[:12]}", f"?{lookup}=zzzz", f"?{lookup}=^g"]
+        seen = answers(peeker, "/admin/connections/connection/", probes)
+        assert len(seen) == 1 and next(iter(seen))[0] == 400, (lookup, seen)
+
+
+def undeclared_lookups(model, model_admin):
+    """A lookup on each concrete field the admin offers no filter for, and across each reverse one-to-one
+    relation to its target's primary key (how ``auth_token__key`` reaches the token table)."""
+    offered = {f if isinstance(f, str) else f[0] for f in model_admin.list_filter if not isinstance(f, type)}
+    for field in model._meta.get_fields():
+        if field.name in offered:
+            continue
+        if isinstance(field, models.OneToOneRel):
+            yield f"{field.name}__{field.related_model._meta.pk.name}__startswith=a"
+        elif getattr(field, "concrete", False) and not field.is_relation:
+            yield f"{field.name}__isnull=0"
+
+
+OFFERED = (
+    "/admin/auth/user/?is_staff__exact=1&groups__id__exact=1", "/admin/connections/connection/?enabled__exact=1",
+    "/admin/approvals/review/?state__exact=pending", "/admin/audit/auditevent/?request_received_timestamp__year=2026",
+    "/admin/audit/recording/?event__connection=prod&kind__exact=exec", "/admin/gateway/rule/?effect__exact=deny",
+)
+
+
+def test_no_admin_changelist_filters_by_a_field_it_does_not_offer(seeded):
+    """Every registered model admin (Django's included): a URL lookup must be one of its own filters."""
+    peeker = view_only_staff()
+    refused = []
+    for model, model_admin in admin.site._registry.items():
+        url = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+        for lookup in undeclared_lookups(model, model_admin):
+            status = peeker.get(f"{url}?{lookup}").status_code
+            assert status == 400, f"{url}?{lookup} answered {status}"
+            refused.append(lookup)
+    assert "auth_token__key__startswith=a" in refused and len(refused) > 40
+    for url in OFFERED:
+        assert peeker.get(url).status_code == 200, f"{url}: an offered filter stopped working"
 
 
 def test_search_and_ordering_are_no_oracle_either(seeded):
