@@ -33,6 +33,7 @@ from approvals import leases, reviews
 from approvals.hold import Holder
 from approvals.models import Lease, Review, ReviewerProfile
 from approvals.tests.factories import reviewer, reviewers_group
+from audit.chain import make_anchor
 from audit.export import iter_lines, select_events
 from audit.models import AuditEvent, Checkpoint, Session
 from connections.models import Connection, CredentialKind
@@ -115,6 +116,7 @@ def seed(gateway, kubectl, kubesim):
     last = AuditEvent.objects.order_by("seq").last()
     Checkpoint.objects.create(through_seq=0, through_hash=last.prev_hash, events_pruned=0, archive_sha256="0" * 64,
                               created_at=timezone.now(), signature="unsigned")
+    assert make_anchor("schedule") is not None
 
     forbidden = {
         "the cluster token": encodings(kubesim.admin_token),
