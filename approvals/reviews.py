@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from approvals import broadcast, conf, history, notify
 from approvals import fingerprint
-from approvals.fingerprint import body_sha256, identify
+from approvals.fingerprint import body_digest, identify
 from approvals.identities import reviewer_groups_of, is_same_person
 from approvals.models import BodyState, PreviewState, Review, ReviewEventKind, ReviewState, ReviewVote, Scope
 from gateway.masking.detectors import Detectors
@@ -238,7 +238,7 @@ def open_review(held: HeldRequest) -> tuple[Review, Settlement | None]:
         description=description,
         body=text,
         body_state=body_state,
-        body_sha256="" if held.body is None else body_sha256(held.body),
+        body_sha256="" if held.body is None else body_digest(held.body),
         window_key=identity.window,
         exact=identity.exact,
         audit_id=held.audit_id,

@@ -6,6 +6,7 @@ decide through the REST API or the dashboard, as the people they pretend to be. 
 ends by checking what reached kubesim: only the one approved request, exactly once.
 """
 
+import hashlib
 import json
 
 import pytest
@@ -16,6 +17,7 @@ from rest_framework.test import APIClient
 
 from approvals.models import Review, ReviewState
 from approvals.tests.factories import reviewer
+from tests.adversarial.leaks import PLACEHOLDER
 from tests.e2e_approvals.conftest import wait_for_review
 from tests.gateway_harness import make_gateway_app
 
@@ -234,4 +236,29 @@ def test_cross_site_and_out_of_role_decisions_are_refused(held, raw, cluster):
     assert approve(api_client(sre), review, scope="window", window_seconds=10 ** 9).status_code == 400
     review.refresh_from_db()
     assert review.state == ReviewState.PENDING and not review.votes.exists()
+    assert real_patches(cluster) == []
+
+
+def test_a_reviewer_cannot_recover_a_held_secret_from_its_digest(held, agent, cluster, secrets):
+    """A held Secret create shows its body masked next to a digest of the exact bytes.  A curious
+    reviewer rebuilds the bytes around each guess (kubectl sends compact JSON with sorted keys and a
+    newline) and compares, offline, as often as they like."""
+    weak = "Winter2025!"
+    secrets.add(weak)
+    manifest = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "held", "namespace": "shop"},
+                "stringData": {"password": weak}}
+    agent("create", "-f", "-", input=json.dumps(manifest), check=False)
+    review = wait_for_review()
+    curious = reviewer("curious")
+    shown = api_client(curious).get(f"/approvals/api/reviews/{review.pk}/").json()
+    assert json.loads(shown["body"])["stringData"]["password"] == PLACEHOLDER
+    page = Client()
+    page.force_login(curious)
+    assert shown["body_sha256"] in page.get(f"/approvals/reviews/{review.pk}/").content.decode()
+    for guess in ("password", "hunter2", "Summer2024!", weak, "Winter2026!"):
+        candidate = json.loads(shown["body"])
+        candidate["stringData"]["password"] = guess
+        rebuilt = json.dumps(candidate, separators=(",", ":"), sort_keys=True).encode()
+        for form in (rebuilt, rebuilt + b"\n"):
+            assert hashlib.sha256(form).hexdigest() != shown["body_sha256"], f"the digest confirms {guess!r}"
     assert real_patches(cluster) == []
