@@ -15,7 +15,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from approvals.models import Review, ReviewState
+from approvals.models import Review, ReviewerProfile, ReviewState
 from approvals.tests.factories import reviewer
 from tests.adversarial.leaks import PLACEHOLDER
 from tests.e2e_approvals.conftest import wait_for_review
@@ -208,6 +208,24 @@ def test_yaml_merge_keys_do_not_stretch_a_window(held, raw, rita, cluster):
         else:
             assert answer.status >= 400, "a pod was created under the nginx window"
     assert not [w for w in real_patches(cluster) if w[0] == "POST"]
+
+
+def test_a_reviewer_cannot_approve_an_agent_that_is_themselves(held, raw, cluster):
+    """The agent's identity shows up on a reviewer's second account: as its e-mail in another case,
+    or as its subject from another issuer."""
+    cluster.mark()
+    review = pending_after(raw("PATCH", SCALE, MERGE, replicas(9)))
+    twin_email = reviewer("rita-2")
+    twin_email.email = "AGENT-1"
+    twin_email.save()
+    twin_subject = reviewer("rita-3")
+    ReviewerProfile.objects.create(user=twin_subject, issuer="https://another-idp.example", subject="agent-1")
+    for user in (twin_email, twin_subject):
+        refused = approve(api_client(user), review)
+        assert refused.status_code == 403 and "their own request" in refused.json()["detail"], user.username
+    review.refresh_from_db()
+    assert review.state == ReviewState.PENDING and not review.votes.exists()
+    assert real_patches(cluster) == []
 
 
 def test_cross_site_and_out_of_role_decisions_are_refused(held, raw, cluster):
