@@ -242,3 +242,26 @@ def test_kubectl_cp_of_a_file_holding_a_secret(agent, tmp_path):
     assert_clean(target.read_bytes() if target.exists() else b"")
     if copied.returncode == 0:
         assert b"aws_secret_access_key" in target.read_bytes()
+
+
+GO_SECRET = "Pa&ss<w0rd>9z!"  # a generated password with the characters Go's JSON encoder escapes
+GO_ESCAPED = "Pa\\u0026ss\\u003cw0rd\\u003e9z!"  # as encoding/json (logrus, a Go app's config dump) writes it
+LOWER_HEX = "Pa%26ss%3cw0rd%3e9z%21"  # percent-encoded with lower-case hex digits (RFC 3986 allows both)
+
+
+def test_values_in_go_json_escapes_and_lower_case_percent_encoding(agent, kubectl, secrets):
+    """A Go program logs its settings as JSON: & < > come out as \\u0026 \\u003c \\u003e."""
+    secrets.add(GO_SECRET)
+    kubectl("create", "secret", "generic", "go-app", "-n", "shop", f"--from-literal=upstream={GO_SECRET}")
+    log = (f'{{"level":"debug","msg":"dialing upstream with {GO_ESCAPED}"}}\n'
+           f'{{"level":"info","msg":"callback https://idp.example/cb?state={LOWER_HEX}"}}\n')
+    admin_apply(kubectl, {"apiVersion": "v1", "kind": "Pod",
+                          "metadata": {"name": "go-app", "namespace": "shop",
+                                       "annotations": {"kubesim.airlock.dev/log": log}},
+                          "spec": {"containers": [{"name": "app", "image": "ghcr.io/example/go-app:1"}]}})
+    admin_apply(kubectl, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "go-app", "namespace": "shop"},
+                          "data": {"settings.json": f'{{"upstream":"{GO_ESCAPED}"}}', "callback": LOWER_HEX}})
+    logs = agent("logs", "go-app", "-n", "shop").stdout
+    assert "dialing upstream with" in logs and "cb?state=" in logs
+    agent("get", "configmap", "go-app", "-n", "shop", "-o", "yaml")
+    agent("get", "pod", "go-app", "-n", "shop", "-o", "json")
