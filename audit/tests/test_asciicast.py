@@ -5,7 +5,7 @@ import json
 import pytest
 
 from audit.asciicast import AsciicastWriter, PortForwardTally, exit_status
-from audit.events import prepare_recording
+from audit.events import Clamps, prepare_recording
 from audit.chain import verify_chain
 from audit.models import Recording
 from audit.tests.factories import append, event
@@ -134,7 +134,7 @@ def test_exit_codes_outside_int32_or_not_decimal_are_no_exit_status(code):
     writer.cluster_frame(1.0, 3, status)
     recording = writer.recording(kind="exec")
     assert recording["exit_code"] is None
-    prepare_recording(recording, max_recording=4096)
+    prepare_recording(recording, max_recording=4096, clamps=Clamps())
 
 
 def test_exit_codes_at_the_int32_bounds():
