@@ -6,8 +6,9 @@ in, frames out).  The two directions are never mixed up:
 * From the cluster, exec and attach output (stdout, stderr, and the error/status channel) is
   masked before the agent or the recording sees it; a frame on any other channel, or outside
   the channel framing, is dropped.
-* From the agent, exec and attach accept only stdin, resize and (v5) close; any other
-  channel or broken framing raises :class:`StreamViolation` before the frame is forwarded,
+* From the agent, exec and attach accept only stdin, resize (a well-formed terminal size)
+  and (v5) close; any other channel, a malformed resize or broken framing raises
+  :class:`StreamViolation` before the frame is forwarded,
   and the relay ends the stream with a ``Status``.  A port-forward agent
   may only write on streams it opened (SPDY tunnel) or on data channels (the kubelet's
   channel protocol).
@@ -22,7 +23,7 @@ import binascii
 import time
 from urllib.parse import parse_qsl, urlencode
 
-from audit.asciicast import AsciicastWriter, PortForwardTally
+from audit.asciicast import AsciicastWriter, PortForwardTally, terminal_size
 from gateway import masking, spdy
 from gateway.status import GatewayError
 from gateway.upgrades import TUNNEL_PROTOCOL
@@ -178,6 +179,9 @@ class StreamTap:
                 payload = self._masker(STDIN).feed(payload)
             self.cast.client_frame(self._now(), STDIN, payload)
         elif channel == RESIZE:
+            if terminal_size(payload) is None:
+                raise StreamViolation('airlock: the client sent a resize that is not {"Width": W, "Height": H} '
+                                      "(two integers up to 65535); the session was ended")
             self.cast.client_frame(self._now(), RESIZE, payload)
         elif not (self.v5 and channel == CLOSE and payload in (bytes([STDIN]), bytes([RESIZE]))):
             raise StreamViolation(f"airlock: the client sent a frame on channel {channel}; a client writes only "

@@ -67,6 +67,35 @@ def open_exec(websocket, path):
     return ws
 
 
+HOSTILE_RESIZES = {
+    "an infinite width": b'{"Width":1e999,"Height":24}',
+    "200k levels of nesting": b"[" * 200_000 + b"]" * 200_000,
+    "a megabyte of padding": json.dumps({"Width": 80, "Height": 24, "pad": "x" * 1_000_000}).encode(),
+    "strings, null and out of range": b'{"Width":"80","Height":null,"W":4294967296}',
+}
+
+
+@pytest.mark.parametrize("resize", HOSTILE_RESIZES.values(), ids=HOSTILE_RESIZES.keys())
+def test_a_hostile_resize_ends_the_session_with_a_status(websocket, resize):
+    """A resize the gateway cannot read is refused like any other bad frame: a Status, a recorded end."""
+    ws = open_exec(websocket, exec_path(SHELL, "cat"))
+    ws.send(b"\x04" + json.dumps({"Width": 100, "Height": 30}).encode())
+    ws.send(b"\x00echo-before\n")
+    ws.receive(until=output_contains(b"echo-before"))
+    ws.send(b"\x04" + resize)
+    session = ws.receive(timeout=10)  # until the gateway closes
+    ws.close()
+    status = status_of(session)
+    assert status and status["code"] == 400 and "resize" in status["message"], session
+    assert session.close_code not in (None, 1006)
+    event, recording = recording_of()
+    assert event.response_message == status["message"]
+    lines = cast_lines(recording)
+    assert [data for _, code, data in lines if code == "r"] == ["100x30"]
+    assert lines[-1][1:] == ["m", "terminated: " + status["message"]]
+    assert "x" * 1000 not in recording.asciicast
+
+
 def test_stdin_flood_is_capped_in_the_recording_and_still_recorded(websocket):
     ws = open_exec(websocket, exec_path(SHELL, "cat"))
     chunk = b"flood-" + b"y" * (64 * 1024 - 6)
