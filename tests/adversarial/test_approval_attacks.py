@@ -38,11 +38,12 @@ def gateway_app():
 
 @pytest.fixture
 def held(gateway):
-    """Scale and delete of deployments, and creates, are held for review, for agents and viewers."""
+    """Changes to deployments, pods and secrets are held for review, for agents and viewers."""
     from gateway.models import Rule
 
     Rule.objects.create(connection=gateway.connection, order=4, name="review-changes", effect="review",
-                        groups=["agents", "viewers"], verbs=["patch", "delete", "create"], api_groups=["apps", ""],
+                        groups=["agents", "viewers"], verbs=["patch", "delete", "deletecollection", "create"],
+                        api_groups=["apps", ""],
                         resources=["deployments", "deployments/scale", "secrets", "pods"], namespaces=["*"],
                         names=["*"])
     return gateway
@@ -279,4 +280,17 @@ def test_a_reviewer_cannot_recover_a_held_secret_from_its_digest(held, agent, cl
         rebuilt = json.dumps(candidate, separators=(",", ":"), sort_keys=True).encode()
         for form in (rebuilt, rebuilt + b"\n"):
             assert hashlib.sha256(form).hexdigest() != shown["body_sha256"], f"the digest confirms {guess!r}"
+    assert real_patches(cluster) == []
+
+
+def test_a_held_query_shows_reviewers_no_password(held, raw, cluster, secrets):
+    """Reviewers read the held query: a password or token in a selector or option is masked there too."""
+    secrets.add("Hunter2-held-7e1a")
+    query = ("labelSelector=app%3Dweb%2Cpassword%3DHunter2-held-7e1a&fieldSelector=metadata.namespace%3Dshop"
+             "&access_token=Hunter2-held-7e1a")
+    cluster.mark()
+    review = pending_after(raw("DELETE", f"/api/v1/namespaces/shop/pods?{query}"))
+    assert review.query.startswith("labelSelector=") and "&fieldSelector=metadata.namespace%3Dshop&" in review.query
+    shown = api_client(reviewer("rita")).get(f"/approvals/api/reviews/{review.pk}/").json()
+    assert "Hunter2" not in shown["query"] and "AIRLOCK-MASKED" in shown["query"]
     assert real_patches(cluster) == []

@@ -89,6 +89,28 @@ def test_partial_object_metadata_keeps_the_last_applied_secret_masked(raw):
         assert b"PartialObjectMetadata" in response.body and b"last-applied-configuration" in response.body
 
 
+def test_field_selectors_on_data_are_no_oracle(raw, kubesim):
+    """Guessing a value through a field selector: the right and a wrong guess get the same answer."""
+    answers = []
+    for guess in (SHOP_DB, "wrong-guess-0000-0000"):
+        for selector in (f"data.DB_PASSWORD%3D{guess}", f"stringData.DB_PASSWORD%3D{guess}"):
+            response = raw("GET", f"/api/v1/namespaces/shop/secrets?fieldSelector={selector}")
+            answers.append((response.status, response.body.replace(guess.encode(), b"GUESS")))
+    assert {status for status, _ in answers} == {400}
+    assert answers[0] == answers[2] and answers[1] == answers[3], "the answer depends on the guess"
+
+
+def test_secret_values_and_passwords_in_a_query_stay_out_of_the_audit_trail(raw, secrets):
+    """The agent puts a value in a selector, a proxied path or a proxied login: the audit trail keeps it masked."""
+    secrets.add("Hunter2-proxied-9c7e")
+    for path in (f"/api/v1/namespaces/shop/pods?labelSelector=token%3D{JWT_KEY}",
+                 f"/api/v1/namespaces/shop/pods?fieldSelector=spec.nodeName%3D{SHOP_DB}&limit=1",
+                 f"/api/v1/namespaces/shop/services/web/proxy/reset/{JWT_KEY}",
+                 "/api/v1/namespaces/shop/services/web:80/proxy/login?user=admin&password=Hunter2-proxied-9c7e",
+                 f"/api/v1/namespaces/shop/services/web/proxy/callback?access_token={JWT_KEY}"):
+        raw("GET", path)
+
+
 def test_head_options_range_and_conditional_reads(raw):
     secret = "/api/v1/namespaces/shop/secrets/shop-db"
     head = raw("HEAD", secret)
