@@ -131,3 +131,18 @@ def test_an_older_copy_of_the_anchor_file_hides_truncation_only_from_that_file(t
     assert "newest anchor outside the database: #5" in quiet and "intact: 5 events" in quiet
     assert json.loads(older.read_text().splitlines()[-1])["seq"] == 5  # all this file can vouch for
     assert "truncated: the chain ends at #5" in broken("--anchors", str(siem))
+
+
+def test_changing_a_review_decision_is_outside_what_the_chain_proves(trail):
+    """The approvals tables are not chained: verify_audit must say that it does not cover them."""
+    from approvals.models import Review, ReviewState
+
+    review = Review.objects.create(connection="prod", rule_name="review-deletes", principal_subject="agent-1",
+                                   principal_username="agent-1", method="DELETE", verb="delete",
+                                   path="/apis/apps/v1/namespaces/shop/deployments/web", description="delete web",
+                                   exact="0" * 64, state=ReviewState.DENIED, decided_by="rita", reason="no")
+    append(event(20, verb="delete", review_id=str(review.pk), decision_effect="review"))
+    Review.objects.filter(pk=review.pk).update(state=ReviewState.APPROVED, decided_by="mallory", reason="fine")
+    output = verify()
+    assert "intact: 6 events" in output
+    assert "review and lease decisions" in output and "not covered" in output

@@ -9,6 +9,12 @@ from django.core.management.base import BaseCommand, CommandError
 from audit.anchors import AnchorFileError, read_file
 from audit.chain import verify_chain
 
+NOT_COVERED = (
+    "not covered by the chain: review and lease decisions (who approved or denied, votes, reasons, lease "
+    "grants) live in the approvals tables; an event names its review_id or lease_id, not its approvers, so a "
+    "database writer can change a decision there without this check noticing"
+)
+
 
 def anchor(value: str) -> tuple[int, str]:
     seq, sep, digest = value.partition(":")
@@ -50,3 +56,4 @@ class Command(BaseCommand):
         if not result.ok:
             raise CommandError(result.summary())
         self.stdout.write(result.summary())
+        self.stdout.write(NOT_COVERED)
