@@ -79,15 +79,14 @@ def port_of(gateway) -> int:
 
 @pytest.fixture
 def raw(gateway, secrets):
-    """raw(method, path, headers=(), body=b"", token=...) -> rawhttp.Response; ``path`` is the
-    cluster path (sent byte for byte after /k8s/<connection>), the answer checked for leaks."""
+    """raw(method, path, headers=(), body=b"", token=..., connection=...) -> rawhttp.Response; ``path``
+    is the cluster path (sent byte for byte after /k8s/<connection>), the answer checked for leaks."""
 
-    def send(method, path, headers=(), body=b"", token=AGENT_TOKEN, check_leaks=True):
+    def send(method, path, headers=(), body=b"", token=AGENT_TOKEN, connection=None):
         response = rawhttp.request("127.0.0.1", port_of(gateway), gateway.ca_file, method,
-                                   f"/k8s/{gateway.connection.name}{path}",
+                                   f"/k8s/{connection or gateway.connection.name}{path}",
                                    [("Authorization", f"Bearer {token}"), *headers], body)
-        if check_leaks:
-            assert_clean([response.body, repr(response.headers)], secrets, where=f"{method} {path[:80]}")
+        assert_clean([response.body, repr(response.headers)], secrets, where=f"{method} {path[:80]}")
         return response
 
     return send

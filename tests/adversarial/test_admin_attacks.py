@@ -159,3 +159,18 @@ def test_browsable_api_as_a_view_only_reviewer(seeded):
         assert API_KEY not in text and CLUSTER_TOKEN not in text
     assert client.post("/approvals/api/leases/", {"connection": "prod", "group": "agents", "duration": "1h",
                                                   "reason": "x"}).status_code == 403
+
+
+def test_the_audit_trail_is_not_readable_without_the_auditor_permission(seeded):
+    """Staff who may view connections and rules try the replay pages, bodies and casts directly."""
+    from audit.tests.factories import append, event
+
+    (row,) = append(event(0, request_body=b'{"kind":"Secret"}',
+                          recording={"kind": "exec", "pod": "web-0", "asciicast": "cast\n"}))
+    peeker = view_only_staff("view_connection", "view_rule")
+    for url in ("/audit/", f"/audit/sessions/{row.session.session_id}/", f"/audit/events/{row.seq}/request-body/",
+                f"/audit/events/{row.seq}/response-body/", f"/audit/events/{row.seq}/recording.cast",
+                "/admin/audit/auditevent/", f"/admin/audit/auditevent/{row.pk}/change/", "/admin/audit/recording/"):
+        response = peeker.get(url)
+        assert response.status_code == 403, (url, response.status_code)
+        assert b"Secret" not in response.content and b"cast" not in response.content

@@ -95,6 +95,27 @@ def test_an_approval_is_not_usable_by_another_agent(held, raw, rita, cluster):
     assert real_patches(cluster) == [("PATCH", SCALE)]
 
 
+def test_an_approval_is_not_usable_through_another_connection_to_the_same_cluster(held, raw, rita, cluster):
+    """A second Connection to the same API server, same rules: the approval names its connection."""
+    from connections.models import Connection
+    from gateway.models import Rule
+    from tests.gateway_harness import allow_everything_for
+
+    twin = Connection(name="kubesim-twin", server_url=held.connection.server_url, ca_bundle=held.connection.ca_bundle)
+    twin.bearer_token = cluster.kubesim.admin_token
+    twin.full_clean()
+    twin.save()
+    allow_everything_for(twin)
+    rule = Rule.objects.get(name="review-changes")
+    rule.pk, rule.connection = None, twin
+    rule.save()
+    cluster.mark()
+    review = pending_after(raw("PATCH", SCALE, MERGE, replicas(6)))
+    assert approve(rita, review).status_code == 200
+    pending_after(raw("PATCH", SCALE, MERGE, replicas(6), connection="kubesim-twin"), previous=review)
+    assert real_patches(cluster) == []
+
+
 def test_a_once_approval_is_spent_after_one_use(held, raw, rita, cluster):
     cluster.mark()
     review = pending_after(raw("PATCH", SCALE, MERGE, replicas(7)))
