@@ -93,6 +93,14 @@ class ReadLimits:
     _reading = "off"
     _deadline: asyncio.TimerHandle | None = None
 
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._admit()
+
+    def connection_lost(self, exc) -> None:
+        self._stop()
+        super().connection_lost(exc)
+
     def _admit(self) -> None:
         if len(self.connections) > self.limits.max_connections:
             self._refuse(503, "airlock: too many open connections, retry later", "ServiceUnavailable")
@@ -177,14 +185,6 @@ class ReadLimits:
 class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
     """uvicorn's httptools protocol with :class:`ReadLimits`; the parser's callbacks mark progress."""
 
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        self._admit()
-
-    def connection_lost(self, exc) -> None:
-        self._stop()
-        super().connection_lost(exc)
-
     def data_received(self, data: bytes) -> None:
         if self._reading == "off" and self.transport.is_closing():
             return
@@ -267,14 +267,6 @@ class H11Protocol(ReadLimits, UvicornH11Protocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.conn = BoundedConnection(self.limits.max_header_bytes)
-
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        self._admit()
-
-    def connection_lost(self, exc) -> None:
-        self._stop()
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._reading == "off" and self.transport.is_closing():

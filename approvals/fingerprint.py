@@ -10,8 +10,8 @@ approvals), the dashboard and API (what is shown) and the dry-run preview
   parameters kept: kube-apiserver reads the first ``labelSelector`` and exec's
   ``command=`` values are the argv in order), the forwarded headers that
   change the effect upstream (Content-Type picks the decoder and the patch
-  type; User-Agent the default field manager; Content-Encoding), and the
-  SHA-256 of the exact body forwarded.  Nothing is normalised: a request that
+  type; User-Agent the default field manager; Content-Encoding), and a digest
+  of the exact body forwarded.  Nothing is normalised: a request that
   differs in any byte of these needs its own review.
 * ``window``: what a ``window`` approval covers until it ends, whatever the
   body or query: connection, principal, verb, API group, resource,
@@ -20,17 +20,22 @@ approvals), the dashboard and API (what is shown) and the dry-run preview
   only ``generateName`` or an unreadable body, a deletecollection, any write
   without a name): such a request can only be approved once.
 
+Every digest is an HMAC-SHA256 under a key derived from ``SECRET_KEY``, never a
+plain hash: reviewers see the body masked next to its digest, and the rest of
+the bytes is known (kubectl's JSON is deterministic), so an unkeyed digest would
+confirm guesses of a masked value offline ("Winter2025!" -> rebuild -> compare).
+
 The version tags in the digests mean that hashes of an earlier scheme never
 equal a current one: approvals stored under an earlier scheme cover nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
 import yaml
+from django.utils.crypto import salted_hmac
 
 from gateway.masking.responses import media_type
 
@@ -48,15 +53,19 @@ class Identity:
     name: str  # the object's name: from the path, or metadata.name of a create's body
 
 
+def _keyed(purpose: str, data: bytes) -> str:
+    return salted_hmac(f"airlock.approvals.fingerprint.{purpose}", data, algorithm="sha256").hexdigest()
+
+
 def _digest(parts) -> str:
-    return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()
+    return _keyed("identity", json.dumps(parts, separators=(",", ":")).encode())
 
 
-def body_sha256(body: bytes | None) -> str:
-    """SHA-256 of the body; a body the gateway did not see is "unknown", distinct from an empty one."""
+def body_digest(body: bytes | None) -> str:
+    """Keyed digest of the body; a body the gateway did not see is "unknown", distinct from an empty one."""
     if body is None:
         return UNKNOWN_BODY
-    return hashlib.sha256(body).hexdigest()
+    return _keyed("body", body)
 
 
 def effect_headers(forwarded) -> tuple[tuple[str, str], ...]:
@@ -126,8 +135,8 @@ def identify(held) -> Identity:
     """The exact and window keys of a :class:`approvals.reviews.HeldRequest`."""
     info, principal = held.info, held.principal
     exact = _digest([
-        "airlock-review-exact-v2", held.connection, principal.issuer, principal.subject, held.method, held.transport,
-        held.target, [list(pair) for pair in held.headers], body_sha256(held.body),
+        "airlock-review-exact-v3", held.connection, principal.issuer, principal.subject, held.method, held.transport,
+        held.target, [list(pair) for pair in held.headers], body_digest(held.body),
     ])
     name = info.name
     if info.is_resource_request and info.verb == "create" and not name:
@@ -135,7 +144,7 @@ def identify(held) -> Identity:
     if info.is_resource_request and info.verb in WRITE_VERBS and not name:
         return Identity(exact, "", "")
     window = _digest([
-        "airlock-review-window-v2", held.connection, principal.issuer, principal.subject, info.verb, info.api_group,
+        "airlock-review-window-v3", held.connection, principal.issuer, principal.subject, info.verb, info.api_group,
         info.resource, info.subresource, info.namespace, name, "" if info.is_resource_request else info.path,
     ])
     return Identity(exact, window, name)

@@ -23,7 +23,9 @@ def is_same_person(user, subject: str, username: str) -> bool:
     """True when the user could be the principal: their username, e-mail or IdP subject equals the agent's.
 
     Deliberately broad (fail closed): the issuer is not compared, so a
-    same-named identity from another IdP also counts as the same person.
+    same-named identity from another IdP also counts as the same person, and
+    neither is case (IdPs and directories disagree on the case of e-mail
+    addresses and usernames: ``Alice@Example.com`` is ``alice@example.com``).
     """
     names = {user.get_username()}
     email = getattr(user, "email", "")
@@ -32,4 +34,4 @@ def is_same_person(user, subject: str, username: str) -> bool:
     profile = _profile(user)
     if profile is not None:
         names.add(profile.subject)
-    return bool(names & ({subject, username} - {""}))
+    return bool({n.casefold() for n in names} & ({subject.casefold(), username.casefold()} - {""}))

@@ -13,19 +13,18 @@ import json
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from urllib.parse import quote, unquote_plus
 
 from django.db import transaction
 from django.utils import timezone
 
 from approvals import broadcast, conf, history, notify
 from approvals import fingerprint
-from approvals.fingerprint import body_sha256, identify
+from approvals.fingerprint import body_digest, identify
 from approvals.identities import reviewer_groups_of, is_same_person
 from approvals.models import BodyState, PreviewState, Review, ReviewEventKind, ReviewState, ReviewVote, Scope
 from gateway.masking.detectors import Detectors
 from gateway.policy import describe_request
-from gateway.streams import masked_command
+from gateway.streams import masked_query
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +104,10 @@ def stored_body(info, content_type: str, body: bytes | None) -> tuple[str, str]:
 
 
 def stored_query(query: str) -> str:
-    """The raw query as reviewers see it: in order, as sent, with exec ``command=`` words masked.
-
-    The words are masked like the audit trail's request URI (gateway.streams.masked_command,
-    default detectors); every other parameter keeps its exact spelling.
-    """
-    pieces = query.split("&")
-    commands = [i for i, piece in enumerate(pieces) if unquote_plus(piece.partition("=")[0]) == "command"]
-    if not commands:
-        return query
-    words = [unquote_plus(pieces[i].partition("=")[2]) for i in commands]
-    masked = masked_command([("command", word) for word in words], Detectors.default(), {})
-    for i, word, shown in zip(commands, words, masked):
-        if shown != word:
-            pieces[i] = pieces[i].partition("=")[0] + "=" + quote(shown, safe="")
-    return "&".join(pieces)
+    """The raw query as reviewers see it: in order, as sent, with its values masked like the audit
+    trail's request URI (gateway.streams.masked_query, default detectors); a parameter masking
+    leaves alone keeps its exact spelling."""
+    return masked_query(query, Detectors.default())
 
 
 def _rule_settings(rule_id: int | None) -> tuple[int, list[str]]:
@@ -238,7 +226,7 @@ def open_review(held: HeldRequest) -> tuple[Review, Settlement | None]:
         description=description,
         body=text,
         body_state=body_state,
-        body_sha256="" if held.body is None else body_sha256(held.body),
+        body_sha256="" if held.body is None else body_digest(held.body),
         window_key=identity.window,
         exact=identity.exact,
         audit_id=held.audit_id,

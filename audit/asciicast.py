@@ -27,6 +27,28 @@ _HEADER_TEXT = 1024
 _EXIT_CODE = re.compile(r"-?[0-9]{1,10}")
 _INT32 = range(-(2**31), 2**31)
 STDIN, STDOUT, STDERR, STATUS, RESIZE = 0, 1, 2, 3, 4
+# client-go's TerminalSize is two uint16 (``{"Width":65535,"Height":65535}`` is 30 bytes).
+MAX_RESIZE_BYTES = 256
+_UINT16 = range(0, 2**16)
+
+
+def terminal_size(payload: bytes) -> tuple[int, int] | None:
+    """(cols, rows) of a resize message ``{"Width": W, "Height": H}``; None for anything else.
+
+    Bounded before it is parsed, so an oversized or deeply nested frame costs nothing.
+    """
+    if len(payload) > MAX_RESIZE_BYTES:
+        return None
+    try:
+        size = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(size, dict):
+        return None
+    cols, rows = size.get("Width"), size.get("Height")
+    if type(cols) is not int or type(rows) is not int or cols not in _UINT16 or rows not in _UINT16:
+        return None
+    return cols, rows
 
 
 def exit_status(payload: bytes) -> tuple[int | None, str]:
@@ -97,13 +119,9 @@ class AsciicastWriter:
         if channel == STDIN:
             self.input(t, payload)
         elif channel == RESIZE:
-            try:
-                size = json.loads(payload)
-                cols, rows = int(size["Width"]), int(size["Height"])
-            except (ValueError, TypeError, KeyError):
-                return
-            if 0 < cols <= 10000 and 0 < rows <= 10000:
-                self.resize(t, cols, rows)
+            size = terminal_size(payload)
+            if size is not None and 0 < size[0] <= 10000 and 0 < size[1] <= 10000:
+                self.resize(t, *size)
 
     def cluster_frame(self, t: float, channel: int, payload: bytes) -> None:
         """A frame the cluster sent: stdout and stderr are output, the status channel is the exit."""

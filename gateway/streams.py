@@ -6,8 +6,9 @@ in, frames out).  The two directions are never mixed up:
 * From the cluster, exec and attach output (stdout, stderr, and the error/status channel) is
   masked before the agent or the recording sees it; a frame on any other channel, or outside
   the channel framing, is dropped.
-* From the agent, exec and attach accept only stdin, resize and (v5) close; any other
-  channel or broken framing raises :class:`StreamViolation` before the frame is forwarded,
+* From the agent, exec and attach accept only stdin, resize (a well-formed terminal size)
+  and (v5) close; any other channel, a malformed resize or broken framing raises
+  :class:`StreamViolation` before the frame is forwarded,
   and the relay ends the stream with a ``Status``.  A port-forward agent
   may only write on streams it opened (SPDY tunnel) or on data channels (the kubelet's
   channel protocol).
@@ -20,9 +21,9 @@ arbitrary TCP protocols are neither parsed nor kept).
 import base64
 import binascii
 import time
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, unquote_plus
 
-from audit.asciicast import AsciicastWriter, PortForwardTally
+from audit.asciicast import AsciicastWriter, PortForwardTally, terminal_size
 from gateway import masking, spdy
 from gateway.status import GatewayError
 from gateway.upgrades import TUNNEL_PROTOCOL
@@ -87,20 +88,38 @@ def masked_command(params, detectors, counts: dict) -> list[str]:
     return command
 
 
+def masked_query(query: str, detectors, counts: dict | None = None) -> str:
+    """A raw query as the audit trail and reviewers may keep it: every value masked.
+
+    Exec and attach ``command=`` words are masked as one argv (``mysql --password S3cret``),
+    every other value by its name and its text (``password=...``, ``access_token=...``, a
+    selector holding a token or a Secret's value).  Parameters stay in order and repeated; one
+    that masking leaves alone keeps its exact spelling, a masked one is re-encoded.
+    """
+    if not query or not detectors.enabled:
+        return query
+    counts = {} if counts is None else counts
+    pieces = [piece.partition("=") for piece in query.split("&")]
+    decoded = [(unquote_plus(name), unquote_plus(value)) for name, _, value in pieces]
+    words = iter(masked_command(decoded, detectors, counts))
+    out = []
+    for (raw_name, sep, raw_value), (name, value) in zip(pieces, decoded):
+        shown = next(words) if name == "command" else detectors.mask_pair(name, value, counts)
+        out.append(raw_name + sep + raw_value if shown == value else f"{raw_name}={quote(shown, safe='')}")
+    return "&".join(out)
+
+
 def masked_target(request, detectors) -> str:
-    """The request URI as the audit trail may keep it: exec/attach commands masked.
+    """The request URI as the audit trail may keep it: path and query values masked.
 
     ``detectors`` None (the connection's configuration is not known or not valid) keeps the
     path only: what cannot be masked is not recorded.
     """
     if detectors is None:
         return request.upstream_path
-    params = parse_qsl(request.query, keep_blank_values=True)
-    if not any(k == "command" for k, _ in params) or not detectors.enabled:
-        return request.target
-    words = iter(masked_command(params, detectors, {}))
-    query = urlencode([(k, next(words) if k == "command" else v) for k, v in params])
-    return request.upstream_path + "?" + query
+    path = detectors.mask_text(request.upstream_path, {})
+    query = masked_query(request.query, detectors)
+    return path + ("?" + query if query else "")
 
 
 class StreamTap:
@@ -182,6 +201,9 @@ class StreamTap:
                 payload = self._masker(STDIN).feed(payload)
             self.cast.client_frame(self._now(), STDIN, payload)
         elif channel == RESIZE:
+            if terminal_size(payload) is None:
+                raise StreamViolation('airlock: the client sent a resize that is not {"Width": W, "Height": H} '
+                                      "(two integers up to 65535); the session was ended")
             self.cast.client_frame(self._now(), RESIZE, payload)
         elif not (self.v5 and channel == CLOSE and payload in (bytes([STDIN]), bytes([RESIZE]))):
             raise StreamViolation(f"airlock: the client sent a frame on channel {channel}; a client writes only "

@@ -1,9 +1,12 @@
 """Event dicts and chain helpers shared by the audit tests."""
 
+import io
 import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from audit import chain
@@ -84,3 +87,17 @@ def rehash(from_seq: int) -> None:
             prev_hash = chain_hash(prev_hash, chain.document_of(row))
             cursor.execute("UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
                            [row.prev_hash, prev_hash, row.id])
+
+
+def verify(*args) -> str:
+    """``manage.py verify_audit`` output of an intact chain."""
+    out = io.StringIO()
+    call_command("verify_audit", *args, stdout=out)
+    return out.getvalue()
+
+
+def broken(*args) -> str:
+    """The message ``manage.py verify_audit`` fails with."""
+    with pytest.raises(CommandError) as exc:
+        verify(*args)
+    return str(exc.value)

@@ -5,34 +5,21 @@ triggers disabled first (audit.tests.factories.tampering), hashes recomputed wit
 algorithm where that is the point.  verify_audit must fail and say which event and what was done.
 """
 
-import io
 import json
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 
 from audit import chain
 from audit.document import chain_hash, timestamp
 from audit.events import prepare
 from audit.keys import keyring
 from audit.models import Anchor, AuditEvent
-from audit.tests.factories import append, event, rehash, tampering
+from audit.tests.factories import append, broken, event, rehash, tampering, verify
 
 pytestmark = pytest.mark.django_db
 
 EVENTS = "audit_auditevent"
-
-
-def verify(*args) -> str:
-    out = io.StringIO()
-    call_command("verify_audit", *args, stdout=out)
-    return out.getvalue()
-
-
-def broken(*args) -> str:
-    with pytest.raises(CommandError) as exc:
-        verify(*args)
-    return str(exc.value)
 
 
 @pytest.fixture

@@ -29,9 +29,11 @@ such as ``.dockerconfigjson``) also contributes the values of its secret-named e
 (:func:`gateway.masking.detectors.name_is_secret`, plus a docker ``auth``'s password), under
 the same rule.
 
-Forms of a kept value: the raw bytes; its JSON-escaped form (JSON logs, serialized documents);
-its percent-encoded form (URLs); its base64 at each of the three byte alignments, standard and
-URL-safe, so it is found inside any base64 blob (Secret ``data`` copied into a ConfigMap, a
+Forms of a kept value: the raw bytes; its JSON-escaped forms (JSON logs, serialized documents:
+ASCII-only or not, with ``&``, ``<`` and ``>`` as the six-character escapes Go's encoding/json
+writes, and with a slash escaped); its percent-encoded forms (URLs and form bodies: ``%2F`` or
+``%2f``, a space as ``%20`` or ``+``); its base64 at each of the three byte alignments, standard
+and URL-safe, so it is found inside any base64 blob (Secret ``data`` copied into a ConfigMap, a
 kubeconfig, a docker ``auth``).  A base64 match is widened by the base64 characters that
 still carry bits of the value (one 4-character group on each side at most).
 
@@ -47,7 +49,7 @@ import json
 import re
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import ahocorasick_rs
 import regex
@@ -175,13 +177,23 @@ def forms_of(value: bytes) -> Iterable[tuple[bytes, int, int]]:
     except UnicodeDecodeError:
         text = None
     if text is not None:
-        escaped = json.dumps(text)[1:-1].encode("ascii")
-        if escaped != value:
-            yield escaped, 0, 0
-        quoted = quote(text, safe="").encode("ascii")
-        if quoted != value:
-            yield quoted, 0, 0
+        for form in sorted(_text_forms(text) - {text}):
+            yield form.encode("utf-8", "surrogatepass"), 0, 0
     yield from _b64_forms(value)
+
+
+_GO_HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                               "\u2029": "\\u2029"})
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+
+
+def _text_forms(text: str) -> set[str]:
+    """The escaped and percent-encoded spellings of a value that is text."""
+    escaped = {json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+    escaped |= {e.translate(_GO_HTML_SAFE) for e in escaped} | {e.replace("/", "\\/") for e in escaped}
+    quoted = {quote(text, safe=""), quote_plus(text, safe="")}
+    quoted |= {_PERCENT.sub(lambda m: m.group(0).lower(), q) for q in quoted}
+    return escaped | quoted
 
 
 class SecretValues:

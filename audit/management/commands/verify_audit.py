@@ -16,6 +16,12 @@ from audit.chain import missing_completions, verify_chain
 INCOMPLETE = 3
 LISTED = 20
 
+NOT_COVERED = (
+    "not covered by the chain: review and lease decisions (who approved or denied, votes, reasons, lease "
+    "grants) live in the approvals tables; an event names its review_id or lease_id, not its approvers, so a "
+    "database writer can change a decision there without this check noticing"
+)
+
 
 def anchor(value: str) -> tuple[int, str]:
     seq, sep, digest = value.partition(":")
@@ -64,6 +70,7 @@ class Command(BaseCommand):
         if not result.ok:
             raise CommandError(result.summary())
         self.stdout.write(result.summary())
+        self.stdout.write(NOT_COVERED)
         minutes = settings.AIRLOCK_AUDIT_IN_FLIGHT_MINUTES if in_flight_minutes is None else in_flight_minutes
         missing = missing_completions(timezone.now() - timedelta(minutes=minutes),
                                       in_flight=journal.in_flight(settings.AIRLOCK_AUDIT_JOURNAL_DIR))
