@@ -220,6 +220,15 @@ def _int_param(query: MultiMapping[str], name: str, default: int | None = None) 
         raise errors.bad_request(f'invalid value for {name}: "{value}"') from None
 
 
+def _go_json_type(value) -> str:
+    """How Go's encoding/json names a JSON value's type in its unmarshal errors."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "array" if isinstance(value, list) else "object"
+
+
 def _dry_run(query: MultiMapping[str] | None, body_values: list | None = None) -> bool:
     values = (list(query.getall("dryRun", [])) if query is not None else []) + list(body_values or [])
     for v in values:
@@ -456,6 +465,10 @@ class KubeSim:
                                                  "application/vnd.kubernetes.protobuf"])
         if not isinstance(obj, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
+        for field in ("apiVersion", "kind"):  # decoded into Go strings first (TypeMeta); null leaves one empty
+            if obj.get(field) is not None and not isinstance(obj[field], str):
+                raise errors.bad_request(f"couldn't get version/kind; json parse error: json: cannot unmarshal "
+                                         f"{_go_json_type(obj[field])} into Go struct field .{field} of type string")
         return obj
 
     def validate_fields(self, ctx: Context, res: Resource, obj: dict) -> None:

@@ -135,6 +135,19 @@ async def test_a_body_nested_too_deep_for_the_decoder_is_a_400_status(api, body)
     assert (await resp.json())["reason"] == "BadRequest"
 
 
+@pytest.mark.parametrize("body, go_type", [
+    ({"apiVersion": 1, "kind": "ConfigMap", "metadata": {"name": "a"}}, "number"),
+    ({"apiVersion": "v1", "kind": [], "metadata": {"name": "a"}}, "array"),
+    ({"apiVersion": {}, "kind": True, "metadata": {"name": "a"}}, "object"),
+])
+async def test_api_version_and_kind_that_are_not_strings_are_a_400_status(api, body, go_type):
+    """kube-apiserver decodes them into strings first: "cannot unmarshal ... of type string", a 400."""
+    resp = await api.post("/api/v1/namespaces/default/configmaps", json=body, headers=ADMIN)
+    assert resp.status == 400, await resp.text()
+    status = await resp.json()
+    assert status["reason"] == "BadRequest" and f"cannot unmarshal {go_type}" in status["message"]
+
+
 async def test_content_negotiation(api):
     only_proto = await api.get("/api/v1/namespaces/default/pods/web",
                                headers={**ADMIN, "Accept": "application/vnd.kubernetes.protobuf"})
