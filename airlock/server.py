@@ -183,10 +183,17 @@ class ReadLimits:
 
 
 class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
-    """uvicorn's httptools protocol with :class:`ReadLimits`; the parser's callbacks mark progress."""
+    """uvicorn's httptools protocol with :class:`ReadLimits`; the parser's callbacks mark progress.
+
+    httptools parses pipelined bytes at once, so uvicorn answered bytes that are not HTTP/1.1 with
+    its 400 and closed while an earlier request on the connection was still being answered: that
+    answer was lost, and the 400 came first.  The 400 now waits for the answers owed before it.
+    """
+
+    _deferred_400: str | None = None
 
     def data_received(self, data: bytes) -> None:
-        if self._reading == "off" and self.transport.is_closing():
+        if self._deferred_400 is not None or (self._reading == "off" and self.transport.is_closing()):
             return
         super().data_received(data)
         self._count_header_bytes(len(data))
@@ -222,7 +229,24 @@ class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         self._answer_400(msg)
-        super().send_400_response(msg)
+        if self._answers_owed():
+            self._stop()
+            self._deferred_400 = msg
+        else:
+            super().send_400_response(msg)
+
+    def _answers_owed(self) -> bool:
+        """A response the client is owed before a 400 for what follows: one under way, or pipelined."""
+        cycle = self.cycle
+        if self.pipeline or (cycle is not None and cycle.response_started and not cycle.response_complete):
+            return True
+        # this request's own body is broken: the 400 is its answer
+        return cycle is not None and not cycle.response_complete and self._reading != "body"
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._deferred_400 is not None and not self._answers_owed() and not self.transport.is_closing():
+            super().send_400_response(self._deferred_400)
 
     def on_message_complete(self) -> None:
         if self._reading == "off":
