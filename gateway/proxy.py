@@ -394,11 +394,7 @@ class GatewayApp:
             if not exchange.response_started:
                 await send_status(send, exc)
         except ClientGone:
-            answered = scope.get("extensions", {}).get(SERVER_ANSWER)
-            if answered is not None:  # the server cut the request off: its answer is what the client got
-                exchange.code, exchange.reason, exchange.message = answered
-            else:
-                exchange.message = "the client went away before the request body arrived"
+            exchange.message = "the client went away before the request body arrived"
         except MaskingAbort as exc:
             log.warning("response to %s aborted mid-stream: %s", exchange.audit_id, exc)
         except Exception:
@@ -412,6 +408,9 @@ class GatewayApp:
             else:
                 exchange.message = error.message
         finally:
+            answered = scope.get("extensions", {}).get(SERVER_ANSWER)
+            if answered is not None:  # the server cut the request off: its answer, not ours, reached the client
+                exchange.code, exchange.reason, exchange.message = answered
             await self.record(exchange)
 
     def guard_write(self, request: GatewayRequest, body: bytes) -> bytes:

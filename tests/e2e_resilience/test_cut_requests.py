@@ -14,15 +14,18 @@ CONFIGMAPS = "/k8s/kubesim/api/v1/namespaces/default/configmaps"
 BODY = b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"cut-off"}}'
 
 
-@pytest.mark.parametrize("shape, framing, body, answer", [
-    ("half-body", b"Content-Length: %d" % (len(BODY) + 100), BODY, 408),
-    ("bad-chunk", b"Transfer-Encoding: chunked", b"zz\r\n" + BODY + b"\r\n0\r\n\r\n", 400),
+@pytest.mark.parametrize("shape, token, framing, body, answer", [
+    ("half-body", AGENT_TOKEN, b"Content-Length: %d" % (len(BODY) + 100), BODY, 408),
+    ("bad-chunk", AGENT_TOKEN, b"Transfer-Encoding: chunked", b"zz\r\n" + BODY + b"\r\n0\r\n\r\n", 400),
+    # refused before its body is read: the gateway's 401 never reached the client, the server's 400 did
+    ("bad-chunk-bad-token", "not-a-token", b"Transfer-Encoding: chunked", b"zz\r\n" + BODY + b"\r\n0\r\n\r\n",
+     400),
 ])
-def test_a_request_cut_off_by_the_server_is_recorded_with_the_answer_the_client_got(rig, shape, framing, body,
-                                                                                   answer):
+def test_a_request_cut_off_by_the_server_is_recorded_with_the_answer_the_client_got(rig, shape, token, framing,
+                                                                                   body, answer):
     agent = f"cut/{shape}"
     request = (f"POST {CONFIGMAPS} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {agent}\r\n"
-               f"Authorization: Bearer {AGENT_TOKEN}\r\nContent-Type: application/json\r\n").encode()
+               f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n").encode()
     gateway = rig.gateways[0]
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=15) as raw:
         with rig.trust.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
