@@ -31,7 +31,7 @@ bench: setup
 	$(PY) -m bench.run
 
 # The resilience suite's long forms (bench/soak.py): faults, kills and fuzz under load on two gateways,
-# about ten minutes; figures in bench/RESULTS.md. Needs PostgreSQL and Redis on loopback (.ci/run starts them).
+# under ten minutes; figures in bench/RESULTS.md. Needs PostgreSQL and Redis on loopback (.ci/run starts them).
 soak: setup
 	$(PY) -m bench.soak
 

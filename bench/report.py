@@ -285,7 +285,8 @@ def _soak_section(soak: dict) -> str:
         "",
         "Slowest answer: the longest wait for an answer, held deletes aside (they wait for their approval). "
         "Recovery: seconds from the end of the fault (for the kill and the stop: from the restart) until every "
-        "gateway answered a write and a database lookup (database and Redis faults) or a read from the cluster. "
+        "gateway answered a write and a database lookup (database and Redis faults) or a read from the cluster, "
+        "the probes' own answers under load included. "
         "Problems: a 500, an error that is not a Kubernetes `Status`, an answer other than the expected one "
         "outside the fault, a watch cut instead of ended, a request without an answer (a hang) except on the "
         "gateway killed or stopped. Events lost: answered requests without exactly one completion event of the "

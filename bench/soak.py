@@ -19,7 +19,7 @@ recovery time (until every gateway answers a request needing the dependency agai
 wrong with the answers, and the audit events lost: answered requests without exactly one
 completion event of their status, requests kubesim received without an audit event, and
 RequestReceived events without a completion.  ``verify_audit`` runs at the end.  Bounded: every
-wait has a limit; the full profile takes about ten minutes.
+wait has a limit; the full profile takes under ten minutes.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def _fuzz(rig: Rig, profile: Profile) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="about two minutes: structure check, not figures")
+    parser.add_argument("--quick", action="store_true", help="about a minute: structure check, not figures")
     parser.add_argument("--out", type=Path, help="markdown report (default bench/RESULTS.md; quick: none)")
     parser.add_argument("--json", type=Path, help="raw figures (default bench/soak.json; quick: none)")
     args = parser.parse_args(argv)
