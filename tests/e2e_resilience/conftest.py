@@ -162,7 +162,7 @@ RIG_SETTINGS = {
     "AIRLOCK_DEBUG": "false",
 }
 # The Connections' connect, first-byte and idle timeouts (production defaults: see connections.models).
-RIG_TIMEOUTS = (1.0, 2.0, 2.0)
+RIG_TIMEOUTS = (3.0, 4.0, 4.0)  # room for a TLS connect through the proxy on a busy 2-core machine
 
 
 @pytest.fixture(scope="session")
