@@ -203,7 +203,11 @@ async def test_client_disconnect_kills_the_process_group(kube):
         msg = await ws.receive()  # ready
         assert msg.data == b"\x01"
         assert (await ws.receive()).data == b"\x01started\n"
-        (background,) = pids_of(["sleep", "307"], sandbox)
+        for _ in range(50):  # "started" can arrive before the forked shell has exec'ed sleep
+            if found := pids_of(["sleep", "307"], sandbox):
+                break
+            await asyncio.sleep(0.1)
+        (background,) = found
     assert await wait_gone(background)
 
 
