@@ -208,7 +208,10 @@ class Load:
                         timeout=httpx.Timeout(self.timeout, read=None)) as response:
                     outcome.status = response.status_code
                     if response.status_code != 200:
-                        outcome.error = status_problem(response, await response.aread())
+                        body = await response.aread()
+                        outcome.error = status_problem(response, body)
+                        if not outcome.error:
+                            outcome.message = json.loads(body)["message"][:200]
                     else:
                         if first:
                             self._watching += 1
@@ -279,7 +282,8 @@ def answers(outcomes: list[Outcome], allowed: set[int] = frozenset(), *, window:
     """What is wrong with the answers: a 500; an answer other than the expected one, unless the request
     was under way during ``window`` (the fault and its recovery) and the answer is in ``allowed``; a
     non-2xx answer that is not a Status with its code; a watch cut instead of ended; no answer (a
-    hang or a dropped connection) unless its gateway is in ``may_fail`` (killed or stopped)."""
+    hang or a dropped connection) unless its gateway is in ``may_fail`` (killed or stopped); a gateway
+    in ``may_fail`` may also refuse new work during ``window`` with a 503 Status (it is shutting down)."""
     problems = []
     for o in outcomes:
         where = f"{o.agent} ({o.kind} via {o.gateway})"
@@ -290,7 +294,9 @@ def answers(outcomes: list[Outcome], allowed: set[int] = frozenset(), *, window:
         if o.error and not (o.ending == "cut" and o.gateway in may_fail):
             problems.append(f"{where}: {o.error}")
         during = o.started <= window[1] and o.ended >= window[0]
-        if o.status == 500 or (o.status not in EXPECTED[o.kind] and not (during and o.status in allowed)):
+        stopping = during and o.gateway in may_fail and o.status == 503 and not o.error
+        if o.status == 500 or (o.status not in EXPECTED[o.kind] and not (during and o.status in allowed)
+                               and not stopping):
             problems.append(f"{where}: answered {o.status} ({o.started - window[0]:+.2f}s to {o.ended - window[0]:+.2f}s "
                             f"from the fault): {o.message}")
     return problems

@@ -99,6 +99,8 @@ def test_a_gateway_stopped_with_open_watches_ends_them_and_exits_within_seconds(
     assert "Application shutdown complete" in victim.log().rsplit("--- start", 2)[-2]
     problems = answers(outcomes, window=result["window"], may_fail={victim.name})
     assert not problems, "\n".join(problems[:20])
+    refused = [o for o in outcomes if o.gateway == victim.name and o.status == 503]
+    assert all("shutting down" in o.message for o in refused), [o.message for o in refused]
     open_at_stop = watches_open_at(outcomes, victim.name, result["window"][0])
     assert len(open_at_stop) == 2
     for watch in open_at_stop:
