@@ -268,6 +268,11 @@ AIRLOCK_SECRET_VALUES_MAX_BYTES = int(env("AIRLOCK_SECRET_VALUES_MAX_BYTES", str
 # a cached answer, below).
 AIRLOCK_DB_POOL_SIZE = int(env("AIRLOCK_DB_POOL_SIZE", "4"))
 AIRLOCK_DB_WAIT_SECONDS = float(env("AIRLOCK_DB_WAIT_SECONDS", "3"))
+# A request that can change the cluster (a write, exec, attach, port-forward) waits at most this
+# long for its RequestReceived audit event to be committed before it is forwarded, then gets a 503
+# (audit/recorder.py).  Longer than a lookup's wait: the one audit writer thread also commits the
+# completion events in batches, and under steady load such a commit took over 2 s (make soak).
+AIRLOCK_AUDIT_COMMIT_SECONDS = float(env("AIRLOCK_AUDIT_COMMIT_SECONDS", "10"))
 # While the database cannot be reached, cached connections, rules and leases are still used for
 # this many seconds beyond their usual bound (above); after that, requests get a 503.
 AIRLOCK_CACHE_STALE_SECONDS = float(env("AIRLOCK_CACHE_STALE_SECONDS", "60"))

@@ -6,8 +6,8 @@
   written it raises :class:`AuditUnavailable` and the gateway must refuse the request.
 * :meth:`Recorder.begin` is for mutating requests: it returns only once the ``RequestReceived``
   event is committed, so the gateway forwards nothing it has not recorded.  If the write
-  fails, or is not committed within ``commit_wait`` seconds (``AIRLOCK_DB_WAIT_SECONDS``: a
-  database that stopped answering does not close the connection, and its statement timeout
+  fails, or is not committed within ``commit_wait`` seconds (``AIRLOCK_AUDIT_COMMIT_SECONDS``:
+  a database that stopped answering does not close the connection, and its statement timeout
   runs on the server), it raises :class:`AuditUnavailable` and the gateway must refuse the
   request.  It is idempotent per audit id (a held request is recorded when the hold starts).
 * :meth:`Recorder.finish` journals a completion event, then hands it to a bounded in-memory
@@ -73,7 +73,7 @@ class Recorder:
         )
         self.session_gap = session_gap or timedelta(minutes=settings.AIRLOCK_AUDIT_SESSION_GAP_MINUTES)
         self.retry_delay = retry_delay
-        self.commit_wait = commit_wait if commit_wait is not None else settings.AIRLOCK_DB_WAIT_SECONDS
+        self.commit_wait = commit_wait if commit_wait is not None else settings.AIRLOCK_AUDIT_COMMIT_SECONDS
         self.max_retry_delay = max_retry_delay
         self.sync_interval = (
             sync_interval if sync_interval is not None else settings.AIRLOCK_AUDIT_JOURNAL_SYNC_SECONDS

@@ -223,6 +223,7 @@ class Rig:
         self.directory = directory
         self.postgres = postgres
         self.kubesim = kubesim
+        self.timeouts = timeouts
         self.database = postgres.create()
         self.db_proxy = TcpProxy(postgres.host, postgres.port).start()
         self.redis_proxy = TcpProxy(*REDIS).start()
