@@ -5,7 +5,7 @@ The rig of tests/e2e_resilience (tests/resilience_rig.py): two gateway processes
 docker-compose.yml starts them, on one PostgreSQL database and one Redis, in front of kubesim,
 each dependency behind a TCP proxy.  Loopback only; PostgreSQL (DATABASE_URL when it is
 PostgreSQL, else AIRLOCK_TEST_POSTGRES_URL, else postgres@127.0.0.1:5432) and Redis
-(127.0.0.1:6379, database 7) must be running.  Phases, one after another, each with its own load
+(127.0.0.1:6379, REDIS_URL's database or 7) must be running.  Phases, one after another, each with its own load
 (clients, watches, held deletes approved through the other gateway):
 
 1. steady load, no fault;
