@@ -101,7 +101,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A view that cannot reach the database answers 503, not a 500 and a traceback.
+    "airlock.unavailable.DatabaseUnavailableMiddleware",
 ]
+# The reviewer REST API answers a database it cannot reach with 503 {"detail": ...}.
+REST_FRAMEWORK = {"EXCEPTION_HANDLER": "airlock.unavailable.api_exception_handler"}
 
 ROOT_URLCONF = "airlock.urls"
 
