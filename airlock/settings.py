@@ -248,7 +248,9 @@ AIRLOCK_CONNECTION_REVALIDATE_SECONDS = float(env("AIRLOCK_CONNECTION_REVALIDATE
 
 # On SIGTERM/SIGINT the gateway ends its open watches and exec/attach/port-forward streams
 # (ERROR event, Status on the error channel) and waits at most this long (seconds) for them to
-# close before the server's own shutdown runs (airlock/asgi.py).
+# close before the server's own shutdown runs (airlock/asgi.py); at the end of that shutdown the
+# audit recorder gets at most this long again to commit what is queued (what a database that does
+# not answer keeps it from committing stays in the audit journal for the next start).
 AIRLOCK_DRAIN_SECONDS = float(env("AIRLOCK_DRAIN_SECONDS", "5"))
 
 # Upper bound (seconds) on how long a gateway process may use a connection's

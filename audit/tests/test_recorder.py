@@ -216,4 +216,4 @@ def test_settings_configure_the_recorder(settings):
     prepared = recorder.prepare(event(0, response_body=b"x" * 100, audit_id=uuid.uuid4()))
     assert prepared.fields["response_body"] == b"x" * 10
     assert prepared.fields["response_body_size"] == 100
-    recorder._executor.shutdown()
+    recorder._writer.stop()
