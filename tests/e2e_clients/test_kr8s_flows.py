@@ -10,7 +10,10 @@ import kr8s.asyncio
 import pytest
 from kr8s.asyncio.objects import ConfigMap, Deployment, Pod, Secret
 
-pytestmark = pytest.mark.django_db(transaction=True)  # the gateway variant of ``route``
+pytestmark = [
+    pytest.mark.django_db(transaction=True),  # the gateway variant of ``route``
+    pytest.mark.filterwarnings("ignore:Kubernetes version v1.37:UserWarning"),  # kr8s 0.20 knows up to 1.35
+]
 
 
 @pytest.fixture
