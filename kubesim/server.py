@@ -339,6 +339,23 @@ class WatchSink:
             await self.resp.write_eof()
 
 
+# kube-apiserver's decoder stops at 10,000 levels; a typed object never nests near that, and the
+# store copies objects recursively, so kubesim refuses what Python's copy could not follow.
+MAX_OBJECT_DEPTH = 500
+
+
+def _deeper_than(value, limit: int) -> bool:
+    """Whether ``value`` nests more than ``limit`` containers deep (iteratively: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 class KubeSim:
     """The application: owns the cluster, auth, request log and pre-encoded documents."""
 
@@ -497,7 +514,7 @@ class KubeSim:
                 return protobuf.decode(body)
             except protobuf.ProtobufError as exc:
                 raise ApiError(415, "UnsupportedMediaType", f"{exc}; send application/json instead") from None
-        if ctype in ("application/json", "", "*/*"):
+        if ctype in ("application/json", ""):
             if not body.strip():
                 raise errors.bad_request("the body of the request is empty")
             try:
@@ -506,7 +523,7 @@ class KubeSim:
                 raise errors.bad_request(f"couldn't get version/kind; json parse error: {exc}") from None
             except RecursionError:  # kube-apiserver's decoder stops at 10,000 levels, Python's earlier
                 raise errors.bad_request("couldn't get version/kind; json parse error: exceeded max depth") from None
-        elif ctype in ("application/yaml", "application/x-yaml", "text/yaml"):
+        elif ctype == "application/yaml":
             try:
                 obj = yaml.safe_load(body)
             except (yaml.YAMLError, RecursionError):
@@ -516,6 +533,8 @@ class KubeSim:
                                                  "application/vnd.kubernetes.protobuf"])
         if not isinstance(obj, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
+        if _deeper_than(obj, MAX_OBJECT_DEPTH):
+            raise errors.bad_request("couldn't get version/kind; json parse error: exceeded max depth")
         for field in ("apiVersion", "kind"):  # decoded into Go strings first (TypeMeta); null leaves one empty
             if obj.get(field) is not None and not isinstance(obj[field], str):
                 raise errors.bad_request(f"couldn't get version/kind; json parse error: json: cannot unmarshal "

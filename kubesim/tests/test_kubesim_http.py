@@ -111,9 +111,10 @@ async def test_method_not_allowed_and_media_type_errors(api):
     assert resp.status == 405
     assert await resp.json() == status(405, "MethodNotAllowed",
                                        "the server does not allow this method on the requested resource", {})
-    resp = await api.post("/api/v1/namespaces/default/configmaps", data=b"a: b",
-                          headers={**ADMIN, "Content-Type": "text/plain"})
-    assert resp.status == 415 and (await resp.json())["reason"] == "UnsupportedMediaType"
+    for media_type in ("text/plain", "*/*", "application/x-yaml", "text/yaml"):  # kube-apiserver: 415 for each
+        resp = await api.post("/api/v1/namespaces/default/configmaps", data=b"a: b",
+                              headers={**ADMIN, "Content-Type": media_type})
+        assert resp.status == 415 and (await resp.json())["reason"] == "UnsupportedMediaType", media_type
     resp = await api.patch("/api/v1/namespaces/default/pods/web", data=b"{}",
                            headers={**ADMIN, "Content-Type": "application/json"})
     assert resp.status == 415
@@ -124,7 +125,8 @@ async def test_method_not_allowed_and_media_type_errors(api):
     b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"deep"},"data":' + b'{"a":' * 5000 + b'"x"'
     + b"}" * 5001,
     b"a: " + b"[" * 5000 + b"]" * 5000,
-], ids=["json-array", "json-object", "yaml"])
+    b'{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"deep"},"extra":' + b"[" * 600 + b"]" * 600 + b"}",
+], ids=["json-array", "json-object", "yaml", "decodable-but-deeper-than-the-store-copies"])
 async def test_a_body_nested_too_deep_for_the_decoder_is_a_400_status(api, body):
     """kube-apiserver refuses such a body with a 400 (its JSON decoder stops at 10,000 levels; a
     typed object does not nest this deep); Python's decoders recurse and give up earlier."""
