@@ -1,7 +1,7 @@
 """REST API for reviews and leases (token-authenticated), so reviews can be automated and tested.
 
     GET  /approvals/api/reviews/?state=pending     list (default: pending)
-    GET  /approvals/api/reviews/<id>/              one review with its votes and history
+    GET  /approvals/api/reviews/<id>/              one review with its body, dry-run preview, votes and history
     POST /approvals/api/reviews/<id>/approve/      {"reason", "scope": "once"|"window", "window_seconds", "unmask",
                                                     "release_token"}
                                                    ("window" is refused, 400, when ``window_refusal`` is set;
@@ -70,7 +70,9 @@ class ReviewDetailSerializer(ReviewSerializer):
     events = serializers.SerializerMethodField()
 
     class Meta(ReviewSerializer.Meta):
-        fields = ReviewSerializer.Meta.fields + ["body", "votes", "events"]
+        fields = ReviewSerializer.Meta.fields + [
+            "body", "preview_state", "preview_summary", "preview_diff", "preview_error", "votes", "events",
+        ]
 
     def get_votes(self, review):
         return [
