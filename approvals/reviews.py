@@ -134,14 +134,17 @@ def _expire_if_stale(review: Review, now) -> bool:
     )
     if not stale:
         return False
-    was = review.state
+    _expire(review, "nobody decided in time" if review.state == ReviewState.PENDING
+            else "the approval was not used in time")
+    return True
+
+
+def _expire(review: Review, why: str) -> None:
     review.state = ReviewState.EXPIRED
     review.save(update_fields=["state"])
-    why = "nobody decided in time" if was == ReviewState.PENDING else "the approval was not used in time"
     history.review_event(review, ReviewEventKind.EXPIRED, actor="airlock", reason=why)
     broadcast.review_changed(review.pk, review.state)
     notify.review_decided(review.pk)
-    return True
 
 
 def _approved_settlement(review: Review) -> Settlement:
@@ -451,5 +454,18 @@ def expire_stale(now=None) -> int:
         with transaction.atomic():
             review = Review.objects.select_for_update().filter(pk=pk).first()
             if review is not None and _expire_if_stale(review, now):
+                expired += 1
+    return expired
+
+
+def expire_pending(why: str) -> int:
+    """Expire every pending review now, saying ``why`` (the demo's fresh start: its cluster and identity
+    provider are new, so nothing held by an earlier run can be released)."""
+    expired = 0
+    for pk in Review.objects.filter(state=ReviewState.PENDING).values_list("pk", flat=True):
+        with transaction.atomic():
+            review = Review.objects.select_for_update().filter(pk=pk, state=ReviewState.PENDING).first()
+            if review is not None:
+                _expire(review, why)
                 expired += 1
     return expired
