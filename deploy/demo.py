@@ -330,6 +330,8 @@ def write_env_file(layout: Layout, env: dict, base: dict) -> None:
     lines = [
         "# The Airlock demo's environment (rewritten by every run of the demo). From the repository root:",
         "#   . .demo/env && python manage.py review list      (or: make demo-shell)",
+        "# The caller's own database, broker and Airlock settings would point manage.py elsewhere (clean_env).",
+        "unset DATABASE_URL REDIS_URL $(env | grep -oE '^(AIRLOCK|CELERY)_[A-Za-z0-9_]*=' | tr -d =)",
         f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"",
         f"export KUBECONFIG={shlex.quote(str(layout.agent_kubeconfig))}",
         f"export AIRLOCK_DEMO_DIR={shlex.quote(str(layout.root))}",

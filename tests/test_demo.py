@@ -131,9 +131,11 @@ LEAVE_A_REVIEW_PENDING = (
 
 
 def demo_shell(state, command, env, stdin=None):
-    """``command`` run as `make demo-shell` runs it: in a shell with the demo's environment file sourced."""
+    """``command`` run as `make demo-shell` runs it: in a shell with the demo's environment file sourced
+    (over a caller's environment that names another database)."""
     result = subprocess.run(["make", "-s", "demo-shell", f"DEMO_DIR={state}"], cwd=ROOT,
-                            env={**env, "SHELL": "/bin/sh"}, input=f"{command}{' <<EOF' if stdin else ''}\n"
+                            env={**env, "SHELL": "/bin/sh", "DATABASE_URL": "postgres://elsewhere.invalid/db"},
+                            input=f"{command}{' <<EOF' if stdin else ''}\n"
                             + (f"{stdin}EOF\n" if stdin else "") + "exit\n",
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr

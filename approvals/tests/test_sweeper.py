@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection as db_connection
 from django.utils import timezone
 
 from approvals import reviews
@@ -24,15 +25,26 @@ def stale_review():
     return review
 
 
+async def in_thread(fn):
+    """``fn()`` in asgiref's thread, whose database connection is closed after (the test database is dropped)."""
+    def run():
+        try:
+            return fn()
+        finally:
+            db_connection.close()
+
+    return await sync_to_async(run)()
+
+
 async def until(condition, timeout=10.0):
     deadline = asyncio.get_running_loop().time() + timeout
-    while not await sync_to_async(condition)():
+    while not await in_thread(condition):
         assert asyncio.get_running_loop().time() < deadline, "not within the timeout"
         await asyncio.sleep(0.02)
 
 
 async def test_the_gateways_sweeper_expires_a_forgotten_review():
-    review = await sync_to_async(stale_review)()
+    review = await in_thread(stale_review)
     sweeper = Sweeper(interval=0.05)
     sweeper.start()
     try:
@@ -42,7 +54,7 @@ async def test_the_gateways_sweeper_expires_a_forgotten_review():
     finally:
         await sweeper.stop()
     assert sweeper.task is None
-    event = await sync_to_async(lambda: Review.objects.get(pk=review.pk).events.last())()
+    event = await in_thread(lambda: Review.objects.get(pk=review.pk).events.last())
     assert (event.kind, event.actor, event.reason) == ("expired", "airlock", "nobody decided in time")
 
 
