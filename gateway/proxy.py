@@ -26,11 +26,11 @@ from gateway import headers as hdr
 from gateway import masking
 from gateway.authn import authenticate
 from gateway.authz import authorize
+from gateway.masking import tokens
 from gateway.pipeline import GatewayRequest, parse_body, parse_request
 from gateway.requestinfo import is_long_running
 from gateway.secretvalues import ValuesUnavailable
 from gateway.status import SERVER_ANSWER, GatewayError
-from gateway.masking import tokens
 from gateway.streams import ChannelFraming, StreamTap, StreamViolation, masked_target
 from gateway.upgrades import CHANNEL_PROTOCOLS, relayed_protocols
 from gateway.upstream import UpstreamPool, open_websocket
