@@ -35,7 +35,7 @@ def release(masked: bytes, raw: bytes) -> bytes | None:
     there is no masked token to release (an error Status, a response without a token).
 
     Nothing but that field changes: the masked body is decoded, the one value put back, and the
-    document encoded again.
+    document encoded again (compact, as the masker writes it, with its final newline if it had one).
     """
     try:
         shown = loads_json(masked)
@@ -50,4 +50,5 @@ def release(masked: bytes, raw: bytes) -> bytes | None:
     if token is None:
         return None
     shown["status"]["token"] = token
-    return json.dumps(shown, separators=(",", ":")).encode()
+    ending = b"\n" if masked.endswith(b"\n") else b""  # kube-apiserver's documents end with one
+    return json.dumps(shown, separators=(",", ":")).encode() + ending

@@ -33,6 +33,12 @@ def test_is_token_request():
     assert not is_token_request(parse("POST", "/api/v1/namespaces/shop/serviceaccounts", ""))
 
 
+def test_release_keeps_the_final_newline():
+    raw = answer(token=TOKEN, expirationTimestamp="2030-01-01T00:00:00Z")
+    assert release(masked(raw) + b"\n", raw).endswith(b"}\n")
+    assert release(masked(raw).rstrip(b"\n"), raw).endswith(b"}")
+
+
 def test_release_puts_back_the_token_and_nothing_else():
     raw = answer(token=TOKEN, expirationTimestamp="2030-01-01T00:00:00Z")
     recorded = masked(raw)
