@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_DIR ?= .demo
 
-.PHONY: setup browser test demo bench soak clean
+.PHONY: setup browser test demo demo-shell bench soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +26,14 @@ test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m deploy.demo
+	$(PY) -m deploy.demo --dir $(DEMO_DIR)
+
+# A shell with the demo's environment ($(DEMO_DIR)/env, written by `make demo`): `python manage.py review list`
+# reads the demo's database, kubectl goes through the gateway as the demo agent.
+demo-shell:
+	@test -f $(DEMO_DIR)/env || { echo "make demo-shell: no $(DEMO_DIR)/env yet: run make demo (in another terminal) first"; exit 1; }
+	@echo "Airlock demo shell: python manage.py ... uses the demo's database, kubectl the agent's kubeconfig; exit to leave." >&2
+	@. "$(abspath $(DEMO_DIR))/env" && exec "$${SHELL:-/bin/sh}" -i
 
 bench: setup
 	$(PY) -m bench.run

@@ -23,10 +23,12 @@ django_http = ASGIStaticFilesHandler(get_asgi_application())
 from django.conf import settings  # noqa: E402
 
 from approvals.routing import websocket_application  # noqa: E402
+from approvals.sweeper import Sweeper  # noqa: E402
 from gateway.asgi import build_gateway  # noqa: E402
 
 log = logging.getLogger(__name__)
 gateway = build_gateway()
+sweeper = Sweeper.from_settings()  # None where Celery beat expires reviews and leases
 PREFIX = settings.AIRLOCK_GATEWAY_PREFIX
 DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _draining: set[asyncio.Task] = set()
@@ -50,8 +52,12 @@ async def lifespan(receive, send):
         if message["type"] == "lifespan.startup":
             await gateway.start()
             drain_before_exit(gateway, settings.AIRLOCK_DRAIN_SECONDS)
+            if sweeper is not None:
+                sweeper.start()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            if sweeper is not None:
+                await sweeper.stop()
             await gateway.aclose()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -203,10 +203,15 @@ CELERY_TIMEZONE = "UTC"
 AIRLOCK_AUDIT_ANCHOR_SECONDS = float(env("AIRLOCK_AUDIT_ANCHOR_SECONDS", "60"))
 # Audit journals of dead gateway processes (AIRLOCK_AUDIT_JOURNAL_DIR, when the worker shares it) are replayed.
 AIRLOCK_AUDIT_RECOVER_SECONDS = float(env("AIRLOCK_AUDIT_RECOVER_SECONDS", "60"))
+AIRLOCK_APPROVALS_SWEEP_SECONDS = float(env("AIRLOCK_APPROVALS_SWEEP_SECONDS", "15"))
+# Without Celery beat (the single-box demo, a development server) each gateway process runs the
+# same sweep on that interval (approvals/sweeper.py); on by default outside production, where
+# docker-compose.yml runs beat.  Running both does no harm.
+AIRLOCK_APPROVALS_SWEEP_IN_GATEWAY = env_bool("AIRLOCK_APPROVALS_SWEEP_IN_GATEWAY", not PRODUCTION)
 CELERY_BEAT_SCHEDULE = {
     "approvals-sweep": {
         "task": "approvals.tasks.sweep",
-        "schedule": float(env("AIRLOCK_APPROVALS_SWEEP_SECONDS", "15")),
+        "schedule": AIRLOCK_APPROVALS_SWEEP_SECONDS,
     },
     "audit-anchor": {
         "task": "audit.tasks.anchor",

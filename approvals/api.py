@@ -1,9 +1,13 @@
 """REST API for reviews and leases (token-authenticated), so reviews can be automated and tested.
 
     GET  /approvals/api/reviews/?state=pending     list (default: pending)
-    GET  /approvals/api/reviews/<id>/              one review with its votes and history
-    POST /approvals/api/reviews/<id>/approve/      {"reason", "scope": "once"|"window", "window_seconds", "unmask"}
-                                                   ("window" is refused, 400, when ``window_refusal`` is set)
+    GET  /approvals/api/reviews/<id>/              one review with its body, dry-run preview, votes and history
+    POST /approvals/api/reviews/<id>/approve/      {"reason", "scope": "once"|"window", "window_seconds", "unmask",
+                                                    "release_token"}
+                                                   ("window" is refused, 400, when ``window_refusal`` is set;
+                                                   ``release_token`` only, and not ``unmask``, when
+                                                   ``token_request`` is true: whether the agent receives the
+                                                   ServiceAccount token; if not, nothing is sent to the cluster)
     POST /approvals/api/reviews/<id>/deny/         {"reason"}
     GET  /approvals/api/leases/?state=granted      list (default: all)
     POST /approvals/api/leases/                    {"connection", "subject"|"group", "issuer", "rules", "duration", "reason"}
@@ -37,6 +41,7 @@ class ReviewSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     approvals = serializers.SerializerMethodField()
     window_refusal = serializers.SerializerMethodField()
+    token_request = serializers.BooleanField(source="is_token_request", read_only=True)
 
     class Meta:
         model = Review
@@ -44,8 +49,8 @@ class ReviewSerializer(serializers.ModelSerializer):
             "id", "state", "url", "connection", "rule_name", "principal_username", "principal_subject",
             "principal_groups", "description", "verb", "api_group", "api_version", "resource", "subresource",
             "namespace", "name", "method", "transport", "path", "query", "headers", "body_state", "body_sha256",
-            "window_refusal", "min_approvals",
-            "reviewer_groups", "approvals", "scope", "unmask", "reason", "decided_by", "created_at", "decided_at",
+            "window_refusal", "token_request", "min_approvals",
+            "reviewer_groups", "approvals", "scope", "unmask", "release_token", "reason", "decided_by", "created_at", "decided_at",
             "valid_until", "consumed_at", "audit_id",
         ]
 
@@ -65,12 +70,14 @@ class ReviewDetailSerializer(ReviewSerializer):
     events = serializers.SerializerMethodField()
 
     class Meta(ReviewSerializer.Meta):
-        fields = ReviewSerializer.Meta.fields + ["body", "votes", "events"]
+        fields = ReviewSerializer.Meta.fields + [
+            "body", "preview_state", "preview_summary", "preview_diff", "preview_error", "votes", "events",
+        ]
 
     def get_votes(self, review):
         return [
             {"reviewer": v.reviewer_name, "approve": v.approve, "scope": v.scope, "window_seconds": v.window_seconds,
-             "unmask": v.unmask, "reason": v.reason, "at": v.created_at}
+             "unmask": v.unmask, "release_token": v.release_token, "reason": v.reason, "at": v.created_at}
             for v in review.votes.all()
         ]
 
@@ -99,6 +106,7 @@ class DecisionInput(serializers.Serializer):
     scope = serializers.ChoiceField(choices=["once", "window"], required=False, default="once")
     window_seconds = serializers.IntegerField(required=False, allow_null=True)
     unmask = serializers.BooleanField(required=False, default=False)
+    release_token = serializers.BooleanField(required=False, default=False)
 
 
 class LeaseInput(serializers.Serializer):
@@ -174,6 +182,7 @@ class ReviewDecision(ApprovalsAPIView):
             review = reviews.decide(
                 review_id, request.user, approve=self.approve, reason=data.get("reason", ""),
                 scope=data["scope"], window_seconds=data.get("window_seconds"), unmask=data["unmask"],
+                release_token=data["release_token"],
             )
         except reviews.ApprovalError as exc:
             return _error(exc)

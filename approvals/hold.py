@@ -50,12 +50,21 @@ class HoldOutcome:
     reviewers: tuple[str, ...] = ()
     reason: str = ""
     unmask: bool = False
+    release_token: bool = False
     scope: str = "once"
     url: str = ""
 
     @property
     def timed_out(self) -> bool:
         return self.state == "timeout"
+
+    def withheld_token_message(self) -> str:
+        """The 403 message for an approved ServiceAccount token request whose token the reviewers withheld."""
+        by = f" ({self.reviewer})" if self.reviewers else ""
+        again = ("; retry to ask for a new review, and ask the reviewer to release the token"
+                 if self.scope == "once" else "")
+        return (f"airlock: review {self.review_id} was approved{by} but the reviewer withheld the ServiceAccount "
+                f"token: the request was not sent to the cluster and no token was minted{again}")
 
     @property
     def reviewer(self) -> str:
@@ -295,6 +304,7 @@ def _outcome(settlement: reviews.Settlement, url: str) -> HoldOutcome:
         reviewers=settlement.reviewers,
         reason=settlement.reason,
         unmask=settlement.unmask,
+        release_token=settlement.release_token,
         scope=settlement.scope,
         url=url,
     )

@@ -12,6 +12,8 @@ the audit hook (:mod:`approvals.history`).
 from django.conf import settings
 from django.db import models
 
+from gateway.masking.tokens import is_token_request
+
 
 class ReviewState(models.TextChoices):
     PENDING = "pending", "Pending"
@@ -88,6 +90,11 @@ class Review(models.Model):
     state = models.CharField(max_length=16, choices=ReviewState.choices, default=ReviewState.PENDING, db_index=True)
     scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.ONCE)
     unmask = models.BooleanField(default=False, help_text="The reviewers allowed secret values in the response.")
+    release_token = models.BooleanField(
+        default=False,
+        help_text="A ServiceAccount token request: every approver gave the agent the token. Otherwise the approved "
+                  "request is not sent to the cluster and no token is minted.",
+    )
     reason = models.TextField(blank=True, help_text="The deciding reviewer's reason.")
     decided_by = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -106,6 +113,11 @@ class Review(models.Model):
     def __str__(self):
         return f"review {self.pk}: {self.description}"
 
+    @property
+    def is_token_request(self) -> bool:
+        """``create token``: the reviewer chooses whether the agent receives the minted token."""
+        return is_token_request(self)
+
 
 class ReviewVote(models.Model):
     """One reviewer's decision; a review is approved once ``min_approvals`` distinct reviewers approved."""
@@ -117,6 +129,7 @@ class ReviewVote(models.Model):
     scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.ONCE)
     window_seconds = models.PositiveIntegerField(null=True, blank=True)
     unmask = models.BooleanField(default=False)
+    release_token = models.BooleanField(default=False)
     reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -28,6 +28,7 @@ from approvals.fingerprint import WRITE_VERBS
 from gateway import headers as hdr
 from gateway.masking.detectors import Detectors
 from gateway.masking.responses import media_type
+from gateway.masking.tokens import is_token_request
 from gateway.masking.objects import ObjectMasker, default_kind
 
 TIMEOUT = httpx.Timeout(10.0)
@@ -97,6 +98,9 @@ def plan(held) -> tuple[Call | None, Call] | str:
     info = held.info
     if not needed(info):
         return "no preview: this request does not change anything"
+    if is_token_request(info):
+        return ("no preview: a ServiceAccount token request is not sent to the cluster before the approval, not even "
+                "as a dry run (it could sign a token)")
     if info.subresource and info.subresource not in ("status", "scale"):
         return f"no preview: {info.resource}/{info.subresource} has no dry run"
     if held.body is None and info.verb in ("create", "update", "patch"):

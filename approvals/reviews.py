@@ -75,6 +75,7 @@ class Settlement:
     reviewers: tuple[str, ...] = ()
     reason: str = ""
     unmask: bool = False
+    release_token: bool = False
     scope: str = Scope.ONCE
     details: dict = field(default_factory=dict)
 
@@ -133,20 +134,23 @@ def _expire_if_stale(review: Review, now) -> bool:
     )
     if not stale:
         return False
-    was = review.state
+    _expire(review, "nobody decided in time" if review.state == ReviewState.PENDING
+            else "the approval was not used in time")
+    return True
+
+
+def _expire(review: Review, why: str) -> None:
     review.state = ReviewState.EXPIRED
     review.save(update_fields=["state"])
-    why = "nobody decided in time" if was == ReviewState.PENDING else "the approval was not used in time"
     history.review_event(review, ReviewEventKind.EXPIRED, actor="airlock", reason=why)
     broadcast.review_changed(review.pk, review.state)
     notify.review_decided(review.pk)
-    return True
 
 
 def _approved_settlement(review: Review) -> Settlement:
     return Settlement(
         approved=True, state="approved", review_id=review.pk, reviewers=tuple(_approvers(review)),
-        reason=review.reason, unmask=review.unmask, scope=review.scope,
+        reason=review.reason, unmask=review.unmask, release_token=review.release_token, scope=review.scope,
     )
 
 
@@ -340,9 +344,25 @@ def _window(scope: str, window_seconds) -> int | None:
     return window_seconds
 
 
+def token_choice_refusal(review: Review, *, unmask: bool, release_token: bool) -> str:
+    """Why these choices do not fit the review ("" when they do).
+
+    A ServiceAccount token request has one choice, ``release_token``: the token is masked in the
+    audit trail either way, and ``unmask`` would say nothing more.  Other requests have no token.
+    """
+    if review.is_token_request and unmask:
+        return "for a ServiceAccount token request choose release_token (whether the agent receives the token)"
+    if not review.is_token_request and release_token:
+        return "release_token applies only to a ServiceAccount token request (create serviceaccounts/token)"
+    return ""
+
+
 def decide(review_id: int, user, *, approve: bool, reason: str = "", scope: str = Scope.ONCE,
-           window_seconds=None, unmask: bool = False) -> Review:
-    """Record one reviewer's vote; the review is decided by a denial or by ``min_approvals`` approvals."""
+           window_seconds=None, unmask: bool = False, release_token: bool = False) -> Review:
+    """Record one reviewer's vote; the review is decided by a denial or by ``min_approvals`` approvals.
+
+    The dashboard, the REST API and ``manage.py review`` all decide through here.
+    """
     reason = clean_reason(reason)
     window = _window(scope, window_seconds) if approve else None
     if not approve and not reason:
@@ -361,13 +381,16 @@ def decide(review_id: int, user, *, approve: bool, reason: str = "", scope: str 
         if window is not None and (refusal := window_refusal(review)):
             raise ApprovalError(400, f"review {review.pk} cannot be approved for a time window: {refusal}; "
                                      "approve it once (exactly this request)")
+        if approve and (refusal := token_choice_refusal(review, unmask=bool(unmask),
+                                                        release_token=bool(release_token))):
+            raise ApprovalError(400, f"review {review.pk}: {refusal}")
         if review.votes.filter(reviewer=user).exists():
             raise ApprovalError(409, f"you already voted on review {review.pk}")
         name = user.get_username()
         ReviewVote.objects.create(
             review=review, reviewer=user, reviewer_name=name, approve=approve,
             scope=scope if approve else Scope.ONCE, window_seconds=window, unmask=bool(unmask) and approve,
-            reason=reason,
+            release_token=bool(release_token) and approve, reason=reason,
         )
         if not approve:
             review.state = ReviewState.DENIED
@@ -401,16 +424,18 @@ def _approve(review: Review, approvals: list[ReviewVote], name: str, reason: str
         review.scope = Scope.ONCE
         review.valid_until = now + timedelta(seconds=conf.get("AIRLOCK_REVIEW_APPROVAL_SECONDS"))
     review.unmask = all(v.unmask for v in approvals)
+    review.release_token = all(v.release_token for v in approvals)
     review.state = ReviewState.APPROVED
     review.reason = reason
     review.decided_by = ", ".join(v.reviewer_name for v in approvals)
     review.decided_at = now
-    review.save(update_fields=["scope", "valid_until", "unmask", "state", "reason", "decided_by", "decided_at"])
-    history.review_event(
-        review, ReviewEventKind.APPROVED, actor=name, reason=reason,
-        details={"scope": review.scope, "valid_until": review.valid_until.isoformat(), "unmask": review.unmask,
-                 "approvers": [v.reviewer_name for v in approvals]},
-    )
+    review.save(update_fields=["scope", "valid_until", "unmask", "release_token", "state", "reason", "decided_by",
+                               "decided_at"])
+    details = {"scope": review.scope, "valid_until": review.valid_until.isoformat(), "unmask": review.unmask,
+               "approvers": [v.reviewer_name for v in approvals]}
+    if review.is_token_request:
+        details["release_token"] = review.release_token
+    history.review_event(review, ReviewEventKind.APPROVED, actor=name, reason=reason, details=details)
 
 
 def expire_stale(now=None) -> int:
@@ -429,5 +454,18 @@ def expire_stale(now=None) -> int:
         with transaction.atomic():
             review = Review.objects.select_for_update().filter(pk=pk).first()
             if review is not None and _expire_if_stale(review, now):
+                expired += 1
+    return expired
+
+
+def expire_pending(why: str) -> int:
+    """Expire every pending review now, saying ``why`` (the demo's fresh start: its cluster and identity
+    provider are new, so nothing held by an earlier run can be released)."""
+    expired = 0
+    for pk in Review.objects.filter(state=ReviewState.PENDING).values_list("pk", flat=True):
+        with transaction.atomic():
+            review = Review.objects.select_for_update().filter(pk=pk, state=ReviewState.PENDING).first()
+            if review is not None:
+                _expire(review, why)
                 expired += 1
     return expired

@@ -10,7 +10,7 @@ import logging
 import httpx
 from celery import shared_task
 
-from approvals import conf, leases, notify, reviews
+from approvals import conf, notify, sweeper
 from approvals.models import Lease, Review
 
 log = logging.getLogger(__name__)
@@ -58,5 +58,5 @@ def deliver_webhook(self, index: int, event: str, object_id: int) -> int | None:
 
 @shared_task
 def sweep() -> dict:
-    """Beat, every ~15 s: expire leases (their live sessions are cut) and stale reviews."""
-    return {"leases_expired": leases.expire_due(), "reviews_expired": reviews.expire_stale()}
+    """Beat, every AIRLOCK_APPROVALS_SWEEP_SECONDS: expire leases (their live sessions are cut) and stale reviews."""
+    return sweeper.sweep()

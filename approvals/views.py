@@ -66,6 +66,12 @@ class DecisionForm(forms.Form):
     scope = forms.ChoiceField(choices=Scope.choices, initial="once", required=False)
     window_minutes = forms.IntegerField(required=False, min_value=1, initial=15)
     unmask = forms.BooleanField(required=False, label="Show secret values in the response")
+    token = forms.ChoiceField(
+        choices=[("withhold", "Withhold the token: the request is not sent to the cluster, no token is minted, "
+                              "and the agent is told so"),
+                 ("release", "Give the agent the token (the audit trail keeps it masked)")],
+        initial="withhold", required=False, widget=forms.RadioSelect,
+    )
 
 
 def query_parameters(query: str) -> list[tuple[str, str]]:
@@ -114,7 +120,7 @@ def decide(request, review_id):
     try:
         review = reviews.decide(
             review_id, request.user, approve=data["decision"] == "approve", reason=data["reason"],
-            scope=scope, window_seconds=window, unmask=data["unmask"],
+            scope=scope, window_seconds=window, unmask=data["unmask"], release_token=data["token"] == "release",
         )
     except reviews.ApprovalError as exc:
         if exc.status == 404:

@@ -3,8 +3,11 @@
 Everything lives in one directory (default ``.demo``) and needs neither PostgreSQL nor Redis:
 SQLite and the in-memory channel layer.  Each run re-creates what is per-run (the simulated cluster,
 the identity provider, TLS material, kubeconfigs, the reviewer password) and reuses what must survive
-a restart (the SQLite database and the keys its credentials are encrypted with), so running it again
-is always safe.  Secret values only ever go to 0600 files and to the children's environment; the
+a restart (the SQLite database, the keys its credentials are encrypted with, and the connection's
+rules: the preset is applied only to a connection without rules), so running it again is always
+safe.  Reviews an earlier run left pending are expired at start (nothing can release them: the
+cluster and the identity provider are new), and the gateway expires reviews itself (no Celery beat).
+``.demo/env`` holds the gateway's environment for ``manage.py`` (``. .demo/env``, ``make demo-shell``).  Secret values only ever go to 0600 files and to the children's environment; the
 terminal gets file paths.  The demo and every child it starts run with umask 077, so everything in the
 directory (database, logs, keys, kubeconfigs, kubesim's state) is readable by its owner only; what an
 earlier run left with wider modes is narrowed at start.
@@ -21,6 +24,7 @@ import io
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -151,6 +155,10 @@ class Layout:
     @property
     def lock(self) -> Path:
         return self.root / "demo.lock"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "env"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -315,6 +323,23 @@ def gateway_env(base: dict, layout: Layout, keys: dict, issuer: str, audience: s
     }
 
 
+def write_env_file(layout: Layout, env: dict, base: dict) -> None:
+    """``.demo/env``: what the gateway runs with beyond the caller's environment, as shell exports, so that
+    ``. .demo/env`` gives ``manage.py`` the demo's database and keys, and kubectl the agent's kubeconfig.
+    It holds the demo's keys, like gateway-keys.json: 0600."""
+    lines = [
+        "# The Airlock demo's environment (rewritten by every run of the demo). From the repository root:",
+        "#   . .demo/env && python manage.py review list      (or: make demo-shell)",
+        "# The caller's own database, broker and Airlock settings would point manage.py elsewhere (clean_env).",
+        "unset DATABASE_URL REDIS_URL $(env | grep -oE '^(AIRLOCK|CELERY)_[A-Za-z0-9_]*=' | tr -d =)",
+        f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:\"$PATH\"",
+        f"export KUBECONFIG={shlex.quote(str(layout.agent_kubeconfig))}",
+        f"export AIRLOCK_DEMO_DIR={shlex.quote(str(layout.root))}",
+    ]
+    lines += [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items()) if base.get(name) != value]
+    write_private(layout.env_file, "\n".join(lines) + "\n")
+
+
 def plugin_args(issuer: str, audience: str, secret_file: Path) -> list[str]:
     return ["--issuer", issuer, "--client-id", AGENT_CLIENT_ID, "--audience", audience,
             "--client-secret-file", str(secret_file)]
@@ -403,8 +428,10 @@ def wait_for_gateway(proc: subprocess.Popen, url: str, ca_file: Path, log: Path,
 # --------------------------------------------------------------------------- Django
 
 
-def provision(env: dict, layout: Layout, *, issuer: str, audience: str, gateway_url: str, ca_file: Path) -> str:
-    """Database, connection, policy, reviewer and agent kubeconfig; returns the reviewer's new password."""
+def provision(env: dict, layout: Layout, *, issuer: str, audience: str, gateway_url: str,
+              ca_file: Path) -> tuple[str, str]:
+    """Database, connection, policy, reviewer and agent kubeconfig; returns the reviewer's new password
+    and a line saying which policy the connection has."""
     os.environ.update(env)
     import django
 
@@ -422,8 +449,8 @@ def provision(env: dict, layout: Layout, *, issuer: str, audience: str, gateway_
     try:
         call_command("migrate", interactive=False, verbosity=0)
         run("add_connection", "--kubeconfig", str(layout.cluster_kubeconfig), "--name", CONNECTION, "--update")
-        run("apply_preset", "--connection", CONNECTION, PRESET, "--replace",
-            *(f"--group={group}" for group in AGENT_GROUPS))
+        policy = apply_policy(run)
+        expire_left_over_reviews()
         password = create_reviewer()
         run("kubeconfig", "--connection", CONNECTION, "--client-id", AGENT_CLIENT_ID,
             "--client-secret-file", str(layout.client_secret), "--issuer", issuer, "--audience", audience,
@@ -433,7 +460,31 @@ def provision(env: dict, layout: Layout, *, issuer: str, audience: str, gateway_
         raise DemoError(str(exc)) from None
     finally:
         connections.close_all()
-    return password
+    return password, policy
+
+
+def apply_policy(run) -> str:
+    """The preset, on a connection without rules only: the operator's own rules survive a restart."""
+    from connections.models import Connection
+
+    kept = Connection.objects.get(name=CONNECTION).rules.count()
+    if kept:
+        print(f"  kept the {kept} rule(s) of connection {CONNECTION!r} (the preset is applied only to a connection "
+              "without rules)")
+        return (f"{kept} rule(s) kept from an earlier run (python manage.py export_rules --connection {CONNECTION}; "
+                "see the README's Changing the policy)")
+    run("apply_preset", "--connection", CONNECTION, PRESET, *(f"--group={group}" for group in AGENT_GROUPS))
+    return (f"{PRESET} for group {', '.join(AGENT_GROUPS)} on connection {CONNECTION!r}: reads allowed, "
+            "changes need a reviewer")
+
+
+def expire_left_over_reviews() -> None:
+    """Reviews an earlier run left pending can never be released: its cluster and identity provider are gone."""
+    from approvals.reviews import expire_pending
+
+    expired = expire_pending("left over from an earlier run of the demo")
+    if expired:
+        print(f"  expired {expired} review(s) left pending by an earlier run")
 
 
 def create_reviewer() -> str:
@@ -473,11 +524,17 @@ def verify(kubectl: Path, kubeconfig: Path, env: dict) -> str:
     except subprocess.TimeoutExpired:
         raise DemoError("kubectl get pods -A through the gateway did not finish within 60s") from None
     if result.returncode != 0:
-        raise DemoError(f"kubectl get pods -A through the gateway failed:\n{result.stderr.strip()}")
+        hint = ""
+        if "Forbidden" in result.stderr:
+            hint = (f"\nThe connection's rules refuse it (a run keeps the rules it finds). Change them under the "
+                    f"demo's environment: . {display(kubeconfig.parent / 'env')} && python manage.py import_rules "
+                    f"--connection {CONNECTION} --replace FILE (or apply_preset ... --replace), or start afresh "
+                    "with make clean")
+        raise DemoError(f"kubectl get pods -A through the gateway failed:\n{result.stderr.strip()}{hint}")
     return result.stdout
 
 
-def summary(*, layout: Layout, gateway_url: str, password: str, ca_file: Path, kubectl: Path) -> str:
+def summary(*, layout: Layout, gateway_url: str, password: str, ca_file: Path, kubectl: Path, policy: str) -> str:
     agent, cluster = display(layout.agent_kubeconfig), display(layout.cluster_kubeconfig)
     return "\n".join([
         "",
@@ -493,9 +550,9 @@ def summary(*, layout: Layout, gateway_url: str, password: str, ca_file: Path, k
         " no cluster credential)",
         f"  Cluster admin  {cluster}",
         "                 (straight to kubesim with the credential the gateway itself uses)",
-        f"  Policy         {PRESET} for group {', '.join(AGENT_GROUPS)} on connection {CONNECTION!r}:"
-        " reads allowed, changes need a reviewer",
+        f"  Policy         {policy}",
         f"  Try            {display(kubectl)} --kubeconfig {agent} get pods -A",
+        f"  manage.py      . {display(layout.env_file)} && python manage.py review list   (or: make demo-shell)",
         f"  Logs           {display(layout.gateway_log)}, {display(layout.kubesim / 'kubesim.stderr')},"
         f" {display(layout.kubesim / 'requests.jsonl')}",
         "",
@@ -545,8 +602,9 @@ def run(args: argparse.Namespace, layout: Layout, supervisor: Supervisor, signal
     ca_file, cert_file, key_file = write_gateway_tls(layout.tls)
     env = gateway_env(base_env, layout, keys, idp.issuer, audience)
     print(f"demo: preparing the database {display(layout.database)}")
-    password = provision(env, layout, issuer=idp.issuer, audience=audience, gateway_url=gateway_url,
-                         ca_file=ca_file)
+    password, policy = provision(env, layout, issuer=idp.issuer, audience=audience, gateway_url=gateway_url,
+                                 ca_file=ca_file)
+    write_env_file(layout, env, base_env)
 
     print(f"demo: starting the gateway on {gateway_url}")
     with signals.deferred():
@@ -557,7 +615,8 @@ def run(args: argparse.Namespace, layout: Layout, supervisor: Supervisor, signal
     print(f"demo: checking: {display(kubectl)} --kubeconfig {display(layout.agent_kubeconfig)} get pods -A")
     pods = verify(kubectl, layout.agent_kubeconfig, base_env)
     print("".join(f"  {line}\n" for line in pods.splitlines()), end="")
-    print(summary(layout=layout, gateway_url=gateway_url, password=password, ca_file=ca_file, kubectl=kubectl))
+    print(summary(layout=layout, gateway_url=gateway_url, password=password, ca_file=ca_file, kubectl=kubectl,
+                  policy=policy))
     if args.exit_after_ready:
         print("demo: --exit-after-ready: stopping.", flush=True)
         return

@@ -3,7 +3,9 @@
 deny -> 403.  A rule with ``requires_lease`` also needs an active lease for the
 principal on this connection (approvals.lease_check; exact expiry, no query on
 a warm path).  review -> the request is held by the approvals Holder until a
-reviewer decides (without a holder it is refused, as before approvals).
+reviewer decides (without a holder it is refused, as before approvals).  An
+approved ServiceAccount token request whose token the reviewer withheld is
+refused here, before anything reaches the cluster.
 """
 
 import json
@@ -12,6 +14,7 @@ import logging
 from django.db import DatabaseError
 
 from gateway import db
+from gateway.masking.tokens import is_token_request
 from gateway.policy import ALLOW, REVIEW, denial_message, describe_request, evaluate
 from gateway.status import GatewayError
 
@@ -49,6 +52,12 @@ async def authorize(request, policy, holder=None, *, on_pending=None, leases=Non
                 details={"group": "airlock.dev", "kind": "reviews", "name": str(outcome.review_id)},
             )
         request.review = outcome
+        if is_token_request(request.info) and not outcome.release_token:
+            # Not even a dry run: nothing promises that the cluster would not sign a token for one.
+            raise GatewayError(
+                403, outcome.withheld_token_message(), stage="authorize",
+                details={"group": "airlock.dev", "kind": "reviews", "name": str(outcome.review_id)},
+            )
     return decision
 
 

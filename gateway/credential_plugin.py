@@ -30,7 +30,8 @@ import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 
-API_VERSION = "client.authentication.k8s.io/v1"
+API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
+DEFAULT_API_VERSION = API_VERSIONS[0]
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 HTTP_TIMEOUT = 15
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -240,30 +241,34 @@ def read_secret(args):
     return secret
 
 
-def exec_credential(entry):
+def exec_credential(entry, api_version=DEFAULT_API_VERSION):
+    """The ExecCredential; v1 and v1beta1 have the same shape for a bearer token."""
     expires = datetime.fromtimestamp(entry["expires_at"], tz=timezone.utc)
     return {
-        "apiVersion": API_VERSION,
+        "apiVersion": api_version,
         "kind": "ExecCredential",
         "status": {"token": entry["access_token"], "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ")},
     }
 
 
-def check_exec_info():
-    """kubectl describes the request in KUBERNETES_EXEC_INFO; only v1 is spoken here."""
+def exec_api_version(default):
+    """The apiVersion to answer with: the one the client asks for in KUBERNETES_EXEC_INFO (kubectl,
+    client-go and the Python client send it), else ``default`` (lightkube and kr8s send nothing and
+    read only ``status``; the kubeconfig passes its own version as --api-version)."""
     raw = os.environ.get("KUBERNETES_EXEC_INFO")
     if not raw:
-        return
+        return default
     try:
         api_version = json.loads(raw).get("apiVersion")
     except (ValueError, AttributeError):
         raise PluginError("KUBERNETES_EXEC_INFO is not a JSON object") from None
-    if api_version != API_VERSION:
-        raise PluginError(f"kubectl asked for {api_version}; this plugin speaks {API_VERSION}")
+    if api_version not in API_VERSIONS:
+        raise PluginError(f"the client asked for {api_version}; this plugin speaks {' and '.join(API_VERSIONS)}")
+    return api_version
 
 
 def get_credential(args):
-    check_exec_info()
+    api_version = exec_api_version(args.api_version)
     secret = read_secret(args)
     if secret is None and not args.device:
         raise PluginError("give --client-secret-file or --client-secret-env (or --device)")
@@ -277,7 +282,7 @@ def get_credential(args):
                 write_cache(path, entry)
             except OSError as exc:
                 print(f"airlock-credential: token not cached: {exc.strerror}", file=sys.stderr)
-    return exec_credential(entry)
+    return exec_credential(entry, api_version)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -293,7 +298,8 @@ def parse_args(argv=None):
     parser = _Parser(
         prog="airlock-credential",
         allow_abbrev=False,
-        description="Print an OIDC access token for kubectl as a client.authentication.k8s.io/v1 ExecCredential.",
+        description="Print an OIDC access token for kubectl as a client.authentication.k8s.io ExecCredential "
+                    "(v1 or v1beta1, as the client asks).",
     )
     parser.add_argument("--issuer", required=True, help="OIDC issuer URL")
     parser.add_argument("--client-id", required=True)
@@ -306,6 +312,8 @@ def parse_args(argv=None):
     parser.add_argument("--ca-file", help="CA bundle for the identity provider's TLS certificate")
     parser.add_argument("--cache-dir", default=default_cache_dir(), help="default: $XDG_CACHE_HOME/airlock")
     parser.add_argument("--no-cache", action="store_true", help="always ask the identity provider")
+    parser.add_argument("--api-version", choices=API_VERSIONS, default=DEFAULT_API_VERSION,
+                        help="ExecCredential version when the client does not say (no KUBERNETES_EXEC_INFO)")
     parser.add_argument("--min-validity", type=int, default=60,
                         help="reuse a cached token only if valid for at least this many seconds (default 60)")
     return parser.parse_args(argv)

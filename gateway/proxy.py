@@ -26,6 +26,7 @@ from gateway import headers as hdr
 from gateway import masking
 from gateway.authn import authenticate
 from gateway.authz import authorize
+from gateway.masking import tokens
 from gateway.pipeline import GatewayRequest, parse_body, parse_request
 from gateway.requestinfo import is_long_running
 from gateway.secretvalues import ValuesUnavailable
@@ -123,8 +124,9 @@ class Exchange:
     def refused(self, error: GatewayError):
         self.code, self.reason, self.message = error.code, error.reason, error.message
 
-    def capture(self, chunk: bytes):
-        self.bytes_out += len(chunk)
+    def capture(self, chunk: bytes, sent: int | None = None):
+        """Record ``chunk`` (as the audit trail keeps it); ``sent``: the bytes the agent got, when they differ."""
+        self.bytes_out += len(chunk) if sent is None else sent
         room = self.body_cap - len(self.response_body)
         if room > 0:
             self.response_body += chunk[:room]
@@ -310,7 +312,11 @@ class GatewayApp:
     async def authorize(self, request, on_pending):
         await authorize(request, self.policy, self.holder, on_pending=on_pending)
         review = request.review
-        if review is not None and getattr(review, "unmask", False):
+        if tokens.is_token_request(request.info):
+            # Masked in every copy the gateway keeps; the agent's copy gets it back only when released.
+            request.release_token = review.release_token if review is not None else not request.decision.mask_secrets
+            request.mask_secrets = True
+        elif review is not None and getattr(review, "unmask", False):
             request.mask_secrets = False  # every approver granted unmasking; recorded with the review
         else:
             request.mask_secrets = request.decision.mask_secrets
@@ -500,15 +506,17 @@ class GatewayApp:
                 "headers": hdr.response_headers(response.headers.raw),
             }
             length = response.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) <= SMALL_RESPONSE:
-                content = await read_whole(response, idle)
+            if request.release_token or (length is not None and length.isdigit() and int(length) <= SMALL_RESPONSE):
+                raw = await read_whole(response, idle, limit=SMALL_RESPONSE if request.release_token else None)
+                content = raw
                 if masker is not None:
-                    content = masked_whole(masker, content)
+                    content = masked_whole(masker, raw)
                     exchange.masking_counts = masker.report.counts
+                shown = self.released(exchange, content, raw) if request.release_token else content
                 exchange.response_started = True
                 await send(start)
-                exchange.capture(content)
-                await send({"type": "http.response.body", "body": content})
+                exchange.capture(content, sent=len(shown))
+                await send({"type": "http.response.body", "body": shown})
             else:
                 stream = ResponseStream(response, masker, start, watch=request.info.verb == "watch", idle=idle,
                                         connection=request.connection)
@@ -527,6 +535,21 @@ class GatewayApp:
             log.warning("upstream %s broke the response stream", request.connection)
         finally:
             await response.aclose()
+
+    @staticmethod
+    def released(exchange: Exchange, masked: bytes, raw: bytes) -> bytes:
+        """The agent's copy of a TokenRequest response whose token was released; the audit trail keeps
+        ``masked`` and a completion message naming who released it."""
+        shown = tokens.release(masked, raw)
+        if shown is None:
+            return masked
+        request = exchange.request
+        if request.review is not None:
+            who = f"review {request.review.review_id} (approved by {request.review.reviewer or 'the reviewers'})"
+        else:
+            who = f'rule "{request.decision.rule_name}" (maskSecrets: false)'
+        exchange.message = f"airlock: the ServiceAccount token was released to the agent by {who}; masked here"
+        return shown
 
     # -- WebSocket ----------------------------------------------------------
 
@@ -821,9 +844,16 @@ async def within(chunks, idle: float | None):
         yield chunk
 
 
-async def read_whole(response, idle: float | None) -> bytes:
-    """The whole body (Content-Encoding is identity by now, so the bytes are the raw bytes)."""
-    return b"".join([chunk async for chunk in within(response.aiter_bytes(), idle)])
+async def read_whole(response, idle: float | None, limit: int | None = None) -> bytes:
+    """The whole body (Content-Encoding is identity by now, so the bytes are the raw bytes);
+    a 502 Status when it is longer than ``limit``."""
+    chunks, size = [], 0
+    async for chunk in within(response.aiter_bytes(), idle):
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise GatewayError(502, f"airlock: the cluster's answer exceeds {limit} bytes; refused", stage="forward")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class ResponseStream:

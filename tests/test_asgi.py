@@ -46,15 +46,22 @@ async def test_static_assets_served_by_the_app():
 
 
 async def test_lifespan_shutdown_closes_the_gateway():
-    from airlock.asgi import application
+    """Outside production the lifespan also runs the approvals sweeper (no Celery beat needed)."""
+    from airlock.asgi import application, sweeper
 
     inbox = asyncio.Queue()
-    for kind in ("lifespan.startup", "lifespan.shutdown"):
-        inbox.put_nowait({"type": kind})
-    sent = []
+    inbox.put_nowait({"type": "lifespan.startup"})
+    sent, started = [], asyncio.Event()
 
     async def send(message):
         sent.append(message["type"])
+        started.set()
 
-    await asyncio.wait_for(application({"type": "lifespan"}, inbox.get, send), 10)
+    lifespan = asyncio.ensure_future(application({"type": "lifespan"}, inbox.get, send))
+    await asyncio.wait_for(started.wait(), 10)
+    assert sent == ["lifespan.startup.complete"]
+    assert sweeper.task is not None and not sweeper.task.done()
+    inbox.put_nowait({"type": "lifespan.shutdown"})
+    await asyncio.wait_for(lifespan, 10)
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert sweeper.task is None

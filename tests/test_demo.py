@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import signal
 import ssl
 import stat
@@ -82,11 +83,63 @@ def test_exit_after_ready_writes_both_kubeconfigs_and_is_idempotent(tmp_path):
     assert secret not in output and token not in output
     assert not list((home / ".cache" / "airlock").glob("*.json"))  # the cached agent token is forgotten
 
+    # Between runs the operator uses manage.py under the demo's environment: changes the policy, and a
+    # review is left pending.
+    assert "applied preset production-guardrails" in first.stdout
+    assert f". {state / 'env'} && python manage.py review list" in first.stdout
+    assert "review-deletes" in demo_shell(state, "python manage.py export_rules --connection demo", env)
+    demo_shell(state, "python manage.py import_rules --connection demo --replace -", env, stdin=OWN_RULES)
+    demo_shell(state, f"python manage.py shell -c {shlex.quote(LEAVE_A_REVIEW_PENDING)}", env)
+    assert demo_shell(state, "python manage.py review list", env).split()[1] == "pending"
+
     again = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "Updated connection 'demo'" in again.stdout
     assert REVIEWER.search(again.stdout).group(1) != REVIEWER.search(first.stdout).group(1)
     assert (state / "agent-client-secret").read_text().strip() == secret
+    assert "kept the 2 rule(s) of connection 'demo'" in again.stdout and "applied preset" not in again.stdout
+    assert "Policy         2 rule(s) kept from an earlier run" in again.stdout
+    assert "name: operators-own-rule" in demo_shell(state, "python manage.py export_rules --connection demo", env)
+    assert "expired 1 review(s) left pending by an earlier run" in again.stdout
+    assert demo_shell(state, "python manage.py review list", env) == "no pending reviews\n"
+    assert "left over from an earlier run of the demo" in demo_shell(state, "python manage.py review show 1", env)
+    assert wider_than_owner(state) == []
+
+
+OWN_RULES = """apiVersion: airlock.dev/v1
+kind: RuleSet
+rules:
+  - name: operators-own-rule
+    effect: allow
+    groups: [agents]
+    verbs: [get, list, watch]
+    apiGroups: ["*"]
+    resources: ["*"]
+    namespaces: ["*"]
+    names: ["*"]
+  - name: operators-discovery
+    effect: allow
+    groups: [agents]
+    verbs: [get]
+    nonResourceURLs: ["/api", "/api/*", "/apis", "/apis/*", "/version"]
+"""
+LEAVE_A_REVIEW_PENDING = (
+    "from approvals.models import Review; Review.objects.create(connection='demo', rule_name='r', "
+    "principal_subject='a', principal_username='a', method='DELETE', verb='delete', path='/api/v1/x', "
+    "description='left pending', exact='e' * 64)"
+)
+
+
+def demo_shell(state, command, env, stdin=None):
+    """``command`` run as `make demo-shell` runs it: in a shell with the demo's environment file sourced
+    (over a caller's environment that names another database)."""
+    result = subprocess.run(["make", "-s", "demo-shell", f"DEMO_DIR={state}"], cwd=ROOT,
+                            env={**env, "SHELL": "/bin/sh", "DATABASE_URL": "postgres://elsewhere.invalid/db"},
+                            input=f"{command}{' <<EOF' if stdin else ''}\n"
+                            + (f"{stdin}EOF\n" if stdin else "") + "exit\n",
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def descendants(pid):

@@ -65,6 +65,22 @@ def test_approve_with_a_window(review, rita):
     assert again.status_code == 409 and "already approved" in again.json()["detail"]
 
 
+def test_a_token_request_is_approved_with_or_without_its_token(rita):
+    from approvals.tests.test_reviews import TOKEN_BODY, TOKEN_PATH
+
+    review_rule(connection())
+    withheld = reviews.open_review(held(TOKEN_PATH, method="POST", body=TOKEN_BODY))[0]
+    released = reviews.open_review(held(TOKEN_PATH, method="POST", body=TOKEN_BODY + b" "))[0]
+    listed = {r["id"]: r for r in rita.get("/approvals/api/reviews/").json()}
+    assert listed[withheld.pk]["token_request"] is True and listed[withheld.pk]["release_token"] is False
+    response = rita.post(f"/approvals/api/reviews/{withheld.pk}/approve/", {"reason": "not needed"}, format="json")
+    assert response.status_code == 200 and response.json()["release_token"] is False
+    response = rita.post(f"/approvals/api/reviews/{released.pk}/approve/", {"release_token": True}, format="json")
+    assert response.status_code == 200 and response.json()["release_token"] is True
+    detail = rita.get(f"/approvals/api/reviews/{released.pk}/").json()
+    assert detail["votes"][0]["release_token"] is True
+
+
 def test_deny_needs_a_reason(review, rita):
     assert rita.post(f"/approvals/api/reviews/{review.pk}/deny/", {}, format="json").status_code == 400
     response = rita.post(f"/approvals/api/reviews/{review.pk}/deny/", {"reason": "no"}, format="json")
@@ -73,7 +89,7 @@ def test_deny_needs_a_reason(review, rita):
 
 def test_bad_input_is_400_not_500(review, rita):
     for data in ({"scope": "forever"}, {"window_seconds": "x", "scope": "window"}, {"unmask": "maybe"},
-                 {"scope": "window", "window_seconds": 10}):
+                 {"scope": "window", "window_seconds": 10}, {"release_token": True}):
         response = rita.post(f"/approvals/api/reviews/{review.pk}/approve/", data, format="json")
         assert response.status_code == 400, data
     assert Review.objects.get(pk=review.pk).state == "pending"

@@ -75,6 +75,28 @@ def test_detail_shows_the_request_and_decides_with_csrf(review):
 
 
 @pytest.mark.django_db
+def test_a_token_request_offers_withholding_or_releasing_the_token(db):
+    from approvals.tests.test_reviews import TOKEN_BODY, TOKEN_PATH
+
+    review_rule(connection())
+    review, _ = reviews.open_review(held(TOKEN_PATH, method="POST", body=TOKEN_BODY))
+    client = signed_in(reviewer("rita"))
+    page = client.get(f"/approvals/reviews/{review.pk}/").content.decode()
+    assert 'id="token-choice"' in page and 'id="id_unmask"' not in page
+    assert 'value="withhold" id="id_token_0" checked>' in page  # withheld unless the reviewer says otherwise
+    assert 'value="release" id="id_token_1">' in page
+    client.post(f"/approvals/reviews/{review.pk}/decide/", {"decision": "approve", "token": "release"})
+    review.refresh_from_db()
+    assert (review.state, review.release_token) == ("approved", True)
+    page = client.get(f"/approvals/reviews/{review.pk}/").content.decode()
+    assert 'id="token-decision">token released to the agent' in page
+
+    other, _ = reviews.open_review(held("/k8s/prod/apis/apps/v1/namespaces/shop/deployments/api", method="DELETE"))
+    page = client.get(f"/approvals/reviews/{other.pk}/").content.decode()
+    assert 'id="token-choice"' not in page and 'id="id_unmask"' in page
+
+
+@pytest.mark.django_db
 def test_refusals_are_messages_not_errors(review):
     client = signed_in(reviewer("agent-1"))
     response = client.post(f"/approvals/reviews/{review.pk}/decide/", {"decision": "approve"}, follow=True)

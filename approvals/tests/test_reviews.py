@@ -215,3 +215,40 @@ def test_history_is_offered_to_the_audit_hook(rule, django_capture_on_commit_cal
         ("review", review.pk, "requested", "agent-1"), ("review", review.pk, "denied", "rita"),
     ]
     assert seen[1]["reason"] == "no" and seen[1]["details"]["rule"] == "hold-deletes"
+
+
+TOKEN_PATH = "/k8s/prod/api/v1/namespaces/shop/serviceaccounts/deployer/token"
+TOKEN_BODY = b'{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{}}'
+
+
+def test_only_a_token_request_offers_the_token_choice(rule):
+    token_review, _ = reviews.open_review(held(TOKEN_PATH, method="POST", body=TOKEN_BODY))
+    delete_review, _ = reviews.open_review(held())
+    assert token_review.is_token_request and not delete_review.is_token_request
+    rita = reviewer("rita")
+    for review, choice, message in (
+        (delete_review, {"release_token": True}, "release_token applies only to a ServiceAccount token request"),
+        (token_review, {"unmask": True}, "for a ServiceAccount token request choose release_token"),
+    ):
+        with pytest.raises(reviews.ApprovalError) as error:
+            reviews.decide(review.pk, rita, approve=True, **choice)
+        assert error.value.status == 400 and message in error.value.message
+    reviews.decide(delete_review.pk, rita, approve=False, reason="no", release_token=True)  # a denial has no token
+    assert Review.objects.get(pk=delete_review.pk).state == "denied"
+
+
+def test_a_token_is_released_only_if_every_approver_releases_it(rule):
+    rule.min_approvals = 2
+    rule.save()
+    review, _ = reviews.open_review(held(TOKEN_PATH, method="POST", body=TOKEN_BODY))
+    reviews.decide(review.pk, reviewer("rita"), approve=True, release_token=True)
+    reviews.decide(review.pk, reviewer("sam"), approve=True)
+    settlement = reviews.settle(review.pk)
+    assert (settlement.approved, settlement.release_token) == (True, False)
+    assert review.events.get(kind="approved").details["release_token"] is False
+
+    released, _ = reviews.open_review(held(TOKEN_PATH, method="POST", body=TOKEN_BODY + b" "))
+    reviews.decide(released.pk, reviewer("tom"), approve=True, release_token=True)
+    reviews.decide(released.pk, reviewer("uma"), approve=True, release_token=True)
+    assert reviews.settle(released.pk).release_token is True
+    assert [v.release_token for v in released.votes.all()] == [True, True]

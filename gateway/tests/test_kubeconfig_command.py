@@ -116,6 +116,16 @@ def test_kubeconfig_shape(tmp_path, connection):
         assert credential_key not in text
 
 
+def test_exec_api_version_v1beta1(tmp_path, connection):
+    """lightkube reads only v1beta1 (and v1alpha1) exec entries and runs the plugin without KUBERNETES_EXEC_INFO,
+    so the plugin is told the version on its command line too."""
+    exec_ = write_kubeconfig(tmp_path, "--exec-api-version", "v1beta1", client_secret_env="S")["users"][0]["user"]["exec"]
+    assert exec_["apiVersion"] == "client.authentication.k8s.io/v1beta1"
+    assert exec_["args"][-2:] == ["--api-version", "client.authentication.k8s.io/v1beta1"]
+    with pytest.raises(CommandError, match="invalid choice"):
+        write_kubeconfig(tmp_path, "--force", "--exec-api-version", "v1alpha1", client_secret_env="S")
+
+
 def test_device_flow_and_secret_env(tmp_path, connection):
     config = write_kubeconfig(tmp_path, "--device", client_id="person", scope="kube", idp_ca="/etc/ssl/idp.pem")
     exec_ = config["users"][0]["user"]["exec"]
@@ -196,11 +206,13 @@ def recorder(tmp_path):
     server.server_close()
 
 
-def test_kubectl_runs_the_plugin_and_sends_its_token(tmp_path, connection, idp, recorder):
+@pytest.mark.parametrize("exec_api_version", ["v1", "v1beta1"])
+def test_kubectl_runs_the_plugin_and_sends_its_token(tmp_path, connection, idp, recorder, exec_api_version):
     """Real kubectl with the written kubeconfig: the gateway receives a token the validator accepts."""
     (tmp_path / "alice.secret").write_text("alice-secret")
     write_kubeconfig(
-        tmp_path, issuer=idp.issuer, client_secret_file=str(tmp_path / "alice.secret"), audience=AUDIENCE,
+        tmp_path, "--exec-api-version", exec_api_version, issuer=idp.issuer,
+        client_secret_file=str(tmp_path / "alice.secret"), audience=AUDIENCE,
         gateway_url=f"https://127.0.0.1:{recorder.server_address[1]}", gateway_ca=str(tmp_path / "gateway-ca.pem"),
         python=sys.executable,
     )

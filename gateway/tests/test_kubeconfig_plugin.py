@@ -41,10 +41,10 @@ def run_plugin(*args, cache_home, env=None):
     )
 
 
-def credential(result):
+def credential(result, api_version="client.authentication.k8s.io/v1"):
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert document["apiVersion"] == "client.authentication.k8s.io/v1"
+    assert document["apiVersion"] == api_version
     assert document["kind"] == "ExecCredential"
     return document["status"]
 
@@ -118,13 +118,34 @@ def test_wrong_secret_is_reported_without_leaking_it(idp, cache_home):
         (("--client-secret-file", "/nonexistent/secret"), {}, "cannot read the client secret file"),
         ((), {}, "give --client-secret-file or --client-secret-env"),
         (("--client-secret-env", "S"), {"S": "x", "KUBERNETES_EXEC_INFO": json.dumps(
-            {"apiVersion": "client.authentication.k8s.io/v1beta1"})}, "this plugin speaks"),
+            {"apiVersion": "client.authentication.k8s.io/v1alpha1"})}, "this plugin speaks"),
     ],
 )
 def test_usage_errors(idp, cache_home, args, env, message):
     result = run_plugin("--issuer", idp.issuer, "--client-id", "alice", *args, cache_home=cache_home, env=env)
     assert result.returncode == 1
     assert message in result.stderr
+
+
+V1 = "client.authentication.k8s.io/v1"
+V1BETA1 = "client.authentication.k8s.io/v1beta1"
+
+
+@pytest.mark.parametrize(
+    ("args", "exec_info", "answered"),
+    [
+        ((), None, V1),  # no KUBERNETES_EXEC_INFO and no --api-version
+        (("--api-version", V1BETA1), None, V1BETA1),  # lightkube and kr8s send no KUBERNETES_EXEC_INFO
+        ((), V1BETA1, V1BETA1),  # kubectl and the Python client with a v1beta1 kubeconfig
+        (("--api-version", V1BETA1), V1, V1),  # what the client asks for wins
+    ],
+)
+def test_answers_in_the_version_the_client_asks_for(idp, secret_file, cache_home, args, exec_info, answered):
+    env = {"KUBERNETES_EXEC_INFO": json.dumps({"apiVersion": exec_info, "kind": "ExecCredential",
+                                               "spec": {"interactive": False}})} if exec_info else {}
+    result = run_plugin("--issuer", idp.issuer, "--client-id", "alice", "--client-secret-file", str(secret_file),
+                        *args, cache_home=cache_home, env=env)
+    assert credential(result, answered)["token"].count(".") == 2
 
 
 def test_secret_is_never_taken_from_the_command_line(idp, cache_home):

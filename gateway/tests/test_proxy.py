@@ -612,3 +612,53 @@ async def test_drain_ends_a_watch_still_waiting_for_the_cluster_to_answer_with_a
     status, _, content = await asyncio.wait_for(waiting, 5)
     assert status == 503 and "the gateway is shutting down" in status_of(content)["message"]
     assert cancelled.is_set() and recorder.events[-1]["response_code"] == 503
+
+
+SA_TOKEN = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2hvcDpkZXBsb3llciJ9.c2lnbmF0dXJl"
+TOKEN_ANSWER = json.dumps({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                           "metadata": {"name": "deployer", "namespace": "shop"}, "spec": {},
+                           "status": {"token": SA_TOKEN, "expirationTimestamp": "2030-01-01T00:00:00Z"}}).encode()
+
+
+@pytest.mark.parametrize("size", ["small", "streamed"])
+async def test_a_released_token_reaches_the_agent_and_the_record_keeps_it_masked(size):
+    """Released by a rule with maskSecrets false; the cluster may answer without a Content-Length (chunked)."""
+    async def chunks():
+        yield TOKEN_ANSWER[:50]
+        yield TOKEN_ANSWER[50:]
+
+    def handler(request):
+        content = TOKEN_ANSWER if size == "small" else chunks()
+        return httpx.Response(201, content=content, headers={"content-type": "application/json"})
+
+    recorder = FakeRecorder()
+    recorder.max_body = 10_000
+    app = make_app(handler, recorder=recorder)
+    app.policy = FakePolicy(compile_rule(
+        {"name": "tokens", "effect": "allow", "groups": ["agents"], "verbs": ["create"], "api_groups": [""],
+         "resources": ["serviceaccounts/token"], "namespaces": ["*"], "names": ["*"], "order": 1,
+         "mask_secrets": False},
+        id=3,
+    ))
+    path = "/k8s/prod/api/v1/namespaces/shop/serviceaccounts/deployer/token"
+    status, _, content = await call(app, path, method="POST", body=b'{"spec":{}}',
+                                    headers=[("content-type", "application/json")])
+    assert status == 201 and json.loads(content)["status"]["token"] == SA_TOKEN
+    [done] = [e for e in recorder.events if e["stage"] == "ResponseComplete"]
+    assert SA_TOKEN.encode() not in done["response_body"] and b"**AIRLOCK-MASKED**" in done["response_body"]
+    assert done["bytes_out"] == len(content)
+    assert done["response_message"].startswith('airlock: the ServiceAccount token was released to the agent by rule')
+
+    def huge(request):
+        return httpx.Response(201, content=chunks_of(TOKEN_ANSWER + b" " * 300_000),
+                              headers={"content-type": "application/json"})
+
+    app.pool = make_app(huge).pool
+    status, _, content = await call(app, path, method="POST", body=b'{"spec":{}}',
+                                    headers=[("content-type", "application/json")])
+    assert status == 502 and "exceeds" in status_of(content)["message"]
+
+
+async def chunks_of(data, size=65536):
+    for start in range(0, len(data), size):
+        yield data[start:start + size]

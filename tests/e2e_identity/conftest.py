@@ -79,7 +79,8 @@ def agent_kubeconfig(oidc_gateway, agents_idp, kubectl, tmp_path):
     """
     kubectl.env["XDG_CACHE_HOME"] = str(kubectl.home / ".cache")
 
-    def write(client):
+    def write(client, *extra):
+        """``extra``: more ``manage.py kubeconfig`` options, such as ``--exec-api-version v1beta1``."""
         secret = tmp_path / f"{client['client_id']}.secret"
         secret.write_text(client["client_secret"] + "\n")
         secret.chmod(0o600)
@@ -88,7 +89,7 @@ def agent_kubeconfig(oidc_gateway, agents_idp, kubectl, tmp_path):
             "kubeconfig", "--connection", oidc_gateway.connection.name, "--client-id", client["client_id"],
             "--client-secret-file", str(secret), "--issuer", agents_idp.issuer, "--audience", AUDIENCE,
             "--gateway-url", oidc_gateway.url, "--gateway-ca", str(oidc_gateway.ca_file),
-            "--python", sys.executable, "--output", str(path), stdout=io.StringIO(),
+            "--python", sys.executable, "--output", str(path), "--force", *extra, stdout=io.StringIO(),
         )
         return path
 

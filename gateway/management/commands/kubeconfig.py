@@ -24,7 +24,9 @@ from connections.models import Connection
 from connections.validation import NAME_HELP, NAME_RE
 
 PLUGIN = Path(__file__).resolve().parents[2] / "credential_plugin.py"
-EXEC_API_VERSION = "client.authentication.k8s.io/v1"
+EXEC_API_GROUP = "client.authentication.k8s.io/"
+# v1 for kubectl and client-go (>= 1.22); v1beta1 for clients that know no other, such as lightkube.
+EXEC_API_VERSIONS = ("v1", "v1beta1")
 
 
 def _loopback(host):
@@ -67,7 +69,8 @@ def ca_data(path):
     return base64.b64encode(bundle).decode()
 
 
-def build_kubeconfig(*, connection, gateway_url, ca, plugin_command, plugin_args, interactive_mode):
+def build_kubeconfig(*, connection, gateway_url, ca, plugin_command, plugin_args, interactive_mode,
+                     exec_api_version="v1"):
     name = f"airlock-{connection}"
     prefix = getattr(settings, "AIRLOCK_GATEWAY_PREFIX", "/k8s/")
     cluster = {"server": f"{gateway_url}{prefix}{connection}"}
@@ -81,7 +84,7 @@ def build_kubeconfig(*, connection, gateway_url, ca, plugin_command, plugin_args
             "name": name,
             "user": {
                 "exec": {
-                    "apiVersion": EXEC_API_VERSION,
+                    "apiVersion": EXEC_API_GROUP + exec_api_version,
                     "command": plugin_command,
                     "args": plugin_args,
                     "interactiveMode": interactive_mode,
@@ -139,6 +142,9 @@ class Command(BaseCommand):
         parser.add_argument("--plugin", default=str(PLUGIN), metavar="PATH",
                             help="path of credential_plugin.py on the agent's machine (default: this server's)")
         parser.add_argument("--python", default="python3", help="interpreter that runs the plugin")
+        parser.add_argument("--exec-api-version", choices=EXEC_API_VERSIONS, default="v1",
+                            help="client.authentication.k8s.io version of the exec entry (default v1; "
+                                 "v1beta1 for lightkube)")
         parser.add_argument("-o", "--output", required=True, metavar="FILE")
         parser.add_argument("--force", action="store_true", help="replace an existing output file")
 
@@ -166,6 +172,9 @@ class Command(BaseCommand):
         for option, flag in (("audience", "--audience"), ("scope", "--scope"), ("idp_ca", "--ca-file")):
             if options[option]:
                 plugin_args += [flag, options[option]]
+        if options["exec_api_version"] != "v1":
+            # For clients that run the plugin without KUBERNETES_EXEC_INFO (lightkube, kr8s).
+            plugin_args += ["--api-version", EXEC_API_GROUP + options["exec_api_version"]]
 
         config = build_kubeconfig(
             connection=connection,
@@ -174,6 +183,7 @@ class Command(BaseCommand):
             plugin_command=options["python"],
             plugin_args=plugin_args,
             interactive_mode="IfAvailable" if options["device"] else "Never",
+            exec_api_version=options["exec_api_version"],
         )
         write_private(options["output"], yaml.safe_dump(config, sort_keys=False), options["force"])
         self.stdout.write(f"wrote {options['output']} for connection {connection!r}")
