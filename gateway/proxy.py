@@ -24,7 +24,7 @@ from audit.recorder import AuditUnavailable
 from gateway import db
 from gateway import headers as hdr
 from gateway import masking
-from gateway.authn import authenticate
+from gateway.authn import authenticate, refuse_impersonation
 from gateway.authz import authorize
 from gateway.pipeline import GatewayRequest, parse_body, parse_request
 from gateway.requestinfo import is_long_running
@@ -250,6 +250,7 @@ class GatewayApp:
         # Before the connection lookup: refusing an unauthenticated caller needs no database
         # and tells it nothing about which connections exist.
         await authenticate(request, self.authenticator)
+        refuse_impersonation(request)
         try:
             upstream = await self.connections(request.connection)
         except db.DatabaseUnavailable:
