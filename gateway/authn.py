@@ -106,5 +106,5 @@ def refuse_impersonation(request) -> None:
             f"airlock: impersonation is not allowed through this gateway (the request carries {', '.join(asked)}); "
             f"requests run as the agent's own identity {json.dumps(request.principal.username)}: "
             "drop --as, --as-group and --as-uid",
-            stage="authenticate",
+            stage="authenticate", warn=True,
         )

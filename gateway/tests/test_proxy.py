@@ -185,6 +185,8 @@ async def test_an_agent_asking_for_another_identity_is_refused_with_a_403_naming
     assert status == body["code"] == 403 and body["reason"] == "Forbidden"
     assert body["message"].startswith("airlock: impersonation is not allowed")
     assert f"(the request carries {named})" in body["message"] and '"agent-1"' in body["message"]
+    # kubectl's first request is discovery, whose refusals client-go prints only as warnings
+    assert headers["warning"] == '299 - "' + body["message"].replace('"', '\\"') + '"'
     [event] = recorder.events
     assert event["response_code"] == 403 and event["user_username"] == "agent-1"
     assert event["response_message"] == body["message"]
