@@ -485,6 +485,12 @@ class CompiledRule:
                     and (info.path == "*" or self.non_resource_urls.matches(info.path)))
         if not self.resources:
             return False
+        deletes_namespace = (info.api_group in ("", "*") and info.resource in ("namespaces", "*")
+                             and not info.subresource and (info.verb == "*" or info.verb in DELETE_VERBS))
+        if (deletes_namespace and (self.resources.match_all or self.resources.plain)
+                and not self.verbs.isdisjoint({"*", *DELETE_VERBS})
+                and (info.name in ("", "*") or self.namespaces.matches(info.name))):
+            return True  # deleting a namespace deletes what is in it (Reach)
         any_resource = info.resource == "*"
         streaming = any_resource or info.subresource in STREAMING_SUBRESOURCES or info.subresource == "*"
         verbs = RESOURCE_VERBS if info.verb == "*" else (info.verb, *IMPLIED_VERBS.get(info.verb, ()))
@@ -502,11 +508,7 @@ class CompiledRule:
         if info.subresource == "*":
             return self.resources.plain.matches(info.resource) or any(
                 res.matches(info.resource) for res, _ in self.resources.with_sub)
-        if self.resources.matches(info.resource, info.subresource):
-            return True
-        deletes_namespace = info.resource == "namespaces" and not info.subresource and (
-            info.verb == "*" or info.verb in DELETE_VERBS)
-        return deletes_namespace and bool(self.resources.plain) and not self.verbs.isdisjoint({"*", *DELETE_VERBS})
+        return self.resources.matches(info.resource, info.subresource)
 
     def _principal_matches(self, principal) -> bool:
         if principal is None:
