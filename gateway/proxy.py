@@ -449,6 +449,8 @@ class GatewayApp:
         else:
             status = await self.rules_review(request, upstream, selfreviews.rules_namespace(review))
         body = json.dumps(selfreviews.answer(request.info, kind, review, status), separators=(",", ":")).encode()
+        # It echoes what the agent asked; the trail keeps no Secret value the request body would not keep.
+        body = masking.mask_values_in_record(body, request.secret_values)
         exchange.code = 201
         exchange.response_started = True
         await send({"type": "http.response.start", "status": 201, "headers": STATUS_HEADERS})

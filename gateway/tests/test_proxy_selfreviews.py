@@ -10,7 +10,8 @@ from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
 from gateway.policy import compile_rule
 from gateway.presets import preset_rule_fields
 from gateway.proxy import GatewayApp
-from gateway.tests.test_proxy import FakePolicy, FakeRecorder, FakeUpstream, call, status_of
+from gateway.tests.test_proxy import (COPIED, FakePolicy, FakeRecorder, FakeUpstream, call, cluster_with_secret,
+                                      status_of)
 
 pytestmark = pytest.mark.asyncio
 
@@ -21,7 +22,7 @@ WHOAMI = "/k8s/prod/apis/authentication.k8s.io/v1/selfsubjectreviews"
 JSON = [("content-type", "application/json")]
 
 
-def make_app(handler, *, impersonate=False, recorder=None, rules=GUARDRAILS):
+def make_app(handler, *, impersonate=False, recorder=None, rules=GUARDRAILS, secret_values=None):
     async def connections(name):
         return FakeUpstream(impersonates=impersonate) if name == "prod" else None
 
@@ -29,7 +30,7 @@ def make_app(handler, *, impersonate=False, recorder=None, rules=GUARDRAILS):
         prefix="/k8s/", connections=connections,
         authenticator=AuthenticatorChain(static=StaticTokenAuthenticator("agent-tok=agent-1:agents")),
         policy=FakePolicy(*rules), recorder=recorder or FakeRecorder(), max_body=4096,
-        transport=httpx.MockTransport(handler),
+        transport=httpx.MockTransport(handler), secret_values=secret_values,
     )
 
 
@@ -150,3 +151,25 @@ async def test_can_i_list_is_the_rules_both_allow():
 async def test_a_malformed_review_is_a_status(body, code):
     status, _, content = await call(make_app(never), SSAR, method="POST", headers=JSON, body=body)
     assert status == code and status_of(content)["code"] == code
+
+
+async def test_a_secret_value_asked_about_comes_back_and_is_recorded_masked():
+    from gateway.secretvalues import SecretValueStores
+
+    seen, recorder = [], FakeRecorder()
+    cluster = cluster_with_secret(seen)
+
+    def handler(request):
+        if request.url.path.endswith("selfsubjectaccessreviews"):
+            return cluster_says({"allowed": True})(request)
+        return cluster(request)
+
+    app = make_app(handler, recorder=recorder, secret_values=SecretValueStores())
+    try:
+        _, _, content = await call(app, SSAR, method="POST", headers=JSON,
+                                   body=can_i(verb="get", resource="configmaps", namespace="shop", name=COPIED))
+    finally:
+        await app.aclose()
+    assert COPIED not in content.decode() and "**AIRLOCK-MASKED**" in content.decode()
+    assert json.loads(content)["status"]["allowed"] is True
+    assert COPIED.encode() not in recorder.events[-1]["response_body"]
