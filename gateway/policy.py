@@ -266,9 +266,11 @@ class ResourceSet:
         """Whether everything ``other`` matches matches here too (provable only for literals and ``*``)."""
         if self.match_all:
             return True
-        return bool(other) and all(
-            "*" not in pattern and "?" not in pattern and self.matches(*(pattern.split("/", 1) + [""])[:2])
-            for pattern in other.patterns)
+        def covered(pattern: str) -> bool:
+            resource, _, subresource = pattern.partition("/")
+            return "*" not in pattern and "?" not in pattern and self.matches(resource, subresource)
+
+        return bool(other) and all(covered(pattern) for pattern in other.patterns)
 
 
 # --------------------------------------------------------------------------- validation
