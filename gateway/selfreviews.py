@@ -17,8 +17,8 @@ import json
 from dataclasses import dataclass, field, replace
 
 from gateway.policy import (
-    ALLOW, DELETE_VERBS, DENY, IMPLIED_VERBS, NON_RESOURCE_VERBS, RESOURCE_VERBS, REVIEW, CompiledRule, Decision,
-    GlobSet, ResourceSet, decision_for, denial_message, evaluate, sort_key,
+    ALLOW, DELETE_VERBS, DENY, IMPLIED_VERBS, NON_RESOURCE_VERBS, RESOURCE_VERBS, REVIEW, STREAMING_SUBRESOURCES,
+    STREAMING_VERBS, CompiledRule, Decision, GlobSet, ResourceSet, decision_for, denial_message, evaluate, sort_key,
 )
 from gateway.requestinfo import RequestInfo
 from gateway.status import GatewayError
@@ -310,7 +310,10 @@ def _relation(allow: CompiledRule, earlier: CompiledRule) -> str:
     universe = RESOURCE_VERBS
     reached = _verbs_reached(allow.verbs, universe)
     if "*" not in earlier.verbs and reached.isdisjoint(earlier.verbs):
-        return ""
+        # exec, attach, port-forward and proxy are decided on the subresource: get and create alike
+        streaming = _streams(allow) and _streams(earlier) and not reached.isdisjoint(STREAMING_VERBS) \
+            and not earlier.verbs.isdisjoint(STREAMING_VERBS)
+        return "part" if streaming and allow.resources.overlaps(earlier.resources) else ""
     overlapping = (allow.api_groups.overlaps(earlier.api_groups) and allow.resources.overlaps(earlier.resources)
                    and allow.names.overlaps(earlier.names))
     # deleting a namespace deletes what is in it (policy.Reach)
@@ -323,6 +326,12 @@ def _relation(allow: CompiledRule, earlier: CompiledRule) -> str:
     covered = (overlapping and earlier.api_groups.covers(allow.api_groups)
                and earlier.resources.covers(allow.resources) and earlier.names.covers(allow.names))
     return "covers" if covered else "part"
+
+
+def _streams(rule: CompiledRule) -> bool:
+    """Whether ``rule`` may name exec, attach, port-forward or proxy."""
+    return rule.resources.match_all or any(
+        pattern.partition("/")[2] in ("*", *STREAMING_SUBRESOURCES) for pattern in rule.resources.patterns)
 
 
 def airlock_rules(rules, principal, namespace: str, connection: str, leased=frozenset()) -> RuleList:

@@ -243,3 +243,13 @@ def test_rules_are_those_both_the_connection_and_the_cluster_allow():
                            "is allowed here"}
     partial = sr.with_cluster_rules(sr.RuleList(), {"incomplete": True}, "", "prod")
     assert partial["incomplete"] is True and "The cluster's own list is incomplete." in partial["evaluationError"]
+
+
+def test_exec_denied_for_get_is_named_over_an_allow_of_create():
+    """kubectl opens exec as a WebSocket GET and falls back to a SPDY POST: one decision for both verbs."""
+    rules = [rule("no-exec", 10, "deny", verbs=["get"], resources=["pods/exec"]),
+             rule("no-logs", 11, "deny", verbs=["get"], resources=["pods/log"]),
+             rule("exec", 20, "allow", verbs=["create"], resources=["pods/exec", "pods/log"])]
+    [note] = sr.airlock_rules(rules, AGENT, "shop", "prod").notes
+    assert note == 'Rules that take precedence: "no-exec" (denied: get pods/exec).'
+    assert not ask(rules, verb="create", resource="pods", subresource="exec", namespace="shop", name="web").allowed
