@@ -101,7 +101,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A view that cannot reach the database answers 503, not a 500 and a traceback.
+    "airlock.unavailable.DatabaseUnavailableMiddleware",
 ]
+# The reviewer REST API answers a database it cannot reach with 503 {"detail": ...}.
+REST_FRAMEWORK = {"EXCEPTION_HANDLER": "airlock.unavailable.api_exception_handler"}
 
 ROOT_URLCONF = "airlock.urls"
 
@@ -244,7 +248,9 @@ AIRLOCK_CONNECTION_REVALIDATE_SECONDS = float(env("AIRLOCK_CONNECTION_REVALIDATE
 
 # On SIGTERM/SIGINT the gateway ends its open watches and exec/attach/port-forward streams
 # (ERROR event, Status on the error channel) and waits at most this long (seconds) for them to
-# close before the server's own shutdown runs (airlock/asgi.py).
+# close before the server's own shutdown runs (airlock/asgi.py); at the end of that shutdown the
+# audit recorder gets at most this long again to commit what is queued (what a database that does
+# not answer keeps it from committing stays in the audit journal for the next start).
 AIRLOCK_DRAIN_SECONDS = float(env("AIRLOCK_DRAIN_SECONDS", "5"))
 
 # Upper bound (seconds) on how long a gateway process may use a connection's
@@ -268,6 +274,11 @@ AIRLOCK_SECRET_VALUES_MAX_BYTES = int(env("AIRLOCK_SECRET_VALUES_MAX_BYTES", str
 # a cached answer, below).
 AIRLOCK_DB_POOL_SIZE = int(env("AIRLOCK_DB_POOL_SIZE", "4"))
 AIRLOCK_DB_WAIT_SECONDS = float(env("AIRLOCK_DB_WAIT_SECONDS", "3"))
+# A request that can change the cluster (a write, exec, attach, port-forward) waits at most this
+# long for its RequestReceived audit event to be committed before it is forwarded, then gets a 503
+# (audit/recorder.py).  Longer than a lookup's wait: the one audit writer thread also commits the
+# completion events in batches, and under steady load such a commit took over 2 s (make soak).
+AIRLOCK_AUDIT_COMMIT_SECONDS = float(env("AIRLOCK_AUDIT_COMMIT_SECONDS", "10"))
 # While the database cannot be reached, cached connections, rules and leases are still used for
 # this many seconds beyond their usual bound (above); after that, requests get a 503.
 AIRLOCK_CACHE_STALE_SECONDS = float(env("AIRLOCK_CACHE_STALE_SECONDS", "60"))

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from airlock.unavailable import answer_json
 from approvals import leases
 from approvals.api import LeaseSerializer
 from approvals.models import Lease, LeaseState
@@ -101,13 +102,17 @@ def lease_input(request) -> dict:
 
 
 def agent_errors(view):
-    """Answer any unexpected failure with a bare 500 JSON: no traceback or debug page reaches an agent."""
+    """Answer a database that cannot be reached with a 503 JSON and any other unexpected failure with a
+    bare 500 JSON: no traceback or debug page reaches an agent."""
 
     @functools.wraps(view)
     async def guarded(request, *args, **kwargs):
         try:
             return await view(request, *args, **kwargs)
         except Exception as exc:
+            unavailable = answer_json(exc)
+            if unavailable is not None:
+                return unavailable
             log.error("agent lease API failed: %s", type(exc).__name__)
             return _error(500, "internal error")
 

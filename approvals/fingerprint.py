@@ -40,7 +40,8 @@ from django.utils.crypto import salted_hmac
 from gateway.masking.responses import media_type
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
-# Forwarded request headers that kube-apiserver reads for the request's effect (lower-case).
+# Forwarded request headers that kube-apiserver reads for the request's effect (lower-case).  Each is
+# forwarded once, with the agent's first value, the one kube-apiserver reads (gateway.headers).
 EFFECT_HEADERS = ("content-type", "content-encoding", "user-agent")
 UNKNOWN_BODY = "unknown"
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -245,7 +245,8 @@ class Journal:
             self._synced = max(self._synced, size)
 
     def close(self) -> None:
-        """Release the segment; it is removed when it holds nothing a recovery would need."""
+        """Release the segment; it is removed when it holds nothing a recovery would need, and
+        fsynced when it is kept (the process is about to go: nothing else will)."""
         if self._fd is None:
             return
         if not self._open and not self._unwritten:
@@ -253,6 +254,10 @@ class Journal:
         else:
             log.error("audit journal %s kept with %d requests in flight and %d events not written; the next start "
                       "(or manage.py recover_audit) closes them", self._path, len(self._open), len(self._unwritten))
+            try:
+                self.sync()
+            except OSError as exc:
+                log.error("audit journal %s not fsynced at shutdown: %s", self._path, exc)
         os.close(self._fd)
         self._fd = None
 

@@ -6,8 +6,8 @@
   written it raises :class:`AuditUnavailable` and the gateway must refuse the request.
 * :meth:`Recorder.begin` is for mutating requests: it returns only once the ``RequestReceived``
   event is committed, so the gateway forwards nothing it has not recorded.  If the write
-  fails, or is not committed within ``commit_wait`` seconds (``AIRLOCK_DB_WAIT_SECONDS``: a
-  database that stopped answering does not close the connection, and its statement timeout
+  fails, or is not committed within ``commit_wait`` seconds (``AIRLOCK_AUDIT_COMMIT_SECONDS``:
+  a database that stopped answering does not close the connection, and its statement timeout
   runs on the server), it raises :class:`AuditUnavailable` and the gateway must refuse the
   request.  It is idempotent per audit id (a held request is recorded when the hold starts).
 * :meth:`Recorder.finish` journals a completion event, then hands it to a bounded in-memory
@@ -17,17 +17,24 @@
 * :meth:`Recorder.start` (ASGI lifespan startup) replays dead processes' journals: their
   completions are written and their unfinished requests closed as "gateway crashed".
 * :meth:`Recorder.flush` waits until everything queued is committed; :meth:`Recorder.aclose`
-  (ASGI lifespan shutdown) refuses new events, flushes, anchors the chain head (audit.anchors:
-  the events of this process's last minutes are then covered by the anchor file too), removes
-  the journal and releases the writer thread.
+  (ASGI lifespan shutdown) refuses new events, flushes for at most ``AIRLOCK_DRAIN_SECONDS``,
+  anchors the chain head (audit.anchors: the events of this process's last minutes are then
+  covered by the anchor file too), removes the journal and releases the writer thread.  What a
+  database that does not answer kept from being committed by then stays in the journal, which
+  is then kept: the next start (or ``manage.py recover_audit``) writes it.
 
 All database work happens on one dedicated thread: appends to the chain are serial anyway (the
-chain lock), so one writer is as fast as several and never contends with itself.  The journal
+chain lock), so one writer is as fast as several and never contends with itself.  It is a
+daemon thread: a call stuck on a database that takes bytes and never answers must not keep the
+process from exiting (concurrent.futures joins its threads at interpreter exit).  The journal
 is fsynced on another thread every ``sync_interval`` seconds.
 """
 
 import asyncio
+import concurrent.futures
 import logging
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -47,6 +54,39 @@ class AuditUnavailable(Exception):
 
 class RecorderClosed(RuntimeError):
     """An event arrived after shutdown began."""
+
+
+class _Writer:
+    """One daemon thread that runs the recorder's database calls in order (started on first use)."""
+
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn, *args) -> concurrent.futures.Future:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="audit-writer", daemon=True)
+            self._thread.start()
+        future = concurrent.futures.Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def stop(self) -> None:
+        """The thread ends once the calls before are done (never, if one of them never returns)."""
+        if self._thread is not None:
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue  # abandoned while queued
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
 
 class Recorder:
@@ -73,7 +113,7 @@ class Recorder:
         )
         self.session_gap = session_gap or timedelta(minutes=settings.AIRLOCK_AUDIT_SESSION_GAP_MINUTES)
         self.retry_delay = retry_delay
-        self.commit_wait = commit_wait if commit_wait is not None else settings.AIRLOCK_DB_WAIT_SECONDS
+        self.commit_wait = commit_wait if commit_wait is not None else settings.AIRLOCK_AUDIT_COMMIT_SECONDS
         self.max_retry_delay = max_retry_delay
         self.sync_interval = (
             sync_interval if sync_interval is not None else settings.AIRLOCK_AUDIT_JOURNAL_SYNC_SECONDS
@@ -82,7 +122,7 @@ class Recorder:
             journal_dir or settings.AIRLOCK_AUDIT_JOURNAL_DIR,
             segment_bytes=segment_bytes or settings.AIRLOCK_AUDIT_JOURNAL_SEGMENT_BYTES,
         )
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        self._writer = _Writer()
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal")
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
@@ -173,25 +213,36 @@ class Recorder:
     async def aclose(self, timeout: float | None = None) -> None:
         """Write everything queued, then refuse new events and stop the writer (idempotent).
 
-        Events handed over while the queue drains are still written.
+        Events handed over while the queue drains are still written.  It all takes at most
+        ``timeout`` seconds (``AIRLOCK_DRAIN_SECONDS``): what is not committed by then stays in
+        the journal, kept for the next start, and a writer stuck on the database is left behind.
         """
         if self._closing:
             return
         self._closing = True
+        timeout = settings.AIRLOCK_DRAIN_SECONDS if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        drained = False
         try:
             await asyncio.wait_for(self._drain(), timeout)
+            drained = True
         except TimeoutError:
-            log.error("audit recorder shut down with %d events not written", self._pending)
-            raise
+            log.error("audit recorder shut down with %d events not committed within %gs; the audit journal keeps "
+                      "them for the next start (or manage.py recover_audit)", self._pending, timeout)
         finally:
             self._closed = True
             tasks = [task for task in (self._task, self._maintenance) if task is not None]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._in_writer(self._anchor)
-            await self._in_writer(connections.close_all)
-            self._executor.shutdown(wait=True)
+            if drained:  # else the writer is stuck on the database: nothing more for it
+                try:
+                    await asyncio.wait_for(self._in_writer(self._last_calls), max(deadline - loop.time(), 0.0))
+                except TimeoutError:
+                    log.error("audit chain not anchored at shutdown (the database did not answer within %gs)",
+                              timeout)
+            self._writer.stop()
             self._syncer.shutdown(wait=True)
             self.journal.close()
 
@@ -240,17 +291,19 @@ class Recorder:
                 log.error("audit journal maintenance failed: %s", exc)
 
     async def _in_writer(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.wrap_future(self._writer.submit(fn, *args))
 
-    def _anchor(self) -> None:
-        """The shutdown anchor; a failure is logged, not raised: shutdown goes on regardless."""
-        if not self._wrote:
-            return
+    def _last_calls(self) -> None:
+        """The shutdown anchor (a failure is logged, not raised: shutdown goes on regardless), then
+        the writer's connection closed."""
         try:
-            close_old_connections()
-            chain.make_anchor(AnchorReason.SHUTDOWN)
+            if self._wrote:
+                close_old_connections()
+                chain.make_anchor(AnchorReason.SHUTDOWN)
         except Exception as exc:
             log.error("audit chain not anchored at shutdown (%s)", type(exc).__name__)
+        finally:
+            connections.close_all()
 
     def _write(self, batch: list[PreparedEvent]) -> None:
         close_old_connections()

@@ -5,7 +5,7 @@ The rig of tests/e2e_resilience (tests/resilience_rig.py): two gateway processes
 docker-compose.yml starts them, on one PostgreSQL database and one Redis, in front of kubesim,
 each dependency behind a TCP proxy.  Loopback only; PostgreSQL (DATABASE_URL when it is
 PostgreSQL, else AIRLOCK_TEST_POSTGRES_URL, else postgres@127.0.0.1:5432) and Redis
-(127.0.0.1:6379, database 7) must be running.  Phases, one after another, each with its own load
+(127.0.0.1:6379, REDIS_URL's database or 7) must be running.  Phases, one after another, each with its own load
 (clients, watches, held deletes approved through the other gateway):
 
 1. steady load, no fault;
@@ -76,7 +76,7 @@ QUICK = Profile("quick", clients=8, watches=2, holds=1, steady_seconds=5, fault_
 
 # Production defaults except where noted: faults and recoveries are measured in seconds.
 SETTINGS = {
-    "AIRLOCK_DB_WAIT_SECONDS": "2",  # production 3
+    "AIRLOCK_DB_WAIT_SECONDS": "2",  # production 3; a write's audit commit keeps production's 10 s
     "AIRLOCK_DB_STATEMENT_TIMEOUT_SECONDS": "5",  # production 30
     "AIRLOCK_DB_LOCK_TIMEOUT_SECONDS": "2",  # production 10
     "AIRLOCK_HEADER_TIMEOUT_SECONDS": "5",  # production 10: the fuzz sends half requests
@@ -106,6 +106,7 @@ def _phase(rig: Rig, name: str, prefix: str, outcomes, *, result: dict | None = 
     """One phase's figures from its outcomes and the audit trail."""
     result = dict(result or {})
     window = result.pop("window", (0.0, 0.0))
+    result.pop("in_place", None)
     problems = answers(outcomes, allowed, window=window, may_fail=may_fail)
     gaps = audit_gaps(rig, outcomes, prefix)
     lost = {key: len(gaps[key]) for key in ("missing", "duplicated", "wrong", "unaudited", "received_only")}

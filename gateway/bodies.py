@@ -13,6 +13,12 @@ kube-apiserver accepts 10,000 levels; Kubernetes objects nest a few dozen at mos
 schema embeds a PodSpec are among the deepest).  The deviation is deliberate and documented in
 the README.
 
+Which bodies are measured as what is decided as kube-apiserver decides how to decode them
+(:func:`cluster_media`), not by the agent's word alone: a create, update or delete without a
+Content-Type is JSON to the cluster, and a charset parameter changes nothing there (it reads every
+body as UTF-8).  A body read as JSON or YAML that is not UTF-8, or YAML that cannot be parsed, is
+refused: what the gateway cannot read it cannot measure, record or show a reviewer.
+
 Both checks are iterative and linear: JSON by counting brackets outside strings (the same lexing
 ``json`` does, so the count is exact for every prefix ``json`` could decode), YAML on libyaml's
 event stream, which is produced without recursion and stops at the first level too deep.
@@ -39,6 +45,15 @@ JSON_BODIES = frozenset(
     }
 )
 YAML_BODIES = frozenset({"application/apply-patch+yaml", "application/yaml"})
+# kube-apiserver decodes the bodies of these verbs (DeleteOptions for the deletes), except where it
+# hands them on: to a workload (proxy) or a container (exec, attach, port-forward).
+DECODED_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+PASSED_ON = frozenset({"proxy", "exec", "attach", "portforward"})
+# What it decodes them from: PATCH by the patch type, everything else by the serializers'
+# media types (protobuf bodies are transcoded to JSON before these checks).
+PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
+               "application/strategic-merge-patch+json", "application/apply-patch+yaml")
+INPUT_TYPES = ("application/json", "application/yaml", "application/vnd.kubernetes.protobuf")
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # A JSON string as json's scanner reads it; an unterminated one runs to the end of the text
@@ -145,19 +160,58 @@ def _add(parent: list, size: int, height: int) -> None:
     parent[2] = max(parent[2], height + 1)
 
 
-def check(media: str, body: bytes) -> None:
-    """The parse stage's check of a body of media type ``media``: BodyRefused if it is beyond the limits.
+def _unsupported(accepted) -> BodyRefused:
+    """kube-apiserver's own answer (negotiation.NewUnsupportedMediaTypeError)."""
+    return BodyRefused(415, "the body of the request was in an unknown format - accepted media types include: "
+                       + ", ".join(accepted))
 
-    Bodies that are not valid JSON or YAML pass: the later stages do not decode them either.
+
+def cluster_media(info, content_type: str) -> str | None:
+    """The media type kube-apiserver decodes this request's body as, or None when it decodes none.
+
+    As its handlers do (apiserver pkg/endpoints/handlers): PATCH by the text before the first ";"
+    compared exactly (patch.go); create, update and DeleteOptions by the Content-Type's media type,
+    lower-cased, its parameters (charset included) ignored, JSON when there is none
+    (negotiation.NegotiateInputSerializer).  BodyRefused(415) where kube-apiserver answers 415:
+    the gateway never passes on a body the cluster would decode in a way it did not check.
     """
-    try:
-        if media in JSON_BODIES:
-            if json_depth(json_text(body)) > MAX_DEPTH:
-                raise too_deep()
-        elif media in YAML_BODIES and _json_document(body) is _NOT_JSON:
-            check_yaml(body)
-    except (UnicodeDecodeError, yaml.YAMLError):
+    if not info.is_resource_request or info.verb not in DECODED_VERBS or info.subresource in PASSED_ON:
+        return None
+    if info.verb == "patch":
+        cut = content_type.find(";")
+        media = content_type[:cut] if cut > 0 else content_type
+        if media not in PATCH_TYPES:
+            raise _unsupported(PATCH_TYPES)
+        return media
+    media = content_type.split(";", 1)[0].strip().lower() if content_type else "application/json"
+    if media not in INPUT_TYPES:
+        raise _unsupported(INPUT_TYPES)
+    return media
+
+
+def check(media: str, body: bytes) -> None:
+    """The parse stage's check of a body read as ``media``: BodyRefused if it is beyond the limits.
+
+    A JSON or YAML body that is not UTF-8 is refused (400), as is YAML that cannot be parsed: the
+    gateway could not measure it, nor decode it for the later stages.  JSON that is not valid is
+    measured all the same (the count needs no parse) and passes: no stage can decode it, nor can
+    the cluster.
+    """
+    if media not in JSON_BODIES and media not in YAML_BODIES:
         return
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BodyRefused(400, "the request body is not valid UTF-8 (kube-apiserver reads JSON and YAML bodies as "
+                               "UTF-8, whatever charset is declared)") from None
+    if media in JSON_BODIES:
+        if json_depth(json_text(body)) > MAX_DEPTH:
+            raise too_deep()
+    elif _json_document(body) is _NOT_JSON:
+        try:
+            check_yaml(body)
+        except yaml.YAMLError:
+            raise BodyRefused(400, "the YAML request body cannot be parsed") from None
 
 
 def decode(media: str, body: bytes, *, aliases: bool = True):

@@ -54,6 +54,14 @@ WEBSOCKET_HANDSHAKE = frozenset(
 
 RESPONSE_DROPPED = HOP_BY_HOP | {"content-length"}
 
+# Fields RFC 9110 defines as single-valued (those not dropped above).  kube-apiserver's Go server
+# accepts them repeated and reads the first (Header.Get: the decoder, the default field
+# manager), so only the first is forwarded: the cluster reads the same, every stage of the
+# gateway (audit record, approvals fingerprint) reads the same, and a strict HTTP server behind
+# the gateway does not refuse the repeat.
+SINGLE_VALUED = frozenset({"content-type", "user-agent", "content-location", "content-range", "etag",
+                           "max-forwards", "server"})
+
 JSON_MEDIA_TYPE = "application/json"
 
 
@@ -104,16 +112,22 @@ def upstream_request_headers(headers, *, websocket: bool = False) -> list[tuple[
 
     Removes hop-by-hop headers (including any named in ``Connection``), the
     client's Authorization, every ``Impersonate-*`` and ``X-Remote-*``
-    header (case-insensitive prefix), and rewrites Accept to JSON forms.
+    header (case-insensitive prefix), repeats of single-valued fields (the
+    first is kept), and rewrites Accept to JSON forms.
     """
     named = _connection_tokens(headers)
     out = []
     accept_seen = False
+    single_seen = set()
     for name, value in headers:
         if name in DROPPED or name in named or name.startswith(DROPPED_PREFIXES):
             continue
         if websocket and name in WEBSOCKET_HANDSHAKE:
             continue
+        if name in SINGLE_VALUED:
+            if name in single_seen:
+                continue
+            single_seen.add(name)
         if name == "accept":
             if accept_seen:
                 continue

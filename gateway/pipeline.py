@@ -102,6 +102,11 @@ def parse_request(scope: dict, prefix: str) -> GatewayRequest:
     )
 
 
+def _declare(request: GatewayRequest, media: str) -> None:
+    request.headers = [(n, v) for n, v in request.headers if n != "content-type"]
+    request.headers.append(("content-type", media))
+
+
 def parse_body(request: GatewayRequest, body: bytes) -> bytes:
     """Stage 1 for a request body: protobuf becomes JSON, JSON and YAML are measured.
 
@@ -109,8 +114,15 @@ def parse_body(request: GatewayRequest, body: bytes) -> bytes:
     secret) as protobuf; they are transcoded so every later stage can read
     them, and what cannot be decoded exactly is refused (415): nothing is
     passed on blind.  JSON and YAML deeper or (YAML) larger than
-    gateway.bodies allows are refused here, before any stage decodes them.
+    gateway.bodies allows are refused here, before any stage decodes them,
+    whatever their Content-Type says: a body the cluster decodes is read as
+    the cluster reads it (gateway.bodies.cluster_media), and forwarded with
+    that media type as its Content-Type when the agent's one would make the
+    later stages (write guard, audit record, review) read it otherwise (none
+    given, or a charset parameter): the cluster ignores the difference.
     """
+    if not body:
+        return body
     content_type = next((v for n, v in request.headers if n == "content-type"), "")
     if content_type.split(";", 1)[0].strip().lower() == kubeproto.MEDIA_TYPE:
         try:
@@ -119,11 +131,15 @@ def parse_body(request: GatewayRequest, body: bytes) -> bytes:
             raise GatewayError(
                 415, f"airlock cannot inspect this protobuf request body ({exc}); send application/json", stage="parse"
             ) from None
-        request.headers = [(n, v) for n, v in request.headers if n != "content-type"]
-        request.headers.append(("content-type", "application/json"))
+        _declare(request, "application/json")
         return json.dumps(obj, separators=(",", ":")).encode()
     try:
-        bodies.check(media_type(content_type), body)
+        media = bodies.cluster_media(request.info, content_type)
+        if media is None:
+            media = media_type(content_type)
+        elif media_type(content_type) != media:
+            _declare(request, media)
+        bodies.check(media, body)
     except bodies.BodyRefused as exc:
         raise GatewayError(exc.code, f"airlock: {exc}", stage="parse") from None
     return body

@@ -46,7 +46,8 @@ def status_object(code: int, message: str, reason: str | None = None, details: d
 
 
 def status_bytes(code: int, message: str, reason: str | None = None, details: dict | None = None) -> bytes:
-    return json.dumps(status_object(code, message, reason, details), separators=(",", ":")).encode()
+    """Compact JSON ending with a newline, byte for byte as kube-apiserver (Go's json.Encoder) writes it."""
+    return json.dumps(status_object(code, message, reason, details), separators=(",", ":")).encode() + b"\n"
 
 
 def warning_header(text: str) -> tuple[bytes, bytes]:

@@ -29,7 +29,7 @@ from .controllers import Controllers
 from .discovery import Discovery
 from .requestlog import RequestLog
 from .seed import DEFAULT_SEED, SeedError, load_seed_files
-from .server import HEADER_LIMITS, KubeSim
+from .server import HEADER_LIMITS, KubeSim, read_headers_as_go
 from .store import DEFAULT_HISTORY, Cluster
 
 log = logging.getLogger("kubesim")
@@ -121,6 +121,7 @@ async def serve(args: argparse.Namespace) -> None:
 
     requestlog = RequestLog(state / "requests.jsonl")
     sim = KubeSim(cluster, auth, requestlog, bookmark_interval=args.bookmark_interval)
+    read_headers_as_go()
     runner = web.AppRunner(sim.app(), handler_cancellation=True, access_log=None, **HEADER_LIMITS)
     await runner.setup()
     site = web.SockSite(runner, sock, ssl_context=server_ssl_context(tls), shutdown_timeout=1.0)

@@ -413,15 +413,25 @@ FAULTS = {fault.name: fault for fault in (
 
 def inject(load: Load, fault: Fault, seconds: float, *, recover_within: float) -> dict:
     """``fault`` for ``seconds`` while ``load`` runs, then the seconds until every gateway answers a
-    request needing the dependency again (no restart); the window answers may be ``fault.allowed``."""
+    request needing the dependency again (no restart); the window answers may be ``fault.allowed``,
+    ``in_place`` the moments the fault was fully in place, from after it was made to before it was undone."""
     began = time.monotonic()
     with fault.inject(load.rig):
+        in_place = time.monotonic()
         time.sleep(seconds)
+        undoing = time.monotonic()
     healed = time.monotonic()
     recovered = recovery(lambda: all([load.probe(g, kind) for g in load.rig.gateways for kind in fault.probes]),
                          within=recover_within)
     return {"fault": fault.name, "seconds": round(healed - began, 2), "recovery_s": round(recovered, 2),
-            "window": (began, healed + recovered + 1.0)}
+            "window": (began, healed + recovered + 1.0), "in_place": (in_place, undoing)}
+
+
+def cut_off(outcomes: list[Outcome], in_place: tuple[float, float]) -> list[Outcome]:
+    """The requests for the cluster (watches aside: they may be quiet) that began and ended while the
+    cluster could not answer anything: whatever they got, the gateway answered itself."""
+    return [o for o in outcomes if o.kind not in ("anonymous", "watch") and in_place[0] <= o.started
+            and o.ended <= in_place[1]]
 
 
 def kill_and_restart(load: Load, victim, *, recover_within: float) -> dict:

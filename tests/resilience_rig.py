@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import dj_database_url
 import httpx
@@ -40,7 +40,6 @@ from tests.tcpproxy import TcpProxy
 ROOT = Path(__file__).resolve().parents[1]
 REVIEWER_TOKEN = "3c9a1f0e5d7b2c4a6e8f0a1b3c5d7e9f1a2b4c6d"
 REDIS = ("127.0.0.1", 6379)
-REDIS_DB = 7
 START_TIMEOUT = 60.0
 
 SEED = """
@@ -69,6 +68,15 @@ rita = User.objects.create_user("rita")
 rita.groups.add(Group.objects.get(name="reviewers"))
 Token.objects.create(user=rita, key=os.environ["SEED_REVIEWER_TOKEN"])
 """
+
+
+def redis_db() -> int:
+    """REDIS_URL's database when it names one (each CI job or checkout its own: the rig flushes it), else 7."""
+    path = urlsplit(os.environ.get("REDIS_URL", "")).path.strip("/")
+    return int(path) if path.isdigit() else 7
+
+
+REDIS_DB = redis_db()
 
 
 def postgres_url() -> str:
@@ -223,6 +231,7 @@ class Rig:
         self.directory = directory
         self.postgres = postgres
         self.kubesim = kubesim
+        self.timeouts = timeouts
         self.database = postgres.create()
         self.db_proxy = TcpProxy(postgres.host, postgres.port).start()
         self.redis_proxy = TcpProxy(*REDIS).start()

@@ -69,10 +69,16 @@ VARIANTS = {
         dict(path=DEPLOYMENT, method="PATCH", body=b'{"spec":{"replicas":3}}', content_type=MERGE,
              headers=[("user-agent", "manager-of-my-choice")]),
     ),
-    "a second Content-Type header": (
+    "another Content-Type in front of it (the first one is read)": (
         dict(path=DEPLOYMENT, method="PATCH", body=CONTAINERS_PATCH, content_type=STRATEGIC),
-        dict(path=DEPLOYMENT, method="PATCH", body=CONTAINERS_PATCH, content_type=STRATEGIC,
-             headers=[("content-type", MERGE)]),
+        dict(path=DEPLOYMENT, method="PATCH", body=CONTAINERS_PATCH, content_type=MERGE,
+             headers=[("content-type", STRATEGIC)]),
+    ),
+    "another User-Agent in front of it": (
+        dict(path=DEPLOYMENT, method="PATCH", body=b'{"spec":{"replicas":3}}', content_type=MERGE,
+             headers=[("user-agent", "kubectl/v1.32.4")]),
+        dict(path=DEPLOYMENT, method="PATCH", body=b'{"spec":{"replicas":3}}', content_type=MERGE,
+             headers=[("user-agent", "manager-of-my-choice"), ("user-agent", "kubectl/v1.32.4")]),
     ),
 }
 
@@ -88,6 +94,21 @@ def test_a_once_approval_does_not_cover_a_request_that_differs_in_what_the_clust
 
     retried, settlement = reviews.open_review(held(**a))
     assert retried.pk == review.pk and settlement.approved, "A's approval is still A's"
+
+
+def test_repeats_of_a_single_value_header_are_held_as_the_cluster_reads_them(rita):
+    """kube-apiserver reads the first User-Agent and Content-Type, and the gateway forwards only those:
+    a request that repeats them after the first is the request the reviewer approved, and shows as it."""
+    plain = dict(path=DEPLOYMENT, method="PATCH", body=CONTAINERS_PATCH, content_type=STRATEGIC,
+                 headers=[("user-agent", "kubectl/v1.32.4")])
+    repeated = dict(plain, headers=[("user-agent", "kubectl/v1.32.4"), ("content-type", MERGE),
+                                    ("user-agent", "manager-of-my-choice")])
+    review, _ = reviews.open_review(held(**repeated))
+    shown = rita.get(f"/approvals/api/reviews/{review.pk}/").json()
+    assert shown["headers"] == [["content-type", STRATEGIC], ["user-agent", "kubectl/v1.32.4"]]
+    assert approve(rita, review).status_code == 200
+    same, settlement = reviews.open_review(held(**plain))
+    assert same.pk == review.pk and settlement.approved
 
 
 def test_the_reviewer_sees_the_query_in_order_and_the_content_type(rita):

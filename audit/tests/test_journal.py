@@ -9,8 +9,11 @@ import io
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -26,6 +29,7 @@ from audit.tests.factories import GAP, append, event
 pytestmark = pytest.mark.django_db(transaction=True)
 
 LIMITS = {"max_body": 65536, "max_recording": 1 << 20}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def prepared(e: dict):
@@ -253,6 +257,43 @@ async def test_the_recorder_fsyncs_and_rotates_its_journal_while_it_writes(tmp_p
     await recorder.aclose()
     assert await db(lambda: AuditEvent.objects.count()) == 60
     assert not list(tmp_path.glob("*.journal"))
+
+
+SHUTDOWN = """
+import asyncio, sys, threading, django
+django.setup()
+from audit.recorder import Recorder
+from audit.tests.factories import event
+
+async def main():
+    recorder = Recorder(journal_dir=sys.argv[1])
+    recorder._write = lambda batch: threading.Event().wait()  # the database took the bytes and never answered
+    for n in range(3):
+        recorder.received(event(n, stage="RequestReceived", audit_id=sys.argv[2 + n]))
+        await recorder.finish(event(n, audit_id=sys.argv[2 + n]))
+    recorder.received(event(9, stage="RequestReceived", audit_id=sys.argv[5]))  # still being answered
+    await recorder.aclose()  # AIRLOCK_DRAIN_SECONDS
+
+asyncio.run(main())
+"""
+
+
+def test_a_shutdown_with_a_database_that_does_not_answer_ends_within_its_bound_and_loses_nothing(tmp_path):
+    """The gateway process ends (lifespan shutdown, then interpreter exit) although the audit writer is
+    stuck on the database; the next start writes what the journal kept."""
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "AIRLOCK_"))}
+    env.update(DJANGO_SETTINGS_MODULE="airlock.settings", AIRLOCK_DRAIN_SECONDS="0.5",
+               AIRLOCK_VAR_DIR=str(tmp_path / "var"))
+    ended = subprocess.run([sys.executable, "-c", SHUTDOWN, str(tmp_path / "journal"), *ids], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)  # a hang fails here
+    assert ended.returncode == 0, ended.stderr
+    assert "3 events not committed within 0.5s" in ended.stderr
+    assert len(list((tmp_path / "journal").glob("*.journal"))) == 1  # kept
+    result = recover(tmp_path / "journal")
+    assert (result.completions, result.crashed) == (3, 1)
+    assert completions() == {**{i: (200, "") for i in ids[:3]}, ids[3]: (None, journal.CRASHED_REASON)}
+    assert chain.verify_chain().ok
 
 
 def test_recover_audit_replays_a_dead_pods_journal_and_the_beat_task_the_configured_one(tmp_path, settings):

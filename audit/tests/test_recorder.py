@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 import uuid
 
 import pytest
@@ -123,6 +124,32 @@ async def test_begin_fails_closed_when_the_trail_cannot_be_written(monkeypatch, 
     await recorder.aclose()
 
 
+async def test_begin_waits_for_its_commit_as_long_as_the_audit_commit_setting_says(settings):
+    """Not AIRLOCK_DB_WAIT_SECONDS, a lookup's bound: under steady load a commit queued behind a batch of
+    completions outlasted it, and writes got "audit unavailable" 503s with the database up (make soak)."""
+    settings.AIRLOCK_DB_WAIT_SECONDS = 0.05
+    settings.AIRLOCK_AUDIT_COMMIT_SECONDS = 30
+    recorder = Recorder()
+    write = recorder._write
+    recorder._write = lambda batch: (time.sleep(0.5), write(batch))
+    received = event(0, stage="RequestReceived")
+    await recorder.begin(received)  # slower than a lookup may be, well within its own bound
+    assert await stored_ids("RequestReceived") == [str(received["audit_id"])]
+    await recorder.aclose()
+
+    settings.AIRLOCK_DB_WAIT_SECONDS = 30
+    settings.AIRLOCK_AUDIT_COMMIT_SECONDS = 0.1
+    stuck = threading.Event()
+    recorder = Recorder()
+    recorder._write = lambda batch: stuck.wait(30)
+    try:
+        with pytest.raises(AuditUnavailable, match="not forwarded"):
+            await asyncio.wait_for(recorder.begin(event(1, stage="RequestReceived")), 5)
+    finally:
+        stuck.set()
+        await recorder.aclose()
+
+
 async def test_a_failed_batch_is_retried_until_written(monkeypatch):
     append = chain.append
     failures = []
@@ -189,4 +216,4 @@ def test_settings_configure_the_recorder(settings):
     prepared = recorder.prepare(event(0, response_body=b"x" * 100, audit_id=uuid.uuid4()))
     assert prepared.fields["response_body"] == b"x" * 10
     assert prepared.fields["response_body_size"] == 100
-    recorder._executor.shutdown()
+    recorder._writer.stop()

@@ -166,6 +166,9 @@ class JsonMasker:
         self._stream_kind = ""
         self._sent_keys: set[str] = set()
         self._first = True
+        # kube-apiserver ends a document with a newline (Go's json.Encoder); clients compare error
+        # bodies byte for byte, so the masked document ends as the cluster's did.
+        self._ended_line = False
 
     # -- public ------------------------------------------------------------------------------
 
@@ -425,8 +428,12 @@ class JsonMasker:
                     self._out.append("]")
                     self._state = _AFTER_MEMBER
             else:  # _END
+                start = self._pos
                 if self._ws():
                     raise MaskingError("the response body has data after its JSON document")
+                if not self._ended_line and "\n" in self._buf[start:self._pos]:
+                    self._ended_line = True
+                    self._out.append("\n")
                 return
 
     # -- documents ---------------------------------------------------------------------------

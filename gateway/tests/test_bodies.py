@@ -95,7 +95,9 @@ def test_check_by_media_type():
         with pytest.raises(BodyRefused):
             bodies.check(media, deep)
     bodies.check("application/octet-stream", deep)  # not decoded by any stage
-    bodies.check("application/json", b"\xff\xfe\xfd not text")  # undecodable: nothing decodes it
+    with pytest.raises(BodyRefused, match="not valid UTF-8") as refused:  # not measurable: refused
+        bodies.check("application/json", b"\xff\xfe\xfd not text")
+    assert refused.value.code == 400
 
 
 def test_yaml_body_that_is_json_is_not_held_to_the_yaml_node_limit():

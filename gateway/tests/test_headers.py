@@ -78,6 +78,17 @@ def test_missing_accept_asks_for_json_and_repeated_accept_merged():
     assert out[0] == ("accept", "application/json;as=Table;v=v1;g=meta.k8s.io") and len(out) == 2
 
 
+def test_single_valued_headers_forwarded_once_as_kube_apiserver_reads_them_lists_kept():
+    out = hdr.upstream_request_headers([
+        ("user-agent", "first"), ("x-stream-protocol-version", "v5.channel.k8s.io"), ("content-type", "a/b"),
+        ("user-agent", "second"), ("x-stream-protocol-version", "v4.channel.k8s.io"), ("content-type", "c/d"),
+    ])
+    assert [pair for pair in out if pair[0] != "accept" and pair[0] != "accept-encoding"] == [
+        ("user-agent", "first"), ("x-stream-protocol-version", "v5.channel.k8s.io"), ("content-type", "a/b"),
+        ("x-stream-protocol-version", "v4.channel.k8s.io"),
+    ]
+
+
 def test_websocket_handshake_headers_recreated_upstream():
     incoming = [
         ("sec-websocket-key", "k"),

@@ -641,3 +641,18 @@ def test_buffer_limit_refuses_instead_of_growing():
 
 def test_empty_body_is_allowed():
     assert mask(b"", info())[0] == b""
+
+
+@pytest.mark.parametrize("body", [
+    b'{"kind":"Status","apiVersion":"v1","status":"Failure","code":404}\n',
+    b'{"kind":"ConfigMapList","apiVersion":"v1","metadata":{},"items":[{"metadata":{"name":"a"}}]}\n',
+    b'"just a string"\n',
+])
+def test_a_document_ends_with_a_newline_where_the_clusters_did(body):
+    """kube-apiserver's JSON ends with a newline and clients compare error bodies byte for byte."""
+    for cuts in ([], [len(body) - 1], list(range(1, len(body)))):
+        out, _ = mask(body, cuts=cuts)
+        assert out == body
+        out, _ = mask(body.rstrip(b"\n"), cuts=cuts)
+        assert out == body.rstrip(b"\n")
+    assert mask(body.rstrip(b"\n") + b" \r\n\n  \n", cuts=[len(body)])[0] == body

@@ -134,7 +134,7 @@ def test_json_body_untouched():
 @pytest.mark.parametrize(
     "content_type, body, code",
     [
-        ("application/json", b"[" * 3000 + b"]" * 3000, 400),
+        ("application/merge-patch+json", b"[" * 3000 + b"]" * 3000, 400),
         ("application/strategic-merge-patch+json; charset=utf-8", b'{"a":' * 600 + b"1" + b"}" * 600, 400),
         ("application/apply-patch+yaml", b"a: " + b"[" * 100_000, 400),
         ("application/apply-patch+yaml", b"a: [" + b"x," * 30_000 + b"]", 413),

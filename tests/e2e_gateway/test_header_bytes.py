@@ -25,14 +25,14 @@ UTF8 = b"caf\xc3\xa9"
 LATIN1 = b"caf\xe9"
 
 
-def raw_request(gateway, method: str, target: str, user_agent: bytes) -> tuple[int, bytes]:
+def raw_request(gateway, method: str, target: str, *user_agents: bytes) -> tuple[int, bytes]:
     host, port = "127.0.0.1", int(gateway.url.rsplit(":", 1)[1])
     context = ssl.create_default_context(cafile=str(gateway.ca_file))
     with context.wrap_socket(socket.create_connection((host, port), timeout=15), server_hostname=host) as sock:
         sock.sendall(
             f"{method} /k8s/{gateway.connection.name}{target} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
             + f"Authorization: Bearer {AGENT_TOKEN}\r\nAccept: application/json\r\n".encode()
-            + b"User-Agent: " + user_agent + b"\r\nConnection: close\r\n\r\n"
+            + b"".join(b"User-Agent: " + agent + b"\r\n" for agent in user_agents) + b"Connection: close\r\n\r\n"
         )
         response = http.client.HTTPResponse(sock, method=method)
         response.begin()
@@ -54,6 +54,17 @@ def test_utf8_user_agent_is_forwarded_byte_for_byte_and_recorded(gateway, kubesi
     assert [user_agents(r) for r in forwarded(kubesim, "DELETE", path)] == [["café"]]
     event = events_for(verb="delete", object_name="web-config")[0]
     assert event.response_code == 200 and event.user_agent == "café"
+
+
+def test_a_repeated_user_agent_is_forwarded_and_recorded_as_kube_apiserver_reads_it(gateway, kubesim):
+    """Go's server accepts a repeated User-Agent and kube-apiserver reads the first; kubesim (aiohttp)
+    refused it with a plain-text 400, which the gateway answered 502.  Only the first goes on."""
+    path = "/api/v1/namespaces/shop/configmaps/web-config"
+    status, body = raw_request(gateway, "DELETE", path, b"first-agent/1.0", b"second-agent/2.0")
+    assert status == 200, body
+    assert [user_agents(r) for r in forwarded(kubesim, "DELETE", path)] == [["first-agent/1.0"]]
+    event = events_for(verb="delete", object_name="web-config")[0]
+    assert event.response_code == 200 and event.user_agent == "first-agent/1.0"
 
 
 def test_latin1_user_agent_is_refused_with_a_status_and_recorded_as_seen(gateway, kubesim):

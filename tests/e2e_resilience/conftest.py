@@ -149,8 +149,10 @@ RIG_SETTINGS = {
     # Caches revalidated every second and kept for 60 s while the database is away (production: 5 and 60).
     "AIRLOCK_CONNECTION_REVALIDATE_SECONDS": "1",
     "AIRLOCK_POLICY_CACHE_SECONDS": "1",
-    # A database call waits 1 s, a statement 2 s, a lock 1 s (production: 3, 30, 10).
+    # A database call waits 1 s, a write's audit commit 3 s, a statement 2 s, a lock 1 s (production: 3, 10,
+    # 30, 10).
     "AIRLOCK_DB_WAIT_SECONDS": "1",
+    "AIRLOCK_AUDIT_COMMIT_SECONDS": "3",
     "AIRLOCK_DB_STATEMENT_TIMEOUT_SECONDS": "2",
     "AIRLOCK_DB_LOCK_TIMEOUT_SECONDS": "1",
     # Held requests poll their review every second and wait up to a minute.

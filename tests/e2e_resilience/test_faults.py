@@ -24,11 +24,12 @@ import pytest
 
 from tests.gateway_harness import AGENT_TOKEN
 from tests.resilience_load import (
-    FAULTS, Load, answers, audit_gaps, by_status, inject, kill_and_restart, slowest, terminate_and_restart,
+    FAULTS, Load, answers, audit_gaps, by_status, cut_off, inject, kill_and_restart, slowest, terminate_and_restart,
     watches_open_at,
 )
 
 FAULT_SECONDS = 2.0
+TIMED_OUT = 2.0  # a cluster that answers nothing stays so this long past the Connection's first-byte timeout
 RECOVERY = 10.0  # seconds: the stated bound for recovery after any of these faults (restarts aside)
 CONFIGMAPS = "/k8s/kubesim/api/v1/namespaces/default/configmaps"
 DRAIN_BOUND = 10.0  # seconds from SIGTERM to exit with only watches and short requests open (grace: 30 s)
@@ -48,16 +49,26 @@ def assert_audited(rig, outcomes, prefix):
 
 @pytest.mark.parametrize("name", list(FAULTS), ids=slug)
 def test_a_fault_under_load_gets_clean_answers_and_recovers_without_restart(rig, name):
+    """A cluster partitioned or frozen (it answers nothing; 504 allowed) lasts past the Connection's
+    first-byte timeout, so the requests caught in it end while it lasts: each with a 504 ``Status``."""
     fault = FAULTS[name]
+    times_out = fault.allowed == {504}
+    seconds = rig.timeouts[1] + TIMED_OUT if times_out else FAULT_SECONDS
     prefix = f"resil/{slug(name)}/"
     load = Load(rig, prefix).start(settle=0.5)
     try:
-        result = inject(load, fault, FAULT_SECONDS, recover_within=RECOVERY)
+        result = inject(load, fault, seconds, recover_within=RECOVERY)
     finally:
         outcomes = load.stop()
     print(result, by_status(outcomes), slowest(outcomes), dict(load.approvals))
     problems = answers(outcomes, fault.allowed, window=result["window"])
     assert not problems, "\n".join(problems[:20])
+    if times_out:
+        caught = cut_off(outcomes, result["in_place"])
+        assert caught, "no request began and ended while the cluster answered nothing"
+        assert all(o.status == 504 and not o.error for o in caught), [(o.agent, o.kind, o.status, o.error)
+                                                                      for o in caught]
+        assert all("cluster" in o.message for o in caught), {o.message for o in caught}
     assert_audited(rig, outcomes, prefix)
 
 
@@ -117,7 +128,7 @@ def test_a_write_waits_for_a_database_that_stopped_answering_no_longer_than_the_
     """Writes are refused (503) when their RequestReceived event cannot be committed; one that reached
     the audit writer as the database stopped answering (packets dropped, or a server that accepts
     bytes and never answers) waited for as long as that lasted.  The client here waits 6 s, the
-    gateway's bound is 1 s (AIRLOCK_DB_WAIT_SECONDS)."""
+    gateway's bound is 3 s (AIRLOCK_AUDIT_COMMIT_SECONDS)."""
     gateway = rig.gateways[0]
     http = httpx.Client(base_url=gateway.url, verify=rig.trust, timeout=6.0,
                         headers={"Authorization": f"Bearer {AGENT_TOKEN}", "User-Agent": "resil/write-bound"})
