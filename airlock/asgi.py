@@ -1,7 +1,8 @@
 """ASGI entry point, server-agnostic (uvicorn in production, daphne works too).
 
-``/k8s/...`` goes to the gateway's own ASGI app (streaming proxy); everything
-else is Django (admin, dashboard, API) or Channels (dashboard WebSockets).
+``/k8s/...`` goes to the gateway's own ASGI app (streaming proxy); Django's pages (admin,
+dashboard, API) to Django, the dashboard's WebSockets to Channels, and any other path gets a
+Kubernetes ``Status`` 404 (airlock.routing).
 """
 
 import asyncio
@@ -22,28 +23,23 @@ django_http = ASGIStaticFilesHandler(get_asgi_application())
 
 from django.conf import settings  # noqa: E402
 
-from approvals.routing import websocket_application  # noqa: E402
+from airlock.routing import router  # noqa: E402
 from approvals.sweeper import Sweeper  # noqa: E402
 from gateway.asgi import build_gateway  # noqa: E402
 
 log = logging.getLogger(__name__)
 gateway = build_gateway()
 sweeper = Sweeper.from_settings()  # None where Celery beat expires reviews and leases
-PREFIX = settings.AIRLOCK_GATEWAY_PREFIX
+routed = router(gateway, django_http, settings.AIRLOCK_GATEWAY_PREFIX)
 DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _draining: set[asyncio.Task] = set()
 
 
 async def application(scope, receive, send):
-    kind = scope["type"]
-    if kind == "lifespan":
+    if scope["type"] == "lifespan":
         await lifespan(receive, send)
-    elif scope["path"].startswith(PREFIX):
-        await gateway(scope, receive, send)
-    elif kind == "http":
-        await django_http(scope, receive, send)
-    elif kind == "websocket":
-        await websocket_application(scope, receive, send)
+    else:
+        await routed(scope, receive, send)
 
 
 async def lifespan(receive, send):

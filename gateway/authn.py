@@ -7,9 +7,10 @@ settings refuse it in production.
 
 import hashlib
 import hmac
+import json
 import logging
 
-from gateway.headers import bearer_token
+from gateway.headers import bearer_token, impersonation_asked
 from gateway.identity import AuthenticationError, Principal
 from gateway.status import GatewayError
 
@@ -90,3 +91,20 @@ async def authenticate(request, authenticator) -> Principal:
         raise GatewayError(401, f"Unauthorized: {exc}", stage="authenticate") from None
     request.principal = principal
     return principal
+
+
+def refuse_impersonation(request) -> None:
+    """Stage 2b: an agent acts as itself; asking for another identity is a 403, never silently ignored.
+
+    Stripping the headers and going on (as the gateway once did) ran ``kubectl --as=bob`` as the
+    agent and let ``auth can-i --as=bob`` answer for the wrong identity.
+    """
+    asked = impersonation_asked(request.headers)
+    if asked:
+        raise GatewayError(
+            403,
+            f"airlock: impersonation is not allowed through this gateway (the request carries {', '.join(asked)}); "
+            f"requests run as the agent's own identity {json.dumps(request.principal.username)}: "
+            "drop --as, --as-group and --as-uid",
+            stage="authenticate", warn=True,
+        )

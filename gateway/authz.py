@@ -61,22 +61,31 @@ async def authorize(request, policy, holder=None, *, on_pending=None, leases=Non
     return decision
 
 
-async def _require_lease(request, decision, leases):
+async def find_lease(connection: str, principal, rule_name: str, leases=None):
+    """The principal's active lease on ``connection`` for a ``requires_lease`` rule, or None."""
     from approvals import lease_check, live
 
     live.ensure_listener()
     cache = leases if leases is not None else lease_check.default_cache
-    lease = await cache.find(request.connection, request.principal, decision.rule_name)
+    return await cache.find(connection, principal, rule_name)
+
+
+def lease_refusal(connection: str, principal, decision, info) -> str:
+    """How an agent without the lease a rule requires gets one."""
+    rule = json.dumps(decision.rule_name)
+    return (
+        f"airlock: rule {rule} (connection {connection}) requires an active lease: "
+        f"{describe_request(info)}. Ask for one with this token and have a reviewer grant it: "
+        f'POST /approvals/api/agent/leases/ {{"connection": "{connection}", "rules": '
+        f'[{rule}], "duration": "30m", "reason": "..."}}, or an operator runs: manage.py lease request '
+        f"--connection {connection} --subject {json.dumps(principal.subject)} "
+        f'--rule {decision.rule_name} --duration 30m --reason "..."'
+    )
+
+
+async def _require_lease(request, decision, leases):
+    lease = await find_lease(request.connection, request.principal, decision.rule_name, leases)
     if lease is None:
-        rule = json.dumps(decision.rule_name)
-        raise GatewayError(
-            403,
-            f"airlock: rule {rule} (connection {request.connection}) requires an active lease: "
-            f"{describe_request(request.info)}. Ask for one with this token and have a reviewer grant it: "
-            f'POST /approvals/api/agent/leases/ {{"connection": "{request.connection}", "rules": '
-            f'[{rule}], "duration": "30m", "reason": "..."}}, or an operator runs: manage.py lease request '
-            f"--connection {request.connection} --subject {json.dumps(request.principal.subject)} "
-            f'--rule {decision.rule_name} --duration 30m --reason "..."',
-            stage="authorize",
-        )
+        raise GatewayError(403, lease_refusal(request.connection, request.principal, decision, request.info),
+                           stage="authorize")
     return lease

@@ -204,6 +204,30 @@ class GlobSet:
             return True
         return any(regex.match(value) for regex in self.regexes)
 
+    def overlaps(self, other: GlobSet) -> bool:
+        """Whether some value matches both; two globs other than ``*`` are taken to overlap."""
+        if not self or not other:
+            return False
+        if self.match_all or other.match_all:
+            return True
+        if any(other.matches(v) for v in self.literals) or any(self.matches(v) for v in other.literals):
+            return True
+        return bool(self.regexes) and bool(other.regexes)
+
+    def covers(self, other: GlobSet) -> bool:
+        """Whether every value ``other`` matches matches here too (provable only for literals and ``*``)."""
+        if self.match_all:
+            return True
+        return bool(other) and not other.match_all and not other.regexes and all(
+            self.matches(v) for v in other.literals)
+
+
+def _resource_patterns_overlap(one: str, other: str) -> bool:
+    if one == "*" or other == "*":
+        return True
+    a, b = one.split("/", 1), other.split("/", 1)
+    return len(a) == len(b) and all(GlobSet.of([x]).overlaps(GlobSet.of([y])) for x, y in zip(a, b))
+
 
 @dataclass(frozen=True)
 class ResourceSet:
@@ -233,6 +257,20 @@ class ResourceSet:
         if not subresource:
             return self.plain.matches(resource)
         return any(res.matches(resource) and sub.matches(subresource) for res, sub in self.with_sub)
+
+    def overlaps(self, other: ResourceSet) -> bool:
+        """Whether some resource or subresource matches both (globs are taken to overlap)."""
+        return any(_resource_patterns_overlap(a, b) for a in self.patterns for b in other.patterns)
+
+    def covers(self, other: ResourceSet) -> bool:
+        """Whether everything ``other`` matches matches here too (provable only for literals and ``*``)."""
+        if self.match_all:
+            return True
+        def covered(pattern: str) -> bool:
+            resource, _, subresource = pattern.partition("/")
+            return "*" not in pattern and "?" not in pattern and self.matches(resource, subresource)
+
+        return bool(other) and all(covered(pattern) for pattern in other.patterns)
 
 
 # --------------------------------------------------------------------------- validation
@@ -430,6 +468,50 @@ class CompiledRule:
             return self._request_matches(info)
         return self._reach_matches(reach or Reach.of(info))
 
+    def applies_to(self, principal) -> bool:
+        """Whether this rule takes part in decisions for ``principal`` (a broken rule, for everyone)."""
+        return self.enabled and (self.broken or self._principal_matches(principal))
+
+    def may_match(self, principal, info) -> bool:
+        """Whether this rule matches some request ``info`` stands for, where a ``*`` (and an empty name
+        or namespace) means any value: a SelfSubjectAccessReview may ask about a whole class of requests
+        (``kubectl auth can-i '*' '*'``, ``can-i delete pods`` without a name).  Used for deny and review
+        rules, so it errs towards matching."""
+        if not self.applies_to(principal):
+            return False
+        if self.broken:
+            return True
+        if not info.is_resource_request:
+            return (bool(self.non_resource_urls)
+                    and (info.verb == "*" or self._verb_matches(info.verb, streaming=False))
+                    and (info.path == "*" or self.non_resource_urls.matches(info.path)))
+        if not self.resources:
+            return False
+        deletes_namespace = (info.api_group in ("", "*") and info.resource in ("namespaces", "*")
+                             and not info.subresource and (info.verb == "*" or info.verb in DELETE_VERBS))
+        if (deletes_namespace and (self.resources.match_all or self.resources.plain)
+                and not self.verbs.isdisjoint({"*", *DELETE_VERBS})
+                and (info.name in ("", "*") or self.namespaces.matches(info.name))):
+            return True  # deleting a namespace deletes what is in it (Reach)
+        any_resource = info.resource == "*"
+        streaming = any_resource or info.subresource in STREAMING_SUBRESOURCES or info.subresource == "*"
+        verbs = RESOURCE_VERBS if info.verb == "*" else (info.verb, *IMPLIED_VERBS.get(info.verb, ()))
+        if not any(self._verb_matches(verb, streaming) for verb in verbs):
+            return False
+        if info.api_group != "*" and not any(self.api_groups.matches(g) for g in _same_objects(info)):
+            return False
+        if not (info.namespace in ("", "*") or self.namespaces.matches(info.namespace)
+                or self.namespaces.matches(rule_namespace(info))):
+            return False
+        if info.name not in ("", "*") and not self.names.matches(info.name):
+            return False
+        if any_resource or self.resources.match_all:
+            return True
+        if info.subresource == "*":
+            return self.resources.plain.matches(info.resource) or any(
+                res.matches(info.resource) for res, _ in self.resources.with_sub)
+        return self.resources.matches(info.resource, info.subresource)
+
     def _principal_matches(self, principal) -> bool:
         if principal is None:
             return False
@@ -488,6 +570,12 @@ class CompiledRule:
         )
 
 
+def _same_objects(info) -> frozenset[str]:
+    """The API groups that serve the objects of ``info``'s group and resource."""
+    groups = SAME_OBJECTS.get(info.resource, frozenset())
+    return groups if info.api_group in groups else frozenset({info.api_group})
+
+
 def rule_namespace(info) -> str:
     """The namespace rules match a resource request in: ``""`` for the Namespace objects themselves."""
     if info.api_group == "" and info.resource == "namespaces":
@@ -510,11 +598,10 @@ class Reach:
     def of(cls, info) -> Reach:
         collection = info.verb in COLLECTION_VERBS and not info.subresource
         cluster_scoped = (info.api_group, info.resource) in CLUSTER_SCOPED
-        groups = SAME_OBJECTS.get(info.resource, frozenset())
         return cls(
             info=info,
             verbs=(info.verb, *IMPLIED_VERBS.get(info.verb, ())),
-            api_groups=groups if info.api_group in groups else frozenset({info.api_group}),
+            api_groups=_same_objects(info),
             any_name=collection and not info.name,
             any_namespace=collection and not info.namespace and not cluster_scoped,
             namespace_contents=(
@@ -601,7 +688,7 @@ def evaluate(rules: Sequence[CompiledRule], principal, info) -> Decision:
         reach = Reach.of(info) if info.is_resource_request else None
         for rule in sorted(rules, key=sort_key):
             if rule.matches(principal, info, reach):
-                return _decision_for(rule)
+                return decision_for(rule)
     except Exception:
         logger.exception("policy evaluation failed; denying the request")
         return Decision(DENY, None, POLICY_ERROR, "policy evaluation failed", True, False)
@@ -611,7 +698,8 @@ def evaluate(rules: Sequence[CompiledRule], principal, info) -> Decision:
     )
 
 
-def _decision_for(rule: CompiledRule) -> Decision:
+def decision_for(rule: CompiledRule) -> Decision:
+    """What ``rule`` decides for a request it matches."""
     if rule.broken:
         reason = f'rule "{rule.name}" (order {rule.order}) is invalid and denies every request until fixed'
         return Decision(DENY, rule.id, rule.name, reason, True, False)

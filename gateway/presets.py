@@ -13,8 +13,13 @@ READ = ["get", "list", "watch"]
 WRITES = ["create", "update", "patch", "delete", "deletecollection"]
 STREAMING = ["pods/exec", "pods/attach", "pods/portforward"]
 PROXY = ["*/proxy"]
+# What kube-apiserver serves every authenticated user (the system:discovery and
+# system:public-info-viewer ClusterRoles) and the per-check health endpoints, each with and
+# without a trailing slash (kr8s asks for /version/).  Everything else (/metrics, /debug/*,
+# /logs/*, the service-account issuer documents) stays denied.
 DISCOVERY_URLS = [
-    "/api", "/api/*", "/apis", "/apis/*", "/version", "/openapi/*", "/healthz", "/livez", "/readyz",
+    "/api", "/api/*", "/apis", "/apis/*", "/version", "/version/", "/openapi", "/openapi/*",
+    "/healthz", "/healthz/*", "/livez", "/livez/*", "/readyz", "/readyz/*",
 ]
 
 

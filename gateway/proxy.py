@@ -17,17 +17,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
+from django.db import DatabaseError
 
 from audit import events as audit_events
 from audit.recorder import AuditUnavailable
 
 from gateway import db
 from gateway import headers as hdr
-from gateway import masking
-from gateway.authn import authenticate
-from gateway.authz import authorize
+from gateway import masking, selfreviews
+from gateway.authn import authenticate, refuse_impersonation
+from gateway.authz import authorize, find_lease, lease_refusal
 from gateway.masking import tokens
 from gateway.pipeline import GatewayRequest, parse_body, parse_request
+from gateway.policy import ALLOW
 from gateway.requestinfo import is_long_running
 from gateway.secretvalues import ValuesUnavailable
 from gateway.status import SERVER_ANSWER, GatewayError
@@ -252,6 +254,7 @@ class GatewayApp:
         # Before the connection lookup: refusing an unauthenticated caller needs no database
         # and tells it nothing about which connections exist.
         await authenticate(request, self.authenticator)
+        refuse_impersonation(request)
         try:
             upstream = await self.connections(request.connection)
         except db.DatabaseUnavailable:
@@ -394,7 +397,10 @@ class GatewayApp:
             self.record_arrival(exchange)
             upstream = await self.admit(exchange, receive=receive)
             await self.record_before_forwarding(exchange)
-            await self.forward(exchange, upstream, exchange.request.body, receive, send)
+            if selfreviews.review_kind(exchange.request.info):
+                await self.answer_self_review(exchange, upstream, send)
+            else:
+                await self.forward(exchange, upstream, exchange.request.body, receive, send)
         except GatewayError as exc:
             exchange.refused(exc)
             if not exchange.response_started:
@@ -431,6 +437,85 @@ class GatewayApp:
             raise GatewayError(exc.code, str(exc), reason=exc.reason, stage="mask") from None
         except masking.MaskingError as exc:
             raise GatewayError(400, f"airlock: the request body cannot be inspected: {exc}", stage="mask") from None
+
+    # -- self reviews (kubectl auth whoami / can-i), answered here: gateway.selfreviews ----------
+
+    async def answer_self_review(self, exchange: Exchange, upstream, send):
+        """Answer whoami / can-i / can-i --list for the agent; recorded like any answer."""
+        request = exchange.request
+        kind = selfreviews.review_kind(request.info)
+        review = selfreviews.read(request.body, request.info, kind)
+        if kind == selfreviews.IDENTITY:
+            cluster_username = upstream.impersonation_user_prefix + request.principal.username \
+                if upstream.impersonates else ""
+            status = selfreviews.identity(request.principal, connection=request.connection,
+                                          cluster_username=cluster_username)
+        elif kind == selfreviews.ACCESS:
+            status = await self.access_review(request, upstream, selfreviews.access_question(review))
+        else:
+            status = await self.rules_review(request, upstream, selfreviews.rules_namespace(review))
+        body = json.dumps(selfreviews.answer(request.info, kind, review, status), separators=(",", ":")).encode()
+        # It echoes what the agent asked; the trail keeps no Secret value the request body would not keep.
+        body = masking.mask_values_in_record(body, request.secret_values)
+        exchange.code = 201
+        exchange.response_started = True
+        await send({"type": "http.response.start", "status": 201, "headers": STATUS_HEADERS})
+        exchange.capture(body)
+        await send({"type": "http.response.body", "body": body})
+
+    async def access_review(self, request, upstream, info) -> dict:
+        rules = await self.connection_rules(request.connection)
+        decision = selfreviews.access_decision(rules, request.principal, info)
+        refusal = ""
+        if decision.allowed and decision.requires_lease:
+            if await self.lease_held(request, decision.rule_name) is None:
+                refusal = lease_refusal(request.connection, request.principal, decision, info)
+        verdict = selfreviews.access_verdict(decision, info, request.connection, refusal)
+        if verdict.ask_cluster:
+            answer = await self.ask_cluster(upstream, request, selfreviews.ACCESS,
+                                            selfreviews.cluster_access_question(info))
+            verdict = selfreviews.with_cluster_access(verdict, *answer, request.connection)
+        return verdict.status()
+
+    async def rules_review(self, request, upstream, namespace: str) -> dict:
+        rules = await self.connection_rules(request.connection)
+        leased = set()
+        for rule in rules:
+            if rule.effect == ALLOW and rule.requires_lease and rule.applies_to(request.principal):
+                if await self.lease_held(request, rule.name) is not None:
+                    leased.add(rule.name)
+        ours = selfreviews.airlock_rules(rules, request.principal, namespace, request.connection, leased)
+        answer = await self.ask_cluster(upstream, request, selfreviews.RULES,
+                                        selfreviews.cluster_rules_question(namespace))
+        return selfreviews.with_cluster_rules(ours, *answer, request.connection)
+
+    async def connection_rules(self, connection: str):
+        try:
+            return await self.policy.rules_for(connection)
+        except db.DatabaseUnavailable:
+            raise GatewayError(503, db.DOWN_MESSAGE, stage="authorize") from None
+
+    async def lease_held(self, request, rule_name: str):
+        try:
+            return await find_lease(request.connection, request.principal, rule_name)
+        except DatabaseError:
+            raise GatewayError(503, "airlock: leases are unavailable right now (database error)",
+                               stage="authorize") from None
+
+    async def ask_cluster(self, upstream, request, kind: str, question: bytes) -> tuple[dict | None, str]:
+        """Create the review ``question`` on the cluster as the connection's identity: its status, or why not."""
+        headers = [("content-type", "application/json"), ("accept", "application/json"),
+                   ("accept-encoding", "identity"), *cluster_headers(upstream, request.principal)]
+        try:
+            async with asyncio.timeout(upstream.first_byte_timeout):
+                response = await self.pool.client(upstream).post(
+                    upstream.server_url + selfreviews.CLUSTER_PATHS[kind], content=question, headers=hdr.encode(headers))
+        except TimeoutError:
+            return None, f"no answer within {upstream.first_byte_timeout:g} s"
+        except httpx.HTTPError as exc:
+            log.warning("upstream %s unreachable for a %s: %s", request.connection, kind, type(exc).__name__)
+            return None, "it is unreachable"
+        return selfreviews.cluster_status(kind, response.status_code, response.content)
 
     async def read_body(self, scope, receive) -> bytes:
         for name, value in scope.get("headers", []):
@@ -995,14 +1080,14 @@ async def _disconnected(receive):
 
 
 async def send_status(send, error: GatewayError):
-    await send({"type": "http.response.start", "status": error.code, "headers": STATUS_HEADERS})
+    await send({"type": "http.response.start", "status": error.code, "headers": error.headers()})
     await send({"type": "http.response.body", "body": error.body()})
 
 
 async def reject_websocket(scope, send, error: GatewayError):
     """Refuse an upgrade with a Status body where the server allows it (uvicorn), else close (403)."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
-        await send({"type": "websocket.http.response.start", "status": error.code, "headers": STATUS_HEADERS})
+        await send({"type": "websocket.http.response.start", "status": error.code, "headers": error.headers()})
         await send({"type": "websocket.http.response.body", "body": error.body()})
     else:
         await send({"type": "websocket.close", "code": 1008, "reason": error.message[:120]})

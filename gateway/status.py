@@ -50,20 +50,39 @@ def status_bytes(code: int, message: str, reason: str | None = None, details: di
     return json.dumps(status_object(code, message, reason, details), separators=(",", ":")).encode() + b"\n"
 
 
+def warning_header(text: str) -> tuple[bytes, bytes]:
+    """An RFC 9111 ``Warning`` (code 299, as kube-apiserver sends), which client-go prints on stderr
+    for any response, an error too."""
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return b"warning", f'299 - "{quoted}"'.encode("utf-8")
+
+
 class GatewayError(Exception):
     """An error the gateway answers itself, as a Kubernetes Status.
 
     ``message`` is shown to the client, so it must never carry credentials or
     secret values; ``stage`` says which pipeline stage refused the request.
+    ``warn`` repeats the message in a ``Warning`` header, for refusals a client may meet first in
+    API discovery: client-go reads discovery answers raw and prints a refusal there as
+    "Error from server (Forbidden): unknown", but prints every warning.
     """
 
-    def __init__(self, code: int, message: str, *, reason: str | None = None, stage: str = "", details=None):
+    def __init__(self, code: int, message: str, *, reason: str | None = None, stage: str = "", details=None,
+                 warn: bool = False):
         super().__init__(message)
         self.code = code
         self.message = message
         self.reason = reason or REASONS.get(code, "")
         self.stage = stage
         self.details = details
+        self.warn = warn
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The Status answer's headers."""
+        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        if self.warn:
+            headers.append(warning_header(self.message))
+        return headers
 
     def body(self) -> bytes:
         return status_bytes(self.code, self.message, self.reason, self.details)

@@ -54,13 +54,13 @@ def browser(tmp_path):
 
 
 def airlock_application(gateway_app):
-    """The production routing (airlock/asgi.py) around a given gateway app."""
+    """The production routing (airlock/asgi.py, airlock/routing.py) around a given gateway app."""
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
     from django.core.asgi import get_asgi_application
 
-    from approvals.routing import websocket_application
+    from airlock.routing import router
 
-    django_http = ASGIStaticFilesHandler(get_asgi_application())
+    routed = router(gateway_app, ASGIStaticFilesHandler(get_asgi_application()), settings.AIRLOCK_GATEWAY_PREFIX)
 
     async def application(scope, receive, send):
         if scope["type"] == "lifespan":
@@ -73,12 +73,8 @@ def airlock_application(gateway_app):
                     await gateway_app.aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
-        elif scope["path"].startswith(settings.AIRLOCK_GATEWAY_PREFIX):
-            await gateway_app(scope, receive, send)
-        elif scope["type"] == "http":
-            await django_http(scope, receive, send)
-        elif scope["type"] == "websocket":
-            await websocket_application(scope, receive, send)
+        else:
+            await routed(scope, receive, send)
 
     return application
 

@@ -321,3 +321,64 @@ def test_denial_message_quotes_unusual_names():
     info = req("GET", '/api/v1/namespaces/shop/configmaps/a"b')
     message = denial_message(evaluate([], ALICE, info), info)
     assert 'get configmaps "a\\"b" in namespace "shop"' in message
+
+
+@pytest.mark.parametrize("one, other, overlaps, covers", [
+    (["*"], ["shop"], True, True),
+    (["shop"], ["*"], True, False),
+    (["shop", "dev"], ["dev"], True, True),
+    (["shop"], ["dev"], False, False),
+    (["s*"], ["shop"], True, True),
+    (["shop"], ["s*"], True, False),
+    (["s*"], ["d*"], True, False),  # two globs: taken to overlap, never proved to cover
+    ([], ["*"], False, False),
+])
+def test_glob_sets_overlap_and_cover(one, other, overlaps, covers):
+    from gateway.policy import GlobSet
+
+    assert GlobSet.of(one).overlaps(GlobSet.of(other)) is overlaps
+    assert GlobSet.of(one).covers(GlobSet.of(other)) is covers
+
+
+@pytest.mark.parametrize("one, other, overlaps, covers", [
+    (["*"], ["pods/exec"], True, True),
+    (["pods"], ["pods/exec"], False, False),
+    (["pods/*"], ["pods/exec", "pods/log"], True, True),
+    (["*/scale"], ["deployments/scale"], True, True),
+    (["deployments/scale"], ["*/scale"], True, False),
+    (["pods", "secrets"], ["secrets"], True, True),
+])
+def test_resource_sets_overlap_and_cover(one, other, overlaps, covers):
+    from gateway.policy import ResourceSet
+
+    assert ResourceSet.of(one).overlaps(ResourceSet.of(other)) is overlaps
+    assert ResourceSet.of(one).covers(ResourceSet.of(other)) is covers
+
+
+@pytest.mark.parametrize("attributes, matched", [
+    (dict(verb="*", resource="*", group="*"), True),
+    # kubectl auth can-i '*' '*' asks about the core group, as RBAC reads it: that includes deleting namespace
+    # shop, and so deployment web in it
+    (dict(verb="*", resource="*"), True),
+    (dict(verb="get", resource="*"), False),
+    (dict(verb="delete", resource="deployments", group="apps", namespace="shop"), True),  # any name: "web" too
+    (dict(verb="delete", resource="deployments", group="extensions", namespace="shop", name="web"), True),
+    (dict(verb="delete", resource="deployments", group="apps", namespace="shop", name="db"), False),
+    (dict(verb="deletecollection", resource="deployments", group="apps", namespace="shop"), True),
+    (dict(verb="get", resource="deployments", group="apps", namespace="shop"), False),
+    (dict(verb="delete", resource="deployments", group="apps", namespace="dev"), False),
+    (dict(verb="delete", resource="namespaces", name="shop"), True),  # deletes what is in it
+    (dict(verb="delete", resource="namespaces", name="dev"), False),
+    (dict(verb="delete", resource="namespaces"), True),
+])
+def test_a_rule_may_match_a_class_of_requests(attributes, matched):
+    from gateway.requestinfo import RequestInfo
+
+    keep_web = compile_rule({"name": "keep-web", "order": 1, "effect": "deny", "subjects": ["*"],
+                             "verbs": ["delete"], "api_groups": ["apps"], "resources": ["deployments"],
+                             "namespaces": ["shop"], "names": ["web"]})
+    a = {"namespace": "", "group": "", "name": "", "subresource": "", **attributes}
+    info = RequestInfo(True, "", a["verb"], "apis", a["group"], "v1", a["namespace"], a["resource"],
+                       a["subresource"], a["name"], ())
+    assert keep_web.may_match(ALICE, info) is matched
+    assert not dataclasses.replace(keep_web, enabled=False).may_match(ALICE, info)

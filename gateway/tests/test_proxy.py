@@ -141,14 +141,14 @@ async def test_forwards_with_gateway_credentials_only():
     app = make_app(handler)
     status, headers, content = await call(
         app, "/k8s/prod/api/v1/namespaces/shop/pods", query=b"limit=500",
-        headers=[("accept", "application/vnd.kubernetes.protobuf,application/json"), ("impersonate-user", "admin"),
-                 ("x-remote-user", "admin"), ("accept-encoding", "gzip")],
+        headers=[("accept", "application/vnd.kubernetes.protobuf,application/json"), ("x-remote-user", "admin"),
+                 ("accept-encoding", "gzip")],
     )
     assert status == 200 and json.loads(content)["kind"] == "PodList"
     assert seen["url"] == "https://cluster.test/api/v1/namespaces/shop/pods?limit=500"
     assert seen["headers"]["authorization"] == "Bearer cluster-credential"
     assert seen["headers"]["accept"] == "application/json"
-    assert "impersonate-user" not in seen["headers"] and "x-remote-user" not in seen["headers"]
+    assert "x-remote-user" not in seen["headers"]
     assert seen["headers"].get("accept-encoding", "identity") != "gzip"
 
 
@@ -159,9 +159,40 @@ async def test_impersonation_mode_sends_the_agent_identity():
         seen["headers"] = request.headers
         return httpx.Response(200, json={})
 
-    await call(make_app(handler, impersonate=True), "/k8s/prod/api/v1/pods", headers=[("impersonate-user", "root")])
+    await call(make_app(handler, impersonate=True), "/k8s/prod/api/v1/pods")
     assert seen["headers"].get_list("impersonate-user") == ["airlock:agent-1"]
     assert seen["headers"].get_list("impersonate-group") == ["agents"]
+
+
+@pytest.mark.parametrize("impersonate", [False, True])
+@pytest.mark.parametrize("asked, named", [
+    ([("Impersonate-User", "bob")], "Impersonate-User"),
+    ([("impersonate-group", "system:masters")], "Impersonate-Group"),
+    ([("IMPERSONATE-UID", "0")], "Impersonate-Uid"),
+    ([("Impersonate-Extra-Scopes", "all"), ("Impersonate-User", "bob")], "Impersonate-Extra-Scopes, Impersonate-User"),
+])
+async def test_an_agent_asking_for_another_identity_is_refused_with_a_403_naming_impersonation(
+        impersonate, asked, named):
+    """kubectl --as/--as-group/--as-uid: refused, never stripped and run as the agent; recorded like any request."""
+
+    def handler(request):
+        raise AssertionError("must not reach the cluster")
+
+    recorder = FakeRecorder()
+    app = make_app(handler, impersonate=impersonate, recorder=recorder)
+    status, headers, content = await call(app, "/k8s/prod/api/v1/namespaces/shop/pods", headers=asked)
+    body = status_of(content)
+    assert status == body["code"] == 403 and body["reason"] == "Forbidden"
+    assert body["message"].startswith("airlock: impersonation is not allowed")
+    assert f"(the request carries {named})" in body["message"] and '"agent-1"' in body["message"]
+    # kubectl's first request is discovery, whose refusals client-go prints only as warnings
+    assert headers["warning"] == '299 - "' + body["message"].replace('"', '\\"') + '"'
+    [event] = recorder.events
+    assert event["response_code"] == 403 and event["user_username"] == "agent-1"
+    assert event["response_message"] == body["message"]
+    # authentication comes first, as in kube-apiserver
+    status, _, content = await call(app, "/k8s/prod/api/v1/pods", headers=asked, token=None)
+    assert status == 401
 
 
 @pytest.mark.parametrize(
