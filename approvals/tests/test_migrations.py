@@ -15,6 +15,14 @@ def migrate(target):
     return executor.loader.project_state([target]).apps
 
 
+@pytest.fixture(autouse=True)
+def back_to_the_latest_schema():
+    """Later tests need every migration applied, not only those up to AFTER."""
+    yield
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
 def test_0005_masks_stored_exec_commands_and_keeps_the_content_type():
     old = migrate(BEFORE).get_model("approvals", "Review")
     row = old.objects.create(
