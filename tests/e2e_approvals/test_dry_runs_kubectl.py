@@ -1,6 +1,7 @@
 """Real kubectl under production-guardrails: server-side dry runs are answered, never held, change nothing,
 and are recorded as dry runs; a dryRun kube-apiserver would refuse is held as the change it may be."""
 
+import base64
 import json
 import ssl
 
@@ -73,3 +74,13 @@ def test_a_dry_run_value_kube_apiserver_refuses_is_held_as_the_change(guarded, k
     assert review.rule_name == "review-deletes" and '"Foo"' in review.dry_run_note
     assert not dry_run_events()
     kubectl("get", "pod", "debug-shell", "-n", "payments")
+
+
+def test_the_answer_to_a_dry_run_is_masked_like_any_answer(guarded_agent, kubectl):
+    created = guarded_agent("create", "secret", "generic", "dry-secret", "-n", "shop", "--dry-run=server",
+                            "--from-literal=password=Hunter2-dry-run-Sup3r", "-o", "json")
+    secret = json.loads(created.stdout)
+    assert base64.b64decode(secret["data"]["password"]) == b"**AIRLOCK-MASKED**"
+    assert "Hunter2-dry-run-Sup3r" not in created.stdout and "SHVudGVyMi" not in created.stdout
+    assert kubectl("get", "secret", "dry-secret", "-n", "shop", check=False).returncode != 0
+    assert ("create", "secrets", 201, "dry-runs") in dry_run_events()
