@@ -44,7 +44,8 @@ async def test_a_retry_rule_answers_at_once_with_the_absolute_url_and_the_retry_
     told = []
     with pytest.raises(GatewayError) as error:
         # Well inside the hold's 30 s: an answer at once does not wait for any reviewer.
-        await asyncio.wait_for(authorize(delete_request(), PolicyCache(max_age=0), holder(), on_pending=told.append), 10)
+        await asyncio.wait_for(
+            authorize(delete_request(), PolicyCache(max_age=0), holder(), on_pending=told.append), 10)
     review = await Review.objects.aget()
     url = f"https://gateway.example:8443/approvals/reviews/{review.pk}/"
     assert error.value.code == 403 and error.value.details == {"group": "airlock.dev", "kind": "reviews",
@@ -91,7 +92,8 @@ async def test_an_open_hold_stops_when_the_client_cannot_be_kept_waiting(held_op
         return False
 
     with pytest.raises(GatewayError) as error:
-        await asyncio.wait_for(authorize(delete_request(), PolicyCache(max_age=0), holder(), on_pending=cannot_wait), 10)
+        await asyncio.wait_for(
+            authorize(delete_request(), PolicyCache(max_age=0), holder(), on_pending=cannot_wait), 10)
     assert told == [True] and "is waiting for a reviewer" in error.value.message
 
 
