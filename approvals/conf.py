@@ -17,7 +17,8 @@ DEFAULTS = {
     # Upper bound on how long another process may use a lease after it was revoked
     # when the channel-layer broadcast did not reach it.
     "AIRLOCK_LEASE_CACHE_SECONDS": 5.0,
-    # Public base URL of the dashboard (links in messages and notifications); empty: paths only.
+    # Public base URL of the dashboard (links in messages and notifications); empty: links in what
+    # an agent is told use the address it reached the gateway at, notifications use paths only.
     "AIRLOCK_DASHBOARD_URL": "",
     # [{"url": ..., "format": "slack" | "json"}]
     "AIRLOCK_NOTIFY_WEBHOOKS": [],

@@ -1,23 +1,28 @@
-"""The inline hold: a request whose rule says ``review`` waits here for a human.
+"""The inline hold: a request whose rule says ``review`` waits here for a human, or is told at once.
 
-:meth:`Holder.hold` opens (or, for an identical retry, reuses) a Review, tells
-the caller once through ``on_pending`` that approval is pending, then waits
-for the decision.  The database is the source of truth: the row is re-read on
-every channel-layer wake-up (a message to the review's group, sent by whichever
-process recorded a vote) and at least every ``poll_interval`` seconds, so a
-lost message or a missing channel layer only delays the answer.  The channel
-layer is never awaited by the hold itself (:class:`Wakeups`): when Redis is
-slow or away, the hold is released by its database poll.  A restarted
-gateway keeps nothing: the client's retry is matched to the review by its
-exact request (approvals.fingerprint).
+:meth:`Holder.hold` opens (or, for an identical retry, reuses) a Review and
+tells the caller once through ``on_pending`` that approval is pending.  With
+the rule's ``review_hold`` ``retry`` (or when ``on_pending`` answers that the
+client cannot be kept waiting) it returns at once with state ``pending``: the
+agent gets a Status naming the review's URL and runs the request again once it
+is approved (the approval then covers the identical retry, approvals.fingerprint).
+With ``open`` it waits for the decision.  The database is the source of
+truth: the row is re-read on every channel-layer wake-up (a message to the
+review's group, sent by whichever process recorded a vote) and at least every
+``poll_interval`` seconds, so a lost message or a missing channel layer only
+delays the answer.  The channel layer is never awaited by the hold itself
+(:class:`Wakeups`): when Redis is slow or away, the hold is released by its
+database poll.  A restarted gateway keeps nothing: the client's retry is
+matched to the review by its exact request (approvals.fingerprint).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from channels.layers import get_channel_layer
 from django.db import OperationalError
@@ -26,33 +31,40 @@ from approvals import broadcast, conf, preview, reviews
 from approvals.fingerprint import effect_headers
 from gateway import db
 from gateway.headers import upstream_request_headers
-from gateway.policy import describe_request
+from gateway.policy import HOLD_OPEN, describe_request
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PendingReview:
-    """What ``on_pending`` is told: enough to print "waiting for approval of review 42 (url)"."""
+    """What ``on_pending`` is told: enough to print "waiting for approval of review 42 (url)".
+
+    ``wait``: the rule holds the request open.  ``on_pending`` returns False when the
+    client cannot be kept waiting with a note (it was answered at once instead).
+    """
 
     id: int
     url: str
     description: str
     rule_name: str
     min_approvals: int
+    wait: bool = True
 
 
 @dataclass(frozen=True)
 class HoldOutcome:
     approved: bool
     review_id: int
-    state: str  # approved | denied | timeout | expired | used
+    state: str  # approved | denied | pending (answered at once) | timeout | expired | used
     reviewers: tuple[str, ...] = ()
     reason: str = ""
     unmask: bool = False
     release_token: bool = False
     scope: str = "once"
     url: str = ""
+    rule_name: str = ""
+    description: str = ""  # the review's, when it describes another request (recent_stream_review)
 
     @property
     def timed_out(self) -> bool:
@@ -78,6 +90,13 @@ class HoldOutcome:
             by = f" by {self.reviewer}" if self.reviewers else ""
             because = f": {self.reason}" if self.reason else ""
             return f"airlock: denied{by} (review {self.review_id}){because}"
+        if self.state == "pending":
+            rule = f" (rule {json.dumps(self.rule_name)})" if self.rule_name else ""
+            at = f" at {self.url}" if self.url else ""
+            return (
+                f"airlock: review {self.review_id} is waiting for a reviewer{rule}{what}; nothing was done. "
+                f"Once a reviewer approves it{at}, run the same request again"
+            )
         if self.state == "timeout":
             return (
                 f"airlock: review {self.review_id} is still pending{what}; no reviewer decided in time. "
@@ -132,11 +151,16 @@ def held_request(request, decision) -> reviews.HeldRequest:
         rule_id=decision.rule_id,
         rule_name=decision.rule_name,
         description=describe_request(request.info),
+        dry_run_note=request.dry_run.note,
     )
 
 
-def review_url(review_id: int) -> str:
-    return conf.dashboard_link(f"/approvals/reviews/{review_id}/")
+def review_url(review_id: int, base_url: str = "") -> str:
+    """The review's page: under AIRLOCK_DASHBOARD_URL, else under the address the agent reached
+    the gateway at (the dashboard is served on the same host), else the path alone."""
+    path = f"/approvals/reviews/{review_id}/"
+    link = conf.dashboard_link(path)
+    return link if link != path else base_url.rstrip("/") + path
 
 
 _background: set[asyncio.Task] = set()
@@ -199,20 +223,44 @@ class Holder:
     async def hold(self, request, decision, *, on_pending=None) -> HoldOutcome:
         held = held_request(request, decision)
         review, settlement = await in_db(reviews.open_review, held)
-        url = review_url(review.pk)
+        url = review_url(review.pk, request.base_url)
         if settlement is not None:
             return _outcome(settlement, url)
         await self.start_preview(held, review.pk)
+        wait = decision.hold == HOLD_OPEN
+        pending = HoldOutcome(approved=False, review_id=review.pk, state="pending", url=url,
+                              rule_name=review.rule_name)
+        if not wait:
+            await self._tell(on_pending, review, url, wait)
+            return pending
         wakeups = Wakeups.listen(broadcast.review_group(review.pk))
         try:
-            if on_pending is not None:
-                result = on_pending(PendingReview(review.pk, url, review.description, review.rule_name,
-                                                  review.min_approvals))
-                if inspect.isawaitable(result):
-                    await result
+            if await self._tell(on_pending, review, url, wait) is False:
+                return pending
             return await self._wait(review.pk, str(request.audit_id), wakeups, url)
         finally:
             wakeups.close()
+
+    async def recent_stream_review(self, request) -> HoldOutcome | None:
+        """What the agent's WebSocket attempt at this exec, attach or port-forward was told (see
+        reviews.recent_stream_review), for the SPDY retry kubectl makes after a refused WebSocket."""
+        settlement = await in_db(reviews.recent_stream_review, request.connection, request.principal, request.info,
+                                 request.upstream_path)
+        if settlement is None:
+            return None
+        outcome = _outcome(settlement, review_url(settlement.review_id, request.base_url))
+        return replace(outcome, rule_name=settlement.details.get("rule_name", ""),
+                       description=settlement.details.get("description", ""))
+
+    @staticmethod
+    async def _tell(on_pending, review, url: str, wait: bool):
+        if on_pending is None:
+            return None
+        result = on_pending(PendingReview(review.pk, url, review.description, review.rule_name,
+                                          review.min_approvals, wait))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
 
     async def _wait(self, review_id: int, audit_id: str, wakeups: "Wakeups", url: str) -> HoldOutcome:
         loop = asyncio.get_running_loop()

@@ -59,6 +59,7 @@ class HeldRequest:
     rule_id: int | None
     rule_name: str
     description: str
+    dry_run_note: str = ""  # the request asks for a dry run that is not one (gateway.dryrun)
 
     @property
     def content_type(self) -> str:
@@ -70,7 +71,7 @@ class Settlement:
     """A review's answer for one held request."""
 
     approved: bool
-    state: str  # approved | denied | expired | used
+    state: str  # approved | denied | expired | used (recent_stream_review: pending)
     review_id: int
     reviewers: tuple[str, ...] = ()
     reason: str = ""
@@ -228,6 +229,7 @@ def open_review(held: HeldRequest) -> tuple[Review, Settlement | None]:
         query=stored_query(held.query),
         headers=[list(pair) for pair in held.headers],
         description=description,
+        dry_run_note=held.dry_run_note,
         body=text,
         body_state=body_state,
         body_sha256="" if held.body is None else body_digest(held.body),
@@ -266,6 +268,32 @@ def settle(review_id: int) -> Settlement | None:
     if _consume(review, now):
         return _approved_settlement(review)
     return Settlement(approved=False, state="used", review_id=review.pk)
+
+
+STREAM_FALLBACK_SECONDS = 60
+
+
+def recent_stream_review(connection: str, principal, info, path: str) -> Settlement | None:
+    """The agent's newest pending or denied review of this exec, attach or port-forward over a
+    WebSocket, opened in the last minute, as the request was told (no approval is used).
+
+    kubectl retries a refused WebSocket as SPDY, which the gateway never relays, and prints
+    only the SPDY answer; that answer then names the review its WebSocket attempt got.
+    """
+    since = timezone.now() - timedelta(seconds=STREAM_FALLBACK_SECONDS)
+    review = Review.objects.filter(
+        connection=connection, principal_issuer=principal.issuer, principal_subject=principal.subject,
+        transport="websocket", api_group=info.api_group, resource=info.resource, subresource=info.subresource,
+        namespace=info.namespace, name=info.name, path=path, created_at__gte=since,
+        state__in=[ReviewState.PENDING, ReviewState.DENIED],
+    ).order_by("-created_at", "-id").first()
+    if review is None:
+        return None
+    if review.state == ReviewState.DENIED:
+        deniers = tuple(v.reviewer_name for v in review.votes.all() if not v.approve)
+        return Settlement(approved=False, state="denied", review_id=review.pk, reviewers=deniers, reason=review.reason)
+    return Settlement(approved=False, state="pending", review_id=review.pk,
+                      details={"rule_name": review.rule_name, "description": review.description})
 
 
 @transaction.atomic

@@ -19,10 +19,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
     list_display = (
-        "seq", "request_received_timestamp", "stage", "connection", "user_username", "verb",
+        "seq", "request_received_timestamp", "stage", "connection", "user_username", "verb", "dry_run",
         "object_resource", "object_namespace", "object_name", "decision_effect", "response_code",
     )
-    list_filter = ("connection", "verb", "decision_effect", "user_username", "stage", "transport")
+    list_filter = ("connection", "verb", "dry_run", "decision_effect", "user_username", "stage", "transport")
     search_fields = ("=audit_id", "request_uri", "user_username", "object_name")
     date_hierarchy = "request_received_timestamp"
     list_select_related = ("session",)

@@ -12,8 +12,9 @@ So anyone holding an export can re-check the chain without this code: drop ``air
 line, canonicalise with any RFC 8785 implementation, hash.  The MAC (audit.keys) needs the key.
 
 Changing what goes into the document changes every hash: bump ``FORMAT`` and keep the old
-builder if that is ever needed.  ``airlock.clamped`` is the one optional key: it is there only
-when the recorder had to clamp a value (audit.events), so events without it hash as before.
+builder if that is ever needed.  ``airlock.clamped`` and ``airlock.dryRun`` are the optional
+keys: the first is there only when the recorder had to clamp a value (audit.events), the second
+(``true``) only for a dry run, so events without them hash as before.
 """
 
 import base64
@@ -147,6 +148,8 @@ def event_document(event, session_id: str | None, recording=None) -> dict:
     }
     if event.clamped:
         document["airlock"]["clamped"] = list(event.clamped)
+    if event.dry_run:
+        document["airlock"]["dryRun"] = True
     return document
 
 

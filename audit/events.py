@@ -43,7 +43,7 @@ EVENT_KEYS = frozenset(
     _TEXT | set(_CHAR) | _COUNTS | _IDS | _BODIES | {
         "audit_id", "stage", "request_received_timestamp", "stage_timestamp", "user_groups",
         "request_uri", "source_ips", "response_code", "decision_rule_id", "masking_counts",
-        "latency_ms", "transport", "recording",
+        "latency_ms", "transport", "recording", "dry_run",
     }
 )
 RECORDING_KEYS = frozenset({
@@ -114,6 +114,14 @@ def _int(value, name: str, clamps: Clamps, low: int, high: int, default: int | N
         clamps.add(name)
         return min(max(value, low), high)
     return value
+
+
+def _flag(value, name: str, clamps: Clamps) -> bool:
+    """True only for True; anything but a bool or None is clamped to False."""
+    if value is not None and not isinstance(value, bool):
+        clamps.add(name)
+        return False
+    return value is True
 
 
 def _count(value, name: str, clamps: Clamps) -> int:
@@ -282,6 +290,7 @@ def prepare(event: dict, *, max_body: int, max_recording: int, now: datetime | N
         "decision_rule_id": _int(event.get("decision_rule_id"), "decision_rule_id", clamps, -MAX_SAFE_INT,
                                  MAX_SAFE_INT, None),
         "latency_ms": _duration(event.get("latency_ms"), "latency_ms", clamps, None),
+        "dry_run": _flag(event.get("dry_run"), "dry_run", clamps),
     }
     for name in _TEXT:
         fields[name] = _text(event.get(name), name, clamps)
@@ -366,6 +375,7 @@ def from_request(request, *, stage: str, received_at: datetime, **fields) -> dic
         "connection": request.connection,
         "transport": request.transport,
         "kubectl_session": _header(request.headers, "kubectl-session"),
+        "dry_run": request.dry_run.honoured,
     }
     principal = request.principal
     if principal is not None:

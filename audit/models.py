@@ -144,6 +144,9 @@ class AuditEvent(AppendOnlyModel):
     bytes_out = models.BigIntegerField(default=0)
     transport = models.CharField(max_length=16, choices=Transport.choices, default=Transport.HTTP)
     kubectl_session = models.CharField(max_length=128, blank=True)
+    dry_run = models.BooleanField(
+        default=False, help_text="kube-apiserver ran the request as a dry run (dryRun=All): it changed nothing."
+    )
     session = models.ForeignKey(
         Session, null=True, blank=True, on_delete=models.PROTECT, related_name="events"
     )

@@ -101,6 +101,7 @@ def with_summary(sessions):
     annotated = Session.objects.filter(pk__in=[s.pk for s in sessions]).with_activity().annotate(
         requests=Count("events__audit_id", distinct=True),
         denied=Count("events", filter=completions & Q(events__decision_effect=Effect.DENY)),
+        dry_runs=Count("events", filter=completions & Q(events__dry_run=True)),
     )
     by_pk = {s.pk: s for s in annotated}
     return [by_pk[s.pk] for s in sessions]

@@ -73,16 +73,18 @@ class RuleAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("connection", "order", "name", "description", "enabled", "effect")}),
         ("Who", {"fields": ("subjects", "groups")}),
-        ("Resource requests", {"fields": ("verbs", "api_groups", "resources", "namespaces", "names")}),
+        ("Resource requests", {"fields": ("verbs", "api_groups", "resources", "namespaces", "names", "dry_run")}),
         ("Non-resource requests", {"fields": ("non_resource_urls",)}),
-        ("Effect settings", {"fields": ("mask_secrets", "requires_lease", "min_approvals", "reviewer_groups")}),
+        ("Effect settings", {"fields": ("mask_secrets", "requires_lease", "min_approvals", "reviewer_groups",
+                                        "review_hold")}),
         (None, {"fields": ("created_at", "updated_at")}),
     )
 
     @admin.display(description="matches")
     def matches(self, rule):
         targets = rule.resources or rule.non_resource_urls
-        return f"{' '.join(map(str, rule.verbs))} {' '.join(map(str, targets))}"
+        text = f"{' '.join(map(str, rule.verbs))} {' '.join(map(str, targets))}"
+        return {"only": f"{text} (dry runs only)", "never": f"{text} (no dry runs)"}.get(rule.dry_run, text)
 
     def get_changeform_initial_data(self, request):
         initial = {"subjects": ["*"], "api_groups": ["*"], "namespaces": ["*"], "names": ["*"]}

@@ -2,10 +2,12 @@
 
 deny -> 403.  A rule with ``requires_lease`` also needs an active lease for the
 principal on this connection (approvals.lease_check; exact expiry, no query on
-a warm path).  review -> the request is held by the approvals Holder until a
-reviewer decides (without a holder it is refused, as before approvals).  An
-approved ServiceAccount token request whose token the reviewer withheld is
-refused here, before anything reaches the cluster.
+a warm path).  review -> the approvals Holder opens a review and either holds
+the request until a reviewer decides or answers at once (the rule's
+``review_hold``); without a holder it is refused, as before approvals.  A dry
+run (gateway.dryrun) is decided as one and is never held.  An approved
+ServiceAccount token request whose token the reviewer withheld is refused
+here, before anything reaches the cluster.
 """
 
 import json
@@ -32,7 +34,7 @@ async def authorize(request, policy, holder=None, *, on_pending=None, leases=Non
         rules = await policy.rules_for(request.connection)
     except db.DatabaseUnavailable:
         raise GatewayError(503, db.DOWN_MESSAGE, stage="authorize") from None  # gateway.db logs outages
-    decision = evaluate(rules, request.principal, request.info)
+    decision = evaluate(rules, request.principal, request.info, dry_run=request.dry_run.honoured)
     request.decision = decision
     if decision.effect not in (ALLOW, REVIEW) or (decision.effect == REVIEW and holder is None):
         raise GatewayError(403, denial_message(decision, request.info, request.connection), stage="authorize")
@@ -49,7 +51,7 @@ async def authorize(request, policy, holder=None, *, on_pending=None, leases=Non
         if not outcome.approved:
             raise GatewayError(
                 403, outcome.message(describe_request(request.info)), stage="authorize",
-                details={"group": "airlock.dev", "kind": "reviews", "name": str(outcome.review_id)},
+                details=review_details(outcome.review_id),
             )
         request.review = outcome
         if is_token_request(request.info) and not outcome.release_token:
@@ -59,6 +61,11 @@ async def authorize(request, policy, holder=None, *, on_pending=None, leases=Non
                 details={"group": "airlock.dev", "kind": "reviews", "name": str(outcome.review_id)},
             )
     return decision
+
+
+def review_details(review_id: int) -> dict:
+    """The Status details naming a review (clients print the message; tools may read these)."""
+    return {"group": "airlock.dev", "kind": "reviews", "name": str(review_id)}
 
 
 async def find_lease(connection: str, principal, rule_name: str, leases=None):

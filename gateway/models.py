@@ -18,6 +18,17 @@ class Effect(models.TextChoices):
     REVIEW = policy.REVIEW, "Review (a human must approve)"
 
 
+class DryRun(models.TextChoices):
+    ANY = policy.DRY_RUN_ANY, "Dry runs and real requests alike"
+    ONLY = policy.DRY_RUN_ONLY, "Dry runs only (dryRun=All, kubectl diff)"
+    NEVER = policy.DRY_RUN_NEVER, "Real requests only"
+
+
+class Hold(models.TextChoices):
+    OPEN = policy.HOLD_OPEN, "Hold the request open until a decision (up to AIRLOCK_REVIEW_HOLD_SECONDS)"
+    RETRY = policy.HOLD_RETRY, "Answer at once; the agent retries once approved"
+
+
 def _list_field(help_text):
     return models.JSONField(default=list, blank=True, help_text=help_text)
 
@@ -26,7 +37,7 @@ def _list_field(help_text):
 RULE_FIELDS = (
     "name", "order", "enabled", "effect", "subjects", "groups", "verbs", "api_groups", "resources",
     "namespaces", "names", "non_resource_urls", "requires_lease", "min_approvals",
-    "reviewer_groups", "mask_secrets", "masking_detectors",
+    "reviewer_groups", "mask_secrets", "masking_detectors", "dry_run", "review_hold",
 )
 
 
@@ -63,7 +74,18 @@ class Rule(models.Model):
         'Path globs for non-resource requests, e.g. ["/version", "/apis/*"]. '
         "A rule has either resources or non-resource URLs."
     )
+    dry_run = models.CharField(
+        max_length=8, choices=DryRun.choices, default=DryRun.ANY,
+        help_text="Which requests the rule matches: dry runs (dryRun=All, as kube-apiserver reads it), real "
+        "requests, or both. A dry run is never held: a review rule that matches one denies it.",
+    )
     requires_lease = models.BooleanField(default=False)
+    review_hold = models.CharField(
+        max_length=8, choices=Hold.choices, default=Hold.OPEN,
+        help_text="Review rules: hold the request open until a decision, or answer at once with a Status naming "
+        "the review (the agent runs it again once approved). kubectl prints nothing while a request is held "
+        "open (exec and attach with stderr show a note there); the presets answer writes at once.",
+    )
     min_approvals = models.PositiveSmallIntegerField(
         default=1, validators=[MinValueValidator(1), MaxValueValidator(20)]
     )

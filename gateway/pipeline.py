@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from gateway import bodies, kubeproto
 from gateway import headers as hdr
+from gateway.dryrun import NOT_ASKED, DryRun, classify
 from gateway.masking.responses import media_type
 from gateway.requestinfo import RequestInfo, RequestInfoError, canonical_path, parse
 from gateway.status import GatewayError
@@ -43,6 +44,8 @@ class GatewayRequest:
     mask_secrets: bool = True  # the decision's, unless an approved review granted unmasking
     release_token: bool = False  # a TokenRequest whose token the agent may receive (gateway.masking.tokens)
     secret_values: object = None  # the cluster's Secret values to mask (gateway.masking.values), once admitted
+    dry_run: DryRun = NOT_ASKED  # whether kube-apiserver runs it as a dry run (gateway.dryrun), once the body is read
+    base_url: str = ""  # scheme://host[:port] the agent reached the gateway at (links in its messages)
 
     @property
     def target(self) -> str:
@@ -100,12 +103,33 @@ def parse_request(scope: dict, prefix: str) -> GatewayRequest:
         info=info,
         transport=transport,
         client_addr=client[0] or "",
+        base_url=base_url(scope, headers),
     )
 
 
 def _declare(request: GatewayRequest, media: str) -> None:
     request.headers = [(n, v) for n, v in request.headers if n != "content-type"]
     request.headers.append(("content-type", media))
+
+
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def base_url(scope: dict, headers) -> str:
+    """``https://host:port`` as the agent reached the gateway (its Host header), "" when it is not a plain host."""
+    scheme = {"wss": "https", "ws": "http"}.get(scope.get("scheme", ""), scope.get("scheme") or "https")
+    host = next((v for n, v in headers if n == "host"), "")
+    if not host:
+        server = scope.get("server") or ("", None)
+        host = f"{server[0]}:{server[1]}" if server[0] and server[1] else ""
+    if scheme not in ("http", "https") or not _HOST.fullmatch(host):
+        return ""
+    return f"{scheme}://{host}"
+
+
+def classify_dry_run(request: GatewayRequest) -> None:
+    """Whether kube-apiserver will run the request as a dry run: read where it reads ``dryRun``, after the body."""
+    request.dry_run = classify(request.info, request.query, request.headers, request.body)
 
 
 def parse_body(request: GatewayRequest, body: bytes) -> bytes:

@@ -36,6 +36,13 @@ Matching semantics (kept close to Kubernetes RBAC so rules read familiarly):
   ``proxy``, no subresource) is treated as subresource ``proxy``.
 * Non-resource URLs (``/version``, ``/apis``...) are matched on the path with
   verbs that are the lower-cased HTTP method (``get``, ``head``, ``post``...).
+* Dry runs (``dryRun=All`` where kube-apiserver reads it, gateway.dryrun) are
+  requests of their own: ``dry_run`` ``any`` (the default) matches dry runs and
+  real requests alike, ``only`` dry runs only, ``never`` real requests only.
+  A dry run is never held for review: when the first rule that matches it says
+  ``review``, it is denied (fail closed), and the message says that a rule with
+  ``dryRun: only`` placed before it can allow dry runs.  Both presets start with
+  such a rule.
 
 Deny and review rules match everything a request can reach (``Reach``), so a
 forbidden action cannot be spelled another way; allow rules match the
@@ -76,6 +83,14 @@ ALLOW = "allow"
 DENY = "deny"
 REVIEW = "review"
 EFFECTS = (ALLOW, DENY, REVIEW)
+
+# How a rule treats dry runs (Rule.dry_run).
+DRY_RUN_ANY, DRY_RUN_ONLY, DRY_RUN_NEVER = "any", "only", "never"
+DRY_RUN_CHOICES = (DRY_RUN_ANY, DRY_RUN_ONLY, DRY_RUN_NEVER)
+# How a review rule holds a request (Rule.review_hold): open until a decision or
+# AIRLOCK_REVIEW_HOLD_SECONDS, or answered at once with a Status naming the review.
+HOLD_OPEN, HOLD_RETRY = "open", "retry"
+HOLD_CHOICES = (HOLD_OPEN, HOLD_RETRY)
 
 DEFAULT_DENY = "default-deny"
 POLICY_ERROR = "policy-error"
@@ -350,6 +365,15 @@ def check_rule(fields: Mapping) -> dict[str, list[str]]:
     for flag in ("enabled", "mask_secrets", "requires_lease"):
         if flag in fields and not isinstance(fields[flag], bool):
             errors[flag] = ["must be true or false"]
+    dry_run = fields.get("dry_run", DRY_RUN_ANY)
+    if dry_run not in DRY_RUN_CHOICES:
+        errors["dry_run"] = [f"must be one of {', '.join(DRY_RUN_CHOICES)}"]
+    elif dry_run == DRY_RUN_ONLY and fields.get("effect") == REVIEW:
+        errors["dry_run"] = ["a dry run is never held for review: a rule for dry runs only allows or denies them"]
+    elif dry_run == DRY_RUN_ONLY and fields.get("non_resource_urls"):
+        errors["dry_run"] = ["only resource requests (writes) can be dry runs"]
+    if fields.get("review_hold", HOLD_OPEN) not in HOLD_CHOICES:
+        errors["review_hold"] = [f"must be one of {', '.join(HOLD_CHOICES)}"]
     detector_error = check_detectors(fields.get("masking_detectors"))
     if detector_error:
         errors["masking_detectors"] = [detector_error]
@@ -455,13 +479,18 @@ class CompiledRule:
     reviewer_groups: tuple[str, ...]
     broken: bool = False
     detectors: str = ""  # free-text detector configuration (detectors_key); "" = the connection's
+    dry_run: str = DRY_RUN_ANY
+    hold: str = HOLD_OPEN
 
-    def matches(self, principal, info, reach: Reach | None = None) -> bool:
-        """``reach`` (``Reach.of(info)``) may be passed in so one evaluation computes it once."""
+    def matches(self, principal, info, reach: Reach | None = None, *, dry_run: bool = False) -> bool:
+        """``reach`` (``Reach.of(info)``) may be passed in so one evaluation computes it once;
+        ``dry_run``: kube-apiserver runs the request as a dry run (gateway.dryrun)."""
         if not self.enabled:
             return False
         if self.broken:
             return True
+        if self.dry_run == (DRY_RUN_NEVER if dry_run else DRY_RUN_ONLY):
+            return False
         if not self._principal_matches(principal):
             return False
         if self.effect == ALLOW or not info.is_resource_request:
@@ -636,6 +665,8 @@ def compile_rule(fields: Mapping, *, id: int | None = None, connection: str = ""
         min_approvals=fields.get("min_approvals", 1),
         reviewer_groups=tuple(fields.get("reviewer_groups", [])),
         detectors=detectors_key(fields.get("masking_detectors")),
+        dry_run=fields.get("dry_run", DRY_RUN_ANY),
+        hold=fields.get("review_hold", HOLD_OPEN),
     )
 
 
@@ -661,7 +692,9 @@ class Decision:
 
     ``mask_secrets`` is False only when an allowing rule turned masking off;
     deny and review decisions always mask.  ``rule_id`` is None for the
-    built-in default deny.
+    built-in default deny.  ``dry_run``: the request is a dry run;
+    ``held_back`` names the review rule that denied it (a dry run is never held).
+    ``hold``: how a review decision holds the request.
     """
 
     effect: str
@@ -671,6 +704,9 @@ class Decision:
     mask_secrets: bool
     requires_lease: bool
     detectors: str = ""
+    dry_run: bool = False
+    held_back: bool = False
+    hold: str = HOLD_OPEN
 
     @property
     def allowed(self) -> bool:
@@ -682,27 +718,37 @@ def sort_key(rule: CompiledRule) -> tuple[int, str]:
     return (rule.order, rule.name)
 
 
-def evaluate(rules: Sequence[CompiledRule], principal, info) -> Decision:
-    """Return the decision of the first enabled matching rule; deny if none matches."""
+def evaluate(rules: Sequence[CompiledRule], principal, info, *, dry_run: bool = False) -> Decision:
+    """Return the decision of the first enabled matching rule; deny if none matches.
+
+    ``dry_run``: kube-apiserver runs the request as a dry run (gateway.dryrun); a review
+    rule that matches one denies it, since a dry run is never held.
+    """
     try:
         reach = Reach.of(info) if info.is_resource_request else None
         for rule in sorted(rules, key=sort_key):
-            if rule.matches(principal, info, reach):
-                return decision_for(rule)
+            if rule.matches(principal, info, reach, dry_run=dry_run):
+                return decision_for(rule, dry_run)
     except Exception:
         logger.exception("policy evaluation failed; denying the request")
-        return Decision(DENY, None, POLICY_ERROR, "policy evaluation failed", True, False)
+        return Decision(DENY, None, POLICY_ERROR, "policy evaluation failed", True, False, dry_run=dry_run)
     return Decision(
         DENY, None, DEFAULT_DENY,
-        "no enabled rule matched this request; requests are denied by default", True, False,
+        "no enabled rule matched this request; requests are denied by default", True, False, dry_run=dry_run,
     )
 
 
-def decision_for(rule: CompiledRule) -> Decision:
-    """What ``rule`` decides for a request it matches."""
+def decision_for(rule: CompiledRule, dry_run: bool = False) -> Decision:
+    """What ``rule`` decides for a request it matches (``dry_run``: see evaluate)."""
     if rule.broken:
         reason = f'rule "{rule.name}" (order {rule.order}) is invalid and denies every request until fixed'
-        return Decision(DENY, rule.id, rule.name, reason, True, False)
+        return Decision(DENY, rule.id, rule.name, reason, True, False, dry_run=dry_run)
+    if dry_run and rule.effect == REVIEW:
+        return Decision(
+            effect=DENY, rule_id=rule.id, rule_name=rule.name,
+            reason=f'matched review rule "{rule.name}" (order {rule.order}); a dry run is never held, so it is denied',
+            mask_secrets=True, requires_lease=False, dry_run=True, held_back=True,
+        )
     return Decision(
         effect=rule.effect,
         rule_id=rule.id,
@@ -711,6 +757,8 @@ def decision_for(rule: CompiledRule) -> Decision:
         mask_secrets=rule.mask_secrets or rule.effect != ALLOW,
         requires_lease=rule.requires_lease,
         detectors=rule.detectors,
+        dry_run=dry_run,
+        hold=rule.hold,
     )
 
 
@@ -745,7 +793,12 @@ def denial_message(decision: Decision, info, connection: str = "") -> str:
     """The message of the 403 Status for a denied or review-gated request."""
     where = f" (connection {_word(connection)})" if connection else ""
     rule = json.dumps(decision.rule_name)
-    what = describe_request(info)
+    what = ("dry run of " if decision.dry_run else "") + describe_request(info)
+    if decision.held_back:
+        return (
+            f"airlock: denied by rule {rule}{where}: {what}; the rule holds this change for a reviewer, and a "
+            "dry run is never held. A rule with dryRun: only placed before it can allow dry runs"
+        )
     if decision.effect == REVIEW:
         return (
             f"airlock: approval required by rule {rule}{where}: {what}; "

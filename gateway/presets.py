@@ -4,6 +4,13 @@ Rules are first-match in ``order``, so the dangerous subresources are handled
 before the broad read rules: a ``get`` on ``*`` would otherwise also match
 ``pods/exec`` (exec is decided by subresource, and ``get`` is one of its
 transports).
+
+Both presets allow dry runs first (``kubectl diff``, ``apply --dry-run=server``):
+they change nothing, their answers are masked like any response, and a dry run
+is never held for review.  In production-guardrails a held write is answered at
+once with the review's URL (kubectl prints nothing while a request is held open);
+exec, attach and port-forward are held open, exec and attach telling the agent
+on stderr when it asked for stderr.
 """
 
 from gateway import rulesets
@@ -13,6 +20,11 @@ READ = ["get", "list", "watch"]
 WRITES = ["create", "update", "patch", "delete", "deletecollection"]
 STREAMING = ["pods/exec", "pods/attach", "pods/portforward"]
 PROXY = ["*/proxy"]
+# How review rules hold (RuleSet review.hold): kubectl prints nothing while an HTTP request is held
+# open, so writes are answered at once with the review's URL; exec and attach can say so on stderr.
+AT_ONCE = {"hold": "retry"}
+HELD_OPEN = {"hold": "open"}
+
 # What kube-apiserver serves every authenticated user (the system:discovery and
 # system:public-info-viewer ClusterRoles) and the per-check health endpoints, each with and
 # without a trailing slash (kr8s asks for /version/).  Everything else (/metrics, /debug/*,
@@ -30,6 +42,11 @@ def _rule(name, effect, description, **fields):
     return rule | fields
 
 
+_DRY_RUNS = _rule(
+    "dry-runs", "allow",
+    "Server-side dry runs (kubectl diff, apply --dry-run=server) change nothing; answers are masked.",
+    order=5, verbs=WRITES, resources=["*"], dryRun="only", maskSecrets=True,
+)
 _SELF_REVIEWS = _rule(
     "self-reviews", "allow",
     "kubectl auth can-i / whoami: reviews of the caller's own access are queries, not changes.",
@@ -54,6 +71,7 @@ READ_ONLY = {
     "apiVersion": rulesets.API_VERSION,
     "kind": rulesets.KIND,
     "rules": [
+        _DRY_RUNS,
         _rule(
             "no-exec-attach-portforward", "deny",
             "No interactive access: exec, attach and port-forward (WebSocket GET and SPDY POST alike).",
@@ -82,42 +100,43 @@ PRODUCTION_GUARDRAILS = {
     "apiVersion": rulesets.API_VERSION,
     "kind": rulesets.KIND,
     "rules": [
+        _DRY_RUNS,
         _rule(
             "review-exec-attach-portforward", "review",
             "Interactive access to a pod needs a reviewer (WebSocket GET and SPDY POST alike).",
-            order=10, verbs=["*"], resources=STREAMING,
+            order=10, verbs=["*"], resources=STREAMING, review=HELD_OPEN,
         ),
         _rule(
             "review-proxy", "review", "Proxying to pods, services or nodes needs a reviewer.",
-            order=20, verbs=["*"], resources=PROXY,
+            order=20, verbs=["*"], resources=PROXY, review=AT_ONCE,
         ),
         _rule(
             "review-serviceaccount-tokens", "review", "Minting ServiceAccount tokens needs a reviewer.",
-            order=30, verbs=["*"], apiGroups=[""], resources=["serviceaccounts/token"],
+            order=30, verbs=["*"], apiGroups=[""], resources=["serviceaccounts/token"], review=AT_ONCE,
         ),
         _rule(
             "review-rbac-changes", "review", "RBAC changes can grant anything; they need a reviewer.",
-            order=40, verbs=WRITES, apiGroups=["rbac.authorization.k8s.io"], resources=["*"],
+            order=40, verbs=WRITES, apiGroups=["rbac.authorization.k8s.io"], resources=["*"], review=AT_ONCE,
         ),
         _rule(
             "review-admission-webhook-changes", "review",
             "Admission webhooks and policies see or change every request; changes need a reviewer.",
-            order=50, verbs=WRITES, apiGroups=["admissionregistration.k8s.io"], resources=["*"],
+            order=50, verbs=WRITES, apiGroups=["admissionregistration.k8s.io"], resources=["*"], review=AT_ONCE,
         ),
         _rule(
             "review-deletes", "review", "Deletes need a reviewer.",
-            order=60, verbs=["delete", "deletecollection"], resources=["*"],
+            order=60, verbs=["delete", "deletecollection"], resources=["*"], review=AT_ONCE,
         ),
         _rule(
             "review-scale", "review", "Scaling needs a reviewer.",
-            order=70, verbs=["update", "patch"], resources=["*/scale"],
+            order=70, verbs=["update", "patch"], resources=["*/scale"], review=AT_ONCE,
         ),
         _SELF_REVIEWS | {"order": 80},
         _READ_SECRETS | {"order": 90},
         _READ_ALL | {"order": 100},
         _rule(
             "review-writes", "review", "Every other change needs a reviewer.",
-            order=110, verbs=WRITES, resources=["*"],
+            order=110, verbs=WRITES, resources=["*"], review=AT_ONCE,
         ),
         _DISCOVERY | {"order": 120},
     ],

@@ -26,11 +26,11 @@ from gateway import db
 from gateway import headers as hdr
 from gateway import masking, selfreviews
 from gateway.authn import authenticate, refuse_impersonation
-from gateway.authz import authorize, find_lease, lease_refusal
+from gateway.authz import authorize, find_lease, lease_refusal, review_details
 from gateway.masking import tokens
-from gateway.pipeline import GatewayRequest, parse_body, parse_request
-from gateway.policy import ALLOW
-from gateway.requestinfo import is_long_running
+from gateway.pipeline import GatewayRequest, classify_dry_run, parse_body, parse_request
+from gateway.policy import ALLOW, REVIEW, describe_request
+from gateway.requestinfo import RequestInfoError, is_long_running, parse_query, query_bool
 from gateway.secretvalues import ValuesUnavailable
 from gateway.status import SERVER_ANSWER, GatewayError
 from gateway.streams import ChannelFraming, StreamTap, StreamViolation, masked_target
@@ -269,13 +269,17 @@ class GatewayApp:
         if refusal is not None:
             # Policy first, transport second (kubectl's SPDY fallback after a refused
             # WebSocket sees the same decision), and never a hold for what will not be relayed.
-            await authorize(request, self.policy, None)
+            try:
+                await authorize(request, self.policy, None)
+            except GatewayError as exc:
+                raise await self.fallback_refusal(request, exc) from None
             exchange.uri_detectors = self.uri_detectors(upstream, request.decision)
             raise refusal
         if receive is not None:
             request.body = parse_body(request, await self.read_body(exchange.scope, receive))
             exchange.bytes_in = len(request.body)
             exchange.request_body = self.guard_write(request, request.body)
+        classify_dry_run(request)
         await self.authorize(request, self.record_hold(exchange, on_pending))
         exchange.uri_detectors = self.uri_detectors(upstream, request.decision)
         await self.learn_values(exchange, upstream)
@@ -297,6 +301,20 @@ class GatewayApp:
             if exchange.uri_detectors is not None:
                 exchange.uri_detectors = exchange.uri_detectors.with_values(values)
             exchange.request_body = masking.mask_values_in_record(exchange.request_body, values)
+
+    async def fallback_refusal(self, request, refused: GatewayError) -> GatewayError:
+        """A review-gated upgrade the gateway does not relay (kubectl's SPDY retry after its WebSocket
+        was held or refused) answers with what its WebSocket attempt was told: the review's state and URL."""
+        if self.holder is None or request.decision is None or request.decision.effect != REVIEW:
+            return refused
+        try:
+            outcome = await self.holder.recent_stream_review(request)
+        except DatabaseError:  # only a better message was at stake: the refusal stands as it is
+            return refused
+        if outcome is None:
+            return refused
+        return GatewayError(403, outcome.message(outcome.description or describe_request(request.info)),
+                            stage="authorize", details=review_details(outcome.review_id))
 
     @staticmethod
     def upgrade_refusal(exchange: Exchange) -> GatewayError | None:
@@ -365,7 +383,7 @@ class GatewayApp:
 
     def record_hold(self, exchange: Exchange, on_pending):
         """``on_pending`` that first commits the held request's RequestReceived (with its review id),
-        so a hold is in the audit trail while it waits.
+        so a hold is in the audit trail while it waits; it answers what ``on_pending`` answers.
 
         Secret values are not known yet (learn_values runs once the hold ends), so this event keeps
         the path only and no body; the completion records both, masked.
@@ -379,7 +397,8 @@ class GatewayApp:
             except AuditUnavailable as exc:
                 raise GatewayError(503, f"airlock: {exc}", stage="record") from None
             if on_pending is not None:
-                await on_pending(review)
+                return await on_pending(review)
+            return None
 
         return pending
 
@@ -649,24 +668,39 @@ class GatewayApp:
             await self.record(exchange)
 
     async def admit_stream(self, exchange: Exchange, send):
-        """admit() for a WebSocket: a held exec/attach is accepted at once and told on stderr.
+        """admit() for a WebSocket: how a held exec, attach or port-forward learns that it waits.
 
-        Returns the upstream and the subprotocol already accepted (None when
-        the client is still waiting for the handshake).  Port-forward has no
-        stderr channel, so it waits for the approval before the handshake.
+        The note goes only where the client reads errors (client-go logs frames on
+        channels it did not ask for as "Unknown stream" and drops them; the Python
+        client puts them in its output or fails its port-forward):
+
+        * exec/attach held open whose client asked for stderr (and no tty, which merges
+          it): the WebSocket is accepted at once and the note written on stderr;
+        * any other exec/attach: accepted, and answered at once with a Status on the
+          error channel (kubectl prints it and exits; run it again once approved);
+        * port-forward: its channels carry only port data and port errors, so a held one
+          waits before the handshake without a note, and one answered at once is
+          refused with the Status.
+
+        Returns the upstream and the subprotocol already accepted (None when the
+        client is still waiting for the handshake).
         """
         accepted = None
 
         async def on_pending(pending):
             nonlocal accepted
             protocol = channel_protocol(exchange.offered)
-            if protocol is None or exchange.request.info.subresource == "portforward":
-                return
+            request = exchange.request
+            if protocol is None or request.info.subresource == "portforward":
+                return pending.wait
             await send({"type": "websocket.accept", "subprotocol": protocol})
             accepted = protocol
+            if not (pending.wait and wants_stderr(request)):
+                return False
             note = (f"airlock: waiting for a reviewer to approve review {pending.id} "
-                    f"(rule {pending.rule_name}): {pending.url}\r\n")
+                    f"(rule {pending.rule_name}): {pending.url}; the session starts once it is approved\r\n")
             await send(channel_frame(protocol, STDERR_CHANNEL, note.encode()))
+            return True
 
         exchange.request = parse_request(exchange.scope, self.prefix)
         try:
@@ -731,6 +765,16 @@ class GatewayApp:
 
 
 STDERR_CHANNEL, ERROR_CHANNEL = 2, 3
+
+
+def wants_stderr(request) -> bool:
+    """The exec or attach client reads a stderr stream: ``stderr`` true and no ``tty`` (which merges it),
+    decoded as kube-apiserver decodes PodExecOptions and PodAttachOptions."""
+    try:
+        params = parse_query(request.query)
+    except RequestInfoError:
+        return False
+    return query_bool(params, "stderr") and not query_bool(params, "tty")
 
 
 def channel_protocol(offered: list[str]) -> str | None:
@@ -1087,8 +1131,11 @@ async def send_status(send, error: GatewayError):
 async def reject_websocket(scope, send, error: GatewayError):
     """Refuse an upgrade with a Status body where the server allows it (uvicorn), else close (403)."""
     if "websocket.http.response" in (scope.get("extensions") or {}):
-        await send({"type": "websocket.http.response.start", "status": error.code, "headers": error.headers()})
-        await send({"type": "websocket.http.response.body", "body": error.body()})
+        body = error.body()
+        # With a length, not chunked: the Python client (websocket-client) reads a refusal's body only then.
+        headers = [*error.headers(), (b"content-length", str(len(body)).encode())]
+        await send({"type": "websocket.http.response.start", "status": error.code, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008, "reason": error.message[:120]})
 

@@ -35,6 +35,7 @@ __all__ = [
     "canonical_path",
     "parse",
     "parse_query",
+    "query_bool",
 ]
 
 API_PREFIXES = frozenset({"api", "apis"})
@@ -160,6 +161,13 @@ def _bool_param(value: str) -> bool:
     if value == "0":
         return False
     return not (len(value) == 5 and all(c in fold for c, fold in zip(value, _FALSE_FOLD)))
+
+
+def query_bool(params: dict[str, list[str]], key: str) -> bool:
+    """A boolean query parameter as kube-apiserver decodes it into options (``stderr`` of PodExecOptions):
+    absent is false, otherwise the first value by ``Convert_Slice_string_To_bool``."""
+    value = _first(params, key)
+    return value is not None and _bool_param(value)
 
 
 def _bool_param_fallback(value: str) -> bool:

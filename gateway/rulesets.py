@@ -22,11 +22,19 @@ writes all of them)::
         namespaces: ["*"]
         names: ["*"]
         nonResourceURLs: []         # or non-resource rules: paths like /version
+        dryRun: any                 # any | only (dry runs only) | never (real requests only)
         maskSecrets: true
         requiresLease: false
         review:
           minApprovals: 1
           reviewerGroups: []
+          hold: open                # open: hold the request up to AIRLOCK_REVIEW_HOLD_SECONDS;
+                                    # retry: answer at once with a Status naming the review,
+                                    #   the agent runs the request again once it is approved
+
+A dry run (``dryRun=All``, gateway.dryrun) is never held for review: a review rule
+that matches one denies it; a rule with ``dryRun: only`` placed before it allows
+dry runs (both presets start with one).
 
 Import validates the whole document before writing anything and then writes
 in one transaction, so a failed import leaves the connection's rules as they
@@ -62,11 +70,12 @@ FIELDS = {
     "namespaces": "namespaces",
     "names": "names",
     "nonResourceURLs": "non_resource_urls",
+    "dryRun": "dry_run",
     "maskSecrets": "mask_secrets",
     "maskingDetectors": "masking_detectors",
     "requiresLease": "requires_lease",
 }
-REVIEW_FIELDS = {"minApprovals": "min_approvals", "reviewerGroups": "reviewer_groups"}
+REVIEW_FIELDS = {"minApprovals": "min_approvals", "reviewerGroups": "reviewer_groups", "hold": "review_hold"}
 YAML_KEY = {field: key for key, field in FIELDS.items()} | {
     field: f"review.{key}" for key, field in REVIEW_FIELDS.items()
 }
@@ -79,6 +88,8 @@ _SCALAR_TYPES = {
     "maskSecrets": (bool, "true or false"),
     "requiresLease": (bool, "true or false"),
     "minApprovals": (int, "an integer"),
+    "dryRun": (str, "any, only or never"),
+    "hold": (str, "retry or open"),
 }
 MAX_DOCUMENT_BYTES = 1024 * 1024
 

@@ -197,6 +197,7 @@ def test_from_request_fills_the_kubernetes_fields():
         "connection": "prod",
         "transport": "http",
         "kubectl_session": "5f0c",
+        "dry_run": False,
         "user_username": "agent-1",
         "user_uid": "sub-1",
         "user_groups": ["agents"],

@@ -47,7 +47,7 @@ def test_add_form_validates_rules(admin_client, prod):
         "connection": prod.pk, "order": 10, "name": "exec", "description": "", "enabled": "on",
         "effect": "allow", "subjects": '["*"]', "groups": "[]", "verbs": '["exec"]', "api_groups": '[""]',
         "resources": '["pods"]', "namespaces": '["*"]', "names": '["*"]', "non_resource_urls": "[]",
-        "mask_secrets": "on", "min_approvals": 1, "reviewer_groups": "[]",
+        "mask_secrets": "on", "min_approvals": 1, "reviewer_groups": "[]", "dry_run": "any", "review_hold": "open",
     }
     response = admin_client.post(url, data)
     assert response.status_code == 200
@@ -116,7 +116,7 @@ def test_import_view(admin_client, prod):
         url, {"connection": prod.pk, "file": SimpleUploadedFile("rules.yaml", bad), "replace": "on"}
     )
     assert response.status_code == 200
-    assert "rule 1 &quot;no-exec-attach-portforward&quot;: effect:" in response.content.decode()
+    assert "rule 2 &quot;no-exec-attach-portforward&quot;: effect:" in response.content.decode()
     assert prod.rules.count() == len(presets.READ_ONLY["rules"])
 
 

@@ -203,12 +203,12 @@ def test_apply_preset_command(prod):
     out = io.StringIO()
     call_command("apply_preset", "--connection", "prod", "read-only", "--everyone", stdout=out)
     assert "applied preset read-only" in out.getvalue()
-    assert names(prod)[0] == "no-exec-attach-portforward"
+    assert names(prod)[:2] == ["dry-runs", "no-exec-attach-portforward"]
     with pytest.raises(CommandError, match="already has a rule"):
         call_command("apply_preset", "--connection", "prod", "production-guardrails", "--everyone")
     assert len(names(prod)) == len(presets.READ_ONLY["rules"])
     call_command("apply_preset", "--connection", "prod", "production-guardrails", "--everyone", "--replace", stdout=out)
-    assert names(prod)[0] == "review-exec-attach-portforward"
+    assert names(prod)[:2] == ["dry-runs", "review-exec-attach-portforward"]
     assert len(names(prod)) == len(presets.PRODUCTION_GUARDRAILS["rules"])
     with pytest.raises(CommandError):
         call_command("apply_preset", "--connection", "prod", "no-such-preset", "--everyone")

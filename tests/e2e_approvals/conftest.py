@@ -1,10 +1,12 @@
 """The real gateway with an approvals Holder in front of kubesim; a review rule holds deployment deletes."""
 
+import io
 import time
 
 import pytest
+from django.core.management import call_command
 
-from tests.gateway_harness import make_gateway_app
+from tests.gateway_harness import make_gateway_app, serving
 
 
 @pytest.fixture
@@ -60,3 +62,26 @@ def wait_for_review(state="pending", timeout=30.0, **filters):
 def airlock(live_airlock, review_deletes):
     """The whole app on one port (tests/browser.py), with this directory's Holder and review rule."""
     return live_airlock
+
+
+@pytest.fixture
+def guarded(cluster_connection, gateway_app, tmp_path):
+    """The gateway with this directory's Holder, group "agents" under production-guardrails (manage.py apply_preset)."""
+    call_command("apply_preset", "--connection", cluster_connection.name, "production-guardrails",
+                 "--group", "agents", stdout=io.StringIO())
+    with serving(gateway_app, cluster_connection, tmp_path / "guarded") as running:
+        yield running
+
+
+@pytest.fixture
+def guarded_agent(guarded, kubectl):
+    """kubectl through the guarded gateway."""
+    path = guarded.kubeconfig()
+
+    def run(*args, **kwargs):
+        return kubectl(*args, kubeconfig=path, **kwargs)
+
+    run.popen = lambda *args: kubectl.popen(*args, kubeconfig=path)
+    run.kubeconfig = path
+    run.gateway = guarded
+    return run
