@@ -17,8 +17,8 @@ import json
 from dataclasses import dataclass, field, replace
 
 from gateway.policy import (
-    ALLOW, DELETE_VERBS, DENY, IMPLIED_VERBS, NON_RESOURCE_VERBS, RESOURCE_VERBS, REVIEW, STREAMING_SUBRESOURCES,
-    STREAMING_VERBS, CompiledRule, Decision, GlobSet, ResourceSet, decision_for, denial_message, evaluate, sort_key,
+    ALLOW, DELETE_VERBS, DENY, DRY_RUN_ONLY, IMPLIED_VERBS, NON_RESOURCE_VERBS, RESOURCE_VERBS, REVIEW,
+    STREAMING_SUBRESOURCES, STREAMING_VERBS, CompiledRule, Decision, GlobSet, ResourceSet, decision_for, denial_message, evaluate, sort_key,
 )
 from gateway.requestinfo import RequestInfo
 from gateway.status import GatewayError
@@ -347,6 +347,9 @@ def airlock_rules(rules, principal, namespace: str, connection: str, leased=froz
     precedence: list[CompiledRule] = []
     for rule in sorted(rules, key=sort_key):
         if not rule.applies_to(principal):
+            continue
+        if rule.dry_run == DRY_RUN_ONLY and not rule.broken:  # decides dry runs, not the requests listed here
+            out.notes.append(f"Rule {json.dumps(rule.name)} ({_summary(rule)}) applies to server-side dry runs only.")
             continue
         if rule.broken:
             out.notes.append(f"Rule {json.dumps(rule.name)} is invalid and denies everything after it.")

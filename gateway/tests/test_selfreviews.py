@@ -182,7 +182,8 @@ def test_rules_lists_what_the_guardrails_allow_and_names_every_rule_that_takes_p
     assert ours.non_resource_rules == [{"verbs": ["get", "head"], "nonResourceURLs": [
         "/api", "/api/*", "/apis", "/apis/*", "/version", "/version/", "/openapi", "/openapi/*", "/healthz",
         "/healthz/*", "/livez", "/livez/*", "/readyz", "/readyz/*"]}]
-    [note] = ours.notes
+    dry_runs, note = ours.notes
+    assert dry_runs.startswith('Rule "dry-runs" (') and dry_runs.endswith("applies to server-side dry runs only.")
     assert note.startswith('Rules that take precedence: "review-exec-attach-portforward" (needs a reviewer: * '
                            "pods/exec,pods/attach,pods/portforward)")
     assert '"review-deletes" (needs a reviewer: delete,deletecollection *)' in note
