@@ -116,6 +116,12 @@ class Exchange:
     response_started: bool = False
     response_body: bytearray = field(default_factory=bytearray)
     body_cap: int = 0
+    # The audit trail's copy of a response the agent gets unmasked is masked by this (None: the
+    # agent's copy already is); a failure stops the copy, with ``record_note`` saying so.
+    record_masker: object = None
+    record_stopped: bool = False
+    record_note: str = ""
+    record_values: object = None  # the Secret values the audit trail is masked for, whatever the agent sees
     recording: dict | None = None
     masking_counts: dict = field(default_factory=dict)
     # Detectors the request URI is masked with; None keeps only its path (not known, or invalid).
@@ -127,15 +133,41 @@ class Exchange:
         self.code, self.reason, self.message = error.code, error.reason, error.message
 
     def capture(self, chunk: bytes, sent: int | None = None):
-        """Record ``chunk`` (as the audit trail keeps it); ``sent``: the bytes the agent got, when they differ."""
+        """Record ``chunk`` (as the audit trail keeps it, through ``record_masker`` if any); ``sent``:
+        the bytes the agent got, when they differ.  The record masker runs only while there is room."""
         self.bytes_out += len(chunk) if sent is None else sent
-        room = self.body_cap - len(self.response_body)
+        if self.record_masker is not None and self._room() > 0:
+            chunk = self._record_masked(self.record_masker.feed, chunk)
+        self._keep(chunk)
+
+    def end_capture(self):
+        """The body is complete: keep what the record masker still holds."""
+        if self.record_masker is not None and self._room() > 0:
+            self._keep(self._record_masked(lambda _: self.record_masker.close(), b""))
+        self.stop_capture()
+
+    def stop_capture(self, note: str = ""):
+        self.record_stopped, self.record_note = True, self.record_note or note
+
+    def _record_masked(self, step, chunk: bytes) -> bytes:
+        try:
+            return step(chunk)
+        except masking.MaskingError:
+            self.stop_capture("airlock: the recorded copy of the response could not be masked; it ends here")
+            return b""
+
+    def _room(self) -> int:
+        return 0 if self.record_stopped else self.body_cap - len(self.response_body)
+
+    def _keep(self, chunk: bytes):
+        room = self._room()
         if room > 0:
             self.response_body += chunk[:room]
 
     def event(self, stage: str) -> dict:
+        message = "; ".join(m for m in (self.message, self.record_note) if m)
         fields = {"response_code": self.code or None, "response_reason": self.reason,
-                  "response_message": self.message}
+                  "response_message": message}
         if stage == "ResponseComplete":
             fields.update(
                 latency_ms=(time.monotonic() - self.started) * 1000.0,
@@ -287,16 +319,18 @@ class GatewayApp:
 
     async def learn_values(self, exchange: Exchange, upstream):
         """The Secret values this request's responses are masked for; what the audit trail
-        keeps of the request is masked for them too.  Unknown values: 503, nothing forwarded."""
+        keeps is masked for them too, also when the agent's copy is not (masking off).
+        Unknown values: 503, nothing forwarded."""
         request = exchange.request
-        if self.secret_values is None or not request.mask_secrets:
+        if self.secret_values is None:
             return
         try:
             values = await self.secret_values.current(upstream, self.pool.client(upstream))
         except ValuesUnavailable as exc:
             raise GatewayError(503, f'airlock: connection "{request.connection}": {exc}; refused rather than risk '
                                     "showing Secret values", stage="mask") from None
-        request.secret_values = values
+        exchange.record_values = values
+        request.secret_values = values if request.mask_secrets else None
         if values:
             if exchange.uri_detectors is not None:
                 exchange.uri_detectors = exchange.uri_detectors.with_values(values)
@@ -475,7 +509,7 @@ class GatewayApp:
             status = await self.rules_review(request, upstream, selfreviews.rules_namespace(review))
         body = json.dumps(selfreviews.answer(request.info, kind, review, status), separators=(",", ":")).encode()
         # It echoes what the agent asked; the trail keeps no Secret value the request body would not keep.
-        body = masking.mask_values_in_record(body, request.secret_values)
+        body = masking.mask_values_in_record(body, exchange.record_values)
         exchange.code = 201
         exchange.response_started = True
         await send({"type": "http.response.start", "status": 201, "headers": STATUS_HEADERS})
@@ -604,6 +638,7 @@ class GatewayApp:
                 )
             except masking.MaskingError as exc:
                 raise GatewayError(502, str(exc), stage="mask") from None
+            exchange.record_masker = self.record_masker(exchange, upstream, response)
             start = {
                 "type": "http.response.start",
                 "status": response.status_code,
@@ -620,6 +655,7 @@ class GatewayApp:
                 exchange.response_started = True
                 await send(start)
                 exchange.capture(content, sent=len(shown))
+                exchange.end_capture()
                 await send({"type": "http.response.body", "body": shown})
             else:
                 stream = ResponseStream(response, masker, start, watch=request.info.verb == "watch", idle=idle,
@@ -639,6 +675,20 @@ class GatewayApp:
             log.warning("upstream %s broke the response stream", request.connection)
         finally:
             await response.aclose()
+
+    def record_masker(self, exchange: Exchange, upstream, response):
+        """When a rule or review unmasked the agent's copy, the masker of the audit trail's copy
+        (fed what the agent gets): masked as with ``maskSecrets: true``, whatever the agent saw."""
+        request = exchange.request
+        if request.mask_secrets:
+            return None
+        try:
+            return masking.response_masker(
+                request.info, response.status_code, response.headers.get("content-type"), mask_secrets=True,
+                detectors=self.detectors_for(upstream, request.decision), values=exchange.record_values)
+        except masking.MaskingError:
+            exchange.stop_capture("airlock: the response cannot be masked for the record; not recorded")
+            return None
 
     @staticmethod
     def released(exchange: Exchange, masked: bytes, raw: bytes) -> bytes:
@@ -744,7 +794,7 @@ class GatewayApp:
             return
         exchange.code = 101
         request = exchange.request
-        tap = StreamTap.for_request(request, upstream_ws.subprotocol, detectors)
+        tap = StreamTap.for_request(request, upstream_ws.subprotocol, detectors, exchange.record_values)
         cut = Cut()
         handle = bind_to_lease(request, cut)
         try:
@@ -1083,6 +1133,7 @@ class ResponseStream:
             await self._fail(exc, send, exchange)
             return
         await self._emit(rest, send, exchange)
+        exchange.end_capture()
         await self._begin(send, exchange)
         await send({"type": "http.response.body", "body": b""})
 

@@ -127,12 +127,16 @@ class StreamTap:
     # so interactive echo is never stuck waiting for more output.
     IDLE_FLUSH = 0.25
 
-    def __init__(self, info, subprotocol: str | None, query: str, detectors):
+    def __init__(self, info, subprotocol: str | None, query: str, detectors, record_detectors=None):
+        """``record_detectors``: what the recording (stdin, command, output) is masked for, when the
+        agent's output is masked for less (``detectors``: masking turned off by a rule or review)."""
         self.info = info
         self.subprotocol = subprotocol or ""
         self.framing = ChannelFraming(self.subprotocol)
         self.v5 = self.subprotocol == V5_PROTOCOL
         self.detectors = detectors
+        self.record_detectors = record_detectors or detectors
+        self.record_maskers = {} if record_detectors is not None else None
         self.bytes_in = 0
         self.bytes_out = 0
         self.started = time.monotonic()
@@ -157,12 +161,15 @@ class StreamTap:
                 self.data_channels = 2 * len(ports)  # data 2i, error 2i+1 (written by the cluster)
         else:
             self.tally = None
-            self.cast = AsciicastWriter(command=masked_command(params, detectors, self.argv_counts))
+            self.cast = AsciicastWriter(command=masked_command(params, self.record_detectors, self.argv_counts))
 
     @classmethod
-    def for_request(cls, request, subprotocol, detectors):
-        """Output (and the recorded stdin) is masked for ``detectors`` and the request's Secret values."""
-        return cls(request.info, subprotocol, request.query, detectors.with_values(request.secret_values))
+    def for_request(cls, request, subprotocol, detectors, record_values=None):
+        """Output is masked for ``detectors`` and the request's Secret values; the recording (and the
+        recorded stdin) for ``record_values`` too, also when a rule or review showed them to the agent."""
+        shown = detectors.with_values(request.secret_values)
+        recorded = detectors.with_values(record_values) if request.secret_values is None and record_values else None
+        return cls(request.info, subprotocol, request.query, shown, recorded)
 
     @property
     def report(self) -> dict:
@@ -178,8 +185,19 @@ class StreamTap:
     def _masker(self, channel: int):
         masker = self.maskers.get(channel)
         if masker is None:
-            masker = self.maskers[channel] = masking.text_stream_masker(self.detectors)
+            detectors = self.record_detectors if channel == STDIN else self.detectors  # stdin is only recorded
+            masker = self.maskers[channel] = masking.text_stream_masker(detectors)
         return masker
+
+    def _recorded(self, channel: int, payload: bytes, flush: bool = False) -> bytes:
+        """``payload`` (what the agent got) as the recording keeps it; a second masker runs only when
+        the agent's output is masked for less, and only while the recording has room."""
+        if self.record_maskers is None or self.cast.truncated:
+            return payload
+        masker = self.record_maskers.get(channel)
+        if masker is None:
+            masker = self.record_maskers[channel] = masking.text_stream_masker(self.record_detectors)
+        return masker.feed(payload) + (masker.flush() if flush else b"")
 
     # -- from the agent ---------------------------------------------------------------------
 
@@ -197,7 +215,7 @@ class StreamTap:
                                   "the session was ended")
         channel, payload = parts
         if channel == STDIN:
-            if self.detectors.enabled:
+            if self.record_detectors.enabled:
                 payload = self._masker(STDIN).feed(payload)
             self.cast.client_frame(self._now(), STDIN, payload)
         elif channel == RESIZE:
@@ -284,14 +302,18 @@ class StreamTap:
             return out
         return []  # stdin, resize, close: channels the cluster does not write
 
-    def _record(self, channel: int, payload: bytes):
-        self.cast.cluster_frame(self._now(), channel, payload)
+    def _record(self, channel: int, payload: bytes, flush: bool = False):
+        self.cast.cluster_frame(self._now(), channel, self._recorded(channel, payload, flush or channel == ERROR))
         return self.framing.join(channel, payload)
 
     def flush_channel(self, channel: int) -> list:
         masker = self.maskers.get(channel)
         rest = masker.flush() if masker is not None else b""
-        return [self._record(channel, rest)] if rest else []
+        if rest:
+            return [self._record(channel, rest, flush=True)]
+        if self.record_maskers is not None and channel in self.record_maskers and not self.cast.truncated:
+            self.cast.cluster_frame(self._now(), channel, self.record_maskers[channel].flush())
+        return []
 
     @property
     def holding(self) -> bool:

@@ -1,6 +1,7 @@
 """The proxy's ASGI behaviour without sockets: fake agent, fake cluster (httpx.MockTransport)."""
 
 import asyncio
+import base64
 import json
 from dataclasses import dataclass
 
@@ -8,6 +9,7 @@ import httpx
 import pytest
 
 from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
+from gateway.masking import Detectors
 from gateway.policy import compile_rule
 from gateway.proxy import GatewayApp
 
@@ -693,3 +695,79 @@ async def test_a_released_token_reaches_the_agent_and_the_record_keeps_it_masked
 async def chunks_of(data, size=65536):
     for start in range(0, len(data), size):
         yield data[start:start + size]
+
+
+# -- the audit trail's copy is masked whatever a rule or review shows the agent -------------------
+
+UNMASKED = compile_rule(
+    {"name": "unmasked", "effect": "allow", "groups": ["agents"], "verbs": ["*"], "api_groups": ["*"],
+     "resources": ["*"], "namespaces": ["*"], "names": ["*"], "order": 1, "mask_secrets": False},
+    id=4,
+)
+UNMASKED_B64 = base64.b64encode(COPIED.encode())
+
+
+def secret_object(i=0) -> dict:
+    # The value in a Secret's data (structural) and in an annotation (by value only).
+    return {"metadata": {"name": f"db{i}", "namespace": "shop", "annotations": {"note": COPIED}},
+            "data": {"password": UNMASKED_B64.decode()}}
+
+
+def unmasked_cluster(shape):
+    inner = cluster_with_secret([])
+
+    def handler(request):
+        if request.url.path == "/api/v1/secrets":
+            return inner(request)
+        if shape == "small":
+            return httpx.Response(200, json={"kind": "Secret", "apiVersion": "v1", **secret_object()})
+        if shape == "list":  # past SMALL_RESPONSE, streamed without a Content-Length
+            items = [secret_object(i) for i in range(2000)]
+            body = json.dumps({"kind": "SecretList", "apiVersion": "v1", "metadata": {}, "items": items}).encode()
+            assert len(body) > 256 * 1024
+            return httpx.Response(200, content=chunks_of(body, 4096), headers={"content-type": "application/json"})
+        events = b"".join(json.dumps({"type": "ADDED", "object": {"kind": "Secret", "apiVersion": "v1",
+                                                                   **secret_object(i)}}).encode() + b"\n"
+                          for i in range(3))
+        return httpx.Response(200, content=chunks_of(events, 7), headers={"content-type": "application/json"})
+    return handler
+
+
+@pytest.mark.parametrize("shape", ["small", "list", "watch"])
+async def test_an_unmasked_secret_reaches_the_agent_and_the_record_keeps_it_masked(shape):
+    from gateway.secretvalues import SecretValueStores
+
+    recorder = FakeRecorder()
+    recorder.max_body = 5000
+    app = make_app(unmasked_cluster(shape), recorder=recorder, secret_values=SecretValueStores())
+    app.policy = FakePolicy(UNMASKED)
+    path, query = ("/k8s/prod/api/v1/namespaces/shop/secrets", b"watch=1") if shape == "watch" else \
+        ("/k8s/prod/api/v1/namespaces/shop/secrets" + ("/db0" if shape == "small" else ""), b"")
+    try:
+        status, _, content = await call(app, path, query=query)
+    finally:
+        await app.aclose()
+    assert status == 200 and UNMASKED_B64 in content and COPIED.encode() in content
+    [done] = [e for e in recorder.events if e["stage"] == "ResponseComplete"]
+    recorded = done["response_body"]
+    assert b"**AIRLOCK-MASKED**" in recorded and b"KipBSVJMT0NLLU1BU0tFRCoq" in recorded
+    assert COPIED.encode() not in recorded and UNMASKED_B64 not in recorded
+    assert done["bytes_out"] == len(content) and done["response_message"] == ""
+    assert len(recorded) == (recorder.max_body if shape == "list" else len(recorded))
+
+
+async def test_a_record_that_cannot_be_masked_is_not_kept_raw():
+    """The agent's masker is off (no detectors, no values); the record's refuses what it cannot parse."""
+    def handler(request):
+        body = b'{"kind":"Secret","data":{"password":"' + UNMASKED_B64 + b'"}'  # truncated JSON
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    recorder = FakeRecorder()
+    app = make_app(handler, recorder=recorder)
+    app.detectors = Detectors.none()
+    app.policy = FakePolicy(UNMASKED)
+    status, _, content = await call(app, "/k8s/prod/api/v1/namespaces/shop/secrets/db")
+    assert status == 200 and UNMASKED_B64 in content
+    [done] = [e for e in recorder.events if e["stage"] == "ResponseComplete"]
+    assert done["response_body"] == b""
+    assert "could not be masked" in done["response_message"]

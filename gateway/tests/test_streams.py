@@ -190,3 +190,22 @@ def test_the_gateway_ending_a_tunnel_writes_its_message_on_the_open_error_stream
     decoded = spdy.FrameDecoder().feed(b"".join(tap.end(error)))
     assert decoded == [spdy.Data(1, b"airlock: the gateway is shutting down", fin=True), spdy.Data(3, b"", fin=True),
                        spdy.Data(7, b"", fin=True)]
+
+
+def test_with_masking_off_the_agent_sees_secret_values_and_the_recording_does_not():
+    """A rule or review unmasked the stream: the agent's output skips masking by value, the
+    recording (output split across frames, the exit message, stdin and the command) does not."""
+    value = b"Copied-v4lue-8Jw2"
+    values = masking.SecretValues.build([("shop", "db", [value])])
+    request = type("Request", (), {"info": info(EXEC), "query": "command=echo&command=Copied-v4lue-8Jw2",
+                                   "secret_values": None})()
+    tap = StreamTap.for_request(request, "v5.channel.k8s.io", masking.Detectors.default(), values)
+    assert tap.from_client(b"\x00typed " + value + b"\n") == b"\x00typed " + value + b"\n"
+    out = tap.from_cluster(b"\x01val=Copied-v4") + tap.from_cluster(b"\x01lue-8Jw2 done\n") + tap.flush()
+    out += tap.from_cluster(b"\x02" + base64.b64encode(value) + b"\n") + tap.flush()
+    out += tap.from_cluster(b"\x03" + json.dumps({"status": "Failure", "message": value.decode()}).encode())
+    shown = b"".join(frame[1:] for frame in out)  # the payloads the agent got
+    assert shown.count(value) == 2 and base64.b64encode(value) in shown
+    recorded = json.dumps(tap.recording(1.0))
+    assert value.decode() not in recorded and base64.b64encode(value).decode() not in recorded
+    assert "**AIRLOCK-MASKED**" in recorded and "done" in recorded
