@@ -19,7 +19,7 @@ import yaml
 
 from kubesim import requestlog
 from kubesim.auth import credential_fingerprint
-from kubesim.testing import Kubectl, read_until
+from kubesim.testing import Kubectl, PtyProcess, read_until
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = "Press Ctrl-C to stop."
@@ -267,3 +267,87 @@ def test_kubectl_through_the_gateway_then_ctrl_c_stops_everything(tmp_path):
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.stdout.close()
+
+
+@contextmanager
+def running_demo(tmp_path):
+    """`make demo` running (until the block ends): its state directory, dashboard URL, reviewer password
+    and the agent's kubectl."""
+    state, home = tmp_path / "demo", tmp_path / "home"
+    argv, env = demo(state, home=home)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    agent = Kubectl(state / "kubeconfig", home)
+    try:
+        output = read_until(proc, READY, timeout=90)
+        yield state, DASHBOARD.search(output).group(1), REVIEWER.search(output).group(1), agent
+    finally:
+        agent.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_an_agent_under_production_guardrails_knows_where_it_stands(tmp_path):
+    """Issue 13's checklist with real kubectl through the demo (OIDC exec plugin, production-guardrails):
+    dry runs answer and change nothing, a held delete names its review's absolute URL at once, identity
+    answers are the agent's, impersonation is refused by name, discovery works, exec -it is clean."""
+    with running_demo(tmp_path) as (state, url, password, agent):
+        admin = Kubectl(state / "cluster-kubeconfig", tmp_path / "admin-home")
+        live = yaml.safe_load(admin("get", "deployment", "web", "-n", "shop", "-o", "yaml").stdout)
+        replicas = live["spec"]["replicas"]
+        for field in ("status", "resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+            live.pop(field, None)
+            live["metadata"].pop(field, None)
+        live["spec"]["replicas"] = replicas + 3
+        manifest = yaml.safe_dump(live)
+
+        diff = agent("diff", "-f", "-", input=manifest, check=False)
+        assert diff.returncode == 1, diff.stderr  # 1: differences found (an error is > 1)
+        assert f"+  replicas: {replicas + 3}" in diff.stdout
+        applied = agent("apply", "--dry-run=server", "-f", "-", input=manifest)
+        assert "deployment.apps/web configured (server dry run)" in applied.stdout
+        assert admin("get", "deployment", "web", "-n", "shop", "-o", "jsonpath={.spec.replicas}").stdout == str(replicas)
+
+        held = agent("delete", "pod", "debug-shell", "-n", "payments", check=False)
+        said = one_line(held.stderr)
+        assert held.returncode == 1 and "Error from server (Forbidden): airlock: review" in said, said
+        assert re.search(rf"is waiting for a reviewer .*{re.escape(url)}/approvals/reviews/\d+/", said), said
+        admin("get", "pod", "debug-shell", "-n", "payments")  # nothing was done
+
+        whoami = agent("auth", "whoami").stdout
+        assert "demo-agent" in whoami and "system:masters" not in whoami and "kubesim-admin" not in whoami, whoami
+        can_delete = agent("auth", "can-i", "delete", "pods", "-n", "payments", check=False)
+        assert can_delete.returncode == 1 and can_delete.stdout.startswith("no"), can_delete.stdout
+        assert "review-deletes" in can_delete.stdout + can_delete.stderr
+        assert agent("auth", "can-i", "get", "pods", "-n", "payments").stdout.startswith("yes")
+        as_bob = agent("get", "pods", "--as=bob", check=False)
+        assert as_bob.returncode != 0 and "impersonat" in as_bob.stderr.lower(), as_bob.stderr
+        assert json.loads(agent("get", "--raw", "/version/").stdout)["major"] == "1"
+
+        shell = PtyProcess(agent.argv(("exec", "-it", "debug-shell", "-n", "payments", "--", "sh", "-c",
+                                       "echo ran-$((6*7))"), None), agent.env, rows=24, cols=80)
+        try:
+            shell.expect(r"waiting for a reviewer")
+            assert shell.proc.wait(timeout=30) != 0
+        finally:
+            shell.close()
+        shown = shell.seen.decode(errors="replace")
+        assert f"{url}/approvals/reviews/" in one_line(shown) and "Unknown stream" not in shown
+        approve_held_exec(url, state / "tls" / "ca.crt", password)
+        shell = PtyProcess(agent.argv(("exec", "-it", "debug-shell", "-n", "payments", "--", "sh", "-c",
+                                       "echo ran-$((6*7))"), None), agent.env, rows=24, cols=80)
+        try:
+            shell.expect(r"ran-42")
+            assert shell.proc.wait(timeout=30) == 0
+        finally:
+            shell.close()
+        assert "Unknown stream" not in shell.seen.decode(errors="replace")
