@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import yaml
 from django.utils.crypto import salted_hmac
 
+from gateway.bodies import loads_unique
 from gateway.masking.responses import media_type
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
@@ -79,17 +80,6 @@ def content_type(headers) -> str:
     return next((value for name, value in headers if name == "content-type"), "")
 
 
-class _Duplicate(ValueError):
-    pass
-
-
-def _no_duplicates(pairs):
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise _Duplicate("duplicate key")
-    return dict(pairs)
-
-
 def _yaml_mapping(node) -> dict | None:
     """A YAML mapping node's scalar keys -> nodes; None on duplicate or non-scalar keys, or no mapping."""
     if not isinstance(node, yaml.MappingNode):
@@ -116,7 +106,7 @@ def created_name(headers, body: bytes | None) -> str:
     media = media_type(declared) if declared else "application/json"  # kube-apiserver's default
     try:
         if media == "application/json":
-            document = json.loads(body, object_pairs_hook=_no_duplicates)
+            document = loads_unique(body)
             metadata = document.get("metadata") if isinstance(document, dict) else None
             name = metadata.get("name") if isinstance(metadata, dict) else None
             return name if isinstance(name, str) else ""

@@ -96,6 +96,22 @@ def loads_json(data: bytes | str):
     return json.loads(text)
 
 
+class DuplicateKey(ValueError):
+    """A JSON object repeats a key: decoders disagree on which value counts, so nothing is read from it."""
+
+
+def _unique(pairs):
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise DuplicateKey("duplicate key")
+    return dict(pairs)
+
+
+def loads_unique(body: bytes | str):
+    """``json.loads`` that refuses (ValueError) an object with a repeated key."""
+    return json.loads(body, object_pairs_hook=_unique)
+
+
 def _json_document(body: bytes):
     """A YAML body that is JSON (kubectl sends its server-side apply bodies so), else _NOT_JSON."""
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from gateway.bodies import loads_unique
 from gateway.masking.responses import media_type
 from gateway.requestinfo import RequestInfoError, parse_query
 
@@ -49,17 +50,6 @@ NOT_ASKED = DryRun()
 HONOURED = DryRun(honoured=True)
 
 
-class _Duplicate(ValueError):
-    pass
-
-
-def _no_duplicates(pairs):
-    keys = [key for key, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise _Duplicate("duplicate key")
-    return dict(pairs)
-
-
 def _values(values, where: str) -> DryRun:
     if not values:
         return NOT_ASKED
@@ -77,7 +67,7 @@ def _delete_options(content_type: str, body: bytes, query_asks: bool) -> DryRun:
         return DryRun(note="the delete options are not JSON, so the gateway does not read a dry run in them"
                            + ignored) if query_asks or b"dryRun" in body else NOT_ASKED
     try:
-        options = json.loads(body, object_pairs_hook=_no_duplicates)
+        options = loads_unique(body)
     except (ValueError, RecursionError):
         return DryRun(note="the delete options are not one valid JSON object" + ignored)
     if not isinstance(options, dict):
