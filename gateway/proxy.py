@@ -775,7 +775,7 @@ class GatewayApp:
                 upstream_ws = await open_websocket(upstream, request.target, hdr.encode(headers),
                                                    [accepted] if accepted else exchange.offered)
             except UpstreamRejected as exc:
-                raise upstream_refusal(exc, request, detectors) from None
+                raise upstream_refusal(exc, request, detectors, exchange.record_values) from None
             except UpstreamTimeout as exc:
                 raise GatewayError(504, f'connection "{request.connection}": ' + (
                     "timed out connecting to the cluster" if exc.phase == "connect"
@@ -851,18 +851,18 @@ def cluster_headers(upstream, principal) -> list[tuple[str, str]]:
     return headers
 
 
-def upstream_refusal(exc: UpstreamRejected, request, detectors) -> GatewayError:
+def upstream_refusal(exc: UpstreamRejected, request, detectors, values=None) -> GatewayError:
     """The cluster's refusal of an upgrade as the agent may see it.
 
-    Only a ``Status`` message is passed on, after the body went through the response masker
-    of the request, like any HTTP body; what cannot be masked gets a generic message.
+    Only a ``Status`` message is passed on, after the body went through a response masker with
+    Secret masking on and the connection's Secret ``values`` whatever the request's masking: the
+    message is also the audit trail's, which stays masked; what cannot be masked gets a generic message.
     """
     code = exc.status if 400 <= exc.status < 600 else 502
     default = f"the cluster refused the stream ({exc.status})"
     try:
         masker = masking.response_masker(request.info, exc.status, exc.content_type,
-                                         mask_secrets=request.mask_secrets, detectors=detectors,
-                                         values=request.secret_values)
+                                         mask_secrets=True, detectors=detectors, values=values)
         body = masker.feed(exc.body) + masker.close() if masker is not None else exc.body
         status = json.loads(body or b"null")
     except (masking.MaskingError, ValueError):

@@ -160,6 +160,22 @@ def test_exec_upgrade_refused_by_the_cluster_is_masked(gateway, kubectl, kubesim
     assert_clean(event.response_message)
 
 
+def test_exec_upgrade_refused_by_the_cluster_is_masked_in_the_record_even_with_masking_off(gateway, kubectl, kubesim):
+    """A rule that lets the agent see Secret values (maskSecrets: false) does not reach the audit trail:
+    the refusal's message, which is also the recorded one, is masked for the connection's values."""
+    from gateway.models import Rule
+
+    Rule.objects.filter(connection=gateway.connection).update(mask_secrets=False)
+    make_pod(kubectl)
+    answer = open_ws(gateway, "/api/v1/namespaces/default/pods/victim/exec?command=cat&stdout=true"
+                              "&container=pay-db-pass-61c3")  # known by value only
+    assert isinstance(answer, wsraw.Refused) and answer.status == 400
+    assert forwarded(kubesim, "/pods/victim/exec"), "kubesim answered this one itself"
+    (event,) = events_for(object_subresource="exec", object_name="victim")
+    assert "is not valid for pod victim" in event.response_message
+    assert "pay-db-pass-61c3" not in event.response_message and "AIRLOCK-MASKED" in event.response_message
+
+
 def test_request_uri_masked_with_the_connections_detectors(gateway, kubectl):
     from connections import registry
 
