@@ -55,7 +55,9 @@ class ReviewSerializer(serializers.ModelSerializer):
         ]
 
     def get_url(self, review):
-        return review_url(review.pk)
+        """Absolute, as agents are told it: under AIRLOCK_DASHBOARD_URL, else the address the API was asked at."""
+        request = self.context.get("request")
+        return review_url(review.pk, request.build_absolute_uri("/") if request is not None else "")
 
     def get_approvals(self, review):
         return sum(1 for vote in review.votes.all() if vote.approve)
@@ -160,7 +162,7 @@ class ReviewList(ApprovalsAPIView):
         rows = Review.objects.prefetch_related("votes")
         if state != "all":
             rows = rows.filter(state=state)
-        return Response(ReviewSerializer(rows[:MAX_LIST], many=True).data)
+        return Response(ReviewSerializer(rows[:MAX_LIST], many=True, context={"request": request}).data)
 
 
 class ReviewDetail(ApprovalsAPIView):
@@ -170,7 +172,7 @@ class ReviewDetail(ApprovalsAPIView):
         review = Review.objects.prefetch_related("votes", "events").filter(pk=review_id).first()
         if review is None:
             return Response({"detail": f"review {review_id} not found"}, status=404)
-        return Response(ReviewDetailSerializer(review).data)
+        return Response(ReviewDetailSerializer(review, context={"request": request}).data)
 
 
 class ReviewDecision(ApprovalsAPIView):
@@ -186,7 +188,7 @@ class ReviewDecision(ApprovalsAPIView):
             )
         except reviews.ApprovalError as exc:
             return _error(exc)
-        return Response(ReviewSerializer(review).data)
+        return Response(ReviewSerializer(review, context={"request": request}).data)
 
 
 class LeaseList(ApprovalsAPIView):

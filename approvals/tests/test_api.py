@@ -43,7 +43,7 @@ def test_list_pending_and_detail(review, rita):
     listed = rita.get("/approvals/api/reviews/").json()
     assert [r["id"] for r in listed] == [review.pk]
     assert listed[0]["description"] == 'delete deployments "web" in namespace "shop"'
-    assert listed[0]["url"] == f"/approvals/reviews/{review.pk}/" and "body" not in listed[0]
+    assert listed[0]["url"] == f"http://testserver/approvals/reviews/{review.pk}/" and "body" not in listed[0]
     detail = rita.get(f"/approvals/api/reviews/{review.pk}/").json()
     assert detail["events"][0]["kind"] == "requested" and '"propagationPolicy"' in detail["body"]
     assert rita.get("/approvals/api/reviews/?state=approved").json() == []
