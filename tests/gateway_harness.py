@@ -39,6 +39,9 @@ class ThreadedServer:
             ws="wsproto",
             ssl_certfile=str(tls.cert_file),
             ssl_keyfile=str(tls.key_file),
+            # A client that never closes its socket (websocket-client after the close handshake) would
+            # otherwise hold the shutdown, and the recorder's flush, past stop()'s join.
+            timeout_graceful_shutdown=3,
             **options,
         )
         self.server = uvicorn.Server(config)
