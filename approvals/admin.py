@@ -5,6 +5,7 @@ from django.contrib import admin
 from rest_framework.authtoken.models import TokenProxy
 
 from approvals.models import Lease, LeaseEvent, Review, ReviewerProfile, ReviewEvent, ReviewVote
+from runtime.admin import ReadOnlyAdmin
 
 # DRF's token admin lists every API key, and its history and delete pages name a token by its key:
 # whoever may view tokens could act as any reviewer through the API.  Keys are made with
@@ -33,17 +34,6 @@ class ReviewEventInline(ReadOnlyInline):
     model = ReviewEvent
     fields = ("at", "kind", "actor", "reason", "details")
     readonly_fields = fields
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Review)

@@ -3,17 +3,7 @@
 from django.contrib import admin
 
 from audit.models import Anchor, AuditEvent, Checkpoint, Recording, Session
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from runtime.admin import ReadOnlyAdmin
 
 
 @admin.register(AuditEvent)

@@ -68,7 +68,7 @@ LOCAL_STATE = [
     ".demo/kubeconfig", ".demo/cluster-kubeconfig", ".demo/agent-client-secret", ".demo/gateway.log",
     ".demo/kubesim/requests.jsonl", ".demo/kubesim/ca.key", ".var/airlock.sqlite3", ".var/static/admin/base.css",
     ".venv/bin/python", ".git/config", ".git/objects/pack/pack-1.pack", "tests/idp/node_modules/oidc-provider/index.js",
-    "approvals/frontend/node_modules/htmx.org/dist/htmx.js", "gateway/__pycache__/proxy.cpython-311.pyc",
+    "frontend/node_modules/htmx.org/dist/htmx.js", "gateway/__pycache__/proxy.cpython-311.pyc",
     ".pytest_cache/v/cache/nodeids", ".hypothesis/examples/x", "deploy/tls/gateway.key", "deploy/tls/gateway.crt",
     "db.sqlite3", ".env", "bench/out/gateway.log", "bench/out/tls/server.key", "prod.kubeconfig", "kubeconfig",
     "client-secret.txt",

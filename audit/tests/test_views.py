@@ -191,4 +191,4 @@ def test_vendored_player_is_served_by_the_app():
 
     for name in ("asciinema-player.min.js", "asciinema-player.css", "LICENSE"):
         assert finders.find(f"vendor/asciinema-player-3.18.0/{name}"), name
-    assert finders.find("audit/replay.js") and finders.find("audit/audit.css")
+    assert finders.find("audit/replay.js") and finders.find("airlock/airlock.css")
