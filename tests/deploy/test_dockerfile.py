@@ -9,18 +9,15 @@ import json
 import re
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 from docker.utils.build import exclude_paths
 from dockerfile_parse import DockerfileParser
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from deploy import healthcheck
 
-from deploy import healthcheck  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|cc|clang|make|build-essential|python3?-dev|libpq-dev|rustc|cargo|"
                          r"apt-get|apt|curl|wget|git)\b")
