@@ -89,4 +89,14 @@ def test_docker_build_context_is_the_tracked_source_without_local_state(tmp_path
                 if line.strip() and not line.startswith("#")]
     context = {path for path in exclude_paths(str(tmp_path), patterns) if (tmp_path / path).is_file()}
     assert sorted(context & set(LOCAL_STATE)) == []
-    assert sorted(set(tracked) - context) == []  # every project file still goes in
+    assert sorted(path for path in set(tracked) - context if not development_only(path)) == []  # the runtime source goes in
+    assert sorted(path for path in context if development_only(path)) == []  # tests and tooling stay out
+
+
+# Tracked, but for development only: never in the image.
+DEVELOPMENT_ONLY = ("tests/", "kubesim/", "bench/", ".ci/", "deploy/kubernetes/", "deploy/demo.py", "requirements-dev.txt",
+                    "conftest.py", "pytest.ini")
+
+
+def development_only(path: str) -> bool:
+    return path.startswith(DEVELOPMENT_ONLY) or "/tests/" in path
