@@ -28,10 +28,10 @@ from approvals import leases
 from approvals.api import LeaseSerializer
 from approvals.models import Lease, LeaseState
 from approvals.reviews import ApprovalError
-from gateway.headers import bearer_token
 from gateway.identity import AuthenticationError
-from gateway.masking.responses import media_type
 from gateway.pipeline import CONNECTION_NAME
+from kube.headers import bearer_token
+from kube.media import media_type
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from django.db import OperationalError
 from approvals import broadcast, conf, preview, reviews
 from approvals.fingerprint import effect_headers
 from gateway import db
-from gateway.headers import upstream_request_headers
 from gateway.policy import HOLD_OPEN, describe_request
+from kube.headers import upstream_request_headers
 
 log = logging.getLogger(__name__)
 

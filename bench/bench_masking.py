@@ -31,7 +31,7 @@ import time
 
 from gateway.masking import Detectors, SecretValues, response_masker, text_stream_masker
 from gateway.masking.objects import LAST_APPLIED
-from gateway.requestinfo import parse
+from kube.requestinfo import parse
 
 CHUNK = 64 * 1024
 SMALL_CHUNK = 4 * 1024

@@ -10,9 +10,9 @@ import hmac
 import json
 import logging
 
-from gateway.headers import bearer_token, impersonation_asked
 from gateway.identity import AuthenticationError, Principal
-from gateway.status import GatewayError
+from kube.headers import bearer_token, impersonation_asked
+from kube.status import GatewayError
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,11 @@ async def authenticate(request, authenticator) -> Principal:
     """Stage 2: every request must carry a valid bearer token."""
     token = bearer_token(request.headers)
     if token is None:
-        raise GatewayError(401, "Unauthorized: a bearer token is required", stage="authenticate")
+        raise GatewayError(401, "Unauthorized: a bearer token is required")
     try:
         principal = await authenticator.authenticate(token)
     except AuthenticationError as exc:
-        raise GatewayError(401, f"Unauthorized: {exc}", stage="authenticate") from None
+        raise GatewayError(401, f"Unauthorized: {exc}") from None
     request.principal = principal
     return principal
 
@@ -106,5 +106,5 @@ def refuse_impersonation(request) -> None:
             f"airlock: impersonation is not allowed through this gateway (the request carries {', '.join(asked)}); "
             f"requests run as the agent's own identity {json.dumps(request.principal.username)}: "
             "drop --as, --as-group and --as-uid",
-            stage="authenticate", warn=True,
+            warn=True,
         )

@@ -9,9 +9,10 @@ from gateway.masking.detectors import Detectors
 from gateway.masking.jsonstream import JsonMasker
 from gateway.masking.objects import ObjectMasker
 from gateway.masking.text import TextMasker
+from kube.media import media_type
+from kube.vocabulary import STREAM_SUBRESOURCES
 
 JSON = "application/json"
-STREAM_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
 # Non-resource paths that only describe the API (no object, no free text from workloads).
 DISCOVERY_PATHS = frozenset({"/api", "/apis", "/version", "/openapi/v2", "/healthz", "/livez", "/readyz"})
 DISCOVERY_PREFIXES = ("/api/", "/apis/", "/openapi/", "/healthz/", "/livez/", "/readyz/")
@@ -45,18 +46,6 @@ class TextBodyMasker:
 
     def close(self) -> bytes:
         return self._text.flush()
-
-
-def media_type(content_type: str | None) -> str:
-    """``application/json; charset=utf-8`` -> ``application/json``; a non-UTF-8 charset -> ``""``."""
-    if not content_type:
-        return ""
-    media, *params = content_type.split(";")
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
-            return ""
-    return media.strip().lower()
 
 
 def is_discovery(path: str) -> bool:

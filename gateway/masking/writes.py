@@ -16,14 +16,14 @@ import re
 
 import yaml
 
-from gateway.bodies import JSON_BODIES, YAML_BODIES, decode
 from gateway.masking.base import MaskReport, WriteRefused
 from gateway.masking.detectors import Detectors
 from gateway.masking.objects import ObjectMasker
 from gateway.masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
-from gateway.masking.responses import media_type
+from kube.bodies import JSON_BODIES, YAML_BODIES, decode
+from kube.media import media_type
+from kube.vocabulary import OBJECT_BODY_VERBS
 
-WRITE_VERBS = frozenset({"create", "update", "patch"})
 _RAW_MARKERS = (PLACEHOLDER.encode(), PLACEHOLDER_B64.encode())
 _BASE64 = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")
 _UNPARSED = object()
@@ -33,7 +33,7 @@ _MAX_PATH = 200
 def _parse(content_type: str | None, body: bytes, *, aliases: bool):
     """The decoded body for JSON and YAML content types; _UNPARSED for anything else.
 
-    Decoded within gateway.bodies' depth and size limits (the parse stage refused anything
+    Decoded within kube.bodies' depth and size limits (the parse stage refused anything
     beyond them).  Without ``aliases``, YAML that uses anchors is not decoded: walking a
     decoded alias bomb would expand it.
     """
@@ -90,7 +90,7 @@ def _show(path: str) -> str:
 
 def check_write(info, content_type: str | None, body: bytes) -> None:
     """Refuse (WriteRefused) a write whose body would store the mask placeholder."""
-    if not getattr(info, "is_resource_request", False) or info.verb not in WRITE_VERBS or not body:
+    if not getattr(info, "is_resource_request", False) or info.verb not in OBJECT_BODY_VERBS or not body:
         return
     parsed = _parse(content_type, body, aliases=True)
     where = None if parsed is _UNPARSED else _find_placeholder(parsed)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from gateway.masking import PLACEHOLDER, PLACEHOLDER_B64, Detectors, MaskingError, response_masker
 from gateway.masking.jsonstream import JsonMasker
 from gateway.masking.objects import LAST_APPLIED, ObjectMasker
-from gateway.requestinfo import parse
+from kube.requestinfo import parse
 
 SEEDS = [
     "s3cr3t-db-password-4f9a",

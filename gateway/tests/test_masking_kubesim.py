@@ -12,7 +12,7 @@ import ssl
 import httpx
 
 from gateway.masking import Detectors, response_masker
-from gateway.requestinfo import parse
+from kube.requestinfo import parse
 
 SEEDS = [
     "s3cr3t-db-password-4f9a",

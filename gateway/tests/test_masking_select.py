@@ -5,7 +5,7 @@ import pytest
 from gateway.masking import Detectors, MaskingError, TextMasker, response_masker, text_stream_masker
 from gateway.masking.jsonstream import JsonMasker
 from gateway.masking.responses import TextBodyMasker
-from gateway.requestinfo import parse
+from kube.requestinfo import parse
 
 ON = Detectors.default()
 OFF = Detectors.none()

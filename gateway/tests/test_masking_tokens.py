@@ -6,7 +6,7 @@ import pytest
 
 from gateway.masking import PLACEHOLDER, Detectors, response_masker
 from gateway.masking.tokens import is_token_request, release
-from gateway.requestinfo import parse
+from kube.requestinfo import parse
 
 TOKEN = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2hvcDpkZXBsb3llciJ9.c2lnbmF0dXJl"
 PATH = "/api/v1/namespaces/shop/serviceaccounts/deployer/token"

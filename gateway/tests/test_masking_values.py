@@ -12,7 +12,7 @@ from gateway.masking import PLACEHOLDER, Detectors, MaskingError, SecretValues, 
 from gateway.masking.detectors import name_is_secret
 from gateway.masking.objects import ObjectMasker
 from gateway.masking.values import candidates, excluded, mask_values_in_record, secret_entries
-from gateway.requestinfo import parse
+from kube.requestinfo import parse
 
 M = PLACEHOLDER
 VALUE = "Sup3r-s3cret-v4lue"

@@ -16,7 +16,7 @@ from gateway.masking import (
     response_masker,
 )
 from gateway.masking.objects import LAST_APPLIED
-from gateway.requestinfo import parse
+from kube.requestinfo import parse
 
 SECRET = "s3cr3t-db-password-4f9a"
 SECRET_PATH = "/api/v1/namespaces/shop/secrets/shop-db"

@@ -13,7 +13,7 @@ from gateway.db import DatabaseUnavailable
 from gateway.identity import Principal
 from gateway.models import Rule
 from gateway.policy import PolicyCache, evaluate, invalidate_all
-from gateway.requestinfo import parse
+from kube.requestinfo import parse
 
 AGENT = Principal(
     subject="a", username="agent@example.com", groups=(), issuer="https://idp.example", expires_at=0.0,

@@ -10,7 +10,7 @@ from connections.models import Connection
 from gateway import presets, rulesets
 from gateway.identity import Principal
 from gateway.policy import evaluate
-from gateway.requestinfo import parse
+from kube.requestinfo import parse
 
 pytestmark = pytest.mark.django_db
 

@@ -1,11 +1,11 @@
-"""Sans-IO tests of the SPDY/3.1 codec in gateway.spdy."""
+"""Sans-IO tests of the SPDY/3.1 codec in kube.spdy."""
 
 import struct
 import zlib
 
 import pytest
 
-from gateway import spdy
+from kube import spdy
 
 ALL_FRAMES = [
     spdy.SynStream(1, {"streamtype": "error", "port": "80", "requestid": "0"}),

@@ -1,11 +1,11 @@
-"""gateway.dryrun: a request is a dry run only where and as kube-apiserver reads ``dryRun``."""
+"""kube.dryrun: a request is a dry run only where and as kube-apiserver reads ``dryRun``."""
 
 import json
 
 import pytest
 
-from gateway.dryrun import classify
-from gateway.requestinfo import parse
+from kube.dryrun import classify
+from kube.requestinfo import parse
 
 NS = "/api/v1/namespaces/shop"
 APPS = "/apis/apps/v1/namespaces/shop"

@@ -1,4 +1,4 @@
-"""gateway.bodies: the depth and size of JSON and YAML bodies, measured without recursion."""
+"""kube.bodies: the depth and size of JSON and YAML bodies, measured without recursion."""
 
 import json
 import random
@@ -6,8 +6,8 @@ import random
 import pytest
 import yaml
 
-from gateway import bodies
-from gateway.bodies import MAX_DEPTH, MAX_YAML_NODES, BodyRefused
+from kube import bodies
+from kube.bodies import MAX_DEPTH, MAX_YAML_NODES, BodyRefused
 
 
 def depth_of(value) -> int:

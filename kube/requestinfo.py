@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from kube.vocabulary import COLLECTION_VERBS, LONG_RUNNING_SUBRESOURCES, LONG_RUNNING_VERBS
+
 __all__ = [
     "NonCanonicalPath",
     "RequestInfo",
@@ -43,7 +45,6 @@ GROUPLESS_API_PREFIXES = frozenset({"api"})
 SPECIAL_VERBS = frozenset({"proxy", "watch"})
 SPECIAL_VERBS_NO_SUBRESOURCES = frozenset({"proxy"})
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
-VERBS_WITH_SELECTORS = frozenset({"list", "watch", "deletecollection"})
 _METHOD_VERBS = {
     "POST": "create",
     "GET": "get",
@@ -82,10 +83,6 @@ class RequestInfo:
     parts: tuple[str, ...]
     field_selector: str = ""
     label_selector: str = ""
-
-
-LONG_RUNNING_VERBS = frozenset({"watch", "proxy"})
-LONG_RUNNING_SUBRESOURCES = frozenset({"attach", "exec", "proxy", "log", "portforward"})
 
 
 def is_long_running(info: RequestInfo) -> bool:
@@ -513,7 +510,7 @@ def parse(method: str, path: str, query: str) -> RequestInfo:
             raise RequestInfoError(f"the {what} in the path must be lower case")
 
     field_selector = label_selector = ""
-    if not verb_via_path_prefix and verb in VERBS_WITH_SELECTORS:
+    if not verb_via_path_prefix and verb in COLLECTION_VERBS:
         field_selector = _first(params, "fieldSelector") or ""
         label_selector = _first(params, "labelSelector") or ""
 

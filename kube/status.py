@@ -61,19 +61,17 @@ class GatewayError(Exception):
     """An error the gateway answers itself, as a Kubernetes Status.
 
     ``message`` is shown to the client, so it must never carry credentials or
-    secret values; ``stage`` says which pipeline stage refused the request.
+    secret values.
     ``warn`` repeats the message in a ``Warning`` header, for refusals a client may meet first in
     API discovery: client-go reads discovery answers raw and prints a refusal there as
     "Error from server (Forbidden): unknown", but prints every warning.
     """
 
-    def __init__(self, code: int, message: str, *, reason: str | None = None, stage: str = "", details=None,
-                 warn: bool = False):
+    def __init__(self, code: int, message: str, *, reason: str | None = None, details=None, warn: bool = False):
         super().__init__(message)
         self.code = code
         self.message = message
         self.reason = reason or REASONS.get(code, "")
-        self.stage = stage
         self.details = details
         self.warn = warn
 

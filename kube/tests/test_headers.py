@@ -1,6 +1,6 @@
 import pytest
 
-from gateway import headers as hdr
+from kube import headers as hdr
 
 
 def names(pairs):
@@ -139,7 +139,7 @@ def test_request_header_values_are_utf8_text_and_encode_back_to_the_same_bytes()
     ],
 )
 def test_request_headers_refused_with_400_as_kube_apiserver_would_or_as_unrecordable(raw, words):
-    from gateway.status import GatewayError
+    from kube.status import GatewayError
 
     with pytest.raises(GatewayError) as refused:
         hdr.request_headers([raw])

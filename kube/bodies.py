@@ -32,6 +32,8 @@ from itertools import accumulate
 
 import yaml
 
+from kube.vocabulary import CONNECT_SUBRESOURCES, MUTATING_VERBS
+
 MAX_DEPTH = 256
 MAX_YAML_NODES = 20_000
 
@@ -45,10 +47,6 @@ JSON_BODIES = frozenset(
     }
 )
 YAML_BODIES = frozenset({"application/apply-patch+yaml", "application/yaml"})
-# kube-apiserver decodes the bodies of these verbs (DeleteOptions for the deletes), except where it
-# hands them on: to a workload (proxy) or a container (exec, attach, port-forward).
-DECODED_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
-PASSED_ON = frozenset({"proxy", "exec", "attach", "portforward"})
 # What it decodes them from: PATCH by the patch type, everything else by the serializers'
 # media types (protobuf bodies are transcoded to JSON before these checks).
 PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json",
@@ -191,7 +189,7 @@ def cluster_media(info, content_type: str) -> str | None:
     (negotiation.NegotiateInputSerializer).  BodyRefused(415) where kube-apiserver answers 415:
     the gateway never passes on a body the cluster would decode in a way it did not check.
     """
-    if not info.is_resource_request or info.verb not in DECODED_VERBS or info.subresource in PASSED_ON:
+    if not info.is_resource_request or info.verb not in MUTATING_VERBS or info.subresource in CONNECT_SUBRESOURCES:
         return None
     if info.verb == "patch":
         cut = content_type.find(";")

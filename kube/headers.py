@@ -15,7 +15,7 @@ trail, the approvals fingerprint and the cluster see the same bytes.
 
 import re
 
-from gateway.status import GatewayError
+from kube.status import GatewayError
 
 # RFC 9110 token: what kube-apiserver's Go server accepts as a header name.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -81,15 +81,13 @@ def request_headers(raw) -> list[tuple[str, str]]:
         name = raw_name.decode("latin-1").lower()
         if not _TOKEN.fullmatch(name):
             shown = name[:64].encode("ascii", "backslashreplace").decode()
-            raise GatewayError(400, f'airlock: the header name "{shown}" is not a token', stage="parse")
+            raise GatewayError(400, f'airlock: the header name "{shown}" is not a token')
         try:
             value = raw_value.decode("utf-8")
         except UnicodeDecodeError:
-            raise GatewayError(400, f'airlock: the value of header "{name[:64]}" is not valid UTF-8',
-                               stage="parse") from None
+            raise GatewayError(400, f'airlock: the value of header "{name[:64]}" is not valid UTF-8') from None
         if _CONTROL.search(value):
-            raise GatewayError(400, f'airlock: the value of header "{name[:64]}" contains a control character',
-                               stage="parse")
+            raise GatewayError(400, f'airlock: the value of header "{name[:64]}" contains a control character')
         headers.append((name, value))
     return headers
 

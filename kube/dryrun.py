@@ -25,15 +25,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from gateway.bodies import loads_unique
-from gateway.masking.responses import media_type
-from gateway.requestinfo import RequestInfoError, parse_query
+from kube.bodies import loads_unique
+from kube.media import declared_content_type, media_type
+from kube.requestinfo import RequestInfoError, parse_query
+from kube.vocabulary import CONNECT_SUBRESOURCES, DELETE_VERBS, MUTATING_VERBS
 
-DRY_RUN_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
-DELETE_VERBS = frozenset({"delete", "deletecollection"})
 # Subresources whose storage is the object's own store, which honours dryRun.
 HONOURING_SUBRESOURCES = frozenset({"", "status", "scale"})
-REFUSING_SUBRESOURCES = frozenset({"exec", "attach", "portforward", "proxy"})
 ALL = "All"
 
 
@@ -82,7 +80,7 @@ def _delete_options(content_type: str, body: bytes, query_asks: bool) -> DryRun:
 
 def classify(info, query: str, headers, body: bytes | None) -> DryRun:
     """Whether kube-apiserver runs this request as a dry run; ``headers`` are (lower-case name, value)."""
-    if not info.is_resource_request or info.verb not in DRY_RUN_VERBS:
+    if not info.is_resource_request or info.verb not in MUTATING_VERBS:
         return NOT_ASKED
     try:
         params = parse_query(query)
@@ -90,7 +88,7 @@ def classify(info, query: str, headers, body: bytes | None) -> DryRun:
         params = {}
     in_query = params.get("dryRun", [])
     if info.verb in DELETE_VERBS and body:
-        content_type = next((v for n, v in headers if n == "content-type"), "")
+        content_type = declared_content_type(headers)
         result = _delete_options(content_type, body, bool(in_query))
     elif info.verb in DELETE_VERBS and body is None:
         # The body was not read: it may hold DeleteOptions that override the query.
@@ -100,7 +98,7 @@ def classify(info, query: str, headers, body: bytes | None) -> DryRun:
     if not result.honoured:
         return result
     what = f"{info.resource}/{info.subresource}"
-    if info.subresource in REFUSING_SUBRESOURCES:
+    if info.subresource in CONNECT_SUBRESOURCES:
         return DryRun(note=f"kube-apiserver refuses dryRun on {what} with 400")
     if info.subresource not in HONOURING_SUBRESOURCES:
         return DryRun(note=f"{what} is served by its own code, which may not honour dryRun "

@@ -1,4 +1,4 @@
-"""gateway.requestinfo against kube-apiserver's own test tables and its exact edge cases.
+"""kube.requestinfo against kube-apiserver's own test tables and its exact edge cases.
 
 Upstream tables: k8s.io/apiserver pkg/endpoints/request/requestinfo_test.go (TestGetAPIRequestInfo,
 TestGetNonAPIRequestInfo, TestSelectorParsing; TestFieldSelectorParsing is its pre-1.31 name).
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.requestinfo import (
+from kube.requestinfo import (
     MAX_PATH_BYTES,
     MAX_QUERY_PARAMS,
     NonCanonicalPath,
