@@ -12,7 +12,7 @@ the audit hook (:mod:`approvals.history`).
 from django.conf import settings
 from django.db import models
 
-from gateway.masking.tokens import is_token_request
+from masking.tokens import is_token_request
 
 
 class ReviewState(models.TextChoices):

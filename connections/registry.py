@@ -41,8 +41,8 @@ from connections.models import Connection, CredentialKind, ImpersonationMode
 from connections.validation import NAME_RE
 from gateway import db
 from gateway.cache import Flights, refresh, stale_seconds
-from gateway.policy import detectors_key
 from gateway.upstream import DEFAULT_TIMEOUTS
+from masking.config import detectors_key
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Upstream:
     client_certificate: str = field(default="", repr=False)
     _bearer_token: str = field(default="", repr=False)
     _client_key: str = field(default="", repr=False)
-    detectors: str = ""  # free-text detector configuration (gateway.policy.detectors_key); "" = defaults
+    detectors: str = ""  # free-text detector configuration (masking.config.detectors_key); "" = defaults
     connect_timeout: float = DEFAULT_TIMEOUTS.connect
     first_byte_timeout: float = DEFAULT_TIMEOUTS.first_byte
     idle_timeout: float = DEFAULT_TIMEOUTS.idle

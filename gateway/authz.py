@@ -16,9 +16,9 @@ import logging
 from django.db import DatabaseError
 
 from gateway import db
-from gateway.masking.tokens import is_token_request
 from gateway.policy import ALLOW, REVIEW, denial_message, describe_request, evaluate
 from kube.status import GatewayError
+from masking.tokens import is_token_request
 
 log = logging.getLogger(__name__)
 STORE_DOWN = "airlock: approvals are unavailable right now (database error); the request was not forwarded"

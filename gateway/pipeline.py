@@ -42,8 +42,8 @@ class GatewayRequest:
     review: object = None  # the approved review (approvals.hold.HoldOutcome) when the rule said review
     lease: object = None  # the lease (approvals.lease_check.ActiveLease) a requires_lease rule found
     mask_secrets: bool = True  # the decision's, unless an approved review granted unmasking
-    release_token: bool = False  # a TokenRequest whose token the agent may receive (gateway.masking.tokens)
-    secret_values: object = None  # the cluster's Secret values to mask (gateway.masking.values), once admitted
+    release_token: bool = False  # a TokenRequest whose token the agent may receive (masking.tokens)
+    secret_values: object = None  # the cluster's Secret values to mask (masking.values), once admitted
     dry_run: DryRun = NOT_ASKED  # whether kube-apiserver runs it as a dry run (kube.dryrun), once the body is read
     base_url: str = ""  # scheme://host[:port] the agent reached the gateway at (links in its messages)
 

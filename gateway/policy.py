@@ -77,6 +77,7 @@ from dataclasses import dataclass
 
 from gateway.cache import ConnectionCache
 from kube.vocabulary import COLLECTION_VERBS, CONNECT_SUBRESOURCES, CONNECT_VERBS, DELETE_VERBS
+from masking.config import check_detectors, detectors_key
 
 logger = logging.getLogger(__name__)
 
@@ -325,24 +326,6 @@ def _check_verbs(values: list[str], allowed: frozenset[str], kind: str, errors) 
         errors.setdefault("verbs", []).append(
             f"unknown verb {json.dumps(verb)} for {kind}: {hint}"
         )
-
-
-def check_detectors(config) -> str:
-    """"" when ``config`` is a valid free-text detector configuration (None or {} = inherit)."""
-    if not config:
-        return ""
-    from gateway.masking import DetectorConfigError, Detectors
-
-    try:
-        Detectors.from_config(config)
-    except DetectorConfigError as exc:
-        return str(exc)
-    return ""
-
-
-def detectors_key(config) -> str:
-    """A canonical, hashable form of a detector configuration ("" = inherit)."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":")) if config else ""
 
 
 def check_rule(fields: Mapping) -> dict[str, list[str]]:

@@ -22,12 +22,11 @@ from django.db import DatabaseError
 from audit import events as audit_events
 from audit.recorder import AuditUnavailable
 
+import masking
 from gateway import db
-from gateway import masking, selfreviews
+from gateway import selfreviews
 from gateway.authn import authenticate, refuse_impersonation
 from gateway.authz import authorize, find_lease, lease_refusal, review_details
-from gateway.masking import tokens
-from gateway.masking.queries import masked_target
 from gateway.pipeline import GatewayRequest, classify_dry_run, parse_body, parse_request
 from gateway.policy import ALLOW, REVIEW, describe_request
 from gateway.secretvalues import ValuesUnavailable
@@ -40,6 +39,8 @@ from kube import headers as hdr
 from kube.media import declared_content_type
 from kube.requestinfo import RequestInfoError, is_long_running, parse_query, query_bool
 from kube.status import SERVER_ANSWER, GatewayError
+from masking import tokens
+from masking.queries import masked_target
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ arbitrary TCP protocols are neither parsed nor kept).
 import time
 from urllib.parse import parse_qsl
 
+import masking
 from audit.asciicast import AsciicastWriter, PortForwardTally, terminal_size
-from gateway import masking
-from gateway.masking.queries import masked_command
 from kube import spdy
 from kube.channels import CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT, TUNNEL_PROTOCOL, ChannelError, framing
 from kube.status import GatewayError
+from masking.queries import masked_command
 
 MASKED_OUTPUT = (STDOUT, STDERR)
 

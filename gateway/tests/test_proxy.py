@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
-from gateway.masking import Detectors
 from gateway.policy import compile_rule
 from gateway.proxy import GatewayApp
+from masking import Detectors
 
 pytestmark = pytest.mark.asyncio
 
@@ -415,7 +415,7 @@ CONFIGMAP = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "c", 
 
 
 async def test_detectors_configured_per_connection_and_per_rule():
-    from gateway.policy import detectors_key
+    from masking.config import detectors_key
 
     def handler(request):
         return httpx.Response(200, json=CONFIGMAP)

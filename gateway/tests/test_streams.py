@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from gateway import masking
+import masking
 from gateway.streams import StreamTap, StreamViolation
 from gateway.upgrades import relayed_protocols, stream_kind
 from kube import spdy

@@ -26,7 +26,7 @@ Exclusion rule (what is *not* a needle, so masking does not eat ordinary names):
 
 A value that is a small file (dotenv, ini, properties, YAML ``k: v`` lines, or a JSON document
 such as ``.dockerconfigjson``) also contributes the values of its secret-named entries
-(:func:`gateway.masking.detectors.name_is_secret`, plus a docker ``auth``'s password), under
+(:func:`masking.detectors.name_is_secret`, plus a docker ``auth``'s password), under
 the same rule.
 
 Forms of a kept value: the raw bytes; its JSON-escaped forms (JSON logs, serialized documents:
@@ -54,8 +54,8 @@ from urllib.parse import quote, quote_plus
 import ahocorasick_rs
 import regex
 
-from gateway.masking.detectors import MAX_SECRET_BYTES, Detector, Hit, apply_masks, name_is_secret
-from gateway.masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
+from masking.detectors import MAX_SECRET_BYTES, Detector, Hit, apply_masks, name_is_secret
+from masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
 
 KIND = "secret-value"
 MIN_VALUE_BYTES = 8

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.masking import PLACEHOLDER, PLACEHOLDER_B64, Detectors, MaskingError, response_masker
-from gateway.masking.jsonstream import JsonMasker
-from gateway.masking.objects import LAST_APPLIED, ObjectMasker
 from kube.requestinfo import parse
+from masking import PLACEHOLDER, PLACEHOLDER_B64, Detectors, MaskingError, response_masker
+from masking.jsonstream import JsonMasker
+from masking.objects import LAST_APPLIED, ObjectMasker
 
 SEEDS = [
     "s3cr3t-db-password-4f9a",

@@ -2,8 +2,8 @@
 
 import pytest
 
-from gateway.masking import PLACEHOLDER, DetectorConfigError, Detectors
-from gateway.masking.detectors import BUILTIN_NAMES, name_is_secret
+from masking import PLACEHOLDER, DetectorConfigError, Detectors
+from masking.detectors import BUILTIN_NAMES, name_is_secret
 
 M = PLACEHOLDER
 PEM_BODY = (

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 
-from gateway.masking.placeholder import PLACEHOLDER
 from kube.bodies import loads_json
+from masking.placeholder import PLACEHOLDER
 
 # verb, API group, resource, subresource of POST /api/v1/namespaces/NS/serviceaccounts/NAME/token
 TOKEN_REQUEST = ("create", "", "serviceaccounts", "token")

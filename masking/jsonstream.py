@@ -29,8 +29,8 @@ import json
 import math
 import re
 
-from gateway.masking.base import MaskingError, MaskReport
-from gateway.masking.objects import ObjectMasker
+from masking.base import MaskingError, MaskReport
+from masking.objects import ObjectMasker
 
 # Largest value (or buffered document) the masker holds in memory, in characters.
 MAX_BUFFER = 64 * 1024 * 1024

@@ -16,13 +16,13 @@ import re
 
 import yaml
 
-from gateway.masking.base import MaskReport, WriteRefused
-from gateway.masking.detectors import Detectors
-from gateway.masking.objects import ObjectMasker
-from gateway.masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
 from kube.bodies import JSON_BODIES, YAML_BODIES, decode
 from kube.media import media_type
 from kube.vocabulary import OBJECT_BODY_VERBS
+from masking.base import MaskReport, WriteRefused
+from masking.detectors import Detectors
+from masking.objects import ObjectMasker
+from masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
 
 _RAW_MARKERS = (PLACEHOLDER.encode(), PLACEHOLDER_B64.encode())
 _BASE64 = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}")

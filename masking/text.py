@@ -21,8 +21,8 @@ one masked, and keeps it as context, so the rest of the value is masked when it 
 
 from __future__ import annotations
 
-from gateway.masking.base import MaskReport
-from gateway.masking.detectors import MAX_SECRET_BYTES, Detectors, Hit, apply_masks
+from masking.base import MaskReport
+from masking.detectors import MAX_SECRET_BYTES, Detectors, Hit, apply_masks
 
 # Already released bytes kept as left context (keyword before a value, a partly seen prefix).
 CONTEXT_BYTES = 256

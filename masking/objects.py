@@ -17,10 +17,10 @@ import base64
 import binascii
 import json
 
-from gateway.masking.base import MaskReport
-from gateway.masking.detectors import Detectors, name_is_secret
-from gateway.masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
 from kube.bodies import loads_json
+from masking.base import MaskReport
+from masking.detectors import Detectors, name_is_secret
+from masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 

@@ -6,7 +6,8 @@ import json
 import pytest
 import yaml
 
-from gateway.masking import (
+from kube.requestinfo import parse
+from masking import (
     PLACEHOLDER,
     PLACEHOLDER_B64,
     Detectors,
@@ -15,8 +16,7 @@ from gateway.masking import (
     mask_request_body_for_record,
     response_masker,
 )
-from gateway.masking.objects import LAST_APPLIED
-from kube.requestinfo import parse
+from masking.objects import LAST_APPLIED
 
 SECRET = "s3cr3t-db-password-4f9a"
 SECRET_PATH = "/api/v1/namespaces/shop/secrets/shop-db"

@@ -5,7 +5,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.masking import MAX_SECRET_BYTES, PLACEHOLDER, Detectors, TextMasker, text_stream_masker
+from masking import MAX_SECRET_BYTES, PLACEHOLDER, Detectors, TextMasker, text_stream_masker
 
 M = PLACEHOLDER.encode()
 SECRETS = [

@@ -2,10 +2,10 @@
 
 import pytest
 
-from gateway.masking import Detectors, MaskingError, TextMasker, response_masker, text_stream_masker
-from gateway.masking.jsonstream import JsonMasker
-from gateway.masking.responses import TextBodyMasker
 from kube.requestinfo import parse
+from masking import Detectors, MaskingError, TextMasker, response_masker, text_stream_masker
+from masking.jsonstream import JsonMasker
+from masking.responses import TextBodyMasker
 
 ON = Detectors.default()
 OFF = Detectors.none()

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from gateway.masking import PLACEHOLDER, Detectors, response_masker
-from gateway.masking.tokens import is_token_request, release
 from kube.requestinfo import parse
+from masking import PLACEHOLDER, Detectors, response_masker
+from masking.tokens import is_token_request, release
 
 TOKEN = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2hvcDpkZXBsb3llciJ9.c2lnbmF0dXJl"
 PATH = "/api/v1/namespaces/shop/serviceaccounts/deployer/token"

@@ -11,8 +11,8 @@ import ssl
 
 import httpx
 
-from gateway.masking import Detectors, response_masker
 from kube.requestinfo import parse
+from masking import Detectors, response_masker
 
 SEEDS = [
     "s3cr3t-db-password-4f9a",

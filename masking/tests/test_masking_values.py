@@ -8,11 +8,11 @@ from urllib.parse import quote
 
 import pytest
 
-from gateway.masking import PLACEHOLDER, Detectors, MaskingError, SecretValues, TextMasker, response_masker
-from gateway.masking.detectors import name_is_secret
-from gateway.masking.objects import ObjectMasker
-from gateway.masking.values import candidates, excluded, mask_values_in_record, secret_entries
 from kube.requestinfo import parse
+from masking import PLACEHOLDER, Detectors, MaskingError, SecretValues, TextMasker, response_masker
+from masking.detectors import name_is_secret
+from masking.objects import ObjectMasker
+from masking.values import candidates, excluded, mask_values_in_record, secret_entries
 
 M = PLACEHOLDER
 VALUE = "Sup3r-s3cret-v4lue"

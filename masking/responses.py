@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gateway.masking.base import MaskingError, MaskReport
-from gateway.masking.detectors import Detectors
-from gateway.masking.jsonstream import JsonMasker
-from gateway.masking.objects import ObjectMasker
-from gateway.masking.text import TextMasker
 from kube.media import media_type
 from kube.vocabulary import STREAM_SUBRESOURCES
+from masking.base import MaskingError, MaskReport
+from masking.detectors import Detectors
+from masking.jsonstream import JsonMasker
+from masking.objects import ObjectMasker
+from masking.text import TextMasker
 
 JSON = "application/json"
 # Non-resource paths that only describe the API (no object, no free text from workloads).
@@ -56,7 +56,7 @@ def response_masker(info, status: int, content_type: str | None, *, mask_secrets
                     values=None) -> BodyMasker | None:
     """The masker for this response, None when nothing in it can carry a secret value.
 
-    ``values`` (:class:`gateway.masking.values.SecretValues`) are masked in every string of a
+    ``values`` (:class:`masking.values.SecretValues`) are masked in every string of a
     JSON body and anywhere in a text body.  Raises MaskingError (before anything is sent) when
     the response should carry Kubernetes objects but is not JSON: protobuf, CBOR, YAML or a
     missing Content-Type are refused.

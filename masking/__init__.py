@@ -54,7 +54,7 @@ Interfaces::
     Detectors.with_values(values) -> Detectors
         the same detectors plus exact matching of the cluster's Secret values (text streams).
 
-    SecretValues.build(secrets) -> SecretValues        (gateway/masking/values.py)
+    SecretValues.build(secrets) -> SecretValues        (masking/values.py)
         the values to mask wherever they appear (kind "secret-value"), the exclusion rule for
         values too short or too common to be secrets, and their raw, escaped and base64 forms;
         ``response_masker(..., values=...)`` masks them in every JSON string and text body.
@@ -62,13 +62,13 @@ Interfaces::
         a recorded request body with those values masked.
 """
 
-from gateway.masking.base import MaskingError, MaskReport, WriteRefused
-from gateway.masking.detectors import BUILTIN_NAMES, MAX_SECRET_BYTES, DetectorConfigError, Detectors
-from gateway.masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
-from gateway.masking.responses import BodyMasker, response_masker, text_stream_masker
-from gateway.masking.text import TextMasker
-from gateway.masking.values import SecretValues, mask_values_in_record
-from gateway.masking.writes import check_write, mask_request_body_for_record
+from masking.base import MaskingError, MaskReport, WriteRefused
+from masking.detectors import BUILTIN_NAMES, MAX_SECRET_BYTES, DetectorConfigError, Detectors
+from masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
+from masking.responses import BodyMasker, response_masker, text_stream_masker
+from masking.text import TextMasker
+from masking.values import SecretValues, mask_values_in_record
+from masking.writes import check_write, mask_request_body_for_record
 
 __all__ = [
     "BUILTIN_NAMES",

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import ahocorasick_rs
 import regex
 
-from gateway.masking.placeholder import PLACEHOLDER
+from masking.placeholder import PLACEHOLDER
 
 PLACEHOLDER_BYTES = PLACEHOLDER.encode()
 
@@ -475,7 +475,7 @@ class Detectors:
 
     def with_values(self, values) -> Detectors:
         """These detectors plus exact matching of the cluster's Secret values
-        (:class:`gateway.masking.values.SecretValues`); ``self`` when there are none."""
+        (:class:`masking.values.SecretValues`); ``self`` when there are none."""
         if not values:
             return self
         copy = object.__new__(Detectors)
