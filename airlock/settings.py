@@ -329,7 +329,7 @@ AIRLOCK_DEV_STATIC_TOKENS = env("AIRLOCK_DEV_STATIC_TOKENS", "")
 if PRODUCTION and AIRLOCK_DEV_STATIC_TOKENS:
     raise ImproperlyConfigured("AIRLOCK_DEV_STATIC_TOKENS is development-only")
 
-# Identity providers trusted for agents' bearer JWTs (gateway/identity.py).
+# Identity providers trusted for agents' bearer JWTs (identity/oidc_config.py).
 # AIRLOCK_OIDC_ISSUERS is a JSON list of {"issuer", "audience", and optionally
 # "username_claim", "username_prefix", "groups_claim", "groups_prefix",
 # "algorithms", "required_claims", "token_types", "jwks_uri"}; the

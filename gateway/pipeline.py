@@ -13,14 +13,13 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from connections.validation import CONNECTION_NAME
 from kube import bodies, kubeproto
 from kube import headers as hdr
 from kube.dryrun import NOT_ASKED, DryRun, classify
 from kube.media import declared_content_type, media_type
 from kube.requestinfo import RequestInfo, RequestInfoError, canonical_path, parse
 from kube.status import GatewayError
-
-CONNECTION_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?$")
 
 
 @dataclass

@@ -10,9 +10,9 @@ from django.db import OperationalError
 from connections.models import Connection
 from gateway import db
 from gateway.db import DatabaseUnavailable
-from gateway.identity import Principal
 from gateway.models import Rule
 from gateway.policy import PolicyCache, evaluate, invalidate_all
+from identity.principal import Principal
 from kube.requestinfo import parse
 
 AGENT = Principal(

@@ -2,9 +2,9 @@
 
 import pytest
 
-from gateway.identity import Principal
 from gateway.policy import InvalidRule, check_rule, compile_rule, denial_message, evaluate
 from gateway.presets import PRESETS, preset_rule_fields
+from identity.principal import Principal
 from kube.requestinfo import parse
 
 AGENT = Principal(subject="agent-1", username="agent@example.com", groups=("agents",), issuer="https://idp",

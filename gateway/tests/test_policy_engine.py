@@ -4,7 +4,6 @@ import dataclasses
 
 import pytest
 
-from gateway.identity import Principal
 from gateway.policy import (
     DEFAULT_DENY,
     POLICY_ERROR,
@@ -15,6 +14,7 @@ from gateway.policy import (
     describe_request,
     evaluate,
 )
+from identity.principal import Principal
 from kube.requestinfo import parse
 
 ALICE = Principal(

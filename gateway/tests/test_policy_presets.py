@@ -2,9 +2,9 @@
 
 import pytest
 
-from gateway.identity import Principal
 from gateway.policy import compile_rule, evaluate
 from gateway.presets import PRESETS, preset_rule_fields
+from identity.principal import Principal
 from kube.requestinfo import parse
 
 AGENT = Principal(

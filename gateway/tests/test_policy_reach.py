@@ -7,8 +7,8 @@ namespace instead of the object, and API-group aliases of the same objects.
 
 import pytest
 
-from gateway.identity import Principal
 from gateway.policy import DEFAULT_DENY, Reach, compile_rule, evaluate
+from identity.principal import Principal
 from kube.requestinfo import RequestInfoError, parse
 
 AGENT = Principal(subject="a", username="agent", groups=("agents",), issuer="https://idp.example",

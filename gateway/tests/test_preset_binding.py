@@ -8,8 +8,8 @@ from django.urls import reverse
 
 from connections.models import Connection
 from gateway import presets, rulesets
-from gateway.identity import Principal
 from gateway.policy import evaluate
+from identity.principal import Principal
 from kube.requestinfo import parse
 
 pytestmark = pytest.mark.django_db

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
 from gateway.policy import compile_rule
 from gateway.proxy import GatewayApp
+from identity.chain import AuthenticatorChain
+from identity.static import StaticTokenAuthenticator
 from masking import Detectors
 
 pytestmark = pytest.mark.asyncio

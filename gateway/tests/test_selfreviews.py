@@ -5,9 +5,9 @@ import json
 import pytest
 
 from gateway import selfreviews as sr
-from gateway.identity import Principal
 from gateway.policy import broken_rule, compile_rule
 from gateway.presets import preset_rule_fields
+from identity.principal import Principal
 from kube.requestinfo import parse
 from kube.status import GatewayError
 

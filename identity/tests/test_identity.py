@@ -19,16 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
-from gateway.identity import (
-    AuthenticationError,
-    Authenticator,
-    AuthenticatorConfig,
-    IssuerConfig,
-    Principal,
-    TokenCache,
-    authenticator_from_settings,
-    parse_jwks,
-)
+from identity.oidc import Authenticator, TokenCache, authenticator_from_settings, parse_jwks
+from identity.oidc_config import AuthenticatorConfig, IssuerConfig
+from identity.principal import AuthenticationError, Principal
 from tests.idp.fixtures import AUDIENCE, NAMESPACED_GROUPS
 from tests.idp.harness import IdP
 
@@ -614,7 +607,7 @@ def test_single_issuer_environment_shorthand():
         "AIRLOCK_OIDC_USERNAME_CLAIM": "email",
     }
     code = (
-        "import django, json; django.setup(); from gateway.identity import config_from_settings;"
+        "import django, json; django.setup(); from identity.oidc_config import config_from_settings;"
         "from django.conf import settings; c = config_from_settings(settings);"
         "print(json.dumps([[i.issuer, i.audiences, i.username_claim, i.groups_claim] for i in c.issuers]))"
     )

@@ -2,7 +2,7 @@
 
 The kubeconfig holds no credential at all: the cluster entry is the gateway
 (``<gateway-url>/k8s/<connection>``) and its CA, and the user entry runs
-gateway/credential_plugin.py, which gets a short-lived token from the identity
+identity/credential_plugin.py, which gets a short-lived token from the identity
 provider on the agent's machine.  The client secret stays in a file or an
 environment variable there; this command never reads it.
 """
@@ -23,7 +23,7 @@ from django.core.management.base import BaseCommand, CommandError
 from connections.models import Connection
 from connections.validation import NAME_HELP, NAME_RE
 
-PLUGIN = Path(__file__).resolve().parents[2] / "credential_plugin.py"
+PLUGIN = Path(__file__).resolve().parents[3] / "identity" / "credential_plugin.py"
 EXEC_API_GROUP = "client.authentication.k8s.io/"
 # v1 for kubectl and client-go (>= 1.22); v1beta1 for clients that know no other, such as lightkube.
 EXEC_API_VERSIONS = ("v1", "v1beta1")
@@ -90,7 +90,7 @@ def build_kubeconfig(*, connection, gateway_url, ca, plugin_command, plugin_args
                     "interactiveMode": interactive_mode,
                     "provideClusterInfo": False,
                     "installHint": "Airlock's credential plugin needs python3 and a copy of "
-                                   "gateway/credential_plugin.py from the Airlock server.",
+                                   "identity/credential_plugin.py from the Airlock server.",
                 },
             },
         }],

@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.core.management import CommandError, call_command
 
+from connections.management.commands.kubeconfig import PLUGIN
 from connections.models import Connection
-from gateway.identity import Authenticator, AuthenticatorConfig, IssuerConfig
-from gateway.management.commands.kubeconfig import PLUGIN
+from identity.oidc import Authenticator
+from identity.oidc_config import AuthenticatorConfig, IssuerConfig
 from tests.idp.fixtures import AUDIENCE
 
 KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 import jwt
 import pytest
 
-from gateway.identity import Authenticator, AuthenticatorConfig, IssuerConfig
+from identity.oidc import Authenticator
+from identity.oidc_config import AuthenticatorConfig, IssuerConfig
 from tests.idp.fixtures import AUDIENCE
 
 PLUGIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "credential_plugin.py")
