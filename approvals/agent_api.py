@@ -23,7 +23,6 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from airlock.unavailable import answer_json
 from approvals import leases
 from approvals.api import LeaseSerializer
 from approvals.models import Lease, LeaseState
@@ -33,6 +32,7 @@ from identity.chain import build_authenticator
 from identity.principal import AuthenticationError
 from kube.headers import bearer_token
 from kube.media import media_type
+from runtime.unavailable import answer_json
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from django.db import models
 from django.views.decorators.debug import sensitive_variables
 
 from connections import crypto, validation
-from gateway.upstream import DEFAULT_TIMEOUTS
+from connections.timeouts import DEFAULT_TIMEOUTS
 from masking.config import check_detectors
 
 

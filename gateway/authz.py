@@ -15,10 +15,10 @@ import logging
 
 from django.db import DatabaseError
 
-from gateway import db
 from gateway.policy import ALLOW, REVIEW, denial_message, describe_request, evaluate
 from kube.status import GatewayError
 from masking.tokens import is_token_request
+from runtime import db
 
 log = logging.getLogger(__name__)
 STORE_DOWN = "airlock: approvals are unavailable right now (database error); the request was not forwarded"
@@ -33,7 +33,7 @@ async def authorize(request, policy, holder=None, *, on_pending=None, leases=Non
     try:
         rules = await policy.rules_for(request.connection)
     except db.DatabaseUnavailable:
-        raise GatewayError(503, db.DOWN_MESSAGE) from None  # gateway.db logs outages
+        raise GatewayError(503, db.DOWN_MESSAGE) from None  # runtime.db logs outages
     decision = evaluate(rules, request.principal, request.info, dry_run=request.dry_run.honoured)
     request.decision = decision
     if decision.effect not in (ALLOW, REVIEW) or (decision.effect == REVIEW and holder is None):
@@ -44,7 +44,7 @@ async def authorize(request, policy, holder=None, *, on_pending=None, leases=Non
         if decision.effect == REVIEW:
             outcome = await holder.hold(request, decision, on_pending=on_pending)
     except DatabaseError as exc:
-        if not isinstance(exc, db.DatabaseUnavailable):  # gateway.db logs outages, rate-limited
+        if not isinstance(exc, db.DatabaseUnavailable):  # runtime.db logs outages, rate-limited
             log.error("authorize: approvals store failed: %s", type(exc).__name__)
         raise GatewayError(503, STORE_DOWN) from None
     if decision.effect == REVIEW:

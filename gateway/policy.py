@@ -75,9 +75,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.cache import ConnectionCache
 from kube.vocabulary import COLLECTION_VERBS, CONNECT_SUBRESOURCES, CONNECT_VERBS, DELETE_VERBS
 from masking.config import check_detectors, detectors_key
+from runtime.cache import ConnectionCache
 
 logger = logging.getLogger(__name__)
 
@@ -812,7 +812,7 @@ def invalidate_all(connection_name: str | None = None) -> None:
 
 
 class PolicyCache(ConnectionCache):
-    """Compiled rules keyed by connection name (see gateway.cache for the staleness bound)."""
+    """Compiled rules keyed by connection name (see runtime.cache for the staleness bound)."""
 
     def __init__(self, max_age: float | None = None,
                  loader: Callable[[str], tuple[CompiledRule, ...]] = load_compiled_rules,

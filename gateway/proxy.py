@@ -23,7 +23,6 @@ from audit import events as audit_events
 from audit.recorder import AuditUnavailable
 
 import masking
-from gateway import db
 from gateway import selfreviews
 from gateway.authn import authenticate, refuse_impersonation
 from gateway.authz import authorize, find_lease, lease_refusal, review_details
@@ -41,6 +40,7 @@ from kube.requestinfo import RequestInfoError, is_long_running, parse_query, que
 from kube.status import SERVER_ANSWER, GatewayError
 from masking import tokens
 from masking.queries import masked_target
+from runtime import db
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class GatewayApp:
         try:
             upstream = await self.connections(request.connection)
         except db.DatabaseUnavailable:
-            raise GatewayError(503, db.DOWN_MESSAGE) from None  # gateway.db logs outages
+            raise GatewayError(503, db.DOWN_MESSAGE) from None  # runtime.db logs outages
         except Exception:
             log.exception("connection %s cannot be loaded", request.connection)
             raise GatewayError(503, f'connection "{request.connection}" is misconfigured on the gateway') from None

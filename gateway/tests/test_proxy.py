@@ -391,7 +391,7 @@ async def test_write_refused_when_the_audit_trail_is_down():
 
 
 async def test_without_the_database_a_tokenless_request_is_a_401_and_others_a_503():
-    from gateway.db import DatabaseUnavailable
+    from runtime.db import DatabaseUnavailable
 
     def handler(request):
         raise AssertionError("must not reach the cluster")

@@ -36,6 +36,8 @@ from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, connections
 
+from runtime import workers
+
 log = logging.getLogger(__name__)
 
 LOG_INTERVAL = 10.0
@@ -134,9 +136,7 @@ class _Pool:
             thread.start()
 
     def submit(self, fn, *args) -> concurrent.futures.Future:
-        future = concurrent.futures.Future()
-        self._jobs.put((future, fn, args))
-        return future
+        return workers.submit(self._jobs, fn, *args)
 
     def shutdown(self) -> None:
         """Each thread closes its connection and ends once it is done with the calls before."""
@@ -145,16 +145,7 @@ class _Pool:
 
     def _work(self) -> None:
         try:
-            while (job := self._jobs.get()) is not None:
-                future, fn, args = job
-                if not future.set_running_or_notify_cancel():
-                    continue  # abandoned while queued
-                try:
-                    result = fn(*args)
-                except BaseException as exc:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
+            workers.work(self._jobs)
         finally:
             connections.close_all()
 

@@ -1,6 +1,6 @@
 """Answers for the dashboard, the admin and the REST APIs while the database is away: a 503, not a 500.
 
-The gateway's data path has its own bounded database access (gateway/db.py).  Every other page
+The gateway's data path has its own bounded database access (runtime/db.py).  Every other page
 queries the database on the request's thread, and a connection refused or lost there raised
 ``django.db.OperationalError`` or ``InterfaceError``: a 500, and a traceback in the log for each
 request (78 in one soak while PostgreSQL was refused).  Here those two, and only those, become

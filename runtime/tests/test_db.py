@@ -1,4 +1,4 @@
-"""gateway.db: the serving path's database calls never queue behind one stuck thread."""
+"""runtime.db: the serving path's database calls never queue behind one stuck thread."""
 
 import asyncio
 import functools
@@ -8,7 +8,7 @@ import pytest
 from django.db import OperationalError
 
 from connections.models import Connection
-from gateway import db
+from runtime import db
 
 pytestmark = pytest.mark.asyncio
 

@@ -1,6 +1,6 @@
 """Per-process, per-connection caches for the hot path (rules, leases): no query per request.
 
-A miss loads through :func:`gateway.db.run` (a bounded thread pool, off the
+A miss loads through :func:`runtime.db.run` (a bounded thread pool, off the
 event loop); concurrent misses of one key share one load.  Model signals
 invalidate every cache of a kind in this process (``invalidate_all``); other
 processes see a change within ``max_age`` seconds.  A load that started
@@ -10,7 +10,7 @@ load never resurrects stale data.
 While the database is unavailable an entry is still used for
 ``AIRLOCK_CACHE_STALE_SECONDS`` beyond ``max_age`` (at once, without waiting,
 once the database is known to be down); past that, or with nothing cached,
-:class:`gateway.db.DatabaseUnavailable` propagates and the request gets a 503.
+:class:`runtime.db.DatabaseUnavailable` propagates and the request gets a 503.
 """
 
 import asyncio
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Hashable
 
 from django.conf import settings
 
-from gateway import db
+from runtime import db
 
 
 def stale_seconds() -> float:
@@ -55,7 +55,7 @@ class Flights:
 async def refresh(flights: Flights, key: Hashable, load: Callable[[], Awaitable], *, stale: bool, value=None):
     """The (shared) result of ``load()``; ``value`` instead when the database is unavailable and ``stale`` allows it."""
     if stale and not db.available():
-        return value  # without waiting; gateway.db's probe notices when the database is back
+        return value  # without waiting; runtime.db's probe notices when the database is back
     try:
         return await asyncio.shield(flights.start(key, load))
     except db.DatabaseUnavailable:
