@@ -18,7 +18,7 @@ from django.urls import Resolver404, get_resolver
 
 from approvals.routing import DASHBOARD_SOCKET, websocket_application
 from gateway.proxy import reject_websocket, send_status
-from gateway.status import GatewayError
+from kube.status import GatewayError
 
 NOT_FOUND = GatewayError(
     404,

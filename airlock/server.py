@@ -10,7 +10,7 @@ subclasses add, per request on a connection:
 * a body deadline, from the end of the headers until the whole body has arrived (whether or
   not the application read it): 408 if no response has started, else close;
 * a request cut off while its body is read (that 408, or uvicorn's 400 for a body that is not
-  valid HTTP/1.1) is told to the application in the scope (``gateway.status.SERVER_ANSWER``), so
+  valid HTTP/1.1) is told to the application in the scope (``kube.status.SERVER_ANSWER``), so
   its audit event records the answer the client got, not a client that went away;
 * a cap on request line plus headers: 431 and close;
 * a cap on open connections (HTTP and WebSocket) of this process: 503 and close at once.
@@ -39,7 +39,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol as UvicornH11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as UvicornHttpToolsProtocol
 
-from gateway.status import SERVER_ANSWER, status_bytes
+from kube.status import SERVER_ANSWER, status_bytes
 
 
 @dataclass(frozen=True)

@@ -102,10 +102,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # A view that cannot reach the database answers 503, not a 500 and a traceback.
-    "airlock.unavailable.DatabaseUnavailableMiddleware",
+    "runtime.unavailable.DatabaseUnavailableMiddleware",
 ]
 # The reviewer REST API answers a database it cannot reach with 503 {"detail": ...}.
-REST_FRAMEWORK = {"EXCEPTION_HANDLER": "airlock.unavailable.api_exception_handler"}
+REST_FRAMEWORK = {"EXCEPTION_HANDLER": "runtime.unavailable.api_exception_handler"}
 
 ROOT_URLCONF = "airlock.urls"
 
@@ -274,7 +274,7 @@ AIRLOCK_SECRET_VALUES_SYNC_SECONDS = float(env("AIRLOCK_SECRET_VALUES_SYNC_SECON
 AIRLOCK_SECRET_VALUES_MAX_STALE_SECONDS = float(env("AIRLOCK_SECRET_VALUES_MAX_STALE_SECONDS", "30"))
 AIRLOCK_SECRET_VALUES_MAX_BYTES = int(env("AIRLOCK_SECRET_VALUES_MAX_BYTES", str(4 * 1024 * 1024)))
 
-# The gateway's database calls (gateway/db.py): a pool of this many threads, each with its own
+# The gateway's database calls (runtime/db.py): a pool of this many threads, each with its own
 # connection; a request waits at most AIRLOCK_DB_WAIT_SECONDS for one call, then gets a 503 (or
 # a cached answer, below).
 AIRLOCK_DB_POOL_SIZE = int(env("AIRLOCK_DB_POOL_SIZE", "4"))
@@ -329,7 +329,7 @@ AIRLOCK_DEV_STATIC_TOKENS = env("AIRLOCK_DEV_STATIC_TOKENS", "")
 if PRODUCTION and AIRLOCK_DEV_STATIC_TOKENS:
     raise ImproperlyConfigured("AIRLOCK_DEV_STATIC_TOKENS is development-only")
 
-# Identity providers trusted for agents' bearer JWTs (gateway/identity.py).
+# Identity providers trusted for agents' bearer JWTs (identity/oidc_config.py).
 # AIRLOCK_OIDC_ISSUERS is a JSON list of {"issuer", "audience", and optionally
 # "username_claim", "username_prefix", "groups_claim", "groups_prefix",
 # "algorithms", "required_claims", "token_types", "jwks_uri"}; the

@@ -4,7 +4,7 @@
     GET  /approvals/api/agent/leases/   the caller's own leases
 
 ``Authorization: Bearer <token>`` is validated exactly like at the gateway
-(gateway.authn: OIDC JWTs, or the development static tokens); the lease is
+(identity.chain: OIDC JWTs, or the development static tokens); the lease is
 always for the caller itself (its subject and issuer), and a reviewer still
 has to grant it.  No cookies are involved, so there is no CSRF surface.
 
@@ -23,15 +23,16 @@ from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from airlock.unavailable import answer_json
 from approvals import leases
 from approvals.api import LeaseSerializer
 from approvals.models import Lease, LeaseState
 from approvals.reviews import ApprovalError
-from gateway.headers import bearer_token
-from gateway.identity import AuthenticationError
-from gateway.masking.responses import media_type
-from gateway.pipeline import CONNECTION_NAME
+from connections.validation import CONNECTION_NAME
+from identity.chain import build_authenticator
+from identity.principal import AuthenticationError
+from kube.headers import bearer_token
+from kube.media import media_type
+from runtime.unavailable import answer_json
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ _authenticators: dict[tuple, object] = {}
 
 def authenticator():
     """The gateway's authenticator chain for the current settings, built once per configuration."""
-    from gateway.authn import build_authenticator
-
     key = (settings.AIRLOCK_DEV_STATIC_TOKENS, json.dumps(settings.AIRLOCK_OIDC_ISSUERS, sort_keys=True))
     if key not in _authenticators:
         _authenticators.clear()

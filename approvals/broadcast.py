@@ -18,7 +18,7 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from approvals import conf
-from gateway import db
+from runtime import db
 
 log = logging.getLogger(__name__)
 

@@ -37,12 +37,12 @@ from dataclasses import dataclass
 import yaml
 from django.utils.crypto import salted_hmac
 
-from gateway.bodies import loads_unique
-from gateway.masking.responses import media_type
+from kube.bodies import loads_unique
+from kube.media import declared_content_type, media_type
+from kube.vocabulary import MUTATING_VERBS
 
-WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 # Forwarded request headers that kube-apiserver reads for the request's effect (lower-case).  Each is
-# forwarded once, with the agent's first value, the one kube-apiserver reads (gateway.headers).
+# forwarded once, with the agent's first value, the one kube-apiserver reads (kube.headers).
 EFFECT_HEADERS = ("content-type", "content-encoding", "user-agent")
 UNKNOWN_BODY = "unknown"
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -75,11 +75,6 @@ def effect_headers(forwarded) -> tuple[tuple[str, str], ...]:
     return tuple((name, value) for name, value in forwarded if name in EFFECT_HEADERS)
 
 
-def content_type(headers) -> str:
-    """The Content-Type kube-apiserver reads (Go's Header.Get: the first one)."""
-    return next((value for name, value in headers if name == "content-type"), "")
-
-
 def _yaml_mapping(node) -> dict | None:
     """A YAML mapping node's scalar keys -> nodes; None on duplicate or non-scalar keys, or no mapping."""
     if not isinstance(node, yaml.MappingNode):
@@ -102,7 +97,7 @@ def created_name(headers, body: bytes | None) -> str:
     """
     if not body:
         return ""
-    declared = content_type(headers)
+    declared = declared_content_type(headers)
     media = media_type(declared) if declared else "application/json"  # kube-apiserver's default
     try:
         if media == "application/json":
@@ -132,7 +127,7 @@ def identify(held) -> Identity:
     name = info.name
     if info.is_resource_request and info.verb == "create" and not name:
         name = created_name(held.headers, held.body)
-    if info.is_resource_request and info.verb in WRITE_VERBS and not name:
+    if info.is_resource_request and info.verb in MUTATING_VERBS and not name:
         return Identity(exact, "", "")
     window = _digest([
         "airlock-review-window-v3", held.connection, principal.issuer, principal.subject, info.verb, info.api_group,

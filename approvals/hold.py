@@ -29,9 +29,9 @@ from django.db import OperationalError
 
 from approvals import broadcast, conf, preview, reviews
 from approvals.fingerprint import effect_headers
-from gateway import db
-from gateway.headers import upstream_request_headers
 from gateway.policy import HOLD_OPEN, describe_request
+from kube.headers import upstream_request_headers
+from runtime import db
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ DB_ATTEMPTS = 5
 
 
 async def in_db(fn, *args):
-    """Run one of approvals.reviews' transactional steps on the gateway's database pool (gateway.db).
+    """Run one of approvals.reviews' transactional steps on the gateway's database pool (runtime.db).
 
     A transient OperationalError (a lock conflict, a serialization failure)
     rolled the transaction back, so the step is retried a few times with a

@@ -7,7 +7,7 @@ Saving a Lease invalidates every cache of this process at once; other
 processes drop theirs when the ``airlock.leases`` broadcast arrives
 (approvals.live listener), and at the latest after ``max_age`` seconds.
 While the database is unavailable, cached leases are used for up to
-AIRLOCK_CACHE_STALE_SECONDS more (gateway.cache); expiry stays exact.
+AIRLOCK_CACHE_STALE_SECONDS more (runtime.cache); expiry stays exact.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from approvals import conf
-from gateway.cache import ConnectionCache
+from runtime.cache import ConnectionCache
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def invalidate_all(connection: str | None = None) -> None:
 
 
 class LeaseCache(ConnectionCache):
-    """Active leases keyed by connection (see gateway.cache); expiry itself is checked at request time."""
+    """Active leases keyed by connection (see runtime.cache); expiry itself is checked at request time."""
 
     def __init__(
         self,

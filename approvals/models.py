@@ -12,7 +12,7 @@ the audit hook (:mod:`approvals.history`).
 from django.conf import settings
 from django.db import models
 
-from gateway.masking.tokens import is_token_request
+from masking.tokens import is_token_request
 
 
 class ReviewState(models.TextChoices):
@@ -68,7 +68,7 @@ class Review(models.Model):
     )
     description = models.TextField(help_text="One line: verb, resource, name, namespace.")
     dry_run_note = models.TextField(
-        blank=True, help_text="Why a request that asks for a dry run is held as the change itself (gateway.dryrun).",
+        blank=True, help_text="Why a request that asks for a dry run is held as the change itself (kube.dryrun).",
     )
     body = models.TextField(blank=True, help_text="The request body with secret values masked.")
     body_state = models.CharField(max_length=16, choices=BodyState.choices, default=BodyState.NONE)

@@ -9,7 +9,7 @@ masked outcome on the Review: the web tier never needs the cluster's
 credentials or the unmasked body.  The cluster computes the result with
 admission, defaulting and validation, exactly as for the real request, and
 persists nothing.  The current object (GET) and the result are masked like
-responses (gateway.masking: Secret values, detector hits) and compared as
+responses (masking: Secret values, detector hits) and compared as
 YAML.  In impersonation mode the dry run runs as the agent.
 """
 
@@ -24,12 +24,12 @@ from types import SimpleNamespace
 import httpx
 import yaml
 
-from approvals.fingerprint import WRITE_VERBS
-from gateway import headers as hdr
-from gateway.masking.detectors import Detectors
-from gateway.masking.responses import media_type
-from gateway.masking.tokens import is_token_request
-from gateway.masking.objects import ObjectMasker, default_kind
+from kube import headers as hdr
+from kube.media import media_type
+from kube.vocabulary import MUTATING_VERBS
+from masking.detectors import Detectors
+from masking.objects import ObjectMasker, default_kind
+from masking.tokens import is_token_request
 
 TIMEOUT = httpx.Timeout(10.0)
 MAX_RESPONSE = 4 * 1024 * 1024
@@ -85,7 +85,7 @@ def delete_options_dry_run(held) -> bytes | str:
 
 
 def needed(info) -> bool:
-    return info.is_resource_request and info.verb in WRITE_VERBS
+    return info.is_resource_request and info.verb in MUTATING_VERBS
 
 
 def plan(held) -> tuple[Call | None, Call] | str:

@@ -18,13 +18,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals import broadcast, conf, history, notify
-from approvals import fingerprint
 from approvals.fingerprint import body_digest, identify
-from approvals.identities import reviewer_groups_of, is_same_person
+from approvals.identities import is_same_person, reviewer_groups_of
 from approvals.models import BodyState, PreviewState, Review, ReviewEventKind, ReviewState, ReviewVote, Scope
-from gateway.masking.detectors import Detectors
 from gateway.policy import describe_request
-from gateway.streams import masked_query
+from kube.media import declared_content_type
+from masking.detectors import Detectors
+from masking.queries import masked_query
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,11 @@ class HeldRequest:
     rule_id: int | None
     rule_name: str
     description: str
-    dry_run_note: str = ""  # the request asks for a dry run that is not one (gateway.dryrun)
+    dry_run_note: str = ""  # the request asks for a dry run that is not one (kube.dryrun)
 
     @property
     def content_type(self) -> str:
-        return fingerprint.content_type(self.headers)
+        return declared_content_type(self.headers)
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,8 @@ class Settlement:
 
 
 def stored_body(info, content_type: str, body: bytes | None) -> tuple[str, str]:
-    """(text, BodyState) kept for reviewers: masked like the audit trail's copy (gateway.masking), bounded."""
-    from gateway.masking.writes import mask_request_body_for_record
+    """(text, BodyState) kept for reviewers: masked like the audit trail's copy (masking), bounded."""
+    from masking.writes import mask_request_body_for_record
 
     if body is None:
         return "", BodyState.UNKNOWN
@@ -107,7 +107,7 @@ def stored_body(info, content_type: str, body: bytes | None) -> tuple[str, str]:
 
 def stored_query(query: str) -> str:
     """The raw query as reviewers see it: in order, as sent, with its values masked like the audit
-    trail's request URI (gateway.streams.masked_query, default detectors); a parameter masking
+    trail's request URI (masking.queries.masked_query, default detectors); a parameter masking
     leaves alone keeps its exact spelling."""
     return masked_query(query, Detectors.default())
 

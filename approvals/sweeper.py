@@ -8,7 +8,7 @@ runs the same sweep on that interval from its ASGI lifespan (airlock/asgi.py).  
 idempotent (each row is re-read under a lock), so several processes, or beat as well, do no harm.
 
 It runs in a worker thread of its own rather than on the gateway's database pool: a long sweep
-must not count as the database failing to answer requests (gateway.db's health).
+must not count as the database failing to answer requests (runtime.db's health).
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from django.views.decorators.http import require_POST
 
 from approvals import leases, reviews
 from approvals.auth import oidc_enabled
-from approvals.fingerprint import WRITE_VERBS
 from approvals.models import Lease, LeaseState, Review, ReviewState, Scope
+from kube.vocabulary import MUTATING_VERBS
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def review_context(review: Review, user) -> dict:
         "events": list(review.events.all()),
         "can_decide": allowed and review.state == ReviewState.PENDING,
         "cannot_decide_because": why,
-        "is_write": review.verb in WRITE_VERBS,
+        "is_write": review.verb in MUTATING_VERBS,
     }
 
 

@@ -19,6 +19,8 @@ import json
 import re
 import time
 
+from kube.channels import ERROR, RESIZE, STDERR, STDIN, STDOUT
+
 # Room kept below the cap for the truncation marker and the exit status.
 _RESERVE = 512
 # The header is not counted against the cap; its free-text fields are bounded instead.
@@ -26,7 +28,6 @@ _HEADER_TEXT = 1024
 # An exit code is a process's int32 status; anything else in the cause is not one.
 _EXIT_CODE = re.compile(r"-?[0-9]{1,10}")
 _INT32 = range(-(2**31), 2**31)
-STDIN, STDOUT, STDERR, STATUS, RESIZE = 0, 1, 2, 3, 4
 # client-go's TerminalSize is two uint16 (``{"Width":65535,"Height":65535}`` is 30 bytes).
 MAX_RESIZE_BYTES = 256
 _UINT16 = range(0, 2**16)
@@ -129,7 +130,7 @@ class AsciicastWriter:
             return
         if channel in (STDOUT, STDERR):
             self.output(t, payload, "stdout" if channel == STDOUT else "stderr")
-        elif channel == STATUS:
+        elif channel == ERROR:
             self.exit(t, *exit_status(payload))
 
     # -- output -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from audit.models import RecordingKind, Stage, Transport
+from kube.vocabulary import MUTATING_VERBS, STREAM_SUBRESOURCES
 
 log = logging.getLogger(__name__)
 
@@ -327,9 +328,6 @@ def prepare(event: dict, *, max_body: int, max_recording: int, now: datetime | N
     return PreparedEvent(fields=fields, recording=recording)
 
 
-MUTATING_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
-# Connecting to these runs something in the pod whatever the HTTP method or verb says.
-STREAMING_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -341,7 +339,8 @@ def needs_durable_record(request) -> bool:
     """
     info = request.info
     if info.is_resource_request:
-        if info.resource == "pods" and info.subresource in STREAMING_SUBRESOURCES:
+        # Connecting to these runs something in the pod whatever the HTTP method or verb says.
+        if info.resource == "pods" and info.subresource in STREAM_SUBRESOURCES:
             return True
         if info.verb in MUTATING_VERBS:
             return True

@@ -44,6 +44,7 @@ from django.db import close_old_connections, connections
 from audit import chain, journal
 from audit.events import PreparedEvent, prepare
 from audit.models import AnchorReason
+from runtime import workers
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,7 @@ class _Writer:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="audit-writer", daemon=True)
             self._thread.start()
-        future = concurrent.futures.Future()
-        self._jobs.put((future, fn, args))
-        return future
+        return workers.submit(self._jobs, fn, *args)
 
     def stop(self) -> None:
         """The thread ends once the calls before are done (never, if one of them never returns)."""
@@ -77,16 +76,7 @@ class _Writer:
             self._jobs.put(None)
 
     def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            future, fn, args = job
-            if not future.set_running_or_notify_cancel():
-                continue  # abandoned while queued
-            try:
-                result = fn(*args)
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+        workers.work(self._jobs)
 
 
 class Recorder:

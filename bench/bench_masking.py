@@ -11,7 +11,7 @@ a ``json.loads`` + ``json.dumps`` round trip of the whole body, the cheapest way
 every value; the 2x target is against that round trip.  For the log, passing the chunks
 through; any scan is many times that, so the absolute MB/s is the figure to read.
 
-Masking by value (gateway/masking/values.py): the same bodies masked with the values of
+Masking by value (masking/values.py): the same bodies masked with the values of
 ``VALUES`` Secrets as well (the list's own passwords, so every item's copy would be a hit), a
 5,000-ConfigMap list in which one item in 100 holds a copy of a Secret value, and what building
 the automaton costs for 1,000 to 20,000 Secrets (time, forms, resident memory).
@@ -29,9 +29,9 @@ import subprocess
 import sys
 import time
 
-from gateway.masking import Detectors, SecretValues, response_masker, text_stream_masker
-from gateway.masking.objects import LAST_APPLIED
-from gateway.requestinfo import parse
+from kube.requestinfo import parse
+from masking import Detectors, SecretValues, response_masker, text_stream_masker
+from masking.objects import LAST_APPLIED
 
 CHUNK = 64 * 1024
 SMALL_CHUNK = 4 * 1024

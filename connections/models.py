@@ -6,8 +6,8 @@ from django.db import models
 from django.views.decorators.debug import sensitive_variables
 
 from connections import crypto, validation
-from gateway.policy import check_detectors
-from gateway.upstream import DEFAULT_TIMEOUTS
+from connections.timeouts import DEFAULT_TIMEOUTS
+from masking.config import check_detectors
 
 
 class ImpersonationMode(models.TextChoices):

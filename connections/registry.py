@@ -1,7 +1,7 @@
 """The gateway's hot-path view of connections: an in-process cache, no ORM query per request.
 
 `await get_upstream(name)` answers from memory.  On a miss it loads the row
-through the ORM on the gateway's database pool (gateway.db: off the event
+through the ORM on the gateway's database pool (runtime.db: off the event
 loop, bounded wait) and caches the result, including "no such enabled
 connection" (negative entries, bounded in number); concurrent misses of one
 name share one load.
@@ -19,8 +19,8 @@ decrypted again when `updated_at` changed.  Writes that bypass `save()`
 
 While the database is unavailable an entry is still used for
 settings.AIRLOCK_CACHE_STALE_SECONDS beyond the revalidation interval
-(gateway.cache.refresh); past that, or for a name not cached,
-gateway.db.DatabaseUnavailable propagates (a 503).
+(runtime.cache.refresh); past that, or for a name not cached,
+runtime.db.DatabaseUnavailable propagates (a 503).
 """
 
 import functools
@@ -38,11 +38,11 @@ from django.conf import settings
 from django.db import transaction
 
 from connections.models import Connection, CredentialKind, ImpersonationMode
+from connections.timeouts import DEFAULT_TIMEOUTS
 from connections.validation import NAME_RE
-from gateway import db
-from gateway.cache import Flights, refresh, stale_seconds
-from gateway.policy import detectors_key
-from gateway.upstream import DEFAULT_TIMEOUTS
+from masking.config import detectors_key
+from runtime import db
+from runtime.cache import Flights, refresh, stale_seconds
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Upstream:
     client_certificate: str = field(default="", repr=False)
     _bearer_token: str = field(default="", repr=False)
     _client_key: str = field(default="", repr=False)
-    detectors: str = ""  # free-text detector configuration (gateway.policy.detectors_key); "" = defaults
+    detectors: str = ""  # free-text detector configuration (masking.config.detectors_key); "" = defaults
     connect_timeout: float = DEFAULT_TIMEOUTS.connect
     first_byte_timeout: float = DEFAULT_TIMEOUTS.first_byte
     idle_timeout: float = DEFAULT_TIMEOUTS.idle

@@ -17,6 +17,9 @@ from django.core.exceptions import ValidationError
 # A DNS label: the connection name is a URL path segment (/k8s/<name>/).
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 NAME_HELP = "lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
+# What the gateway (/k8s/<name>/) and the agent lease API take for a connection's name before looking it up
+# (also '_', which no valid name has: such a name is then not found).
+CONNECTION_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?$")
 
 _HOST_LABEL_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?$")
 _PATH_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._~-]+$")

@@ -44,7 +44,7 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 
 from audit import keys as audit_keys
-from gateway import credential_plugin
+from identity import credential_plugin
 from kubesim.certs import SERVER_SANS, issue_cert, make_ca
 from kubesim.testing import start_kubesim
 from tests.idp.harness import IdP, IdPError, ensure_installed

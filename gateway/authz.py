@@ -5,7 +5,7 @@ principal on this connection (approvals.lease_check; exact expiry, no query on
 a warm path).  review -> the approvals Holder opens a review and either holds
 the request until a reviewer decides or answers at once (the rule's
 ``review_hold``); without a holder it is refused, as before approvals.  A dry
-run (gateway.dryrun) is decided as one and is never held.  An approved
+run (kube.dryrun) is decided as one and is never held.  An approved
 ServiceAccount token request whose token the reviewer withheld is refused
 here, before anything reaches the cluster.
 """
@@ -15,10 +15,10 @@ import logging
 
 from django.db import DatabaseError
 
-from gateway import db
-from gateway.masking.tokens import is_token_request
 from gateway.policy import ALLOW, REVIEW, denial_message, describe_request, evaluate
-from gateway.status import GatewayError
+from kube.status import GatewayError
+from masking.tokens import is_token_request
+from runtime import db
 
 log = logging.getLogger(__name__)
 STORE_DOWN = "airlock: approvals are unavailable right now (database error); the request was not forwarded"
@@ -33,31 +33,31 @@ async def authorize(request, policy, holder=None, *, on_pending=None, leases=Non
     try:
         rules = await policy.rules_for(request.connection)
     except db.DatabaseUnavailable:
-        raise GatewayError(503, db.DOWN_MESSAGE, stage="authorize") from None  # gateway.db logs outages
+        raise GatewayError(503, db.DOWN_MESSAGE) from None  # runtime.db logs outages
     decision = evaluate(rules, request.principal, request.info, dry_run=request.dry_run.honoured)
     request.decision = decision
     if decision.effect not in (ALLOW, REVIEW) or (decision.effect == REVIEW and holder is None):
-        raise GatewayError(403, denial_message(decision, request.info, request.connection), stage="authorize")
+        raise GatewayError(403, denial_message(decision, request.info, request.connection))
     try:
         if decision.requires_lease:
             request.lease = await _require_lease(request, decision, leases)
         if decision.effect == REVIEW:
             outcome = await holder.hold(request, decision, on_pending=on_pending)
     except DatabaseError as exc:
-        if not isinstance(exc, db.DatabaseUnavailable):  # gateway.db logs outages, rate-limited
+        if not isinstance(exc, db.DatabaseUnavailable):  # runtime.db logs outages, rate-limited
             log.error("authorize: approvals store failed: %s", type(exc).__name__)
-        raise GatewayError(503, STORE_DOWN, stage="authorize") from None
+        raise GatewayError(503, STORE_DOWN) from None
     if decision.effect == REVIEW:
         if not outcome.approved:
             raise GatewayError(
-                403, outcome.message(describe_request(request.info)), stage="authorize",
+                403, outcome.message(describe_request(request.info)),
                 details=review_details(outcome.review_id),
             )
         request.review = outcome
         if is_token_request(request.info) and not outcome.release_token:
             # Not even a dry run: nothing promises that the cluster would not sign a token for one.
             raise GatewayError(
-                403, outcome.withheld_token_message(), stage="authorize",
+                403, outcome.withheld_token_message(),
                 details={"group": "airlock.dev", "kind": "reviews", "name": str(outcome.review_id)},
             )
     return decision
@@ -93,6 +93,5 @@ def lease_refusal(connection: str, principal, decision, info) -> str:
 async def _require_lease(request, decision, leases):
     lease = await find_lease(request.connection, request.principal, decision.rule_name, leases)
     if lease is None:
-        raise GatewayError(403, lease_refusal(request.connection, request.principal, decision, request.info),
-                           stage="authorize")
+        raise GatewayError(403, lease_refusal(request.connection, request.principal, decision, request.info))
     return lease

@@ -3,7 +3,7 @@
 parse -> authenticate -> authorize -> (hold for review) -> forward -> (mask) -> record
 
 Each stage takes a :class:`GatewayRequest` and either enriches it or raises
-:class:`~gateway.status.GatewayError`, which the ASGI glue turns into a
+:class:`~kube.status.GatewayError`, which the ASGI glue turns into a
 Kubernetes ``Status``.  Nothing here reads a socket.
 """
 
@@ -13,14 +13,13 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from gateway import bodies, kubeproto
-from gateway import headers as hdr
-from gateway.dryrun import NOT_ASKED, DryRun, classify
-from gateway.masking.responses import media_type
-from gateway.requestinfo import RequestInfo, RequestInfoError, canonical_path, parse
-from gateway.status import GatewayError
-
-CONNECTION_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?$")
+from connections.validation import CONNECTION_NAME
+from kube import bodies, kubeproto
+from kube import headers as hdr
+from kube.dryrun import NOT_ASKED, DryRun, classify
+from kube.media import declared_content_type, media_type
+from kube.requestinfo import RequestInfo, RequestInfoError, canonical_path, parse
+from kube.status import GatewayError
 
 
 @dataclass
@@ -42,9 +41,9 @@ class GatewayRequest:
     review: object = None  # the approved review (approvals.hold.HoldOutcome) when the rule said review
     lease: object = None  # the lease (approvals.lease_check.ActiveLease) a requires_lease rule found
     mask_secrets: bool = True  # the decision's, unless an approved review granted unmasking
-    release_token: bool = False  # a TokenRequest whose token the agent may receive (gateway.masking.tokens)
-    secret_values: object = None  # the cluster's Secret values to mask (gateway.masking.values), once admitted
-    dry_run: DryRun = NOT_ASKED  # whether kube-apiserver runs it as a dry run (gateway.dryrun), once the body is read
+    release_token: bool = False  # a TokenRequest whose token the agent may receive (masking.tokens)
+    secret_values: object = None  # the cluster's Secret values to mask (masking.values), once admitted
+    dry_run: DryRun = NOT_ASKED  # whether kube-apiserver runs it as a dry run (kube.dryrun), once the body is read
     base_url: str = ""  # scheme://host[:port] the agent reached the gateway at (links in its messages)
 
     @property
@@ -55,11 +54,11 @@ class GatewayRequest:
 def split_connection(raw_path: str, prefix: str) -> tuple[str, str]:
     """``/k8s/<name>/api/v1/pods`` -> (``name``, ``/api/v1/pods``)."""
     if not raw_path.startswith(prefix):
-        raise GatewayError(404, "the server could not find the requested resource", stage="parse")
+        raise GatewayError(404, "the server could not find the requested resource")
     rest = raw_path[len(prefix):]
     name, slash, upstream_path = rest.partition("/")
     if not CONNECTION_NAME.match(name):
-        raise GatewayError(404, f'connection "{name[:64]}" not found', stage="parse")
+        raise GatewayError(404, f'connection "{name[:64]}" not found')
     return name, slash + upstream_path if slash else "/"
 
 
@@ -71,18 +70,18 @@ def parse_request(scope: dict, prefix: str) -> GatewayRequest:
     try:
         raw_path = raw.decode("ascii")
     except UnicodeDecodeError:
-        raise GatewayError(400, "request path is not valid ASCII", stage="parse") from None
+        raise GatewayError(400, "request path is not valid ASCII") from None
     name, upstream_path = split_connection(raw_path, prefix)
     try:
         path = canonical_path(upstream_path)
     except RequestInfoError as exc:
-        raise GatewayError(400, f"request path rejected: {exc}", stage="parse") from None
+        raise GatewayError(400, f"request path rejected: {exc}") from None
     try:
         query = scope.get("query_string", b"").decode("ascii")
     except UnicodeDecodeError:
-        raise GatewayError(400, "query string is not valid ASCII", stage="parse") from None
+        raise GatewayError(400, "query string is not valid ASCII") from None
     if "\x00" in query or "%00" in query:
-        raise GatewayError(400, "query string contains NUL", stage="parse")
+        raise GatewayError(400, "query string contains NUL")
     headers = hdr.request_headers(scope.get("headers", []))
     if scope["type"] == "websocket":
         method, transport = "GET", "websocket"
@@ -92,7 +91,7 @@ def parse_request(scope: dict, prefix: str) -> GatewayRequest:
     try:
         info = parse(method, path, query)
     except RequestInfoError as exc:
-        raise GatewayError(400, f"request not understood: {exc}", stage="parse") from None
+        raise GatewayError(400, f"request not understood: {exc}") from None
     client = scope.get("client") or ("", 0)
     return GatewayRequest(
         connection=name,
@@ -139,22 +138,22 @@ def parse_body(request: GatewayRequest, body: bytes) -> bytes:
     secret) as protobuf; they are transcoded so every later stage can read
     them, and what cannot be decoded exactly is refused (415): nothing is
     passed on blind.  JSON and YAML deeper or (YAML) larger than
-    gateway.bodies allows are refused here, before any stage decodes them,
+    kube.bodies allows are refused here, before any stage decodes them,
     whatever their Content-Type says: a body the cluster decodes is read as
-    the cluster reads it (gateway.bodies.cluster_media), and forwarded with
+    the cluster reads it (kube.bodies.cluster_media), and forwarded with
     that media type as its Content-Type when the agent's one would make the
     later stages (write guard, audit record, review) read it otherwise (none
     given, or a charset parameter): the cluster ignores the difference.
     """
     if not body:
         return body
-    content_type = next((v for n, v in request.headers if n == "content-type"), "")
+    content_type = declared_content_type(request.headers)
     if content_type.split(";", 1)[0].strip().lower() == kubeproto.MEDIA_TYPE:
         try:
             obj = kubeproto.decode(body, strict=True)
         except kubeproto.ProtobufError as exc:
             raise GatewayError(
-                415, f"airlock cannot inspect this protobuf request body ({exc}); send application/json", stage="parse"
+                415, f"airlock cannot inspect this protobuf request body ({exc}); send application/json"
             ) from None
         _declare(request, "application/json")
         return json.dumps(obj, separators=(",", ":")).encode()
@@ -166,5 +165,5 @@ def parse_body(request: GatewayRequest, body: bytes) -> bytes:
             _declare(request, media)
         bodies.check(media, body)
     except bodies.BodyRefused as exc:
-        raise GatewayError(exc.code, f"airlock: {exc}", stage="parse") from None
+        raise GatewayError(exc.code, f"airlock: {exc}") from None
     return body

@@ -36,7 +36,7 @@ Matching semantics (kept close to Kubernetes RBAC so rules read familiarly):
   ``proxy``, no subresource) is treated as subresource ``proxy``.
 * Non-resource URLs (``/version``, ``/apis``...) are matched on the path with
   verbs that are the lower-cased HTTP method (``get``, ``head``, ``post``...).
-* Dry runs (``dryRun=All`` where kube-apiserver reads it, gateway.dryrun) are
+* Dry runs (``dryRun=All`` where kube-apiserver reads it, kube.dryrun) are
   requests of their own: ``dry_run`` ``any`` (the default) matches dry runs and
   real requests alike, ``only`` dry runs only, ``never`` real requests only.
   A dry run is never held for review: when the first rule that matches it says
@@ -75,7 +75,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gateway.cache import ConnectionCache
+from kube.vocabulary import COLLECTION_VERBS, CONNECT_SUBRESOURCES, CONNECT_VERBS, DELETE_VERBS
+from masking.config import check_detectors, detectors_key
+from runtime.cache import ConnectionCache
 
 logger = logging.getLogger(__name__)
 
@@ -101,17 +103,13 @@ RESOURCE_VERBS = frozenset(
 )
 # Verbs of non-resource requests: the lower-cased HTTP method.
 NON_RESOURCE_VERBS = frozenset({"get", "head", "options", "post", "put", "patch", "delete"})
-STREAMING_SUBRESOURCES = frozenset({"exec", "attach", "portforward", "proxy"})
-STREAMING_VERBS = frozenset({"get", "create"})
 
 # What deny and review rules see a request do (see Reach).
-COLLECTION_VERBS = frozenset({"list", "watch", "deletecollection"})
 IMPLIED_VERBS = {
     "list": ("get",),
     "watch": ("list", "get"),
     "deletecollection": ("delete", "list", "get"),
 }
-DELETE_VERBS = frozenset({"delete", "deletecollection"})
 # Resources served under several API groups: the same objects, whichever path names them.
 SAME_OBJECTS = {
     "events": frozenset({"", "events.k8s.io"}),
@@ -330,24 +328,6 @@ def _check_verbs(values: list[str], allowed: frozenset[str], kind: str, errors) 
         )
 
 
-def check_detectors(config) -> str:
-    """"" when ``config`` is a valid free-text detector configuration (None or {} = inherit)."""
-    if not config:
-        return ""
-    from gateway.masking import DetectorConfigError, Detectors
-
-    try:
-        Detectors.from_config(config)
-    except DetectorConfigError as exc:
-        return str(exc)
-    return ""
-
-
-def detectors_key(config) -> str:
-    """A canonical, hashable form of a detector configuration ("" = inherit)."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":")) if config else ""
-
-
 def check_rule(fields: Mapping) -> dict[str, list[str]]:
     """Validate a rule given as model-field mapping; return field -> messages."""
     errors: dict[str, list[str]] = {}
@@ -484,7 +464,7 @@ class CompiledRule:
 
     def matches(self, principal, info, reach: Reach | None = None, *, dry_run: bool = False) -> bool:
         """``reach`` (``Reach.of(info)``) may be passed in so one evaluation computes it once;
-        ``dry_run``: kube-apiserver runs the request as a dry run (gateway.dryrun)."""
+        ``dry_run``: kube-apiserver runs the request as a dry run (kube.dryrun)."""
         if not self.enabled:
             return False
         if self.broken:
@@ -523,7 +503,7 @@ class CompiledRule:
                 and (info.name in ("", "*") or self.namespaces.matches(info.name))):
             return True  # deleting a namespace deletes what is in it (Reach)
         any_resource = info.resource == "*"
-        streaming = any_resource or info.subresource in STREAMING_SUBRESOURCES or info.subresource == "*"
+        streaming = any_resource or info.subresource in CONNECT_SUBRESOURCES or info.subresource == "*"
         verbs = RESOURCE_VERBS if info.verb == "*" else (info.verb, *IMPLIED_VERBS.get(info.verb, ()))
         if not any(self._verb_matches(verb, streaming) for verb in verbs):
             return False
@@ -555,7 +535,7 @@ class CompiledRule:
             return False
         if "*" in self.verbs or verb in self.verbs:
             return True
-        return streaming and not self.verbs.isdisjoint(STREAMING_VERBS)
+        return streaming and not self.verbs.isdisjoint(CONNECT_VERBS)
 
     def _request_matches(self, info) -> bool:
         if not info.is_resource_request:
@@ -570,7 +550,7 @@ class CompiledRule:
         if info.verb == "proxy" and not subresource:
             subresource = "proxy"
         return (
-            self._verb_matches(info.verb, streaming=subresource in STREAMING_SUBRESOURCES)
+            self._verb_matches(info.verb, streaming=subresource in CONNECT_SUBRESOURCES)
             and self.api_groups.matches(info.api_group)
             and self.resources.matches(info.resource, subresource)
             and self.namespaces.matches(rule_namespace(info))
@@ -589,7 +569,7 @@ class CompiledRule:
             if any(self._verb_matches(verb, streaming=False) for verb in DELETE_VERBS):
                 return True
         subresource = info.subresource or ("proxy" if info.verb == "proxy" else "")
-        streaming = subresource in STREAMING_SUBRESOURCES
+        streaming = subresource in CONNECT_SUBRESOURCES
         return (
             any(self._verb_matches(verb, streaming) for verb in reach.verbs)
             and any(self.api_groups.matches(group) for group in reach.api_groups)
@@ -721,7 +701,7 @@ def sort_key(rule: CompiledRule) -> tuple[int, str]:
 def evaluate(rules: Sequence[CompiledRule], principal, info, *, dry_run: bool = False) -> Decision:
     """Return the decision of the first enabled matching rule; deny if none matches.
 
-    ``dry_run``: kube-apiserver runs the request as a dry run (gateway.dryrun); a review
+    ``dry_run``: kube-apiserver runs the request as a dry run (kube.dryrun); a review
     rule that matches one denies it, since a dry run is never held.
     """
     try:
@@ -832,7 +812,7 @@ def invalidate_all(connection_name: str | None = None) -> None:
 
 
 class PolicyCache(ConnectionCache):
-    """Compiled rules keyed by connection name (see gateway.cache for the staleness bound)."""
+    """Compiled rules keyed by connection name (see runtime.cache for the staleness bound)."""
 
     def __init__(self, max_age: float | None = None,
                  loader: Callable[[str], tuple[CompiledRule, ...]] = load_compiled_rules,

@@ -22,21 +22,25 @@ from django.db import DatabaseError
 from audit import events as audit_events
 from audit.recorder import AuditUnavailable
 
-from gateway import db
-from gateway import headers as hdr
-from gateway import masking, selfreviews
+import masking
+from gateway import selfreviews
 from gateway.authn import authenticate, refuse_impersonation
 from gateway.authz import authorize, find_lease, lease_refusal, review_details
-from gateway.masking import tokens
 from gateway.pipeline import GatewayRequest, classify_dry_run, parse_body, parse_request
 from gateway.policy import ALLOW, REVIEW, describe_request
-from gateway.requestinfo import RequestInfoError, is_long_running, parse_query, query_bool
 from gateway.secretvalues import ValuesUnavailable
-from gateway.status import SERVER_ANSWER, GatewayError
-from gateway.streams import ChannelFraming, StreamTap, StreamViolation, masked_target
+from gateway.streams import StreamTap, StreamViolation
 from gateway.upgrades import CHANNEL_PROTOCOLS, relayed_protocols
 from gateway.upstream import UpstreamPool, open_websocket
 from gateway.wsclient import UpstreamRejected, UpstreamTimeout
+from kube import channels
+from kube import headers as hdr
+from kube.media import declared_content_type
+from kube.requestinfo import RequestInfoError, is_long_running, parse_query, query_bool
+from kube.status import SERVER_ANSWER, GatewayError
+from masking import tokens
+from masking.queries import masked_target
+from runtime import db
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ class Cut:
 
     def __call__(self, reason: str):
         reason = reason or "the lease ended"
-        self.end(GatewayError(403, f"airlock: {reason}; the session was ended", stage="authorize"), reason)
+        self.end(GatewayError(403, f"airlock: {reason}; the session was ended"), reason)
 
     def end(self, error: GatewayError, reason: str = ""):
         if not self.event.is_set():
@@ -74,7 +78,7 @@ class Cut:
 
 # What ends every open stream when the gateway shuts down (airlock.asgi, on SIGTERM).
 DRAINING_REASON = "the gateway is shutting down"
-DRAINING = GatewayError(503, f"airlock: {DRAINING_REASON}; the stream was ended, start it again", stage="forward")
+DRAINING = GatewayError(503, f"airlock: {DRAINING_REASON}; the stream was ended, start it again")
 
 
 def bind_to_lease(request, cut: Cut):
@@ -290,12 +294,12 @@ class GatewayApp:
         try:
             upstream = await self.connections(request.connection)
         except db.DatabaseUnavailable:
-            raise GatewayError(503, db.DOWN_MESSAGE, stage="parse") from None  # gateway.db logs outages
+            raise GatewayError(503, db.DOWN_MESSAGE) from None  # runtime.db logs outages
         except Exception:
             log.exception("connection %s cannot be loaded", request.connection)
-            raise GatewayError(503, f'connection "{request.connection}" is misconfigured on the gateway', stage="parse") from None
+            raise GatewayError(503, f'connection "{request.connection}" is misconfigured on the gateway') from None
         if upstream is None:
-            raise GatewayError(404, f'connection "{request.connection}" not found', stage="parse")
+            raise GatewayError(404, f'connection "{request.connection}" not found')
         exchange.uri_detectors = self.uri_detectors(upstream, None)
         refusal = self.upgrade_refusal(exchange)
         if refusal is not None:
@@ -328,7 +332,7 @@ class GatewayApp:
             values = await self.secret_values.current(upstream, self.pool.client(upstream))
         except ValuesUnavailable as exc:
             raise GatewayError(503, f'airlock: connection "{request.connection}": {exc}; refused rather than risk '
-                                    "showing Secret values", stage="mask") from None
+                                    "showing Secret values") from None
         exchange.record_values = values
         request.secret_values = values if request.mask_secrets else None
         if values:
@@ -348,7 +352,7 @@ class GatewayApp:
         if outcome is None:
             return refused
         return GatewayError(403, outcome.message(outcome.description or describe_request(request.info)),
-                            stage="authorize", details=review_details(outcome.review_id))
+                            details=review_details(outcome.review_id))
 
     @staticmethod
     def upgrade_refusal(exchange: Exchange) -> GatewayError | None:
@@ -356,7 +360,7 @@ class GatewayApp:
         exec/attach/port-forward); for one it relays, the subprotocols it may offer the cluster."""
         request = exchange.request
         if request.transport == "spdy":
-            return GatewayError(400, SPDY_REFUSED, stage="forward")
+            return GatewayError(400, SPDY_REFUSED)
         if request.transport == "websocket":
             try:
                 exchange.offered = relayed_protocols(request.info, exchange.scope.get("subprotocols") or ())
@@ -386,7 +390,7 @@ class GatewayApp:
             try:
                 detectors = masking.Detectors.from_config(json.loads(key))
             except (ValueError, masking.DetectorConfigError):
-                raise GatewayError(503, "airlock: the masking configuration is invalid", stage="mask") from None
+                raise GatewayError(503, "airlock: the masking configuration is invalid") from None
             self._configured_detectors[key] = detectors
         return detectors
 
@@ -403,7 +407,7 @@ class GatewayApp:
         try:
             self.recorder.received(exchange.event("RequestReceived"))
         except AuditUnavailable as exc:
-            raise GatewayError(503, f"airlock: {exc}", stage="record") from None
+            raise GatewayError(503, f"airlock: {exc}") from None
 
     async def record_before_forwarding(self, exchange: Exchange):
         """Anything that can change the cluster is durably recorded first, anything else journaled, or refused."""
@@ -413,7 +417,7 @@ class GatewayApp:
         try:
             await self.recorder.begin(exchange.event("RequestReceived"))
         except AuditUnavailable as exc:
-            raise GatewayError(503, f"airlock: {exc}", stage="record") from None
+            raise GatewayError(503, f"airlock: {exc}") from None
 
     def record_hold(self, exchange: Exchange, on_pending):
         """``on_pending`` that first commits the held request's RequestReceived (with its review id),
@@ -429,7 +433,7 @@ class GatewayApp:
             try:
                 await self.recorder.begin(event)
             except AuditUnavailable as exc:
-                raise GatewayError(503, f"airlock: {exc}", stage="record") from None
+                raise GatewayError(503, f"airlock: {exc}") from None
             if on_pending is not None:
                 return await on_pending(review)
             return None
@@ -466,7 +470,7 @@ class GatewayApp:
             # A bug, not a refusal: the agent still gets a Status (or, mid-response, a cut
             # connection), and the completion event records the code the agent saw.
             log.exception("request %s failed inside the gateway", exchange.audit_id)
-            error = GatewayError(500, "airlock: internal error; the request was not completed", stage="forward")
+            error = GatewayError(500, "airlock: internal error; the request was not completed")
             if not exchange.response_started:
                 exchange.refused(error)
                 await send_status(send, error)
@@ -482,14 +486,14 @@ class GatewayApp:
         """Refuse writes that would store the mask placeholder; return the body as it may be recorded."""
         if not body:
             return b""
-        content_type = next((v for n, v in request.headers if n == "content-type"), None)
+        content_type = declared_content_type(request.headers, None)
         try:
             masking.check_write(request.info, content_type, body)
             return masking.mask_request_body_for_record(request.info, content_type, body)
         except masking.WriteRefused as exc:
-            raise GatewayError(exc.code, str(exc), reason=exc.reason, stage="mask") from None
+            raise GatewayError(exc.code, str(exc), reason=exc.reason) from None
         except masking.MaskingError as exc:
-            raise GatewayError(400, f"airlock: the request body cannot be inspected: {exc}", stage="mask") from None
+            raise GatewayError(400, f"airlock: the request body cannot be inspected: {exc}") from None
 
     # -- self reviews (kubectl auth whoami / can-i), answered here: gateway.selfreviews ----------
 
@@ -546,14 +550,13 @@ class GatewayApp:
         try:
             return await self.policy.rules_for(connection)
         except db.DatabaseUnavailable:
-            raise GatewayError(503, db.DOWN_MESSAGE, stage="authorize") from None
+            raise GatewayError(503, db.DOWN_MESSAGE) from None
 
     async def lease_held(self, request, rule_name: str):
         try:
             return await find_lease(request.connection, request.principal, rule_name)
         except DatabaseError:
-            raise GatewayError(503, "airlock: leases are unavailable right now (database error)",
-                               stage="authorize") from None
+            raise GatewayError(503, "airlock: leases are unavailable right now (database error)") from None
 
     async def ask_cluster(self, upstream, request, kind: str, question: bytes) -> tuple[dict | None, str]:
         """Create the review ``question`` on the cluster as the connection's identity: its status, or why not."""
@@ -576,9 +579,9 @@ class GatewayApp:
                 try:
                     declared = int(value)
                 except ValueError:
-                    raise GatewayError(400, "invalid Content-Length", stage="parse") from None
+                    raise GatewayError(400, "invalid Content-Length") from None
                 if declared > self.max_body:
-                    raise GatewayError(413, f"request body exceeds {self.max_body} bytes", stage="parse")
+                    raise GatewayError(413, f"request body exceeds {self.max_body} bytes")
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -587,7 +590,7 @@ class GatewayApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                raise GatewayError(413, f"request body exceeds {self.max_body} bytes", stage="parse")
+                raise GatewayError(413, f"request body exceeds {self.max_body} bytes")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -615,20 +618,20 @@ class GatewayApp:
                     response = await client.send(up_request, stream=True)
         except TimeoutError:
             raise GatewayError(504, f'connection "{request.connection}": the cluster did not answer within '
-                                    f"{upstream.first_byte_timeout:g} s", stage="forward") from None
+                                    f"{upstream.first_byte_timeout:g} s") from None
         except httpx.ConnectTimeout:
-            raise GatewayError(504, f'connection "{request.connection}": timed out connecting to the cluster', stage="forward") from None
+            raise GatewayError(504, f'connection "{request.connection}": timed out connecting to the cluster') from None
         except httpx.PoolTimeout:
-            raise GatewayError(503, f'connection "{request.connection}": too many concurrent requests', stage="forward") from None
+            raise GatewayError(503, f'connection "{request.connection}": too many concurrent requests') from None
         except httpx.HTTPError as exc:
             log.warning("upstream %s unreachable: %s", request.connection, type(exc).__name__)
-            raise GatewayError(502, f'connection "{request.connection}": the cluster is unreachable', stage="forward") from None
+            raise GatewayError(502, f'connection "{request.connection}": the cluster is unreachable') from None
         exchange.code = response.status_code
         idle = None if long_running else upstream.idle_timeout
         try:
             encoding = response.headers.get("content-encoding", "identity").lower()
             if encoding not in ("identity", ""):
-                raise GatewayError(502, f"upstream answered with Content-Encoding {encoding}, refused", stage="forward")
+                raise GatewayError(502, f"upstream answered with Content-Encoding {encoding}, refused")
             try:
                 masker = masking.response_masker(
                     request.info, response.status_code, response.headers.get("content-type"),
@@ -637,7 +640,7 @@ class GatewayApp:
                     values=request.secret_values,
                 )
             except masking.MaskingError as exc:
-                raise GatewayError(502, str(exc), stage="mask") from None
+                raise GatewayError(502, str(exc)) from None
             exchange.record_masker = self.record_masker(exchange, upstream, response)
             start = {
                 "type": "http.response.start",
@@ -749,7 +752,7 @@ class GatewayApp:
                 return False
             note = (f"airlock: waiting for a reviewer to approve review {pending.id} "
                     f"(rule {pending.rule_name}): {pending.url}; the session starts once it is approved\r\n")
-            await send(channel_frame(protocol, STDERR_CHANNEL, note.encode()))
+            await send(channel_frame(protocol, channels.STDERR, note.encode()))
             return True
 
         exchange.request = parse_request(exchange.scope, self.prefix)
@@ -779,15 +782,15 @@ class GatewayApp:
             except UpstreamTimeout as exc:
                 raise GatewayError(504, f'connection "{request.connection}": ' + (
                     "timed out connecting to the cluster" if exc.phase == "connect"
-                    else f"the cluster did not answer within {exc.seconds:g} s"), stage="forward") from None
+                    else f"the cluster did not answer within {exc.seconds:g} s")) from None
             except (OSError, ValueError) as exc:
                 log.warning("upstream %s websocket failed: %s", request.connection, type(exc).__name__)
-                raise GatewayError(502, f'connection "{request.connection}": the cluster is unreachable', stage="forward") from None
+                raise GatewayError(502, f'connection "{request.connection}": the cluster is unreachable') from None
         except GatewayError as exc:
             exchange.refused(exc)
             accepted = accepted or exchange.accepted
             if accepted:
-                await send(channel_frame(accepted, ERROR_CHANNEL, exc.body()))
+                await send(channel_frame(accepted, channels.ERROR, exc.body()))
                 await send({"type": "websocket.close", "code": 1000})
             else:
                 await reject_websocket(scope, send, exc)
@@ -814,9 +817,6 @@ class GatewayApp:
                 exchange.message = cut.reason
 
 
-STDERR_CHANNEL, ERROR_CHANNEL = 2, 3
-
-
 def wants_stderr(request) -> bool:
     """The exec or attach client reads a stderr stream: ``stderr`` true and no ``tty`` (which merges it),
     decoded as kube-apiserver decodes PodExecOptions and PodAttachOptions."""
@@ -833,7 +833,7 @@ def channel_protocol(offered: list[str]) -> str | None:
 
 
 def channel_frame(protocol: str, channel: int, payload: bytes) -> dict:
-    return ws_message(ChannelFraming(protocol).join(channel, payload))
+    return ws_message(channels.framing(protocol).encode(channel, payload))
 
 
 def ws_message(frame: bytes | str) -> dict:
@@ -866,15 +866,15 @@ def upstream_refusal(exc: UpstreamRejected, request, detectors, values=None) -> 
         body = masker.feed(exc.body) + masker.close() if masker is not None else exc.body
         status = json.loads(body or b"null")
     except (masking.MaskingError, ValueError):
-        return GatewayError(code, default, stage="forward")
+        return GatewayError(code, default)
     message = status.get("message") if isinstance(status, dict) and status.get("kind") == "Status" else None
-    return GatewayError(code, message if isinstance(message, str) and message else default, stage="forward")
+    return GatewayError(code, message if isinstance(message, str) and message else default)
 
 
 class UpstreamBroke(Exception):
     """The cluster's half of a relay ended without a close frame (reset, dead connection)."""
 
-    error = GatewayError(502, "airlock: the connection to the cluster broke; the session was ended", stage="forward")
+    error = GatewayError(502, "airlock: the connection to the cluster broke; the session was ended")
 
 
 # How long a port-forward agent gets to read the gateway's last message and close the tunnel itself.
@@ -981,7 +981,7 @@ def masked_whole(masker, content: bytes) -> bytes:
     try:
         return masker.feed(content) + masker.close()
     except masking.MaskingError as exc:
-        raise GatewayError(502, str(exc), stage="mask") from None
+        raise GatewayError(502, str(exc)) from None
 
 
 class MaskingAbort(Exception):
@@ -1000,9 +1000,8 @@ class UpstreamStalled(Exception):
 def broken_answer(exc: Exception, connection: str) -> GatewayError:
     """The Status for an answer the cluster stopped sending (stalled) or broke off."""
     if isinstance(exc, UpstreamStalled):
-        return GatewayError(504, f'connection "{connection}": the cluster stopped answering for {exc.seconds:g} s',
-                            stage="forward")
-    return GatewayError(502, f'connection "{connection}": the connection to the cluster broke', stage="forward")
+        return GatewayError(504, f'connection "{connection}": the cluster stopped answering for {exc.seconds:g} s')
+    return GatewayError(502, f'connection "{connection}": the connection to the cluster broke')
 
 
 async def within(chunks, idle: float | None):
@@ -1030,7 +1029,7 @@ async def read_whole(response, idle: float | None, limit: int | None = None) -> 
     async for chunk in within(response.aiter_bytes(), idle):
         size += len(chunk)
         if limit is not None and size > limit:
-            raise GatewayError(502, f"airlock: the cluster's answer exceeds {limit} bytes; refused", stage="forward")
+            raise GatewayError(502, f"airlock: the cluster's answer exceeds {limit} bytes; refused")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -1159,7 +1158,7 @@ class ResponseStream:
             await send({"type": "http.response.body", "body": out, "more_body": True})
 
     async def _fail(self, exc, send, exchange):
-        error = GatewayError(502, str(exc), stage="mask")
+        error = GatewayError(502, str(exc))
         exchange.refused(error)
         if not exchange.response_started:
             raise error

@@ -32,7 +32,7 @@ writes all of them)::
                                     # retry: answer at once with a Status naming the review,
                                     #   the agent runs the request again once it is approved
 
-A dry run (``dryRun=All``, gateway.dryrun) is never held for review: a review rule
+A dry run (``dryRun=All``, kube.dryrun) is never held for review: a review rule
 that matches one denies it; a rule with ``dryRun: only`` placed before it allows
 dry runs (both presets start with one).
 

@@ -3,7 +3,7 @@
 One :class:`SecretValueStore` per connection version lists ``/api/v1/secrets`` (pages of 500)
 and then watches from the list's resourceVersion, in a background task started on the
 connection's first request.  It keeps, per Secret, only the values that qualify as needles
-(:mod:`gateway.masking.values`), in memory: never written anywhere, never logged, never in an
+(:mod:`masking.values`), in memory: never written anywhere, never logged, never in an
 exception or ``repr``.  Each change rebuilds the immutable :class:`SecretValues` off the event
 loop; requests take the current one.
 
@@ -36,7 +36,7 @@ import time
 import httpx
 from django.conf import settings
 
-from gateway.masking.values import EMPTY, SecretValues, secret_entries
+from masking.values import EMPTY, SecretValues, secret_entries
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,12 @@ import json
 from dataclasses import dataclass, field, replace
 
 from gateway.policy import (
-    ALLOW, DELETE_VERBS, DENY, DRY_RUN_ONLY, IMPLIED_VERBS, NON_RESOURCE_VERBS, RESOURCE_VERBS, REVIEW,
-    STREAMING_SUBRESOURCES, STREAMING_VERBS, CompiledRule, Decision, GlobSet, ResourceSet, decision_for, denial_message, evaluate, sort_key,
+    ALLOW, DENY, DRY_RUN_ONLY, IMPLIED_VERBS, NON_RESOURCE_VERBS, RESOURCE_VERBS, REVIEW,
+    CompiledRule, Decision, GlobSet, ResourceSet, decision_for, denial_message, evaluate, sort_key,
 )
-from gateway.requestinfo import RequestInfo
-from gateway.status import GatewayError
+from kube.requestinfo import RequestInfo
+from kube.status import GatewayError
+from kube.vocabulary import CONNECT_SUBRESOURCES, CONNECT_VERBS, DELETE_VERBS
 
 AUTHENTICATION = "authentication.k8s.io"
 AUTHORIZATION = "authorization.k8s.io"
@@ -62,19 +63,18 @@ def read(body: bytes | None, info, kind: str) -> dict:
     try:
         review = json.loads(body or b"")
     except ValueError:
-        raise GatewayError(400, f"airlock: the {kind} is not valid JSON", stage="parse") from None
+        raise GatewayError(400, f"airlock: the {kind} is not valid JSON") from None
     if not isinstance(review, dict):
-        raise GatewayError(400, f"airlock: the {kind} must be a JSON object", stage="parse")
+        raise GatewayError(400, f"airlock: the {kind} must be a JSON object")
     expected = f"{info.api_group}/{info.api_version}"
     if review.get("kind", kind) != kind:
-        raise GatewayError(400, f"airlock: expected a {kind}, got kind {json.dumps(review.get('kind'))}",
-                           stage="parse")
+        raise GatewayError(400, f"airlock: expected a {kind}, got kind {json.dumps(review.get('kind'))}")
     if review.get("apiVersion", expected) != expected:
         raise GatewayError(400, f"the API version in the data ({json.dumps(review.get('apiVersion'))}) does not "
-                                f"match the expected API version ({expected})", stage="parse")
+                                f"match the expected API version ({expected})")
     for name in ("metadata", "spec"):
         if not isinstance(review.get(name, {}), dict):
-            raise GatewayError(400, f"airlock: {name} of the {kind} must be an object", stage="parse")
+            raise GatewayError(400, f"airlock: {name} of the {kind} must be an object")
     return review
 
 
@@ -126,11 +126,11 @@ def access_question(review: dict) -> RequestInfo:
     if (resource is None) == (non_resource is None):
         raise GatewayError(422, 'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: spec.resourceAttributes: '
                                 "Invalid value: exactly one of nonResourceAttributes or resourceAttributes must "
-                                "be specified", stage="parse")
+                                "be specified")
     attributes = resource if resource is not None else non_resource
     names = STRING_ATTRIBUTES if resource is not None else NON_RESOURCE_ATTRIBUTES
     if not isinstance(attributes, dict) or not all(isinstance(attributes.get(n, ""), str) for n in names):
-        raise GatewayError(400, "airlock: the SelfSubjectAccessReview's attributes must be strings", stage="parse")
+        raise GatewayError(400, "airlock: the SelfSubjectAccessReview's attributes must be strings")
     get = attributes.get
     if non_resource is not None:
         return RequestInfo(False, get("path", ""), get("verb", ""), "", "", "", "", "", "", "", ())
@@ -263,7 +263,7 @@ class RuleList:
 def rules_namespace(review: dict) -> str:
     namespace = review.get("spec", {}).get("namespace", "")
     if not isinstance(namespace, str):
-        raise GatewayError(400, "airlock: spec.namespace of the SelfSubjectRulesReview must be a string", stage="parse")
+        raise GatewayError(400, "airlock: spec.namespace of the SelfSubjectRulesReview must be a string")
     return namespace
 
 
@@ -311,8 +311,8 @@ def _relation(allow: CompiledRule, earlier: CompiledRule) -> str:
     reached = _verbs_reached(allow.verbs, universe)
     if "*" not in earlier.verbs and reached.isdisjoint(earlier.verbs):
         # exec, attach, port-forward and proxy are decided on the subresource: get and create alike
-        streaming = _streams(allow) and _streams(earlier) and not reached.isdisjoint(STREAMING_VERBS) \
-            and not earlier.verbs.isdisjoint(STREAMING_VERBS)
+        streaming = _streams(allow) and _streams(earlier) and not reached.isdisjoint(CONNECT_VERBS) \
+            and not earlier.verbs.isdisjoint(CONNECT_VERBS)
         return "part" if streaming and allow.resources.overlaps(earlier.resources) else ""
     overlapping = (allow.api_groups.overlaps(earlier.api_groups) and allow.resources.overlaps(earlier.resources)
                    and allow.names.overlaps(earlier.names))
@@ -331,7 +331,7 @@ def _relation(allow: CompiledRule, earlier: CompiledRule) -> str:
 def _streams(rule: CompiledRule) -> bool:
     """Whether ``rule`` may name exec, attach, port-forward or proxy."""
     return rule.resources.match_all or any(
-        pattern.partition("/")[2] in ("*", *STREAMING_SUBRESOURCES) for pattern in rule.resources.patterns)
+        pattern.partition("/")[2] in ("*", *CONNECT_SUBRESOURCES) for pattern in rule.resources.patterns)
 
 
 def airlock_rules(rules, principal, namespace: str, connection: str, leased=frozenset()) -> RuleList:

@@ -18,19 +18,16 @@ cluster receives what was typed), port-forward as pod, ports and bytes each way 
 arbitrary TCP protocols are neither parsed nor kept).
 """
 
-import base64
-import binascii
 import time
-from urllib.parse import parse_qsl, quote, unquote_plus
+from urllib.parse import parse_qsl
 
+import masking
 from audit.asciicast import AsciicastWriter, PortForwardTally, terminal_size
-from gateway import masking, spdy
-from gateway.status import GatewayError
-from gateway.upgrades import TUNNEL_PROTOCOL
+from kube import spdy
+from kube.channels import CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT, TUNNEL_PROTOCOL, ChannelError, framing
+from kube.status import GatewayError
+from masking.queries import masked_command
 
-V5_PROTOCOL = "v5.channel.k8s.io"
-BASE64_PROTOCOLS = frozenset({"base64.channel.k8s.io", "v4.base64.channel.k8s.io"})
-STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 MASKED_OUTPUT = (STDOUT, STDERR)
 
 
@@ -39,87 +36,11 @@ class StreamViolation(Exception):
 
     def __init__(self, message: str):
         super().__init__(message)
-        self.error = GatewayError(400, message, stage="forward")
+        self.error = GatewayError(400, message)
 
 
 def _size(frame) -> int:
     return len(frame) if isinstance(frame, bytes) else len(frame.encode("utf-8"))
-
-
-class ChannelFraming:
-    """The framing of one channel.k8s.io subprotocol: the channel, then the payload.
-
-    Binary variants put the channel in the first byte; base64 variants put it as an ASCII
-    digit before the base64 payload.  A text message is read as its UTF-8 bytes, as the
-    kubelet's and kube-apiserver's wsstream read it (the Python client writes ``str`` stdin
-    as text, v5 included), so the gateway and the cluster always agree on the channel.
-    """
-
-    def __init__(self, subprotocol: str):
-        self.base64 = subprotocol in BASE64_PROTOCOLS
-
-    def split(self, frame) -> tuple[int, bytes] | None:
-        """(channel, payload), or None when the frame is not in this framing."""
-        if self.base64:
-            try:
-                text = frame if isinstance(frame, str) else frame.decode("ascii")
-                if not text or not "0" <= text[0] <= "9":
-                    return None
-                return int(text[0]), base64.b64decode(text[1:], validate=True)
-            except (UnicodeDecodeError, binascii.Error, ValueError):
-                return None
-        if isinstance(frame, str):
-            frame = frame.encode("utf-8")
-        if not frame:
-            return None
-        return frame[0], bytes(frame[1:])
-
-    def join(self, channel: int, payload: bytes):
-        if self.base64:
-            return str(channel) + base64.b64encode(payload).decode("ascii")
-        return bytes([channel]) + payload
-
-
-def masked_command(params, detectors, counts: dict) -> list[str]:
-    """The exec ``command=`` words with secrets masked (``mysql -pS3cret`` is in the URL)."""
-    command = [v for k, v in params if k == "command"]
-    if detectors.enabled:
-        detectors.mask_argv(command, counts)
-    return command
-
-
-def masked_query(query: str, detectors, counts: dict | None = None) -> str:
-    """A raw query as the audit trail and reviewers may keep it: every value masked.
-
-    Exec and attach ``command=`` words are masked as one argv (``mysql --password S3cret``),
-    every other value by its name and its text (``password=...``, ``access_token=...``, a
-    selector holding a token or a Secret's value).  Parameters stay in order and repeated; one
-    that masking leaves alone keeps its exact spelling, a masked one is re-encoded.
-    """
-    if not query or not detectors.enabled:
-        return query
-    counts = {} if counts is None else counts
-    pieces = [piece.partition("=") for piece in query.split("&")]
-    decoded = [(unquote_plus(name), unquote_plus(value)) for name, _, value in pieces]
-    words = iter(masked_command(decoded, detectors, counts))
-    out = []
-    for (raw_name, sep, raw_value), (name, value) in zip(pieces, decoded):
-        shown = next(words) if name == "command" else detectors.mask_pair(name, value, counts)
-        out.append(raw_name + sep + raw_value if shown == value else f"{raw_name}={quote(shown, safe='')}")
-    return "&".join(out)
-
-
-def masked_target(request, detectors) -> str:
-    """The request URI as the audit trail may keep it: path and query values masked.
-
-    ``detectors`` None (the connection's configuration is not known or not valid) keeps the
-    path only: what cannot be masked is not recorded.
-    """
-    if detectors is None:
-        return request.upstream_path
-    path = detectors.mask_text(request.upstream_path, {})
-    query = masked_query(request.query, detectors)
-    return path + ("?" + query if query else "")
 
 
 class StreamTap:
@@ -132,8 +53,8 @@ class StreamTap:
         agent's output is masked for less (``detectors``: masking turned off by a rule or review)."""
         self.info = info
         self.subprotocol = subprotocol or ""
-        self.framing = ChannelFraming(self.subprotocol)
-        self.v5 = self.subprotocol == V5_PROTOCOL
+        self.framing = framing(self.subprotocol)
+        self.v5 = self.framing.v5
         self.detectors = detectors
         self.record_detectors = record_detectors or detectors
         self.record_maskers = {} if record_detectors is not None else None
@@ -199,6 +120,13 @@ class StreamTap:
             masker = self.record_maskers[channel] = masking.text_stream_masker(self.record_detectors)
         return masker.feed(payload) + (masker.flush() if flush else b"")
 
+    def _split(self, frame) -> tuple[int, bytes] | None:
+        """(channel, payload), or None when the frame is not in this stream's framing."""
+        try:
+            return self.framing.decode(frame)
+        except ChannelError:
+            return None
+
     # -- from the agent ---------------------------------------------------------------------
 
     def from_client(self, frame):
@@ -209,7 +137,7 @@ class StreamTap:
             self._check_port_forward(frame)
             self.tally.to_pod(size)
             return frame
-        parts = self.framing.split(frame)
+        parts = self._split(frame)
         if parts is None:
             raise StreamViolation(f"airlock: the client sent a frame outside the {self.subprotocol} framing; "
                                   "the session was ended")
@@ -235,7 +163,7 @@ class StreamTap:
                                       "the session was ended")
             self._read_tunnel(frame)
             return
-        parts = self.framing.split(frame)
+        parts = self._split(frame)
         if parts is None or parts[0] % 2 or parts[0] >= self.data_channels:
             raise StreamViolation("airlock: the client wrote outside the port-forward data channels; "
                                   "the session was ended")
@@ -282,7 +210,7 @@ class StreamTap:
             if self.tunnel is not None and isinstance(frame, bytes):
                 self.replies.feed(frame)
             return [frame]
-        parts = self.framing.split(frame)
+        parts = self._split(frame)
         if parts is None:
             return []
         channel, payload = parts
@@ -304,7 +232,7 @@ class StreamTap:
 
     def _record(self, channel: int, payload: bytes, flush: bool = False):
         self.cast.cluster_frame(self._now(), channel, self._recorded(channel, payload, flush or channel == ERROR))
-        return self.framing.join(channel, payload)
+        return self.framing.encode(channel, payload)
 
     def flush_channel(self, channel: int) -> list:
         masker = self.maskers.get(channel)
@@ -345,10 +273,10 @@ class StreamTap:
                           for stream in sorted(self.error_streams & self.replies.open)]
                 ends = [spdy.Data(stream, b"", fin=True) for stream in sorted(self.data_streams & self.replies.open)]
                 return [encoder.encode(frame) for frame in errors + ends]
-            return [self.framing.join(channel, error.message.encode()) for channel in range(1, self.data_channels, 2)]
+            return [self.framing.encode(channel, error.message.encode()) for channel in range(1, self.data_channels, 2)]
         out = self.flush()
         self.cast.exit(self._now(), None, error.message)
-        out.append(self.framing.join(ERROR, error.body()))
+        out.append(self.framing.encode(ERROR, error.body()))
         return out
 
     def recording(self, duration: float) -> dict:

@@ -12,13 +12,12 @@ for one, and the same data comes masked and recorded over an HTTP watch.  kubect
 fallback is unaffected: exec, attach and port-forward keep their WebSocket path.
 """
 
-from gateway.status import GatewayError
+from kube import channels
+from kube.status import GatewayError
 
-CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v4.base64.channel.k8s.io",
-                     "channel.k8s.io", "base64.channel.k8s.io")
-TUNNEL_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
+CHANNEL_PROTOCOLS = tuple(channels.REMOTECOMMAND_PROTOCOLS)
 # The kubelet's WebSocket port-forward (the Python client) speaks the v4 channel framing.
-PORTFORWARD_PROTOCOLS = (TUNNEL_PROTOCOL, "v4.channel.k8s.io", "v4.base64.channel.k8s.io")
+PORTFORWARD_PROTOCOLS = (channels.TUNNEL_PROTOCOL, *channels.PORTFORWARD_PROTOCOLS)
 STREAM_PROTOCOLS = {"exec": CHANNEL_PROTOCOLS, "attach": CHANNEL_PROTOCOLS, "portforward": PORTFORWARD_PROTOCOLS}
 
 
@@ -40,12 +39,12 @@ def relayed_protocols(info, offered) -> list[str]:
     if kind is None:
         raise GatewayError(
             400, f"airlock: WebSocket upgrades are relayed only for pods/exec, pods/attach and pods/portforward, "
-                 f"not for {describe(info)}", stage="parse")
+                 f"not for {describe(info)}")
     known = [p for p in offered if p in STREAM_PROTOCOLS[kind]]
     if not known:
         raise GatewayError(
             400, f"airlock: pods/{kind} over WebSocket needs one of the subprotocols "
-                 f"{', '.join(STREAM_PROTOCOLS[kind])}", stage="parse")
+                 f"{', '.join(STREAM_PROTOCOLS[kind])}")
     return known
 
 

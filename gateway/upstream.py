@@ -12,32 +12,14 @@ import asyncio
 import http.cookiejar
 import logging
 import socket
-from dataclasses import dataclass
-
 import aiohttp
 import httpx
 from yarl import URL
 
+from connections.timeouts import DEFAULT_TIMEOUTS
 from gateway import wsclient
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """A Connection's upstream timeouts in seconds (the model's fields; the proxy applies them).
-
-    ``connect``: TCP and TLS; ``first_byte``: until the answer starts (connecting included), except
-    for kube-apiserver's long-running requests; ``idle``: a stall inside an answer, except in long-running ones, and
-    the bound on noticing a dead connection (TCP keepalive, :func:`keepalive_options`) for all.
-    """
-
-    connect: float = 10.0
-    first_byte: float = 65.0
-    idle: float = 30.0
-
-
-DEFAULT_TIMEOUTS = Timeouts()
 
 
 def keepalive_options(idle: float) -> list[tuple[int, int, int]]:

@@ -1,9 +1,7 @@
-"""WebSocket channel framing and subprotocol negotiation shared by exec, attach, port-forward.
+"""WebSocket subprotocol negotiation and channel writing shared by exec, attach, port-forward.
 
-The remotecommand/port-forward WebSocket protocols put a stream id before each message's
-payload (``k8s.io/apimachinery/pkg/util/remotecommand``, the kubelet's wsstream).  The
-codec is pure; :class:`ChannelWriter` serialises the messages of several pumps onto one
-WebSocket.
+The framing itself (a stream id before each message's payload) is :mod:`kube.channels`;
+:class:`ChannelWriter` serialises the messages of several pumps onto one WebSocket.
 """
 
 from __future__ import annotations
@@ -13,69 +11,13 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from aiohttp import web
 
+from kube.channels import ERROR, ChannelProtocol
 from kubesim import errors
 
-STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
-CLOSE = 255  # v5: payload is the id of the stream the peer half-closes
 MAX_MESSAGE = 16 * 1024 * 1024 + 64  # room for a full-size SPDY frame in one message
-
-
-class ChannelError(ValueError):
-    """A WebSocket message that does not follow the channel framing."""
-
-
-@dataclass(frozen=True)
-class ChannelProtocol:
-    """One channel subprotocol.
-
-    Binary variants put the id in the first byte; base64 variants send text with the id as
-    an ASCII digit followed by the base64 payload.  ``v5`` adds the CLOSE channel;
-    ``status_json`` (v4+) sends a metav1.Status on the error channel, older versions text.
-    """
-
-    name: str
-    base64: bool = False
-    v5: bool = False
-    status_json: bool = True
-
-    def encode(self, channel: int, payload: bytes) -> bytes | str:
-        if self.base64:
-            return chr(ord("0") + channel) + base64.b64encode(payload).decode("ascii")
-        return bytes((channel,)) + payload
-
-    def decode(self, message: bytes | str) -> tuple[int, bytes]:
-        """Accept text or binary frames alike, as the kubelet's wsstream does."""
-        raw = message.encode("utf-8") if isinstance(message, str) else bytes(message)
-        if not raw:
-            raise ChannelError("empty message has no channel")
-        if not self.base64:
-            return raw[0], raw[1:]
-        channel = raw[0] - ord("0")
-        if not 0 <= channel <= 9:
-            raise ChannelError("base64 message must start with a channel digit")
-        try:
-            return channel, base64.b64decode(raw[1:], validate=True)
-        except binascii.Error:
-            raise ChannelError("invalid base64 payload") from None
-
-
-def _by_name(*protocols: ChannelProtocol) -> dict[str, ChannelProtocol]:
-    return {p.name: p for p in protocols}
-
-
-V4 = ChannelProtocol("v4.channel.k8s.io")
-V4_BASE64 = ChannelProtocol("v4.base64.channel.k8s.io", base64=True)
-EXEC_PROTOCOLS = _by_name(
-    ChannelProtocol("v5.channel.k8s.io", v5=True),
-    V4,
-    V4_BASE64,
-    ChannelProtocol("channel.k8s.io", status_json=False),
-    ChannelProtocol("base64.channel.k8s.io", base64=True, status_json=False),
-)
 
 
 def offered_protocols(request: web.BaseRequest) -> list[str]:

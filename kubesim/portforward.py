@@ -30,14 +30,13 @@ from collections import deque
 from aiohttp import WSMsgType, web
 from multidict import MultiMapping
 
-from gateway import spdy
+from kube import spdy
+from kube.channels import PORTFORWARD_PROTOCOLS, TUNNEL_PROTOCOL, ChannelError, ChannelProtocol
 from kubesim import errors, sandbox
-from kubesim.channels import V4, V4_BASE64, ChannelError, ChannelProtocol, ChannelWriter, accept, negotiate
+from kubesim.channels import ChannelWriter, accept, negotiate
 from kubesim.process import SpawnError
 from kubesim.store import encode_body
 
-TUNNEL_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
-LEGACY_PROTOCOLS = {p.name: p for p in (V4, V4_BASE64)}
 READ_CHUNK = 32 * 1024
 INBOX_LIMIT = 1024 * 1024  # bytes buffered per stream before the session reader waits
 STREAM_CREATION_TIMEOUT = 30.0  # the kubelet's default for the second stream of a pair
@@ -60,7 +59,7 @@ async def handle(request: web.Request, cluster, pod: dict, start) -> web.StreamR
     """``start()`` starts the pod (kubesim.streams.start_pod) for connections into its network."""
     try:
         ports = parse_ports(request.query)
-        protocol = negotiate(request, [TUNNEL_PROTOCOL, *LEGACY_PROTOCOLS])
+        protocol = negotiate(request, [TUNNEL_PROTOCOL, *PORTFORWARD_PROTOCOLS])
         if protocol != TUNNEL_PROTOCOL and not ports:
             raise errors.bad_request('query parameter "ports" is required')
     except errors.ApiError as exc:
@@ -69,7 +68,7 @@ async def handle(request: web.Request, cluster, pod: dict, start) -> web.StreamR
     if protocol == TUNNEL_PROTOCOL:
         await SpdyTunnel(ws, Target(cluster, pod, start)).run()
     else:
-        await serve_legacy(ws, LEGACY_PROTOCOLS[protocol], Target(cluster, pod, start), ports)
+        await serve_legacy(ws, PORTFORWARD_PROTOCOLS[protocol], Target(cluster, pod, start), ports)
     return ws
 
 

@@ -22,7 +22,8 @@ from aiohttp.http_exceptions import BadHttpMessage, InvalidHeader
 from aiohttp.http_parser import HeadersParser, HttpRequestParserPy
 from multidict import CIMultiDict, MultiMapping
 
-from gateway import kubeproto as protobuf
+from kube import kubeproto as protobuf
+from kube.vocabulary import STREAM_SUBRESOURCES
 
 from . import errors, patch, schema, tables
 from .auth import API_AUDIENCE, Attributes, Auth, UserInfo
@@ -109,7 +110,6 @@ VERSION = {
 }
 SPECIAL_VERBS = ("watch", "proxy")
 NAMESPACE_SUBRESOURCES = ("status", "finalize")
-STREAM_SUBRESOURCES = ("exec", "attach", "portforward")
 PROXY_SUBRESOURCES = ("proxy",)
 SPDY_REFUSED = (
     "kubesim speaks only WebSockets for exec, attach and port-forward (kubectl >= 1.30, and >= 1.31 "

@@ -22,11 +22,11 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 from multidict import MultiMapping
 
-from kubesim import errors, portforward, sandbox
-from kubesim.channels import (
-    CLOSE, ERROR, EXEC_PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT,
-    ChannelError, ChannelProtocol, ChannelWriter, accept, negotiate,
+from kube.channels import (
+    CLOSE, ERROR, REMOTECOMMAND_PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT, ChannelError, ChannelProtocol,
 )
+from kubesim import errors, portforward, sandbox
+from kubesim.channels import ChannelWriter, accept, negotiate
 from kubesim.process import Child, SpawnError, container_env, read_fd, spawn, workdir, write_fd
 from kubesim.store import encode_body
 
@@ -432,7 +432,7 @@ async def handle(request: web.Request, cluster, pod: dict, subresource: str) -> 
         if subresource not in ("exec", "attach"):
             raise errors.bad_request(f"unsupported streaming subresource {subresource!r}")
         opts = parse_stream_options(request.query, pod, subresource)
-        protocol = EXEC_PROTOCOLS[negotiate(request, EXEC_PROTOCOLS)]
+        protocol = REMOTECOMMAND_PROTOCOLS[negotiate(request, REMOTECOMMAND_PROTOCOLS)]
     except errors.ApiError as exc:
         return web.Response(body=encode_body(exc.status()), status=exc.code, content_type="application/json")
     serve = serve_exec if subresource == "exec" else serve_attach

@@ -147,7 +147,8 @@ def make_gateway_app(authenticator=None, **options):
     """A GatewayApp as production builds it, with test-friendly caches (rule edits apply at once)."""
     from audit.recorder import Recorder
     from connections.registry import get_upstream
-    from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
+    from identity.chain import AuthenticatorChain
+    from identity.static import StaticTokenAuthenticator
     from gateway.policy import PolicyCache
     from gateway.proxy import GatewayApp
     from gateway.secretvalues import SecretValueStores

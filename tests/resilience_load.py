@@ -163,7 +163,7 @@ class Load:
             return n, kind, "GET", f"{NS}/configmaps/{name}-missing", None, {}
         if kind == "delete":
             return n, kind, "DELETE", f"{NS}/configmaps/{created.pop() if created else name}", None, {}
-        if kind == "lookup":  # a connection name never seen: looked up in the database (gateway.db) each time
+        if kind == "lookup":  # a connection name never seen: looked up in the database (runtime.db) each time
             return n, kind, "GET", f"/k8s/{name}/api/v1/pods", None, {}
         return n, kind, "GET", f"{NS}/pods", None, {"Authorization": ""}
 

@@ -18,8 +18,8 @@ from django.test import AsyncClient, Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from airlock import unavailable
 from approvals.tests.factories import reviewer
+from runtime import unavailable
 
 pytestmark = pytest.mark.django_db
 
@@ -67,7 +67,7 @@ def test_the_reviewer_api_answers_503_json_and_logs_one_line_per_interval(rita, 
             assert answer["Content-Type"] == "application/json"
             assert answer.json() == {"detail": "the database is unavailable; try again shortly"}
         lines = warnings_of(caplog)
-        assert [r.name for r in lines] == ["airlock.unavailable"]
+        assert [r.name for r in lines] == ["runtime.unavailable"]
         clock.now += unavailable.LOG_INTERVAL
         assert rita.get("/approvals/api/reviews/").status_code == 503
     lines = warnings_of(caplog)
@@ -97,7 +97,7 @@ def test_dashboard_and_admin_pages_answer_a_503_page(path, clock, caplog):
     assert page.status_code == 503
     assert page["Content-Type"] == "text/html; charset=utf-8"
     assert b"database is unavailable" in page.content and b"hunter2" not in page.content
-    assert [r.name for r in warnings_of(caplog)] == ["airlock.unavailable"]
+    assert [r.name for r in warnings_of(caplog)] == ["runtime.unavailable"]
     assert not any(r.exc_info for r in caplog.records)
 
 
@@ -121,4 +121,4 @@ def test_other_database_errors_stay_500s_with_their_traceback(rita, clock, caplo
     assert api.status_code == 500 and page.status_code == 500
     errors = [r for r in caplog.records if r.name == "django.request" and r.exc_info]
     assert [r.exc_info[0] for r in errors] == [ProgrammingError, ProgrammingError]
-    assert not [r for r in caplog.records if r.name == "airlock.unavailable"]
+    assert not [r for r in caplog.records if r.name == "runtime.unavailable"]

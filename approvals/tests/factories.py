@@ -2,8 +2,8 @@
 
 from django.contrib.auth.models import Group, Permission, User
 
-from gateway.identity import Principal
 from gateway.pipeline import parse_request
+from identity.principal import Principal
 
 AGENT = Principal(subject="agent-1", username="agent-1", groups=("agents",), issuer="https://idp.test",
                   expires_at=float("inf"), token_id="t1")

@@ -16,7 +16,7 @@ from approvals.tests.factories import connection, gateway_request, review_rule, 
 from gateway.authz import authorize
 from gateway.models import Rule
 from gateway.policy import Decision, PolicyCache
-from gateway.status import GatewayError
+from kube.status import GatewayError
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 

@@ -12,7 +12,7 @@ from approvals.tests.factories import connection, gateway_request, review_rule, 
 from gateway.authz import authorize
 from gateway.pipeline import classify_dry_run
 from gateway.policy import PolicyCache
-from gateway.status import GatewayError
+from kube.status import GatewayError
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

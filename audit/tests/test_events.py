@@ -11,9 +11,9 @@ from audit.document import event_document
 from audit.events import cap_body, cap_cast, clean_text, from_request, from_scope, needs_durable_record, prepare
 from audit.models import AuditEvent
 from audit.tests.factories import append, event
-from gateway.identity import Principal
 from gateway.pipeline import parse_request
 from gateway.policy import Decision
+from identity.principal import Principal
 
 
 def prepared(**fields):

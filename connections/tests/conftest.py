@@ -4,6 +4,7 @@ from cryptography.fernet import Fernet
 from connections import registry
 from connections.models import Connection
 from connections.tests.pki import Pki
+from tests.idp.fixtures import idp  # noqa: F401  (the real test OpenID provider, for the kubeconfig command's tests)
 
 # Distinctive values so a test can search any output for them.
 TOKEN = "sekrit-token-0123456789abcdef"

@@ -8,12 +8,12 @@ from asgiref.sync import async_to_sync
 from django.db import OperationalError
 
 from connections.models import Connection
-from gateway import db
-from gateway.db import DatabaseUnavailable
-from gateway.identity import Principal
 from gateway.models import Rule
 from gateway.policy import PolicyCache, evaluate, invalidate_all
-from gateway.requestinfo import parse
+from identity.principal import Principal
+from kube.requestinfo import parse
+from runtime import db
+from runtime.db import DatabaseUnavailable
 
 AGENT = Principal(
     subject="a", username="agent@example.com", groups=(), issuer="https://idp.example", expires_at=0.0,

@@ -2,10 +2,10 @@
 
 import pytest
 
-from gateway.identity import Principal
 from gateway.policy import InvalidRule, check_rule, compile_rule, denial_message, evaluate
 from gateway.presets import PRESETS, preset_rule_fields
-from gateway.requestinfo import parse
+from identity.principal import Principal
+from kube.requestinfo import parse
 
 AGENT = Principal(subject="agent-1", username="agent@example.com", groups=("agents",), issuer="https://idp",
                   expires_at=0.0, token_id="t")
@@ -92,7 +92,7 @@ def test_both_presets_allow_dry_runs_with_masking(preset, method, path, query):
     ("production-guardrails", "review", "review-serviceaccount-tokens"),
 ])
 def test_a_token_request_asking_for_a_dry_run_is_still_a_token_request(preset, effect, rule_name):
-    """gateway.dryrun does not count it as a dry run (TokenRequest ignores dryRun), so the token rules decide."""
+    """kube.dryrun does not count it as a dry run (TokenRequest ignores dryRun), so the token rules decide."""
     info = parse("POST", f"{NS}/serviceaccounts/default/token", "dryRun=All")
     decision = evaluate(compiled(preset), AGENT, info, dry_run=False)
     assert (decision.effect, decision.rule_name) == (effect, rule_name)

@@ -4,7 +4,6 @@ import dataclasses
 
 import pytest
 
-from gateway.identity import Principal
 from gateway.policy import (
     DEFAULT_DENY,
     POLICY_ERROR,
@@ -15,7 +14,8 @@ from gateway.policy import (
     describe_request,
     evaluate,
 )
-from gateway.requestinfo import parse
+from identity.principal import Principal
+from kube.requestinfo import parse
 
 ALICE = Principal(
     subject="3f2a-alice", username="alice@example.com", groups=("sre", "agents-prod"),
@@ -372,7 +372,7 @@ def test_resource_sets_overlap_and_cover(one, other, overlaps, covers):
     (dict(verb="delete", resource="namespaces"), True),
 ])
 def test_a_rule_may_match_a_class_of_requests(attributes, matched):
-    from gateway.requestinfo import RequestInfo
+    from kube.requestinfo import RequestInfo
 
     keep_web = compile_rule({"name": "keep-web", "order": 1, "effect": "deny", "subjects": ["*"],
                              "verbs": ["delete"], "api_groups": ["apps"], "resources": ["deployments"],

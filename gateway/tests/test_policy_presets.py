@@ -2,10 +2,10 @@
 
 import pytest
 
-from gateway.identity import Principal
 from gateway.policy import compile_rule, evaluate
 from gateway.presets import PRESETS, preset_rule_fields
-from gateway.requestinfo import parse
+from identity.principal import Principal
+from kube.requestinfo import parse
 
 AGENT = Principal(
     subject="agent-1", username="agent@example.com", groups=(), issuer="https://idp.example",

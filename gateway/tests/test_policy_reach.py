@@ -7,9 +7,9 @@ namespace instead of the object, and API-group aliases of the same objects.
 
 import pytest
 
-from gateway.identity import Principal
 from gateway.policy import DEFAULT_DENY, Reach, compile_rule, evaluate
-from gateway.requestinfo import RequestInfoError, parse
+from identity.principal import Principal
+from kube.requestinfo import RequestInfoError, parse
 
 AGENT = Principal(subject="a", username="agent", groups=("agents",), issuer="https://idp.example",
                   expires_at=0.0, token_id="t")

@@ -8,9 +8,9 @@ from django.urls import reverse
 
 from connections.models import Connection
 from gateway import presets, rulesets
-from gateway.identity import Principal
 from gateway.policy import evaluate
-from gateway.requestinfo import parse
+from identity.principal import Principal
+from kube.requestinfo import parse
 
 pytestmark = pytest.mark.django_db
 

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from gateway.authn import AuthenticatorChain, StaticTokenAuthenticator
-from gateway.masking import Detectors
 from gateway.policy import compile_rule
 from gateway.proxy import GatewayApp
+from identity.chain import AuthenticatorChain
+from identity.static import StaticTokenAuthenticator
+from masking import Detectors
 
 pytestmark = pytest.mark.asyncio
 
@@ -390,7 +391,7 @@ async def test_write_refused_when_the_audit_trail_is_down():
 
 
 async def test_without_the_database_a_tokenless_request_is_a_401_and_others_a_503():
-    from gateway.db import DatabaseUnavailable
+    from runtime.db import DatabaseUnavailable
 
     def handler(request):
         raise AssertionError("must not reach the cluster")
@@ -415,7 +416,7 @@ CONFIGMAP = {"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "c", 
 
 
 async def test_detectors_configured_per_connection_and_per_rule():
-    from gateway.policy import detectors_key
+    from masking.config import detectors_key
 
     def handler(request):
         return httpx.Response(200, json=CONFIGMAP)

@@ -7,7 +7,7 @@ from django.db import connection as db_connection
 from connections.models import Connection
 from gateway.models import Rule
 from gateway.policy import DEFAULT_DENY, evaluate
-from gateway.requestinfo import parse
+from kube.requestinfo import parse
 
 pytestmark = pytest.mark.django_db
 

@@ -66,7 +66,7 @@ def store_for(cluster, **options):
 
 
 def masked(values, text):
-    from gateway.masking import Detectors
+    from masking import Detectors
 
     return Detectors.none().with_values(values).mask_text(text, {})
 

@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from gateway import masking, spdy
-from gateway.requestinfo import parse
-from gateway.status import GatewayError
+import masking
 from gateway.streams import StreamTap, StreamViolation
 from gateway.upgrades import relayed_protocols, stream_kind
+from kube import spdy
+from kube.requestinfo import parse
+from kube.status import GatewayError
 
 EXEC = "/api/v1/namespaces/default/pods/web/exec"
 

@@ -10,8 +10,9 @@ import aiohttp
 import pytest
 from multidict import MultiDict
 
+from kube.channels import ChannelError, ChannelProtocol
+from kube.channels import REMOTECOMMAND_PROTOCOLS as EXEC_PROTOCOLS
 from kubesim import errors, sandbox, streams
-from kubesim.channels import EXEC_PROTOCOLS, ChannelError, ChannelProtocol
 from kubesim.tests.streamkit import StreamServer, collect, joined, make_pod, pids_of, wait_gone
 
 V5 = EXEC_PROTOCOLS["v5.channel.k8s.io"]

@@ -1,6 +1,6 @@
 """kubesim port-forward: SPDY/3.1 tunnelled in WebSocket and the legacy channel protocol.
 
-The SPDY peer here is a small test client built on gateway.spdy; the end-to-end tests use
+The SPDY peer here is a small test client built on kube.spdy; the end-to-end tests use
 real kubectl.
 """
 
@@ -11,9 +11,10 @@ import aiohttp
 import pytest
 from multidict import MultiDict
 
-from gateway import spdy
+from kube import spdy
+from kube.channels import TUNNEL_PROTOCOL
 from kubesim import errors
-from kubesim.portforward import TUNNEL_PROTOCOL, parse_ports
+from kubesim.portforward import parse_ports
 from kubesim.tests.streamkit import StreamServer, echo_server, make_pod
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from approvals import reviews
 from approvals.tests.factories import reviewer
-from gateway.masking import PLACEHOLDER
+from masking import PLACEHOLDER
 from tests.e2e_approvals.conftest import wait_for_review
 from tests.e2e_approvals.test_hold_kubectl import finish, wait_for_audit
 

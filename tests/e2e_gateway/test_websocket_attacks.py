@@ -216,7 +216,7 @@ def test_request_refused_at_parse_keeps_no_query(gateway, websocket):
     "text",
 ])
 def test_port_forward_tunnel_takes_only_frames_of_streams_the_client_opened(gateway, kubectl, frame):
-    from gateway import spdy
+    from kube import spdy
 
     make_pod(kubectl)
     ws = open_ws(gateway, "/api/v1/namespaces/default/pods/victim/portforward?ports=80",

@@ -41,8 +41,9 @@ def untrusted_idp():
 
 @pytest.fixture
 def oidc_gateway_app(agents_idp, elsewhere_idp):
-    from gateway.authn import AuthenticatorChain
-    from gateway.identity import Authenticator, AuthenticatorConfig, IssuerConfig
+    from identity.chain import AuthenticatorChain
+    from identity.oidc import Authenticator
+    from identity.oidc_config import AuthenticatorConfig, IssuerConfig
 
     config = AuthenticatorConfig(
         issuers=(

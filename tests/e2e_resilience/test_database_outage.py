@@ -56,7 +56,7 @@ def test_a_database_outage_ends_by_itself(gateway_process):
     assert agent.get(PODS).status_code == 200
     log = gateway.log()
     assert "Traceback" not in log and "misconfigured" not in log
-    outage_lines = [line for line in log.splitlines() if " gateway.db " in line]
+    outage_lines = [line for line in log.splitlines() if " runtime.db " in line]
     assert 1 <= len(outage_lines) <= 4, "\n".join(outage_lines)  # start, at most one per 10 s, end
 
 

@@ -20,9 +20,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from approvals import reviews
 from approvals.api import ReviewDetailSerializer, ReviewSerializer
-from approvals.fingerprint import WRITE_VERBS
 from approvals.models import Review, ReviewState, Scope
 from approvals.views import query_parameters
+from kube.vocabulary import MUTATING_VERBS
 
 MAX_LIST = 500
 
@@ -127,7 +127,7 @@ class Command(BaseCommand):
             lines.extend("  " + line for line in review.body.splitlines())
         if review.body_sha256:
             field("Digest", f"{review.body_sha256} (HMAC-SHA256 of the exact bytes; an approval covers only them)")
-        if review.verb in WRITE_VERBS:
+        if review.verb in MUTATING_VERBS:
             lines.append("Effect (server-side dry run)")
             if review.preview_state == "done":
                 lines.append(f"  {review.preview_summary}")
