@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 import httpx
 import jwt
 
-from identity.oidc_config import KEY_TYPE_FOR_ALGORITHM, AuthenticatorConfig, IssuerConfig, check_url, config_from_settings
+from identity.oidc_config import (
+    KEY_TYPE_FOR_ALGORITHM, AuthenticatorConfig, IssuerConfig, check_url, config_from_settings,
+)
 from identity.principal import AuthenticationError, Principal
 
 log = logging.getLogger(__name__)
