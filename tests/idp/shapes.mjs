@@ -120,7 +120,7 @@ export const SHAPES = {
 
   // Dex: an ID token; aud the gateway's client id (cross-client audience scope), azp the
   // client that asked, groups from the connector, federated_claims naming the connector.
-  // profile: { sub, email, name, connector_id, user_id }
+  // profile: { sub, email, name, connector_id, user_id, azp (default: the client id) }
   dex(p, { groups, profile, audience }) {
     return {
       header: {},
@@ -129,7 +129,7 @@ export const SHAPES = {
         sub: profile.sub,
         aud: audience,
         ...times(p),
-        azp: p.client_id,
+        azp: profile.azp || p.client_id,
         email: profile.email,
         email_verified: true,
         groups,
