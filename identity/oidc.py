@@ -28,8 +28,8 @@ import httpx
 import jwt
 
 from identity.oidc_config import (
-    CLAIM_INVALID, CLAIM_MISSING, KEY_TYPE_FOR_ALGORITHM, AuthenticatorConfig, IssuerConfig, check_url,
-    claim_matches, claim_value, config_from_settings, top_level_claim,
+    CLAIM_MISSING, KEY_TYPE_FOR_ALGORITHM, AuthenticatorConfig, IssuerConfig, check_url, claim_matches,
+    claim_value, config_from_settings, top_level_claim,
 )
 from identity.principal import AuthenticationError, Principal
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from jwt.algorithms import get_default_algorithms
@@ -85,8 +85,7 @@ def claim_value(claims: Mapping, name: str):
     """The value ``name`` (see :func:`check_claim_name`) selects in ``claims``.
 
     ``CLAIM_MISSING`` when a member on the way is absent, ``CLAIM_INVALID`` when a step is not an
-    object.
-    A pointer only walks objects (no array indices): the few lines of RFC 6901 a claim path needs.
+    object: a pointer walks objects only (no array indices), the part of RFC 6901 claims need.
     """
     if not name.startswith("/"):
         return claims.get(name, CLAIM_MISSING)
@@ -145,7 +144,7 @@ class IssuerConfig:
     # Given, as written (no prefix), to every token this issuer entry accepts (Google: no groups claim).
     static_groups: tuple[str, ...] = ()
     # {claim: value or [values]}: the token is refused unless each claim holds one of its values.
-    required_claim_values: tuple[tuple[str, tuple], ...] = field(default=())
+    required_claim_values: tuple[tuple[str, tuple], ...] = ()
     # Client ids allowed to present tokens (checked in authorized_party_claim); empty: any client.
     authorized_parties: tuple[str, ...] = ()
     authorized_party_claim: str = "azp"
