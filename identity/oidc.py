@@ -28,7 +28,8 @@ import httpx
 import jwt
 
 from identity.oidc_config import (
-    KEY_TYPE_FOR_ALGORITHM, AuthenticatorConfig, IssuerConfig, check_url, config_from_settings,
+    CLAIM_MISSING, KEY_TYPE_FOR_ALGORITHM, AuthenticatorConfig, IssuerConfig, check_url, claim_matches,
+    claim_value, config_from_settings, top_level_claim,
 )
 from identity.principal import AuthenticationError, Principal
 
@@ -194,22 +195,25 @@ class Authenticator:
         subject = claims["sub"]
         if not subject:
             raise AuthenticationError("token missing required claim sub", "claims")
-        username = claims.get(issuer.username_claim)
+        if issuer.authorized_parties:
+            party = claim_value(claims, issuer.authorized_party_claim)
+            if not isinstance(party, str) or party not in issuer.authorized_parties:
+                raise AuthenticationError("token authorized party not accepted", "authorized_party")
+        for name, allowed in issuer.required_claim_values:
+            if not claim_matches(claim_value(claims, name), allowed):
+                raise AuthenticationError(f"token claim {name} not accepted", "claims")
+        username = claim_value(claims, issuer.username_claim)
         if not isinstance(username, str) or not username:
             raise AuthenticationError("token username claim missing or invalid", "claims")
-        groups = claims.get(issuer.groups_claim, ())
-        if isinstance(groups, str):
-            groups = (groups,)
-        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, str) and g for g in groups):
-            raise AuthenticationError("token groups claim invalid", "claims")
         exp = claims["exp"]
         if not isinstance(exp, (int, float)) or isinstance(exp, bool):
             raise AuthenticationError("malformed token", "malformed")
+        groups = [issuer.groups_prefix + g for g in _groups(issuer, claims)] + list(issuer.static_groups)
         jti = claims.get("jti")
         return Principal(
             subject=subject,
             username=issuer.username_prefix + username,
-            groups=tuple(dict.fromkeys(issuer.groups_prefix + g for g in groups)),
+            groups=tuple(dict.fromkeys(groups)),
             issuer=issuer.issuer,
             expires_at=float(exp),
             token_id=jti if isinstance(jti, str) and jti else "sha256:" + digest.hex(),
@@ -315,6 +319,39 @@ async def _get_json(client: httpx.AsyncClient, url: str) -> dict:
     if not isinstance(document, dict):
         raise ValueError(f"GET {url} did not answer a JSON object")
     return document
+
+
+def _groups_left_out(issuer: IssuerConfig, claims: dict) -> bool:
+    """Whether the IdP referenced a groups claim instead of sending it (a groups overage).
+
+    OpenID Connect distributed claims (Core 5.6.2) name such a claim in ``_claim_names``; Entra ID
+    does so when a user is in too many groups (and sets ``hasgroups`` in the implicit flow).
+    """
+    names = claims.get("_claim_names")
+    referenced = set(names) if isinstance(names, dict) else set()
+    if claims.get("hasgroups") is True:
+        referenced.add("groups")
+    return any(top_level_claim(name) in referenced for name in issuer.groups_claims)
+
+
+def _groups(issuer: IssuerConfig, claims: dict) -> list[str]:
+    """The groups the configured claims list (unprefixed); refuses an overage unless told to ignore it."""
+    if issuer.groups_overage == "refuse" and _groups_left_out(issuer, claims):
+        raise AuthenticationError(
+            "token groups could not be read: the identity provider left them out of the token (groups overage)",
+            "groups_overage",
+        )
+    groups = []
+    for name in issuer.groups_claims:
+        value = claim_value(claims, name)
+        if value is CLAIM_MISSING:
+            continue
+        if isinstance(value, str):
+            value = (value,)
+        if not isinstance(value, list | tuple) or not all(isinstance(g, str) and g for g in value):
+            raise AuthenticationError("token groups claim invalid", "claims")
+        groups.extend(value)
+    return groups
 
 
 def _describe(exc: Exception) -> str:

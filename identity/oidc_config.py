@@ -63,16 +63,93 @@ def _string_tuple(value, what: str, allow_empty=False) -> tuple[str, ...]:
     return tuple(value)
 
 
+# What the gateway does with a token whose groups the identity provider left out and only
+# referenced (OpenID Connect distributed claims: ``_claim_names``; Entra ID's groups overage).
+GROUPS_OVERAGE = ("refuse", "ignore")
+CLAIM_MISSING = object()
+CLAIM_INVALID = object()
+
+
+def check_claim_name(name: object, what: str) -> str:
+    """A top-level claim name, or an RFC 6901 JSON Pointer into nested objects (``/realm_access/roles``)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} must be a non-empty string")
+    if name.startswith("/"):
+        for segment in name[1:].split("/"):
+            if not segment or "~" in segment.replace("~0", "").replace("~1", ""):
+                raise ValueError(f"{what} {name!r} is not a JSON Pointer to a nested claim (/object/member)")
+    return name
+
+
+def claim_value(claims: Mapping, name: str):
+    """The value ``name`` (see :func:`check_claim_name`) selects in ``claims``.
+
+    ``CLAIM_MISSING`` when a member on the way is absent, ``CLAIM_INVALID`` when a step is not an
+    object: a pointer walks objects only (no array indices), the part of RFC 6901 claims need.
+    """
+    if not name.startswith("/"):
+        return claims.get(name, CLAIM_MISSING)
+    value = claims
+    for segment in name[1:].split("/"):
+        if not isinstance(value, Mapping):
+            return CLAIM_INVALID
+        value = value.get(segment.replace("~1", "/").replace("~0", "~"), CLAIM_MISSING)
+        if value is CLAIM_MISSING:
+            return CLAIM_MISSING
+    return value
+
+
+def top_level_claim(name: str) -> str:
+    """The top-level claim a claim name or pointer starts in."""
+    return name[1:].split("/", 1)[0].replace("~1", "/").replace("~0", "~") if name.startswith("/") else name
+
+
+def _claim_values(value, what: str) -> tuple:
+    """``required_claim_values``: {claim: value or [values]} -> ((claim, (values...)), ...)."""
+    if isinstance(value, tuple) and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+        value = dict(value)
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a JSON object of claim: value or [values]")
+    pairs = []
+    for name, allowed in value.items():
+        check_claim_name(name, f"{what} claim")
+        if not isinstance(allowed, (list, tuple)):
+            allowed = (allowed,)
+        if not allowed or not all(isinstance(v, (str, bool, int)) for v in allowed):
+            raise ValueError(f"{what} for {name!r} must be a string, boolean or integer, or a non-empty list of them")
+        pairs.append((name, tuple(allowed)))
+    return tuple(pairs)
+
+
+def claim_matches(value, allowed: tuple) -> bool:
+    """Exact JSON equality: true is not 1, "1" is not 1."""
+    return any(type(value) is type(a) and value == a for a in allowed)
+
+
 @dataclass(frozen=True)
 class IssuerConfig:
-    """One trusted identity provider and how its claims map to a Principal."""
+    """One trusted identity provider and how its claims map to a Principal.
+
+    Claim names may be JSON Pointers (``/realm_access/roles``) into nested claims; a name that
+    does not start with ``/`` is a top-level claim taken literally (``https://example.com/groups``).
+    """
 
     issuer: str
     audiences: tuple[str, ...]
     username_claim: str = "sub"
     username_prefix: str = ""
-    groups_claim: str = "groups"
+    # One claim, or a list whose groups are joined (Entra ID: ["groups", "roles"]).
+    groups_claim: str | tuple[str, ...] = "groups"
     groups_prefix: str = ""
+    # Given, as written (no prefix), to every token this issuer entry accepts (Google: no groups claim).
+    static_groups: tuple[str, ...] = ()
+    # {claim: value or [values]}: the token is refused unless each claim holds one of its values.
+    required_claim_values: tuple[tuple[str, tuple], ...] = ()
+    # Client ids allowed to present tokens (checked in authorized_party_claim); empty: any client.
+    authorized_parties: tuple[str, ...] = ()
+    authorized_party_claim: str = "azp"
+    # "refuse" (401) or "ignore" (as if the left-out groups were none) a groups overage.
+    groups_overage: str = "refuse"
     algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS
     # Required in addition to exp, iss, aud and sub (always required).
     required_claims: tuple[str, ...] = ("iat",)
@@ -87,18 +164,33 @@ class IssuerConfig:
         if self.jwks_uri is not None:
             check_url(self.jwks_uri, "jwks_uri")
         # Normalise list-ish fields, so audiences="gw" never becomes ("g", "w").
-        for name in ("audiences", "algorithms", "required_claims", "token_types"):
-            value = _string_tuple(getattr(self, name), name, allow_empty=name in ("required_claims", "token_types"))
+        optional = ("required_claims", "token_types", "static_groups", "authorized_parties")
+        for name in ("audiences", "algorithms", *optional):
+            value = _string_tuple(getattr(self, name), name, allow_empty=name in optional)
             object.__setattr__(self, name, value)
-        for name in ("username_claim", "groups_claim"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a non-empty string")
+        for name in ("username_claim", "authorized_party_claim"):
+            check_claim_name(getattr(self, name), name)
+        if not isinstance(self.groups_claim, str):
+            object.__setattr__(self, "groups_claim", _string_tuple(self.groups_claim, "groups_claim"))
+        for name in self.groups_claims:
+            check_claim_name(name, "groups_claim")
+        for name in self.required_claims:
+            if name.startswith("/"):
+                raise ValueError("required_claims names top-level claims; use required_claim_values for nested ones")
+        object.__setattr__(self, "required_claim_values",
+                           _claim_values(self.required_claim_values, "required_claim_values"))
+        if self.groups_overage not in GROUPS_OVERAGE:
+            raise ValueError(f"groups_overage must be one of {', '.join(GROUPS_OVERAGE)}")
         for name in ("username_prefix", "groups_prefix"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string")
         for alg in self.algorithms:
             if alg not in KEY_TYPE_FOR_ALGORITHM or alg not in get_default_algorithms():
                 raise ValueError(f"algorithm {alg!r} is not allowed (asymmetric signature algorithms only)")
+
+    @property
+    def groups_claims(self) -> tuple[str, ...]:
+        return (self.groups_claim,) if isinstance(self.groups_claim, str) else self.groups_claim
 
     @classmethod
     def from_mapping(cls, data: Mapping) -> IssuerConfig:

@@ -73,7 +73,11 @@ class IdP:
         token_ttl=300,
         groups_claim="groups",
         issuer=None,
+        shape=None,
+        token_audience=None,
     ):
+        """``shape``: issue tokens shaped like okta, entra, google, keycloak or dex tokens (shapes.mjs);
+        ``token_audience``: their ``aud`` (a string or list) when it is not ``audience``."""
         self.audience = audience
         self.admin_token = os.urandom(16).hex()
         self._env = {
@@ -88,6 +92,10 @@ class IdP:
         }
         if issuer is not None:
             self._env["ISSUER"] = issuer
+        if shape is not None:
+            self._env["SHAPE"] = shape
+        if token_audience is not None:
+            self._env["TOKEN_AUDIENCE"] = json.dumps(token_audience)
         self._proc = None
         self._output = deque(maxlen=200)
         self.issuer = None
@@ -180,6 +188,20 @@ class IdP:
                     fields.update(login=username, password="any")
                 page = browser.post(forms[0]["action"] or str(page.url), data=fields)
         raise IdPError("device flow did not finish")
+
+    def device_token(self, client_id, username) -> str:
+        """A person's access token by the device flow: start it, approve as ``username``, redeem the code."""
+        start = httpx.post(self.discovery["device_authorization_endpoint"],
+                           data={"client_id": client_id, "scope": "openid kube"})
+        start.raise_for_status()
+        self.approve_device(start.json()["verification_uri_complete"], username)
+        response = httpx.post(self.discovery["token_endpoint"], data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+            "device_code": start.json()["device_code"], "client_id": client_id,
+        })
+        if response.status_code != 200:
+            raise IdPError(f"device token request failed: {response.status_code} {response.json().get('error')}")
+        return response.json()["access_token"]
 
     def jwks(self) -> dict:
         return httpx.get(self.discovery["jwks_uri"]).json()

@@ -16,6 +16,12 @@
 //                 (device flow, authorization code; the groups are also userinfo claims)
 //   TOKEN_TTL     default access token lifetime in seconds (default 300)
 //   GROUPS_CLAIM  claim name for groups (default "groups"; may be namespaced)
+//   SHAPE         issue access tokens shaped like another provider's tokens: okta,
+//                 entra, google, keycloak or dex (see shapes.mjs); each client may
+//                 carry a "profile" object with that shape's per-client values.
+//                 The signature, keys and discovery stay this provider's own.
+//   TOKEN_AUDIENCE  JSON string or list: the "aud" of shaped tokens (default
+//                 AUDIENCE; some providers use a client id, not a URI)
 //   ADMIN_TOKEN   enables POST /admin/rotate[?retire=1] with this bearer token:
 //                 adds a new signing key and signs with it from then on;
 //                 retire=1 also drops every older key from the JWKS.
@@ -26,11 +32,16 @@ import { createServer } from 'node:http';
 
 import * as oidc from 'oidc-provider';
 
+import { SHAPES } from './shapes.mjs';
+
 const HOST = process.env.HOST || '127.0.0.1';
 const AUDIENCE = process.env.AUDIENCE || 'https://airlock.test';
 const TOKEN_TTL = Number(process.env.TOKEN_TTL || 300);
 const GROUPS_CLAIM = process.env.GROUPS_CLAIM || 'groups';
 const ADMIN_TOKEN = process.env.ADMIN_TOKEN || '';
+const SHAPE = process.env.SHAPE || '';
+const TOKEN_AUDIENCE = process.env.TOKEN_AUDIENCE ? JSON.parse(process.env.TOKEN_AUDIENCE) : AUDIENCE;
+if (SHAPE && !SHAPES[SHAPE]) throw new Error(`unknown SHAPE ${SHAPE}`);
 const USERS = JSON.parse(process.env.USERS || '{}');
 const CLIENTS = JSON.parse(process.env.CLIENTS || JSON.stringify([
   { client_id: 'alice', client_secret: 'alice-secret', groups: ['sre', 'dev'] },
@@ -50,7 +61,9 @@ function newSigningKey() {
 }
 
 function clientMetadata(c) {
-  const common = { client_id: c.client_id, groups: c.groups || [], token_ttl: c.token_ttl || TOKEN_TTL };
+  const common = {
+    client_id: c.client_id, groups: c.groups || [], token_ttl: c.token_ttl || TOKEN_TTL, profile: c.profile || {},
+  };
   if (c.redirect_uris) {
     return {
       ...common,
@@ -84,8 +97,11 @@ function buildProvider(issuer) {
   const p = new oidc.Provider(issuer, {
     clients: CLIENTS.map(clientMetadata),
     extraClientMetadata: {
-      properties: ['groups', 'token_ttl'],
+      properties: ['groups', 'token_ttl', 'profile'],
       validator(_ctx, key, value) {
+        if (key === 'profile' && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+          throw new oidc.errors.InvalidClientMetadata('profile must be an object');
+        }
         if (key === 'groups' && (!Array.isArray(value) || value.some((g) => typeof g !== 'string'))) {
           throw new oidc.errors.InvalidClientMetadata('groups must be a list of strings');
         }
@@ -95,6 +111,22 @@ function buildProvider(issuer) {
       },
     },
     jwks: { keys },
+    formats: {
+      customizers: {
+        // Another provider's token shape: its claims replace the payload, signed as usual.
+        jwt: SHAPE ? async (_ctx, token, structured) => {
+          const client = token.client || {};
+          const shaped = SHAPES[SHAPE](structured.payload, {
+            account: token.accountId,
+            groups: token.accountId ? (USERS[token.accountId] || []) : (client.groups || []),
+            profile: client.profile || {},
+            audience: TOKEN_AUDIENCE,
+          });
+          structured.payload = shaped.payload;
+          structured.header = shaped.header;
+        } : undefined,
+      },
+    },
     features: {
       clientCredentials: { enabled: true },
       deviceFlow: { enabled: true },
