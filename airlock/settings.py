@@ -330,10 +330,10 @@ if PRODUCTION and AIRLOCK_DEV_STATIC_TOKENS:
     raise ImproperlyConfigured("AIRLOCK_DEV_STATIC_TOKENS is development-only")
 
 # Identity providers trusted for agents' bearer JWTs (identity/oidc_config.py).
-# AIRLOCK_OIDC_ISSUERS is a JSON list of {"issuer", "audience", and optionally
-# "username_claim", "username_prefix", "groups_claim", "groups_prefix",
-# "algorithms", "required_claims", "token_types", "jwks_uri"}; the
-# AIRLOCK_OIDC_ISSUER shorthand adds one more.  No issuer: OIDC is off.
+# AIRLOCK_OIDC_ISSUERS is a JSON list of {"issuer", "audience", and optionally the claims
+# mapping and checks: every key, and a tested block per provider (Okta, Entra ID, Google,
+# Keycloak, Dex), is in docs/identity-providers.md}; the AIRLOCK_OIDC_ISSUER shorthand adds
+# one more.  No issuer: OIDC is off.
 try:
     AIRLOCK_OIDC_ISSUERS = json.loads(env("AIRLOCK_OIDC_ISSUERS", "[]"))
 except ValueError as exc:
