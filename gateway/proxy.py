@@ -27,7 +27,6 @@ from gateway import selfreviews
 from gateway.authn import authenticate, refuse_impersonation
 from gateway.authz import authorize, find_lease, lease_refusal, review_details
 from gateway.pipeline import GatewayRequest, classify_dry_run, parse_body, parse_request
-from gateway.policy import ALLOW, REVIEW, describe_request
 from gateway.secretvalues import ValuesUnavailable
 from gateway.streams import StreamTap, StreamViolation
 from gateway.upgrades import CHANNEL_PROTOCOLS, relayed_protocols
@@ -40,6 +39,8 @@ from kube.requestinfo import RequestInfoError, is_long_running, parse_query, que
 from kube.status import SERVER_ANSWER, GatewayError
 from masking import tokens
 from masking.queries import masked_target
+from policy.messages import describe_request
+from policy.vocabulary import ALLOW, REVIEW
 from runtime import db
 
 log = logging.getLogger(__name__)

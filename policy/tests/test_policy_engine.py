@@ -4,18 +4,13 @@ import dataclasses
 
 import pytest
 
-from gateway.policy import (
-    DEFAULT_DENY,
-    POLICY_ERROR,
-    GlobSet,
-    broken_rule,
-    compile_rule,
-    denial_message,
-    describe_request,
-    evaluate,
-)
 from identity.principal import Principal
 from kube.requestinfo import parse
+from policy.compile import broken_rule, compile_rule
+from policy.evaluate import evaluate
+from policy.globs import GlobSet
+from policy.messages import denial_message, describe_request
+from policy.vocabulary import DEFAULT_DENY, POLICY_ERROR
 
 ALICE = Principal(
     subject="3f2a-alice", username="alice@example.com", groups=("sre", "agents-prod"),
@@ -334,7 +329,7 @@ def test_denial_message_quotes_unusual_names():
     ([], ["*"], False, False),
 ])
 def test_glob_sets_overlap_and_cover(one, other, overlaps, covers):
-    from gateway.policy import GlobSet
+    from policy.globs import GlobSet
 
     assert GlobSet.of(one).overlaps(GlobSet.of(other)) is overlaps
     assert GlobSet.of(one).covers(GlobSet.of(other)) is covers
@@ -349,7 +344,7 @@ def test_glob_sets_overlap_and_cover(one, other, overlaps, covers):
     (["pods", "secrets"], ["secrets"], True, True),
 ])
 def test_resource_sets_overlap_and_cover(one, other, overlaps, covers):
-    from gateway.policy import ResourceSet
+    from policy.globs import ResourceSet
 
     assert ResourceSet.of(one).overlaps(ResourceSet.of(other)) is overlaps
     assert ResourceSet.of(one).covers(ResourceSet.of(other)) is covers
