@@ -525,7 +525,7 @@ class GatewayApp:
         rules = await self.connection_rules(request.connection)
         decision = selfreviews.access_decision(rules, request.principal, info)
         refusal = ""
-        if decision.allowed and decision.requires_lease:
+        if decision.effect == ALLOW and decision.requires_lease:
             if await self.lease_held(request, decision.rule_name) is None:
                 refusal = lease_refusal(request.connection, request.principal, decision, info)
         verdict = selfreviews.access_verdict(decision, info, request.connection, refusal)

@@ -1,8 +1,9 @@
 """The policy: per-connection rules, compiled once, first match decides, default deny.
 
 ``policy.models.Rule`` rows are validated (``check``) and compiled (``compile``) into
-immutable ``CompiledRule`` objects (cached per connection by ``cache``); ``evaluate``
-walks them in ``order`` and the first enabled rule that matches decides.  Nothing matching means deny.  Deny and
+immutable ``CompiledRule`` objects, sorted once into evaluation order (``order``
+ascending, ties by name) when they are loaded (``cache``); ``evaluate`` walks them and
+the first enabled rule that matches decides.  Nothing matching means deny.  Deny and
 review rules match everything a request can reach (``reach``); ``messages`` words
 the decisions.  The engine (``vocabulary``, ``globs``, ``check``, ``reach``, ``compile``,
 ``evaluate``, ``messages``) imports no Django, so the hot path can be tested and reasoned

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import transaction
 
-from policy.compile import CompiledRule
+from policy.compile import CompiledRule, in_order
 from policy.models import Rule
 from runtime.cache import ConnectionCache
 
@@ -16,9 +16,9 @@ DEFAULT_MAX_AGE = 5.0
 
 
 def load_compiled_rules(connection_name: str) -> tuple[CompiledRule, ...]:
-    """Load and compile a connection's rules from the database (blocking)."""
-    rows = Rule.objects.filter(connection__name=connection_name).order_by("order", "name")
-    return tuple(row.compile(connection_name) for row in rows)
+    """Load and compile a connection's rules from the database (blocking), in evaluation order."""
+    rows = Rule.objects.filter(connection__name=connection_name)
+    return in_order(row.compile(connection_name) for row in rows)
 
 
 def invalidate_all(connection_name: str | None = None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from kube.vocabulary import CONNECT_SUBRESOURCES, CONNECT_VERBS, DELETE_VERBS
@@ -203,3 +203,8 @@ def broken_rule(
 def sort_key(rule: CompiledRule) -> tuple[int, str]:
     """Evaluation order: ``order`` ascending, ties broken by name (stable across export/import)."""
     return (rule.order, rule.name)
+
+
+def in_order(rules: Iterable[CompiledRule]) -> tuple[CompiledRule, ...]:
+    """``rules`` in evaluation order, sorted once when they are compiled (evaluate does not sort)."""
+    return tuple(sorted(rules, key=sort_key))

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from policy.compile import CompiledRule, sort_key
+from policy.compile import CompiledRule
 from policy.reach import Reach
 from policy.vocabulary import ALLOW, DEFAULT_DENY, DENY, HOLD_OPEN, POLICY_ERROR, REVIEW
 
@@ -35,20 +35,17 @@ class Decision:
     held_back: bool = False
     hold: str = HOLD_OPEN
 
-    @property
-    def allowed(self) -> bool:
-        return self.effect == ALLOW
-
 
 def evaluate(rules: Sequence[CompiledRule], principal, info, *, dry_run: bool = False) -> Decision:
     """Return the decision of the first enabled matching rule; deny if none matches.
 
-    ``dry_run``: kube-apiserver runs the request as a dry run (kube.dryrun); a review
-    rule that matches one denies it, since a dry run is never held.
+    ``rules`` are in evaluation order (``policy.compile.in_order``: sorted once, when they are
+    loaded, not per request).  ``dry_run``: kube-apiserver runs the request as a dry run
+    (kube.dryrun); a review rule that matches one denies it, since a dry run is never held.
     """
     try:
         reach = Reach.of(info) if info.is_resource_request else None
-        for rule in sorted(rules, key=sort_key):
+        for rule in rules:
             if rule.matches(principal, info, reach, dry_run=dry_run):
                 return decision_for(rule, dry_run)
     except Exception:
