@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "channels",
     "connections",
+    "policy",
     "gateway",
     "approvals",
     "audit",
@@ -259,7 +260,7 @@ AIRLOCK_CONNECTION_REVALIDATE_SECONDS = float(env("AIRLOCK_CONNECTION_REVALIDATE
 AIRLOCK_DRAIN_SECONDS = float(env("AIRLOCK_DRAIN_SECONDS", "5"))
 
 # Upper bound (seconds) on how long a gateway process may use a connection's
-# previous rules after another process changed them (gateway/policy.py PolicyCache).
+# previous rules after another process changed them (policy/cache.py PolicyCache).
 AIRLOCK_POLICY_CACHE_SECONDS = float(env("AIRLOCK_POLICY_CACHE_SECONDS", "5"))
 
 # Masking by value (gateway/secretvalues.py): each connection's credential lists and watches

@@ -29,8 +29,9 @@ from django.db import OperationalError
 
 from approvals import broadcast, conf, preview, reviews
 from approvals.fingerprint import effect_headers
-from gateway.policy import HOLD_OPEN, describe_request
 from kube.headers import upstream_request_headers
+from policy.messages import describe_request
+from policy.vocabulary import HOLD_OPEN
 from runtime import db
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from approvals import broadcast, conf, history, notify
 from approvals.identities import is_same_person
 from approvals.models import Lease, LeaseEventKind, LeaseState
 from approvals.reviews import ApprovalError, clean_reason
+from policy.models import Rule
 
 # ASCII digits only ("²" and other Unicode digits are not numbers here), bounded length.
 _SECONDS = re.compile(r"[0-9]{1,9}")
@@ -57,7 +58,6 @@ def _identity(value, what: str) -> str:
 def request_lease(*, connection: str, subject: str = "", group: str = "", issuer: str = "", rules=(),
                   duration, reason: str, requested_by: str) -> Lease:
     from connections.models import Connection
-    from gateway.models import Rule
 
     subject, group = _identity(subject, "subject"), _identity(group, "group")
     issuer = _identity(issuer, "issuer")

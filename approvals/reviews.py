@@ -21,10 +21,11 @@ from approvals import broadcast, conf, history, notify
 from approvals.fingerprint import body_digest, identify
 from approvals.identities import is_same_person, reviewer_groups_of
 from approvals.models import BodyState, PreviewState, Review, ReviewEventKind, ReviewState, ReviewVote, Scope
-from gateway.policy import describe_request
 from kube.media import declared_content_type
 from masking.detectors import Detectors
 from masking.queries import masked_query
+from policy.messages import describe_request
+from policy.models import Rule
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,6 @@ def stored_query(query: str) -> str:
 
 
 def _rule_settings(rule_id: int | None) -> tuple[int, list[str]]:
-    from gateway.models import Rule
-
     row = Rule.objects.filter(pk=rule_id).only("min_approvals", "reviewer_groups").first() if rule_id else None
     if row is None:
         return 1, []

@@ -20,7 +20,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from audit.models import AuditEvent, Recording, RecordingKind, Session, Stage
-from gateway.models import Effect
+from policy.models import Effect
 
 AUDIT_READER = "audit.view_auditevent"
 SESSIONS_PER_PAGE = 50

@@ -22,7 +22,7 @@ def prepare(server_url: str, ca_file: str, token: str, group: str) -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
     from connections.models import Connection
-    from gateway.models import Rule
+    from policy.models import Rule
 
     connection = Connection(name=CONNECTION, server_url=server_url, ca_bundle=Path(ca_file).read_text())
     connection.bearer_token = token

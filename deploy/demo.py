@@ -57,7 +57,7 @@ PRESET = "production-guardrails"
 AGENT_CLIENT_ID = "demo-agent"
 AGENT_GROUPS = ("agents",)
 REVIEWER = "reviewer"
-AIRLOCK_APPS = ("connections", "gateway", "approvals", "audit")
+AIRLOCK_APPS = ("connections", "policy", "approvals", "audit")
 READY_LINE = "Press Ctrl-C to stop."
 # The caller's configuration for a production-like setup must not leak into the demo.
 CLEARED_ENV_PREFIXES = ("AIRLOCK_", "DATABASE_URL", "REDIS_URL", "CELERY_", "KUBECONFIG")

@@ -5,10 +5,10 @@ from django.conf import settings
 from approvals.hold import Holder
 from audit.recorder import Recorder
 from connections.registry import get_upstream
-from gateway.policy import PolicyCache
 from gateway.proxy import GatewayApp
 from gateway.secretvalues import SecretValueStores
 from identity.chain import build_authenticator
+from policy.cache import PolicyCache
 
 
 def build_gateway() -> GatewayApp:

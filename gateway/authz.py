@@ -15,9 +15,11 @@ import logging
 
 from django.db import DatabaseError
 
-from gateway.policy import ALLOW, REVIEW, denial_message, describe_request, evaluate
 from kube.status import GatewayError
 from masking.tokens import is_token_request
+from policy.evaluate import evaluate
+from policy.messages import denial_message, describe_request
+from policy.vocabulary import ALLOW, REVIEW
 from runtime import db
 
 log = logging.getLogger(__name__)

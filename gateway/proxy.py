@@ -27,7 +27,6 @@ from gateway import selfreviews
 from gateway.authn import authenticate, refuse_impersonation
 from gateway.authz import authorize, find_lease, lease_refusal, review_details
 from gateway.pipeline import GatewayRequest, classify_dry_run, parse_body, parse_request
-from gateway.policy import ALLOW, REVIEW, describe_request
 from gateway.secretvalues import ValuesUnavailable
 from gateway.streams import StreamTap, StreamViolation
 from gateway.upgrades import CHANNEL_PROTOCOLS, relayed_protocols
@@ -40,6 +39,8 @@ from kube.requestinfo import RequestInfoError, is_long_running, parse_query, que
 from kube.status import SERVER_ANSWER, GatewayError
 from masking import tokens
 from masking.queries import masked_target
+from policy.messages import describe_request
+from policy.vocabulary import ALLOW, REVIEW
 from runtime import db
 
 log = logging.getLogger(__name__)
@@ -524,7 +525,7 @@ class GatewayApp:
         rules = await self.connection_rules(request.connection)
         decision = selfreviews.access_decision(rules, request.principal, info)
         refusal = ""
-        if decision.allowed and decision.requires_lease:
+        if decision.effect == ALLOW and decision.requires_lease:
             if await self.lease_held(request, decision.rule_name) is None:
                 refusal = lease_refusal(request.connection, request.principal, decision, info)
         verdict = selfreviews.access_verdict(decision, info, request.connection, refusal)

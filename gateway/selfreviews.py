@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 
-from gateway.policy import (
-    ALLOW, DENY, DRY_RUN_ONLY, IMPLIED_VERBS, NON_RESOURCE_VERBS, RESOURCE_VERBS, REVIEW,
-    CompiledRule, Decision, GlobSet, ResourceSet, decision_for, denial_message, evaluate, sort_key,
-)
 from kube.requestinfo import RequestInfo
 from kube.status import GatewayError
 from kube.vocabulary import CONNECT_SUBRESOURCES, CONNECT_VERBS, DELETE_VERBS
+from policy.compile import CompiledRule, sort_key
+from policy.evaluate import Decision, decision_for, evaluate
+from policy.globs import GlobSet, ResourceSet
+from policy.messages import denial_message
+from policy.reach import IMPLIED_VERBS
+from policy.vocabulary import ALLOW, DENY, DRY_RUN_ONLY, NON_RESOURCE_VERBS, RESOURCE_VERBS, REVIEW
 
 AUTHENTICATION = "authentication.k8s.io"
 AUTHORIZATION = "authorization.k8s.io"

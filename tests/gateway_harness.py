@@ -116,7 +116,7 @@ class Gateway:
 
 
 def allow_everything_for(connection, group="agents"):
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.create(
         connection=connection, order=10, name="agents-all", effect="allow", groups=[group],
@@ -149,9 +149,9 @@ def make_gateway_app(authenticator=None, **options):
     from connections.registry import get_upstream
     from identity.chain import AuthenticatorChain
     from identity.static import StaticTokenAuthenticator
-    from gateway.policy import PolicyCache
     from gateway.proxy import GatewayApp
     from gateway.secretvalues import SecretValueStores
+    from policy.cache import PolicyCache
 
     options.setdefault("secret_values", SecretValueStores.from_settings())
     return GatewayApp(

@@ -48,7 +48,7 @@ import os
 from django.contrib.auth.models import Group, User
 from rest_framework.authtoken.models import Token
 from connections.models import Connection
-from gateway.models import Rule
+from policy.models import Rule
 
 for name in ("kubesim", "kubesim-b"):
     c = Connection(name=name, server_url=os.environ["SEED_URL"], ca_bundle=Path(os.environ["SEED_CA"]).read_text(),

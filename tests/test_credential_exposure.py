@@ -39,7 +39,7 @@ from audit.models import AuditEvent, Checkpoint, Session
 from connections.models import Connection, CredentialKind
 from connections.registry import Upstream
 from connections.tests.pki import Pki
-from gateway.models import Rule
+from policy.models import Rule
 from tests.gateway_harness import make_gateway_app
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -54,7 +54,7 @@ def connection(name="prod"):
 
 
 def review_rule(conn, name="hold-deletes", **fields):
-    from gateway.models import Rule
+    from policy.models import Rule
 
     values = dict(
         connection=conn, order=5, name=name, effect="review", groups=["agents"], verbs=["delete", "create", "patch"],

@@ -14,8 +14,8 @@ from approvals.hold import held_request
 from approvals.models import Review, ReviewState
 from approvals.tests.factories import connection, gateway_request, review_rule, reviewer
 from approvals.tests.test_api import client_for
-from gateway.models import Rule
-from gateway.policy import evaluate
+from policy.evaluate import evaluate
+from policy.models import Rule
 
 pytestmark = pytest.mark.django_db
 

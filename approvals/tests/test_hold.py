@@ -14,9 +14,10 @@ from approvals.lease_check import LeaseCache
 from approvals.models import Lease, LeaseState, Review, ReviewState
 from approvals.tests.factories import connection, gateway_request, review_rule, reviewer
 from gateway.authz import authorize
-from gateway.models import Rule
-from gateway.policy import Decision, PolicyCache
 from kube.status import GatewayError
+from policy.cache import PolicyCache
+from policy.evaluate import Decision
+from policy.models import Rule
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 

@@ -11,8 +11,8 @@ from approvals.models import Review, ReviewState
 from approvals.tests.factories import connection, gateway_request, review_rule, reviewer
 from gateway.authz import authorize
 from gateway.pipeline import classify_dry_run
-from gateway.policy import PolicyCache
 from kube.status import GatewayError
+from policy.cache import PolicyCache
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

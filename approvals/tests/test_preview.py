@@ -12,7 +12,7 @@ from approvals import preview, reviews
 from approvals.hold import Holder, held_request
 from approvals.models import PreviewState, Review
 from approvals.tests.factories import connection, gateway_request, review_rule
-from gateway.policy import Decision
+from policy.evaluate import Decision
 
 DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment",
               "metadata": {"name": "web", "namespace": "shop", "managedFields": [{"manager": "kubectl"}]},

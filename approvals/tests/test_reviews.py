@@ -9,9 +9,9 @@ from approvals import reviews
 from approvals.hold import held_request
 from approvals.models import BodyState, Review, ReviewEventKind, ReviewState
 from approvals.tests.factories import AGENT, connection, gateway_request, review_rule, reviewer
-from gateway.models import Rule
-from gateway.policy import evaluate
 from identity.principal import Principal
+from policy.evaluate import evaluate
+from policy.models import Rule
 
 pytestmark = pytest.mark.django_db
 

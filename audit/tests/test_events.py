@@ -12,8 +12,8 @@ from audit.events import cap_body, cap_cast, clean_text, from_request, from_scop
 from audit.models import AuditEvent
 from audit.tests.factories import append, event
 from gateway.pipeline import parse_request
-from gateway.policy import Decision
 from identity.principal import Principal
+from policy.evaluate import Decision
 
 
 def prepared(**fields):

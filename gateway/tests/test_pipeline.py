@@ -3,7 +3,10 @@
 import pytest
 
 from gateway.pipeline import parse_body, parse_request
+from identity.principal import Principal
 from kube.status import GatewayError
+from policy.compile import compile_rule
+from policy.evaluate import evaluate
 
 PREFIX = "/k8s/"
 
@@ -168,3 +171,20 @@ def varint(value: int) -> bytes:
         out.append(byte | (0x80 if value else 0))
         if not value:
             return bytes(out)
+
+
+def test_a_lower_case_method_is_one_method_for_policy_and_upstream():
+    """Servers that accept ``get`` (uvicorn with httptools answers 400 first) hand it on as GET."""
+    request = parse_request({
+        "type": "http", "method": "delete", "path": "/k8s/prod/apis/apps/v1/namespaces/shop/deployments",
+        "raw_path": b"/k8s/prod/apis/apps/v1/namespaces/shop/deployments", "query_string": b"", "headers": [],
+    }, "/k8s/")
+    assert (request.method, request.info.verb) == ("DELETE", "deletecollection")
+    keep_web = compile_rule({
+        "name": "keep-web", "order": 10, "effect": "deny", "subjects": ["*"], "verbs": ["delete"],
+        "api_groups": ["apps"], "resources": ["deployments"], "namespaces": ["shop"], "names": ["web"],
+    }, id=10)
+    agent = Principal(subject="a", username="agent", groups=("agents",), issuer="https://idp.example",
+                      expires_at=0.0, token_id="t")
+    decision = evaluate([keep_web], agent, request.info)
+    assert (decision.effect, decision.rule_name) == ("deny", "keep-web")

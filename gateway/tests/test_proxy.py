@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from gateway.policy import compile_rule
 from gateway.proxy import GatewayApp
 from identity.chain import AuthenticatorChain
 from identity.static import StaticTokenAuthenticator
 from masking import Detectors
+from policy.compile import compile_rule
 
 pytestmark = pytest.mark.asyncio
 

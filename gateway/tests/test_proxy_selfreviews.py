@@ -6,13 +6,13 @@ import json
 import httpx
 import pytest
 
-from gateway.policy import compile_rule
-from gateway.presets import preset_rule_fields
 from gateway.proxy import GatewayApp
 from gateway.tests.test_proxy import (COPIED, FakePolicy, FakeRecorder, FakeUpstream, call, cluster_with_secret,
                                       status_of)
 from identity.chain import AuthenticatorChain
 from identity.static import StaticTokenAuthenticator
+from policy.compile import compile_rule
+from policy.presets import preset_rule_fields
 
 pytestmark = pytest.mark.asyncio
 

@@ -5,11 +5,11 @@ import json
 import pytest
 
 from gateway import selfreviews as sr
-from gateway.policy import broken_rule, compile_rule
-from gateway.presets import preset_rule_fields
 from identity.principal import Principal
 from kube.requestinfo import parse
 from kube.status import GatewayError
+from policy.compile import broken_rule, compile_rule
+from policy.presets import preset_rule_fields
 
 AGENT = Principal(subject="sub-1", username="agent@example.com", groups=("agents",), issuer="https://idp.example",
                   expires_at=0.0, token_id="t")

@@ -92,7 +92,7 @@ def undeclared_lookups(model, model_admin):
 OFFERED = (
     "/admin/auth/user/?is_staff__exact=1&groups__id__exact=1", "/admin/connections/connection/?enabled__exact=1",
     "/admin/approvals/review/?state__exact=pending", "/admin/audit/auditevent/?request_received_timestamp__year=2026",
-    "/admin/audit/recording/?event__connection=prod&kind__exact=exec", "/admin/gateway/rule/?effect__exact=deny",
+    "/admin/audit/recording/?event__connection=prod&kind__exact=exec", "/admin/policy/rule/?effect__exact=deny",
 )
 
 

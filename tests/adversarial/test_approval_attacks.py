@@ -39,7 +39,7 @@ def gateway_app():
 @pytest.fixture
 def held(gateway):
     """Changes to deployments, pods and secrets are held for review, for agents and viewers."""
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.create(connection=gateway.connection, order=4, name="review-changes", effect="review",
                         groups=["agents", "viewers"], verbs=["patch", "delete", "deletecollection", "create"],
@@ -98,7 +98,7 @@ def test_an_approval_is_not_usable_by_another_agent(held, raw, rita, cluster):
 def test_an_approval_is_not_usable_through_another_connection_to_the_same_cluster(held, raw, rita, cluster):
     """A second Connection to the same API server, same rules: the approval names its connection."""
     from connections.models import Connection
-    from gateway.models import Rule
+    from policy.models import Rule
     from tests.gateway_harness import allow_everything_for
 
     twin = Connection(name="kubesim-twin", server_url=held.connection.server_url, ca_bundle=held.connection.ca_bundle)
@@ -184,7 +184,7 @@ def test_path_spellings_do_not_inherit_an_approval(held, raw, rita, cluster, kub
 
 
 def test_method_override_headers_do_not_turn_a_post_into_a_delete(held, raw, cluster, kubectl):
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.filter(name="review-changes").update(verbs=["delete", "patch"])  # creates pass unreviewed
     cluster.mark()
@@ -251,7 +251,7 @@ def test_a_reviewer_cannot_approve_an_agent_that_is_themselves(held, raw, cluste
 
 
 def test_cross_site_and_out_of_role_decisions_are_refused(held, raw, cluster):
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.filter(name="review-changes").update(reviewer_groups=["sre"])
     cluster.mark()

@@ -174,7 +174,7 @@ def test_events_quoting_a_secret_value(agent, kubectl, raw):
 
 def patch_only_secrets(gateway):
     """Agents may patch Secrets but not read them: errors are their only window."""
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.create(connection=gateway.connection, order=1, name="no-secret-reads", effect="deny",
                         groups=["agents"], verbs=["get", "list", "watch"], api_groups=[""], resources=["secrets"],

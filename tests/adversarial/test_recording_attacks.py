@@ -189,7 +189,7 @@ def test_terminal_escapes_cannot_hide_or_smuggle_in_the_replay(websocket, kubect
 
 
 def test_a_denied_exec_runs_nothing_and_is_recorded_as_refused(gateway, websocket, cluster):
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.create(connection=gateway.connection, order=1, name="no-exec", effect="deny", groups=["agents"],
                         verbs=["*"], api_groups=[""], resources=["pods/exec"], namespaces=["*"], names=["*"])

@@ -23,7 +23,7 @@ def gateway_app(hold_timeout):
 
 @pytest.fixture
 def review_deletes(cluster_connection):
-    from gateway.models import Rule
+    from policy.models import Rule
 
     return Rule.objects.create(
         connection=cluster_connection, order=5, name="review-deployment-deletes", effect="review",

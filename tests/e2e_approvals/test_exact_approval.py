@@ -28,7 +28,7 @@ def hold_timeout():
 
 @pytest.fixture
 def rules(gateway):
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.create(connection=gateway.connection, order=4, name="review-writes", effect="review",
                         groups=["agents"], verbs=["create", "patch", "deletecollection"], api_groups=["*"],

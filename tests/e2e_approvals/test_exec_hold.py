@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def review_exec(gateway):
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.create(
         connection=gateway.connection, order=4, name="review-exec", effect="review", groups=["agents"],

@@ -63,7 +63,7 @@ CONFIGMAP = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held-cm, namespac
 @pytest.mark.parametrize("hold_timeout", [1.0])
 def test_a_once_approval_is_bound_to_the_reviewed_body(agent, kubectl, cluster_connection):
     """The body is read before the hold: the review shows it, and approving it approves nothing else."""
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.create(connection=cluster_connection, order=4, name="review-configmap-writes", effect="review",
                         groups=["agents"], verbs=["create"], api_groups=[""], resources=["configmaps"],

@@ -24,7 +24,7 @@ LEASE_SECONDS = 6
 
 @pytest.fixture
 def lease_gated(gateway):
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.create(
         connection=gateway.connection, order=1, name="agents-with-lease", effect="allow", groups=["agents"],

@@ -23,7 +23,7 @@ TOKEN_PATH = "/api/v1/namespaces/shop/serviceaccounts/deployer/token"
 
 @pytest.fixture
 def review_tokens(cluster_connection):
-    from gateway.models import Rule
+    from policy.models import Rule
 
     return Rule.objects.create(
         connection=cluster_connection, order=4, name="review-serviceaccount-tokens", effect="review",
@@ -87,7 +87,7 @@ def test_a_released_token_reaches_the_agent_and_no_record(agent, kubesim, review
 def test_a_rule_that_unmasks_tokens_keeps_them_out_of_the_audit_trail(agent, cluster_connection):
     """Without a review, a rule with maskSecrets false releases the token; the record still masks it."""
     from audit.models import AuditEvent
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.create(
         connection=cluster_connection, order=4, name="tokens-unmasked", effect="allow", groups=["agents"],

@@ -32,7 +32,7 @@ import os
 from django.contrib.auth.models import Group, Permission, User
 from rest_framework.authtoken.models import Token
 from connections.models import Connection
-from gateway.models import Rule
+from policy.models import Rule
 
 c = Connection(name="kubesim", server_url=os.environ["SEED_URL"], ca_bundle=Path(os.environ["SEED_CA"]).read_text())
 c.bearer_token = os.environ["SEED_TOKEN"]

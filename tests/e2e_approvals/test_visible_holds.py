@@ -210,7 +210,7 @@ def test_a_held_python_port_forward_carries_no_note_and_works_once_approved(guar
 
 @pytest.fixture
 def port_forward_at_once(guarded):
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.create(connection=guarded.connection, order=1, name="port-forward-at-once", effect="review",
                         groups=["agents"], verbs=["*"], api_groups=[""], resources=["pods/portforward"],

@@ -26,7 +26,7 @@ VIEWER_TOKEN = "viewer-token-2b9d"
 
 @pytest.fixture
 def guarded(cluster_connection, gateway_app, tmp_path):
-    from gateway.presets import apply_preset
+    from policy.presets import apply_preset
 
     apply_preset(cluster_connection, "production-guardrails", groups=["agents"], name_prefix="agents-")
     apply_preset(cluster_connection, "read-only", groups=["viewers"], name_prefix="viewers-")

@@ -98,7 +98,7 @@ def test_logs_and_follow(agent, kubesim):
 
 
 def test_auth_can_i_and_create_token(agent, gateway):
-    from gateway.models import Rule
+    from policy.models import Rule
 
     assert agent("auth", "can-i", "delete", "pods", "-n", "shop").stdout.strip() == "yes"
     assert agent("create", "token", "deployer", "-n", "shop").stdout.strip() == "**AIRLOCK-MASKED**"

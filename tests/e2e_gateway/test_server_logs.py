@@ -31,7 +31,7 @@ SEED = """
 import os
 from pathlib import Path
 from connections.models import Connection
-from gateway.models import Rule
+from policy.models import Rule
 
 c = Connection(name="kubesim", server_url=os.environ["SEED_URL"], ca_bundle=Path(os.environ["SEED_CA"]).read_text())
 c.bearer_token = os.environ["SEED_TOKEN"]

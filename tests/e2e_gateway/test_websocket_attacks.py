@@ -163,7 +163,7 @@ def test_exec_upgrade_refused_by_the_cluster_is_masked(gateway, kubectl, kubesim
 def test_exec_upgrade_refused_by_the_cluster_is_masked_in_the_record_even_with_masking_off(gateway, kubectl, kubesim):
     """A rule that lets the agent see Secret values (maskSecrets: false) does not reach the audit trail:
     the refusal's message, which is also the recorded one, is masked for the connection's values."""
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.filter(connection=gateway.connection).update(mask_secrets=False)
     make_pod(kubectl)

@@ -11,9 +11,9 @@ import re
 
 import pytest
 
-from gateway.presets import DISCOVERY_URLS
 from gateway.secretvalues import USER_AGENT
 from kubesim.requestlog import header
+from policy.presets import DISCOVERY_URLS
 from tests.e2e_identity import rawhttp
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -53,7 +53,7 @@ RULES = [
 @pytest.fixture
 def probe(gateway, kubesim):
     """probe(method, path, headers=(), prefix=True) -> the raw Response, with ``forwarded`` kubesim records."""
-    from gateway.models import Rule
+    from policy.models import Rule
 
     for fields in RULES:
         Rule.objects.create(connection=gateway.connection, groups=["viewers"], **fields)

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from gateway.presets import DISCOVERY_URLS
+from policy.presets import DISCOVERY_URLS
 from tests.gateway_harness import serving
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,7 +33,7 @@ data: {note: hello}
 @pytest.fixture
 def agent(cluster_connection, gateway_app, kubectl, tmp_path):
     """kubectl through the gateway as agent-1 (group agents), allowed everything in namespace shop."""
-    from gateway.models import Rule
+    from policy.models import Rule
 
     Rule.objects.create(connection=cluster_connection, order=10, name="agents-in-shop", effect="allow",
                         groups=["agents"], verbs=["*"], api_groups=["*"], resources=["*", "*/*"],

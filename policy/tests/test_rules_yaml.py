@@ -7,8 +7,8 @@ import yaml
 from django.core.management import CommandError, call_command
 
 from connections.models import Connection
-from gateway import presets, rulesets
-from gateway.models import Rule
+from policy import presets, rulesets
+from policy.models import Rule
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""Built-in rule presets, as RuleSet documents (see gateway.rulesets for the schema).
+"""Built-in rule presets, as RuleSet documents (see policy.rulesets for the schema).
 
 Rules are first-match in ``order``, so the dangerous subresources are handled
 before the broad read rules: a ``get`` on ``*`` would otherwise also match
@@ -13,7 +13,7 @@ exec, attach and port-forward are held open, exec and attach telling the agent
 on stderr when it asked for stderr.
 """
 
-from gateway import rulesets
+from policy import rulesets
 
 EVERYONE = ["*"]
 READ = ["get", "list", "watch"]

@@ -2,10 +2,13 @@
 
 import pytest
 
-from gateway.policy import InvalidRule, check_rule, compile_rule, denial_message, evaluate
-from gateway.presets import PRESETS, preset_rule_fields
 from identity.principal import Principal
 from kube.requestinfo import parse
+from policy.check import InvalidRule, check_rule
+from policy.compile import compile_rule
+from policy.evaluate import evaluate
+from policy.messages import denial_message
+from policy.presets import PRESETS, preset_rule_fields
 
 AGENT = Principal(subject="agent-1", username="agent@example.com", groups=("agents",), issuer="https://idp",
                   expires_at=0.0, token_id="t")
@@ -123,7 +126,7 @@ rules:
 @pytest.mark.django_db
 def test_ruleset_yaml_carries_dry_run_and_hold_both_ways():
     from connections.models import Connection
-    from gateway import rulesets
+    from policy import rulesets
 
     conn = Connection(name="prod", server_url="https://k8s.example", bearer_token="not-a-real-token")
     conn.save()

@@ -5,9 +5,10 @@ from django.core.exceptions import ValidationError
 from django.db import connection as db_connection
 
 from connections.models import Connection
-from gateway.models import Rule
-from gateway.policy import DEFAULT_DENY, evaluate
 from kube.requestinfo import parse
+from policy.evaluate import evaluate
+from policy.models import Rule
+from policy.vocabulary import DEFAULT_DENY
 
 pytestmark = pytest.mark.django_db
 

@@ -8,10 +8,11 @@ from asgiref.sync import async_to_sync
 from django.db import OperationalError
 
 from connections.models import Connection
-from gateway.models import Rule
-from gateway.policy import PolicyCache, evaluate, invalidate_all
 from identity.principal import Principal
 from kube.requestinfo import parse
+from policy.cache import PolicyCache, invalidate_all
+from policy.evaluate import evaluate
+from policy.models import Rule
 from runtime import db
 from runtime.db import DatabaseUnavailable
 

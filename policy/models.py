@@ -1,39 +1,44 @@
-"""Per-connection policy rules.  Matching semantics are documented in gateway.policy."""
+"""Per-connection policy rules.  Matching semantics are documented in the policy package.
+
+The table is still ``gateway_rule``: the model moved from the gateway app without
+touching the data (migrations gateway 0004 and policy 0001 move it in state only).
+"""
 
 import logging
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models, transaction
-from django.db.models.signals import post_delete, post_save
+from django.db import models
 
-from gateway import policy
+from policy import vocabulary
+from policy.check import InvalidRule, check_rule
+from policy.compile import CompiledRule, broken_rule, compile_rule
 
 logger = logging.getLogger(__name__)
 
 
 class Effect(models.TextChoices):
-    ALLOW = policy.ALLOW, "Allow"
-    DENY = policy.DENY, "Deny"
-    REVIEW = policy.REVIEW, "Review (a human must approve)"
+    ALLOW = vocabulary.ALLOW, "Allow"
+    DENY = vocabulary.DENY, "Deny"
+    REVIEW = vocabulary.REVIEW, "Review (a human must approve)"
 
 
 class DryRun(models.TextChoices):
-    ANY = policy.DRY_RUN_ANY, "Dry runs and real requests alike"
-    ONLY = policy.DRY_RUN_ONLY, "Dry runs only (dryRun=All, kubectl diff)"
-    NEVER = policy.DRY_RUN_NEVER, "Real requests only"
+    ANY = vocabulary.DRY_RUN_ANY, "Dry runs and real requests alike"
+    ONLY = vocabulary.DRY_RUN_ONLY, "Dry runs only (dryRun=All, kubectl diff)"
+    NEVER = vocabulary.DRY_RUN_NEVER, "Real requests only"
 
 
 class Hold(models.TextChoices):
-    OPEN = policy.HOLD_OPEN, "Hold the request open until a decision (up to AIRLOCK_REVIEW_HOLD_SECONDS)"
-    RETRY = policy.HOLD_RETRY, "Answer at once; the agent retries once approved"
+    OPEN = vocabulary.HOLD_OPEN, "Hold the request open until a decision (up to AIRLOCK_REVIEW_HOLD_SECONDS)"
+    RETRY = vocabulary.HOLD_RETRY, "Answer at once; the agent retries once approved"
 
 
 def _list_field(help_text):
     return models.JSONField(default=list, blank=True, help_text=help_text)
 
 
-# Model fields checked by gateway.policy.check_rule.
+# Model fields checked by policy.check.check_rule.
 RULE_FIELDS = (
     "name", "order", "enabled", "effect", "subjects", "groups", "verbs", "api_groups", "resources",
     "namespaces", "names", "non_resource_urls", "requires_lease", "min_approvals",
@@ -102,6 +107,7 @@ class Rule(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        db_table = "gateway_rule"  # kept from the gateway app: the model moved, the data did not
         ordering = ["connection__name", "order", "name"]
         constraints = [
             models.UniqueConstraint(fields=["connection", "name"], name="gateway_rule_unique_name"),
@@ -124,7 +130,7 @@ class Rule(models.Model):
 
     def clean(self):
         skip = getattr(self, "_invalid_fields", set())
-        errors = {f: m for f, m in policy.check_rule(self.rule_fields()).items() if f not in skip}
+        errors = {f: m for f, m in check_rule(self.rule_fields()).items() if f not in skip}
         if errors:
             raise ValidationError(errors)
 
@@ -133,31 +139,17 @@ class Rule(models.Model):
         self.full_clean()
         super().save(*args, **kwargs)
 
-    def compile(self, connection_name: str | None = None) -> policy.CompiledRule:
+    def compile(self, connection_name: str | None = None) -> CompiledRule:
         """The immutable engine form; a row that no longer validates compiles to deny-all."""
         connection = self.connection.name if connection_name is None else connection_name
         try:
-            return policy.compile_rule(self.rule_fields(), id=self.pk, connection=connection)
-        except policy.InvalidRule as exc:
+            return compile_rule(self.rule_fields(), id=self.pk, connection=connection)
+        except InvalidRule as exc:
             logger.error(
                 "rule %s (id %s) of connection %s is invalid (%s); it denies every request until fixed",
                 self.name, self.pk, connection, ", ".join(sorted(exc.errors)),
             )
-            return policy.broken_rule(
+            return broken_rule(
                 id=self.pk, name=self.name, order=self.order, connection=connection, enabled=self.enabled
             )
 
-
-def _invalidate_policy_caches(sender, using=None, **kwargs):
-    policy.invalidate_all()
-    # Loads racing with the still-open transaction must not be kept.
-    transaction.on_commit(policy.invalidate_all, using=using)
-
-
-for _label, _signal in (("post_save", post_save), ("post_delete", post_delete)):
-    _signal.connect(_invalidate_policy_caches, sender=Rule, dispatch_uid=f"gateway.rule.{_label}")
-    _signal.connect(
-        _invalidate_policy_caches,
-        sender="connections.Connection",
-        dispatch_uid=f"gateway.connection.{_label}",
-    )

@@ -9,12 +9,12 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from connections.models import Connection
-from gateway import presets, rulesets
-from gateway.models import Rule
+from policy import presets, rulesets
+from policy.models import Rule
 
 pytestmark = pytest.mark.django_db
 
-CHANGELIST = "admin:gateway_rule_changelist"
+CHANGELIST = "admin:policy_rule_changelist"
 
 
 def new_connection(name):
@@ -35,12 +35,12 @@ def test_changelist_lists_rules_and_tools(admin_client, prod):
     body = response.content.decode()
     assert "no-exec-attach-portforward" in body
     assert "read-all" not in body
-    assert reverse("admin:gateway_rule_apply_preset") in body
-    assert reverse("admin:gateway_rule_import") in body
+    assert reverse("admin:policy_rule_apply_preset") in body
+    assert reverse("admin:policy_rule_import") in body
 
 
 def test_add_form_validates_rules(admin_client, prod):
-    url = reverse("admin:gateway_rule_add")
+    url = reverse("admin:policy_rule_add")
     form = admin_client.get(url)
     assert form.status_code == 200
     data = {
@@ -88,7 +88,7 @@ def test_export_action_needs_one_connection(admin_client, prod):
 
 
 def test_apply_preset_view(admin_client, prod):
-    url = reverse("admin:gateway_rule_apply_preset")
+    url = reverse("admin:policy_rule_apply_preset")
     assert admin_client.get(url).status_code == 200
     response = admin_client.post(url, {"connection": prod.pk, "preset": "production-guardrails", "everyone": "on"})
     assert response.status_code == 302
@@ -104,7 +104,7 @@ def test_apply_preset_view(admin_client, prod):
 
 
 def test_import_view(admin_client, prod):
-    url = reverse("admin:gateway_rule_import")
+    url = reverse("admin:policy_rule_import")
     good = json.dumps(presets.READ_ONLY).encode()  # JSON is YAML
     response = admin_client.post(
         url, {"connection": prod.pk, "file": SimpleUploadedFile("rules.yaml", good)}
@@ -125,7 +125,7 @@ def test_tools_need_add_permission(client, prod):
     viewer.user_permissions.add(Permission.objects.get(codename="view_rule"))
     client.force_login(viewer)
     assert client.get(reverse(CHANGELIST)).status_code == 200
-    for name in ("admin:gateway_rule_apply_preset", "admin:gateway_rule_import"):
+    for name in ("admin:policy_rule_apply_preset", "admin:policy_rule_import"):
         assert client.post(reverse(name), {"connection": prod.pk, "preset": "read-only"}).status_code == 403
     assert not Rule.objects.exists()
 
@@ -134,7 +134,7 @@ def test_replace_needs_delete_permission(client, prod):
     editor = User.objects.create_user("editor", password="pw-for-tests-only", is_staff=True)
     editor.user_permissions.add(*Permission.objects.filter(codename__in=["view_rule", "add_rule"]))
     client.force_login(editor)
-    url = reverse("admin:gateway_rule_apply_preset")
+    url = reverse("admin:policy_rule_apply_preset")
     assert client.post(url, {"connection": prod.pk, "preset": "read-only", "everyone": "on", "replace": "on"}).status_code == 403
     assert client.post(url, {"connection": prod.pk, "preset": "read-only", "everyone": "on"}).status_code == 302
     assert prod.rules.count() == len(presets.READ_ONLY["rules"])

@@ -4,7 +4,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from connections.models import Connection
-from gateway import presets, rulesets
+from policy import presets, rulesets
 
 
 class Command(BaseCommand):

@@ -8,8 +8,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from connections.models import Connection
-from gateway import presets, rulesets
-from gateway.models import Rule
+from policy import presets, rulesets
+from policy.models import Rule
 
 
 def _entries(text: str) -> list[str]:
@@ -152,7 +152,7 @@ class RuleAdmin(admin.ModelAdmin):
             "title": title,
             "form": form,
         }
-        return TemplateResponse(request, "admin/gateway/rule/rule_tool.html", context)
+        return TemplateResponse(request, "admin/policy/rule/rule_tool.html", context)
 
     def apply_preset_view(self, request):
         return self._tool_view(

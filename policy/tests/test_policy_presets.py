@@ -2,10 +2,11 @@
 
 import pytest
 
-from gateway.policy import compile_rule, evaluate
-from gateway.presets import PRESETS, preset_rule_fields
 from identity.principal import Principal
 from kube.requestinfo import parse
+from policy.compile import compile_rule
+from policy.evaluate import evaluate
+from policy.presets import PRESETS, preset_rule_fields
 
 AGENT = Principal(
     subject="agent-1", username="agent@example.com", groups=(), issuer="https://idp.example",

@@ -4,8 +4,8 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from gateway import rulesets
-from gateway.management.commands.apply_preset import get_connection
+from policy import rulesets
+from policy.management.commands.apply_preset import get_connection
 
 
 class Command(BaseCommand):

@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand
 
-from gateway import rulesets
-from gateway.management.commands.apply_preset import get_connection
+from policy import rulesets
+from policy.management.commands.apply_preset import get_connection
 
 
 class Command(BaseCommand):

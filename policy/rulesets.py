@@ -50,7 +50,7 @@ import yaml
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from gateway.models import Rule
+from policy.models import Rule
 
 API_VERSION = "airlock.dev/v1"
 KIND = "RuleSet"

@@ -7,10 +7,10 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from connections.models import Connection
-from gateway import presets, rulesets
-from gateway.policy import evaluate
 from identity.principal import Principal
 from kube.requestinfo import parse
+from policy import presets, rulesets
+from policy.evaluate import evaluate
 
 pytestmark = pytest.mark.django_db
 
@@ -97,7 +97,7 @@ def test_command_explains_name_clashes_and_invalid_groups(prod):
 
 
 def test_admin_view_binds_groups(admin_client, prod):
-    url = reverse("admin:gateway_rule_apply_preset")
+    url = reverse("admin:policy_rule_apply_preset")
     response = admin_client.post(url, {"connection": prod.pk, "preset": "read-only"})
     assert response.status_code == 200
     assert "Say whom the preset applies to" in response.content.decode()
