@@ -26,7 +26,7 @@ browser:
 # worker its own Redis database; pytest-django its own test database).  PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= auto
 test: setup browser
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxprocesses 8 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxprocesses 8 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m deploy.demo --dir $(DEMO_DIR)

@@ -13,8 +13,6 @@ Without xdist (or on the controller) nothing changes.
 import os
 from urllib.parse import urlsplit, urlunsplit
 
-import pytest
-
 REDIS_DATABASES = 16  # redis.conf's default "databases"
 
 
@@ -36,26 +34,31 @@ if _index is not None and os.environ.get("REDIS_URL"):
     os.environ["REDIS_URL"] = worker_redis_url(os.environ["REDIS_URL"], _index)
 
 
-# Tests that must run on one worker, one after another, because they share something a session fixture
-# starts (tests/e2e_resilience: one rig of two gateway processes per worker) or a fixed resource.
+# Tests that must run on one worker, one after another, because they share what a session fixture starts
+# (tests/e2e_resilience: a rig of two gateway processes, PostgreSQL and Redis, per worker).
 SHARED_DIRECTORIES = ("tests/e2e_resilience/",)
 
 
-def xdist_group(nodeid: str) -> str:
-    """A test's work unit under ``--dist loadgroup``: its directory in SHARED_DIRECTORIES, else its file.
+def work_unit(nodeid: str) -> str:
+    """A test's unit of work under ``--dist loadfile``: its directory in SHARED_DIRECTORIES, else its file.
 
-    Whole files, as ``--dist loadfile`` would: module-scoped fixtures (a migrated database, a gateway
-    process) then start once, and tests of one file that share a fixed resource (test_celery_worker.py's
-    Redis database 13, test_two_gateways.py's 14) never run at the same time on two workers.
+    Whole files: module-scoped fixtures (a migrated database, a gateway process) start once, and the tests
+    of one file that share a fixed resource (test_two_gateways.py's Redis database 14) never run at the
+    same time on two workers.
     """
     path = nodeid.split("::", 1)[0]
     return next((directory for directory in SHARED_DIRECTORIES if path.startswith(directory)), path)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("dist", "no") != "loadgroup":
-        return
-    for item in items:
-        if not any(True for _ in item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(xdist_group(item.nodeid)))
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with :func:`work_unit` as the unit (xdist's loadgroup marks do not survive
+    pytest 9's node ids)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return Scheduling(config, log)
