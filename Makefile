@@ -22,8 +22,11 @@ browser:
 	  apt-get update -qq >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# pytest-xdist: one worker per CPU (at most 8), whole test files per worker (tests/parallel.py gives each
+# worker its own Redis database; pytest-django its own test database).  PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= auto
 test: setup browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxprocesses 8 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m deploy.demo --dir $(DEMO_DIR)

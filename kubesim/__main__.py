@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from .auth import Auth, StaticToken, parse_token_spec
 from .certs import TLSFiles, generate_tls, server_ssl_context
+from . import portforward
 from .controllers import Controllers
 from .discovery import Discovery
 from .requestlog import RequestLog
@@ -50,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-anonymous", action="store_true", help="answer 401 instead of system:anonymous")
     p.add_argument("--watch-history", type=int, default=DEFAULT_HISTORY)
     p.add_argument("--bookmark-interval", type=float, default=5.0)
+    p.add_argument("--port-forward-grace", type=float, default=portforward.STARTUP_GRACE, metavar="SECONDS",
+                   help="how long after a pod's processes start a refused port-forward connection is retried")
     args = p.parse_args(argv)
     given = [args.tls_cert, args.tls_key, args.ca]
     if any(given) and not all(given):
@@ -88,6 +91,7 @@ async def serve(args: argparse.Namespace) -> None:
     state.mkdir(parents=True, exist_ok=True)
     for stale in ("ready.json", "kubeconfig"):
         (state / stale).unlink(missing_ok=True)
+    portforward.STARTUP_GRACE = args.port_forward_grace
     if args.tls_cert:
         tls = TLSFiles(ca_file=args.ca.resolve(), cert_file=args.tls_cert.resolve(), key_file=args.tls_key.resolve())
     else:

@@ -1,7 +1,8 @@
 """pytest plugin: the ``kubesim`` and ``kubectl`` fixtures (registered in the root conftest.py).
 
-``kubesim`` runs ``python -m kubesim`` in a subprocess on a free port with a fresh state directory
-and yields a :class:`KubeSimProcess`; extra command-line arguments come from the
+``kubesim`` runs a fresh kubesim per test on a free port with a fresh state directory (forked from a
+per-session fork server that has imported kubesim once, kubesim/forkserver.py: the same process as
+``python -m kubesim``, started in a fraction of the time) and yields a :class:`KubeSimProcess`; extra command-line arguments come from the
 ``kubesim_args`` marker, e.g. ``@pytest.mark.kubesim_args("--token", "t=alice:dev")``.
 ``kubectl`` runs the real kubectl next to the interpreter (.venv/bin/kubectl) with a private HOME
 and discovery cache, against kubesim's admin kubeconfig unless told otherwise.
@@ -31,8 +32,10 @@ import yaml
 
 from . import requestlog
 from .certs import TLSFiles, write_client_cert
+from .forkserver import ForkedProcess, ForkServer
 
 START_TIMEOUT = 15.0
+ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 @dataclass
@@ -45,7 +48,7 @@ class KubeSimProcess:
     kubeconfig: Path
     admin_token: str
     state_dir: Path
-    proc: subprocess.Popen = field(repr=False)
+    proc: subprocess.Popen | ForkedProcess = field(repr=False)
 
     def requests(self) -> list[dict]:
         """The parsed request log (see kubesim.requestlog.read)."""
@@ -105,19 +108,24 @@ class KubeSimProcess:
         return self.proc.returncode
 
 
-def start_kubesim(state_dir: Path, *args: str, timeout: float = START_TIMEOUT) -> KubeSimProcess:
-    """Start ``python -m kubesim`` and wait for its ready.json."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    stderr = open(state_dir / "kubesim.stderr", "wb")
+def kubesim_env() -> dict[str, str]:
+    """The environment a kubesim gets: this process's (at the time of the start), without KUBECONFIG."""
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kubesim", "--host", "127.0.0.1", "--port", "0", "--state-dir", str(state_dir),
-         *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=root,
-    )
-    stderr.close()
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def start_kubesim(state_dir: Path, *args: str, timeout: float = START_TIMEOUT,
+                  forkserver: ForkServer | None = None) -> KubeSimProcess:
+    """Start ``python -m kubesim`` (or fork one from ``forkserver``) and wait for its ready.json."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    argv = ["--host", "127.0.0.1", "--port", "0", "--state-dir", str(state_dir), *args]
+    if forkserver is not None:
+        proc = forkserver.spawn(argv, kubesim_env(), ROOT, state_dir / "kubesim.stderr")
+    else:
+        with open(state_dir / "kubesim.stderr", "wb") as stderr:
+            proc = subprocess.Popen([sys.executable, "-m", "kubesim", *argv], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=stderr, env=kubesim_env(), cwd=ROOT)
     ready = state_dir / "ready.json"
     deadline = time.monotonic() + timeout
     while not ready.exists():
@@ -140,10 +148,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kubesim_args(*args): extra command-line arguments for the kubesim fixture")
 
 
+@pytest.fixture(scope="session")
+def kubesim_forkserver():
+    """One process per test session (per xdist worker) that has imported kubesim and forks each test's."""
+    server = ForkServer(Path(ROOT), kubesim_env())
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def kubesim(request: pytest.FixtureRequest, tmp_path: Path):
+def kubesim(request: pytest.FixtureRequest, tmp_path: Path, kubesim_forkserver: ForkServer):
+    """A fresh kubesim for the test: its own process, port, CA, state directory and seeded objects."""
     marker = request.node.get_closest_marker("kubesim_args")
-    sim = start_kubesim(tmp_path / "kubesim", *(marker.args if marker else ()))
+    sim = start_kubesim(tmp_path / "kubesim", *(marker.args if marker else ()), forkserver=kubesim_forkserver)
     yield sim
     crashed = not sim.alive()
     code = sim.stop()

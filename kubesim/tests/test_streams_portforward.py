@@ -13,7 +13,7 @@ from multidict import MultiDict
 
 from kube import spdy
 from kube.channels import TUNNEL_PROTOCOL
-from kubesim import errors
+from kubesim import errors, portforward
 from kubesim.portforward import parse_ports
 from kubesim.tests.streamkit import StreamServer, echo_server, make_pod
 
@@ -115,7 +115,13 @@ async def test_tunnel_pairs_streams_by_request_id(kube):
     assert data == {7: b"for seven", 5: b"for eight", 1: b"", 3: b""}
 
 
-async def test_tunnel_unmapped_port_is_reported_on_the_error_stream(kube):
+@pytest.fixture
+def short_grace(monkeypatch):
+    """Nothing will ever listen on port 81: its refusal need not be retried for the default 10 s."""
+    monkeypatch.setattr(portforward, "STARTUP_GRACE", 0.5)
+
+
+async def test_tunnel_unmapped_port_is_reported_on_the_error_stream(kube, short_grace):
     async with tunnel(kube) as ws:
         peer = SpdyPeer(ws)
         error_id, data_id = await peer.open_pair(0, 81, 1)
@@ -194,7 +200,7 @@ async def test_legacy_websocket_port_forward(kube):
     assert echoed == payload
 
 
-async def test_legacy_port_forward_error_channel(kube):
+async def test_legacy_port_forward_error_channel(kube, short_grace):
     async with kube.ws("web", "portforward", [("ports", "81")], protocols=("v4.channel.k8s.io",)) as ws:
         messages = [m.data async for m in ws if m.type is aiohttp.WSMsgType.BINARY]
     assert messages[:2] == [b"\x00Q\x00", b"\x01Q\x00"]

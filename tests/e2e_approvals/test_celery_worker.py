@@ -1,10 +1,12 @@
 """The Celery parts with a real worker against Redis (not eager mode): webhooks with retries, the sweeper.
 
-Redis runs on 127.0.0.1:6379 (.ci/run starts it); these tests use database 13
-and a queue of their own, so nothing else on that Redis is touched.
+Redis runs on 127.0.0.1:6379 (.ci/run starts it); these tests use REDIS_URL's database when it is set (each
+CI job, checkout and pytest-xdist worker its own: tests/parallel.py), else database 13, and a queue of their
+own, so nothing else on that Redis is touched and no other run's sweeper announcement reaches them.
 """
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -23,7 +25,7 @@ from approvals.tests.test_reviews import held
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-REDIS = "redis://127.0.0.1:6379/13"
+REDIS = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/13"
 
 
 @pytest.fixture

@@ -87,6 +87,8 @@ def test_kubectl_port_forward_carries_bytes_both_ways(kubectl, forwarded_pod):
     assert proc.poll() is None
 
 
+# Nothing will ever listen on port 81: the refusal need not be retried for the default 10 s of start-up grace.
+@pytest.mark.kubesim_args("--port-forward-grace", "0.5")
 def test_kubectl_port_forward_to_an_unmapped_port(kubectl, forwarded_pod):
     proc, local = start_port_forward(kubectl, ":81")
     with socket.create_connection(("127.0.0.1", local), timeout=30) as sock:
