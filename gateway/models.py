@@ -5,7 +5,6 @@ import logging
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
-from django.db.models.signals import post_delete, post_save
 
 from gateway import policy
 
@@ -148,16 +147,8 @@ class Rule(models.Model):
             )
 
 
-def _invalidate_policy_caches(sender, using=None, **kwargs):
+def invalidate_policy_caches(sender, using=None, **kwargs):
+    """post_save/post_delete receiver for rules and connections (connected in gateway.apps)."""
     policy.invalidate_all()
     # Loads racing with the still-open transaction must not be kept.
     transaction.on_commit(policy.invalidate_all, using=using)
-
-
-for _label, _signal in (("post_save", post_save), ("post_delete", post_delete)):
-    _signal.connect(_invalidate_policy_caches, sender=Rule, dispatch_uid=f"gateway.rule.{_label}")
-    _signal.connect(
-        _invalidate_policy_caches,
-        sender="connections.Connection",
-        dispatch_uid=f"gateway.connection.{_label}",
-    )
