@@ -254,7 +254,7 @@ AIRLOCK_CONNECTION_REVALIDATE_SECONDS = float(env("AIRLOCK_CONNECTION_REVALIDATE
 
 # On SIGTERM/SIGINT the gateway ends its open watches and exec/attach/port-forward streams
 # (ERROR event, Status on the error channel) and waits at most this long (seconds) for them to
-# close before the server's own shutdown runs (airlock/asgi.py); at the end of that shutdown the
+# close before the server's own shutdown runs (airlock/drain.py); at the end of that shutdown the
 # audit recorder gets at most this long again to commit what is queued (what a database that does
 # not answer keeps it from committing stays in the audit journal for the next start).
 AIRLOCK_DRAIN_SECONDS = float(env("AIRLOCK_DRAIN_SECONDS", "5"))
@@ -325,7 +325,7 @@ AIRLOCK_AUDIT_JOURNAL_SEGMENT_BYTES = int(env("AIRLOCK_AUDIT_JOURNAL_SEGMENT_BYT
 AIRLOCK_AUDIT_IN_FLIGHT_MINUTES = float(env("AIRLOCK_AUDIT_IN_FLIGHT_MINUTES", "60"))
 
 # Development-only static bearer tokens for agents ("token=user:group1|group2,...").
-# Off unless set; refused in production.  Replaced by OIDC in the identity work.
+# Off unless set; refused in production, where agents present OIDC JWTs (AIRLOCK_OIDC_ISSUERS below).
 AIRLOCK_DEV_STATIC_TOKENS = env("AIRLOCK_DEV_STATIC_TOKENS", "")
 if PRODUCTION and AIRLOCK_DEV_STATIC_TOKENS:
     raise ImproperlyConfigured("AIRLOCK_DEV_STATIC_TOKENS is development-only")
@@ -375,15 +375,23 @@ if PRODUCTION:
 # Agents reach connection <name> at <gateway>/k8s/<name>/.
 AIRLOCK_GATEWAY_PREFIX = "/k8s/"
 
-# Approvals and leases (approvals/, defaults in approvals/conf.py).
+# Approvals and leases (approvals/): these settings are their only definition.
+# How long a held request waits for a decision before a 403 naming the review.
 AIRLOCK_REVIEW_HOLD_SECONDS = float(env("AIRLOCK_REVIEW_HOLD_SECONDS", "120"))
+# How often a held request re-reads its review when no channel-layer message came.
 AIRLOCK_REVIEW_POLL_SECONDS = float(env("AIRLOCK_REVIEW_POLL_SECONDS", "2"))
+# A review nobody decided expires after this long.
 AIRLOCK_REVIEW_PENDING_SECONDS = int(env("AIRLOCK_REVIEW_PENDING_SECONDS", "3600"))
+# An approved "once" review must be used by a retry within this long.
 AIRLOCK_REVIEW_APPROVAL_SECONDS = int(env("AIRLOCK_REVIEW_APPROVAL_SECONDS", "900"))
 AIRLOCK_REVIEW_DEFAULT_WINDOW_SECONDS = int(env("AIRLOCK_REVIEW_DEFAULT_WINDOW_SECONDS", "900"))
 AIRLOCK_REVIEW_MAX_WINDOW_SECONDS = int(env("AIRLOCK_REVIEW_MAX_WINDOW_SECONDS", str(8 * 3600)))
 AIRLOCK_LEASE_MAX_SECONDS = int(env("AIRLOCK_LEASE_MAX_SECONDS", str(8 * 3600)))
+# Upper bound on how long another process may use a lease after it was revoked
+# when the channel-layer broadcast did not reach it.
 AIRLOCK_LEASE_CACHE_SECONDS = float(env("AIRLOCK_LEASE_CACHE_SECONDS", "5"))
+# Public base URL of the dashboard (links in messages and notifications); empty: links in what
+# an agent is told use the address it reached the gateway at, notifications use paths only.
 AIRLOCK_DASHBOARD_URL = env("AIRLOCK_DASHBOARD_URL", "")
 # Webhooks for new and decided reviews and lease changes: a JSON list of
 # {"url": ..., "format": "slack" | "json"}.  The URLs are credentials.

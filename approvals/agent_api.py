@@ -3,8 +3,10 @@
     POST /approvals/api/agent/leases/   {"connection", "duration", "reason", "rules": [...]}  -> 201
     GET  /approvals/api/agent/leases/   the caller's own leases
 
-``Authorization: Bearer <token>`` is validated exactly like at the gateway
-(identity.chain: OIDC JWTs, or the development static tokens); the lease is
+``Authorization: Bearer <token>`` is validated by the gateway's own authenticator
+(identity.chain: OIDC JWTs, or the development static tokens), which the
+application (airlock.app) hands to this view in the ASGI scope under
+:data:`AUTHENTICATOR`; served without it, the API answers 503.  The lease is
 always for the caller itself (its subject and issuer), and a reviewer still
 has to grant it.  No cookies are involved, so there is no CSRF surface.
 
@@ -19,7 +21,6 @@ import json
 import logging
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -28,7 +29,6 @@ from approvals.api import LeaseSerializer
 from approvals.models import Lease, LeaseState
 from approvals.reviews import ApprovalError
 from connections.validation import CONNECTION_NAME
-from identity.chain import build_authenticator
 from identity.principal import AuthenticationError
 from kube.headers import bearer_token
 from kube.media import media_type
@@ -41,16 +41,13 @@ MAX_BODY = 16 * 1024
 MAX_RULES = 100
 MAX_RULE_NAME = 63
 FIELDS = {"connection", "duration", "reason", "rules"}
-_authenticators: dict[tuple, object] = {}
+# The ASGI scope key under which the application passes its authenticator (identity.chain) to this view.
+AUTHENTICATOR = "airlock.authenticator"
 
 
-def authenticator():
-    """The gateway's authenticator chain for the current settings, built once per configuration."""
-    key = (settings.AIRLOCK_DEV_STATIC_TOKENS, json.dumps(settings.AIRLOCK_OIDC_ISSUERS, sort_keys=True))
-    if key not in _authenticators:
-        _authenticators.clear()
-        _authenticators[key] = build_authenticator()
-    return _authenticators[key]
+def authenticator(request):
+    """The application's authenticator, or None when the request did not come through it."""
+    return (getattr(request, "scope", None) or {}).get(AUTHENTICATOR)
 
 
 def _error(status: int, message: str) -> JsonResponse:
@@ -138,11 +135,15 @@ def _request(principal, data) -> Lease:
 async def agent_leases(request):
     if request.method not in ("GET", "POST"):
         return _error(405, "use GET or POST")
+    agents = authenticator(request)
+    if agents is None:
+        log.error("agent lease API: no authenticator in the ASGI scope (serve Airlock through airlock.asgi)")
+        return _error(503, "the agent lease API is not available on this server")
     token = bearer_token([(k.lower(), v) for k, v in request.headers.items()])
     if token is None:
         return _error(401, "a bearer token is required")
     try:
-        principal = await authenticator().authenticate(token)
+        principal = await agents.authenticate(token)
     except AuthenticationError as exc:
         return _error(401, f"Unauthorized: {exc}")
     if request.method == "GET":

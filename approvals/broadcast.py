@@ -15,9 +15,9 @@ import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
-from approvals import conf
 from runtime import db
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def review_group(review_id: int) -> str:
 
 
 def timeout() -> float:
-    return float(conf.get("AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS"))
+    return float(settings.AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS)
 
 
 class _FailureLog:

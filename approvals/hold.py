@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass, replace
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import OperationalError
 
 from approvals import broadcast, conf, preview, reviews
@@ -164,15 +165,13 @@ def review_url(review_id: int, base_url: str = "") -> str:
     return link if link != path else base_url.rstrip("/") + path
 
 
-_background: set[asyncio.Task] = set()
+async def compute_preview(held: reviews.HeldRequest, review_id: int, connections, *, transport=None) -> None:
+    """Run the dry run for a new review and store its masked outcome (never raises).
 
-
-async def compute_preview(held: reviews.HeldRequest, review_id: int, *, transport=None) -> None:
-    """Run the dry run for a new review and store its masked outcome (never raises)."""
-    from connections.registry import get_upstream
-
+    ``connections``: the application's connection registry (``await connections(name)`` -> Upstream or None).
+    """
     try:
-        upstream = await get_upstream(held.connection)
+        upstream = await connections(held.connection) if connections is not None else None
         if upstream is None:
             result = preview.Preview("no preview", error=f"connection {held.connection} is not available")
         else:
@@ -190,16 +189,26 @@ class Holder:
     """Holds review-gated requests until a decision, a timeout, or the client going away.
 
     For writes, the first holder of a review also runs its dry-run preview in
-    the background (``previews=False`` turns that off; ``transport`` is for
-    tests).
+    the background against the cluster ``connections`` finds (the application's
+    connection registry; ``previews=False`` turns previews off; ``transport`` is
+    for tests).  Background work (previews, leaving a review's group) is kept
+    referenced by the holder until it ends.
     """
 
-    def __init__(self, *, timeout: float | None = None, poll_interval: float | None = None, previews: bool = True,
-                 transport=None):
+    def __init__(self, *, connections=None, timeout: float | None = None, poll_interval: float | None = None,
+                 previews: bool = True, transport=None):
+        self.connections = connections
         self._timeout = timeout
         self._poll_interval = poll_interval
         self.previews = previews
         self.transport = transport
+        self._background: set[asyncio.Task] = set()
+
+    def in_background(self, task: asyncio.Task) -> asyncio.Task:
+        """Keep ``task`` referenced until it is done."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     async def start_preview(self, held: reviews.HeldRequest, review_id: int) -> asyncio.Task | None:
         if not (self.previews and preview.needed(held.info)):
@@ -207,18 +216,16 @@ class Holder:
         if not await in_db(reviews.claim_preview, review_id):
             return None
         # Runs to completion even if this request goes away: reviewers still need it.
-        task = asyncio.get_running_loop().create_task(compute_preview(held, review_id, transport=self.transport))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-        return task
+        return self.in_background(asyncio.get_running_loop().create_task(
+            compute_preview(held, review_id, self.connections, transport=self.transport)))
 
     @property
     def timeout(self) -> float:
-        return float(self._timeout if self._timeout is not None else conf.get("AIRLOCK_REVIEW_HOLD_SECONDS"))
+        return float(self._timeout if self._timeout is not None else settings.AIRLOCK_REVIEW_HOLD_SECONDS)
 
     @property
     def poll_interval(self) -> float:
-        value = self._poll_interval if self._poll_interval is not None else conf.get("AIRLOCK_REVIEW_POLL_SECONDS")
+        value = self._poll_interval if self._poll_interval is not None else settings.AIRLOCK_REVIEW_POLL_SECONDS
         return max(0.05, float(value))
 
     async def hold(self, request, decision, *, on_pending=None) -> HoldOutcome:
@@ -234,7 +241,7 @@ class Holder:
         if not wait:
             await self._tell(on_pending, review, url, wait)
             return pending
-        wakeups = Wakeups.listen(broadcast.review_group(review.pk))
+        wakeups = Wakeups.listen(broadcast.review_group(review.pk), self.in_background)
         try:
             if await self._tell(on_pending, review, url, wait) is False:
                 return pending
@@ -287,16 +294,17 @@ class Wakeups:
     the group happens in the background too.
     """
 
-    def __init__(self, layer, group: str):
+    def __init__(self, layer, group: str, in_background):
         self.layer = layer
         self.group = group
+        self.in_background = in_background  # keeps a task referenced until done (the Holder's)
         self.channel: str | None = None
         self.event = asyncio.Event()
         self.task: asyncio.Task | None = None
 
     @classmethod
-    def listen(cls, group: str) -> "Wakeups":
-        wakeups = cls(get_channel_layer(), group)
+    def listen(cls, group: str, in_background) -> "Wakeups":
+        wakeups = cls(get_channel_layer(), group, in_background)
         if wakeups.layer is not None:
             wakeups.task = asyncio.get_running_loop().create_task(wakeups._receive())
         return wakeups
@@ -326,23 +334,18 @@ class Wakeups:
         if self.task is None:
             return
         self.task.cancel()  # its clean-up may wait for the layer: keep it referenced, never await it
-        _background.add(self.task)
-        self.task.add_done_callback(_background.discard)
+        self.in_background(self.task)
         if self.channel is not None:
-            _in_background(asyncio.wait_for(self.layer.group_discard(self.group, self.channel), broadcast.timeout()),
-                           f"leave {self.group}")
+            self.in_background(asyncio.get_running_loop().create_task(_logged(
+                asyncio.wait_for(self.layer.group_discard(self.group, self.channel), broadcast.timeout()),
+                f"leave {self.group}")))
 
 
-def _in_background(awaitable, what: str) -> None:
-    async def run():
-        try:
-            await awaitable
-        except Exception as exc:
-            log.warning("could not %s: %s", what, type(exc).__name__)
-
-    task = asyncio.get_running_loop().create_task(run())
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+async def _logged(awaitable, what: str) -> None:
+    try:
+        await awaitable
+    except Exception as exc:
+        log.warning("could not %s: %s", what, type(exc).__name__)
 
 
 def _outcome(settlement: reviews.Settlement, url: str) -> HoldOutcome:

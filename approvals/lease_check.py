@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from approvals import conf
+from django.conf import settings
+
 from runtime.cache import ConnectionCache
 
 
@@ -62,7 +63,12 @@ def invalidate_all(connection: str | None = None) -> None:
 
 
 class LeaseCache(ConnectionCache):
-    """Active leases keyed by connection (see runtime.cache); expiry itself is checked at request time."""
+    """Active leases keyed by connection (see runtime.cache); expiry itself is checked at request time.
+
+    One per application (airlock.app).  ``on_lookup`` runs before every lookup: the application
+    passes its live-stream registry's ``ensure_listener`` (approvals.live), so the broadcasts that
+    drop cached leases are heard once leases are in use.
+    """
 
     def __init__(
         self,
@@ -70,14 +76,18 @@ class LeaseCache(ConnectionCache):
         loader: Callable[[str], tuple[ActiveLease, ...]] = load_active_leases,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        on_lookup: Callable[[], object] | None = None,
     ):
         super().__init__(loader, max_age, monotonic)
         self._now = clock
+        self._on_lookup = on_lookup
 
     def default_max_age(self) -> float:
-        return float(conf.get("AIRLOCK_LEASE_CACHE_SECONDS"))
+        return float(settings.AIRLOCK_LEASE_CACHE_SECONDS)
 
     async def leases_for(self, connection: str) -> tuple[ActiveLease, ...]:
+        if self._on_lookup is not None:
+            self._on_lookup()
         return await self.get(connection)
 
     async def find(self, connection: str, principal, rule_name: str) -> ActiveLease | None:
@@ -85,6 +95,3 @@ class LeaseCache(ConnectionCache):
         now = self._now()
         covering = [lease for lease in await self.leases_for(connection) if lease.covers(principal, rule_name, now)]
         return max(covering, key=lambda lease: lease.expires_at, default=None)
-
-
-default_cache = LeaseCache()

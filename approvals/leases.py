@@ -11,13 +11,15 @@ import json
 import re
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from approvals import broadcast, conf, history, notify
+from approvals import broadcast, history, notify
 from approvals.identities import is_same_person
 from approvals.models import Lease, LeaseEventKind, LeaseState
 from approvals.reviews import ApprovalError, clean_reason
+from connections.models import Connection
 from policy.models import Rule
 
 # ASCII digits only ("²" and other Unicode digits are not numbers here), bounded length.
@@ -41,7 +43,7 @@ def parse_duration(value) -> int:
         seconds = hours * 3600 + minutes * 60 + secs
     else:
         raise ApprovalError(400, DURATION_HELP)
-    maximum = int(conf.get("AIRLOCK_LEASE_MAX_SECONDS"))
+    maximum = int(settings.AIRLOCK_LEASE_MAX_SECONDS)
     if not MIN_SECONDS <= seconds <= maximum:
         raise ApprovalError(400, f"duration must be between {MIN_SECONDS} and {maximum} seconds")
     return seconds
@@ -57,8 +59,6 @@ def _identity(value, what: str) -> str:
 
 def request_lease(*, connection: str, subject: str = "", group: str = "", issuer: str = "", rules=(),
                   duration, reason: str, requested_by: str) -> Lease:
-    from connections.models import Connection
-
     subject, group = _identity(subject, "subject"), _identity(group, "group")
     issuer = _identity(issuer, "issuer")
     if bool(subject) == bool(group):

@@ -1,22 +1,23 @@
 """Live sessions bound to a lease: cut them when the lease expires or is revoked.
 
+One :class:`LiveStreams` per application (airlock.app builds it and hands it to the gateway).
 The proxy registers every long-lived stream admitted under a lease (watch,
 exec, attach, port-forward)::
 
-    handle = live.register(request.principal, request.connection, request.lease.id, cancel,
-                           expires_at=request.lease.expires_at)
+    handle = streams.register(request.principal, request.connection, request.lease.id, cancel,
+                              expires_at=request.lease.expires_at)
     try:
         ...relay...
     finally:
-        live.unregister(handle)
+        streams.unregister(handle)
 
 ``cancel(reason)`` may be a plain function or a coroutine function; it must
 end the stream (for exec: a Status on channel 3, then close).  A stream is cut
 
 * at ``expires_at`` by a timer in this process (exact, even if no sweeper runs),
 * when the ``airlock.leases`` group announces the lease revoked or expired
-  (the per-event-loop listener started by :func:`ensure_listener`, which
-  ``register`` and the lease check call), whichever process did it.
+  (the per-event-loop listener started by :meth:`LiveStreams.ensure_listener`, which
+  ``register`` and the application's lease cache call), whichever process did it.
 
 The listener also drops this process's cached leases on every lease change.
 """
@@ -55,139 +56,131 @@ class LiveStream:
     cut: bool = False
 
 
-_streams: dict[int, LiveStream] = {}
-_handles = itertools.count(1)
+class LiveStreams:
+    """The live streams of one application bound to leases, and its airlock.leases listener (one per event loop)."""
 
+    def __init__(self, layer=get_channel_layer):
+        self._layer = layer  # returns the channel layer, or None
+        self._streams: dict[int, LiveStream] = {}
+        self._handles = itertools.count(1)
+        self._listeners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._joined: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-def register(principal, connection: str, lease_id: int, cancel, *, expires_at: float | None = None) -> int:
-    """Track a live stream; call from the event loop that runs it.  Returns a handle for unregister."""
-    loop = asyncio.get_running_loop()
-    handle = next(_handles)
-    stream = LiveStream(handle, principal.subject, connection, int(lease_id), cancel, loop)
-    _streams[handle] = stream
-    if expires_at is not None:
-        delay = max(0.0, expires_at - time.time())
-        stream.timer = loop.call_later(delay, _schedule_cut, stream, f"lease {lease_id} expired")
-    ensure_listener()
-    return handle
+    def register(self, principal, connection: str, lease_id: int, cancel, *, expires_at: float | None = None) -> int:
+        """Track a live stream; call from the event loop that runs it.  Returns a handle for unregister."""
+        loop = asyncio.get_running_loop()
+        handle = next(self._handles)
+        stream = LiveStream(handle, principal.subject, connection, int(lease_id), cancel, loop)
+        self._streams[handle] = stream
+        if expires_at is not None:
+            delay = max(0.0, expires_at - time.time())
+            stream.timer = loop.call_later(delay, self._schedule_cut, stream, f"lease {lease_id} expired")
+        self.ensure_listener()
+        return handle
 
+    def unregister(self, handle: int) -> None:
+        stream = self._streams.pop(handle, None)
+        if stream is not None and stream.timer is not None:
+            stream.timer.cancel()
 
-def unregister(handle: int) -> None:
-    stream = _streams.pop(handle, None)
-    if stream is not None and stream.timer is not None:
-        stream.timer.cancel()
+    def streams_for(self, lease_id: int) -> list[LiveStream]:
+        return [s for s in self._streams.values() if s.lease_id == lease_id]
 
+    def _schedule_cut(self, stream: LiveStream, reason: str) -> None:
+        stream.loop.create_task(self._cut(stream, reason))
 
-def streams_for(lease_id: int) -> list[LiveStream]:
-    return [s for s in _streams.values() if s.lease_id == lease_id]
+    async def _cut(self, stream: LiveStream, reason: str) -> bool:
+        if stream.cut or self._streams.get(stream.handle) is not stream:
+            return False
+        stream.cut = True
+        if stream.timer is not None:
+            stream.timer.cancel()
+        try:
+            result = stream.cancel(reason)
+            if inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            log.error("cutting a live stream of lease %d failed: %s", stream.lease_id, type(exc).__name__)
+        return True
 
+    async def cut_lease(self, lease_id: int, reason: str) -> int:
+        """Cut every stream of this registry bound to the lease; returns how many were cut."""
+        count = 0
+        for stream in self.streams_for(lease_id):
+            if stream.loop is asyncio.get_running_loop():
+                count += await self._cut(stream, reason)
+            else:
+                stream.loop.call_soon_threadsafe(self._schedule_cut, stream, reason)
+                count += 1
+        return count
 
-def _schedule_cut(stream: LiveStream, reason: str) -> None:
-    stream.loop.create_task(_cut(stream, reason))
+    async def handle_message(self, message: dict) -> None:
+        """One ``lease.changed`` message from the airlock.leases group."""
+        if message.get("type") != "lease.changed":
+            return
+        connection = message.get("connection")
+        lease_check.invalidate_all(connection if isinstance(connection, str) else None)
+        lease_id = message.get("lease")
+        if message.get("state") in ENDED_STATES and isinstance(lease_id, int):
+            reason = message.get("reason") if isinstance(message.get("reason"), str) else ""
+            await self.cut_lease(lease_id, reason or f"lease {lease_id} ended")
 
-
-async def _cut(stream: LiveStream, reason: str) -> bool:
-    if stream.cut or _streams.get(stream.handle) is not stream:
-        return False
-    stream.cut = True
-    if stream.timer is not None:
-        stream.timer.cancel()
-    try:
-        result = stream.cancel(reason)
-        if inspect.isawaitable(result):
-            await result
-    except Exception as exc:
-        log.error("cutting a live stream of lease %d failed: %s", stream.lease_id, type(exc).__name__)
-    return True
-
-
-async def cut_lease(lease_id: int, reason: str) -> int:
-    """Cut every stream of this process bound to the lease; returns how many were cut."""
-    count = 0
-    for stream in streams_for(lease_id):
-        if stream.loop is asyncio.get_running_loop():
-            count += await _cut(stream, reason)
-        else:
-            stream.loop.call_soon_threadsafe(_schedule_cut, stream, reason)
-            count += 1
-    return count
-
-
-async def handle_message(message: dict) -> None:
-    """One ``lease.changed`` message from the airlock.leases group."""
-    if message.get("type") != "lease.changed":
-        return
-    connection = message.get("connection")
-    lease_check.invalidate_all(connection if isinstance(connection, str) else None)
-    lease_id = message.get("lease")
-    if message.get("state") in ENDED_STATES and isinstance(lease_id, int):
-        reason = message.get("reason") if isinstance(message.get("reason"), str) else ""
-        await cut_lease(lease_id, reason or f"lease {lease_id} ended")
-
-
-_listeners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_joined: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def ensure_listener() -> asyncio.Task | None:
-    """Start this event loop's airlock.leases listener once (no-op without a channel layer)."""
-    loop = asyncio.get_running_loop()
-    task = _listeners.get(loop)
-    if task is not None and not task.done():
+    def ensure_listener(self) -> asyncio.Task | None:
+        """Start this event loop's airlock.leases listener once (no-op without a channel layer)."""
+        loop = asyncio.get_running_loop()
+        task = self._listeners.get(loop)
+        if task is not None and not task.done():
+            return task
+        layer = self._layer()
+        if layer is None:
+            return None
+        self._joined[loop] = asyncio.Event()
+        task = loop.create_task(self._listen(layer, self._joined[loop]), name="airlock-lease-listener")
+        self._listeners[loop] = task
         return task
-    if get_channel_layer() is None:
-        return None
-    _joined[loop] = asyncio.Event()
-    task = loop.create_task(_listen(_joined[loop]), name="airlock-lease-listener")
-    _listeners[loop] = task
-    return task
 
+    async def start_listener(self, timeout: float = 10.0) -> None:
+        """Start this loop's listener and wait until it has joined the group."""
+        if self.ensure_listener() is not None:
+            await asyncio.wait_for(self._joined[asyncio.get_running_loop()].wait(), timeout)
 
-async def start_listener(timeout: float = 10.0) -> None:
-    """Start this loop's listener and wait until it has joined the group (ASGI lifespan startup)."""
-    if ensure_listener() is not None:
-        await asyncio.wait_for(_joined[asyncio.get_running_loop()].wait(), timeout)
+    async def stop_listener(self) -> None:
+        """Stop this loop's listener (ASGI lifespan shutdown)."""
+        task = self._listeners.pop(asyncio.get_running_loop(), None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
-
-async def stop_listener() -> None:
-    """Stop this loop's listener (ASGI lifespan shutdown)."""
-    task = _listeners.pop(asyncio.get_running_loop(), None)
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    async def _listen(self, layer, joined: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        restarted = False
+        while True:
+            try:
+                channel = await layer.new_channel("airlock.leases.")
+                await layer.group_add(LEASES_GROUP, channel)
+                if restarted:
+                    # Anything granted or revoked while we were not listening.
+                    lease_check.invalidate_all()
+                joined.set()
+                joined = loop.time()
+                while True:
+                    if loop.time() - joined > REJOIN_SECONDS:
+                        await layer.group_add(LEASES_GROUP, channel)
+                        joined = loop.time()
+                    try:
+                        message = await asyncio.wait_for(layer.receive(channel), REJOIN_SECONDS)
+                    except asyncio.TimeoutError:
+                        _raise_if_cancelling()
+                        continue
+                    await self.handle_message(message)
+            except Exception as exc:
+                _raise_if_cancelling()
+                log.warning("lease listener failed (%s); restarting", type(exc).__name__)
+                restarted = True
+                await asyncio.sleep(1.0)
 
 
 def _raise_if_cancelling() -> None:
     """wait_for and some layers can turn a cancellation into another error; never swallow it."""
     if asyncio.current_task().cancelling():
         raise asyncio.CancelledError
-
-
-async def _listen(joined: asyncio.Event) -> None:
-    layer = get_channel_layer()
-    loop = asyncio.get_running_loop()
-    restarted = False
-    while True:
-        try:
-            channel = await layer.new_channel("airlock.leases.")
-            await layer.group_add(LEASES_GROUP, channel)
-            if restarted:
-                # Anything granted or revoked while we were not listening.
-                lease_check.invalidate_all()
-            joined.set()
-            joined = loop.time()
-            while True:
-                if loop.time() - joined > REJOIN_SECONDS:
-                    await layer.group_add(LEASES_GROUP, channel)
-                    joined = loop.time()
-                try:
-                    message = await asyncio.wait_for(layer.receive(channel), REJOIN_SECONDS)
-                except asyncio.TimeoutError:
-                    _raise_if_cancelling()
-                    continue
-                await handle_message(message)
-        except Exception as exc:
-            _raise_if_cancelling()
-            log.warning("lease listener failed (%s); restarting", type(exc).__name__)
-            restarted = True
-            await asyncio.sleep(1.0)

@@ -15,6 +15,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import current_app
+from django.conf import settings
 from django.db import transaction
 
 from approvals import conf
@@ -28,7 +29,7 @@ DELIVER_TASK = "approvals.tasks.deliver_webhook"
 
 def webhooks() -> list[dict]:
     """The configured webhooks, each {"url": ..., "format": "slack" | "json"}; invalid entries are dropped."""
-    hooks = conf.get("AIRLOCK_NOTIFY_WEBHOOKS") or []
+    hooks = settings.AIRLOCK_NOTIFY_WEBHOOKS or []
     valid = []
     for index, hook in enumerate(hooks):
         if isinstance(hook, dict) and isinstance(hook.get("url"), str) and hook.get("format", "json") in FORMATS:

@@ -14,16 +14,18 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from approvals import broadcast, conf, history, notify
+from approvals import broadcast, history, notify
 from approvals.fingerprint import body_digest, identify
 from approvals.identities import is_same_person, reviewer_groups_of
 from approvals.models import BodyState, PreviewState, Review, ReviewEventKind, ReviewState, ReviewVote, Scope
 from kube.media import declared_content_type
 from masking.detectors import Detectors
 from masking.queries import masked_query
+from masking.writes import mask_request_body_for_record
 from policy.messages import describe_request
 from policy.models import Rule
 
@@ -84,8 +86,6 @@ class Settlement:
 
 def stored_body(info, content_type: str, body: bytes | None) -> tuple[str, str]:
     """(text, BodyState) kept for reviewers: masked like the audit trail's copy (masking), bounded."""
-    from masking.writes import mask_request_body_for_record
-
     if body is None:
         return "", BodyState.UNKNOWN
     if not body:
@@ -124,7 +124,7 @@ def _expire_if_stale(review: Review, now) -> bool:
     """Lazily expire a pending review past its lifetime or an unused approval past its validity."""
     stale = (
         review.state == ReviewState.PENDING
-        and review.created_at + timedelta(seconds=conf.get("AIRLOCK_REVIEW_PENDING_SECONDS")) <= now
+        and review.created_at + timedelta(seconds=settings.AIRLOCK_REVIEW_PENDING_SECONDS) <= now
     ) or (
         review.state == ReviewState.APPROVED
         and review.scope == Scope.ONCE
@@ -360,12 +360,12 @@ def _window(scope: str, window_seconds) -> int | None:
     if scope != Scope.WINDOW:
         raise ApprovalError(400, 'scope must be "once" or "window"')
     if window_seconds in (None, ""):
-        window_seconds = conf.get("AIRLOCK_REVIEW_DEFAULT_WINDOW_SECONDS")
+        window_seconds = settings.AIRLOCK_REVIEW_DEFAULT_WINDOW_SECONDS
     try:
         window_seconds = int(window_seconds)
     except (TypeError, ValueError):
         raise ApprovalError(400, "window_seconds must be a whole number of seconds") from None
-    maximum = int(conf.get("AIRLOCK_REVIEW_MAX_WINDOW_SECONDS"))
+    maximum = int(settings.AIRLOCK_REVIEW_MAX_WINDOW_SECONDS)
     if not 60 <= window_seconds <= maximum:
         raise ApprovalError(400, f"window_seconds must be between 60 and {maximum}")
     return window_seconds
@@ -449,7 +449,7 @@ def _approve(review: Review, approvals: list[ReviewVote], name: str, reason: str
         review.valid_until = now + timedelta(seconds=min(windows))
     else:
         review.scope = Scope.ONCE
-        review.valid_until = now + timedelta(seconds=conf.get("AIRLOCK_REVIEW_APPROVAL_SECONDS"))
+        review.valid_until = now + timedelta(seconds=settings.AIRLOCK_REVIEW_APPROVAL_SECONDS)
     review.unmask = all(v.unmask for v in approvals)
     review.release_token = all(v.release_token for v in approvals)
     review.state = ReviewState.APPROVED
@@ -468,7 +468,7 @@ def _approve(review: Review, approvals: list[ReviewVote], name: str, reason: str
 def expire_stale(now=None) -> int:
     """Sweep: expire pending reviews past their lifetime and unused approvals past their validity."""
     now = now or timezone.now()
-    pending_cutoff = now - timedelta(seconds=conf.get("AIRLOCK_REVIEW_PENDING_SECONDS"))
+    pending_cutoff = now - timedelta(seconds=settings.AIRLOCK_REVIEW_PENDING_SECONDS)
     candidates = list(
         Review.objects.filter(state=ReviewState.PENDING, created_at__lte=pending_cutoff).values_list("pk", flat=True)
     ) + list(

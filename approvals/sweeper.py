@@ -4,7 +4,7 @@ Celery beat runs approvals.tasks.sweep every AIRLOCK_APPROVALS_SWEEP_SECONDS.  W
 (the single-box demo, a development server) a pending review is only found stale when someone
 retries its request or decides it, so the dashboard's queue keeps every forgotten review.  With
 AIRLOCK_APPROVALS_SWEEP_IN_GATEWAY on (the default outside production) each gateway process
-runs the same sweep on that interval from its ASGI lifespan (airlock/asgi.py).  The sweep is
+runs the same sweep on that interval from its ASGI lifespan (airlock/app.py).  The sweep is
 idempotent (each row is re-read under a lock), so several processes, or beat as well, do no harm.
 
 It runs in a worker thread of its own rather than on the gateway's database pool: a long sweep
@@ -46,10 +46,12 @@ class Sweeper:
         self.runs = 0
 
     @classmethod
-    def from_settings(cls) -> Sweeper | None:
-        if not settings.AIRLOCK_APPROVALS_SWEEP_IN_GATEWAY:
+    def from_settings(cls, config=None) -> Sweeper | None:
+        """As configured in ``config`` (default: Django's settings); None where Celery beat sweeps."""
+        config = config if config is not None else settings
+        if not config.AIRLOCK_APPROVALS_SWEEP_IN_GATEWAY:
             return None
-        return cls(settings.AIRLOCK_APPROVALS_SWEEP_SECONDS)
+        return cls(config.AIRLOCK_APPROVALS_SWEEP_SECONDS)
 
     def start(self) -> None:
         if self.task is None or self.task.done():

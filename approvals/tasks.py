@@ -9,8 +9,9 @@ import logging
 
 import httpx
 from celery import shared_task
+from django.conf import settings
 
-from approvals import conf, notify, sweeper
+from approvals import notify, sweeper
 from approvals.models import Lease, Review
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def deliver_webhook(self, index: int, event: str, object_id: int) -> int | None:
     hook = hooks[index]
     try:
         response = httpx.post(hook["url"], json=notify.payload(hook["format"], event, document),
-                              timeout=float(conf.get("AIRLOCK_NOTIFY_TIMEOUT_SECONDS")))
+                              timeout=float(settings.AIRLOCK_NOTIFY_TIMEOUT_SECONDS))
     except httpx.HTTPError as exc:
         raise WebhookFailed(f"webhook {index}: {type(exc).__name__}") from None
     if response.status_code >= 500 or response.status_code in RETRY_STATUSES:

@@ -1,13 +1,13 @@
 """The gateway's hot-path view of connections: an in-process cache, no ORM query per request.
 
-`await get_upstream(name)` answers from memory.  On a miss it loads the row
+`await registry(name)` (a :class:`ConnectionRegistry`, one per application) answers from memory.  On a miss it loads the row
 through the ORM on the gateway's database pool (runtime.db: off the event
 loop, bounded wait) and caches the result, including "no such enabled
 connection" (negative entries, bounded in number); concurrent misses of one
 name share one load.
 
 Staleness bound: a save or delete of a Connection in this process invalidates
-the cache at once (post_save/post_delete, and again on commit).  Changes made
+every registry of the process at once (post_save/post_delete, and again on commit).  Changes made
 by another process are noticed because every entry is re-validated against
 the row's `updated_at` when it is older than
 settings.AIRLOCK_CONNECTION_REVALIDATE_SECONDS (default 5 s): a request may
@@ -30,6 +30,7 @@ import ssl
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -49,9 +50,6 @@ log = logging.getLogger(__name__)
 # Unknown names are cached too (so a flood of bogus names costs no queries);
 # this caps how many, after which the negative entries are dropped wholesale.
 MAX_NEGATIVE_ENTRIES = 1024
-
-_clock = time.monotonic
-
 
 class ConnectionConfigurationError(Exception):
     """A stored connection cannot be turned into an upstream (e.g. no usable credential)."""
@@ -171,79 +169,105 @@ class _Entry:
     checked_at: float
 
 
-_lock = threading.Lock()  # guards _entries writes and _generation; signal handlers may run in any thread
-_entries: dict[str, _Entry] = {}
-_generation = 0
-_flights = Flights()
+class ConnectionRegistry:
+    """The hot path's connections, one per application (airlock.app builds it); ``await registry(name)``.
 
+    Every registry of the process is invalidated by the Connection signals (connections.apps).
+    """
 
-async def get_upstream(name: str) -> Upstream | None:
-    """The enabled connection called `name`, or None (unknown or disabled); DatabaseUnavailable if it cannot tell."""
-    entry = _entries.get(name)
-    age = _clock() - entry.checked_at if entry is not None else None
-    interval = settings.AIRLOCK_CONNECTION_REVALIDATE_SECONDS
-    if age is not None and age < interval:
-        return entry.upstream
-    if not NAME_RE.match(name):
-        return None
-    return await refresh(
-        _flights, (name, _generation), functools.partial(db.run, _load, name, entry),
-        stale=age is not None and age < interval + stale_seconds(), value=entry.upstream if entry else None,
-    )
+    _instances: "weakref.WeakSet[ConnectionRegistry]" = weakref.WeakSet()
+    _instances_lock = threading.Lock()
 
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()  # guards _entries writes and _generation; signal handlers may run in any thread
+        self._entries: dict[str, _Entry] = {}
+        self._generation = 0
+        self._flights = Flights()
+        with self._instances_lock:
+            self._instances.add(self)
 
-def _load(name: str, previous: _Entry | None) -> Upstream | None:
-    generation = _generation
-    row = Connection.objects.filter(name=name).first()
-    if row is None or not row.enabled:
-        upstream = None
-    elif (
-        previous is not None
-        and previous.upstream is not None
-        and previous.connection_id == row.pk
-        and previous.updated_at == row.updated_at
-    ):
-        upstream = previous.upstream
-    else:
-        upstream = Upstream.from_connection(row)
-    entry = _Entry(
-        upstream=upstream,
-        connection_id=row.pk if row else None,
-        updated_at=row.updated_at if row else None,
-        checked_at=_clock(),
-    )
-    with _lock:
-        if generation != _generation:
-            return upstream  # the row changed while we read it; do not cache a possibly stale answer
-        if upstream is None and name not in _entries:
-            negative = [cached for cached, e in _entries.items() if e.upstream is None]
-            if len(negative) >= MAX_NEGATIVE_ENTRIES:
-                for cached in negative:
-                    del _entries[cached]
-        _entries[name] = entry
-    return upstream
+    async def __call__(self, name: str) -> Upstream | None:
+        return await self.get_upstream(name)
 
+    async def get_upstream(self, name: str) -> Upstream | None:
+        """The enabled connection called `name`, or None (unknown or disabled); DatabaseUnavailable if it cannot tell."""
+        entry = self._entries.get(name)
+        age = self._clock() - entry.checked_at if entry is not None else None
+        interval = settings.AIRLOCK_CONNECTION_REVALIDATE_SECONDS
+        if age is not None and age < interval:
+            return entry.upstream
+        if not NAME_RE.match(name):
+            return None
+        return await refresh(
+            self._flights, (name, self._generation), functools.partial(db.run, self._load, name, entry),
+            stale=age is not None and age < interval + stale_seconds(), value=entry.upstream if entry else None,
+        )
 
-def invalidate(name: str, connection_id: int | None = None) -> None:
-    """Drop cached entries for this name and for this row under any former name."""
-    global _generation
-    with _lock:
-        _generation += 1
-        for cached_name, entry in list(_entries.items()):
-            if cached_name == name or (connection_id is not None and entry.connection_id == connection_id):
-                del _entries[cached_name]
+    def _load(self, name: str, previous: _Entry | None) -> Upstream | None:
+        generation = self._generation
+        row = Connection.objects.filter(name=name).first()
+        if row is None or not row.enabled:
+            upstream = None
+        elif (
+            previous is not None
+            and previous.upstream is not None
+            and previous.connection_id == row.pk
+            and previous.updated_at == row.updated_at
+        ):
+            upstream = previous.upstream
+        else:
+            upstream = Upstream.from_connection(row)
+        entry = _Entry(
+            upstream=upstream,
+            connection_id=row.pk if row else None,
+            updated_at=row.updated_at if row else None,
+            checked_at=self._clock(),
+        )
+        with self._lock:
+            if generation != self._generation:
+                return upstream  # the row changed while we read it; do not cache a possibly stale answer
+            if upstream is None and name not in self._entries:
+                negative = [cached for cached, e in self._entries.items() if e.upstream is None]
+                if len(negative) >= MAX_NEGATIVE_ENTRIES:
+                    for cached in negative:
+                        del self._entries[cached]
+            self._entries[name] = entry
+        return upstream
 
+    def invalidate(self, name: str, connection_id: int | None = None) -> None:
+        """Drop cached entries for this name and for this row under any former name."""
+        with self._lock:
+            self._generation += 1
+            for cached_name, entry in list(self._entries.items()):
+                if cached_name == name or (connection_id is not None and entry.connection_id == connection_id):
+                    del self._entries[cached_name]
 
-def clear() -> None:
-    """Forget everything (tests whose database is rolled back behind the cache's back)."""
-    global _generation
-    with _lock:
-        _generation += 1
-        _entries.clear()
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
+
+    @classmethod
+    def _all(cls) -> list["ConnectionRegistry"]:
+        with cls._instances_lock:
+            return list(cls._instances)
+
+    @classmethod
+    def invalidate_all(cls, name: str, connection_id: int | None = None) -> None:
+        for registry in cls._all():
+            registry.invalidate(name, connection_id)
+
+    @classmethod
+    def clear_all(cls) -> None:
+        """Forget everything in every registry (tests whose database is rolled back behind the caches' back)."""
+        for registry in cls._all():
+            registry.clear()
 
 
 def on_connection_changed(sender, instance: Connection, using: str = "default", **kwargs) -> None:
-    """post_save/post_delete receiver: invalidate now, and again once the transaction commits."""
-    invalidate(instance.name, instance.pk)
+    """post_save/post_delete receiver: invalidate every registry now, and again once the transaction commits."""
     name, pk = instance.name, instance.pk
-    transaction.on_commit(lambda: invalidate(name, pk), using=using)
+    ConnectionRegistry.invalidate_all(name, pk)
+    transaction.on_commit(lambda: ConnectionRegistry.invalidate_all(name, pk), using=using)

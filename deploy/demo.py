@@ -304,7 +304,7 @@ def gateway_env(base: dict, layout: Layout, keys: dict, issuer: str, audience: s
     """Django settings for the demo: SQLite under the demo directory, in-memory channels, the demo IdP.
 
     DEBUG is off: agents reach this server, and Django's debug pages show settings, tracebacks and
-    URL patterns (static files are served by airlock.asgi's ASGIStaticFilesHandler either way).
+    URL patterns (static files are served by airlock.app's ASGIStaticFilesHandler either way).
     """
     return {
         **base,

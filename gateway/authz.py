@@ -1,8 +1,9 @@
 """Authorization stage: the connection's rules decide on the RequestInfo.
 
 deny -> 403.  A rule with ``requires_lease`` also needs an active lease for the
-principal on this connection (approvals.lease_check; exact expiry, no query on
-a warm path).  review -> the approvals Holder opens a review and either holds
+principal on this connection, found by the application's lease cache
+(``leases``, an approvals.lease_check.LeaseCache; exact expiry, no query on a
+warm path); without one, such a rule refuses.  review -> the approvals Holder opens a review and either holds
 the request until a reviewer decides or answers at once (the rule's
 ``review_hold``); without a holder it is refused, as before approvals.  A dry
 run (kube.dryrun) is decided as one and is never held.  An approved
@@ -71,12 +72,11 @@ def review_details(review_id: int) -> dict:
 
 
 async def find_lease(connection: str, principal, rule_name: str, leases=None):
-    """The principal's active lease on ``connection`` for a ``requires_lease`` rule, or None."""
-    from approvals import lease_check, live
-
-    live.ensure_listener()
-    cache = leases if leases is not None else lease_check.default_cache
-    return await cache.find(connection, principal, rule_name)
+    """The principal's active lease on ``connection`` for a ``requires_lease`` rule, or None
+    (always None without a lease cache)."""
+    if leases is None:
+        return None
+    return await leases.find(connection, principal, rule_name)
 
 
 def lease_refusal(connection: str, principal, decision, info) -> str:

@@ -82,20 +82,17 @@ DRAINING_REASON = "the gateway is shutting down"
 DRAINING = GatewayError(503, f"airlock: {DRAINING_REASON}; the stream was ended, start it again")
 
 
-def bind_to_lease(request, cut: Cut):
-    """Register a long-lived stream admitted under a lease, so expiry or revocation cuts it."""
+def bind_to_lease(live, request, cut: Cut):
+    """Register a long-lived stream admitted under a lease with ``live`` (approvals.live.LiveStreams),
+    so expiry or revocation cuts it."""
     lease = getattr(request, "lease", None)
     if lease is None:
         return None
-    from approvals import live
-
     return live.register(request.principal, request.connection, lease.id, cut, expires_at=lease.expires_at)
 
 
-def unbind(handle):
+def unbind(live, handle):
     if handle is not None:
-        from approvals import live
-
         live.unregister(handle)
 
 
@@ -199,7 +196,11 @@ class Exchange:
 
 class GatewayApp:
     def __init__(self, *, prefix: str, connections, authenticator, policy, recorder, max_body: int,
-                 transport=None, holder=None, detectors=None, secret_values=None):
+                 transport=None, pool=None, holder=None, leases=None, live=None, detectors=None, secret_values=None):
+        """``leases`` finds the lease a rule requires (None: such rules refuse); ``live`` registers the
+        streams admitted under one, so its end cuts them (required with ``leases``)."""
+        if leases is not None and live is None:
+            raise ValueError("a gateway that admits requests under leases needs the live-stream registry")
         self.prefix = prefix
         self.secret_values = secret_values  # gateway.secretvalues.SecretValueStores, or None: no masking by value
         self.detectors = detectors if detectors is not None else masking.Detectors.default()
@@ -209,8 +210,10 @@ class GatewayApp:
         self.policy = policy
         self.recorder = recorder
         self.holder = holder
+        self.leases = leases
+        self.live = live
         self.max_body = max_body
-        self.pool = UpstreamPool(transport)
+        self.pool = pool if pool is not None else UpstreamPool(transport)
         self._streams: set[Cut] = set()  # open watches, streamed bodies and WebSocket relays
         self._draining = False
 
@@ -370,7 +373,7 @@ class GatewayApp:
         return None
 
     async def authorize(self, request, on_pending):
-        await authorize(request, self.policy, self.holder, on_pending=on_pending)
+        await authorize(request, self.policy, self.holder, on_pending=on_pending, leases=self.leases)
         review = request.review
         if tokens.is_token_request(request.info):
             # Masked in every copy the gateway keeps; the agent's copy gets it back only when released.
@@ -555,7 +558,7 @@ class GatewayApp:
 
     async def lease_held(self, request, rule_name: str):
         try:
-            return await find_lease(request.connection, request.principal, rule_name)
+            return await find_lease(request.connection, request.principal, rule_name, self.leases)
         except DatabaseError:
             raise GatewayError(503, "airlock: leases are unavailable right now (database error)") from None
 
@@ -664,12 +667,12 @@ class GatewayApp:
             else:
                 stream = ResponseStream(response, masker, start, watch=request.info.verb == "watch", idle=idle,
                                         connection=request.connection)
-                handle = bind_to_lease(request, stream.cut)
+                handle = bind_to_lease(self.live, request, stream.cut)
                 try:
                     with self.open_stream(stream.cut):
                         await stream.relay(receive, send, exchange)
                 finally:
-                    unbind(handle)
+                    unbind(self.live, handle)
                     if masker is not None:
                         exchange.masking_counts = masker.report.counts
         except (httpx.HTTPError, UpstreamStalled) as exc:
@@ -800,7 +803,7 @@ class GatewayApp:
         request = exchange.request
         tap = StreamTap.for_request(request, upstream_ws.subprotocol, detectors, exchange.record_values)
         cut = Cut()
-        handle = bind_to_lease(request, cut)
+        handle = bind_to_lease(self.live, request, cut)
         try:
             if not accepted:
                 await send({"type": "websocket.accept", "subprotocol": upstream_ws.subprotocol})
@@ -809,7 +812,7 @@ class GatewayApp:
             if ended is not None:
                 exchange.reason, exchange.message = ended.reason, ended.message
         finally:
-            unbind(handle)
+            unbind(self.live, handle)
             await upstream_ws.close()
             exchange.bytes_in, exchange.bytes_out = tap.bytes_in, tap.bytes_out
             exchange.recording = tap.recording(time.monotonic() - exchange.started)

@@ -280,13 +280,14 @@ class SecretValueStores:
     """One store per connection version, created on first use; the GatewayApp owns it."""
 
     @classmethod
-    def from_settings(cls) -> SecretValueStores | None:
-        """As configured (airlock/settings.py); None when masking by value is off."""
-        if settings.AIRLOCK_SECRET_VALUE_MASKING == "off":
+    def from_settings(cls, config=None) -> SecretValueStores | None:
+        """As configured in ``config`` (default: Django's settings); None when masking by value is off."""
+        config = config if config is not None else settings
+        if config.AIRLOCK_SECRET_VALUE_MASKING == "off":
             return None
-        return cls(sync_timeout=settings.AIRLOCK_SECRET_VALUES_SYNC_SECONDS,
-                   max_stale=settings.AIRLOCK_SECRET_VALUES_MAX_STALE_SECONDS,
-                   max_bytes=settings.AIRLOCK_SECRET_VALUES_MAX_BYTES)
+        return cls(sync_timeout=config.AIRLOCK_SECRET_VALUES_SYNC_SECONDS,
+                   max_stale=config.AIRLOCK_SECRET_VALUES_MAX_STALE_SECONDS,
+                   max_bytes=config.AIRLOCK_SECRET_VALUES_MAX_BYTES)
 
     def __init__(self, **options):
         self._options = options

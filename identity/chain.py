@@ -1,7 +1,8 @@
 """The authenticator an Airlock process validates agents' bearer tokens with, from its settings.
 
-The gateway's authenticate stage (gateway.authn) and the agent lease API (approvals.agent_api) both
-use :func:`build_authenticator`, so a token is valid for one exactly when it is for the other.
+The application (airlock.app) builds one with :func:`build_authenticator` and hands the same object to
+the gateway's authenticate stage (gateway.authn) and to the agent lease API (approvals.agent_api), so a
+token is valid for one exactly when it is for the other.
 """
 
 import logging
@@ -31,11 +32,13 @@ class AuthenticatorChain:
         raise AuthenticationError("no authenticator is configured on this gateway")
 
 
-def build_authenticator():
-    from django.conf import settings
+def build_authenticator(config=None):
+    """The chain configured in ``config`` (default: Django's settings)."""
+    if config is None:
+        from django.conf import settings as config
 
     static = None
-    if settings.AIRLOCK_DEV_STATIC_TOKENS:
-        static = StaticTokenAuthenticator(settings.AIRLOCK_DEV_STATIC_TOKENS)
+    if config.AIRLOCK_DEV_STATIC_TOKENS:
+        static = StaticTokenAuthenticator(config.AIRLOCK_DEV_STATIC_TOKENS)
         log.warning("development static tokens are enabled (%d tokens)", len(static))
-    return AuthenticatorChain(static=static, oidc=authenticator_from_settings())
+    return AuthenticatorChain(static=static, oidc=authenticator_from_settings(config))

@@ -379,10 +379,12 @@ def _translate(exc: jwt.PyJWTError) -> AuthenticationError:
     return AuthenticationError("malformed token", "malformed")
 
 
-def authenticator_from_settings() -> Authenticator | None:
-    """The OIDC authenticator configured in Django settings, or None when no issuer is trusted."""
-    from django.conf import settings
+def authenticator_from_settings(settings=None) -> Authenticator | None:
+    """The OIDC authenticator configured in ``settings`` (default: Django's), or None when no issuer is trusted."""
     from django.core.exceptions import ImproperlyConfigured
+
+    if settings is None:
+        from django.conf import settings
 
     try:
         config = config_from_settings(settings)

@@ -7,7 +7,6 @@ class PolicyConfig(AppConfig):
     name = "policy"
 
     def ready(self):
-        from connections.models import Connection
         from policy.cache import invalidate_on_change
         from policy.models import Rule
 
@@ -15,4 +14,4 @@ class PolicyConfig(AppConfig):
         # ready() keeps its registry fresh, this keeps the compiled rules (policy sits above connections).
         for label, signal in (("post_save", post_save), ("post_delete", post_delete)):
             signal.connect(invalidate_on_change, sender=Rule, dispatch_uid=f"policy.rule.{label}")
-            signal.connect(invalidate_on_change, sender=Connection, dispatch_uid=f"policy.connection.{label}")
+            signal.connect(invalidate_on_change, sender="connections.Connection", dispatch_uid=f"policy.connection.{label}")

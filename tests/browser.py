@@ -2,10 +2,10 @@
 
 * ``browser``: a selenium WebDriver on Debian's chromium and chromedriver (never a downloaded
   browser), installed with apt-get when missing, with a fresh profile per test.
-* ``live_airlock``: the gateway (the harness's ``gateway_app``) and Django (pages, static files,
-  WebSockets) behind one uvicorn TLS port, routed as airlock/asgi.py routes them, in a thread of
-  the test process so it shares the test database.  Its shutdown flushes the audit recorder,
-  like the production lifespan.  Tests using it need ``django_db(transaction=True)``.
+* ``live_airlock``: the whole application (the harness's ``gateway_app``, built by
+  airlock.app.make_application: the gateway, Django's pages, static files and WebSockets) behind
+  one uvicorn TLS port, in a thread of the test process so it shares the test database.  Its
+  lifespan shutdown flushes the audit recorder.  Tests using it need ``django_db(transaction=True)``.
 """
 
 import os
@@ -14,7 +14,6 @@ import subprocess
 from dataclasses import dataclass
 
 import pytest
-from django.conf import settings
 
 from tests.gateway_harness import Gateway, ThreadedServer, allow_everything_for
 
@@ -53,32 +52,6 @@ def browser(tmp_path):
     driver.quit()
 
 
-def airlock_application(gateway_app):
-    """The production routing (airlock/asgi.py, airlock/routing.py) around a given gateway app."""
-    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
-    from django.core.asgi import get_asgi_application
-
-    from airlock.routing import router
-
-    routed = router(gateway_app, ASGIStaticFilesHandler(get_asgi_application()), settings.AIRLOCK_GATEWAY_PREFIX)
-
-    async def application(scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await gateway_app.start()
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await gateway_app.aclose()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        else:
-            await routed(scope, receive, send)
-
-    return application
-
-
 @dataclass
 class LiveAirlock:
     url: str
@@ -102,7 +75,7 @@ def live_airlock(cluster_connection, gateway_app, tmp_path):
     allow_everything_for(cluster_connection)
     directory = tmp_path / "airlock"
     tls = generate_tls(directory / "tls")
-    server = ThreadedServer(airlock_application(gateway_app), tls)
+    server = ThreadedServer(gateway_app, tls)
     server.start()
     url = f"https://127.0.0.1:{server.port}"
     live = LiveAirlock(url, Gateway(url=url, ca_file=tls.ca_file, connection=cluster_connection,

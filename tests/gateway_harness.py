@@ -61,28 +61,15 @@ class ThreadedServer:
         self.sock.close()
 
 
-def closing_on_shutdown(app, seen=None):
-    """``app`` with ASGI lifespan: startup starts its recorder, shutdown closes its upstream pool and audit
-    recorder, as airlock.asgi does.
-
-    ``seen`` (a list) collects every request and stream the app was handed.
-    """
+def counting_requests(app, seen: list):
+    """``app`` (an airlock.app application, its lifespan included) noting in ``seen`` every request and
+    stream it routes to the gateway."""
+    prefix = settings.AIRLOCK_GATEWAY_PREFIX
 
     async def application(scope, receive, send):
-        if scope["type"] != "lifespan":
-            if seen is not None:
-                seen.append(scope["type"])
-            await app(scope, receive, send)
-            return
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await app.start()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await app.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        if scope["type"] != "lifespan" and scope["path"].startswith(prefix):
+            seen.append(scope["type"])
+        await app(scope, receive, send)
 
     return application
 
@@ -131,38 +118,36 @@ def allow_everything_for(connection, group="agents"):
 @pytest.fixture
 def cluster_connection(kubesim, transactional_db):
     """A Connection to the running kubesim, holding its admin token."""
-    from connections import registry
     from connections.models import Connection
+    from connections.registry import ConnectionRegistry
 
-    registry.clear()
+    ConnectionRegistry.clear_all()
     connection = Connection(name="kubesim", server_url=kubesim.url, ca_bundle=Path(kubesim.ca_file).read_text())
     connection.bearer_token = kubesim.admin_token
     connection.full_clean()
     connection.save()
     yield connection
-    registry.clear()
+    ConnectionRegistry.clear_all()
 
 
-def make_gateway_app(authenticator=None, **options):
-    """A GatewayApp as production builds it, with test-friendly caches (rule edits apply at once)."""
-    from audit.recorder import Recorder
-    from connections.registry import get_upstream
+def make_gateway_app(authenticator=None, *, hold=None, **overrides):
+    """The whole application as production builds it (airlock.app.make_application), with test collaborators:
+    the harness's static tokens, a policy cache that sees rule edits at once, no approvals sweeper, and no
+    Holder (review rules refuse) unless ``hold`` gives its options (``{"timeout": 1.0, "poll_interval": 0.1}``).
+    ``overrides`` replace any other collaborator (airlock.app.COLLABORATORS)."""
+    from airlock.app import make_application
+    from approvals.hold import Holder
+    from connections.registry import ConnectionRegistry
+    from policy.cache import PolicyCache
     from identity.chain import AuthenticatorChain
     from identity.static import StaticTokenAuthenticator
-    from gateway.proxy import GatewayApp
-    from gateway.secretvalues import SecretValueStores
-    from policy.cache import PolicyCache
 
-    options.setdefault("secret_values", SecretValueStores.from_settings())
-    return GatewayApp(
-        prefix=settings.AIRLOCK_GATEWAY_PREFIX,
-        connections=get_upstream,
-        authenticator=authenticator or AuthenticatorChain(static=StaticTokenAuthenticator(AGENT_TOKENS)),
-        policy=PolicyCache(max_age=0),
-        recorder=Recorder(),
-        max_body=settings.AIRLOCK_MAX_REQUEST_BODY,
-        **options,
-    )
+    registry = overrides.setdefault("registry", ConnectionRegistry())
+    overrides.setdefault("holder", Holder(connections=registry, **hold) if hold is not None else None)
+    overrides.setdefault("policy", PolicyCache(max_age=0))
+    overrides.setdefault("sweeper", None)
+    return make_application(
+        authenticator=authenticator or AuthenticatorChain(static=StaticTokenAuthenticator(AGENT_TOKENS)), **overrides)
 
 
 @pytest.fixture
@@ -172,11 +157,11 @@ def gateway_app():
 
 @contextmanager
 def serving(app, connection, directory: Path):
-    """The gateway ``app`` on TLS in a thread; on exit it shuts down (flushing the recorder)
+    """The application ``app`` (make_gateway_app) on TLS in a thread; on exit it shuts down (flushing the recorder)
     and checks that every request or stream it handled left exactly one audit event."""
     tls = generate_tls(directory / "tls")
     seen = []
-    server = ThreadedServer(closing_on_shutdown(app, seen), tls)
+    server = ThreadedServer(counting_requests(app, seen), tls)
     server.start()
     try:
         yield Gateway(url=f"https://127.0.0.1:{server.port}", ca_file=tls.ca_file, connection=connection,

@@ -30,7 +30,6 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from approvals import leases, reviews
-from approvals.hold import Holder
 from approvals.models import Lease, Review, ReviewerProfile
 from approvals.tests.factories import reviewer, reviewers_group
 from audit.chain import make_anchor
@@ -52,7 +51,7 @@ API_TOKEN = "f3a9c0d1e2b4a5968778695a4b3c2d1e0f9a8b7c"
 
 @pytest.fixture
 def gateway_app():
-    return make_gateway_app(holder=Holder(timeout=1.0, poll_interval=0.2))
+    return make_gateway_app(hold={"timeout": 1.0, "poll_interval": 0.2})
 
 
 def recorded(**filters):

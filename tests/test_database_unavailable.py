@@ -14,11 +14,11 @@ from unittest import mock
 import pytest
 from django.db import InterfaceError, OperationalError, ProgrammingError
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.test import AsyncClient, Client
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from approvals.tests.factories import reviewer
+from approvals.tests.factories import AgentAPIClient, reviewer
 from runtime import unavailable
 
 pytestmark = pytest.mark.django_db
@@ -105,7 +105,7 @@ def test_dashboard_and_admin_pages_answer_a_503_page(path, clock, caplog):
 async def test_the_agent_lease_api_answers_503_json(settings, clock):
     settings.AIRLOCK_DEV_STATIC_TOKENS = "agent-tok=agent-1:agents"
     with database():
-        answer = await AsyncClient(raise_request_exception=False).get(
+        answer = await AgentAPIClient(raise_request_exception=False).get(
             "/approvals/api/agent/leases/", headers={"Authorization": "Bearer agent-tok"})
     assert answer.status_code == 503
     assert json.loads(answer.content) == {"detail": "the database is unavailable; try again shortly"}

@@ -1,6 +1,7 @@
 """Small builders shared by the approvals tests."""
 
 from django.contrib.auth.models import Group, Permission, User
+from django.test import AsyncClient
 
 from gateway.pipeline import parse_request
 from identity.principal import Principal
@@ -62,3 +63,14 @@ def review_rule(conn, name="hold-deletes", **fields):
     )
     values.update(fields)
     return Rule.objects.create(**values)
+
+
+class AgentAPIClient(AsyncClient):
+    """Requests as the application (airlock.app) hands them to Django: the ASGI scope carries the
+    authenticator the gateway uses (approvals.agent_api.AUTHENTICATOR), built from the current settings."""
+
+    def _base_scope(self, **request):
+        from approvals.agent_api import AUTHENTICATOR
+        from identity.chain import build_authenticator
+
+        return {**super()._base_scope(**request), AUTHENTICATOR: build_authenticator()}

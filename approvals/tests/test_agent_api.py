@@ -6,7 +6,7 @@ import pytest
 from django.test import AsyncClient
 
 from approvals.models import Lease
-from approvals.tests.factories import connection
+from approvals.tests.factories import AgentAPIClient, connection
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -18,9 +18,10 @@ def tokens(settings):
     settings.AIRLOCK_DEV_STATIC_TOKENS = "agent-tok=agent-1:agents,other-tok=agent-2:agents"
 
 
-def client():
-    """Answers what a real server would send (an unhandled error becomes Django's 500 page, not an exception)."""
-    return AsyncClient(raise_request_exception=False)
+def client(raise_request_exception=False):
+    """The view as the application serves it: the gateway's authenticator in the ASGI scope.  By default it
+    answers what a real server would send (an unhandled error becomes Django's 500 page, not an exception)."""
+    return AgentAPIClient(raise_request_exception=raise_request_exception)
 
 
 async def post(body, token="agent-tok"):
@@ -42,9 +43,21 @@ async def test_an_agent_requests_a_lease_for_itself_only(tokens):
         "agent-1", "requested", 1800, "agent:agent-1"
     )
     assert lease["issuer"] == "airlock-dev-static-tokens"
-    mine = (await AsyncClient().get(URL, headers={"Authorization": "Bearer agent-tok"})).json()
-    theirs = (await AsyncClient().get(URL, headers={"Authorization": "Bearer other-tok"})).json()
+    mine = (await client(True).get(URL, headers={"Authorization": "Bearer agent-tok"})).json()
+    theirs = (await client(True).get(URL, headers={"Authorization": "Bearer other-tok"})).json()
     assert [row["id"] for row in mine] == [lease["id"]] and theirs == []
+
+
+async def test_served_without_the_applications_authenticator_it_refuses_with_a_503(tokens):
+    """Only the application (airlock.app) hands the view an authenticator; nothing else may stand in for it."""
+    from channels.db import database_sync_to_async
+
+    await database_sync_to_async(connection)()
+    answer = await AsyncClient(raise_request_exception=False).post(
+        URL, data=json.dumps({"connection": "prod", "duration": "30m", "reason": "INC-9"}),
+        content_type="application/json", headers={"Authorization": "Bearer agent-tok"})
+    assert answer.status_code == 503 and answer.json() == {"detail": "the agent lease API is not available on this server"}
+    assert not await Lease.objects.aexists()
 
 
 async def test_refusals_are_clear_4xx(tokens):
@@ -59,7 +72,7 @@ async def test_refusals_are_clear_4xx(tokens):
                  {"connection": "prod", "duration": "1h", "reason": 7},
                  {"connection": "nope", "duration": "1h", "reason": "x"}):
         assert (await post(body)).status_code == 400, body
-    assert (await AsyncClient().delete(URL, headers={"Authorization": "Bearer agent-tok"})).status_code == 405
+    assert (await client(True).delete(URL, headers={"Authorization": "Bearer agent-tok"})).status_code == 405
     assert not await Lease.objects.aexists()
 
 

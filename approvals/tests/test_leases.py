@@ -10,7 +10,8 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from approvals import leases, live
+from approvals import leases
+from approvals.live import LiveStreams
 from approvals.models import Lease, LeaseState
 from approvals.tests.factories import AGENT, connection, reviewer
 
@@ -82,8 +83,14 @@ class FakeStream:
         self.cut.set()
 
 
+@pytest.fixture
+def live():
+    """An application's live-stream registry."""
+    return LiveStreams()
+
+
 @pytest.mark.asyncio
-async def test_a_stream_is_cut_when_its_lease_ends():
+async def test_a_stream_is_cut_when_its_lease_ends(live):
     bound, other = FakeStream(), FakeStream()
     handle = live.register(AGENT, "prod", 7, bound.cancel)
     other_handle = live.register(AGENT, "prod", 8, other.cancel)
@@ -101,14 +108,14 @@ async def test_a_stream_is_cut_when_its_lease_ends():
 
 
 @pytest.mark.asyncio
-async def test_unregistered_streams_are_left_alone():
+async def test_unregistered_streams_are_left_alone(live):
     stream = FakeStream()
     live.unregister(live.register(AGENT, "prod", 9, stream.cancel))
     assert await live.cut_lease(9, "gone") == 0 and not stream.cut.is_set()
 
 
 @pytest.mark.asyncio
-async def test_expiry_cuts_at_the_exact_time_without_any_sweeper():
+async def test_expiry_cuts_at_the_exact_time_without_any_sweeper(live):
     stream = FakeStream()
     handle = live.register(AGENT, "prod", 10, stream.cancel, expires_at=time.time() + 0.2)
     try:
@@ -119,7 +126,7 @@ async def test_expiry_cuts_at_the_exact_time_without_any_sweeper():
 
 
 @pytest.mark.asyncio
-async def test_a_failing_cancel_does_not_stop_the_others():
+async def test_a_failing_cancel_does_not_stop_the_others(live):
     def broken(reason):
         raise RuntimeError("boom")
 
@@ -135,7 +142,7 @@ async def test_a_failing_cancel_does_not_stop_the_others():
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
-async def test_revocation_reaches_the_listener_through_the_channel_layer():
+async def test_revocation_reaches_the_listener_through_the_channel_layer(live):
     def setup():
         connection()
         lease = leases.request_lease(connection="prod", subject="agent-1", duration="1h", reason="x",

@@ -121,18 +121,15 @@ def test_deletecollection_lists_the_names():
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
-async def test_the_first_holder_stores_the_preview_once(monkeypatch):
-    from approvals import hold
-
+async def test_the_first_holder_stores_the_preview_once():
     conn = await database_sync_to_async(connection)()
     await database_sync_to_async(review_rule)(conn)
 
     async def upstream(name):
         return Upstream()
 
-    monkeypatch.setattr("connections.registry.get_upstream", upstream)
     seen = []
-    holder = Holder(transport=cluster({"GET": (200, DEPLOYMENT), "DELETE": (200, DEPLOYMENT)}, seen))
+    holder = Holder(connections=upstream, transport=cluster({"GET": (200, DEPLOYMENT), "DELETE": (200, DEPLOYMENT)}, seen))
     request = held(method="DELETE", body=b"{}", query="", content_type="application/json")
     review, _ = await database_sync_to_async(reviews.open_review)(request)
     task = await holder.start_preview(request, review.pk)
@@ -142,7 +139,7 @@ async def test_the_first_holder_stores_the_preview_once(monkeypatch):
     assert stored.preview_state == PreviewState.DONE and stored.preview_summary == "would delete deployments/web"
     assert "-  replicas: 2" in stored.preview_diff and "API_TOKEN" in stored.preview_diff
     assert "ghp_0123456789" not in stored.preview_diff
-    assert [r.method for r in seen] == ["GET", "DELETE"] and not hold._background
+    assert [r.method for r in seen] == ["GET", "DELETE"] and not holder._background
 
 
 @pytest.mark.asyncio

@@ -17,10 +17,10 @@ def pki():
 
 @pytest.fixture(autouse=True)
 def fresh_registry():
-    """The registry cache outlives each test's rolled-back database."""
-    registry.clear()
+    """A registry cache outlives each test's rolled-back database."""
+    registry.ConnectionRegistry.clear_all()
     yield
-    registry.clear()
+    registry.ConnectionRegistry.clear_all()
 
 
 @pytest.fixture

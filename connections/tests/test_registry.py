@@ -14,25 +14,31 @@ from connections.registry import Upstream
 from connections.tests.conftest import TOKEN
 from connections.tests.pki import Pki
 
-get = async_to_sync(registry.get_upstream)  # thread-sensitive ORM calls then run on the test's thread
+class Clock:
+    now = 1000.0
+
+    def advance(self, seconds):
+        self.now += seconds
 
 
 @pytest.fixture
-def clock(monkeypatch):
+def clock():
     """Frozen registry time; advance it explicitly."""
-
-    class Clock:
-        now = 1000.0
-
-        def advance(self, seconds):
-            self.now += seconds
-
-    fake = Clock()
-    monkeypatch.setattr(registry, "_clock", lambda: fake.now)
-    return fake
+    return Clock()
 
 
-def test_warm_hit_makes_no_query(token_connection, clock, django_assert_num_queries):
+@pytest.fixture
+def connections(clock):
+    """This test's registry (an application's), on the frozen clock."""
+    return registry.ConnectionRegistry(clock=lambda: clock.now)
+
+
+@pytest.fixture
+def get(connections):
+    return async_to_sync(connections.get_upstream)  # thread-sensitive ORM calls then run on the test's thread
+
+
+def test_warm_hit_makes_no_query(get, token_connection, clock, django_assert_num_queries):
     with django_assert_num_queries(1):
         first = get("prod")
     with django_assert_num_queries(0):
@@ -41,7 +47,7 @@ def test_warm_hit_makes_no_query(token_connection, clock, django_assert_num_quer
     assert first.auth_headers() == {"Authorization": f"Bearer {TOKEN}"}
 
 
-def test_save_invalidates_and_changes_cache_key(token_connection, clock, django_assert_num_queries):
+def test_save_invalidates_and_changes_cache_key(get, token_connection, clock, django_assert_num_queries):
     before = get("prod")
     token_connection.server_url = "https://api2.prod.example/"
     token_connection.full_clean()
@@ -52,13 +58,13 @@ def test_save_invalidates_and_changes_cache_key(token_connection, clock, django_
     assert after.cache_key != before.cache_key
 
 
-def test_delete_invalidates(token_connection, clock):
+def test_delete_invalidates(get, token_connection, clock):
     assert get("prod") is not None
     token_connection.delete()
     assert get("prod") is None
 
 
-def test_rename_invalidates_the_old_name(token_connection, clock):
+def test_rename_invalidates_the_old_name(get, token_connection, clock):
     assert get("prod") is not None
     token_connection.name = "production"
     token_connection.save()
@@ -66,13 +72,13 @@ def test_rename_invalidates_the_old_name(token_connection, clock):
     assert get("production").name == "production"
 
 
-def test_disabled_connection_is_not_served(token_connection, clock):
+def test_disabled_connection_is_not_served(get, token_connection, clock):
     token_connection.enabled = False
     token_connection.save()
     assert get("prod") is None
 
 
-def test_unknown_names_are_cached_until_created(db, keys, clock, django_assert_num_queries):
+def test_unknown_names_are_cached_until_created(get, db, keys, clock, django_assert_num_queries):
     with django_assert_num_queries(1):
         assert get("later") is None
     with django_assert_num_queries(0):
@@ -81,20 +87,20 @@ def test_unknown_names_are_cached_until_created(db, keys, clock, django_assert_n
     assert get("later").name == "later"
 
 
-def test_negative_entries_are_bounded(db, keys, clock, monkeypatch):
+def test_negative_entries_are_bounded(get, connections, db, keys, clock, monkeypatch):
     monkeypatch.setattr(registry, "MAX_NEGATIVE_ENTRIES", 3)
     for index in range(10):
         assert get(f"missing-{index}") is None
-    assert sum(1 for entry in registry._entries.values() if entry.upstream is None) <= 3
+    assert sum(1 for entry in connections._entries.values() if entry.upstream is None) <= 3
 
 
-def test_malformed_names_cost_no_query(db, django_assert_num_queries):
+def test_malformed_names_cost_no_query(get, db, django_assert_num_queries):
     with django_assert_num_queries(0):
         assert get("../admin") is None
         assert get("Prod") is None
 
 
-def test_changes_by_other_processes_are_seen_after_the_bound(token_connection, clock, django_assert_num_queries):
+def test_changes_by_other_processes_are_seen_after_the_bound(get, token_connection, clock, django_assert_num_queries):
     """Another process's write fires no signal here: the revalidation interval is the staleness bound."""
     first = get("prod")
     Connection.objects.filter(pk=token_connection.pk).update(
@@ -108,35 +114,35 @@ def test_changes_by_other_processes_are_seen_after_the_bound(token_connection, c
         assert get("prod").server_url == "https://moved.example"
 
 
-def test_revalidation_keeps_the_same_upstream_when_unchanged(token_connection, clock, django_assert_num_queries):
+def test_revalidation_keeps_the_same_upstream_when_unchanged(get, token_connection, clock, django_assert_num_queries):
     first = get("prod")
     clock.advance(60)
     with django_assert_num_queries(1):
         assert get("prod") is first  # same object: same SSL context and HTTP pool, no decryption
 
 
-def test_revalidation_interval_is_configurable(token_connection, clock, settings, django_assert_num_queries):
+def test_revalidation_interval_is_configurable(get, token_connection, clock, settings, django_assert_num_queries):
     settings.AIRLOCK_CONNECTION_REVALIDATE_SECONDS = 0
     get("prod")
     with django_assert_num_queries(1):
         get("prod")
 
 
-def test_undecryptable_credential_fails_closed_and_is_not_cached(token_connection, keys, clock):
+def test_undecryptable_credential_fails_closed_and_is_not_cached(get, connections, token_connection, keys, clock):
     keys(Fernet.generate_key().decode())
     for _ in range(2):
         with pytest.raises(crypto.CredentialDecryptionError, match="'prod'"):
             get("prod")
-    assert "prod" not in registry._entries
+    assert "prod" not in connections._entries
 
 
-def test_incomplete_credentials_fail_closed(db, keys, clock):
+def test_incomplete_credentials_fail_closed(get, db, keys, clock):
     Connection.objects.create(name="broken", server_url="https://broken.example")
     with pytest.raises(registry.ConnectionConfigurationError, match="'broken'"):
         get("broken")
 
 
-def test_repr_and_str_hide_secrets(token_connection, cert_connection, pki, clock):
+def test_repr_and_str_hide_secrets(get, token_connection, cert_connection, pki, clock):
     for upstream in (get("prod"), get("dev")):
         text = repr(upstream) + str(upstream)
         assert upstream.name in text
@@ -144,11 +150,11 @@ def test_repr_and_str_hide_secrets(token_connection, cert_connection, pki, clock
             assert secret not in text
 
 
-def test_client_certificate_connection_sends_no_authorization(cert_connection, clock):
+def test_client_certificate_connection_sends_no_authorization(get, cert_connection, clock):
     assert get("dev").auth_headers() == {}
 
 
-def test_ssl_context_verifies_with_the_ca_bundle_and_is_cached(cert_connection, clock):
+def test_ssl_context_verifies_with_the_ca_bundle_and_is_cached(get, cert_connection, clock):
     upstream = get("dev")
     context = upstream.ssl_context()
     assert context is upstream.ssl_context()
@@ -156,7 +162,7 @@ def test_ssl_context_verifies_with_the_ca_bundle_and_is_cached(cert_connection, 
     assert len(context.get_ca_certs()) == 1
 
 
-def test_insecure_connection_warns_once(token_connection, clock, caplog):
+def test_insecure_connection_warns_once(get, token_connection, clock, caplog):
     token_connection.verify_tls = False
     token_connection.save()
     with caplog.at_level(logging.WARNING, logger="connections.registry"):
@@ -169,7 +175,7 @@ def test_insecure_connection_warns_once(token_connection, clock, caplog):
     assert len(warnings) == 1 and "'prod'" in warnings[0].getMessage()
 
 
-def test_client_key_files_are_private_and_removed(cert_connection, clock, monkeypatch):
+def test_client_key_files_are_private_and_removed(get, cert_connection, clock, monkeypatch):
     seen = []
     original = ssl.SSLContext.load_cert_chain
 
@@ -237,19 +243,19 @@ async def test_ssl_context_rejects_a_server_from_another_ca(pki, mtls_server):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_concurrent_misses_share_one_load(keys, monkeypatch):
+async def test_concurrent_misses_share_one_load(connections, keys, monkeypatch):
     await sync_to_async(Connection.objects.create)(
         name="shared", server_url="https://shared.example", bearer_token=TOKEN
     )
-    registry.clear()
+    connections.clear()
     loads = []
-    original = registry._load
+    original = connections._load
 
     def counting(name, previous):
         loads.append(name)
         return original(name, previous)
 
-    monkeypatch.setattr(registry, "_load", counting)
-    results = await asyncio.gather(*(registry.get_upstream("shared") for _ in range(20)))
+    monkeypatch.setattr(connections, "_load", counting)
+    results = await asyncio.gather(*(connections.get_upstream("shared") for _ in range(20)))
     assert loads == ["shared"]
     assert all(result is results[0] for result in results) and results[0].name == "shared"

@@ -31,9 +31,7 @@ MERGE = [("Content-Type", "application/merge-patch+json")]
 
 @pytest.fixture
 def gateway_app():
-    from approvals.hold import Holder
-
-    return make_gateway_app(holder=Holder(timeout=1.0, poll_interval=0.1))
+    return make_gateway_app(hold={"timeout": 1.0, "poll_interval": 0.1})
 
 
 @pytest.fixture

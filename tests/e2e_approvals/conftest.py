@@ -16,9 +16,7 @@ def hold_timeout():
 
 @pytest.fixture
 def gateway_app(hold_timeout):
-    from approvals.hold import Holder
-
-    return make_gateway_app(holder=Holder(timeout=hold_timeout, poll_interval=0.2))
+    return make_gateway_app(hold={"timeout": hold_timeout, "poll_interval": 0.2})
 
 
 @pytest.fixture

@@ -1,0 +1,180 @@
+"""make_application(): the one place that builds and wires Airlock's ASGI application.
+
+It builds, once per application, what the serving path shares and hands each part the collaborators
+it needs (nothing is found through module globals):
+
+* the connection registry (connections.registry), read by the gateway and by the Holder's previews;
+* the authenticator (identity.chain), used by the gateway and passed to the agent lease API
+  (approvals.agent_api) in the ASGI scope of the Django requests it routes;
+* the policy cache (policy.cache), the audit Recorder (audit.recorder), the Secret value stores;
+* the live-stream registry (approvals.live) and the lease cache (approvals.lease_check), whose
+  lookups start the registry's airlock.leases listener;
+* the Holder (approvals.hold), the GatewayApp (gateway.proxy), the approvals Sweeper, Django's
+  ASGI application (static files served by it) and the router (airlock.routing).
+
+The returned :class:`Airlock` is the ASGI application.  Its lifespan is :meth:`Airlock.lifespan`, an
+async context manager: a failure while starting (the audit journal cannot be opened, say) is
+answered with ``lifespan.startup.failed`` and its message, so the server exits instead of serving
+without an audit trail.
+
+Tests build the application here too, with ``overrides`` for the collaborators they replace.
+"""
+
+import logging
+from contextlib import asynccontextmanager
+
+from django.conf import settings as django_settings
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+from django.core.asgi import get_asgi_application
+
+from airlock.routing import router
+from approvals.agent_api import AUTHENTICATOR
+from approvals.hold import Holder
+from approvals.lease_check import LeaseCache
+from approvals.live import LiveStreams
+from approvals.sweeper import Sweeper
+from audit.recorder import Recorder
+from connections.registry import ConnectionRegistry
+from policy.cache import PolicyCache
+from gateway.proxy import GatewayApp
+from gateway.secretvalues import SecretValueStores
+from identity.chain import build_authenticator
+
+log = logging.getLogger(__name__)
+
+# What ``overrides`` may replace; each defaults to what production builds.
+COLLABORATORS = frozenset({
+    "registry", "authenticator", "policy", "recorder", "secret_values", "live", "leases", "holder",
+    "sweeper", "django", "transport", "pool", "detectors", "on_started",
+})
+
+
+def make_application(settings=None, **overrides) -> "Airlock":
+    """Airlock's ASGI application, wired.
+
+    ``settings``: where the AIRLOCK_* settings are read (default: Django's); the recorder and the
+    policy and lease caches read Django's.  ``overrides``: collaborators to use instead of building
+    them (see COLLABORATORS), e.g. ``holder=None`` (review rules then refuse), ``sweeper=None``,
+    ``transport=`` an httpx transport for every upstream, ``on_started=`` a callable run with the
+    application once it has started (airlock.asgi: the SIGTERM drain).
+    """
+    unknown = set(overrides) - COLLABORATORS
+    if unknown:
+        raise TypeError(f"make_application() got unknown collaborators: {', '.join(sorted(unknown))}")
+    config = settings if settings is not None else django_settings
+
+    def given(name, build):
+        return overrides[name] if name in overrides else build()
+
+    registry = given("registry", ConnectionRegistry)
+    authenticator = given("authenticator", lambda: build_authenticator(config))
+    live = given("live", LiveStreams)
+    leases = given("leases", lambda: LeaseCache(on_lookup=live.ensure_listener))
+    holder = given("holder", lambda: Holder(connections=registry))
+    gateway = GatewayApp(
+        prefix=config.AIRLOCK_GATEWAY_PREFIX,
+        connections=registry,
+        authenticator=authenticator,
+        policy=given("policy", PolicyCache),
+        recorder=given("recorder", Recorder),
+        holder=holder,
+        leases=leases,
+        live=live,
+        max_body=config.AIRLOCK_MAX_REQUEST_BODY,
+        secret_values=given("secret_values", lambda: SecretValueStores.from_settings(config)),
+        transport=overrides.get("transport"),
+        pool=overrides.get("pool"),
+        detectors=overrides.get("detectors"),
+    )
+    # The dashboard's own assets (htmx, asciinema-player) are vendored into static/ and served by
+    # the app itself: no CDN, no separate web server.
+    django_http = given("django", lambda: ASGIStaticFilesHandler(get_asgi_application()))
+    return Airlock(
+        gateway=gateway,
+        routed=router(gateway, with_authenticator(django_http, authenticator), config.AIRLOCK_GATEWAY_PREFIX),
+        registry=registry,
+        holder=holder,
+        leases=leases,
+        live=live,
+        sweeper=given("sweeper", lambda: Sweeper.from_settings(config)),
+        on_started=overrides.get("on_started"),
+    )
+
+
+def with_authenticator(django_http, authenticator):
+    """Django's application, its requests carrying the application's authenticator (approvals.agent_api)."""
+
+    async def application(scope, receive, send):
+        await django_http({**scope, AUTHENTICATOR: authenticator}, receive, send)
+
+    return application
+
+
+class Airlock:
+    """The ASGI application: HTTP and WebSocket requests go to the router, the lifespan runs :meth:`lifespan`."""
+
+    def __init__(self, *, gateway, routed, registry, holder, leases, live, sweeper, on_started=None):
+        self.gateway = gateway
+        self.routed = routed
+        self.registry = registry
+        self.holder = holder
+        self.leases = leases
+        self.live = live
+        self.sweeper = sweeper  # None where Celery beat expires reviews and leases
+        self.on_started = on_started
+
+    @property
+    def recorder(self):
+        return self.gateway.recorder
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            await self.serve_lifespan(receive, send)
+        else:
+            await self.routed(scope, receive, send)
+
+    @asynccontextmanager
+    async def lifespan(self):
+        """Start the gateway (the recorder opens its journal and replays dead processes' journals) and
+        the sweeper; on exit, stop them, the lease listener, and close the gateway (the recorder
+        writes what it queued)."""
+        await self.gateway.start()
+        try:
+            if self.on_started is not None:
+                self.on_started(self)
+            if self.sweeper is not None:
+                self.sweeper.start()
+            yield self
+        finally:
+            if self.sweeper is not None:
+                await self.sweeper.stop()
+            await self.live.stop_listener()
+            await self.gateway.aclose()
+
+    async def serve_lifespan(self, receive, send):
+        """The ASGI lifespan protocol around :meth:`lifespan`; a failure is reported, never raised."""
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        context = self.lifespan()
+        try:
+            await context.__aenter__()
+        except Exception as exc:
+            log.error("airlock could not start: %s", type(exc).__name__, exc_info=True)
+            await send({"type": "lifespan.startup.failed", "message": failure("could not start", exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        while (await receive())["type"] != "lifespan.shutdown":
+            pass
+        try:
+            await context.__aexit__(None, None, None)
+        except Exception as exc:
+            log.error("airlock did not shut down cleanly: %s", type(exc).__name__, exc_info=True)
+            await send({"type": "lifespan.shutdown.failed", "message": failure("did not shut down cleanly", exc)})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+def failure(what: str, exc: Exception) -> str:
+    detail = str(exc)[:300]
+    return f"airlock {what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
