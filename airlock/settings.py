@@ -4,6 +4,9 @@ Every setting has an embedded default so that a fresh clone runs with no
 configuration (SQLite, in-memory channel layer).  Defaults that are only safe
 for development are collected in DEV_ONLY_DEFAULTS and refused when
 AIRLOCK_ENV=production.
+
+Long because Django reads one settings module: every setting, its default and its production check
+stay side by side (docs/configuration.md is checked against it).
 """
 
 import json

@@ -5,6 +5,9 @@ The gateway calls :func:`open_review` and :func:`settle` through
 call :func:`decide` and :func:`expire_stale`.  Each state change appends a
 ReviewEvent, and on commit wakes held requests and dashboards
 (approvals.broadcast) and queues webhook notifications.
+
+Long because each step (open, settle, decide, expire) is one transaction whose state rules must be
+read together: splitting them would split the state machine.
 """
 
 from __future__ import annotations

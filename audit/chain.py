@@ -5,6 +5,9 @@ Appends are serialized: inside one transaction the writer takes the chain lock
 write lock up front, so two writers queue on the busy timeout instead of deadlocking on a lock
 upgrade), reads the head, assigns ``seq = head + 1, head + 2, ...`` and commits.  A rolled-back
 append consumes no sequence number, so ``seq`` has no gaps.
+
+Long because appending, anchoring, verifying and pruning share the chain's one lock and one
+document format; verify must read exactly what append wrote.
 """
 
 import hashlib

@@ -21,6 +21,9 @@ nothing twice.
 Record framing: ``<u32 length><u32 crc32>`` then a msgpack map; a torn or corrupt record ends
 the segment (it was never complete).  The journal is as trusted as the process's memory: files
 are 0600 in a 0700 directory.
+
+Long because segment ownership, rotation and recovery are one protocol on one file format: a reader
+of recovery must see how segments are written.
 """
 
 from __future__ import annotations

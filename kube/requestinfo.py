@@ -20,6 +20,9 @@ Deliberate deviations, all of them refusals (fail closed) of input no Kubernetes
 * ``parse`` refuses resource requests whose API group, version, namespace, resource or subresource
   is not lower case.  Kubernetes never serves such a path, and policy rules (lower case only) could
   not name it: another spelling must never be a way around a rule.
+
+Long because it mirrors kube-apiserver's RequestInfoFactory and its path guards in one place, so it
+can be compared with upstream line by line.
 """
 
 from __future__ import annotations

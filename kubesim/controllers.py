@@ -8,6 +8,9 @@ recurse), which makes the cluster converge before the next request is served:
 - namespace controller: ``default`` ServiceAccount and ``kube-root-ca.crt`` ConfigMap;
 - deployment -> replicaset -> pod, statefulset -> pod, with status kept equal to spec so that
   ``kubectl rollout status`` finishes.
+
+Long because the test double's controllers converge in one synchronous pass; each is short and they
+share the work queue.
 """
 
 from __future__ import annotations

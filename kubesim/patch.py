@@ -20,6 +20,9 @@ Errors raise ``PatchError(message, code)`` with kube-apiserver's status codes: 4
 an unsupported media type, 413 for too many JSON patch operations, 400 for bodies that
 do not parse or malformed directives, 422 for patches that cannot be applied. Messages
 name paths and keys but never echo values, because patched objects include Secrets.
+
+Long because it is kube-apiserver's four patch media types side by side, with strategic merge's
+directives; comparing them is the point.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ otherwise WebSocket/TCP back-pressure is what slows us down, as between kubectl 
 The legacy protocol (``v4.channel.k8s.io``, used by the Python client) takes ports from the
 query and gives each port two channels: data ``2i`` and error ``2i+1``; the first message on
 each is the port as little-endian uint16.
+
+Long because the SPDY tunnel and the legacy channel protocol are two forms of one port-forward and
+share the pumping and error reporting.
 """
 
 from __future__ import annotations

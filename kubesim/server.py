@@ -4,6 +4,9 @@ One catch-all route: every request is authenticated, impersonation is applied, t
 logged, RequestInfo is derived exactly like kube-apiserver does, the request is authorized and
 then dispatched to discovery, OpenAPI, the generic REST handlers or a special subresource.
 Failures are Kubernetes ``Status`` objects, never tracebacks.
+
+Long because it is the double's one catch-all route and its generic REST handlers, in kube-
+apiserver's order; the special subresources live in their own modules.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Everything here is synchronous and runs on the server's event loop, so every wri
 respect to readers and watchers (no locks). Stored objects are never mutated in place: a write
 replaces the dict, so readers may hand stored dicts out without copying as long as they do not
 mutate them (the server builds new dicts for every transformation).
+
+Long because the store, its resource versions and its watch fan-out must stay atomic with each
+other on one event loop.
 """
 
 from __future__ import annotations

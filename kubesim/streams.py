@@ -7,6 +7,9 @@ kubelet's older ``v4.channel.k8s.io``/``channel.k8s.io`` with their base64 varia
 the Python client); port-forward is in :mod:`kubesim.portforward`.  Errors found before the
 upgrade are answered with a 400 Status, like kube-apiserver.  Commands and data are never
 logged: exec command lines and output may hold secrets.
+
+Long because exec and attach share one session loop (channels, resize, the exit status); split,
+the order of their frames would be harder to follow.
 """
 
 from __future__ import annotations

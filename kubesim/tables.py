@@ -9,6 +9,9 @@ descriptions are the upstream API documentation strings.
 
 Stored objects may lack the defaults kube-apiserver would have applied (replicas 1,
 service type ClusterIP, port protocol TCP, secret type Opaque, ...), so cells assume them.
+
+Long because it is the table of kube-apiserver's printer columns per resource: data, read as a
+list.
 """
 
 from __future__ import annotations

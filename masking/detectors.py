@@ -16,6 +16,9 @@ and structure stay readable.
 
 Detectors are selected per connection/rule with :meth:`Detectors.from_config`; counts are kept
 per detector name and never include matched text.
+
+Long because it is the pattern library: one table of detectors and the few helpers they share, read
+as a list rather than as logic.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ the last one, as Go's decoder reads them).  Invalid UTF-8, invalid or truncated 
 infinite numbers, trailing garbage and nesting deeper than the interpreter can follow raise
 :class:`MaskingError`.  With ``values`` (the cluster's Secret values), every string and key of
 what is sent is masked where it holds one of them.
+
+Long because it is one resumable scanner state machine; its states only make sense together.
 """
 
 from __future__ import annotations
