@@ -230,15 +230,17 @@ class UpstreamPool:
     """HTTP clients keyed by the upstream's cache key, created lazily per event loop.
 
     ``transport`` (tests) serves every upstream; otherwise each client gets
-    its own from ``new_transport(upstream)``.
+    its own from ``new_transport(upstream)``.  ``wrap`` (optional) is applied to each client's
+    transport, e.g. gateway.tracing's ``Tracing.transport`` (spans per upstream call).
     """
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *,
-                 new_transport=TRANSPORTS[DEFAULT_TRANSPORT]):
+                 new_transport=TRANSPORTS[DEFAULT_TRANSPORT], wrap=None):
         self._clients: dict[object, httpx.AsyncClient] = {}
         self._loop = None
         self._transport = transport
         self._new_transport = new_transport
+        self._wrap = wrap
 
     def client(self, upstream) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -248,6 +250,8 @@ class UpstreamPool:
         client = self._clients.get(upstream.cache_key)
         if client is None:
             transport = self._transport or self._new_transport(upstream)
+            if self._wrap is not None:
+                transport = self._wrap(transport)
             if rotates(upstream):
                 transport = RenewOn401(transport, upstream)
             client = httpx.AsyncClient(
