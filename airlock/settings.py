@@ -255,6 +255,20 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = AIRLOCK_MAX_REQUEST_BODY
 # previous settings after another process changed it (connections/registry.py).
 AIRLOCK_CONNECTION_REVALIDATE_SECONDS = float(env("AIRLOCK_CONNECTION_REVALIDATE_SECONDS", "5"))
 
+# In-cluster connections (connections/incluster.py): the gateway pod's projected service-account
+# token and the cluster CA, where the kubelet mounts them.  The token file is checked for a
+# rotation (a stat) at most every TOKEN_CHECK_SECONDS and read again when it changed, at least
+# every minute, and after a 401 from the cluster.
+AIRLOCK_IN_CLUSTER_TOKEN_FILE = env("AIRLOCK_IN_CLUSTER_TOKEN_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/token")
+AIRLOCK_IN_CLUSTER_CA_FILE = env("AIRLOCK_IN_CLUSTER_CA_FILE", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+AIRLOCK_IN_CLUSTER_TOKEN_CHECK_SECONDS = float(env("AIRLOCK_IN_CLUSTER_TOKEN_CHECK_SECONDS", "5"))
+
+# OpenTelemetry traces (gateway/tracing.py): off unless an OTLP/HTTP traces endpoint is given,
+# e.g. http://otel-collector:4318/v1/traces.  The exporter's other settings (headers, timeout,
+# certificate, compression) and the resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) come
+# from the standard OTEL_* variables; OTEL_SDK_DISABLED=true keeps tracing off.
+AIRLOCK_OTEL_ENDPOINT = env("AIRLOCK_OTEL_ENDPOINT")
+
 # On SIGTERM/SIGINT the gateway ends its open watches and exec/attach/port-forward streams
 # (ERROR event, Status on the error channel) and waits at most this long (seconds) for them to
 # close before the server's own shutdown runs (airlock/drain.py); at the end of that shutdown the

@@ -27,7 +27,9 @@ class ConnectionForm(forms.ModelForm):
     credential_kind = forms.ChoiceField(
         choices=CredentialKind.choices,
         widget=forms.RadioSelect,
-        help_text="Saving with one kind removes any stored credential of the other kind.",
+        help_text="Saving with one kind removes any stored credential of the other kinds. In-cluster: the "
+        "gateway pod's own service account (its projected token and CA file, read from the pod and never "
+        "stored); leave the server URL empty for the cluster the gateway runs in.",
     )
     bearer_token = forms.CharField(
         required=False,
@@ -77,10 +79,15 @@ class ConnectionForm(forms.ModelForm):
         """Apply the credentials to the instance, so the model's clean() validates the result."""
         cleaned = super().clean()
         kind = cleaned.get("credential_kind")
-        if kind == CredentialKind.TOKEN and cleaned.get("client_key"):
+        self.instance.in_cluster = kind == CredentialKind.IN_CLUSTER
+        if kind in (CredentialKind.TOKEN, CredentialKind.IN_CLUSTER) and cleaned.get("client_key"):
             self.add_error("client_key", "Choose the client certificate credential kind to use a client key.")
-        elif kind == CredentialKind.CLIENT_CERTIFICATE and cleaned.get("bearer_token"):
+        elif kind in (CredentialKind.CLIENT_CERTIFICATE, CredentialKind.IN_CLUSTER) and cleaned.get("bearer_token"):
             self.add_error("bearer_token", "Choose the bearer token credential kind to use a token.")
+        elif kind == CredentialKind.IN_CLUSTER:
+            self.instance.bearer_token = ""
+            self.instance.client_key = ""
+            cleaned["client_certificate"] = ""
         elif kind == CredentialKind.TOKEN:
             if cleaned.get("bearer_token"):
                 self.instance.bearer_token = cleaned["bearer_token"]

@@ -18,6 +18,7 @@ class ImpersonationMode(models.TextChoices):
 class CredentialKind(models.TextChoices):
     TOKEN = "token", "Bearer token"
     CLIENT_CERTIFICATE = "client_certificate", "Client certificate"
+    IN_CLUSTER = "in_cluster", "In-cluster service account"
 
 
 class WriteOnlyCredential(AttributeError):
@@ -54,8 +55,10 @@ class Connection(models.Model):
     server_url = models.CharField(
         "server URL",
         max_length=2048,
+        blank=True,
         validators=[validation.validate_server_url],
-        help_text="https://host[:port] of the API server, optionally followed by a path prefix.",
+        help_text="https://host[:port] of the API server, optionally followed by a path prefix. "
+        "An in-cluster connection may leave it empty: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT.",
     )
     ca_bundle = models.TextField(
         "CA bundle",
@@ -70,6 +73,13 @@ class Connection(models.Model):
         help_text="PEM client certificate (leaf first, then any intermediates).",
     )
     client_key_ciphertext = models.TextField(blank=True, default="", editable=False)
+    in_cluster = models.BooleanField(
+        "in-cluster credential",
+        default=False,
+        editable=False,
+        help_text="The gateway pod's service account is the credential: its projected token and CA file, "
+        "read from the pod (connections.incluster), never stored.",
+    )
     verify_tls = models.BooleanField("verify TLS", default=True)
     impersonation_mode = models.CharField(
         max_length=16, choices=ImpersonationMode.choices, default=ImpersonationMode.OFF
@@ -151,6 +161,8 @@ class Connection(models.Model):
         """CredentialKind value, or "" when the credentials are not exactly one complete kind."""
         has_token = bool(self.token_ciphertext)
         has_cert = bool(self.client_certificate or self.client_key_ciphertext)
+        if self.in_cluster:
+            return CredentialKind.IN_CLUSTER if not (has_token or has_cert) else ""
         if has_token and not has_cert:
             return CredentialKind.TOKEN
         if has_cert and not has_token and self.client_certificate and self.client_key_ciphertext:
@@ -167,6 +179,19 @@ class Connection(models.Model):
         has_token = bool(self.token_ciphertext)
         has_cert = bool(self.client_certificate)
         has_key = bool(self.client_key_ciphertext)
+        if self.in_cluster:
+            if has_token or has_cert or has_key:
+                raise ValidationError(
+                    "An in-cluster connection uses the gateway pod's service account: store no token, "
+                    "client certificate or key with it."
+                )
+            if self.ca_bundle:
+                raise ValidationError({"ca_bundle": "An in-cluster connection trusts the pod's cluster CA file; "
+                                                    "leave the CA bundle empty."})
+            return
+        if not self.server_url:
+            raise ValidationError({"server_url": "A server URL is required (only an in-cluster connection may "
+                                                 "leave it empty)."})
         if has_token and (has_cert or has_key):
             raise ValidationError(
                 "Configure exactly one credential: a bearer token, or a client certificate and key, not both."

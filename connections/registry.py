@@ -38,6 +38,7 @@ from functools import cached_property
 from django.conf import settings
 from django.db import transaction
 
+from connections import incluster
 from connections.models import Connection, CredentialKind, ImpersonationMode
 from connections.timeouts import DEFAULT_TIMEOUTS
 from connections.validation import NAME_RE
@@ -76,6 +77,8 @@ class Upstream:
     connect_timeout: float = DEFAULT_TIMEOUTS.connect
     first_byte_timeout: float = DEFAULT_TIMEOUTS.first_byte
     idle_timeout: float = DEFAULT_TIMEOUTS.idle
+    # In-cluster connections: the pod's service-account token, followed as the kubelet rotates it.
+    token_file: incluster.TokenFile | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_connection(cls, connection: Connection) -> "Upstream":
@@ -88,10 +91,19 @@ class Upstream:
             )
         token = connection.decrypt_bearer_token() if kind == CredentialKind.TOKEN else ""
         key = connection.decrypt_client_key() if kind == CredentialKind.CLIENT_CERTIFICATE else ""
+        server_url, ca_bundle, token_file = connection.server_url, connection.ca_bundle, None
+        if kind == CredentialKind.IN_CLUSTER:
+            try:
+                server_url = server_url or incluster.server_url_from_environment()
+                ca_bundle = incluster.read_ca_file(settings.AIRLOCK_IN_CLUSTER_CA_FILE)
+                token_file = incluster.TokenFile(settings.AIRLOCK_IN_CLUSTER_TOKEN_FILE,
+                                                 check_seconds=settings.AIRLOCK_IN_CLUSTER_TOKEN_CHECK_SECONDS)
+            except incluster.InClusterUnavailable as exc:
+                raise ConnectionConfigurationError(f"connection {connection.name!r}: {exc}") from None
         return cls(
             connection_id=connection.pk,
             name=connection.name,
-            server_url=connection.server_url.rstrip("/"),
+            server_url=server_url.rstrip("/"),
             verify_tls=connection.verify_tls,
             impersonation_mode=connection.impersonation_mode,
             impersonation_user_prefix=connection.impersonation_user_prefix,
@@ -100,10 +112,11 @@ class Upstream:
             first_byte_timeout=connection.first_byte_timeout,
             idle_timeout=connection.idle_timeout,
             cache_key=f"{connection.pk}:{connection.name}:{connection.updated_at.isoformat()}",
-            ca_bundle=connection.ca_bundle,
+            ca_bundle=ca_bundle,
             client_certificate=connection.client_certificate if key else "",
             _bearer_token=token,
             _client_key=key,
+            token_file=token_file,
         )
 
     @property
@@ -111,10 +124,17 @@ class Upstream:
         return self.impersonation_mode == ImpersonationMode.IMPERSONATE
 
     def auth_headers(self) -> dict[str, str]:
-        """Headers carrying the gateway's credential; empty for client-certificate connections."""
-        if self._bearer_token:
-            return {"Authorization": f"Bearer {self._bearer_token}"}
+        """Headers carrying the gateway's credential; empty for client-certificate connections.
+        In-cluster: the service-account token as it is now (the file is re-read when it was rotated)."""
+        token = self.token_file.token() if self.token_file is not None else self._bearer_token
+        if token:
+            return {"Authorization": f"Bearer {token}"}
         return {}
+
+    def reread_credential(self) -> bool:
+        """The cluster answered 401: look for a rotated token now.  True when the credential changed,
+        so the request is worth sending once more; False for a credential that cannot change."""
+        return self.token_file is not None and self.token_file.reread()
 
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS client context for this upstream, built once."""

@@ -175,6 +175,40 @@ def _as_httpx_error(exc: BaseException, request: httpx.Request | None) -> httpx.
     return httpx.NetworkError(message, request=request)
 
 
+class RenewOn401(httpx.AsyncBaseTransport):
+    """For a connection whose credential rotates (in-cluster): a 401 from the cluster makes the
+    upstream look for a new token at once, and a request refused with the token it replaced is sent
+    once more with the new one.  kube-apiserver authenticates before it does anything, so a request
+    answered 401 had no effect; the body was read in full before the first try (the proxy caps it)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, upstream):
+        self._inner = inner
+        self._upstream = upstream
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        response = await self._inner.handle_async_request(request)
+        if response.status_code != 401:
+            return response
+        sent = request.headers.get("authorization")
+        if sent is None or not self._upstream.reread_credential():
+            return response
+        fresh = self._upstream.auth_headers().get("Authorization")
+        if not fresh or fresh == sent:
+            return response
+        await response.aclose()
+        request.headers["Authorization"] = fresh
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def rotates(upstream) -> bool:
+    """Whether the upstream's credential can change under it (an in-cluster service-account token)."""
+    return getattr(upstream, "token_file", None) is not None
+
+
 def client_timeout(upstream) -> httpx.Timeout:
     return httpx.Timeout(connect=upstream.connect_timeout, read=None, write=TIMEOUT.write, pool=TIMEOUT.pool)
 
@@ -196,15 +230,17 @@ class UpstreamPool:
     """HTTP clients keyed by the upstream's cache key, created lazily per event loop.
 
     ``transport`` (tests) serves every upstream; otherwise each client gets
-    its own from ``new_transport(upstream)``.
+    its own from ``new_transport(upstream)``.  ``wrap`` (optional) is applied to each client's
+    transport, e.g. gateway.tracing's ``Tracing.transport`` (spans per upstream call).
     """
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *,
-                 new_transport=TRANSPORTS[DEFAULT_TRANSPORT]):
+                 new_transport=TRANSPORTS[DEFAULT_TRANSPORT], wrap=None):
         self._clients: dict[object, httpx.AsyncClient] = {}
         self._loop = None
         self._transport = transport
         self._new_transport = new_transport
+        self._wrap = wrap
 
     def client(self, upstream) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -213,12 +249,17 @@ class UpstreamPool:
             self._loop = loop
         client = self._clients.get(upstream.cache_key)
         if client is None:
+            transport = self._transport or self._new_transport(upstream)
+            if self._wrap is not None:
+                transport = self._wrap(transport)
+            if rotates(upstream):
+                transport = RenewOn401(transport, upstream)
             client = httpx.AsyncClient(
                 cookies=_NoCookies(),
                 timeout=client_timeout(upstream),
                 follow_redirects=False,
                 trust_env=False,
-                transport=self._transport or self._new_transport(upstream),
+                transport=transport,
             )
             self._clients[upstream.cache_key] = client
         return client
@@ -245,12 +286,26 @@ async def open_websocket(upstream, target: str, headers, subprotocols):
     timeout (wsclient.UpstreamTimeout); the open stream has keepalive probes, no read timeout.
     """
     url = websocket_url(upstream, target)
-    return await wsclient.connect(
-        url,
-        ssl=upstream.ssl_context() if url.startswith("wss://") else None,
-        headers=headers,
-        subprotocols=subprotocols,
-        connect_timeout=upstream.connect_timeout,
-        answer_timeout=upstream.first_byte_timeout,
-        on_socket=lambda sock: set_keepalive(sock, upstream.idle_timeout),
-    )
+
+    async def connect(headers):
+        return await wsclient.connect(
+            url,
+            ssl=upstream.ssl_context() if url.startswith("wss://") else None,
+            headers=headers,
+            subprotocols=subprotocols,
+            connect_timeout=upstream.connect_timeout,
+            answer_timeout=upstream.first_byte_timeout,
+            on_socket=lambda sock: set_keepalive(sock, upstream.idle_timeout),
+        )
+
+    try:
+        return await connect(headers)
+    except wsclient.UpstreamRejected as exc:
+        # A rotated in-cluster token: once more with the new one (RenewOn401 does this for HTTP).
+        if exc.status != 401 or not rotates(upstream) or not upstream.reread_credential():
+            raise
+        fresh = upstream.auth_headers().get("Authorization", "").encode("latin-1")
+        renewed = [(name, fresh if name.lower() == b"authorization" else value) for name, value in headers]
+        if not fresh or renewed == list(headers):
+            raise
+        return await connect(renewed)

@@ -13,10 +13,12 @@ import binascii
 import html
 import json
 import re
+import ssl
 import time
 from itertools import chain
 from urllib.parse import quote
 
+import httpx
 import pytest
 from django.conf import settings
 from django.contrib import admin
@@ -39,13 +41,14 @@ from connections.models import Connection, CredentialKind
 from connections.registry import Upstream
 from connections.tests.pki import Pki
 from policy.models import Rule
-from tests.gateway_harness import make_gateway_app
+from tests.gateway_harness import AGENT_TOKEN, allow_everything_for, make_gateway_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SHOP_DB_PASSWORD = "s3cr3t-db-password-4f9a"  # kubesim's seeded Secret shop/shop-db
 HELD_SECRET = "held-secret-value-5e0c1f"
 REPLACED_TOKEN = "replaced-cluster-token-9d2e7a41"
+POD_TOKEN = "in-cluster-pod-token-3c8f5e17"  # the gateway pod's service-account token (an in-cluster connection)
 API_TOKEN = "f3a9c0d1e2b4a5968778695a4b3c2d1e0f9a8b7c"
 
 
@@ -79,7 +82,22 @@ def pem_lines(pem: str) -> set[str]:
     return {line for line in pem.splitlines() if line and not line.startswith("-----")}
 
 
-def seed(gateway, kubectl, kubesim):
+def in_cluster_connection(gateway, kubesim, pod):
+    """An in-cluster connection whose token file holds POD_TOKEN, used through the gateway."""
+    (pod / "token").write_text(POD_TOKEN)
+    connection = Connection(name="in-cluster", in_cluster=True)
+    connection.full_clean()
+    connection.save()
+    allow_everything_for(connection)
+    with httpx.Client(verify=ssl.create_default_context(cafile=gateway.ca_file)) as client:
+        answer = client.get(f"{gateway.server_url('in-cluster')}/api/v1/namespaces/shop/secrets/shop-db",
+                            headers={"Authorization": f"Bearer {AGENT_TOKEN}"})
+    assert answer.status_code == 200, answer.text
+    used = [entry for entry in kubesim.requests() if entry["path"] == "/api/v1/namespaces/shop/secrets/shop-db"]
+    assert used and used[-1]["user"] == "airlock-pod"
+
+
+def seed(gateway, kubectl, kubesim, pod):
     """Audit events, a review, a lease, every admin model; returns the strings no page may contain."""
     token_connection = gateway.connection
     Rule.objects.create(connection=token_connection, order=5, name="review-secret-writes", effect="review",
@@ -93,6 +111,7 @@ def seed(gateway, kubectl, kubesim):
                                  client_certificate=pki.client.certificate, client_key=pki.client.key)
     cert_connection.full_clean()
     cert_connection.save()
+    in_cluster_connection(gateway, kubesim, pod)
 
     agent = gateway.kubeconfig()
     shown = kubectl("get", "secret", "shop-db", "-n", "shop", "-o", "yaml", kubeconfig=agent).stdout
@@ -120,6 +139,7 @@ def seed(gateway, kubectl, kubesim):
     forbidden = {
         "the cluster token": encodings(kubesim.admin_token),
         "the replacing token": encodings(REPLACED_TOKEN),
+        "the pod's service-account token": encodings(POD_TOKEN),
         "the client key": pem_lines(pki.client.key) | {"PRIVATE KEY"},
         "an encryption key": set(settings.FIELD_ENCRYPTION_KEYS),
         "the shop-db Secret value": encodings(SHOP_DB_PASSWORD),
@@ -238,8 +258,21 @@ def leaks(response, forbidden) -> list[str]:
     return [what for what, strings in forbidden.items() if any(s and s in text for s in strings)]
 
 
-def test_no_page_shows_a_credential_to_any_role(gateway, kubectl, kubesim):
-    forbidden = seed(gateway, kubectl, kubesim)
+@pytest.fixture
+def pod(tmp_path, settings, monkeypatch, kubesim):
+    """The gateway runs 'in a pod' of kubesim's cluster (an in-cluster connection's files and environment)."""
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(kubesim.port))
+    directory = tmp_path / "serviceaccount"
+    directory.mkdir()
+    settings.AIRLOCK_IN_CLUSTER_TOKEN_FILE = str(directory / "token")
+    settings.AIRLOCK_IN_CLUSTER_CA_FILE = str(kubesim.ca_file)
+    return directory
+
+
+@pytest.mark.kubesim_args("--token", f"{POD_TOKEN}=airlock-pod:system:masters")
+def test_no_page_shows_a_credential_to_any_role(gateway, kubectl, kubesim, pod):
+    forbidden = seed(gateway, kubectl, kubesim, pod)
     accounts = roles()
     clients = {}
     for role, account in accounts.items():

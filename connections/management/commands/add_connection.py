@@ -1,7 +1,8 @@
-"""Create (or with --update, refresh) a Connection from a kubeconfig context."""
+"""Create (or with --update, refresh) a Connection from a kubeconfig context, or an in-cluster one."""
 
 from pathlib import Path
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
@@ -17,11 +18,20 @@ TIMEOUT_FLAGS = {"--connect-timeout": "connect_timeout", "--first-byte-timeout":
 class Command(BaseCommand):
     help = (
         "Add a connection from a kubeconfig context (default: current-context). The context's user must "
-        "have a static credential: a token, tokenFile, or a client certificate and key."
+        "have a static credential: a token, tokenFile, or a client certificate and key. Or, with "
+        "--in-cluster NAME, a connection to the cluster the gateway runs in, as the gateway pod's own "
+        "service account (its projected token and CA file, read from the pod; nothing is stored)."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--kubeconfig", required=True, type=Path, metavar="FILE")
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--kubeconfig", type=Path, metavar="FILE")
+        source.add_argument("--in-cluster", metavar="NAME", dest="in_cluster",
+                            help="add connection NAME using the pod's service account "
+                                 "(AIRLOCK_IN_CLUSTER_TOKEN_FILE, AIRLOCK_IN_CLUSTER_CA_FILE)")
+        parser.add_argument("--server", metavar="URL",
+                            help="with --in-cluster: the API server's URL (default: none stored; the gateway uses "
+                                 "https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT of its pod)")
         parser.add_argument("--context", help="kubeconfig context to import (default: current-context)")
         parser.add_argument("--name", help="connection name (default: derived from the context name)")
         parser.add_argument(
@@ -36,6 +46,10 @@ class Command(BaseCommand):
                                      f"{Connection._meta.get_field(field).default:g}; --update keeps the current value)")
 
     def handle(self, *args, **options):
+        if options["in_cluster"]:
+            return self.add_in_cluster(options)
+        if options["server"]:
+            raise CommandError("--server is for --in-cluster; a kubeconfig names its server")
         path = options["kubeconfig"]
         try:
             config = kubeconfig.load(path)
@@ -62,6 +76,7 @@ class Command(BaseCommand):
             connection.server_url = imported.server_url
             connection.ca_bundle = imported.ca_bundle
             connection.verify_tls = not insecure
+            connection.in_cluster = False
             connection.bearer_token = imported.bearer_token
             connection.client_certificate = imported.client_certificate
             connection.client_key = imported.client_key
@@ -79,6 +94,40 @@ class Command(BaseCommand):
             f"credential: {CredentialKind(connection.credential_kind).label.lower()}, "
             f"TLS verification: {'on' if connection.verify_tls else 'OFF'}"
             + (", CA bundle from the kubeconfig" if connection.ca_bundle else ", system trust store")
+        )
+
+
+    def add_in_cluster(self, options):
+        name = options["in_cluster"]
+        if options["context"] or options["insecure_skip_tls_verify"]:
+            raise CommandError("--context and --insecure-skip-tls-verify are for --kubeconfig")
+        with transaction.atomic():
+            connection = Connection.objects.select_for_update().filter(name=name).first()
+            created = connection is None
+            if created:
+                connection = Connection(name=name, description="The cluster the gateway runs in, as its service account.")
+            elif not options["update"]:
+                raise CommandError(f"connection {name!r} already exists; pass --update to replace its settings")
+            connection.server_url = options["server"] or ""
+            connection.ca_bundle = ""
+            connection.verify_tls = True
+            connection.in_cluster = True
+            connection.bearer_token = ""
+            connection.client_certificate = ""
+            connection.client_key = ""
+            for field in TIMEOUT_FLAGS.values():
+                if options[field] is not None:
+                    setattr(connection, field, options[field])
+            try:
+                connection.full_clean()
+            except ValidationError as exc:
+                raise CommandError(f"connection {name!r} is invalid: {_messages(exc)}") from None
+            connection.save()
+        self.stdout.write(
+            f"{'Created' if created else 'Updated'} connection {name!r}: "
+            f"{connection.server_url or 'https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT'}, "
+            "credential: the gateway pod's service account (token and CA read from "
+            f"{settings.AIRLOCK_IN_CLUSTER_TOKEN_FILE} and {settings.AIRLOCK_IN_CLUSTER_CA_FILE})"
         )
 
 
