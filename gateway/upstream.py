@@ -18,6 +18,7 @@ from yarl import URL
 
 from connections.timeouts import DEFAULT_TIMEOUTS
 from gateway import wsclient
+from runtime import metrics
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,25 @@ TRANSPORTS = {"aiohttp": aiohttp_transport, "httpcore": httpcore_transport}
 DEFAULT_TRANSPORT = "aiohttp"
 
 
+class CountingErrors(httpx.AsyncBaseTransport):
+    """A transport that counts the requests to a connection's cluster that got no answer
+    (airlock_upstream_errors, by error class); an answer of any status is not an error here."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, connection: str):
+        self.transport = transport
+        self.connection = connection
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self.transport.handle_async_request(request)
+        except httpx.TransportError as exc:
+            metrics.upstream_error(self.connection, exc)
+            raise
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
 class UpstreamPool:
     """HTTP clients keyed by the upstream's cache key, created lazily per event loop.
 
@@ -218,7 +238,7 @@ class UpstreamPool:
                 timeout=client_timeout(upstream),
                 follow_redirects=False,
                 trust_env=False,
-                transport=self._transport or self._new_transport(upstream),
+                transport=CountingErrors(self._transport or self._new_transport(upstream), getattr(upstream, "name", "")),
             )
             self._clients[upstream.cache_key] = client
         return client
