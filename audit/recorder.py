@@ -168,7 +168,7 @@ class Recorder:
             self.journal.received(prepared.audit_id, prepared)
             # Not started by then: never written.  Started: it may still commit, and the refusal's
             # completion event follows it.
-            await asyncio.wait_for(self._in_writer(self._write, [prepared], "commit"), self.commit_wait)
+            await asyncio.wait_for(self._in_writer(self._timed_write, "commit", [prepared]), self.commit_wait)
         except Exception as exc:
             log.error("audit event %s could not be recorded: %s", prepared.audit_id, type(exc).__name__)
             raise AuditUnavailable("the audit trail is unavailable; the request was not forwarded") from None
@@ -308,17 +308,22 @@ class Recorder:
         finally:
             connections.close_all()
 
-    def _write(self, batch: list[PreparedEvent], kind: str = "batch") -> None:
+    def _write(self, batch: list[PreparedEvent]) -> None:
         close_old_connections()
+        chain.append(batch, session_gap=self.session_gap)
+        self._wrote = True
+
+    def _timed_write(self, kind: str, batch: list[PreparedEvent]) -> None:
+        """_write, measured: airlock_audit_append_seconds and _events_committed, or _write_failures
+        (``kind``: ``commit``, one event before forwarding, or ``batch``, queued completions)."""
         started = time.perf_counter()
         try:
-            chain.append(batch, session_gap=self.session_gap)
+            self._write(batch)
         except Exception:
             metrics.AUDIT_FAILURES.labels(kind).inc()
             raise
         metrics.AUDIT_APPEND_SECONDS.labels(kind).observe(time.perf_counter() - started)
         metrics.AUDIT_COMMITTED.inc(len(batch))
-        self._wrote = True
 
     async def _writer_loop(self) -> None:
         while True:
@@ -328,7 +333,7 @@ class Recorder:
             delay = self.retry_delay
             while True:
                 try:
-                    await self._in_writer(self._write, batch)
+                    await self._in_writer(self._timed_write, "batch", batch)
                     break
                 except Exception as exc:
                     log.error(
