@@ -30,7 +30,8 @@ ENV PATH=/opt/airlock/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     DJANGO_SETTINGS_MODULE=airlock.settings \
-    AIRLOCK_VAR_DIR=/tmp/airlock
+    AIRLOCK_VAR_DIR=/tmp/airlock \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/airlock-metrics
 # An unprivileged user with a fixed id (Kubernetes' runAsUser names it); it owns nothing in the
 # image, so the code and the virtualenv are read-only to the processes that run them.  Static files
 # are served from the source by airlock.asgi (ASGIStaticFilesHandler): no collectstatic.
@@ -44,7 +45,9 @@ COPY --from=build /opt/airlock /opt/airlock
 COPY --from=build /app /app
 WORKDIR /app
 USER 10001:10001
-# 8443: the gateway, dashboard and admin (TLS); 9090: Prometheus metrics.
+# 8443: the gateway, dashboard and admin (TLS), /livez and /readyz; 9090: Prometheus metrics (plain HTTP,
+# /metrics only: restrict who reaches it). Metric values of every worker process go to
+# PROMETHEUS_MULTIPROC_DIR (runtime/metrics.py cleans it of processes that are gone).
 EXPOSE 8443 9090
 # The gateway answers GET /livez on its own port; the worker and beat containers turn this off
 # (docker-compose.yml; Kubernetes uses its own probes).  No curl in the image: the check is Python.

@@ -10,7 +10,10 @@ it needs (nothing is found through module globals):
 * the live-stream registry (approvals.live) and the lease cache (approvals.lease_check), whose
   lookups start the registry's airlock.leases listener;
 * the Holder (approvals.hold), the GatewayApp (gateway.proxy), the approvals Sweeper, Django's
-  ASGI application (static files served by it) and the router (airlock.routing).
+  ASGI application (static files served by it) and the router (airlock.routing);
+* the readiness checks behind ``/readyz`` (airlock.health) and the metrics listener
+  (runtime.metrics, with the review and lease gauges of approvals.metrics), started and stopped
+  with the lifespan.
 
 The returned :class:`Airlock` is the ASGI application.  Its lifespan is :meth:`Airlock.lifespan`, an
 async context manager: a failure while starting (the audit journal cannot be opened, say) is
@@ -27,11 +30,13 @@ from django.conf import settings as django_settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
 
+from airlock.health import Readiness, health_application
 from airlock.routing import router
 from approvals.agent_api import AUTHENTICATOR
 from approvals.hold import Holder
 from approvals.lease_check import LeaseCache
 from approvals.live import LiveStreams
+from approvals.metrics import ReviewsAndLeases
 from approvals.sweeper import Sweeper
 from audit.recorder import Recorder
 from connections.registry import ConnectionRegistry
@@ -39,13 +44,14 @@ from policy.cache import PolicyCache
 from gateway.proxy import GatewayApp
 from gateway.secretvalues import SecretValueStores
 from identity.chain import build_authenticator
+from runtime.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
 # What ``overrides`` may replace; each defaults to what production builds.
 COLLABORATORS = frozenset({
     "registry", "authenticator", "policy", "recorder", "secret_values", "live", "leases", "holder",
-    "sweeper", "django", "transport", "pool", "detectors", "on_started",
+    "sweeper", "django", "transport", "pool", "detectors", "on_started", "readiness", "metrics",
 })
 
 
@@ -56,7 +62,8 @@ def make_application(settings=None, **overrides) -> "Airlock":
     policy and lease caches read Django's.  ``overrides``: collaborators to use instead of building
     them (see COLLABORATORS), e.g. ``holder=None`` (review rules then refuse), ``sweeper=None``,
     ``transport=`` an httpx transport for every upstream, ``on_started=`` a callable run with the
-    application once it has started (airlock.asgi: the SIGTERM drain).
+    application once it has started (airlock.asgi: the SIGTERM drain), ``metrics=None`` (no metrics
+    listener whatever AIRLOCK_METRICS_PORT says).
     """
     unknown = set(overrides) - COLLABORATORS
     if unknown:
@@ -89,16 +96,30 @@ def make_application(settings=None, **overrides) -> "Airlock":
     # The dashboard's own assets (htmx, asciinema-player) are vendored into static/ and served by
     # the app itself: no CDN, no separate web server.
     django_http = given("django", lambda: ASGIStaticFilesHandler(get_asgi_application()))
+    readiness = given("readiness", lambda: Readiness.from_settings(config, gateway=gateway, registry=registry))
+    metrics = given("metrics", lambda: metrics_server(config))
     return Airlock(
         gateway=gateway,
-        routed=router(gateway, with_authenticator(django_http, authenticator), config.AIRLOCK_GATEWAY_PREFIX),
+        routed=router(gateway, with_authenticator(django_http, authenticator), config.AIRLOCK_GATEWAY_PREFIX,
+                      health=health_application(readiness)),
         registry=registry,
         holder=holder,
         leases=leases,
         live=live,
         sweeper=given("sweeper", lambda: Sweeper.from_settings(config)),
         on_started=overrides.get("on_started"),
+        readiness=readiness,
+        metrics=metrics,
     )
+
+
+def metrics_server(config) -> MetricsServer | None:
+    """The /metrics listener AIRLOCK_METRICS_PORT asks for (None: none)."""
+    port = getattr(config, "AIRLOCK_METRICS_PORT", None)
+    if port is None:
+        return None
+    return MetricsServer(getattr(config, "AIRLOCK_METRICS_ADDRESS", "127.0.0.1"), port,
+                         collectors=[ReviewsAndLeases()])
 
 
 def with_authenticator(django_http, authenticator):
@@ -113,7 +134,8 @@ def with_authenticator(django_http, authenticator):
 class Airlock:
     """The ASGI application: HTTP and WebSocket requests go to the router, the lifespan runs :meth:`lifespan`."""
 
-    def __init__(self, *, gateway, routed, registry, holder, leases, live, sweeper, on_started=None):
+    def __init__(self, *, gateway, routed, registry, holder, leases, live, sweeper, on_started=None, readiness=None,
+                 metrics=None):
         self.gateway = gateway
         self.routed = routed
         self.registry = registry
@@ -122,6 +144,8 @@ class Airlock:
         self.live = live
         self.sweeper = sweeper  # None where Celery beat expires reviews and leases
         self.on_started = on_started
+        self.readiness = readiness  # airlock.health.Readiness: /readyz
+        self.metrics = metrics  # runtime.metrics.MetricsServer, or None
 
     @property
     def recorder(self):
@@ -140,6 +164,8 @@ class Airlock:
         writes what it queued)."""
         await self.gateway.start()
         try:
+            if self.metrics is not None:
+                self.metrics.start()
             if self.on_started is not None:
                 self.on_started(self)
             if self.sweeper is not None:
@@ -150,6 +176,8 @@ class Airlock:
                 await self.sweeper.stop()
             await self.live.stop_listener()
             await self.gateway.aclose()
+            if self.metrics is not None:
+                self.metrics.stop()
 
     async def serve_lifespan(self, receive, send):
         """The ASGI lifespan protocol around :meth:`lifespan`; a failure is reported, never raised."""

@@ -26,15 +26,26 @@ field is redacted by wrapping that writer.
 
 Error reports (the DEBUG page, mailed or logged tracebacks with request data)
 are filtered by ErrorReportFilter below.
+
+Lines are plain text or, with ``AIRLOCK_LOG_FORMAT=json`` (production's default), one JSON object
+each (:class:`JsonFormatter`, python-json-logger): time, level, logger, message, the request's
+``request_id`` (its audit id), ``identity``, ``connection`` and ``decision`` while a request is
+handled (runtime.logcontext), extra fields, and the traceback.  Every value in the object goes
+through the same redaction, tracebacks included (the formatter formats them itself).
 """
 
 import logging
 import logging.config
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from daphne.access import AccessLogGenerator
 from django.views.debug import SafeExceptionReporterFilter
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
+
+from runtime import logcontext
 
 QUERY_REDACTED = "?[redacted]"
 PROXY_REDACTED = "/proxy/[redacted]"
@@ -109,6 +120,51 @@ class RedactedLogRecord(logging.LogRecord):
     @exc_text.setter
     def exc_text(self, value):
         self.__dict__["_exc_text"] = redact(value) if value else value
+
+
+# Extra attributes a library puts on its records that are not worth a field: uvicorn's coloured copy
+# of the message, Django's request object (its path is the message's), asyncio's task name.
+_SKIPPED_EXTRAS = ("color_message", "request", "taskName")
+
+
+def _loggable(value):
+    """A JSON-ready copy of ``value`` with every request target in it redacted."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {str(key): _loggable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_loggable(item) for item in value]
+    if isinstance(value, (bytes, bytearray)):
+        return redact(bytes(value).decode("utf-8", "replace"))
+    return redact(str(value))
+
+
+class JsonFormatter(_JsonFormatter):
+    """One JSON object per line (python-json-logger), every value redacted (see the module's text)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("reserved_attrs", (*RESERVED_ATTRS, *_SKIPPED_EXTRAS))
+        super().__init__(*args, **kwargs)
+
+    def add_fields(self, log_data, record, message_dict):
+        log_data["time"] = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        log_data["level"] = record.levelname
+        log_data["logger"] = record.name
+        log_data["message"] = record.message
+        log_data.update(logcontext.current())
+        super().add_fields(log_data, record, message_dict)
+
+    def process_log_record(self, log_data):
+        return {key: _loggable(value) for key, value in log_data.items()}
+
+    def formatException(self, ei):
+        return redact(super().formatException(ei))
+
+    def formatStack(self, stack_info):
+        return redact(super().formatStack(stack_info))
 
 
 def _redact_daphne_access_log() -> None:

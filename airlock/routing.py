@@ -1,5 +1,7 @@
 """Which part of Airlock answers a request: the gateway, Django, the dashboard's sockets, or a Status.
 
+``/livez`` and ``/readyz`` (airlock.health) are answered first, before Django's ALLOWED_HOSTS
+check: the kubelet's probes carry the pod's IP as Host.
 ``/k8s/...`` is the gateway; paths Django routes (the dashboard, the admin, the audit pages,
 their login and static assets) are Django; the dashboard's live updates are a Channels socket.
 Anything else gets a Kubernetes ``Status`` 404, as kube-apiserver answers an unknown path: an
@@ -16,6 +18,7 @@ from django.contrib.staticfiles import finders
 from django.core.exceptions import SuspiciousFileOperation
 from django.urls import Resolver404, get_resolver
 
+from airlock import health as health_endpoints
 from approvals.routing import DASHBOARD_SOCKET, websocket_application
 from gateway.proxy import reject_websocket, send_status
 from kube.status import GatewayError
@@ -52,12 +55,17 @@ def django_serves(path: str) -> bool:
     return _resolves(path) or (settings.APPEND_SLASH and not path.endswith("/") and _resolves(path + "/"))
 
 
-def router(gateway, django_http, prefix: str):
-    """The ASGI application for HTTP and WebSocket requests (the lifespan is the caller's)."""
+def router(gateway, django_http, prefix: str, health=None):
+    """The ASGI application for HTTP and WebSocket requests (the lifespan is the caller's); ``health``
+    answers ``/livez`` and ``/readyz`` (airlock.health.health_application)."""
+    if health is None:
+        health = health_endpoints.health_application(None)
 
     async def application(scope, receive, send):
         path = scope["path"]
-        if path.startswith(prefix):
+        if path in health_endpoints.PATHS and scope["type"] == "http":
+            await health(scope, receive, send)
+        elif path.startswith(prefix):
             await gateway(scope, receive, send)
         elif scope["type"] == "http":
             if django_serves(path):

@@ -375,15 +375,45 @@ AIRLOCK_OIDC_CA_FILE = env("AIRLOCK_OIDC_CA_FILE")
 LOGGING_CONFIG = "airlock.logs.configure"
 # Error pages and reports hide credential inputs and settings, DEBUG or not.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "airlock.logs.ErrorReportFilter"
+# One JSON object per line (airlock.logs.JsonFormatter: python-json-logger, with the request's audit id,
+# identity, connection and decision), or plain text lines.
+AIRLOCK_LOG_FORMAT = env("AIRLOCK_LOG_FORMAT", "json" if PRODUCTION else "text")
+if AIRLOCK_LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured('AIRLOCK_LOG_FORMAT must be "json" or "text"')
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "airlock.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if AIRLOCK_LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": env("AIRLOCK_LOG_LEVEL", "INFO")},
     # httpx logs every request URL at INFO: noise (and redacted like every record, above).
     "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
+
+# Prometheus metrics (runtime/metrics.py) at /metrics on their own listener, never the gateway's port;
+# empty: no listener.  0 binds any free port (logged).  Several worker processes need
+# PROMETHEUS_MULTIPROC_DIR (docs/configuration.md).
+_metrics_port = env("AIRLOCK_METRICS_PORT", "9090" if PRODUCTION else "")
+try:
+    AIRLOCK_METRICS_PORT = int(_metrics_port) if _metrics_port else None
+except ValueError:
+    raise ImproperlyConfigured(f"AIRLOCK_METRICS_PORT must be a port number, not {_metrics_port!r}") from None
+if AIRLOCK_METRICS_PORT is not None and not 0 <= AIRLOCK_METRICS_PORT <= 65535:
+    raise ImproperlyConfigured("AIRLOCK_METRICS_PORT must be between 0 and 65535")
+AIRLOCK_METRICS_ADDRESS = env("AIRLOCK_METRICS_ADDRESS", "0.0.0.0" if PRODUCTION else "127.0.0.1")
+
+# /readyz (airlock/health.py): what readiness needs of the connections' clusters ("one" reachable,
+# "every" one, or "off"), how long each cluster's answer is reused, and how long completion events
+# may wait for the audit writer before the process counts as not ready.
+AIRLOCK_READY_UPSTREAMS = env("AIRLOCK_READY_UPSTREAMS", "one")
+if AIRLOCK_READY_UPSTREAMS not in ("one", "every", "off"):
+    raise ImproperlyConfigured('AIRLOCK_READY_UPSTREAMS must be "one", "every" or "off"')
+AIRLOCK_READY_UPSTREAM_CACHE_SECONDS = float(env("AIRLOCK_READY_UPSTREAM_CACHE_SECONDS", "10"))
+AIRLOCK_READY_AUDIT_STALL_SECONDS = float(env("AIRLOCK_READY_AUDIT_STALL_SECONDS", "30"))
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True

@@ -35,6 +35,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -44,7 +45,7 @@ from django.db import close_old_connections, connections
 from audit import chain, journal
 from audit.events import PreparedEvent, prepare
 from audit.models import AnchorReason
-from runtime import workers
+from runtime import metrics, workers
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class Recorder:
         self._closing = False  # aclose() began: still accepting while the queue drains
         self._closed = False
         self._pending = 0
+        self._waiting_since: float | None = None  # monotonic: events pending and none committed since
         self._wrote = False  # anything committed: the shutdown anchor has something of ours to cover
 
     def prepare(self, event: dict) -> PreparedEvent:
@@ -166,7 +168,7 @@ class Recorder:
             self.journal.received(prepared.audit_id, prepared)
             # Not started by then: never written.  Started: it may still commit, and the refusal's
             # completion event follows it.
-            await asyncio.wait_for(self._in_writer(self._write, [prepared]), self.commit_wait)
+            await asyncio.wait_for(self._in_writer(self._timed_write, "commit", [prepared]), self.commit_wait)
         except Exception as exc:
             log.error("audit event %s could not be recorded: %s", prepared.audit_id, type(exc).__name__)
             raise AuditUnavailable("the audit trail is unavailable; the request was not forwarded") from None
@@ -185,6 +187,9 @@ class Recorder:
             log.error("%s; event %s is held in memory only", exc, prepared.audit_id)
         self._start()
         self._pending += 1
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+        metrics.AUDIT_QUEUE.inc()
         try:
             self._queue.put_nowait(prepared)
         except asyncio.QueueFull:
@@ -194,6 +199,14 @@ class Recorder:
     def pending(self) -> int:
         """Events handed to finish() and not yet committed (queued or being written)."""
         return self._pending
+
+    def stalled_seconds(self, now: float | None = None) -> float:
+        """How long events have been pending without a batch being committed (0 when none is pending):
+        a writer stuck on the database, or failing, grows it (readiness: airlock.health)."""
+        since = self._waiting_since
+        if since is None or self._pending == 0:
+            return 0.0
+        return (time.monotonic() if now is None else now) - since
 
     async def flush(self) -> None:
         """Return once every event queued so far is committed."""
@@ -300,6 +313,18 @@ class Recorder:
         chain.append(batch, session_gap=self.session_gap)
         self._wrote = True
 
+    def _timed_write(self, kind: str, batch: list[PreparedEvent]) -> None:
+        """_write, measured: airlock_audit_append_seconds and _events_committed, or _write_failures
+        (``kind``: ``commit``, one event before forwarding, or ``batch``, queued completions)."""
+        started = time.perf_counter()
+        try:
+            self._write(batch)
+        except Exception:
+            metrics.AUDIT_FAILURES.labels(kind).inc()
+            raise
+        metrics.AUDIT_APPEND_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        metrics.AUDIT_COMMITTED.inc(len(batch))
+
     async def _writer_loop(self) -> None:
         while True:
             batch = [await self._queue.get()]
@@ -308,7 +333,7 @@ class Recorder:
             delay = self.retry_delay
             while True:
                 try:
-                    await self._in_writer(self._write, batch)
+                    await self._in_writer(self._timed_write, "batch", batch)
                     break
                 except Exception as exc:
                     log.error(
@@ -319,5 +344,7 @@ class Recorder:
                     delay = min(delay * 2, self.max_retry_delay)
             self.journal.committed(batch)
             self._pending -= len(batch)
+            self._waiting_since = time.monotonic() if self._pending else None
+            metrics.AUDIT_QUEUE.dec(len(batch))
             for _ in batch:
                 self._queue.task_done()

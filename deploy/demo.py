@@ -300,8 +300,9 @@ def clean_env(environ) -> dict:
     return {k: v for k, v in environ.items() if not k.startswith(CLEARED_ENV_PREFIXES)}
 
 
-def gateway_env(base: dict, layout: Layout, keys: dict, issuer: str, audience: str) -> dict:
-    """Django settings for the demo: SQLite under the demo directory, in-memory channels, the demo IdP.
+def gateway_env(base: dict, layout: Layout, keys: dict, issuer: str, audience: str, metrics_port: int) -> dict:
+    """Django settings for the demo: SQLite under the demo directory, in-memory channels, the demo IdP,
+    Prometheus metrics on ``metrics_port`` of the loopback interface.
 
     DEBUG is off: agents reach this server, and Django's debug pages show settings, tracebacks and
     URL patterns (static files are served by airlock.app's ASGIStaticFilesHandler either way).
@@ -319,6 +320,8 @@ def gateway_env(base: dict, layout: Layout, keys: dict, issuer: str, audience: s
         "AIRLOCK_AUDIT_ANCHOR_FILE": str(layout.root / "audit-anchors.jsonl"),
         "AIRLOCK_OIDC_ISSUER": issuer,
         "AIRLOCK_OIDC_AUDIENCE": audience,
+        "AIRLOCK_METRICS_ADDRESS": HOST,
+        "AIRLOCK_METRICS_PORT": str(metrics_port),
         "PYTHONPATH": str(ROOT) + (os.pathsep + base["PYTHONPATH"] if base.get("PYTHONPATH") else ""),
     }
 
@@ -534,7 +537,8 @@ def verify(kubectl: Path, kubeconfig: Path, env: dict) -> str:
     return result.stdout
 
 
-def summary(*, layout: Layout, gateway_url: str, password: str, ca_file: Path, kubectl: Path, policy: str) -> str:
+def summary(*, layout: Layout, gateway_url: str, password: str, ca_file: Path, kubectl: Path, policy: str,
+            metrics_url: str) -> str:
     agent, cluster = display(layout.agent_kubeconfig), display(layout.cluster_kubeconfig)
     return "\n".join([
         "",
@@ -551,6 +555,7 @@ def summary(*, layout: Layout, gateway_url: str, password: str, ca_file: Path, k
         f"  Cluster admin  {cluster}",
         "                 (straight to kubesim with the credential the gateway itself uses)",
         f"  Policy         {policy}",
+        f"  Metrics        {metrics_url}  (Prometheus; health at {gateway_url}/livez and /readyz)",
         f"  Try            {display(kubectl)} --kubeconfig {agent} get pods -A",
         f"  manage.py      . {display(layout.env_file)} && python manage.py review list   (or: make demo-shell)",
         f"  Logs           {display(layout.gateway_log)}, {display(layout.kubesim / 'kubesim.stderr')},"
@@ -600,7 +605,8 @@ def run(args: argparse.Namespace, layout: Layout, supervisor: Supervisor, signal
     supervisor.add("the cached agent token", lambda: forget_cached_token(idp.issuer, audience, layout.client_secret))
 
     ca_file, cert_file, key_file = write_gateway_tls(layout.tls)
-    env = gateway_env(base_env, layout, keys, idp.issuer, audience)
+    metrics_port = free_port()
+    env = gateway_env(base_env, layout, keys, idp.issuer, audience, metrics_port)
     print(f"demo: preparing the database {display(layout.database)}")
     password, policy = provision(env, layout, issuer=idp.issuer, audience=audience, gateway_url=gateway_url,
                                  ca_file=ca_file)
@@ -616,7 +622,7 @@ def run(args: argparse.Namespace, layout: Layout, supervisor: Supervisor, signal
     pods = verify(kubectl, layout.agent_kubeconfig, base_env)
     print("".join(f"  {line}\n" for line in pods.splitlines()), end="")
     print(summary(layout=layout, gateway_url=gateway_url, password=password, ca_file=ca_file, kubectl=kubectl,
-                  policy=policy))
+                  policy=policy, metrics_url=f"http://{HOST}:{metrics_port}/metrics"))
     if args.exit_after_ready:
         print("demo: --exit-after-ready: stopping.", flush=True)
         return

@@ -10,12 +10,14 @@ import json
 from identity.principal import AuthenticationError, Principal
 from kube.headers import bearer_token, impersonation_asked
 from kube.status import GatewayError
+from runtime import metrics
 
 
 async def authenticate(request, authenticator) -> Principal:
     """Stage 2: every request must carry a valid bearer token."""
     token = bearer_token(request.headers)
     if token is None:
+        metrics.authentication_failed("missing")
         raise GatewayError(401, "Unauthorized: a bearer token is required")
     try:
         principal = await authenticator.authenticate(token)

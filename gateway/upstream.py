@@ -18,6 +18,7 @@ from yarl import URL
 
 from connections.timeouts import DEFAULT_TIMEOUTS
 from gateway import wsclient
+from runtime import metrics
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,25 @@ TRANSPORTS = {"aiohttp": aiohttp_transport, "httpcore": httpcore_transport}
 DEFAULT_TRANSPORT = "aiohttp"
 
 
+class CountingErrors(httpx.AsyncBaseTransport):
+    """A transport that counts the requests to a connection's cluster that got no answer
+    (airlock_upstream_errors, by error class); an answer of any status is not an error here."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, connection: str):
+        self.transport = transport
+        self.connection = connection
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self.transport.handle_async_request(request)
+        except httpx.TransportError as exc:
+            metrics.upstream_error(self.connection, exc)
+            raise
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
 class UpstreamPool:
     """HTTP clients keyed by the upstream's cache key, created lazily per event loop.
 
@@ -249,7 +269,7 @@ class UpstreamPool:
             self._loop = loop
         client = self._clients.get(upstream.cache_key)
         if client is None:
-            transport = self._transport or self._new_transport(upstream)
+            transport = CountingErrors(self._transport or self._new_transport(upstream), getattr(upstream, "name", ""))
             if self._wrap is not None:
                 transport = self._wrap(transport)
             if rotates(upstream):

@@ -10,6 +10,7 @@ import logging
 from identity.oidc import authenticator_from_settings
 from identity.principal import AuthenticationError, Principal
 from identity.static import StaticTokenAuthenticator
+from runtime import metrics
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +23,22 @@ class AuthenticatorChain:
         self.oidc = oidc
 
     async def authenticate(self, token: str) -> Principal:
+        """The token's Principal, or AuthenticationError (counted by its reason: airlock_authentication_failures)."""
+        try:
+            return await self._authenticate(token)
+        except AuthenticationError as exc:
+            metrics.authentication_failed(exc.reason)
+            raise
+
+    async def _authenticate(self, token: str) -> Principal:
         looks_like_jwt = token.count(".") == 2
         if self.oidc is not None and looks_like_jwt:
             return await self.oidc.authenticate(token)
         if self.static is not None:
             return await self.static.authenticate(token)
         if self.oidc is not None:
-            raise AuthenticationError("malformed token")
-        raise AuthenticationError("no authenticator is configured on this gateway")
+            raise AuthenticationError("malformed token", "malformed")
+        raise AuthenticationError("no authenticator is configured on this gateway", "no_authenticator")
 
 
 def build_authenticator(config=None):

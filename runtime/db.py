@@ -190,11 +190,15 @@ def serving_loop() -> asyncio.AbstractEventLoop | None:
     return loop if loop is not None and loop.is_running() else None
 
 
-def _ping() -> None:
+def ping() -> None:
+    """One round trip to the database on this thread's connection (for :func:`run`: readiness, the probe)."""
     connection.ensure_connection()
     if not connection.is_usable():
         connection.close()
         raise OperationalError("the database does not answer")
+
+
+_ping = ping
 
 
 class _Lost(Exception):

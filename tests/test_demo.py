@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 READY = "Press Ctrl-C to stop."
 DASHBOARD = re.compile(r"Dashboard +(https://127\.0\.0\.1:(\d+))/approvals/")
 REVIEWER = re.compile(r"username reviewer, password (\S+)")
+METRICS = re.compile(r"Metrics +(http://127\.0\.0\.1:\d+/metrics)")
 
 
 def demo(state, *args, home):
@@ -233,6 +234,10 @@ def test_kubectl_through_the_gateway_then_ctrl_c_stops_everything(tmp_path):
 
         url = DASHBOARD.search(output).group(1)
         password = REVIEWER.search(output).group(1)
+        scraped = httpx.get(METRICS.search(output).group(1), timeout=10)
+        assert scraped.status_code == 200 and "airlock_audit_events_committed_total" in scraped.text
+        assert httpx.get(f"{url}/readyz", verify=ssl.create_default_context(cafile=str(state / "tls" / "ca.crt")),
+                         timeout=10).text == "ok\n"
         assert log_in(url, state / "tls" / "ca.crt", password) == (302, "/admin/", [200, 200])
         assert log_in(url, state / "tls" / "ca.crt", "wrong-" + password)[0] == 200  # the form again
         (forged, forged_page), (missing, missing_page) = error_pages(url, state / "tls" / "ca.crt")

@@ -111,3 +111,100 @@ def test_tracebacks_quoting_urls():
             logging.getLogger("airlock.test").exception("upstream failed")
     assert "HTTPStatusError" in out.getvalue() and "exec?[redacted]" in out.getvalue()
     assert SECRET not in out.getvalue()
+
+
+# -- JSON lines (AIRLOCK_LOG_FORMAT=json) ---------------------------------------------------------
+
+
+@contextmanager
+def written_json(name, level=logging.INFO):
+    """What handlers of logger ``name`` write with the JSON formatter of settings.LOGGING, one object a line."""
+    from airlock.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    try:
+        yield stream
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved)
+
+
+def json_lines(stream) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_redact_the_message_extra_fields_and_dict_messages():
+    logger = logging.getLogger("airlock.test")
+    with written_json("airlock.test") as out:
+        logger.warning("upstream %s failed", f"https://cluster.example{EXEC}",
+                       extra={"target": EXEC, "url": f"https://bot:{SECRET}@hooks.example/x", "nested": {"t": [EXEC]}})
+        logger.info({"event": "forwarded", "target": EXEC})
+    first, second = json_lines(out)
+    assert first["message"] == "upstream https://cluster.example/k8s/prod/api/v1/namespaces/shop/pods/web/exec?[redacted] failed"
+    assert first["target"] == "/k8s/prod/api/v1/namespaces/shop/pods/web/exec?[redacted]"
+    assert first["url"] == "https://[redacted]@hooks.example/x"
+    assert first["nested"] == {"t": ["/k8s/prod/api/v1/namespaces/shop/pods/web/exec?[redacted]"]}
+    assert {k: first[k] for k in ("level", "logger")} == {"level": "WARNING", "logger": "airlock.test"}
+    assert first["time"].endswith("+00:00")
+    assert second["target"].endswith("exec?[redacted]")
+    assert SECRET not in out.getvalue()
+
+
+def test_json_lines_redact_tracebacks():
+    response = httpx.Response(502, request=httpx.Request("GET", f"https://cluster.example{EXEC}"))
+    with written_json("airlock.test") as out:
+        try:
+            response.raise_for_status()
+        except httpx.HTTPStatusError:
+            logging.getLogger("airlock.test").exception("upstream failed")
+    (line,) = json_lines(out)
+    assert "HTTPStatusError" in line["exc_info"] and "exec?[redacted]" in line["exc_info"]
+    assert SECRET not in out.getvalue()
+
+
+def test_json_lines_of_library_records_redact_their_request_objects():
+    """Django's django.request passes the request object as an extra: it is left out, its path is the message's."""
+    from django.test import RequestFactory
+
+    request = RequestFactory().get(EXEC.removeprefix("/k8s/prod"))
+    with written_json("django.request") as out:
+        logging.getLogger("django.request").warning("Not Found: %s", request.get_full_path(),
+                                                    extra={"status_code": 404, "request": request})
+    (line,) = json_lines(out)
+    assert line["status_code"] == 404 and "request" not in line
+    assert SECRET not in out.getvalue()
+
+
+def test_json_lines_carry_the_request_context_and_nothing_outside_a_request():
+    from runtime import logcontext
+
+    logger = logging.getLogger("airlock.test")
+    with written_json("airlock.test") as out:
+        logcontext.clear()
+        logger.warning("outside")
+        logcontext.bind(request_id="6b1d2c7e-audit-id", identity="agent-1", connection="prod", decision="allow")
+        try:
+            logger.warning("inside")
+        finally:
+            logcontext.clear()
+    outside, inside = json_lines(out)
+    assert not {"request_id", "identity", "connection", "decision"} & set(outside)
+    assert {k: inside[k] for k in ("request_id", "identity", "connection", "decision")} == {
+        "request_id": "6b1d2c7e-audit-id", "identity": "agent-1", "connection": "prod", "decision": "allow"}
+
+
+def test_production_logs_json_and_development_text_unless_told(monkeypatch):
+    from tests.deploy.test_configuration_reference import load_settings, production
+
+    assert load_settings(monkeypatch, production())["LOGGING"]["handlers"]["console"]["formatter"] == "json"
+    assert load_settings(monkeypatch, production(AIRLOCK_LOG_FORMAT="text"))["LOGGING"]["handlers"]["console"][
+        "formatter"] == "plain"
+    assert load_settings(monkeypatch, {})["LOGGING"]["handlers"]["console"]["formatter"] == "plain"

@@ -217,7 +217,7 @@ async def test_pooled_client_keeps_no_cookies_between_agents(serve):
     pool = UpstreamPool()
     try:
         http = pool.client(PlainUpstream())
-        assert isinstance(http._transport, AiohttpTransport)  # the default transport
+        assert isinstance(http._transport.transport, AiohttpTransport)  # the default transport, errors counted
         await http.get(base + "/api/v1/pods")
         await http.get(base + "/api/v1/pods")
     finally:

@@ -1,0 +1,97 @@
+"""runtime.metrics: several processes counted as one (prometheus-client's multiprocess mode), a directory
+cleaned of processes that are gone, and a listener that serves /metrics only."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from runtime import metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+WORKER = """
+import sys
+import time
+from runtime import metrics
+metrics.authentication_failed("expired")
+metrics.AUDIT_QUEUE.inc(int(sys.argv[1]))
+print("done", flush=True)
+sys.stdin.read()  # stay alive until told: a live process's gauge counts
+"""
+
+SCRAPE = """
+from runtime import metrics
+print(metrics.render(metrics.exposition_registry()).decode())
+"""
+
+
+def run(code, directory, *args, **kwargs):
+    env = {**os.environ, metrics.MULTIPROC_ENV: str(directory), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=ROOT, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, **kwargs)
+
+
+def value(text, name, **labels):
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_the_values_of_every_worker_process_are_served_as_one(tmp_path):
+    directory = tmp_path / "metrics"
+    workers = [run(WORKER, directory, str(n)) for n in (2, 3)]
+    try:
+        for worker in workers:
+            assert worker.stdout.readline().strip() == "done"
+        scrape = run(SCRAPE, directory)
+        text = scrape.communicate(timeout=60)[0]
+        assert value(text, "airlock_authentication_failures_total", reason="expired") == 2
+        assert value(text, "airlock_audit_queue_depth") == 5
+    finally:
+        for worker in workers:
+            worker.communicate("", timeout=60)
+    # Both workers are gone: the next process to start removes their files.
+    scrape = run(SCRAPE, directory)
+    text = scrape.communicate(timeout=60)[0]
+    assert value(text, "airlock_authentication_failures_total", reason="expired") == 0
+    assert value(text, "airlock_audit_queue_depth") == 0
+
+
+def test_files_of_dead_processes_and_this_process_are_removed_at_start(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    alive = os.getppid()
+    for name in (f"counter_{dead_pid}.db", f"gauge_livesum_{alive}.db", "counter_4242.db", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    removed = metrics.prepare_multiprocess_dir(str(tmp_path), pid=4242)
+    assert sorted(removed) == sorted([f"counter_{dead_pid}.db", "counter_4242.db"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"gauge_livesum_{alive}.db", "notes.txt"])
+
+
+def test_the_listener_serves_metrics_only_and_a_second_process_waits_for_the_port():
+    first = metrics.MetricsServer("127.0.0.1", 0)
+    first.start()
+    try:
+        base = f"http://127.0.0.1:{first.port}"
+        answer = httpx.get(base + "/metrics")
+        assert answer.status_code == 200 and "airlock_requests_total" in answer.text
+        assert httpx.get(base + "/").status_code == 404
+        assert httpx.post(base + "/metrics").status_code == 405
+        second = metrics.MetricsServer("127.0.0.1", first.port, retry_seconds=0.05)
+        second.start()  # the port is taken: it retries in the background
+        assert second.port is None
+    finally:
+        first.stop()
+    try:
+        for _ in range(400):
+            if second.port is not None:
+                break
+            time.sleep(0.025)
+        assert second.port == first.port
+        assert httpx.get(f"http://127.0.0.1:{second.port}/metrics").status_code == 200
+    finally:
+        second.stop()
