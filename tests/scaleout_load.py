@@ -133,7 +133,7 @@ class Load:
 
     async def _request(self, http: httpx.AsyncClient, kind: str, created: list[str]) -> None:
         agent = self.ledger.agent()
-        name = f"scale-{agent.rsplit('/', 1)[-1]}"
+        name = agent.strip("/").replace("/", "-")  # unique across ledgers: a DNS label from the User-Agent
         headers = {"User-Agent": agent, "Authorization": f"Bearer {AGENT_TOKEN}"}
         body = None
         if kind == "list":
