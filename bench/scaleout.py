@@ -240,21 +240,24 @@ def section(results: dict) -> str:
         "",
     ]
     if 1 in single and 3 in single and 1 in batched and 3 in batched:
+        one, three = single[1], single[3]
         lines.append(
             "Where the chain lock limits it: every append runs under one PostgreSQL advisory lock "
             "(`pg_advisory_xact_lock`, audit/chain.py), taken at the start of the transaction and released by its "
             "commit, so the head read, the duplicate check, the session lookup, hashing and signing each event, the "
-            "INSERT and the commit's WAL flush are serial across all writers. With three writers the lock is busy "
-            f"{single[3]['lock_busy']:.0%} (single) and {batched[3]['lock_busy']:.0%} (batched) of the time, so "
-            "more writers add waiting, not appends: one transaction per event (a write's RequestReceived) tops out "
-            f"at {single[3]['transactions_per_s']} events/s with three writers against "
-            f"{single[1]['transactions_per_s']} with one ({single[3]['held_ms_per_transaction']} ms held each), and "
-            f"completion events, 200 to a transaction, at {batched[3]['events_per_s']} events/s against "
-            f"{batched[1]['events_per_s']} "
-            f"({batched[3]['held_ms_per_transaction']} ms held per batch, about "
+            "INSERT and the commit's WAL flush are serial across all writers. With one writer the lock is free "
+            f"(waited {one['lock_wait_ms_per_transaction']} ms per transaction) and the writer's own process is the "
+            f"limit: {one['transactions_per_s']} one-event transactions/s. With three writers each waits "
+            f"{three['lock_wait_ms_per_transaction']} ms per transaction for the lock and the lock is held "
+            f"{three['lock_busy']:.0%} of the time (held: measured in the writers, their CPU waits on this 2-core "
+            "machine included, so it can exceed 100%): the chain lock is now the limit, at "
+            f"{three['transactions_per_s']} transactions/s, i.e. {three['events_per_s']} events/s for writes' "
+            "RequestReceived (one per transaction, committed before the write is forwarded) and "
+            f"{batched[3]['events_per_s']} events/s for completion events ({batched[3]['events_per_transaction']} "
+            f"to a transaction, {batched[3]['held_ms_per_transaction']} ms held per batch, about "
             f"{batched[3]['held_ms_per_transaction'] / max(batched[3]['events_per_transaction'], 1):.2f} ms per "
-            "event). Batching is what raises the ceiling: the per-transaction cost (the lock, the head read, the "
-            "commit's flush) is paid once per batch.")
+            "event). More replicas add waiting for the lock, not appends; batching is what raises the ceiling, "
+            "as the per-transaction cost (the lock, the head read, the commit's flush) is paid once per batch.")
         lines.append("")
     return "\n".join(lines)
 
