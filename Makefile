@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 
-.PHONY: setup browser test demo demo-shell bench soak clean
+.PHONY: setup browser haproxy test demo demo-shell bench soak clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,16 @@ browser:
 	  apt-get update -qq >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# The scale-out test and soak put Debian's HAProxy in front of three gateways (tests/scaleout_rig.py).
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { \
+	  apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
+
 # pytest-xdist: one worker per CPU (at most 8), whole test files per worker (tests/parallel.py gives each
 # worker its own Redis database; pytest-django its own test database).  PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= auto
-test: setup browser
+test: setup browser haproxy
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --maxprocesses 8 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 demo: setup
@@ -42,9 +48,12 @@ bench: setup
 	$(PY) -m bench.run
 
 # The resilience suite's long forms (bench/soak.py): faults, kills and fuzz under load on two gateways,
-# under ten minutes; figures in bench/RESULTS.md. Needs PostgreSQL and Redis on loopback (.ci/run starts them).
-soak: setup
+# under ten minutes; then the scale-out long form (bench/scaleout.py): three gateways behind HAProxy, and
+# audit appends with three writers. Figures in bench/RESULTS.md. Needs PostgreSQL and Redis on loopback
+# (.ci/run starts them).
+soak: setup haproxy
 	$(PY) -m bench.soak
+	$(PY) -m bench.scaleout
 
 clean:
 	rm -rf .var .demo

@@ -188,7 +188,11 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 reads with a 5 s socket timeout unless told otherwise, the same 5 s channels-redis
+            # blocks in BZPOPMIN on an idle channel: a receive then fails instead of returning empty (the lease
+            # listener restarted every few idle seconds, missing what was sent meanwhile).  10 s still ends a
+            # read from a Redis that stopped answering.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 10}]},
         }
     }
 else:

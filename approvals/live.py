@@ -162,11 +162,11 @@ class LiveStreams:
                     # Anything granted or revoked while we were not listening.
                     lease_check.invalidate_all()
                 joined.set()
-                joined = loop.time()
+                joined_at = loop.time()  # not ``joined``: a restart after a failure sets that Event again
                 while True:
-                    if loop.time() - joined > REJOIN_SECONDS:
+                    if loop.time() - joined_at > REJOIN_SECONDS:
                         await layer.group_add(LEASES_GROUP, channel)
-                        joined = loop.time()
+                        joined_at = loop.time()
                     try:
                         message = await asyncio.wait_for(layer.receive(channel), REJOIN_SECONDS)
                     except asyncio.TimeoutError:

@@ -1,6 +1,7 @@
 """bench/RESULTS.md from one run's results; the targets are checked against the same run.
 
-The last ``make soak`` figures (bench/soak.json, bench/soak.py) are rendered after them.
+The last ``make soak`` figures (bench/soak.json, bench/soak.py; bench/scaleout.json, bench/scaleout.py) are
+rendered after them.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _name(results: dict, key: str) -> str:
     return results["services"][key]["name"]
 
 
-def render(results: dict, analysis: Path | None = None, soak: dict | None = None) -> str:
+def render(results: dict, analysis: Path | None = None, soak: dict | None = None, scaleout: str | None = None) -> str:
     m = results["machine"]
     p = results["profile"]
     low, high = _cells(results)
@@ -224,6 +225,8 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
     ]
     if soak is not None:
         parts += [_soak_section(soak), ""]
+    if scaleout:  # rendered by bench/scaleout.py
+        parts += [scaleout.rstrip("\n"), ""]
     return "\n".join(parts)
 
 
@@ -337,6 +340,12 @@ def load_soak(bench_dir: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def load_scaleout(bench_dir: Path) -> str | None:
+    """The last scale-out section (bench/scaleout.json, written by bench/scaleout.py); None before the first."""
+    path = bench_dir / "scaleout.json"
+    return json.loads(path.read_text()).get("section") if path.exists() else None
+
+
 def _masking_section(masking: dict) -> str:
     if masking["status"] != "ok":
         return f"{masking['status']}: {masking['note']}"
@@ -367,7 +376,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=bench_dir / "RESULTS.md")
     args = parser.parse_args(argv)
     args.out.write_text(render(json.loads(args.results.read_text()), analysis=bench_dir / "analysis.md",
-                               soak=load_soak(bench_dir)))
+                               soak=load_soak(bench_dir), scaleout=load_scaleout(bench_dir)))
 
 
 if __name__ == "__main__":

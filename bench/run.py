@@ -354,7 +354,8 @@ def main(argv=None) -> dict:
         results = run(profile, Path(tmp))
     if raw:
         raw.write_text(json.dumps(results, indent=2) + "\n")
-    markdown = report.render(results, analysis=BENCH_DIR / "analysis.md", soak=report.load_soak(BENCH_DIR))
+    markdown = report.render(results, analysis=BENCH_DIR / "analysis.md", soak=report.load_soak(BENCH_DIR),
+                             scaleout=report.load_scaleout(BENCH_DIR))
     if out:
         out.write_text(markdown)
     print(report.summary(results))

@@ -255,7 +255,8 @@ def main(argv=None) -> dict:
         raw.write_text(json.dumps(results, indent=2) + "\n")
     if out:  # the bench's last figures with these after them (bench/report.py)
         bench = json.loads((BENCH_DIR / "results.json").read_text())
-        out.write_text(report.render(bench, analysis=BENCH_DIR / "analysis.md", soak=results))
+        out.write_text(report.render(bench, analysis=BENCH_DIR / "analysis.md", soak=results,
+                                     scaleout=report.load_scaleout(BENCH_DIR)))
     print(report.soak_summary(results))
     return results
 

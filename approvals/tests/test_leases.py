@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.utils import timezone
@@ -138,6 +139,54 @@ async def test_a_failing_cancel_does_not_stop_the_others(live):
     finally:
         for handle in handles:
             live.unregister(handle)
+
+
+class FlakyLayer:
+    """The channel layer, but its first receive fails as a reset Redis connection does."""
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.receives = 0
+
+    def __getattr__(self, name):
+        return getattr(self.layer, name)
+
+    async def receive(self, channel):
+        self.receives += 1
+        if self.receives == 1:
+            raise ConnectionError("Connection reset by peer")
+        return await self.layer.receive(channel)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_the_listener_hears_revocations_after_a_channel_layer_failure():
+    """A failed receive restarts the listener, which must hear the revocations after it (issue 15's
+    scale-out test found replicas deaf to them from their first Redis hiccup on)."""
+    def setup():
+        connection()
+        lease = leases.request_lease(connection="prod", subject="agent-1", duration="1h", reason="x",
+                                     requested_by="ops")
+        return leases.decide(lease.pk, reviewer("rita"), grant=True)
+
+    lease = await database_sync_to_async(setup)()
+    flaky = FlakyLayer(get_channel_layer())
+    live = LiveStreams(layer=lambda: flaky)
+    stream = FakeStream()
+    handle = live.register(AGENT, "prod", lease.pk, stream.cancel)
+    try:
+        await live.start_listener()
+        deadline = time.monotonic() + 10
+        while flaky.receives < 2:  # listening again after the restart
+            assert time.monotonic() < deadline, "the listener did not listen again after the failure"
+            await asyncio.sleep(0.05)
+        rita = await User.objects.aget(username="rita")
+        await database_sync_to_async(leases.revoke)(lease.pk, rita, reason="incident closed")
+        await asyncio.wait_for(stream.cut.wait(), 10)
+        assert stream.reasons == [f"lease {lease.pk} was revoked: incident closed"]
+    finally:
+        live.unregister(handle)
+        await live.stop_listener()
 
 
 @pytest.mark.django_db(transaction=True)
