@@ -17,7 +17,7 @@ from django.core.exceptions import SuspiciousFileOperation
 from django.urls import Resolver404, get_resolver
 
 from approvals.routing import DASHBOARD_SOCKET, websocket_application
-from gateway.proxy import reject_websocket, send_status
+from gateway.refusals import reject_websocket, send_status
 from kube.status import GatewayError
 
 NOT_FOUND = GatewayError(

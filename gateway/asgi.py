@@ -6,7 +6,7 @@ from approvals.hold import Holder
 from audit.recorder import Recorder
 from connections.registry import get_upstream
 from gateway.policy import PolicyCache
-from gateway.proxy import GatewayApp
+from gateway.app import GatewayApp
 from gateway.secretvalues import SecretValueStores
 from identity.chain import build_authenticator
 

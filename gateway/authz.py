@@ -17,7 +17,7 @@ from django.db import DatabaseError
 
 from gateway.policy import ALLOW, REVIEW, denial_message, describe_request, evaluate
 from kube.status import GatewayError
-from masking.tokens import is_token_request
+from masking import tokens
 from runtime import db
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,41 @@ async def authorize(request, policy, holder=None, *, on_pending=None, leases=Non
                 details=review_details(outcome.review_id),
             )
         request.review = outcome
-        if is_token_request(request.info) and not outcome.release_token:
+        if tokens.is_token_request(request.info) and not outcome.release_token:
             # Not even a dry run: nothing promises that the cluster would not sign a token for one.
             raise GatewayError(
                 403, outcome.withheld_token_message(),
                 details={"group": "airlock.dev", "kind": "reviews", "name": str(outcome.review_id)},
             )
     return decision
+
+
+def settle_masking(request) -> None:
+    """Whether the agent's copy of the answer is masked, and whether a TokenRequest's token is released."""
+    review = request.review
+    if tokens.is_token_request(request.info):
+        # Masked in every copy the gateway keeps; the agent's copy gets it back only when released.
+        request.release_token = review.release_token if review is not None else not request.decision.mask_secrets
+        request.mask_secrets = True
+    elif review is not None and getattr(review, "unmask", False):
+        request.mask_secrets = False  # every approver granted unmasking; recorded with the review
+    else:
+        request.mask_secrets = request.decision.mask_secrets
+
+
+async def fallback_refusal(holder, request, refused: GatewayError) -> GatewayError:
+    """A review-gated upgrade the gateway does not relay (kubectl's SPDY retry after its WebSocket
+    was held or refused) answers with what its WebSocket attempt was told: the review's state and URL."""
+    if holder is None or request.decision is None or request.decision.effect != REVIEW:
+        return refused
+    try:
+        outcome = await holder.recent_stream_review(request)
+    except DatabaseError:  # only a better message was at stake: the refusal stands as it is
+        return refused
+    if outcome is None:
+        return refused
+    return GatewayError(403, outcome.message(outcome.description or describe_request(request.info)),
+                        details=review_details(outcome.review_id))
 
 
 def review_details(review_id: int) -> dict:

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+import masking
 from connections.validation import CONNECTION_NAME
 from kube import bodies, kubeproto
 from kube import headers as hdr
@@ -167,3 +168,17 @@ def parse_body(request: GatewayRequest, body: bytes) -> bytes:
     except bodies.BodyRefused as exc:
         raise GatewayError(exc.code, f"airlock: {exc}") from None
     return body
+
+
+def guard_write(request: GatewayRequest, body: bytes) -> bytes:
+    """Refuse writes that would store the mask placeholder; return the body as it may be recorded."""
+    if not body:
+        return b""
+    content_type = declared_content_type(request.headers, None)
+    try:
+        masking.check_write(request.info, content_type, body)
+        return masking.mask_request_body_for_record(request.info, content_type, body)
+    except masking.WriteRefused as exc:
+        raise GatewayError(exc.code, str(exc), reason=exc.reason) from None
+    except masking.MaskingError as exc:
+        raise GatewayError(400, f"airlock: the request body cannot be inspected: {exc}") from None

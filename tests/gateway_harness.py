@@ -150,7 +150,7 @@ def make_gateway_app(authenticator=None, **options):
     from identity.chain import AuthenticatorChain
     from identity.static import StaticTokenAuthenticator
     from gateway.policy import PolicyCache
-    from gateway.proxy import GatewayApp
+    from gateway.app import GatewayApp
     from gateway.secretvalues import SecretValueStores
 
     options.setdefault("secret_values", SecretValueStores.from_settings())
@@ -159,7 +159,7 @@ def make_gateway_app(authenticator=None, **options):
         connections=get_upstream,
         authenticator=authenticator or AuthenticatorChain(static=StaticTokenAuthenticator(AGENT_TOKENS)),
         policy=PolicyCache(max_age=0),
-        recorder=Recorder(),
+        recorder=options.pop("recorder", None) or Recorder(),
         max_body=settings.AIRLOCK_MAX_REQUEST_BODY,
         **options,
     )

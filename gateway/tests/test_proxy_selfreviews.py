@@ -8,7 +8,7 @@ import pytest
 
 from gateway.policy import compile_rule
 from gateway.presets import preset_rule_fields
-from gateway.proxy import GatewayApp
+from gateway.app import GatewayApp
 from gateway.tests.test_proxy import (COPIED, FakePolicy, FakeRecorder, FakeUpstream, call, cluster_with_secret,
                                       status_of)
 from identity.chain import AuthenticatorChain

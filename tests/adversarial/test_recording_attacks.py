@@ -28,9 +28,7 @@ def gateway_app():
     """The harness's app with a small recording cap, so a flood reaches it quickly."""
     from audit.recorder import Recorder
 
-    app = make_gateway_app()
-    app.recorder = Recorder(max_recording=RECORDING_CAP)
-    return app
+    return make_gateway_app(recorder=Recorder(max_recording=RECORDING_CAP))
 
 
 def exec_path(pod_path, *command, stdin=True, tty=False):

@@ -1,0 +1,284 @@
+"""The gateway's ASGI application for ``/k8s/<connection>/...``: the stage order, and nothing else.
+
+It is a plain ASGI application (not a Django view) so request bodies are bounded while they
+arrive and responses stream with the server's back-pressure.  The stages it runs in order are
+elsewhere: parse (gateway.pipeline), authenticate (gateway.authn), authorize and hold
+(gateway.authz, approvals.hold), forward and relay the answer (gateway.responses over HTTP,
+gateway.relay over WebSocket, gateway.selfreview_answers for the reviews it answers itself);
+the per-request record they fill is gateway.exchange's.  Fail closed: anything that goes wrong
+is a Kubernetes ``Status`` (gateway.refusals), and every request is recorded.
+"""
+
+import logging
+
+from audit import events as audit_events
+from audit.recorder import AuditUnavailable
+
+import masking
+from gateway import relay, selfreviews
+from gateway.authn import authenticate, refuse_impersonation
+from gateway.authz import authorize, fallback_refusal, settle_masking
+from gateway.detectors import DetectorChoice
+from gateway.exchange import ClientGone, Exchange, OpenStreams
+from gateway.pipeline import classify_dry_run, guard_write, parse_body, parse_request
+from gateway.refusals import send_status
+from gateway.responses import HttpForwarder, MaskingAbort
+from gateway.secretvalues import ValuesUnavailable
+from gateway.selfreview_answers import SelfReviews
+from gateway.upgrades import upgrade_refusal
+from gateway.upstream import UpstreamPool
+from kube.status import SERVER_ANSWER, GatewayError
+from runtime import db
+
+log = logging.getLogger(__name__)
+
+
+class GatewayApp:
+    """The gateway for every connection: ``prefix`` is where connections start (``/k8s/``);
+    ``connections(name)`` finds a connection's upstream; the collaborators are the stages'."""
+
+    def __init__(self, *, prefix: str, connections, authenticator, policy, recorder, max_body: int,
+                 transport=None, holder=None, detectors=None, secret_values=None):
+        self.prefix = prefix
+        self.secret_values = secret_values  # gateway.secretvalues.SecretValueStores, or None: no masking by value
+        self.detectors = DetectorChoice(detectors)
+        self.connections = connections
+        self.authenticator = authenticator
+        self.policy = policy
+        self.recorder = recorder
+        self.holder = holder
+        self.max_body = max_body
+        self.streams = OpenStreams()  # open watches, streamed bodies and WebSocket relays
+        self.forwarder = HttpForwarder(None, self.detectors, self.streams)
+        self.self_reviews = SelfReviews(policy, None)
+        self.pool = UpstreamPool(transport)
+
+    @property
+    def pool(self) -> UpstreamPool:
+        """The pooled HTTP clients, one per connection (bench.gateway_asgi swaps it for another client)."""
+        return self._pool
+
+    @pool.setter
+    def pool(self, pool: UpstreamPool):
+        self._pool = self.forwarder.pool = self.self_reviews.pool = pool
+
+    async def start(self):
+        """ASGI lifespan startup: the recorder replays dead processes' audit journals."""
+        await self.recorder.start()
+
+    async def aclose(self):
+        if self.secret_values is not None:
+            await self.secret_values.aclose()
+        await self.pool.aclose()
+        await self.recorder.aclose()
+
+    @property
+    def draining(self) -> bool:
+        return self.streams.draining
+
+    async def drain(self, timeout: float) -> int:
+        """End every open stream cleanly (a watch with an ERROR event and its final chunk, exec and attach
+        with a Status on the error channel), then wait up to ``timeout`` s for them to close.
+
+        Returns how many streams were ended.  Ordinary requests are left to finish: the server
+        waits for those itself once it stops accepting connections.
+        """
+        return await self.streams.drain(timeout)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self.websocket(scope, receive, send)
+
+    async def admit(self, exchange: Exchange, on_pending=None, receive=None):
+        """parse -> authenticate -> connection -> (upgrade) -> (body) -> authorize; raises GatewayError.
+
+        An HTTP request body is read, transcoded and guarded before authorize,
+        so a held write is reviewed, previewed and approved with its body.
+        """
+        request = exchange.request = exchange.request or parse_request(exchange.scope, self.prefix)
+        request.audit_id = exchange.audit_id
+        exchange.uri_detectors = self.detectors.default
+        # Before the connection lookup: refusing an unauthenticated caller needs no database
+        # and tells it nothing about which connections exist.
+        await authenticate(request, self.authenticator)
+        refuse_impersonation(request)
+        try:
+            upstream = await self.connections(request.connection)
+        except db.DatabaseUnavailable:
+            raise GatewayError(503, db.DOWN_MESSAGE) from None  # runtime.db logs outages
+        except Exception:
+            log.exception("connection %s cannot be loaded", request.connection)
+            raise GatewayError(503, f'connection "{request.connection}" is misconfigured on the gateway') from None
+        if upstream is None:
+            raise GatewayError(404, f'connection "{request.connection}" not found')
+        exchange.uri_detectors = self.detectors.for_uri(upstream, None)
+        refusal, exchange.offered = upgrade_refusal(request, exchange.scope.get("subprotocols"))
+        if refusal is not None:
+            # Policy first, transport second (kubectl's SPDY fallback after a refused
+            # WebSocket sees the same decision), and never a hold for what will not be relayed.
+            try:
+                await authorize(request, self.policy, None)
+            except GatewayError as exc:
+                raise await fallback_refusal(self.holder, request, exc) from None
+            exchange.uri_detectors = self.detectors.for_uri(upstream, request.decision)
+            raise refusal
+        if receive is not None:
+            request.body = parse_body(request, await self.read_body(exchange.scope, receive))
+            exchange.bytes_in = len(request.body)
+            exchange.request_body = guard_write(request, request.body)
+        classify_dry_run(request)
+        await authorize(request, self.policy, self.holder, on_pending=self.record_hold(exchange, on_pending))
+        settle_masking(request)
+        exchange.uri_detectors = self.detectors.for_uri(upstream, request.decision)
+        await self.learn_values(exchange, upstream)
+        return upstream
+
+    async def learn_values(self, exchange: Exchange, upstream):
+        """The Secret values this request's responses are masked for; what the audit trail
+        keeps is masked for them too, also when the agent's copy is not (masking off).
+        Unknown values: 503, nothing forwarded."""
+        request = exchange.request
+        if self.secret_values is None:
+            return
+        try:
+            values = await self.secret_values.current(upstream, self.pool.client(upstream))
+        except ValuesUnavailable as exc:
+            raise GatewayError(503, f'airlock: connection "{request.connection}": {exc}; refused rather than risk '
+                                    "showing Secret values") from None
+        exchange.record_values = values
+        request.secret_values = values if request.mask_secrets else None
+        if values:
+            if exchange.uri_detectors is not None:
+                exchange.uri_detectors = exchange.uri_detectors.with_values(values)
+            exchange.request_body = masking.mask_values_in_record(exchange.request_body, values)
+
+    async def read_body(self, scope, receive) -> bytes:
+        for name, value in scope.get("headers", []):
+            if name.lower() == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise GatewayError(400, "invalid Content-Length") from None
+                if declared > self.max_body:
+                    raise GatewayError(413, f"request body exceeds {self.max_body} bytes")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise GatewayError(413, f"request body exceeds {self.max_body} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    # -- recording ------------------------------------------------------------------------
+
+    def record_arrival(self, exchange: Exchange):
+        """Journal the request before anything is sent or forwarded, so that a crash leaves it in the
+        audit trail (closed as "gateway crashed" on recovery), or refuse it (fail closed)."""
+        try:
+            self.recorder.received(exchange.event("RequestReceived"))
+        except AuditUnavailable as exc:
+            raise GatewayError(503, f"airlock: {exc}") from None
+
+    async def record_before_forwarding(self, exchange: Exchange):
+        """Anything that can change the cluster is durably recorded first, anything else journaled, or refused."""
+        if not audit_events.needs_durable_record(exchange.request):
+            self.record_arrival(exchange)
+            return
+        try:
+            await self.recorder.begin(exchange.event("RequestReceived"))
+        except AuditUnavailable as exc:
+            raise GatewayError(503, f"airlock: {exc}") from None
+
+    def record_hold(self, exchange: Exchange, on_pending):
+        """``on_pending`` that first commits the held request's RequestReceived (with its review id),
+        so a hold is in the audit trail while it waits; it answers what ``on_pending`` answers.
+
+        Secret values are not known yet (learn_values runs once the hold ends), so this event keeps
+        the path only and no body; the completion records both, masked.
+        """
+
+        async def pending(review):
+            event = exchange.event("RequestReceived")
+            event.update(review_id=str(review.id), request_uri=exchange.request.upstream_path, request_body=b"")
+            try:
+                await self.recorder.begin(event)
+            except AuditUnavailable as exc:
+                raise GatewayError(503, f"airlock: {exc}") from None
+            if on_pending is not None:
+                return await on_pending(review)
+            return None
+
+        return pending
+
+    async def record(self, exchange: Exchange):
+        try:
+            await self.recorder.finish(exchange.event("ResponseComplete"))
+        except Exception:
+            log.exception("audit event %s could not be queued", exchange.audit_id)
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    async def http(self, scope, receive, send):
+        exchange = Exchange(scope, body_cap=self.recorder.max_body)
+        try:
+            self.record_arrival(exchange)
+            upstream = await self.admit(exchange, receive=receive)
+            await self.record_before_forwarding(exchange)
+            if selfreviews.review_kind(exchange.request.info):
+                await self.self_reviews.answer(exchange, upstream, send)
+            else:
+                await self.forwarder.forward(exchange, upstream, exchange.request.body, receive, send)
+        except GatewayError as exc:
+            exchange.refused(exc)
+            if not exchange.response_started:
+                await send_status(send, exc)
+        except ClientGone:
+            exchange.message = "the client went away before the request body arrived"
+        except MaskingAbort as exc:
+            log.warning("response to %s aborted mid-stream: %s", exchange.audit_id, exc)
+        except Exception:
+            # A bug, not a refusal: the agent still gets a Status (or, mid-response, a cut
+            # connection), and the completion event records the code the agent saw.
+            log.exception("request %s failed inside the gateway", exchange.audit_id)
+            error = GatewayError(500, "airlock: internal error; the request was not completed")
+            if not exchange.response_started:
+                exchange.refused(error)
+                await send_status(send, error)
+            else:
+                exchange.message = error.message
+        finally:
+            answered = scope.get("extensions", {}).get(SERVER_ANSWER)
+            if answered is not None:  # the server cut the request off: its answer, not ours, reached the client
+                exchange.code, exchange.reason, exchange.message = answered
+            await self.record(exchange)
+
+    # -- WebSocket ------------------------------------------------------------------------
+
+    async def websocket(self, scope, receive, send):
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        exchange = Exchange(scope, body_cap=self.recorder.max_body)
+        handshake = relay.Handshake(exchange, send)
+        try:
+            try:
+                self.record_arrival(exchange)
+                exchange.request = parse_request(scope, self.prefix)
+                upstream = await self.admit(exchange, on_pending=handshake.on_pending)
+                detectors = self.detectors.for_request(upstream, exchange.request.decision)
+                await self.record_before_forwarding(exchange)
+                upstream_ws = await relay.connect(exchange, upstream, detectors, handshake.accepted)
+            except GatewayError as exc:
+                exchange.refused(exc)
+                await handshake.refuse(exc)
+                return
+            await relay.run(exchange, upstream_ws, detectors, handshake.accepted, self.streams, receive, send)
+        finally:
+            await self.record(exchange)
