@@ -11,15 +11,15 @@ is a Kubernetes ``Status`` (gateway.refusals), and every request is recorded.
 
 import logging
 
-from audit import events as audit_events
+from audit.events import needs_durable_record
 from audit.recorder import AuditUnavailable
 
 import masking
 from gateway import relay, selfreviews
 from gateway.authn import authenticate, refuse_impersonation
-from gateway.authz import authorize, fallback_refusal, settle_masking
+from gateway.authz import Authorized, decide, fallback_refusal, permit
 from gateway.detectors import DetectorChoice
-from gateway.exchange import ClientGone, Exchange, OpenStreams
+from gateway.exchange import RECEIVED, RESPONSE_COMPLETE, ClientGone, Exchange, OpenStreams
 from gateway.pipeline import classify_dry_run, guard_write, parse_body, parse_request
 from gateway.refusals import send_status
 from gateway.responses import HttpForwarder, MaskingAbort
@@ -92,17 +92,18 @@ class GatewayApp:
             await self.websocket(scope, receive, send)
 
     async def admit(self, exchange: Exchange, on_pending=None, receive=None):
-        """parse -> authenticate -> connection -> (upgrade) -> (body) -> authorize; raises GatewayError.
+        """authenticate -> connection -> (upgrade) -> (body) -> authorize for the parsed request; raises
+        GatewayError.  Each stage's result is folded into ``exchange.request`` as it comes, so a
+        refusal is recorded with what was learnt before it.
 
         An HTTP request body is read, transcoded and guarded before authorize,
         so a held write is reviewed, previewed and approved with its body.
         """
-        request = exchange.request = exchange.request or parse_request(exchange.scope, self.prefix)
-        request.audit_id = exchange.audit_id
+        request = exchange.request
         exchange.uri_detectors = self.detectors.default
         # Before the connection lookup: refusing an unauthenticated caller needs no database
         # and tells it nothing about which connections exist.
-        await authenticate(request, self.authenticator)
+        request = exchange.request = request.evolve(principal=await authenticate(request, self.authenticator))
         refuse_impersonation(request)
         try:
             upstream = await self.connections(request.connection)
@@ -118,22 +119,30 @@ class GatewayApp:
         if refusal is not None:
             # Policy first, transport second (kubectl's SPDY fallback after a refused
             # WebSocket sees the same decision), and never a hold for what will not be relayed.
-            try:
-                await authorize(request, self.policy, None)
-            except GatewayError as exc:
-                raise await fallback_refusal(self.holder, request, exc) from None
-            exchange.uri_detectors = self.detectors.for_uri(upstream, request.decision)
+            authorized = await self.authorize(exchange, None)
+            if authorized.refusal is not None:
+                raise await fallback_refusal(self.holder, exchange.request, authorized.refusal)
+            exchange.uri_detectors = self.detectors.for_uri(upstream, exchange.request.decision)
             raise refusal
         if receive is not None:
-            request.body = parse_body(request, await self.read_body(exchange.scope, receive))
-            exchange.bytes_in = len(request.body)
-            exchange.request_body = guard_write(request, request.body)
-        classify_dry_run(request)
-        await authorize(request, self.policy, self.holder, on_pending=self.record_hold(exchange, on_pending))
-        settle_masking(request)
-        exchange.uri_detectors = self.detectors.for_uri(upstream, request.decision)
+            body = parse_body(request, await self.read_body(exchange.scope, receive))
+            request = exchange.request = request.evolve(body=body.content, headers=body.headers)
+            exchange.bytes_in = len(body.content)
+            exchange.request_body = guard_write(request, body.content)
+        exchange.request = request.evolve(dry_run=classify_dry_run(request))
+        authorized = await self.authorize(exchange, self.holder, self.record_hold(exchange, on_pending))
+        authorized.admitted()
+        exchange.uri_detectors = self.detectors.for_uri(upstream, exchange.request.decision)
         await self.learn_values(exchange, upstream)
         return upstream
+
+    async def authorize(self, exchange: Exchange, holder, on_pending=None) -> Authorized:
+        """decide, then permit (the lease, the hold): folded into ``exchange.request`` as far as it got."""
+        request = exchange.request
+        request = exchange.request = request.evolve(decision=await decide(request, self.policy))
+        authorized = await permit(request, holder, on_pending=on_pending)
+        exchange.request = authorized.request
+        return authorized
 
     async def learn_values(self, exchange: Exchange, upstream):
         """The Secret values this request's responses are masked for; what the audit trail
@@ -148,7 +157,7 @@ class GatewayApp:
             raise GatewayError(503, f'airlock: connection "{request.connection}": {exc}; refused rather than risk '
                                     "showing Secret values") from None
         exchange.record_values = values
-        request.secret_values = values if request.mask_secrets else None
+        exchange.request = request.evolve(secret_values=values if request.mask_secrets else None)
         if values:
             if exchange.uri_detectors is not None:
                 exchange.uri_detectors = exchange.uri_detectors.with_values(values)
@@ -182,17 +191,18 @@ class GatewayApp:
         """Journal the request before anything is sent or forwarded, so that a crash leaves it in the
         audit trail (closed as "gateway crashed" on recovery), or refuse it (fail closed)."""
         try:
-            self.recorder.received(exchange.event("RequestReceived"))
+            self.recorder.received(exchange.record(RECEIVED))
         except AuditUnavailable as exc:
             raise GatewayError(503, f"airlock: {exc}") from None
 
     async def record_before_forwarding(self, exchange: Exchange):
         """Anything that can change the cluster is durably recorded first, anything else journaled, or refused."""
-        if not audit_events.needs_durable_record(exchange.request):
+        request = exchange.request
+        if not needs_durable_record(request.info, request.method):
             self.record_arrival(exchange)
             return
         try:
-            await self.recorder.begin(exchange.event("RequestReceived"))
+            await self.recorder.begin(exchange.record(RECEIVED))
         except AuditUnavailable as exc:
             raise GatewayError(503, f"airlock: {exc}") from None
 
@@ -205,10 +215,10 @@ class GatewayApp:
         """
 
         async def pending(review):
-            event = exchange.event("RequestReceived")
-            event.update(review_id=str(review.id), request_uri=exchange.request.upstream_path, request_body=b"")
+            record = exchange.record(RECEIVED, review_id=str(review.id), request_uri=exchange.request.upstream_path,
+                                     request_body=b"")
             try:
-                await self.recorder.begin(event)
+                await self.recorder.begin(record)
             except AuditUnavailable as exc:
                 raise GatewayError(503, f"airlock: {exc}") from None
             if on_pending is not None:
@@ -219,7 +229,7 @@ class GatewayApp:
 
     async def record(self, exchange: Exchange):
         try:
-            await self.recorder.finish(exchange.event("ResponseComplete"))
+            await self.recorder.finish(exchange.record(RESPONSE_COMPLETE))
         except Exception:
             log.exception("audit event %s could not be queued", exchange.audit_id)
 
@@ -229,6 +239,7 @@ class GatewayApp:
         exchange = Exchange(scope, body_cap=self.recorder.max_body)
         try:
             self.record_arrival(exchange)
+            exchange.request = parse_request(scope, self.prefix, str(exchange.audit_id))
             upstream = await self.admit(exchange, receive=receive)
             await self.record_before_forwarding(exchange)
             if selfreviews.review_kind(exchange.request.info):
@@ -270,7 +281,7 @@ class GatewayApp:
         try:
             try:
                 self.record_arrival(exchange)
-                exchange.request = parse_request(scope, self.prefix)
+                exchange.request = parse_request(scope, self.prefix, str(exchange.audit_id))
                 upstream = await self.admit(exchange, on_pending=handshake.on_pending)
                 detectors = self.detectors.for_request(upstream, exchange.request.decision)
                 await self.record_before_forwarding(exchange)

@@ -13,7 +13,7 @@ from kube.status import GatewayError
 
 
 async def authenticate(request, authenticator) -> Principal:
-    """Stage 2: every request must carry a valid bearer token."""
+    """Stage 2: every request must carry a valid bearer token; the Principal it stands for."""
     token = bearer_token(request.headers)
     if token is None:
         raise GatewayError(401, "Unauthorized: a bearer token is required")
@@ -21,7 +21,6 @@ async def authenticate(request, authenticator) -> Principal:
         principal = await authenticator.authenticate(token)
     except AuthenticationError as exc:
         raise GatewayError(401, f"Unauthorized: {exc}") from None
-    request.principal = principal
     return principal
 
 

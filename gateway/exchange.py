@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import masking
-from audit import events as audit_events
+from audit.events import Record
 from gateway.pipeline import GatewayRequest
 from kube.status import GatewayError
 from masking.queries import masked_target
+
+# The stages a request is recorded at (audit.models.Stage).
+RECEIVED, RESPONSE_COMPLETE = "RequestReceived", "ResponseComplete"
 
 # What ends every open stream when the gateway shuts down (airlock.asgi, on SIGTERM).
 DRAINING_REASON = "the gateway is shutting down"
@@ -50,7 +53,7 @@ class Cut:
 
 def bind_to_lease(request, cut: Cut):
     """Register a long-lived stream admitted under a lease, so expiry or revocation cuts it."""
-    lease = getattr(request, "lease", None)
+    lease = request.lease
     if lease is None:
         return None
     from approvals import live
@@ -186,29 +189,82 @@ class Exchange:
         if room > 0:
             self.response_body += chunk[:room]
 
-    def event(self, stage: str) -> dict:
+    def record(self, stage: str, **fields) -> Record:
+        """The audit record of this request at ``stage``; ``fields`` add or override."""
         message = "; ".join(m for m in (self.message, self.record_note) if m)
-        fields = {"response_code": self.code or None, "response_reason": self.reason,
-                  "response_message": message}
-        if stage == "ResponseComplete":
-            fields.update(
+        values = {"response_code": self.code or None, "response_reason": self.reason, "response_message": message,
+                  "request_body": self.request_body}
+        if stage == RESPONSE_COMPLETE:
+            values.update(
                 latency_ms=(time.monotonic() - self.started) * 1000.0,
                 bytes_in=self.bytes_in,
                 bytes_out=self.bytes_out,
                 response_body=bytes(self.response_body),
+                recording=self.recording,
+                masking_counts=self.masking_counts,
             )
-            if self.recording is not None:
-                fields["recording"] = self.recording
-            if self.masking_counts:
-                fields["masking_counts"] = self.masking_counts
-        if self.request_body:
-            fields["request_body"] = self.request_body
-        if self.request is not None:
-            fields["request_uri"] = masked_target(self.request, self.uri_detectors)
-            if self.request.review is not None:
-                fields["review_id"] = str(self.request.review.review_id)
-            if self.request.lease is not None:
-                fields["lease_id"] = str(self.request.lease.id)
-            return audit_events.from_request(self.request, stage=stage, received_at=self.received_at, **fields)
-        return audit_events.from_scope(self.scope, audit_id=self.audit_id, stage=stage,
-                                       received_at=self.received_at, **fields)
+        request = self.request
+        if request is None:
+            values.update(self._scope_fields())
+        else:
+            values.update(_request_fields(request), request_uri=masked_target(request, self.uri_detectors))
+        values.update(fields)
+        return Record(audit_id=self.audit_id, stage=stage, received_at=self.received_at, **values)
+
+    def _scope_fields(self) -> dict:
+        """For a request refused before it could be parsed: ``request_uri`` is the path as the gateway
+        received it, connection prefix included, without the query: it was not understood, so it
+        cannot be masked (exec commands, tokens)."""
+        scope = self.scope
+        raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "replace")
+        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+        client = scope.get("client") or ("", 0)
+        websocket = scope.get("type") == "websocket"
+        return {
+            "verb": "get" if websocket else (scope.get("method") or "GET").lower(),
+            "request_uri": raw.decode("latin-1"),
+            "source_ips": (client[0],) if client[0] else (),
+            "user_agent": _header(headers, "user-agent"),
+            "transport": "websocket" if websocket else "http",
+            "kubectl_session": _header(headers, "kubectl-session"),
+        }
+
+
+def _request_fields(request: GatewayRequest) -> dict:
+    """The audit fields a parsed request fills: what it asks for, who asks, what was decided."""
+    info = request.info
+    values = {
+        "verb": info.verb,
+        "object_resource": info.resource,
+        "object_subresource": info.subresource,
+        "object_namespace": info.namespace,
+        "object_name": info.name,
+        "object_api_group": info.api_group,
+        "object_api_version": info.api_version,
+        "source_ips": (request.client_addr,) if request.client_addr else (),
+        "user_agent": _header(request.headers, "user-agent"),
+        "connection": request.connection,
+        "transport": request.transport,
+        "kubectl_session": _header(request.headers, "kubectl-session"),
+        "dry_run": request.dry_run.honoured,
+    }
+    principal = request.principal
+    if principal is not None:
+        values.update(user_username=principal.username, user_uid=principal.subject, user_groups=principal.groups,
+                      user_issuer=principal.issuer)
+    decision = request.decision
+    if decision is not None:
+        values.update(decision_effect=decision.effect, decision_rule_id=decision.rule_id,
+                      decision_rule_name=decision.rule_name, decision_reason=decision.reason)
+    if request.review is not None:
+        values["review_id"] = str(request.review.review_id)
+    if request.lease is not None:
+        values["lease_id"] = str(request.lease.id)
+    return values
+
+
+def _header(headers, name: str) -> str:
+    for key, value in headers:
+        if key == name:
+            return value
+    return ""

@@ -37,8 +37,9 @@ class FakeUpstream:
 
 
 class FakeRecorder:
-    """Keeps events in memory (journal records apart); ``fail_begin`` simulates an unavailable audit
-    database, ``fail_journal`` an audit journal that cannot be written."""
+    """Keeps events in memory (journal records apart), as the event dicts of the Records it is
+    handed; ``fail_begin`` simulates an unavailable audit database, ``fail_journal`` an audit
+    journal that cannot be written."""
 
     max_body = 1000
 
@@ -53,17 +54,17 @@ class FakeRecorder:
 
         if self.fail_journal:
             raise AuditUnavailable("the audit journal is unavailable; the request was not forwarded")
-        self.journaled.append(event)
+        self.journaled.append(event.event())
 
     async def begin(self, event):
         from audit.recorder import AuditUnavailable
 
         if self.fail_begin:
             raise AuditUnavailable("the audit trail is unavailable; the request was not forwarded")
-        self.events.append(event)
+        self.events.append(event.event())
 
     async def finish(self, event):
-        self.events.append(event)
+        self.events.append(event.event())
 
     async def aclose(self):
         pass
