@@ -11,15 +11,14 @@ is a Kubernetes ``Status`` (gateway.refusals), and every request is recorded.
 
 import logging
 
-from audit.events import needs_durable_record
-from audit.recorder import AuditUnavailable
-
 import masking
 from gateway import relay, selfreviews
+from gateway.addons import AuditRecording, LeaseBinding
 from gateway.authn import authenticate, refuse_impersonation
 from gateway.authz import Authorized, decide, fallback_refusal, permit
 from gateway.detectors import DetectorChoice
-from gateway.exchange import RECEIVED, RESPONSE_COMPLETE, ClientGone, Exchange, OpenStreams
+from gateway.exchange import ClientGone, Exchange, OpenStreams
+from gateway.hooks import Hooks
 from gateway.pipeline import classify_dry_run, guard_write, parse_body, parse_request
 from gateway.refusals import send_status
 from gateway.responses import HttpForwarder, MaskingAbort
@@ -35,10 +34,11 @@ log = logging.getLogger(__name__)
 
 class GatewayApp:
     """The gateway for every connection: ``prefix`` is where connections start (``/k8s/``);
-    ``connections(name)`` finds a connection's upstream; the collaborators are the stages'."""
+    ``connections(name)`` finds a connection's upstream; the collaborators are the stages';
+    ``addons`` attach to the request's hooks (gateway.hooks) after the gateway's own."""
 
     def __init__(self, *, prefix: str, connections, authenticator, policy, recorder, max_body: int,
-                 transport=None, holder=None, detectors=None, secret_values=None):
+                 transport=None, holder=None, detectors=None, secret_values=None, addons=()):
         self.prefix = prefix
         self.secret_values = secret_values  # gateway.secretvalues.SecretValueStores, or None: no masking by value
         self.detectors = DetectorChoice(detectors)
@@ -48,6 +48,8 @@ class GatewayApp:
         self.recorder = recorder
         self.holder = holder
         self.max_body = max_body
+        # Recording first: nothing is forwarded, or bound to a lease, before it is recorded.
+        self.hooks = Hooks([AuditRecording(recorder), LeaseBinding(), *addons])
         self.streams = OpenStreams()  # open watches, streamed bodies and WebSocket relays
         self.forwarder = HttpForwarder(None, self.detectors, self.streams)
         self.self_reviews = SelfReviews(policy, None)
@@ -91,6 +93,14 @@ class GatewayApp:
         elif scope["type"] == "websocket":
             await self.websocket(scope, receive, send)
 
+    async def parse(self, exchange: Exchange):
+        """parse, then the ``parsed`` hook whether or not the request was understood (the arrival is
+        journaled there: when that fails, its 503 is the answer, even to a request the parser refused)."""
+        try:
+            exchange.request = parse_request(exchange.scope, self.prefix, str(exchange.audit_id))
+        finally:
+            await self.hooks.parsed(exchange)
+
     async def admit(self, exchange: Exchange, on_pending=None, receive=None):
         """authenticate -> connection -> (upgrade) -> (body) -> authorize for the parsed request; raises
         GatewayError.  Each stage's result is folded into ``exchange.request`` as it comes, so a
@@ -130,7 +140,7 @@ class GatewayApp:
             exchange.bytes_in = len(body.content)
             exchange.request_body = guard_write(request, body.content)
         exchange.request = request.evolve(dry_run=classify_dry_run(request))
-        authorized = await self.authorize(exchange, self.holder, self.record_hold(exchange, on_pending))
+        authorized = await self.authorize(exchange, self.holder, self.on_pending(exchange, on_pending))
         authorized.admitted()
         exchange.uri_detectors = self.detectors.for_uri(upstream, exchange.request.decision)
         await self.learn_values(exchange, upstream)
@@ -140,9 +150,20 @@ class GatewayApp:
         """decide, then permit (the lease, the hold): folded into ``exchange.request`` as far as it got."""
         request = exchange.request
         request = exchange.request = request.evolve(decision=await decide(request, self.policy))
+        await self.hooks.decided(exchange)
         authorized = await permit(request, holder, on_pending=on_pending)
         exchange.request = authorized.request
         return authorized
+
+    def on_pending(self, exchange: Exchange, then=None):
+        """What the holder calls once the request waits for a reviewer: the ``held`` hook, then
+        ``then`` (the WebSocket's note to the agent), whose answer it passes on."""
+
+        async def pending(review):
+            await self.hooks.held(exchange, review)
+            return await then(review) if then is not None else None
+
+        return pending
 
     async def learn_values(self, exchange: Exchange, upstream):
         """The Secret values this request's responses are masked for; what the audit trail
@@ -185,63 +206,14 @@ class GatewayApp:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    # -- recording ------------------------------------------------------------------------
-
-    def record_arrival(self, exchange: Exchange):
-        """Journal the request before anything is sent or forwarded, so that a crash leaves it in the
-        audit trail (closed as "gateway crashed" on recovery), or refuse it (fail closed)."""
-        try:
-            self.recorder.received(exchange.record(RECEIVED))
-        except AuditUnavailable as exc:
-            raise GatewayError(503, f"airlock: {exc}") from None
-
-    async def record_before_forwarding(self, exchange: Exchange):
-        """Anything that can change the cluster is durably recorded first, anything else journaled, or refused."""
-        request = exchange.request
-        if not needs_durable_record(request.info, request.method):
-            self.record_arrival(exchange)
-            return
-        try:
-            await self.recorder.begin(exchange.record(RECEIVED))
-        except AuditUnavailable as exc:
-            raise GatewayError(503, f"airlock: {exc}") from None
-
-    def record_hold(self, exchange: Exchange, on_pending):
-        """``on_pending`` that first commits the held request's RequestReceived (with its review id),
-        so a hold is in the audit trail while it waits; it answers what ``on_pending`` answers.
-
-        Secret values are not known yet (learn_values runs once the hold ends), so this event keeps
-        the path only and no body; the completion records both, masked.
-        """
-
-        async def pending(review):
-            record = exchange.record(RECEIVED, review_id=str(review.id), request_uri=exchange.request.upstream_path,
-                                     request_body=b"")
-            try:
-                await self.recorder.begin(record)
-            except AuditUnavailable as exc:
-                raise GatewayError(503, f"airlock: {exc}") from None
-            if on_pending is not None:
-                return await on_pending(review)
-            return None
-
-        return pending
-
-    async def record(self, exchange: Exchange):
-        try:
-            await self.recorder.finish(exchange.record(RESPONSE_COMPLETE))
-        except Exception:
-            log.exception("audit event %s could not be queued", exchange.audit_id)
-
     # -- HTTP -----------------------------------------------------------------------------
 
     async def http(self, scope, receive, send):
         exchange = Exchange(scope, body_cap=self.recorder.max_body)
         try:
-            self.record_arrival(exchange)
-            exchange.request = parse_request(scope, self.prefix, str(exchange.audit_id))
+            await self.parse(exchange)
             upstream = await self.admit(exchange, receive=receive)
-            await self.record_before_forwarding(exchange)
+            await self.hooks.forwarded(exchange)
             if selfreviews.review_kind(exchange.request.info):
                 await self.self_reviews.answer(exchange, upstream, send)
             else:
@@ -268,7 +240,7 @@ class GatewayApp:
             answered = scope.get("extensions", {}).get(SERVER_ANSWER)
             if answered is not None:  # the server cut the request off: its answer, not ours, reached the client
                 exchange.code, exchange.reason, exchange.message = answered
-            await self.record(exchange)
+            await self.hooks.completed(exchange)
 
     # -- WebSocket ------------------------------------------------------------------------
 
@@ -280,11 +252,10 @@ class GatewayApp:
         handshake = relay.Handshake(exchange, send)
         try:
             try:
-                self.record_arrival(exchange)
-                exchange.request = parse_request(scope, self.prefix, str(exchange.audit_id))
+                await self.parse(exchange)
                 upstream = await self.admit(exchange, on_pending=handshake.on_pending)
                 detectors = self.detectors.for_request(upstream, exchange.request.decision)
-                await self.record_before_forwarding(exchange)
+                await self.hooks.forwarded(exchange)
                 upstream_ws = await relay.connect(exchange, upstream, detectors, handshake.accepted)
             except GatewayError as exc:
                 exchange.refused(exc)
@@ -292,4 +263,4 @@ class GatewayApp:
                 return
             await relay.run(exchange, upstream_ws, detectors, handshake.accepted, self.streams, receive, send)
         finally:
-            await self.record(exchange)
+            await self.hooks.completed(exchange)

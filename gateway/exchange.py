@@ -2,7 +2,8 @@
 
 :class:`Exchange` is what the data path learns about a request as it goes (the parsed request,
 the answer's code and size, the audit trail's masked copy of the response body, the recording of
-a session) and builds the audit event from; :class:`Cut` ends a live stream early (its lease
+a session), what every hook gets (gateway.hooks), and what the request's frozen audit
+:class:`audit.events.Record` is built from (:meth:`Exchange.record`); :class:`Cut` ends a live stream early (its lease
 ended, the gateway drains) and :class:`OpenStreams` is the set of streams a drain ends.  They live
 apart from the ASGI glue (gateway.app) because the HTTP answer (gateway.responses) and the
 WebSocket relay (gateway.relay) write to them too.
@@ -49,23 +50,6 @@ class Cut:
 
     def error(self) -> GatewayError:
         return self._error
-
-
-def bind_to_lease(request, cut: Cut):
-    """Register a long-lived stream admitted under a lease, so expiry or revocation cuts it."""
-    lease = request.lease
-    if lease is None:
-        return None
-    from approvals import live
-
-    return live.register(request.principal, request.connection, lease.id, cut, expires_at=lease.expires_at)
-
-
-def unbind(handle):
-    if handle is not None:
-        from approvals import live
-
-        live.unregister(handle)
 
 
 class OpenStreams:
@@ -126,7 +110,8 @@ class ClientGone(Exception):
 
 @dataclass
 class Exchange:
-    """What the record stage learns about one request while it is handled."""
+    """What the gateway learns about one request while it handles it (mutable: the stages' frozen
+    results are in ``request``; the answer's course is written here as it happens)."""
 
     scope: dict
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -153,6 +138,8 @@ class Exchange:
     # Detectors the request URI is masked with; None keeps only its path (not known, or invalid).
     uri_detectors: masking.Detectors | None = None
     offered: list = field(default_factory=list)  # WebSocket subprotocols the relay understands
+    cut: Cut = field(default_factory=Cut)  # ends its stream early: its lease ended, the gateway drains
+    lease_handle: object = None  # its registration with the lease it runs under (gateway.addons.LeaseBinding)
 
     def refused(self, error: GatewayError):
         self.code, self.reason, self.message = error.code, error.reason, error.message
@@ -188,6 +175,10 @@ class Exchange:
         room = self._room()
         if room > 0:
             self.response_body += chunk[:room]
+
+    def arrival(self) -> Record:
+        """The request as it arrived, before it was understood (no query: nothing unmasked)."""
+        return Record(audit_id=self.audit_id, stage=RECEIVED, received_at=self.received_at, **self._scope_fields())
 
     def record(self, stage: str, **fields) -> Record:
         """The audit record of this request at ``stage``; ``fields`` add or override."""

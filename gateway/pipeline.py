@@ -2,7 +2,7 @@
 
 parse -> authenticate -> authorize (decide, lease, hold for review) -> forward -> mask, in that
 order (gateway.app); the request is recorded as it arrives, before it is forwarded and once it
-completes (gateway.recording, through gateway.hooks).
+completes (gateway.addons, through gateway.hooks).
 
 Each stage returns a frozen result, folded into a new :class:`GatewayRequest` (never changed in
 place), or raises :class:`~kube.status.GatewayError`, which the ASGI glue turns into a Kubernetes

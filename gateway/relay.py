@@ -12,7 +12,7 @@ import logging
 import time
 
 from connections.credentials import cluster_headers
-from gateway.exchange import Cut, Exchange, OpenStreams, bind_to_lease, unbind
+from gateway.exchange import Exchange, OpenStreams
 from gateway.refusals import reject_websocket, upstream_refusal
 from gateway.streams import StreamTap, StreamViolation
 from gateway.upgrades import CHANNEL_PROTOCOLS
@@ -97,8 +97,7 @@ async def run(exchange: Exchange, upstream_ws, detectors, accepted: str | None, 
     exchange.code = 101
     request = exchange.request
     tap = StreamTap.for_request(request, upstream_ws.subprotocol, detectors, exchange.record_values)
-    cut = Cut()
-    handle = bind_to_lease(request, cut)
+    cut = exchange.cut
     try:
         if not accepted:
             await send({"type": "websocket.accept", "subprotocol": upstream_ws.subprotocol})
@@ -107,7 +106,6 @@ async def run(exchange: Exchange, upstream_ws, detectors, accepted: str | None, 
         if ended is not None:
             exchange.reason, exchange.message = ended.reason, ended.message
     finally:
-        unbind(handle)
         await upstream_ws.close()
         exchange.bytes_in, exchange.bytes_out = tap.bytes_in, tap.bytes_out
         exchange.recording = tap.recording(time.monotonic() - exchange.started)

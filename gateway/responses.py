@@ -17,7 +17,7 @@ import httpx
 import masking
 from connections.credentials import cluster_headers
 from gateway.detectors import DetectorChoice
-from gateway.exchange import Cut, Exchange, OpenStreams, bind_to_lease, unbind
+from gateway.exchange import Exchange, OpenStreams
 from kube import headers as hdr
 from kube.requestinfo import is_long_running
 from kube.status import GatewayError
@@ -171,14 +171,12 @@ class HttpForwarder:
             exchange.end_capture()
             await send({"type": "http.response.body", "body": shown})
             return
-        stream = ResponseStream(response, masker, start, watch=request.info.verb == "watch", idle=idle,
+        stream = ResponseStream(response, masker, start, exchange.cut, watch=request.info.verb == "watch", idle=idle,
                                 connection=request.connection)
-        handle = bind_to_lease(request, stream.cut)
         try:
             with self.streams.open(stream.cut):
                 await stream.relay(receive, send, exchange)
         finally:
-            unbind(handle)
             if masker is not None:
                 exchange.masking_counts = masker.report.counts
 
@@ -225,14 +223,14 @@ class ResponseStream:
 
     IDLE_FLUSH = 0.25
 
-    def __init__(self, response, masker, start: dict, *, watch: bool, idle: float | None = None, connection=""):
+    def __init__(self, response, masker, start: dict, cut, *, watch: bool, idle: float | None = None, connection=""):
         self.response = response
         self.masker = masker
         self.start = start
+        self.cut = cut  # the request's (gateway.exchange.Cut): its lease ended, the gateway drains
         self.watch = watch
         self.idle = idle
         self.connection = connection
-        self.cut = Cut()
 
     async def relay(self, receive, send, exchange):
         chunks = asyncio.Queue(maxsize=1)

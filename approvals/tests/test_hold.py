@@ -59,8 +59,8 @@ async def test_approval_releases_the_held_request(setup):
     review = await wait_for_review()
     rita = await database_sync_to_async(reviewer)("rita")
     await database_sync_to_async(reviews.decide)(review.pk, rita, approve=True, reason="ok")
-    decision = await held
-    assert decision.effect == "review"
+    request = await held
+    assert request.decision.effect == "review"
     assert (request.review.approved, request.review.review_id, request.review.reviewers) == (True, review.pk, ("rita",))
     assert [p.id for p in pending] == [review.pk]
     assert pending[0].url == f"/approvals/reviews/{review.pk}/"
@@ -134,7 +134,7 @@ async def test_a_partitioned_channel_layer_delays_neither_approval_nor_release(s
     review = await asyncio.wait_for(wait_for_review(), 10)
     rita = await database_sync_to_async(reviewer)("rita")
     await asyncio.wait_for(database_sync_to_async(reviews.decide)(review.pk, rita, approve=True), 5)
-    await asyncio.wait_for(held, 5)  # by the database poll: no message can arrive
+    request = await asyncio.wait_for(held, 5)  # by the database poll: no message can arrive
     assert (request.review.approved, request.review.review_id) == (True, review.pk)
 
 

@@ -86,7 +86,7 @@ ALLOW_AGENTS = compile_rule(
 
 
 def make_app(handler, *, upstream=FakeUpstream(), max_body=1024, impersonate=False, recorder=None, secret_values=None,
-             policy=None, detectors=None):
+             policy=None, detectors=None, holder=None, addons=()):
     async def connections(name):
         if name != "prod":
             return None
@@ -102,6 +102,8 @@ def make_app(handler, *, upstream=FakeUpstream(), max_body=1024, impersonate=Fal
         transport=httpx.MockTransport(handler),
         secret_values=secret_values,
         detectors=detectors,
+        holder=holder,
+        addons=addons,
     )
 
 
