@@ -41,8 +41,12 @@ from approvals.sweeper import Sweeper
 from audit.recorder import Recorder
 from connections.registry import ConnectionRegistry
 from policy.cache import PolicyCache
-from gateway.proxy import GatewayApp
+from gateway import tracing as stage_tracing
+from gateway.app import GatewayApp
+from gateway.logcontext import RequestLogContext
+from gateway.metrics import RequestMetrics
 from gateway.secretvalues import SecretValueStores
+from gateway.upstream import UpstreamPool
 from identity.chain import build_authenticator
 from runtime.metrics import MetricsServer
 
@@ -52,6 +56,7 @@ log = logging.getLogger(__name__)
 COLLABORATORS = frozenset({
     "registry", "authenticator", "policy", "recorder", "secret_values", "live", "leases", "holder",
     "sweeper", "django", "transport", "pool", "detectors", "on_started", "readiness", "metrics",
+    "tracing", "addons",
 })
 
 
@@ -74,7 +79,17 @@ def make_application(settings=None, **overrides) -> "Airlock":
         return overrides[name] if name in overrides else build()
 
     registry = given("registry", ConnectionRegistry)
+    tracing = given("tracing", lambda: stage_tracing.from_settings(config))  # None: off (AIRLOCK_OTEL_ENDPOINT)
     authenticator = given("authenticator", lambda: build_authenticator(config))
+    recorder = given("recorder", Recorder)
+    pool = overrides.get("pool")
+    if tracing is not None:
+        authenticator, recorder = tracing.authenticator(authenticator), tracing.recorder(recorder)
+        if pool is None:
+            pool = UpstreamPool(overrides.get("transport"), wrap=tracing.transport)
+    # After the gateway's own (recording, lease binding): request metrics, the log lines' context, spans.
+    addons = [RequestMetrics(), RequestLogContext(), *([tracing] if tracing is not None else []),
+              *overrides.get("addons", ())]
     live = given("live", LiveStreams)
     leases = given("leases", lambda: LeaseCache(on_lookup=live.ensure_listener))
     holder = given("holder", lambda: Holder(connections=registry))
@@ -83,15 +98,16 @@ def make_application(settings=None, **overrides) -> "Airlock":
         connections=registry,
         authenticator=authenticator,
         policy=given("policy", PolicyCache),
-        recorder=given("recorder", Recorder),
+        recorder=recorder,
         holder=holder,
         leases=leases,
         live=live,
         max_body=config.AIRLOCK_MAX_REQUEST_BODY,
         secret_values=given("secret_values", lambda: SecretValueStores.from_settings(config)),
         transport=overrides.get("transport"),
-        pool=overrides.get("pool"),
+        pool=pool,
         detectors=overrides.get("detectors"),
+        addons=addons,
     )
     # The dashboard's own assets (htmx, asciinema-player) are vendored into static/ and served by
     # the app itself: no CDN, no separate web server.
@@ -110,6 +126,7 @@ def make_application(settings=None, **overrides) -> "Airlock":
         on_started=overrides.get("on_started"),
         readiness=readiness,
         metrics=metrics,
+        tracing=tracing,
     )
 
 
@@ -135,7 +152,7 @@ class Airlock:
     """The ASGI application: HTTP and WebSocket requests go to the router, the lifespan runs :meth:`lifespan`."""
 
     def __init__(self, *, gateway, routed, registry, holder, leases, live, sweeper, on_started=None, readiness=None,
-                 metrics=None):
+                 metrics=None, tracing=None):
         self.gateway = gateway
         self.routed = routed
         self.registry = registry
@@ -146,6 +163,7 @@ class Airlock:
         self.on_started = on_started
         self.readiness = readiness  # airlock.health.Readiness: /readyz
         self.metrics = metrics  # runtime.metrics.MetricsServer, or None
+        self.tracing = tracing  # gateway.tracing.Tracing, or None
 
     @property
     def recorder(self):
@@ -178,6 +196,8 @@ class Airlock:
             await self.gateway.aclose()
             if self.metrics is not None:
                 self.metrics.stop()
+            if self.tracing is not None:
+                self.tracing.shutdown()
 
     async def serve_lifespan(self, receive, send):
         """The ASGI lifespan protocol around :meth:`lifespan`; a failure is reported, never raised."""

@@ -20,7 +20,7 @@ from django.urls import Resolver404, get_resolver
 
 from airlock import health as health_endpoints
 from approvals.routing import DASHBOARD_SOCKET, websocket_application
-from gateway.proxy import reject_websocket, send_status
+from gateway.refusals import reject_websocket, send_status
 from kube.status import GatewayError
 
 NOT_FOUND = GatewayError(

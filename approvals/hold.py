@@ -68,10 +68,6 @@ class HoldOutcome:
     rule_name: str = ""
     description: str = ""  # the review's, when it describes another request (recent_stream_review)
 
-    @property
-    def timed_out(self) -> bool:
-        return self.state == "timeout"
-
     def withheld_token_message(self) -> str:
         """The 403 message for an approved ServiceAccount token request whose token the reviewers withheld."""
         by = f" ({self.reviewer})" if self.reviewers else ""
@@ -148,7 +144,7 @@ def held_request(request, decision) -> reviews.HeldRequest:
         query=request.query,
         target=request.target,
         headers=effect_headers(forwarded),
-        body=getattr(request, "body", None),
+        body=request.body,
         audit_id=str(request.audit_id),
         rule_id=decision.rule_id,
         rule_name=decision.rule_name,

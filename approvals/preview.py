@@ -24,6 +24,7 @@ from types import SimpleNamespace
 import httpx
 import yaml
 
+from connections.credentials import cluster_headers
 from kube import headers as hdr
 from kube.media import media_type
 from kube.vocabulary import MUTATING_VERBS
@@ -196,8 +197,6 @@ async def run(held, upstream, *, transport=None) -> Preview:
 
     ``held`` is an approvals.reviews.HeldRequest (the request with its real body).
     """
-    from gateway.proxy import cluster_headers
-
     planned = plan(held)
     if isinstance(planned, str):
         return Preview(planned)

@@ -1,21 +1,29 @@
-"""What the gateway hands the recorder: plain dicts, checked and capped here (sans-IO).
+"""What the gateway hands the recorder: one frozen :class:`Record` per request and stage, checked
+and capped here (sans-IO).
 
-An event dict uses the :class:`audit.models.AuditEvent` field names (``audit_id``, ``stage``,
-``request_received_timestamp``, ``verb``, ``object_resource``, ... ``request_body``,
-``response_body``) plus an optional ``recording`` dict (``audit.asciicast``).  :func:`from_request`
-fills the request-derived fields from a :class:`gateway.pipeline.GatewayRequest`.
+The gateway builds the Record from what it learnt about the request (audit reads no ASGI scope
+and no gateway type).  Its event dict (:meth:`Record.event`; the journal keeps it as it is, and
+tests and tools may hand the recorder such dicts too) uses the :class:`audit.models.AuditEvent`
+field names (``audit_id``, ``stage``, ``request_received_timestamp``, ``verb``,
+``object_resource``, ... ``request_body``, ``response_body``) plus an optional ``recording`` dict
+(``audit.asciicast``).
 
 :func:`prepare` runs on the event loop when an event is handed over and never refuses one: the
 database writer only ever sees rows it can store (strings without NUL or lone surrogates and of
 bounded length, integers inside their column's range and the range RFC 8785 can hash, aware
 timestamps, bodies cut to the configured cap), and a value that had to be clamped or replaced
 is named in the event's ``clamped`` list.
+
+Longer than 400 lines on purpose: every value the audit trail stores is checked here, in one
+place, next to the record that carries it.
 """
 
+import dataclasses
 import logging
 import math
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from audit.models import RecordingKind, Stage, Transport
@@ -51,6 +59,71 @@ RECORDING_KEYS = frozenset({
     "kind", "namespace", "pod", "container", "command", "asciicast", "width", "height", "exit_code",
     "duration_s", "truncated", "ports", "bytes_to_pod", "bytes_from_pod",
 })
+
+
+@dataclass(frozen=True)
+class Record:
+    """One request at one stage (``RequestReceived`` or ``ResponseComplete``), as the gateway
+    hands it to the recorder.  Typed and frozen; checked and capped once, by :meth:`prepared`
+    (on the recorder's side: the clamps depend on its limits), never re-read by hand.
+
+    Defaults are what :func:`prepare` makes of a missing value, so a Record and the event dict
+    that names only the fields it sets give the same stored row and the same hashed document.
+    """
+
+    audit_id: uuid.UUID | str
+    stage: str
+    received_at: datetime
+    transport: str = "http"
+    request_uri: str = ""
+    verb: str = ""
+    object_resource: str = ""
+    object_subresource: str = ""
+    object_namespace: str = ""
+    object_name: str = ""
+    object_api_group: str = ""
+    object_api_version: str = ""
+    source_ips: tuple[str, ...] = ()
+    user_agent: str = ""
+    connection: str = ""
+    kubectl_session: str = ""
+    dry_run: bool = False
+    user_username: str = ""
+    user_uid: str = ""
+    user_groups: tuple[str, ...] = ()
+    user_issuer: str = ""
+    decision_effect: str = ""
+    decision_rule_id: int | None = None
+    decision_rule_name: str = ""
+    decision_reason: str = ""
+    review_id: str | None = None
+    lease_id: str | None = None
+    response_code: int | None = None
+    response_reason: str = ""
+    response_message: str = ""
+    latency_ms: float | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    request_body: bytes = b""
+    response_body: bytes = b""
+    masking_counts: Mapping[str, int] = field(default_factory=dict)
+    recording: Mapping | None = None
+
+    def event(self) -> dict:
+        """The event dict (AuditEvent field names) that :func:`prepare` and the journal take."""
+        event = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        event["request_received_timestamp"] = event.pop("received_at")
+        event["masking_counts"] = dict(self.masking_counts)
+        if self.recording is not None:
+            event["recording"] = dict(self.recording)
+        return event
+
+    def prepared(self, *, max_body: int, max_recording: int, now: datetime | None = None) -> "PreparedEvent":
+        """The stored field values: every value checked, clamped and capped, once."""
+        return prepare(self.event(), max_body=max_body, max_recording=max_recording, now=now)
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record))
 
 
 @dataclass
@@ -331,91 +404,17 @@ def prepare(event: dict, *, max_body: int, max_recording: int, now: datetime | N
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def needs_durable_record(request) -> bool:
-    """True when the request can change the cluster, so begin() must commit before forwarding.
+def needs_durable_record(info, method: str) -> bool:
+    """True when the request (``info``: its kube.requestinfo.RequestInfo, ``method``: its HTTP
+    method) can change the cluster, so begin() must commit before forwarding.
 
     Writes, every exec/attach/port-forward (a WebSocket GET runs a command too) and any proxy
     or non-resource request whose method is not a read.
     """
-    info = request.info
     if info.is_resource_request:
         # Connecting to these runs something in the pod whatever the HTTP method or verb says.
         if info.resource == "pods" and info.subresource in STREAM_SUBRESOURCES:
             return True
         if info.verb in MUTATING_VERBS:
             return True
-    return request.method.upper() not in READ_METHODS
-
-
-def _header(headers, name: str) -> str:
-    for key, value in headers:
-        if key == name:
-            return value
-    return ""
-
-
-def from_request(request, *, stage: str, received_at: datetime, **fields) -> dict:
-    """The request-derived part of an event for a GatewayRequest; ``fields`` add or override."""
-    info = request.info
-    event = {
-        "audit_id": request.audit_id,
-        "stage": stage,
-        "request_received_timestamp": received_at,
-        "verb": info.verb,
-        "object_resource": info.resource,
-        "object_subresource": info.subresource,
-        "object_namespace": info.namespace,
-        "object_name": info.name,
-        "object_api_group": info.api_group,
-        "object_api_version": info.api_version,
-        "request_uri": request.target,
-        "source_ips": [request.client_addr] if request.client_addr else [],
-        "user_agent": _header(request.headers, "user-agent"),
-        "connection": request.connection,
-        "transport": request.transport,
-        "kubectl_session": _header(request.headers, "kubectl-session"),
-        "dry_run": request.dry_run.honoured,
-    }
-    principal = request.principal
-    if principal is not None:
-        event.update(
-            user_username=principal.username,
-            user_uid=principal.subject,
-            user_groups=list(principal.groups),
-            user_issuer=principal.issuer,
-        )
-    decision = request.decision
-    if decision is not None:
-        event.update(
-            decision_effect=decision.effect,
-            decision_rule_id=decision.rule_id,
-            decision_rule_name=decision.rule_name,
-            decision_reason=decision.reason,
-        )
-    event.update(fields)
-    return event
-
-
-def from_scope(scope: dict, *, audit_id, stage: str, received_at: datetime, **fields) -> dict:
-    """An event for a request refused before it could be parsed (no GatewayRequest exists).
-
-    ``request_uri`` is then the path as the gateway received it, connection prefix included,
-    without the query: it was not understood, so it cannot be masked (exec commands, tokens).
-    """
-    raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "replace")
-    uri = raw.decode("latin-1")
-    headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
-    client = scope.get("client") or ("", 0)
-    event = {
-        "audit_id": audit_id,
-        "stage": stage,
-        "request_received_timestamp": received_at,
-        "verb": (scope.get("method") or "GET").lower() if scope.get("type") == "http" else "get",
-        "request_uri": uri,
-        "source_ips": [client[0]] if client[0] else [],
-        "user_agent": _header(headers, "user-agent"),
-        "transport": "websocket" if scope.get("type") == "websocket" else "http",
-        "kubectl_session": _header(headers, "kubectl-session"),
-    }
-    event.update(fields)
-    return event
+    return method.upper() not in READ_METHODS

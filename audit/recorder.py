@@ -43,7 +43,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 from audit import chain, journal
-from audit.events import PreparedEvent, prepare
+from audit.events import PreparedEvent, Record, prepare
 from audit.models import AnchorReason
 from runtime import metrics, workers
 
@@ -125,9 +125,11 @@ class Recorder:
         self._waiting_since: float | None = None  # monotonic: events pending and none committed since
         self._wrote = False  # anything committed: the shutdown anchor has something of ours to cover
 
-    def prepare(self, event: dict) -> PreparedEvent:
+    def prepare(self, event: Record | dict) -> PreparedEvent:
         if self._closed:
             raise RecorderClosed("the audit recorder is shut down")
+        if isinstance(event, Record):
+            return event.prepared(max_body=self.max_body, max_recording=self.max_recording)
         return prepare(event, max_body=self.max_body, max_recording=self.max_recording)
 
     async def start(self) -> None:
@@ -142,7 +144,7 @@ class Recorder:
         if result.segments:
             log.warning("%s", result)
 
-    def received(self, event: dict) -> None:
+    def received(self, event: Record | dict) -> None:
         """Journal a request being handled (the raw event; prepared only if it is ever replayed).
 
         Raises AuditUnavailable when the journal cannot be written, or after shutdown: the request
@@ -150,13 +152,15 @@ class Recorder:
         """
         if self._closed:
             raise AuditUnavailable("the gateway is shutting down; the request was not forwarded")
+        if isinstance(event, Record):
+            event = event.event()
         try:
             self.journal.received(event.get("audit_id"), event)
         except journal.JournalError as exc:
             log.error("%s", exc)
             raise AuditUnavailable("the audit journal is unavailable; the request was not forwarded") from None
 
-    async def begin(self, event: dict) -> None:
+    async def begin(self, event: Record | dict) -> None:
         """Record a mutating request durably before it is forwarded; raises AuditUnavailable.
 
         An audit id already begun is not recorded twice.
@@ -174,7 +178,7 @@ class Recorder:
             raise AuditUnavailable("the audit trail is unavailable; the request was not forwarded") from None
         self._durable.add(prepared.audit_id)
 
-    async def finish(self, event: dict) -> None:
+    async def finish(self, event: Record | dict) -> None:
         """Journal a completion event and queue it; waits while the queue is full.
 
         The wait is shielded: a request cancelled while waiting still gets its event queued.

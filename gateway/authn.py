@@ -14,7 +14,7 @@ from runtime import metrics
 
 
 async def authenticate(request, authenticator) -> Principal:
-    """Stage 2: every request must carry a valid bearer token."""
+    """Stage 2: every request must carry a valid bearer token; the Principal it stands for."""
     token = bearer_token(request.headers)
     if token is None:
         metrics.authentication_failed("missing")
@@ -23,7 +23,6 @@ async def authenticate(request, authenticator) -> Principal:
         principal = await authenticator.authenticate(token)
     except AuthenticationError as exc:
         raise GatewayError(401, f"Unauthorized: {exc}") from None
-    request.principal = principal
     return principal
 
 

@@ -1,19 +1,26 @@
 """The gateway's request pipeline, as plain units testable without sockets.
 
-parse -> authenticate -> authorize -> (hold for review) -> forward -> (mask) -> record
+parse -> authenticate -> authorize (decide, lease, hold for review) -> forward -> mask, in that
+order (gateway.app); the request is recorded as it arrives, before it is forwarded and once it
+completes (gateway.addons, through gateway.hooks).
 
-Each stage takes a :class:`GatewayRequest` and either enriches it or raises
-:class:`~kube.status.GatewayError`, which the ASGI glue turns into a
-Kubernetes ``Status``.  Nothing here reads a socket.
+Each stage returns a frozen result, folded into a new :class:`GatewayRequest` (never changed in
+place), or raises :class:`~kube.status.GatewayError`, which the ASGI glue turns into a Kubernetes
+``Status``.  Nothing here reads a socket.
 """
+
+from __future__ import annotations
 
 import json
 import re
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+import masking
 from connections.validation import CONNECTION_NAME
+from identity.principal import Principal
 from kube import bodies, kubeproto
 from kube import headers as hdr
 from kube.dryrun import NOT_ASKED, DryRun, classify
@@ -21,34 +28,67 @@ from kube.media import declared_content_type, media_type
 from kube.requestinfo import RequestInfo, RequestInfoError, canonical_path, parse
 from kube.status import GatewayError
 
+if TYPE_CHECKING:
+    from approvals.hold import HoldOutcome
+    from approvals.lease_check import ActiveLease
+    from policy.evaluate import Decision
+    from masking.values import SecretValues
 
-@dataclass
+
+@dataclass(frozen=True)
 class GatewayRequest:
-    """One agent request as the gateway understands it."""
+    """One agent request as the gateway understands it, as far as the stages have got.
+
+    Frozen: a stage's result is folded in with :meth:`evolve`, which makes a new request.
+    """
 
     connection: str
     method: str
     upstream_path: str  # still percent-encoded, exactly as forwarded
     query: str
-    headers: list[tuple[str, str]]
+    headers: tuple[tuple[str, str], ...]
     info: RequestInfo
     transport: str  # "http", "websocket" or "spdy"
     client_addr: str = ""
     audit_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    principal: object = None
-    decision: object = None
+    base_url: str = ""  # scheme://host[:port] the agent reached the gateway at (links in its messages)
+    principal: Principal | None = None  # authenticate
     body: bytes | None = None  # HTTP: read and transcoded before authorize, so reviews see it
-    review: object = None  # the approved review (approvals.hold.HoldOutcome) when the rule said review
-    lease: object = None  # the lease (approvals.lease_check.ActiveLease) a requires_lease rule found
+    dry_run: DryRun = NOT_ASKED  # whether kube-apiserver runs it as a dry run (kube.dryrun), once the body is read
+    decision: Decision | None = None  # authorize: what the connection's rules decided
+    lease: ActiveLease | None = None  # the lease a requires_lease rule found
+    review: HoldOutcome | None = None  # the approved review when the rule said review
     mask_secrets: bool = True  # the decision's, unless an approved review granted unmasking
     release_token: bool = False  # a TokenRequest whose token the agent may receive (masking.tokens)
-    secret_values: object = None  # the cluster's Secret values to mask (masking.values), once admitted
-    dry_run: DryRun = NOT_ASKED  # whether kube-apiserver runs it as a dry run (kube.dryrun), once the body is read
-    base_url: str = ""  # scheme://host[:port] the agent reached the gateway at (links in its messages)
+    secret_values: SecretValues | None = None  # the cluster's Secret values to mask, once admitted
 
     @property
     def target(self) -> str:
         return self.upstream_path + ("?" + self.query if self.query else "")
+
+    def evolve(self, **changes) -> GatewayRequest:
+        """A copy with ``changes`` (field names): a stage's result folded in.
+
+        What dataclasses.replace does, without re-running ``__init__`` over every field: this is
+        on the hot path, a few times per request.
+        """
+        new = object.__new__(GatewayRequest)
+        state = new.__dict__
+        state.update(self.__dict__)
+        for name in changes:
+            if name not in state:
+                raise TypeError(f"GatewayRequest has no field {name!r}")
+        state.update(changes)
+        return new
+
+
+@dataclass(frozen=True)
+class Body:
+    """Stage 1 for a request body: the bytes every later stage reads, and the headers they are
+    forwarded with (a Content-Type the gateway declared for them)."""
+
+    content: bytes
+    headers: tuple[tuple[str, str], ...]
 
 
 def split_connection(raw_path: str, prefix: str) -> tuple[str, str]:
@@ -62,7 +102,7 @@ def split_connection(raw_path: str, prefix: str) -> tuple[str, str]:
     return name, slash + upstream_path if slash else "/"
 
 
-def parse_request(scope: dict, prefix: str) -> GatewayRequest:
+def parse_request(scope: dict, prefix: str, audit_id: str | None = None) -> GatewayRequest:
     """Stage 1: refuse non-canonical paths, then derive the RequestInfo."""
     raw = scope.get("raw_path")
     if raw is None:
@@ -98,17 +138,17 @@ def parse_request(scope: dict, prefix: str) -> GatewayRequest:
         method=method,
         upstream_path=upstream_path,
         query=query,
-        headers=headers,
+        headers=tuple(headers),
         info=info,
         transport=transport,
         client_addr=client[0] or "",
+        audit_id=audit_id if audit_id is not None else str(uuid.uuid4()),
         base_url=base_url(scope, headers),
     )
 
 
-def _declare(request: GatewayRequest, media: str) -> None:
-    request.headers = [(n, v) for n, v in request.headers if n != "content-type"]
-    request.headers.append(("content-type", media))
+def _declared(request: GatewayRequest, media: str) -> tuple[tuple[str, str], ...]:
+    return (*((n, v) for n, v in request.headers if n != "content-type"), ("content-type", media))
 
 
 _HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
@@ -126,12 +166,12 @@ def base_url(scope: dict, headers) -> str:
     return f"{scheme}://{host}"
 
 
-def classify_dry_run(request: GatewayRequest) -> None:
+def classify_dry_run(request: GatewayRequest) -> DryRun:
     """Whether kube-apiserver will run the request as a dry run: read where it reads ``dryRun``, after the body."""
-    request.dry_run = classify(request.info, request.query, request.headers, request.body)
+    return classify(request.info, request.query, request.headers, request.body)
 
 
-def parse_body(request: GatewayRequest, body: bytes) -> bytes:
+def parse_body(request: GatewayRequest, body: bytes) -> Body:
     """Stage 1 for a request body: protobuf becomes JSON, JSON and YAML are measured.
 
     kubectl >= 1.32 sends some writes (create token, auth can-i, create
@@ -146,7 +186,7 @@ def parse_body(request: GatewayRequest, body: bytes) -> bytes:
     given, or a charset parameter): the cluster ignores the difference.
     """
     if not body:
-        return body
+        return Body(body, request.headers)
     content_type = declared_content_type(request.headers)
     if content_type.split(";", 1)[0].strip().lower() == kubeproto.MEDIA_TYPE:
         try:
@@ -155,15 +195,29 @@ def parse_body(request: GatewayRequest, body: bytes) -> bytes:
             raise GatewayError(
                 415, f"airlock cannot inspect this protobuf request body ({exc}); send application/json"
             ) from None
-        _declare(request, "application/json")
-        return json.dumps(obj, separators=(",", ":")).encode()
+        return Body(json.dumps(obj, separators=(",", ":")).encode(), _declared(request, "application/json"))
+    headers = request.headers
     try:
         media = bodies.cluster_media(request.info, content_type)
         if media is None:
             media = media_type(content_type)
         elif media_type(content_type) != media:
-            _declare(request, media)
+            headers = _declared(request, media)
         bodies.check(media, body)
     except bodies.BodyRefused as exc:
         raise GatewayError(exc.code, f"airlock: {exc}") from None
-    return body
+    return Body(body, headers)
+
+
+def guard_write(request: GatewayRequest, body: bytes) -> bytes:
+    """Refuse writes that would store the mask placeholder; return the body as it may be recorded."""
+    if not body:
+        return b""
+    content_type = declared_content_type(request.headers, None)
+    try:
+        masking.check_write(request.info, content_type, body)
+        return masking.mask_request_body_for_record(request.info, content_type, body)
+    except masking.WriteRefused as exc:
+        raise GatewayError(exc.code, str(exc), reason=exc.reason) from None
+    except masking.MaskingError as exc:
+        raise GatewayError(400, f"airlock: the request body cannot be inspected: {exc}") from None

@@ -6,7 +6,7 @@ a reviewer.  The gateway answers them from the agent's token and the connection'
 the cluster only what the identity the connection uses may do there, so an answer is yes only
 when both say yes; when the cluster cannot be asked the answer says so and is no.
 
-Sans-IO: :mod:`gateway.proxy` reads the request, sends the questions this module writes for the
+Sans-IO: :mod:`gateway.selfreview_answers` reads the request, sends the questions this module writes for the
 cluster and hands the answers back.  The cluster's free text (reasons, evaluation errors) is never
 passed on, only its yes or no and its rules.
 """

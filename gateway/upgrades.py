@@ -53,3 +53,23 @@ def describe(info) -> str:
         return f"{info.verb} {info.path[:100]}"
     resource = info.resource + (f"/{info.subresource}" if info.subresource else "")
     return f"{info.verb} {resource[:100]}"
+
+
+SPDY_REFUSED = (
+    "airlock: this gateway relays exec, attach, cp and port-forward over WebSockets only; "
+    "SPDY is not supported. Use kubectl >= 1.31 (or unset KUBECTL_REMOTE_COMMAND_WEBSOCKETS="
+    "false / KUBECTL_PORT_FORWARD_WEBSOCKETS=false)"
+)
+
+
+def upgrade_refusal(request, subprotocols) -> tuple[GatewayError | None, list[str]]:
+    """(the refusal of an upgrade the gateway does not relay: SPDY, or a WebSocket other than
+    exec/attach/port-forward; the subprotocols it may offer the cluster for one it relays)."""
+    if request.transport == "spdy":
+        return GatewayError(400, SPDY_REFUSED), []
+    if request.transport == "websocket":
+        try:
+            return None, relayed_protocols(request.info, subprotocols or ())
+        except GatewayError as exc:
+            return exc, []
+    return None, []

@@ -19,10 +19,9 @@ def gateway_request(path, *, method="GET", query="", body=None, principal=AGENT,
         "type": kind, "method": method, "path": path, "raw_path": path.encode(), "query_string": query.encode(),
         "headers": headers, "client": ("127.0.0.1", 1),
     }
-    request = parse_request(scope, "/k8s/")
-    request.principal = principal
+    request = parse_request(scope, "/k8s/").evolve(principal=principal)
     if body is not None:
-        request.body = body
+        request = request.evolve(body=body)
     return request
 
 

@@ -60,8 +60,8 @@ async def test_approval_releases_the_held_request(setup):
     review = await wait_for_review()
     rita = await database_sync_to_async(reviewer)("rita")
     await database_sync_to_async(reviews.decide)(review.pk, rita, approve=True, reason="ok")
-    decision = await held
-    assert decision.effect == "review"
+    request = await held
+    assert request.decision.effect == "review"
     assert (request.review.approved, request.review.review_id, request.review.reviewers) == (True, review.pk, ("rita",))
     assert [p.id for p in pending] == [review.pk]
     assert pending[0].url == f"/approvals/reviews/{review.pk}/"
@@ -86,12 +86,12 @@ async def test_timeout_names_the_review_and_a_retry_after_approval_passes(setup)
     assert f"review {review.pk} is still pending" in error.value.message
     assert "Retry the same request" in error.value.message
     outcome = await Holder(timeout=0.2, poll_interval=0.1, previews=False).hold(delete_request(), DELETE_DECISION)
-    assert (outcome.approved, outcome.timed_out, outcome.review_id) == (False, True, review.pk)
+    assert (outcome.approved, outcome.state, outcome.review_id) == (False, "timeout", review.pk)
     rita = await database_sync_to_async(reviewer)("rita")
     await database_sync_to_async(reviews.decide)(review.pk, rita, approve=True)
     # A new Holder: as after a gateway restart, only the database knows the review.
     retry = delete_request()
-    await authorize(retry, PolicyCache(max_age=0), Holder(timeout=0.3, poll_interval=0.1, previews=False))
+    retry = await authorize(retry, PolicyCache(max_age=0), Holder(timeout=0.3, poll_interval=0.1, previews=False))
     assert retry.review.review_id == review.pk
 
 
@@ -135,7 +135,7 @@ async def test_a_partitioned_channel_layer_delays_neither_approval_nor_release(s
     review = await asyncio.wait_for(wait_for_review(), 10)
     rita = await database_sync_to_async(reviewer)("rita")
     await asyncio.wait_for(database_sync_to_async(reviews.decide)(review.pk, rita, approve=True), 5)
-    await asyncio.wait_for(held, 5)  # by the database poll: no message can arrive
+    request = await asyncio.wait_for(held, 5)  # by the database poll: no message can arrive
     assert (request.review.approved, request.review.review_id) == (True, review.pk)
 
 
@@ -169,7 +169,7 @@ async def test_a_lease_gated_rule_needs_an_active_lease(lease_rule):
     assert "manage.py lease request --connection prod" in error.value.message
     lease = await database_sync_to_async(grant)()
     request = delete_request()
-    await authorize(request, PolicyCache(max_age=0), leases=LeaseCache())
+    request = await authorize(request, PolicyCache(max_age=0), leases=LeaseCache())
     assert request.lease.id == lease.pk
 
 

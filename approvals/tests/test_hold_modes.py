@@ -22,8 +22,7 @@ HOST = ("host", "gateway.example:8443")
 
 def delete_request(body=b"{}"):
     request = gateway_request(DELETE_PATH, method="DELETE", body=body, headers=[HOST])
-    classify_dry_run(request)
-    return request
+    return request.evolve(dry_run=classify_dry_run(request))
 
 
 def holder():
@@ -65,7 +64,7 @@ async def test_a_retry_rule_answers_at_once_with_the_absolute_url_and_the_retry_
     rita = await database_sync_to_async(reviewer)("rita")
     await database_sync_to_async(reviews.decide)(review.pk, rita, approve=True)
     retry = delete_request()
-    await authorize(retry, PolicyCache(max_age=0), holder())
+    retry = await authorize(retry, PolicyCache(max_age=0), holder())
     assert (retry.review.approved, retry.review.review_id) == (True, review.pk)
 
 
@@ -109,8 +108,8 @@ async def test_a_dry_run_is_never_held_and_opens_no_review(held_open):
 
 async def test_a_request_that_asks_for_a_dry_run_it_does_not_get_is_held_and_says_so(answered_at_once):
     request = delete_request(b'{"propagationPolicy":"Background"}')
-    request.query = "dryRun=All"
-    classify_dry_run(request)
+    request = request.evolve(query="dryRun=All")
+    request = request.evolve(dry_run=classify_dry_run(request))
     with pytest.raises(GatewayError):
         await authorize(request, PolicyCache(max_age=0), holder())
     review = await Review.objects.aget()

@@ -171,7 +171,7 @@ async def test_the_dry_run_sends_header_bytes_as_the_gateway_forwards_them():
     request = gateway_request("/k8s/prod/apis/apps/v1/namespaces/shop/deployments/web", method="PATCH",
                               body=b'{"spec":{"replicas":5}}', content_type="application/merge-patch+json",
                               headers=[("user-agent", "kübectl/v1.33 (linux/amd64)")])
-    request.principal = dataclasses.replace(request.principal, username="josé")
+    request = request.evolve(principal=dataclasses.replace(request.principal, username="josé"))
     result = await preview.run(held_request(request, REVIEW), Upstream(),
                                transport=cluster({"GET": (200, DEPLOYMENT), "PATCH": (200, DEPLOYMENT)}, seen))
     assert not result.error and len(seen) == 2

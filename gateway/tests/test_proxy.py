@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from gateway.proxy import GatewayApp
+from policy.compile import compile_rule
+from gateway.app import GatewayApp
 from identity.chain import AuthenticatorChain
 from identity.static import StaticTokenAuthenticator
 from masking import Detectors
@@ -37,8 +38,9 @@ class FakeUpstream:
 
 
 class FakeRecorder:
-    """Keeps events in memory (journal records apart); ``fail_begin`` simulates an unavailable audit
-    database, ``fail_journal`` an audit journal that cannot be written."""
+    """Keeps events in memory (journal records apart), as the event dicts of the Records it is
+    handed; ``fail_begin`` simulates an unavailable audit database, ``fail_journal`` an audit
+    journal that cannot be written."""
 
     max_body = 1000
 
@@ -53,17 +55,17 @@ class FakeRecorder:
 
         if self.fail_journal:
             raise AuditUnavailable("the audit journal is unavailable; the request was not forwarded")
-        self.journaled.append(event)
+        self.journaled.append(event.event())
 
     async def begin(self, event):
         from audit.recorder import AuditUnavailable
 
         if self.fail_begin:
             raise AuditUnavailable("the audit trail is unavailable; the request was not forwarded")
-        self.events.append(event)
+        self.events.append(event.event())
 
     async def finish(self, event):
-        self.events.append(event)
+        self.events.append(event.event())
 
     async def aclose(self):
         pass
@@ -84,7 +86,8 @@ ALLOW_AGENTS = compile_rule(
 )
 
 
-def make_app(handler, *, upstream=FakeUpstream(), max_body=1024, impersonate=False, recorder=None, secret_values=None):
+def make_app(handler, *, upstream=FakeUpstream(), max_body=1024, impersonate=False, recorder=None, secret_values=None,
+             policy=None, detectors=None, holder=None, addons=()):
     async def connections(name):
         if name != "prod":
             return None
@@ -94,11 +97,14 @@ def make_app(handler, *, upstream=FakeUpstream(), max_body=1024, impersonate=Fal
         prefix="/k8s/",
         connections=connections,
         authenticator=AuthenticatorChain(static=StaticTokenAuthenticator("agent-tok=agent-1:agents,other-tok=bob:nobody")),
-        policy=FakePolicy(ALLOW_AGENTS),
+        policy=policy or FakePolicy(ALLOW_AGENTS),
         recorder=recorder or FakeRecorder(),
         max_body=max_body,
         transport=httpx.MockTransport(handler),
         secret_values=secret_values,
+        detectors=detectors,
+        holder=holder,
+        addons=addons,
     )
 
 
@@ -429,13 +435,12 @@ async def test_detectors_configured_per_connection_and_per_rule():
     _, _, custom = await call(make_app(handler, upstream=FakeUpstream(detectors=ticket)), path)
     assert b"TCK-12345678" not in custom and b"hunter2-secret-value" not in custom
 
-    app = make_app(handler, upstream=FakeUpstream(detectors=ticket))
-    app.policy = FakePolicy(compile_rule(
+    app = make_app(handler, upstream=FakeUpstream(detectors=ticket), policy=FakePolicy(compile_rule(
         {"name": "plain-configmaps", "effect": "allow", "groups": ["agents"], "verbs": ["get"], "api_groups": [""],
          "resources": ["configmaps"], "namespaces": ["*"], "names": ["*"], "order": 1,
          "masking_detectors": {"enabled": []}},
         id=2,
-    ))
+    )))
     _, _, by_rule = await call(app, path)
     assert b"TCK-12345678" in by_rule and b"hunter2-secret-value" in by_rule
 
@@ -615,10 +620,10 @@ async def test_drain_ends_open_watches_with_an_error_event_and_new_ones_at_once(
     recorder = FakeRecorder()
     app = make_app(handler, recorder=recorder)
     first = asyncio.create_task(call(app, "/k8s/prod/api/v1/pods", query=b"watch=1"))
-    while not app._streams:
+    while not app.streams.open_count:
         await asyncio.sleep(0.01)
     assert await app.drain(5) == 1
-    assert not app._streams
+    assert not app.streams.open_count
     later = await asyncio.wait_for(call(app, "/k8s/prod/api/v1/pods", query=b"watch=1"), 5)
     for status, _, content in (await asyncio.wait_for(first, 5), later):
         assert status == 200
@@ -640,7 +645,7 @@ async def test_drain_ends_a_watch_still_waiting_for_the_cluster_to_answer_with_a
     recorder = FakeRecorder()
     app = make_app(handler, recorder=recorder)
     waiting = asyncio.create_task(call(app, "/k8s/prod/api/v1/pods", query=b"watch=1"))
-    while not app._streams:
+    while not app.streams.open_count:
         await asyncio.sleep(0.01)
     assert await app.drain(5) == 1
     status, _, content = await asyncio.wait_for(waiting, 5)
@@ -667,13 +672,13 @@ async def test_a_released_token_reaches_the_agent_and_the_record_keeps_it_masked
 
     recorder = FakeRecorder()
     recorder.max_body = 10_000
-    app = make_app(handler, recorder=recorder)
-    app.policy = FakePolicy(compile_rule(
+    tokens = FakePolicy(compile_rule(
         {"name": "tokens", "effect": "allow", "groups": ["agents"], "verbs": ["create"], "api_groups": [""],
          "resources": ["serviceaccounts/token"], "namespaces": ["*"], "names": ["*"], "order": 1,
          "mask_secrets": False},
         id=3,
     ))
+    app = make_app(handler, recorder=recorder, policy=tokens)
     path = "/k8s/prod/api/v1/namespaces/shop/serviceaccounts/deployer/token"
     status, _, content = await call(app, path, method="POST", body=b'{"spec":{}}',
                                     headers=[("content-type", "application/json")])
@@ -687,7 +692,7 @@ async def test_a_released_token_reaches_the_agent_and_the_record_keeps_it_masked
         return httpx.Response(201, content=chunks_of(TOKEN_ANSWER + b" " * 300_000),
                               headers={"content-type": "application/json"})
 
-    app.pool = make_app(huge).pool
+    app = make_app(huge, recorder=recorder, policy=tokens)
     status, _, content = await call(app, path, method="POST", body=b'{"spec":{}}',
                                     headers=[("content-type", "application/json")])
     assert status == 502 and "exceeds" in status_of(content)["message"]
@@ -740,8 +745,8 @@ async def test_an_unmasked_secret_reaches_the_agent_and_the_record_keeps_it_mask
 
     recorder = FakeRecorder()
     recorder.max_body = 5000
-    app = make_app(unmasked_cluster(shape), recorder=recorder, secret_values=SecretValueStores())
-    app.policy = FakePolicy(UNMASKED)
+    app = make_app(unmasked_cluster(shape), recorder=recorder, secret_values=SecretValueStores(),
+                   policy=FakePolicy(UNMASKED))
     path, query = ("/k8s/prod/api/v1/namespaces/shop/secrets", b"watch=1") if shape == "watch" else \
         ("/k8s/prod/api/v1/namespaces/shop/secrets" + ("/db0" if shape == "small" else ""), b"")
     try:
@@ -764,9 +769,7 @@ async def test_a_record_that_cannot_be_masked_is_not_kept_raw():
         return httpx.Response(200, content=body, headers={"content-type": "application/json"})
 
     recorder = FakeRecorder()
-    app = make_app(handler, recorder=recorder)
-    app.detectors = Detectors.none()
-    app.policy = FakePolicy(UNMASKED)
+    app = make_app(handler, recorder=recorder, detectors=Detectors.none(), policy=FakePolicy(UNMASKED))
     status, _, content = await call(app, "/k8s/prod/api/v1/namespaces/shop/secrets/db")
     assert status == 200 and UNMASKED_B64 in content
     [done] = [e for e in recorder.events if e["stage"] == "ResponseComplete"]

@@ -6,7 +6,9 @@ import json
 import httpx
 import pytest
 
-from gateway.proxy import GatewayApp
+from policy.compile import compile_rule
+from policy.presets import preset_rule_fields
+from gateway.app import GatewayApp
 from gateway.tests.test_proxy import (COPIED, FakePolicy, FakeRecorder, FakeUpstream, call, cluster_with_secret,
                                       status_of)
 from identity.chain import AuthenticatorChain

@@ -120,7 +120,7 @@ def test_build_context_is_the_runtime_source_without_secrets_or_development_file
     """What `COPY . /app` can see: credentials and local state never, tests and tooling not either."""
     context = context_files()
     assert sorted(path for path in KEPT_OUT if path in context) == []
-    for path in ("manage.py", "requirements.txt", "airlock/settings.py", "airlock/asgi.py", "gateway/proxy.py",
+    for path in ("manage.py", "requirements.txt", "airlock/settings.py", "airlock/asgi.py", "gateway/app.py",
                  "approvals/hold.py", "audit/recorder.py", "connections/registry.py", "deploy/healthcheck.py",
                  "static/vendor"):
         assert path in context or any(name.startswith(path + "/") for name in context), path
