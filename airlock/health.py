@@ -29,6 +29,7 @@ import asyncio
 import logging
 import time
 
+from connections.models import Connection
 from runtime import db, metrics
 
 log = logging.getLogger(__name__)
@@ -174,8 +175,6 @@ class Readiness:
 
 
 def _connection_names() -> list[str]:
-    from connections.models import Connection
-
     return list(Connection.objects.values_list("name", flat=True))
 
 

@@ -16,6 +16,9 @@ is named in the event's ``clamped`` list.
 
 Longer than 400 lines on purpose: every value the audit trail stores is checked here, in one
 place, next to the record that carries it.
+
+Long because the Record's fields and the checks and caps each gets are one contract with the
+chain's document; a reader checks a field against its cap in one place.
 """
 
 import dataclasses

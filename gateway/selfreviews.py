@@ -9,6 +9,9 @@ when both say yes; when the cluster cannot be asked the answer says so and is no
 Sans-IO: :mod:`gateway.selfreview_answers` reads the request, sends the questions this module writes for the
 cluster and hands the answers back.  The cluster's free text (reasons, evaluation errors) is never
 passed on, only its yes or no and its rules.
+
+Long because the three reviews share one reading of the rules and one rule for joining the
+gateway's answer with the cluster's; apart, the yes-only-when-both-say-yes rule would be repeated.
 """
 
 from __future__ import annotations
