@@ -112,6 +112,12 @@ def test_metrics_on_their_own_port_after_requests_with_bounded_labels_and_no_sec
     assert value(text, "airlock_authentication_failures_total", reason="missing") == \
         value(before, "airlock_authentication_failures_total", reason="missing") + 1
     assert value(text, "airlock_audit_append_seconds_count") >= 1
+    # The request addon (gateway.metrics) is wired by make_application: the allowed list is counted.
+    assert value(text, "airlock_requests_total", connection="kubesim", verb="list", resource="pods",
+                 decision="allow", code="2xx") == \
+        value(before, "airlock_requests_total", connection="kubesim", verb="list", resource="pods",
+              decision="allow", code="2xx") + 1
+    assert value(text, "airlock_gateway_overhead_seconds_count", connection="kubesim", verb="list") >= 1
     assert value(text, "airlock_upstream_up", connection="kubesim") == 1
     assert value(text, "airlock_ready") == 1
     assert {"airlock_reviews_pending", "airlock_leases_active", "airlock_audit_queue_depth"} <= {
@@ -140,3 +146,32 @@ def test_label_values_from_requests_are_bounded():
     assert [bounded(v) for v in ("pods", "pods", "secrets", "configmaps", "Bad Value", "a" * 200)] == [
         "pods", "pods", "secrets", "other", "other", "other"]
     assert re.fullmatch(r"[a-z_]+", metrics.OTHER)
+
+
+def test_the_application_traces_each_stage_of_a_real_request_when_tracing_is_on(cluster_connection, tmp_path):
+    """make_application wires gateway.tracing (its addon, authenticator, recorder and upstream wrappers):
+    a request served for real has one root span and a span per stage, each with the audit ID, and no span
+    carries the token, the query or a path."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gateway.tracing import Tracing
+
+    exporter = InMemorySpanExporter()
+    allow_everything_for(cluster_connection)
+    with serving(make_gateway_app(tracing=Tracing(SimpleSpanProcessor(exporter))), cluster_connection,
+                 tmp_path / "gateway") as gateway:
+        pods = get(gateway, "/k8s/kubesim/api/v1/namespaces/default/pods?labelSelector=app%3Dsecret-app",
+                   headers={"Authorization": f"Bearer {AGENT_TOKEN}"})
+        assert pods.status_code == 200
+    finished = exporter.get_finished_spans()
+    root = next(span for span in finished
+                if span.name == "airlock.request" and span.attributes.get("airlock.verb") == "list")
+    audit_id = root.attributes["airlock.audit_id"]
+    ours = [span for span in finished if span.attributes.get("airlock.audit_id") == audit_id]
+    names = {span.name for span in ours}
+    assert {"airlock.request", "parse", "authenticate", "authorize", "upstream", "record"} <= names, names
+    assert all(span.context.trace_id == root.context.trace_id for span in ours)
+    everything = repr([(span.name, dict(span.attributes)) for span in finished])
+    for secret in (AGENT_TOKEN, "labelSelector", "secret-app", "/api/v1"):
+        assert secret not in everything, secret
