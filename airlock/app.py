@@ -9,7 +9,7 @@ it needs (nothing is found through module globals):
 * the policy cache (policy.cache), the audit Recorder (audit.recorder), the Secret value stores;
 * the live-stream registry (approvals.live) and the lease cache (approvals.lease_check), whose
   lookups start the registry's airlock.leases listener;
-* the Holder (approvals.hold), the GatewayApp (gateway.proxy), the approvals Sweeper, Django's
+* the Holder (approvals.hold), the GatewayApp (gateway.app), the approvals Sweeper, Django's
   ASGI application (static files served by it) and the router (airlock.routing);
 * the readiness checks behind ``/readyz`` (airlock.health) and the metrics listener
   (runtime.metrics, with the review and lease gauges of approvals.metrics), started and stopped
