@@ -138,8 +138,16 @@ class Exchange:
     # Detectors the request URI is masked with; None keeps only its path (not known, or invalid).
     uri_detectors: masking.Detectors | None = None
     offered: list = field(default_factory=list)  # WebSocket subprotocols the relay understands
-    cut: Cut = field(default_factory=Cut)  # ends its stream early: its lease ended, the gateway drains
     lease_handle: object = None  # its registration with the lease it runs under (gateway.addons.LeaseBinding)
+    _cut: Cut | None = None
+    _fields: tuple | None = None  # (request, uri detectors, their audit fields): see _request_fields
+
+    @property
+    def cut(self) -> Cut:
+        """What ends its stream early (its lease ended, the gateway drains); made when first asked for."""
+        if self._cut is None:
+            self._cut = Cut()
+        return self._cut
 
     def refused(self, error: GatewayError):
         self.code, self.reason, self.message = error.code, error.reason, error.message
@@ -178,13 +186,18 @@ class Exchange:
 
     def arrival(self) -> Record:
         """The request as it arrived, before it was understood (no query: nothing unmasked)."""
-        return Record(audit_id=self.audit_id, stage=RECEIVED, received_at=self.received_at, **self._scope_fields())
+        values = self._scope_fields()
+        values.update(audit_id=self.audit_id, stage=RECEIVED, received_at=self.received_at)
+        return Record.build(values)
 
     def record(self, stage: str, **fields) -> Record:
         """The audit record of this request at ``stage``; ``fields`` add or override."""
-        message = "; ".join(m for m in (self.message, self.record_note) if m)
-        values = {"response_code": self.code or None, "response_reason": self.reason, "response_message": message,
-                  "request_body": self.request_body}
+        request = self.request
+        values = self._scope_fields() if request is None else self._request_fields(request)
+        values.update(audit_id=self.audit_id, stage=stage, received_at=self.received_at,
+                      response_code=self.code or None, response_reason=self.reason,
+                      response_message="; ".join(m for m in (self.message, self.record_note) if m),
+                      request_body=self.request_body)
         if stage == RESPONSE_COMPLETE:
             values.update(
                 latency_ms=(time.monotonic() - self.started) * 1000.0,
@@ -194,13 +207,17 @@ class Exchange:
                 recording=self.recording,
                 masking_counts=self.masking_counts,
             )
-        request = self.request
-        if request is None:
-            values.update(self._scope_fields())
-        else:
-            values.update(_request_fields(request), request_uri=masked_target(request, self.uri_detectors))
-        values.update(fields)
-        return Record(audit_id=self.audit_id, stage=stage, received_at=self.received_at, **values)
+        if fields:
+            values.update(fields)
+        return Record.build(values)
+
+    def _request_fields(self, request: GatewayRequest) -> dict:
+        """A copy of the request's audit fields, computed once per request and URI masking (the
+        RequestReceived and ResponseComplete records of a forwarded request share them)."""
+        cached = self._fields
+        if cached is None or cached[0] is not request or cached[1] is not self.uri_detectors:
+            cached = self._fields = (request, self.uri_detectors, _request_fields(request, self.uri_detectors))
+        return dict(cached[2])
 
     def _scope_fields(self) -> dict:
         """For a request refused before it could be parsed: ``request_uri`` is the path as the gateway
@@ -221,10 +238,11 @@ class Exchange:
         }
 
 
-def _request_fields(request: GatewayRequest) -> dict:
+def _request_fields(request: GatewayRequest, uri_detectors) -> dict:
     """The audit fields a parsed request fills: what it asks for, who asks, what was decided."""
     info = request.info
     values = {
+        "request_uri": masked_target(request, uri_detectors),
         "verb": info.verb,
         "object_resource": info.resource,
         "object_subresource": info.subresource,

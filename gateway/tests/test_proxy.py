@@ -37,9 +37,16 @@ class FakeUpstream:
         return None
 
 
+def as_event(record) -> dict:
+    """Every field of an audit Record by its AuditEvent name, defaults included."""
+    event = {name: getattr(record, name) for name in record.__dataclass_fields__}
+    event["request_received_timestamp"] = event.pop("received_at")
+    return event
+
+
 class FakeRecorder:
-    """Keeps events in memory (journal records apart), as the event dicts of the Records it is
-    handed; ``fail_begin`` simulates an unavailable audit database, ``fail_journal`` an audit
+    """Keeps events in memory (journal records apart), as dicts of the Records it is handed
+    (:func:`as_event`); ``fail_begin`` simulates an unavailable audit database, ``fail_journal`` an audit
     journal that cannot be written."""
 
     max_body = 1000
@@ -55,17 +62,17 @@ class FakeRecorder:
 
         if self.fail_journal:
             raise AuditUnavailable("the audit journal is unavailable; the request was not forwarded")
-        self.journaled.append(event.event())
+        self.journaled.append(as_event(event))
 
     async def begin(self, event):
         from audit.recorder import AuditUnavailable
 
         if self.fail_begin:
             raise AuditUnavailable("the audit trail is unavailable; the request was not forwarded")
-        self.events.append(event.event())
+        self.events.append(as_event(event))
 
     async def finish(self, event):
-        self.events.append(event.event())
+        self.events.append(as_event(event))
 
     async def aclose(self):
         pass
