@@ -1,13 +1,13 @@
 """Live sessions bound to a lease: cut them when the lease expires or is revoked.
 
 One :class:`LiveStreams` per application (airlock.app builds it and hands it to the gateway).
-The proxy registers every long-lived stream admitted under a lease (watch,
-exec, attach, port-forward)::
+The gateway (gateway.addons.LeaseBinding) registers every request admitted under a lease
+while it is forwarded, so its stream (watch, exec, attach, port-forward) is cut::
 
     handle = streams.register(request.principal, request.connection, request.lease.id, cancel,
                               expires_at=request.lease.expires_at)
     try:
-        ...relay...
+        ...forward, relay...
     finally:
         streams.unregister(handle)
 
