@@ -19,7 +19,9 @@ end the stream (for exec: a Status on channel 3, then close).  A stream is cut
   (the per-event-loop listener started by :meth:`LiveStreams.ensure_listener`, which
   ``register`` and the application's lease cache call), whichever process did it.
 
-The listener also drops this process's cached leases on every lease change.
+The listener also drops this process's cached leases on every lease change.  After it lost the
+channel layer and joined again, it reads the state of its streams' leases from the database: a
+revocation announced while it was away is not missed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from channels.layers import get_channel_layer
 
 from approvals import lease_check
 from approvals.broadcast import LEASES_GROUP
+from approvals.models import Lease
+from runtime import db
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +129,22 @@ class LiveStreams:
             reason = message.get("reason") if isinstance(message.get("reason"), str) else ""
             await self.cut_lease(lease_id, reason or f"lease {lease_id} ended")
 
+    async def recheck(self) -> int:
+        """Cut this loop's streams whose lease ended while no announcement could reach us; returns how many."""
+        loop = asyncio.get_running_loop()
+        lease_ids = {stream.lease_id for stream in self._streams.values() if stream.loop is loop}
+        if not lease_ids:
+            return 0
+        try:
+            ended = await db.run(_ended_leases, lease_ids)
+        except Exception as exc:  # the timers and the next announcement still cut them
+            log.warning("lease listener could not re-read its streams' leases (%s)", type(exc).__name__)
+            return 0
+        count = 0
+        for lease_id, state in ended:
+            count += await self.cut_lease(lease_id, f"lease {lease_id} was {state}")
+        return count
+
     def ensure_listener(self) -> asyncio.Task | None:
         """Start this event loop's airlock.leases listener once (no-op without a channel layer)."""
         loop = asyncio.get_running_loop()
@@ -161,6 +181,7 @@ class LiveStreams:
                 if restarted:
                     # Anything granted or revoked while we were not listening.
                     lease_check.invalidate_all()
+                    await self.recheck()
                 joined.set()
                 joined_at = loop.time()  # not ``joined``: a restart after a failure sets that Event again
                 while True:
@@ -178,6 +199,10 @@ class LiveStreams:
                 log.warning("lease listener failed (%s); restarting", type(exc).__name__)
                 restarted = True
                 await asyncio.sleep(1.0)
+
+
+def _ended_leases(lease_ids: set[int]) -> list[tuple[int, str]]:
+    return list(Lease.objects.filter(pk__in=lease_ids, state__in=ENDED_STATES).values_list("pk", "state"))
 
 
 def _raise_if_cancelling() -> None:

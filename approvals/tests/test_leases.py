@@ -189,6 +189,49 @@ async def test_the_listener_hears_revocations_after_a_channel_layer_failure():
         await live.stop_listener()
 
 
+class RevokedWhileAway(FlakyLayer):
+    """The channel layer, but the lease is revoked (and announced) while the listener is away."""
+
+    def __init__(self, layer, revoke):
+        super().__init__(layer)
+        self.revoke = revoke
+
+    async def receive(self, channel):
+        if self.receives == 0:
+            await self.revoke()  # announced to the channel the listener is about to lose
+        return await super().receive(channel)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_revocation_announced_while_the_listener_was_away_still_cuts_its_streams():
+    """The announcement went to a channel the listener lost; after it joins again it reads the lease from the
+    database and cuts the stream (before, the stream ran on until the lease expired)."""
+    def setup():
+        connection()
+        lease = leases.request_lease(connection="prod", subject="agent-1", duration="1h", reason="x",
+                                     requested_by="ops")
+        return leases.decide(lease.pk, reviewer("rita"), grant=True)
+
+    lease = await database_sync_to_async(setup)()
+
+    async def revoke():
+        rita = await User.objects.aget(username="rita")
+        await database_sync_to_async(leases.revoke)(lease.pk, rita, reason="incident closed")
+
+    live = LiveStreams(layer=lambda: away)
+    away = RevokedWhileAway(get_channel_layer(), revoke)
+    stream = FakeStream()
+    handle = live.register(AGENT, "prod", lease.pk, stream.cancel)
+    try:
+        await live.start_listener()
+        await asyncio.wait_for(stream.cut.wait(), 10)
+        assert stream.reasons == [f"lease {lease.pk} was revoked"]
+    finally:
+        live.unregister(handle)
+        await live.stop_listener()
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.asyncio
 async def test_revocation_reaches_the_listener_through_the_channel_layer(live):
