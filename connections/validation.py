@@ -167,19 +167,19 @@ def validate_proxy_patterns(value) -> None:
     """A JSON list of glob strings (``*`` and ``?``); none may name a ``system:`` identity, which no proxy
     can assert (identity.proxies)."""
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise ValidationError('Give a JSON list of patterns, e.g. ["*@example.com"].', code="invalid")
+        raise ValidationError('Give a JSON list of patterns, e.g. ["*@example.com"].', code="proxy_pattern")
     if len(value) > MAX_PROXY_PATTERNS:
-        raise ValidationError(f"At most {MAX_PROXY_PATTERNS} patterns.", code="invalid")
+        raise ValidationError(f"At most {MAX_PROXY_PATTERNS} patterns.", code="proxy_pattern")
     for pattern in value:
         if not _PATTERN_TEXT_RE.match(pattern) or pattern != pattern.strip():
             raise ValidationError("A pattern is 1 to 253 printable characters without surrounding spaces.",
-                                  code="invalid")
+                                  code="proxy_pattern")
         if pattern.lower().startswith("system:"):
             raise ValidationError('Names starting with "system:" are never asserted through the gateway; '
-                                  f"remove {pattern!r}.", code="invalid")
+                                  f"remove {pattern!r}.", code="proxy_pattern")
 
 
 def validate_proxy_principal_field(value: str) -> None:
     """An issuer, subject or group a proxy's token is matched on, exactly: no control characters."""
     if value != value.strip() or any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in value):
-        raise ValidationError("No control characters or surrounding spaces.", code="invalid")
+        raise ValidationError("No control characters or surrounding spaces.", code="proxy_identity")
