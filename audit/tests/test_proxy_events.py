@@ -51,3 +51,30 @@ def test_rewriting_who_acted_through_whom_is_named_by_verify():
     with tampering("audit_auditevent") as cursor:
         cursor.execute("UPDATE audit_auditevent SET proxy_username = 'nobody' WHERE seq = 1")
     assert "edited: its content does not match its hash" in broken()
+
+
+@pytest.mark.django_db
+def test_a_user_through_a_proxy_has_sessions_of_their_own():
+    """Sessions group by issuer and subject: the end user's issuer names the proxy (identity.proxies)."""
+    from audit.models import Session
+    from identity.principal import Principal
+    from identity.proxies import asserted_issuer
+
+    def proxy(subject):
+        return Principal(subject=subject, username=subject, groups=(), issuer="https://idp.example.test",
+                         expires_at=0.0, token_id="t")
+
+    def through(subject):
+        return PROXIED | {"user_issuer": asserted_issuer(proxy(subject)), "proxy_uid": subject,
+                          "proxy_username": subject}
+
+    direct = {"user_username": "alice@example.com", "user_uid": "alice@example.com",
+              "user_issuer": "https://idp.example.test"}
+    append(event(0, **through("mcp-server")), event(1, **direct), event(2, **through("other")),
+           event(3, **through("mcp-server")))
+    assert Session.objects.count() == 3
+    by_session = {s.user_issuer: sorted(s.events.values_list("proxy_username", flat=True))
+                  for s in Session.objects.all()}
+    assert by_session == {"https://idp.example.test": [""],
+                          "https://idp.example.test#proxy=mcp-server": ["mcp-server", "mcp-server"],
+                          "https://idp.example.test#proxy=other": ["other"]}
