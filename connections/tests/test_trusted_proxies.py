@@ -143,3 +143,10 @@ def test_the_register_proxy_command(token_connection):
         run("--connection", "nope", "--name", "mcp", "--issuer", IDP, "--subject", "x", "--user", "*")
     assert "Removed" in run("--connection", "prod", "--name", "mcp", "--remove")
     assert not TrustedProxy.objects.exists()
+
+
+def test_deleting_a_connection_deletes_its_registrations(token_connection):
+    proxy(token_connection)
+    token_connection.delete()
+    assert not TrustedProxy.objects.exists()
+    assert async_to_sync(registry.ConnectionRegistry().get_upstream)("prod") is None
