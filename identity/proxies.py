@@ -114,7 +114,7 @@ def check_form(asserted: Asserted) -> None:
     user = asserted.users[0] if asserted.users else ""
     if not user and (asserted.groups or asserted.uids or asserted.extra):
         requested = ([f"Group={g}" for g in asserted.groups] + [f"UID={u}" for u in asserted.uids[:1]]
-                     + [f"Extra[{k}]={v}" for k, v in asserted.extra])
+                     + [f"Extra[{k}]" for k, _ in asserted.extra])  # never an extra's value: it may be a credential
         raise ImpersonationRefused(400, f"airlock: requested [{', '.join(requested)}] without impersonating a user "
                                         "(Impersonate-User)")
     if len(asserted.users) > 1:

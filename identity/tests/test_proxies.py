@@ -69,7 +69,7 @@ def test_unknown_impersonate_names_are_collected():
 @pytest.mark.parametrize("headers, words", [
     ([("Impersonate-Group", "team-a")], "requested [Group=team-a] without impersonating a user"),
     ([("Impersonate-Uid", "1234")], "requested [UID=1234] without impersonating a user"),
-    ([("Impersonate-Extra-Scopes", "all")], "requested [Extra[scopes]=all] without impersonating a user"),
+    ([("Impersonate-Extra-Scopes", "all")], "requested [Extra[scopes]] without impersonating a user"),
     ([("Impersonate-User", ""), ("Impersonate-Group", "team-a")], "without impersonating a user"),
     ([("Impersonate-User", "alice@example.com"), ("impersonate-user", "mallory@example.com")],
      "Impersonate-User is sent 2 times"),
@@ -79,6 +79,13 @@ def test_unknown_impersonate_names_are_collected():
 def test_malformed_assertions_from_a_trusted_proxy_are_a_400(headers, words):
     error = refused(headers)
     assert error.code == 400 and words in error.message
+
+
+def test_an_extras_value_is_never_echoed_it_may_be_a_credential():
+    error = refused([("Impersonate-Extra-Token", "sekrit-bearer-0123"), ("Impersonate-Group", "team-a")])
+    assert error.code == 400 and "sekrit-bearer-0123" not in error.message and "Extra[token]" in error.message
+    error = refused([("Impersonate-User", "alice@example.com"), ("Impersonate-Extra-Token", "sekrit-bearer-0123")])
+    assert error.code == 403 and "sekrit-bearer-0123" not in error.message
 
 
 # -- who may assert what ---------------------------------------------------------------------
