@@ -240,3 +240,65 @@ def test_a_disabled_registration_trusts_the_proxy_no_more(mcp, proxy_gateway):
     register(proxy_gateway.connection, "--update", "--disable")
     refused = mcp.pods_list("alice@example.com", ["readers"])
     assert refused.status_code == 403 and "impersonation is not allowed" in refused.json()["message"]
+
+
+@pytest.fixture
+def holding_gateway(cluster_connection, agents_idp, tmp_path):
+    """The OIDC gateway with the approvals Holder (a review rule waits 1 s, then answers with the review),
+    the MCP proxy registered, and team-a's deletes of ConfigMaps in shop held for review."""
+    from identity.chain import AuthenticatorChain
+    from identity.oidc import Authenticator
+    from identity.oidc_config import AuthenticatorConfig, IssuerConfig
+    from policy.models import Rule
+    from tests.e2e_identity.agents import AUDIENCE
+    from tests.gateway_harness import make_gateway_app, serving
+
+    app = make_gateway_app(
+        AuthenticatorChain(oidc=Authenticator(AuthenticatorConfig(
+            issuers=(IssuerConfig(issuer=agents_idp.issuer, audiences=(AUDIENCE,)),)))),
+        hold={"timeout": 1.0, "poll_interval": 0.1})
+    Rule.objects.create(connection=cluster_connection, order=5, name="team-a-deletes-need-review", effect="review",
+                        groups=["team-a"], verbs=["delete"], api_groups=[""], resources=["configmaps"],
+                        namespaces=["shop"], names=["*"])
+    register(cluster_connection, "--issuer", agents_idp.issuer, "--subject", MCP_PROXY["client_id"],
+             "--user", "*@example.com", "--group", "team-*")
+    with serving(app, cluster_connection, tmp_path / "holding-gateway") as running:
+        yield running
+
+
+CONFIGMAP = "/api/v1/namespaces/shop/configmaps/web-config"
+
+
+def test_a_held_request_through_the_proxy_shows_both_to_the_reviewer(holding_gateway, agents_idp, kubesim, client):
+    from approvals import reviews
+    from approvals.models import Review
+    from approvals.tests.factories import reviewer
+
+    proxy = McpStyleProxy(holding_gateway, agents_idp)
+    try:
+        waiting = proxy.tool("alice@example.com", ["team-a"], "DELETE", CONFIGMAP)
+        review = Review.objects.get()
+        assert waiting.status_code == 403 and f"review {review.pk} is still pending" in waiting.json()["message"]
+        assert (review.principal_username, review.principal_groups, review.rule_name) == (
+            "alice@example.com", ["team-a"], "team-a-deletes-need-review")
+        assert (review.proxy_username, review.proxy_subject, review.proxy_issuer) == (
+            "mcp-proxy", "mcp-proxy", agents_idp.issuer)
+        rita = reviewer("rita")
+        client.force_login(rita)
+        page = client.get(f"/approvals/reviews/{review.pk}/").content.decode()
+        assert "trusted proxy mcp-proxy" in page and "alice@example.com" in page
+        reviews.decide(review.pk, rita, approve=True, reason="planned")
+
+        done = proxy.tool("alice@example.com", ["team-a"], "DELETE", CONFIGMAP)
+        assert done.status_code == 200
+        # The approval was alice's through this proxy: the same request from the proxy itself is no such thing.
+        assert proxy.tool(None, [], "DELETE", CONFIGMAP).status_code == 403
+    finally:
+        proxy.client.close()
+    previews = [r for r in kubesim.requests() if r["method"] == "DELETE" and "dryRun=All" in r["query"]]
+    assert previews and all(r["impersonated_user"] is None for r in previews)  # the reviewer's dry-run preview
+    [deleted] = [r for r in kubesim.requests() if r["method"] == "DELETE" and "dryRun" not in r["query"]]
+    assert deleted["path"] == CONFIGMAP and deleted["impersonated_user"] is None
+    [completed] = recorded(1, proxy_username="mcp-proxy", response_code=200)
+    assert (completed.user_username, completed.review_id, completed.decision_effect) == (
+        "alice@example.com", str(review.pk), "review")
