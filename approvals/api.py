@@ -47,7 +47,7 @@ class ReviewSerializer(serializers.ModelSerializer):
         model = Review
         fields = [
             "id", "state", "url", "connection", "rule_name", "principal_username", "principal_subject",
-            "principal_groups", "description", "verb", "api_group", "api_version", "resource", "subresource",
+            "principal_groups", "proxy_username", "proxy_subject", "description", "verb", "api_group", "api_version", "resource", "subresource",
             "namespace", "name", "method", "transport", "path", "query", "headers", "body_state", "body_sha256",
             "dry_run_note", "window_refusal", "token_request", "min_approvals",
             "reviewer_groups", "approvals", "scope", "unmask", "release_token", "reason", "decided_by", "created_at", "decided_at",

@@ -50,6 +50,10 @@ class Review(models.Model):
     principal_username = models.TextField()
     principal_issuer = models.TextField(blank=True)
     principal_groups = models.JSONField(default=list, blank=True)
+    # The trusted proxy that asserted the principal (Impersonate-User/-Group, identity.proxies); empty: none.
+    proxy_username = models.TextField(blank=True)
+    proxy_subject = models.TextField(blank=True)
+    proxy_issuer = models.TextField(blank=True)
     method = models.CharField(max_length=16)
     transport = models.CharField(max_length=16, default="http")
     verb = models.CharField(max_length=32)

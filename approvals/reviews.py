@@ -173,6 +173,14 @@ def _consume(review: Review, now) -> bool:
     return bool(used)
 
 
+def proxy_fields(principal) -> dict:
+    """Who acted through whom: the trusted proxy that asserted the principal, if one did."""
+    proxy = getattr(principal, "proxy", None)
+    if proxy is None:
+        return {}
+    return {"proxy_username": proxy.username, "proxy_subject": proxy.subject, "proxy_issuer": proxy.issuer}
+
+
 @transaction.atomic
 def open_review(held: HeldRequest) -> tuple[Review, Settlement | None]:
     """Match the request to an approval, a pending review, or open a new review.
@@ -218,6 +226,7 @@ def open_review(held: HeldRequest) -> tuple[Review, Settlement | None]:
         principal_username=principal.username,
         principal_issuer=principal.issuer,
         principal_groups=list(principal.groups),
+        **proxy_fields(principal),
         method=held.method,
         transport=held.transport,
         verb=info.verb,

@@ -14,7 +14,10 @@ line, canonicalise with any RFC 8785 implementation, hash.  The MAC (audit.keys)
 Changing what goes into the document changes every hash: bump ``FORMAT`` and keep the old
 builder if that is ever needed.  ``airlock.clamped`` and ``airlock.dryRun`` are the optional
 keys: the first is there only when the recorder had to clamp a value (audit.events), the second
-(``true``) only for a dry run, so events without them hash as before.
+(``true``) only for a dry run, so events without them hash as before.  So is ``impersonatedUser``:
+when a trusted proxy asserted the user (identity.proxies) the document says it as kube-apiserver
+does, ``user`` the proxy that authenticated and ``impersonatedUser`` the user the rules were
+evaluated for (the ``user_*`` columns; the proxy's are ``proxy_*``).
 """
 
 import base64
@@ -150,6 +153,14 @@ def event_document(event, session_id: str | None, recording=None) -> dict:
         document["airlock"]["clamped"] = list(event.clamped)
     if event.dry_run:
         document["airlock"]["dryRun"] = True
+    if event.proxy_username or event.proxy_uid:
+        # As kube-apiserver records impersonation: ``user`` authenticated, ``impersonatedUser`` acted.
+        document["impersonatedUser"] = user
+        document["user"] = _without_empty({
+            "username": event.proxy_username,
+            "uid": event.proxy_uid,
+            "extra": {"issuer": [event.proxy_issuer]} if event.proxy_issuer else None,
+        })
     return document
 
 

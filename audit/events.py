@@ -45,6 +45,7 @@ _TEXT = {
     "user_username", "user_uid", "user_issuer", "object_resource", "object_subresource",
     "object_namespace", "object_name", "object_api_group", "object_api_version", "user_agent",
     "response_reason", "response_message", "decision_rule_name", "decision_reason",
+    "proxy_username", "proxy_uid", "proxy_issuer",
 }
 _CHAR = {"verb": 64, "connection": 63, "decision_effect": 16, "kubectl_session": 128}
 _COUNTS = {"bytes_in", "bytes_out"}
@@ -94,6 +95,9 @@ class Record:
     user_uid: str = ""
     user_groups: tuple[str, ...] = ()
     user_issuer: str = ""
+    proxy_username: str = ""  # a trusted proxy that asserted the user above (identity.proxies)
+    proxy_uid: str = ""
+    proxy_issuer: str = ""
     decision_effect: str = ""
     decision_rule_id: int | None = None
     decision_rule_name: str = ""

@@ -115,6 +115,11 @@ class AuditEvent(AppendOnlyModel):
     user_uid = models.TextField(blank=True)
     user_groups = models.JSONField(default=list, blank=True)
     user_issuer = models.TextField(blank=True)
+    # A trusted proxy that asserted the user above with Impersonate-User/-Group (identity.proxies);
+    # empty when the token's holder is the user.
+    proxy_username = models.TextField(blank=True)
+    proxy_uid = models.TextField(blank=True, help_text="The proxy's subject.")
+    proxy_issuer = models.TextField(blank=True)
 
     verb = models.CharField(max_length=64, blank=True)
     object_resource = models.TextField(blank=True)

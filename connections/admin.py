@@ -1,4 +1,5 @@
-"""Admin for connections: credentials can be set or replaced, never read back.
+"""Admin for connections: credentials can be set or replaced, never read back; and the trusted proxies
+registered on each (who may send Impersonate-User/-Group there, identity.proxies).
 
 Editors get write-only inputs (nothing is rendered into them); people who may
 only view a connection get "set (hidden)" / "not set" instead of the fields.
@@ -9,7 +10,7 @@ from django.contrib import admin
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from connections.models import Connection, CredentialKind
+from connections.models import Connection, CredentialKind, TrustedProxy
 
 CREDENTIAL_INPUTS = ("bearer_token", "client_key")
 
@@ -150,3 +151,20 @@ class ConnectionAdmin(admin.ModelAdmin):
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         """Error reports (the DEBUG page, mailed tracebacks) show the credential inputs as stars."""
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+
+@admin.register(TrustedProxy)
+class TrustedProxyAdmin(admin.ModelAdmin):
+    """Editors register and change proxies; staff with only the view permission read them (Django's own
+    read-only change page).  Every save refreshes the connection in every gateway process."""
+
+    list_display = ["name", "connection", "issuer", "subject", "group", "users", "groups", "enabled", "updated_at"]
+    list_filter = ["enabled", "connection"]
+    search_fields = ["name", "description", "subject", "group"]
+    readonly_fields = ["created_at", "updated_at"]
+    fieldsets = [
+        (None, {"fields": ["connection", "name", "description", "enabled"]}),
+        ("The proxy's own token", {"fields": ["issuer", "subject", "group"]}),
+        ("Whom it may assert", {"fields": ["users", "groups"]}),
+        (None, {"fields": ["created_at", "updated_at"]}),
+    ]

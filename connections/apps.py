@@ -8,8 +8,11 @@ class ConnectionsConfig(AppConfig):
 
     def ready(self):
         from connections import registry
-        from connections.models import Connection
+        from connections.models import Connection, TrustedProxy
 
         receiver = registry.on_connection_changed
         post_save.connect(receiver, sender=Connection, dispatch_uid="connections-registry-save")
         post_delete.connect(receiver, sender=Connection, dispatch_uid="connections-registry-delete")
+        proxies = registry.on_trusted_proxy_changed
+        post_save.connect(proxies, sender=TrustedProxy, dispatch_uid="connections-registry-proxy-save")
+        post_delete.connect(proxies, sender=TrustedProxy, dispatch_uid="connections-registry-proxy-delete")

@@ -7,6 +7,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from connections import crypto, validation
 from connections.timeouts import DEFAULT_TIMEOUTS
+from identity.proxies import ProxyGrant
 from masking.config import check_detectors
 
 
@@ -216,3 +217,64 @@ class Connection(models.Model):
                 validation.validate_key_matches_certificate(leaf, key)
         except crypto.CredentialDecryptionError as exc:
             raise ValidationError(f"{exc}; enter the credential again.") from None
+
+
+class TrustedProxy(models.Model):
+    """A proxy (an MCP server acting for its users, for example) that may name the end user it acts for
+    on one connection with ``Impersonate-User`` and ``Impersonate-Group`` (identity.proxies).
+
+    The proxy authenticates with its own token like any agent; it is this registration's proxy when the
+    token's issuer is ``issuer`` and its subject is ``subject`` and/or it is in ``group`` (both when both
+    are set).  It may assert only users and groups matching the patterns; the end user's own rules then
+    decide.  Saving or deleting one refreshes the connection in every gateway process (its ``updated_at``).
+    """
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="trusted_proxies")
+    name = models.SlugField(max_length=63, validators=[validation.validate_name],
+                            help_text=f"Names this registration in refusals and the admin: {validation.NAME_HELP}.")
+    description = models.TextField(blank=True)
+    issuer = models.CharField(
+        max_length=2048, validators=[validation.validate_proxy_principal_field],
+        help_text="The issuer (iss) of the proxy's own token, exactly as the gateway trusts it.",
+    )
+    subject = models.CharField(
+        max_length=1024, blank=True, validators=[validation.validate_proxy_principal_field],
+        help_text="The subject (sub) of the proxy's token, exactly. Empty: any subject in the group below.",
+    )
+    group = models.CharField(
+        max_length=1024, blank=True, validators=[validation.validate_proxy_principal_field],
+        help_text="A group the proxy's token must carry, exactly. Empty: the subject alone identifies the proxy.",
+    )
+    users = models.JSONField(
+        default=list, validators=[validation.validate_proxy_patterns],
+        help_text='Globs of the users it may assert (Impersonate-User), e.g. ["*@example.com"]. '
+        'Names starting with "system:" are never allowed.',
+    )
+    groups = models.JSONField(
+        default=list, blank=True, validators=[validation.validate_proxy_patterns],
+        help_text='Globs of the groups it may assert (Impersonate-Group), e.g. ["team-*"]; empty: none. '
+        'Names starting with "system:" are never allowed.',
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["connection__name", "name"]
+        verbose_name = "trusted proxy"
+        verbose_name_plural = "trusted proxies"
+        constraints = [models.UniqueConstraint(fields=["connection", "name"], name="connections_trustedproxy_name")]
+
+    def __str__(self):
+        return f"{self.name} on {self.connection.name}"
+
+    def clean(self):
+        if not (self.subject or self.group):
+            raise ValidationError("Identify the proxy by its token's subject, a group, or both.")
+        if not self.users:
+            raise ValidationError({"users": "A proxy needs at least one pattern of users it may assert."})
+
+    def grant(self):
+        """The registration as the gateway's hot path reads it (identity.proxies.ProxyGrant)."""
+        return ProxyGrant(name=self.name, issuer=self.issuer, subject=self.subject, group=self.group,
+                          users=tuple(self.users), groups=tuple(self.groups))

@@ -6,7 +6,8 @@ loop, bounded wait) and caches the result, including "no such enabled
 connection" (negative entries, bounded in number); concurrent misses of one
 name share one load.
 
-Staleness bound: a save or delete of a Connection in this process invalidates
+Staleness bound: a save or delete of a Connection (or of one of its TrustedProxy rows, which
+moves the connection's `updated_at`) in this process invalidates
 every registry of the process at once (post_save/post_delete, and again on commit).  Changes made
 by another process are noticed because every entry is re-validated against
 the row's `updated_at` when it is older than
@@ -37,10 +38,12 @@ from functools import cached_property
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from connections import incluster
 from connections.models import Connection, CredentialKind, ImpersonationMode
 from connections.timeouts import DEFAULT_TIMEOUTS
+from identity.proxies import ProxyGrant
 from connections.validation import NAME_RE
 from masking.config import detectors_key
 from runtime import db
@@ -79,6 +82,8 @@ class Upstream:
     idle_timeout: float = DEFAULT_TIMEOUTS.idle
     # In-cluster connections: the pod's service-account token, followed as the kubelet rotates it.
     token_file: incluster.TokenFile | None = field(default=None, repr=False, compare=False)
+    # The enabled TrustedProxy registrations: who may send Impersonate-User/-Group here (identity.proxies).
+    trusted_proxies: tuple[ProxyGrant, ...] = ()
 
     @classmethod
     def from_connection(cls, connection: Connection) -> "Upstream":
@@ -117,6 +122,8 @@ class Upstream:
             _bearer_token=token,
             _client_key=key,
             token_file=token_file,
+            trusted_proxies=tuple(p.grant() for p in connection.trusted_proxies.filter(enabled=True).order_by("name"))
+            if connection.pk is not None else (),
         )
 
     @property
@@ -284,6 +291,16 @@ class ConnectionRegistry:
         """Forget everything in every registry (tests whose database is rolled back behind the caches' back)."""
         for registry in cls._all():
             registry.clear()
+
+
+def on_trusted_proxy_changed(sender, instance, using: str = "default", **kwargs) -> None:
+    """post_save/post_delete receiver for a TrustedProxy: its connection's ``updated_at`` moves (so other
+    processes reload it within their revalidation interval) and this process's registries forget it now."""
+    connection_id = instance.connection_id
+    Connection.objects.using(using).filter(pk=connection_id).update(updated_at=timezone.now())
+    name = Connection.objects.using(using).filter(pk=connection_id).values_list("name", flat=True).first() or ""
+    ConnectionRegistry.invalidate_all(name, connection_id)
+    transaction.on_commit(lambda: ConnectionRegistry.invalidate_all(name, connection_id), using=using)
 
 
 def on_connection_changed(sender, instance: Connection, using: str = "default", **kwargs) -> None:

@@ -156,3 +156,30 @@ def validate_user_prefix(value: str) -> None:
         raise ValidationError(
             "The impersonation user prefix must not start with 'system:' (reserved by Kubernetes).", code="invalid"
         )
+
+
+# What a trusted proxy's pattern lists may hold: globs of user or group names, at most this many.
+MAX_PROXY_PATTERNS = 100
+_PATTERN_TEXT_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,253}$")
+
+
+def validate_proxy_patterns(value) -> None:
+    """A JSON list of glob strings (``*`` and ``?``); none may name a ``system:`` identity, which no proxy
+    can assert (identity.proxies)."""
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ValidationError('Give a JSON list of patterns, e.g. ["*@example.com"].', code="proxy_pattern")
+    if len(value) > MAX_PROXY_PATTERNS:
+        raise ValidationError(f"At most {MAX_PROXY_PATTERNS} patterns.", code="proxy_pattern")
+    for pattern in value:
+        if not _PATTERN_TEXT_RE.match(pattern) or pattern != pattern.strip():
+            raise ValidationError("A pattern is 1 to 253 printable characters without surrounding spaces.",
+                                  code="proxy_pattern")
+        if pattern.lower().startswith("system:"):
+            raise ValidationError('Names starting with "system:" are never asserted through the gateway; '
+                                  f"remove {pattern!r}.", code="proxy_pattern")
+
+
+def validate_proxy_principal_field(value: str) -> None:
+    """An issuer, subject or group a proxy's token is matched on, exactly: no control characters."""
+    if value != value.strip() or any(ord(ch) < 0x20 or ord(ch) == 0x7f for ch in value):
+        raise ValidationError("No control characters or surrounding spaces.", code="proxy_identity")

@@ -14,7 +14,7 @@ import logging
 import masking
 from gateway import relay, selfreviews
 from gateway.addons import AuditRecording, LeaseBinding
-from gateway.authn import authenticate, refuse_impersonation
+from gateway.authn import act_as, authenticate
 from gateway.authz import Authorized, decide, fallback_refusal, permit
 from gateway.detectors import DetectorChoice
 from gateway.exchange import ClientGone, Exchange, OpenStreams
@@ -121,7 +121,6 @@ class GatewayApp:
         # Before the connection lookup: refusing an unauthenticated caller needs no database
         # and tells it nothing about which connections exist.
         request = exchange.request = request.evolve(principal=await authenticate(request, self.authenticator))
-        refuse_impersonation(request)
         try:
             upstream = await self.connections(request.connection)
         except db.DatabaseUnavailable:
@@ -131,6 +130,8 @@ class GatewayApp:
             raise GatewayError(503, f'connection "{request.connection}" is misconfigured on the gateway') from None
         if upstream is None:
             raise GatewayError(404, f'connection "{request.connection}" not found')
+        # Impersonate-* headers: a trusted proxy's end user on this connection, or a 403.
+        request = exchange.request = request.evolve(principal=act_as(request, upstream))
         exchange.uri_detectors = self.detectors.for_uri(upstream, None)
         refusal, exchange.offered = upgrade_refusal(request, exchange.scope.get("subprotocols"))
         if refusal is not None:

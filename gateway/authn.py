@@ -3,12 +3,13 @@
 The authenticator (:func:`identity.chain.build_authenticator`) validates OIDC JWTs
 (:mod:`identity.oidc`) and, when switched on explicitly, development-only static tokens
 (:mod:`identity.static`, AIRLOCK_DEV_STATIC_TOKENS); settings refuse those in production.
+Then, once the connection is known, whom the request acts as (:func:`act_as`: the token's holder,
+or the end user a trusted proxy asserts, :mod:`identity.proxies`).
 """
 
-import json
-
 from identity.principal import AuthenticationError, Principal
-from kube.headers import bearer_token, impersonation_asked
+from identity.proxies import ImpersonationRefused, act_for
+from kube.headers import bearer_token
 from kube.status import GatewayError
 from runtime import metrics
 
@@ -26,18 +27,16 @@ async def authenticate(request, authenticator) -> Principal:
     return principal
 
 
-def refuse_impersonation(request) -> None:
-    """Stage 2b: an agent acts as itself; asking for another identity is a 403, never silently ignored.
+def act_as(request, upstream) -> Principal:
+    """Stage 2b, once the connection is known: whom the request acts as.
 
-    Stripping the headers and going on (as the gateway once did) ran ``kubectl --as=bob`` as the
-    agent and let ``auth can-i --as=bob`` answer for the wrong identity.
+    Without ``Impersonate-*`` headers, the token's holder.  With them, the end user a trusted proxy
+    registered on this connection asserts (identity.proxies: the end user's rules apply, the proxy's
+    grant nothing); from anyone else a 403, never stripped and run as the agent (as the gateway once
+    did: ``kubectl --as=bob`` ran as the agent and ``auth can-i --as=bob`` answered for the wrong
+    identity).  Malformed assertions are a 400, as kube-apiserver answers them.
     """
-    asked = impersonation_asked(request.headers)
-    if asked:
-        raise GatewayError(
-            403,
-            f"airlock: impersonation is not allowed through this gateway (the request carries {', '.join(asked)}); "
-            f"requests run as the agent's own identity {json.dumps(request.principal.username)}: "
-            "drop --as, --as-group and --as-uid",
-            warn=True,
-        )
+    try:
+        return act_for(request.principal, request.headers, upstream.trusted_proxies, request.connection)
+    except ImpersonationRefused as exc:
+        raise GatewayError(exc.code, exc.message, warn=True) from None

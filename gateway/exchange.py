@@ -261,6 +261,9 @@ def _request_fields(request: GatewayRequest, uri_detectors) -> dict:
     if principal is not None:
         values.update(user_username=principal.username, user_uid=principal.subject, user_groups=principal.groups,
                       user_issuer=principal.issuer)
+        proxy = principal.proxy
+        if proxy is not None:  # who acted through whom: the trusted proxy that asserted the user
+            values.update(proxy_username=proxy.username, proxy_uid=proxy.subject, proxy_issuer=proxy.issuer)
     decision = request.decision
     if decision is not None:
         values.update(decision_effect=decision.effect, decision_rule_id=decision.rule_id,

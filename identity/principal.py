@@ -1,5 +1,7 @@
 """Who an agent is, once its bearer token was validated, and the refusal of a token."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 
@@ -23,3 +25,6 @@ class Principal:
     issuer: str
     expires_at: float
     token_id: str
+    # Set when a trusted proxy asserted this identity (Impersonate-User/-Group, identity.proxies):
+    # the proxy's own authenticated Principal.  None: the token's holder is this principal.
+    proxy: Principal | None = None

@@ -1,9 +1,9 @@
 """Header hygiene between agents and the cluster (pure functions).
 
-Agents must never choose the identity the cluster sees: a request that asks
-for impersonation is refused (:func:`impersonation_asked`), and their
-credentials, impersonation and front-proxy headers are removed before the
-gateway adds its own.  Accept is narrowed to JSON forms so that every
+Agents must never choose the identity the cluster sees: their credentials,
+impersonation and front-proxy headers are removed before the gateway adds
+its own (whether a request may ask for impersonation at all is
+identity.proxies', read in gateway.authn).  Accept is narrowed to JSON forms so that every
 response body can be inspected (masking cannot be bypassed with protobuf,
 CBOR, YAML or gzip).
 
@@ -171,21 +171,6 @@ def is_spdy_upgrade(headers) -> bool:
         if name == "upgrade" and value.strip().lower().startswith("spdy/"):
             return True
     return False
-
-
-def impersonation_asked(headers) -> list[str]:
-    """The ``Impersonate-*`` headers (any case) a request carries, named as kubectl sends them.
-
-    ``kubectl --as/--as-group/--as-uid`` send ``Impersonate-User``, ``-Group``, ``-Uid`` and
-    ``-Extra-<key>``; the prefix is matched, so a header kube-apiserver may learn later counts too.
-    """
-    asked = []
-    for name, _ in headers:
-        if name.startswith("impersonate-"):
-            canonical = "-".join(part.capitalize() for part in name.split("-"))
-            if canonical not in asked:
-                asked.append(canonical)
-    return asked
 
 
 def bearer_token(headers) -> str | None:

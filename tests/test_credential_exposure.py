@@ -37,7 +37,7 @@ from approvals.tests.factories import reviewer, reviewers_group
 from audit.chain import make_anchor
 from audit.export import iter_lines, select_events
 from audit.models import AuditEvent, Checkpoint, Session
-from connections.models import Connection, CredentialKind
+from connections.models import Connection, CredentialKind, TrustedProxy
 from connections.registry import Upstream
 from connections.tests.pki import Pki
 from policy.models import Rule
@@ -111,6 +111,8 @@ def seed(gateway, kubectl, kubesim, pod):
                                  client_certificate=pki.client.certificate, client_key=pki.client.key)
     cert_connection.full_clean()
     cert_connection.save()
+    TrustedProxy.objects.create(connection=token_connection, name="mcp", issuer="https://idp.test",
+                                subject="mcp-server", users=["*@example.com"], groups=["team-*"])
     in_cluster_connection(gateway, kubesim, pod)
 
     agent = gateway.kubeconfig()

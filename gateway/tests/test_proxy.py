@@ -29,6 +29,7 @@ class FakeUpstream:
     connect_timeout: float = 10.0
     first_byte_timeout: float = 65.0
     idle_timeout: float = 30.0
+    trusted_proxies: tuple = ()
 
     def auth_headers(self):
         return {"Authorization": "Bearer cluster-credential"}

@@ -20,6 +20,7 @@ BRIEF = _client("brief-agent", "readers", token_ttl=1)
 STRANGER = _client("stranger-agent", "dev")  # trusted issuer, but in no group bound to a preset
 ELSEWHERE_AGENT = _client("elsewhere-agent", "readers")
 ROGUE = _client("rogue-agent", "readers", "guardrailed")  # claims bound groups, from an untrusted issuer
+MCP_PROXY = _client("mcp-proxy", "mcp-proxies")  # an MCP server serving its own users (a trusted proxy once registered)
 
 
 def token_for(idp, client):

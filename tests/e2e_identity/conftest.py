@@ -13,15 +13,15 @@ import sys
 import pytest
 from django.core.management import call_command
 
-from tests.e2e_identity.agents import (AUDIENCE, BRIEF, ELSEWHERE, ELSEWHERE_AGENT, GUARDED, READER, ROGUE,
-                                      STRANGER)
+from tests.e2e_identity.agents import (AUDIENCE, BRIEF, ELSEWHERE, ELSEWHERE_AGENT, GUARDED, MCP_PROXY, READER,
+                                      ROGUE, STRANGER)
 from tests.gateway_harness import make_gateway_app, serving
 from tests.idp.harness import IdP
 
 
 @pytest.fixture(scope="session")
 def agents_idp():
-    with IdP(audience=AUDIENCE, clients=(READER, GUARDED, BRIEF, STRANGER)) as provider:
+    with IdP(audience=AUDIENCE, clients=(READER, GUARDED, BRIEF, STRANGER, MCP_PROXY)) as provider:
         yield provider
 
 

@@ -112,6 +112,9 @@ class Command(BaseCommand):
         subject = f" ({review.principal_subject})" if review.principal_subject != review.principal_username else ""
         field("Agent", f"{review.principal_username}{subject}, issuer {review.principal_issuer or '-'}, "
                        f"groups {', '.join(review.principal_groups) or 'none'}")
+        if review.proxy_username or review.proxy_subject:
+            field("Through", f"trusted proxy {review.proxy_username} ({review.proxy_subject}), "
+                             f"issuer {review.proxy_issuer or '-'}")
         field("Connection", review.connection)
         field("Rule", review.rule_name + (f", reviewers from {', '.join(review.reviewer_groups)}"
                                           if review.reviewer_groups else ""))
