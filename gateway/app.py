@@ -238,6 +238,8 @@ class GatewayApp:
                 await self.forwarder.forward(exchange, upstream, exchange.request.body, receive, send)
         except GatewayError as exc:
             exchange.refused(exc)
+            if self.budgets is not None:  # counted for loop detection before the agent can try again
+                await self.budgets.refused(exchange)
             if not exchange.response_started:
                 await send_status(send, exc)
         except ClientGone:
@@ -277,6 +279,8 @@ class GatewayApp:
                 upstream_ws = await relay.connect(exchange, upstream, detectors, handshake.accepted)
             except GatewayError as exc:
                 exchange.refused(exc)
+                if self.budgets is not None:
+                    await self.budgets.refused(exchange)
                 await handshake.refuse(exc)
                 return
             await relay.run(exchange, upstream_ws, detectors, handshake.accepted, self.streams, receive, send)

@@ -9,7 +9,9 @@ gateway process sharing the Redis database counts the same budget.  Where it run
    and that was refused or failed (a 4xx answer but 401 and 429: refused by a rule, not found,
    invalid, in conflict; a 5xx is the gateway's or the cluster's failure, which a client may
    rightly retry) more often than the loop window allows (the rule's ``budget.loop``, else ``AIRLOCK_BUDGET_LOOP``) is answered 429
-   until the oldest repeat leaves the window.  For a review rule, its windows are looked at too,
+   until the oldest repeat leaves the window.  The shared counters are asked only about requests
+   this process saw fail within the window, so healthy traffic costs no Redis round trip (a loop
+   spread over n processes may get n - 1 more tries).  For a review rule, its windows are looked at too,
    without spending: no reviewer is asked to approve what the budget would refuse.
 2. **once admitted, just before forwarding** (:meth:`Budgets.spend`): a request the rule allows,
    or a held request now approved, spends one from each window (``quota`` and ``rate``) and holds
@@ -17,8 +19,9 @@ gateway process sharing the Redis database counts the same budget.  Where it run
    neither does a held one until it is forwarded.
 3. **when the request completes** (the ``completed`` hook, :meth:`Budgets.completed`): the slot is
    released (also when the session was cut or the client went away; a process that dies frees
-   none, its slots expire ``AIRLOCK_BUDGET_SLOT_SECONDS`` after their last renewal), and a refused
-   or failing answer counts one repeat for loop detection.
+   none, its slots expire ``AIRLOCK_BUDGET_SLOT_SECONDS`` after their last renewal), and a failing
+   answer counts one repeat for loop detection; a refusal of the gateway's own is counted before
+   it is sent (:meth:`Budgets.refused`), so the agent's next try already meets it.
 
 **What the agent sees.**  A 429 ``Status`` (reason ``TooManyRequests``) whose message names the
 budget, the rule and the absolute UTC time at which the next request fits, with
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import OrderedDict
 import json
 import logging
 import math
@@ -62,6 +66,7 @@ from runtime import metrics
 log = logging.getLogger(__name__)
 TOO_MANY = "TooManyRequests"
 NOT_LOOPS = frozenset({401, 429})  # no agent to count for; a throttle is not counted again
+FAILED_MEMORY = 10_000  # failed requests this process remembers (loop detection asks Redis only about them)
 STORE_DOWN = ("airlock: the budget of rule {rule} (connection {connection}) cannot be counted right now (the "
               "budget store is unavailable); the request was not forwarded. Try again in a few seconds")
 
@@ -144,6 +149,8 @@ class Budgets:
         self.slot_seconds = slot_seconds
         self.clock = clock
         self._slots: dict = {}  # audit id -> (slot key, token, renewal task), from spend to completed
+        self._failed: OrderedDict[tuple, float] = OrderedDict()  # request hint -> when it last failed here
+        self._early: dict[str, bool] = {}  # audit ids counted by refused(), not to be counted again
 
     @classmethod
     def from_settings(cls, config) -> Budgets:
@@ -179,13 +186,34 @@ class Budgets:
     def _loop_key(self, request) -> str:
         return self._key(request, "loop", request_key(request))
 
+    @staticmethod
+    def _hint(request) -> tuple:
+        """What this process remembers of a failed request (cheap: the body's length, not its hash)."""
+        principal = request.principal
+        return (request.connection, principal.issuer, principal.subject, request.method, request.transport,
+                request.upstream_path, request.query, len(request.body or b""))
+
+    def _failed_here(self, request, window: Window) -> bool:
+        """Whether this process saw the request fail within the window: only then are the shared
+        counters asked, so a request that never failed here costs no Redis round trip.  A loop spread
+        over several processes is seen by each after its first failure there."""
+        seen = self._failed.get(self._hint(request))
+        return seen is not None and self.clock() - seen <= window.seconds
+
+    def _remember_failure(self, request) -> None:
+        hint = self._hint(request)
+        self._failed[hint] = self.clock()
+        self._failed.move_to_end(hint)
+        while len(self._failed) > FAILED_MEMORY:
+            self._failed.popitem(last=False)
+
     # -- the stage ----------------------------------------------------------------------------
 
     async def before_permit(self, request, *, holder: bool = True) -> None:
         """Loop detection, then (a review rule, with a holder) the rule's windows without spending.
         Raises Throttled, or GatewayError 503 when a budgeted rule's counters cannot be read."""
         window = self.loop_window(request)
-        if window is not None:
+        if window is not None and self._failed_here(request, window):
             try:
                 usage = await self.counters.peek(self._loop_key(request), window)
             except StoreUnavailable:
@@ -273,21 +301,36 @@ class Budgets:
 
     # -- the hook -----------------------------------------------------------------------------
 
+    async def refused(self, exchange) -> None:
+        """The gateway refuses the request (``exchange.code`` set) and is about to answer: a refusal is
+        counted for loop detection now, before the agent can send the request again (a cluster's
+        4xx is counted when it completes)."""
+        await self._count_failure(exchange)
+
     async def completed(self, exchange) -> None:
         """Release the request's slot; count a refused or failing answer for loop detection."""
+        held = self._slots.pop(str(exchange.audit_id), None)
+        if held is not None:
+            slot, token, task = held
+            task.cancel()
+            await self._release(slot, token)
+        if self._early.pop(str(exchange.audit_id), None) is None:
+            await self._count_failure(exchange)
+
+    async def _count_failure(self, exchange) -> None:
+        request = exchange.request
+        if request is None or not 400 <= exchange.code < 500 or exchange.code in NOT_LOOPS:
+            return
+        window = self.loop_window(request)
+        if window is None:
+            return
+        self._remember_failure(request)
+        if len(self._early) > FAILED_MEMORY:  # refusals whose completion never came: not kept for ever
+            self._early.clear()
+        self._early[str(exchange.audit_id)] = True
         try:
-            held = self._slots.pop(str(exchange.audit_id), None)
-            if held is not None:
-                slot, token, task = held
-                task.cancel()
-                await self._release(slot, token)
-            request = exchange.request
-            if request is None or not 400 <= exchange.code < 500 or exchange.code in NOT_LOOPS:
-                return
-            window = self.loop_window(request)
-            if window is not None:
-                await self.counters.hit(self._loop_key(request), window)
+            await self.counters.hit(self._loop_key(request), window)
         except StoreUnavailable:
             metrics.BUDGET_STORE_FAILURES.labels("skipped").inc()
         except Exception:
-            log.exception("budget bookkeeping of %s failed", exchange.audit_id)
+            log.exception("loop count of %s failed", exchange.audit_id)

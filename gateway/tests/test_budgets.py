@@ -250,3 +250,54 @@ async def test_a_throttle_is_a_429_status_with_retry_after_for_http_and_websocke
     assert headers[b"retry-after"] == b"5"
     body = json.loads(error.body())
     assert body["reason"] == "TooManyRequests" and body["details"]["retryAfterSeconds"] == 5
+
+
+class Counting(MemoryCounters):
+    """Counters shared by several Budgets (as Redis is by several processes), counting what they are asked."""
+
+    def __init__(self, clock):
+        super().__init__(clock)
+        self.calls = 0
+
+    async def peek(self, *args):
+        self.calls += 1
+        return await super().peek(*args)
+
+    async def hit(self, *args):
+        self.calls += 1
+        return await super().hit(*args)
+
+
+async def test_a_loop_spread_over_two_processes_is_one_count_and_healthy_requests_cost_no_count():
+    clock = Clock()
+    shared = Counting(clock)
+    cluster = Cluster(404)
+    a, b = (make_app(cluster, rule(), budgets=Budgets(shared, clock=clock, loop=Window(4, 60))) for _ in range(2))
+    healthy = make_app(Cluster(200), rule(), budgets=Budgets(shared, clock=clock, loop=Window(4, 60)))
+    assert [(await call(healthy, PODS))[0] for _ in range(20)] == [200] * 20
+    assert shared.calls == 0  # nothing failed: the shared counters were never asked
+    answers = [(await call(app, f"{PODS}/gone"))[0] for app in (a, b, a, b, a, b)]
+    assert answers == [404, 404, 404, 404, 429, 429]
+    assert len(cluster.seen) == 4
+
+
+async def test_a_refusal_is_counted_before_the_agent_has_it():
+    """The agent may send the request again as soon as it reads the refusal, through another process."""
+    clock = Clock()
+    shared = Counting(clock)
+    app = make_app(Cluster(), rule("no-deletes", effect="deny", verbs=["delete"], order=1),
+                   budgets=Budgets(shared, clock=clock, loop=Window(2, 60)))
+    counted_when_answered = []
+    scope = {"type": "http", "method": "DELETE", "path": f"{PODS}/web", "raw_path": f"{PODS}/web".encode(),
+             "query_string": b"", "headers": [(b"authorization", b"Bearer agent-tok")], "client": ("127.0.0.1", 1)}
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            counted_when_answered.append(shared.calls)
+
+    await app(scope, receive, send)
+    await app(scope, receive, send)
+    assert counted_when_answered == [1, 3]  # the first refusal's count, then the second's check and count

@@ -24,6 +24,7 @@ c = Connection.objects.get(name="kubesim")
 common = dict(connection=c, groups=["agents"], api_groups=[""], namespaces=["*"], names=["*"])
 Rule.objects.create(order=1, name="capped-deletes", effect="allow", verbs=["delete"], resources=["configmaps"],
                     budget={"quota": "4/hour"}, **common)
+Rule.objects.create(order=3, name="no-secrets", effect="deny", verbs=["*"], resources=["secrets"], **common)
 Rule.objects.create(order=2, name="one-watch", effect="allow", verbs=["watch"], resources=["pods"],
                     budget={"concurrent": 1}, **common)
 """
@@ -67,13 +68,13 @@ def test_two_gateways_spend_one_quota_and_one_loop_count(budget_rig):
             assert 'rule "capped-deletes"' in status["message"] and "retry-after" not in refused.headers
         assert on_a.get(f"{NS}/configmaps/two-4").status_code == 200  # not deleted
 
-        # The same failing request (the cluster's 404), alternately through each gateway: one count.
-        missing = [client.get(f"{NS}/configmaps/never-there") for client in (on_a, on_b) * 5]
-        assert [answer.status_code for answer in missing] == [404] * 10
-        slowed = on_a.get(f"{NS}/configmaps/never-there")
+        # The same refused request, alternately through each gateway: one count.
+        refused = [client.get(f"{NS}/secrets/db") for client in (on_a, on_b) * 5]
+        assert [answer.status_code for answer in refused] == [403] * 10
+        slowed = on_a.get(f"{NS}/secrets/db")
         assert slowed.status_code == 429 and int(slowed.headers["retry-after"]) <= 60
         assert "refused or failed 10 times within 1 min" in slowed.json()["message"]
-        assert on_b.get(f"{NS}/configmaps/never-there").status_code == 429
+        assert on_b.get(f"{NS}/secrets/db").status_code == 429
 
 
 def open_watch(client):
