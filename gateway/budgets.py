@@ -29,8 +29,9 @@ budget, the rule and the absolute UTC time at which the next request fits, with
 ``AIRLOCK_BUDGET_RETRY_AFTER_MAX_SECONDS``: client-go (kubectl) sleeps through a 429 with
 ``Retry-After`` silently, up to 10 times, printing nothing (approvals/README.md), which is the
 right thing for a rate or a loop (the command just runs slower, then prints the real answer) and
-the wrong one for a quota an hour away (ten silent hours).  Without the header client-go and the
-Python client do not retry: kubectl prints ``Error from server (TooManyRequests): <message>`` at
+the wrong one for a quota an hour away (ten silent hours); the Python client's urllib3 does the
+same up to 3 times for GET, PUT and DELETE.  Without the header client-go and the Python client
+do not retry: kubectl prints ``Error from server (TooManyRequests): <message>`` at
 once.  A concurrency refusal never sends it: nobody knows when a session ends.
 
 **When the counters cannot be read** (Redis away or slower than
