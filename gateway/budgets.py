@@ -11,8 +11,9 @@ gateway process sharing the Redis database counts the same budget.  Where it run
    rightly retry) more often than the loop window allows (the rule's ``budget.loop``, else ``AIRLOCK_BUDGET_LOOP``) is answered 429
    until the oldest repeat leaves the window.  The shared counters are asked only about requests
    this process saw fail within the window, so healthy traffic costs no Redis round trip (a loop
-   spread over n processes may get n - 1 more tries).  For a review rule, its windows are looked at too,
-   without spending: no reviewer is asked to approve what the budget would refuse.
+   spread over n processes may get n - 1 more tries).  For a review rule, its windows and slots
+   are looked at too, without spending: no reviewer is asked to approve what the budget would
+   refuse now.
 2. **once admitted, just before forwarding** (:meth:`Budgets.spend`): a request the rule allows,
    or a held request now approved, spends one from each window (``quota`` and ``rate``) and holds
    a concurrency slot (``concurrent``) until it completes.  A denied request spends nothing, and
@@ -226,7 +227,7 @@ class Budgets:
                     usage.reset_at, window.text)
         decision = request.decision
         if holder and decision is not None and decision.effect == REVIEW and decision.budget.spends:
-            await self._counted(request, self._peek_windows(request, decision.budget))
+            await self._counted(request, self._peek(request, decision.budget))
 
     async def spend(self, request, audit_id) -> None:
         """Spend the admitted request's budget: each window, and a slot held until it completes."""
@@ -249,6 +250,19 @@ class Budgets:
             if not usage.allowed:
                 raise self._window_throttled(kind, window, request, usage)
 
+    async def _peek(self, request, budget: Budget) -> None:
+        """The windows and the slots, spending nothing (before a reviewer is asked)."""
+        await self._peek_windows(request, budget)
+        if budget.concurrent is not None:
+            rule = request.decision.rule_name
+            usage = await self.counters.free(self._key(request, rule, "slots"), budget.concurrent)
+            if not usage.allowed:
+                raise self._slot_throttled(budget.concurrent, request, usage)
+
+    def _slot_throttled(self, limit: int, request, usage: Usage) -> Throttled:
+        message = slot_message(limit, request.decision.rule_name, request, usage.reset_at)
+        return self._throttled("concurrent", request, message, usage.reset_at, f"{limit} at once", header=False)
+
     async def _spend(self, request, token: str, budget: Budget) -> None:
         rule = request.decision.rule_name
         windows = budget.windows()
@@ -259,9 +273,7 @@ class Budgets:
             slot = self._key(request, rule, "slots")
             usage = await self.counters.acquire(slot, budget.concurrent, token, self.slot_seconds)
             if not usage.allowed:
-                raise self._throttled("concurrent", request, slot_message(budget.concurrent, rule, request,
-                                                                          usage.reset_at),
-                                      usage.reset_at, f"{budget.concurrent} at once", header=False)
+                raise self._slot_throttled(budget.concurrent, request, usage)
         try:
             for kind, window in windows:
                 usage = await self.counters.hit(self._key(request, rule, kind), window)

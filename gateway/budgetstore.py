@@ -6,7 +6,7 @@ Both implement the same five calls, each about one key (gateway.budgets makes th
   had, and when the oldest entry leaves it, which is when the next one fits);
 * ``peek(key, window)``: the same answer without taking one;
 * ``acquire(key, limit, token, ttl)`` / ``renew(key, token, ttl)`` / ``release(key, token)``: a
-  concurrency slot, held by ``token`` until released or until ``ttl`` seconds after its last
+  concurrency slot (``free(key, limit)``: whether one is free, taking none), held by ``token`` until released or until ``ttl`` seconds after its last
   renewal, so a process that dies cannot keep a slot for ever.
 
 :class:`RedisCounters` counts windows with the ``limits`` library's moving-window strategy over its
@@ -137,6 +137,13 @@ class RedisCounters:
                                                 args=[now, limit, now + ttl, token, int(ttl * 1000)]))
         return Usage(bool(int(answer[0])), float(answer[1] or 0))
 
+    async def free(self, key: str, limit: int) -> Usage:
+        self.start()
+        now = self.clock()
+        held = await self._call(self.redis.zrangebyscore(self._slots(key), now, "+inf", start=0, num=limit,
+                                                         withscores=True))
+        return Usage(len(held) < limit, float(held[0][1]) if held else now)
+
     async def renew(self, key: str, token: str, ttl: float) -> None:
         self.start()
         await self._call(self._renew(keys=[self._slots(key)], args=[self.clock() + ttl, token, int(ttl * 1000)]))
@@ -199,6 +206,11 @@ class MemoryCounters:
             slots[token] = now + ttl
             return Usage(True, 0.0)
         return Usage(False, min(slots.values()))
+
+    async def free(self, key: str, limit: int) -> Usage:
+        now = self.clock()
+        live = sorted(expiry for expiry in self._slots.get(key, {}).values() if expiry > now)
+        return Usage(len(live) < limit, live[0] if live else now)
 
     async def renew(self, key: str, token: str, ttl: float) -> None:
         slots = self._slots.get(key, {})

@@ -301,3 +301,18 @@ async def test_a_refusal_is_counted_before_the_agent_has_it():
     await app(scope, receive, send)
     await app(scope, receive, send)
     assert counted_when_answered == [1, 3]  # the first refusal's count, then the second's check and count
+
+
+async def test_no_reviewer_is_asked_for_a_session_beyond_the_ones_allowed_at_once():
+    clock = Clock()
+    budgets = Budgets(clock=clock)
+    approving = Holder()
+    review = rule("sessions", effect="review", budget={"concurrent": 1}, order=1)
+    app = make_app(Cluster(), review, budgets=budgets, holder=approving)
+    app.hooks = type(app.hooks)([])  # the first request's session stays open: its completion never comes
+    assert (await call(app, PODS))[0] == 200 and approving.held == 1
+    status, headers, content = await call(app, PODS)
+    assert status == 429 and "retry-after" not in headers
+    assert "allows each agent 1 at once (concurrent)" in status_of(content)["message"]
+    assert approving.held == 1  # refused before a reviewer was asked
+    await budgets.aclose()

@@ -48,6 +48,7 @@ async def test_two_processes_share_the_slots_and_a_dead_ones_expire(processes):
     assert (await b.acquire(key, 2, "s2", 60)).allowed
     full = await a.acquire(key, 2, "s3", 60)
     assert not full.allowed and full.reset_at == pytest.approx(clock[0] + 60)
+    assert not (await b.free(key, 2)).allowed and (await b.free(key, 3)).allowed
     await b.release(key, "s2")  # a session on process b ended
     assert (await a.acquire(key, 2, "s3", 60)).allowed
     # Process a keeps s3 alive; s1's process died and renews nothing: after its expiry the slot is free.
