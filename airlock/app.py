@@ -6,7 +6,8 @@ it needs (nothing is found through module globals):
 * the connection registry (connections.registry), read by the gateway and by the Holder's previews;
 * the authenticator (identity.chain), used by the gateway and passed to the agent lease API
   (approvals.agent_api) in the ASGI scope of the Django requests it routes;
-* the policy cache (policy.cache), the audit Recorder (audit.recorder), the Secret value stores;
+* the policy cache (policy.cache), the audit Recorder (audit.recorder), the Secret value stores,
+  the agent budgets and their counters (gateway.budgets, gateway.budgetstore: Redis when configured);
 * the live-stream registry (approvals.live) and the lease cache (approvals.lease_check), whose
   lookups start the registry's airlock.leases listener;
 * the Holder (approvals.hold), the GatewayApp (gateway.app), the approvals Sweeper, Django's
@@ -43,6 +44,7 @@ from connections.registry import ConnectionRegistry
 from policy.cache import PolicyCache
 from gateway import tracing as stage_tracing
 from gateway.app import GatewayApp
+from gateway.budgets import Budgets
 from gateway.logcontext import RequestLogContext
 from gateway.metrics import RequestMetrics
 from gateway.secretvalues import SecretValueStores
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 COLLABORATORS = frozenset({
     "registry", "authenticator", "policy", "recorder", "secret_values", "live", "leases", "holder",
     "sweeper", "django", "transport", "pool", "detectors", "on_started", "readiness", "metrics",
-    "tracing", "addons",
+    "tracing", "addons", "budgets",
 })
 
 
@@ -108,6 +110,7 @@ def make_application(settings=None, **overrides) -> "Airlock":
         pool=pool,
         detectors=overrides.get("detectors"),
         addons=addons,
+        budgets=given("budgets", lambda: Budgets.from_settings(config)),
     )
     # The dashboard's own assets (htmx, asciinema-player) are vendored into static/ and served by
     # the app itself: no CDN, no separate web server.

@@ -457,6 +457,22 @@ AIRLOCK_NOTIFY_TIMEOUT_SECONDS = float(env("AIRLOCK_NOTIFY_TIMEOUT_SECONDS", "10
 # long; held requests then rely on their database poll (AIRLOCK_REVIEW_POLL_SECONDS).
 AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS = float(env("AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS", "2"))
 
+# Agent budgets (policy.budgets, gateway.budgets): the counters every gateway process shares (Redis;
+# without one, each process counts alone), how long a count may take before a budgeted request is
+# refused (503) and loop detection skipped, how long a dead process's concurrency slot lives, the
+# longest wait a 429 asks clients to sleep through (Retry-After), and loop detection's default.
+AIRLOCK_BUDGET_REDIS_URL = env("AIRLOCK_BUDGET_REDIS_URL", REDIS_URL or "")
+AIRLOCK_BUDGET_STORE_TIMEOUT_SECONDS = float(env("AIRLOCK_BUDGET_STORE_TIMEOUT_SECONDS", "0.5"))
+AIRLOCK_BUDGET_SLOT_SECONDS = float(env("AIRLOCK_BUDGET_SLOT_SECONDS", "60"))
+AIRLOCK_BUDGET_RETRY_AFTER_MAX_SECONDS = int(env("AIRLOCK_BUDGET_RETRY_AFTER_MAX_SECONDS", "60"))
+AIRLOCK_BUDGET_LOOP = env("AIRLOCK_BUDGET_LOOP", "10/minute")
+try:
+    from policy.budgets import loop_setting
+
+    loop_setting(AIRLOCK_BUDGET_LOOP)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"AIRLOCK_BUDGET_LOOP: {exc}") from None
+
 # Reviewer dashboard: people sign in with OIDC (mozilla-django-oidc, authorization-code flow
 # with PKCE) when a client id is set, or with a Django account.  Members of the IdP groups in
 # AIRLOCK_DASHBOARD_OIDC_REVIEWER_GROUPS get the "reviewers" role at each OIDC login.

@@ -3,7 +3,7 @@
 It is a plain ASGI application (not a Django view) so request bodies are bounded while they
 arrive and responses stream with the server's back-pressure.  The stages it runs in order are
 elsewhere: parse (gateway.pipeline), authenticate (gateway.authn), authorize and hold
-(gateway.authz, approvals.hold), forward and relay the answer (gateway.responses over HTTP,
+(gateway.authz, approvals.hold), the agent's budget (gateway.budgets), forward and relay the answer (gateway.responses over HTTP,
 gateway.relay over WebSocket, gateway.selfreview_answers for the reviews it answers itself);
 the per-request record they fill is gateway.exchange's.  Fail closed: anything that goes wrong
 is a Kubernetes ``Status`` (gateway.refusals), and every request is recorded.
@@ -39,9 +39,10 @@ class GatewayApp:
 
     def __init__(self, *, prefix: str, connections, authenticator, policy, recorder, max_body: int,
                  transport=None, pool=None, holder=None, leases=None, live=None, detectors=None, secret_values=None,
-                 addons=()):
+                 addons=(), budgets=None):
         """``leases`` finds the lease a rule requires (None: such rules refuse); ``live`` registers the
-        streams admitted under one, so its end cuts them (required with ``leases``)."""
+        streams admitted under one, so its end cuts them (required with ``leases``); ``budgets``
+        (gateway.budgets.Budgets) spends the agents' budgets (None: no budgets, no loop detection)."""
         if leases is not None and live is None:
             raise ValueError("a gateway that admits requests under leases needs the live-stream registry")
         self.prefix = prefix
@@ -54,9 +55,11 @@ class GatewayApp:
         self.holder = holder
         self.leases = leases
         self.max_body = max_body
+        self.budgets = budgets
         # Recording first: nothing is forwarded, or bound to a lease, before it is recorded.
         bindings = [LeaseBinding(live)] if live is not None else []
-        self.hooks = Hooks([AuditRecording(recorder), *bindings, *addons])
+        spending = [budgets] if budgets is not None else []  # completed: a slot released, a loop counted
+        self.hooks = Hooks([AuditRecording(recorder), *bindings, *spending, *addons])
         self.streams = OpenStreams()  # open watches, streamed bodies and WebSocket relays
         self.forwarder = HttpForwarder(None, self.detectors, self.streams)
         self.self_reviews = SelfReviews(policy, None, leases)
@@ -72,10 +75,14 @@ class GatewayApp:
         self._pool = self.forwarder.pool = self.self_reviews.pool = pool
 
     async def start(self):
-        """ASGI lifespan startup: the recorder replays dead processes' audit journals."""
+        """ASGI lifespan startup: the recorder replays dead processes' audit journals; the budgets' counters."""
         await self.recorder.start()
+        if self.budgets is not None:
+            self.budgets.start()
 
     async def aclose(self):
+        if self.budgets is not None:
+            await self.budgets.aclose()
         if self.secret_values is not None:
             await self.secret_values.aclose()
         await self.pool.aclose()
@@ -152,6 +159,8 @@ class GatewayApp:
         authorized.admitted()
         exchange.uri_detectors = self.detectors.for_uri(upstream, exchange.request.decision)
         await self.learn_values(exchange, upstream)
+        if self.budgets is not None:  # last before forwarding: what is refused or held spends nothing
+            await self.budgets.spend(exchange.request, exchange.audit_id)
         return upstream
 
     async def authorize(self, exchange: Exchange, holder, on_pending=None) -> Authorized:
@@ -159,6 +168,8 @@ class GatewayApp:
         request = exchange.request
         request = exchange.request = request.evolve(decision=await decide(request, self.policy))
         await self.hooks.decided(exchange)
+        if self.budgets is not None:  # loop detection; a review rule's budget before a reviewer is asked
+            await self.budgets.before_permit(exchange.request, holder=holder is not None)
         authorized = await permit(request, holder, on_pending=on_pending, leases=self.leases)
         exchange.request = authorized.request
         return authorized
@@ -228,6 +239,8 @@ class GatewayApp:
                 await self.forwarder.forward(exchange, upstream, exchange.request.body, receive, send)
         except GatewayError as exc:
             exchange.refused(exc)
+            if self.budgets is not None:  # counted for loop detection before the agent can try again
+                await self.budgets.refused(exchange)
             if not exchange.response_started:
                 await send_status(send, exc)
         except ClientGone:
@@ -267,6 +280,8 @@ class GatewayApp:
                 upstream_ws = await relay.connect(exchange, upstream, detectors, handshake.accepted)
             except GatewayError as exc:
                 exchange.refused(exc)
+                if self.budgets is not None:
+                    await self.budgets.refused(exchange)
                 await handshake.refuse(exc)
                 return
             await relay.run(exchange, upstream_ws, detectors, handshake.accepted, self.streams, receive, send)

@@ -77,6 +77,7 @@ class RuleAdmin(admin.ModelAdmin):
         ("Non-resource requests", {"fields": ("non_resource_urls",)}),
         ("Effect settings", {"fields": ("mask_secrets", "requires_lease", "min_approvals", "reviewer_groups",
                                         "review_hold")}),
+        ("Budget", {"fields": ("budget",)}),
         (None, {"fields": ("created_at", "updated_at")}),
     )
 

@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from masking.config import check_detectors
+from policy.budgets import check_budget
 from policy.vocabulary import (
     DRY_RUN_ANY, DRY_RUN_CHOICES, DRY_RUN_ONLY, EFFECTS, HOLD_CHOICES, HOLD_OPEN, NON_RESOURCE_VERBS, RESOURCE_VERBS,
     REVIEW,
@@ -115,6 +116,9 @@ def check_rule(fields: Mapping) -> dict[str, list[str]]:
     detector_error = check_detectors(fields.get("masking_detectors"))
     if detector_error:
         errors["masking_detectors"] = [detector_error]
+    budget_errors = check_budget(fields.get("budget"))
+    if budget_errors:
+        errors["budget"] = budget_errors
     min_approvals = fields.get("min_approvals", 1)
     if isinstance(min_approvals, bool) or not isinstance(min_approvals, int) or min_approvals < 1:
         errors["min_approvals"] = ["must be an integer of at least 1"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from kube.vocabulary import CONNECT_SUBRESOURCES, CONNECT_VERBS, DELETE_VERBS
 from masking.config import detectors_key
+from policy.budgets import NO_BUDGET, Budget, compile_budget
 from policy.check import InvalidRule, check_rule
 from policy.globs import GlobSet, ResourceSet
 from policy.reach import IMPLIED_VERBS, Reach, rule_namespace, same_objects
@@ -39,6 +40,7 @@ class CompiledRule:
     detectors: str = ""  # free-text detector configuration (detectors_key); "" = the connection's
     dry_run: str = DRY_RUN_ANY
     hold: str = HOLD_OPEN
+    budget: Budget = NO_BUDGET  # what each agent may spend under this rule (policy.budgets)
 
     def matches(self, principal, info, reach: Reach | None = None, *, dry_run: bool = False) -> bool:
         """``reach`` (``Reach.of(info)``) may be passed in so one evaluation computes it once;
@@ -184,6 +186,7 @@ def compile_rule(fields: Mapping, *, id: int | None = None, connection: str = ""
         detectors=detectors_key(fields.get("masking_detectors")),
         dry_run=fields.get("dry_run", DRY_RUN_ANY),
         hold=fields.get("review_hold", HOLD_OPEN),
+        budget=compile_budget(fields.get("budget")),
     )
 
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from policy.budgets import NO_BUDGET, Budget
 from policy.compile import CompiledRule
 from policy.reach import Reach
 from policy.vocabulary import ALLOW, DEFAULT_DENY, DENY, HOLD_OPEN, POLICY_ERROR, REVIEW
@@ -21,7 +22,8 @@ class Decision:
     deny and review decisions always mask.  ``rule_id`` is None for the
     built-in default deny.  ``dry_run``: the request is a dry run;
     ``held_back`` names the review rule that denied it (a dry run is never held).
-    ``hold``: how a review decision holds the request.
+    ``hold``: how a review decision holds the request.  ``budget``: what the deciding rule lets
+    each agent spend (policy.budgets; gateway.budgets spends it).
     """
 
     effect: str
@@ -34,6 +36,7 @@ class Decision:
     dry_run: bool = False
     held_back: bool = False
     hold: str = HOLD_OPEN
+    budget: Budget = NO_BUDGET
 
 
 def evaluate(rules: Sequence[CompiledRule], principal, info, *, dry_run: bool = False) -> Decision:
@@ -78,4 +81,5 @@ def decision_for(rule: CompiledRule, dry_run: bool = False) -> Decision:
         detectors=rule.detectors,
         dry_run=dry_run,
         hold=rule.hold,
+        budget=rule.budget,
     )

@@ -42,7 +42,7 @@ def _list_field(help_text):
 RULE_FIELDS = (
     "name", "order", "enabled", "effect", "subjects", "groups", "verbs", "api_groups", "resources",
     "namespaces", "names", "non_resource_urls", "requires_lease", "min_approvals",
-    "reviewer_groups", "mask_secrets", "masking_detectors", "dry_run", "review_hold",
+    "reviewer_groups", "mask_secrets", "masking_detectors", "dry_run", "review_hold", "budget",
 )
 
 
@@ -102,6 +102,12 @@ class Rule(models.Model):
         default=dict, blank=True,
         help_text='Free-text detectors for requests this rule allows, e.g. {"disabled": ["jwt"]} or '
         '{"extra": [{"name": "ticket", "pattern": "TCK-[0-9]{8}"}]}; empty = the connection\'s setting.',
+    )
+    budget = models.JSONField(
+        default=dict, blank=True,
+        help_text='What each agent may spend under this rule, e.g. {"quota": "10/hour"}, {"rate": "5/second"}, '
+        '{"concurrent": 3} (sessions at once), {"loop": "5/minute"} (the same refused or failing request; '
+        '"off" turns loop detection off); empty = no budget, loop detection as AIRLOCK_BUDGET_LOOP says.',
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -11,6 +11,11 @@ is never held for review.  In production-guardrails a held write is answered at
 once with the review's URL (kubectl prints nothing while a request is held open);
 exec, attach and port-forward are held open, exec and attach telling the agent
 on stderr when it asked for stderr.
+
+production-guardrails also gives its destructive rules budgets (policy.budgets), per agent:
+at most 10 deletes an hour (each one also approved by a reviewer) and 3 exec, attach or port-forward sessions
+at once.  A reviewer's approval does not lift a budget: the quota is spent when the approved
+request is forwarded.
 """
 
 from policy import rulesets
@@ -24,6 +29,9 @@ PROXY = ["*/proxy"]
 # open, so writes are answered at once with the review's URL; exec and attach can say so on stderr.
 AT_ONCE = {"hold": "retry"}
 HELD_OPEN = {"hold": "open"}
+# Budgets of the destructive rules (RuleSet budget; per agent and connection).
+DELETE_BUDGET = {"quota": "10/hour"}
+SESSION_BUDGET = {"concurrent": 3}
 
 # What kube-apiserver serves every authenticated user (the system:discovery and
 # system:public-info-viewer ClusterRoles) and the per-check health endpoints, each with and
@@ -104,7 +112,7 @@ PRODUCTION_GUARDRAILS = {
         _rule(
             "review-exec-attach-portforward", "review",
             "Interactive access to a pod needs a reviewer (WebSocket GET and SPDY POST alike).",
-            order=10, verbs=["*"], resources=STREAMING, review=HELD_OPEN,
+            order=10, verbs=["*"], resources=STREAMING, review=HELD_OPEN, budget=SESSION_BUDGET,
         ),
         _rule(
             "review-proxy", "review", "Proxying to pods, services or nodes needs a reviewer.",
@@ -126,6 +134,7 @@ PRODUCTION_GUARDRAILS = {
         _rule(
             "review-deletes", "review", "Deletes need a reviewer.",
             order=60, verbs=["delete", "deletecollection"], resources=["*"], review=AT_ONCE,
+            budget=DELETE_BUDGET,
         ),
         _rule(
             "review-scale", "review", "Scaling needs a reviewer.",

@@ -31,6 +31,11 @@ writes all of them)::
           hold: open                # open: hold the request up to AIRLOCK_REVIEW_HOLD_SECONDS;
                                     # retry: answer at once with a Status naming the review,
                                     #   the agent runs the request again once it is approved
+        budget:                     # per agent and connection, for the requests this rule decides
+          rate: 5/second            #   (policy.budgets): N/unit or "N per M units"
+          quota: 10/hour
+          concurrent: 3             #   at once (exec, attach, port-forward, watch)
+          loop: 5/minute            #   the same refused or failing request; off: never slowed
 
 A dry run (``dryRun=All``, kube.dryrun) is never held for review: a review rule
 that matches one denies it; a rule with ``dryRun: only`` placed before it allows
@@ -74,6 +79,7 @@ FIELDS = {
     "maskSecrets": "mask_secrets",
     "maskingDetectors": "masking_detectors",
     "requiresLease": "requires_lease",
+    "budget": "budget",
 }
 REVIEW_FIELDS = {"minApprovals": "min_approvals", "reviewerGroups": "reviewer_groups", "hold": "review_hold"}
 YAML_KEY = {field: key for key, field in FIELDS.items()} | {
@@ -90,6 +96,7 @@ _SCALAR_TYPES = {
     "minApprovals": (int, "an integer"),
     "dryRun": (str, "any, only or never"),
     "hold": (str, "retry or open"),
+    "budget": (dict, "a mapping with rate, quota, concurrent and/or loop"),
 }
 MAX_DOCUMENT_BYTES = 1024 * 1024
 
@@ -191,7 +198,8 @@ def parse_document(document) -> list[dict]:
             elif key not in FIELDS:
                 errors.append(f"{label}: unknown field {key!s}" + _did_you_mean(key))
             elif _check_scalar(f"{label}: {key}", key, value, errors):
-                fields[FIELDS[key]] = list(value) if isinstance(value, list) else value
+                fields[FIELDS[key]] = list(value) if isinstance(value, list) else (
+                    dict(value) if isinstance(value, dict) else value)
         for required in ("name", "effect"):
             if required not in item:
                 errors.append(f"{label}: {required}: is required")

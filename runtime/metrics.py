@@ -134,6 +134,15 @@ STREAMS_OPEN = Gauge("airlock_streams_open", "Long-lived streams open now, by ki
                      multiprocess_mode="livesum")
 MASKED = Counter("airlock_masking_replacements", "Values masked in answers to agents, by detector.", ["detector"])
 
+# -- agent budgets (gateway.budgets) -------------------------------------------------------------
+BUDGET_KINDS = frozenset({"rate", "quota", "concurrent", "loop"})
+BUDGET_THROTTLES = Counter(
+    "airlock_budget_throttles", "Requests answered 429 because an agent budget ran out, by connection and budget "
+    "(rate, quota, concurrent, loop).", ["connection", "budget"])
+BUDGET_STORE_FAILURES = Counter(
+    "airlock_budget_store_failures", "Budget counts that could not be made (Redis away or slow), by what "
+    "followed: refused (a budgeted request, 503) or skipped (loop detection let the request on).", ["effect"])
+
 # -- identity ------------------------------------------------------------------------------------
 AUTHN_FAILURES = Counter("airlock_authentication_failures", "Bearer tokens refused, by reason.", ["reason"])
 

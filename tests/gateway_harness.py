@@ -132,17 +132,23 @@ def cluster_connection(kubesim, transactional_db):
 
 def make_gateway_app(authenticator=None, *, hold=None, **overrides):
     """The whole application as production builds it (airlock.app.make_application), with test collaborators:
-    the harness's static tokens, a policy cache that sees rule edits at once, no approvals sweeper, and no
+    the harness's static tokens, a policy cache that sees rule edits at once, budgets counted in this application's
+    memory, no approvals sweeper, and no
     Holder (review rules refuse) unless ``hold`` gives its options (``{"timeout": 1.0, "poll_interval": 0.1}``).
     ``overrides`` replace any other collaborator (airlock.app.COLLABORATORS)."""
     from airlock.app import make_application
     from approvals.hold import Holder
     from connections.registry import ConnectionRegistry
+    from gateway.budgets import Budgets
+    from policy.budgets import loop_setting
     from policy.cache import PolicyCache
     from identity.chain import AuthenticatorChain
     from identity.static import StaticTokenAuthenticator
 
     registry = overrides.setdefault("registry", ConnectionRegistry())
+    # Budgets as production counts them, but in this application's memory: the suite's gateways (and its
+    # parallel workers) must not share counters through REDIS_URL.
+    overrides.setdefault("budgets", Budgets(loop=loop_setting(settings.AIRLOCK_BUDGET_LOOP)))
     overrides.setdefault("holder", Holder(connections=registry, **hold) if hold is not None else None)
     overrides.setdefault("policy", PolicyCache(max_age=0))
     overrides.setdefault("sweeper", None)
