@@ -40,9 +40,12 @@ def legacy_chain():
             fields = prepare(event(i), max_body=1024, max_recording=1024).fields
             fields.pop("clamped")
             fields.pop("dry_run")
+            fields.pop("parent_id")
+            fields.pop("mcp_tool")
             row = old(**fields, seq=i + 1, prev_hash=prev_hash)
             row.clamped = []  # not a column yet; the document of an unclamped event has no such key
             row.dry_run = False  # likewise (migration 0005)
+            row.parent_id, row.mcp_tool = None, ""  # likewise (migration 0006)
             row.hash = prev_hash = chain_hash(prev_hash, event_document(row, None))
             row.save()
     finally:
