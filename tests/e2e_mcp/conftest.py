@@ -7,6 +7,7 @@ Rules for group ``mcp-agents`` on the connection (first match):
   10 deny exec
   20 review deletes, held open (MCP answers at once anyway)
   30 allow everything else
+and for group ``mcp-operators`` everything (exec included).
 """
 
 import ssl
@@ -22,13 +23,14 @@ from tests.idp.harness import IdP
 
 AUDIENCE = "https://airlock.test"
 AGENT = {"client_id": "mcp-agent", "client_secret": "mcp-agent-secret-0d41", "groups": ["mcp-agents"]}
+OPERATOR = {"client_id": "mcp-operator", "client_secret": "mcp-operator-secret-51c7", "groups": ["mcp-operators"]}
 OTHER_AUDIENCE_AGENT = {"client_id": "elsewhere-agent", "client_secret": "elsewhere-secret-93ab",
                         "groups": ["mcp-agents"]}
 
 
 @pytest.fixture(scope="module")
 def idp():
-    with IdP(audience=AUDIENCE, clients=(AGENT,)) as provider:
+    with IdP(audience=AUDIENCE, clients=(AGENT, OPERATOR)) as provider:
         yield provider
 
 
@@ -53,6 +55,8 @@ def mcp_rules(cluster_connection):
     Rule.objects.create(order=30, name="agents-all", effect="allow", verbs=["*"], resources=["*", "*/*"], **common)
     Rule.objects.create(order=40, name="agents-non-resource", effect="allow", verbs=["*"], non_resource_urls=["*"],
                         connection=cluster_connection, groups=["mcp-agents"])
+    Rule.objects.create(order=50, name="operators-all", effect="allow", verbs=["*"], resources=["*", "*/*"],
+                        **{**common, "groups": ["mcp-operators"]})
 
 
 @pytest.fixture

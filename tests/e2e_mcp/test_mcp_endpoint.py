@@ -162,3 +162,32 @@ async def test_the_endpoint_is_an_oauth_protected_resource(airlock_mcp, idp, els
         wrong_audience = await http.post(airlock_mcp.mcp_url, headers={"Authorization": f"Bearer {elsewhere}"},
                                          json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         assert wrong_audience.status_code == 401 and "audience" in wrong_audience.json()["error_description"]
+
+
+async def test_an_allowed_exec_runs_and_a_session_groups_the_calls_with_their_requests(airlock_mcp, idp, kubectl):
+    from tests.e2e_mcp.conftest import OPERATOR
+
+    token = idp.get_token(OPERATOR["client_id"], OPERATOR["client_secret"])
+    pods = kubectl("get", "pods", "-n", "shop", "-o", "name").stdout.split()
+    cart_pod = next(p.split("/", 1)[1] for p in pods if p.startswith("pod/cart-"))
+    async with mcp_client(airlock_mcp, token, mode="legacy") as client:  # the handshake era: an Mcp-Session-Id
+        ran = await client.call_tool("exec_command", {"pod": cart_pod, "namespace": "shop",
+                                                      "command": ["sh", "-c", "echo hello-from-mcp; exit 3"]})
+        assert not ran.is_error, text(ran)
+        assert text(ran).startswith("exit code: 3") and "hello-from-mcp" in text(ran)
+        described = await client.call_tool("describe_resource", {"resource": "deploy", "name": "cart",
+                                                                  "namespace": "shop"})
+        assert "Deployment shop/cart" in text(described) and "state: ready" in text(described)
+    airlock_mcp.stop()
+    await sync_to_async(check_one_session)()
+
+
+def check_one_session():
+    from audit.models import AuditEvent
+
+    events = list(AuditEvent.objects.filter(stage="ResponseComplete"))
+    assert {e.mcp_tool for e in events} >= {"exec_command", "describe_resource"}
+    assert len({e.kubectl_session for e in events}) == 1 and events[0].kubectl_session.startswith("mcp-")
+    assert len({e.session_id for e in events}) == 1
+    exec_request = next(e for e in events if e.object_subresource == "exec")
+    assert exec_request.recording.exit_code == 3 and "hello-from-mcp" in exec_request.recording.asciicast
