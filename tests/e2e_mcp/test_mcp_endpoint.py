@@ -115,10 +115,9 @@ async def test_an_agent_works_through_the_mcp_endpoint_under_the_same_guardrails
 
 
 def check_the_record(review_id: int):
+    from audit.chain import verify_chain
     from audit.models import AuditEvent
 
-    calls = {e.mcp_tool: e for e in AuditEvent.objects.filter(stage="ResponseComplete").exclude(mcp_tool="")
-             .order_by("seq")}
     requests = AuditEvent.objects.filter(stage="ResponseComplete", mcp_tool="")
     assert requests.exists() and all(e.parent_id for e in requests)  # no request without its tool call
     for event in requests:
@@ -131,7 +130,10 @@ def check_the_record(review_id: int):
     assert exec_call.response_code == 403 and json.loads(exec_call.request_body)["command"] == ["cat", "/etc/hostname"]
     deletes = requests.filter(verb="delete", dry_run=False).order_by("seq")
     assert [e.response_code for e in deletes] == [403, 200] and deletes[1].review_id == str(review_id)
-    assert calls["delete_resource"].review_id is None  # the last call (approved) is the one kept by mcp_tool key
+    delete_calls = AuditEvent.objects.filter(stage="ResponseComplete", mcp_tool="delete_resource").order_by("seq")
+    assert [(e.response_code, e.review_id) for e in delete_calls] == [(202, str(review_id)), (200, None)]
+    assert {e.parent_id for e in deletes} == {str(e.audit_id) for e in delete_calls}
+    assert verify_chain().ok
     for event in AuditEvent.objects.all():
         no_secret(bytes(event.request_body).decode("utf-8", "replace") + bytes(event.response_body).decode(
             "utf-8", "replace"))

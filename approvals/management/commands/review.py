@@ -113,6 +113,8 @@ class Command(BaseCommand):
         field("Agent", f"{review.principal_username}{subject}, issuer {review.principal_issuer or '-'}, "
                        f"groups {', '.join(review.principal_groups) or 'none'}")
         field("Connection", review.connection)
+        if review.origin:
+            field("Via", f"{review.origin} (an MCP tool call, sent with the agent's own token)")
         field("Rule", review.rule_name + (f", reviewers from {', '.join(review.reviewer_groups)}"
                                           if review.reviewer_groups else ""))
         field("Asked", review.created_at.isoformat(timespec="seconds"))
