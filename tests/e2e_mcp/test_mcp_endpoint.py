@@ -180,6 +180,14 @@ async def test_an_allowed_exec_runs_and_a_session_groups_the_calls_with_their_re
         described = await client.call_tool("describe_resource", {"resource": "deploy", "name": "cart",
                                                                   "namespace": "shop"})
         assert "Deployment shop/cart" in text(described) and "state: ready" in text(described)
+        policy = await client.call_tool("explain_policy", {})
+        assert "operators-all (allowed)" in text(policy) and "no-exec" not in text(policy)
+        assert text(await client.call_tool("can_i", {"verb": "delete", "resource": "deploy",
+                                                     "namespace": "shop"})).startswith("yes")
+        lease = await client.call_tool("request_lease", {"duration": "30m", "reason": "rotate the cart pods"})
+        assert not lease.is_error and "requested" in text(lease), text(lease)
+        mine = await client.call_tool("review_status", {"review_id": 1})
+        assert mine.is_error and "you have no review 1" in text(mine)
     airlock_mcp.stop()
     await sync_to_async(check_one_session)()
 
@@ -191,5 +199,9 @@ def check_one_session():
     assert {e.mcp_tool for e in events} >= {"exec_command", "describe_resource"}
     assert len({e.kubectl_session for e in events}) == 1 and events[0].kubectl_session.startswith("mcp-")
     assert len({e.session_id for e in events}) == 1
+    from approvals.models import Lease
+
+    lease = Lease.objects.get()
+    assert (lease.subject, lease.duration_seconds, lease.state) == ("mcp-operator", 1800, "requested")
     exec_request = next(e for e in events if e.object_subresource == "exec")
     assert exec_request.recording.exit_code == 3 and "hello-from-mcp" in exec_request.recording.asciicast
