@@ -18,6 +18,7 @@ review's absolute URL and how to wait (``wait_for_review``) and retry.
 
 import json
 import logging
+import math
 import uuid
 from typing import Annotated, Any
 
@@ -131,24 +132,33 @@ class Endpoint:
             await _send(send, _json(404, {"error": "not_found", "error_description":
                                           "the MCP endpoint of a connection is /mcp/<connection>/"}))
             return
-        principal, token, refusal = await self.authenticate(scope, connection)
+        try:
+            inner, refusal = await self.admit(scope, connection)
+        except Exception:  # a bug, not a refusal: still a JSON answer, never a plain-text 500
+            log.exception("MCP request to connection %s failed before its session", connection)
+            inner, refusal = None, _json(500, {"error": "server_error", "error_description": "airlock: internal error"})
         if refusal is not None:
             await _send(send, refusal)
             return
+        await self.sessions.handle_request(inner, receive, send)
+
+    async def admit(self, scope, connection: str):
+        """(the scope the SDK's session manager gets, None), or (None, the refusal to send)."""
+        principal, token, refusal = await self.authenticate(scope, connection)
+        if refusal is not None:
+            return None, refusal
         try:
             upstream = await self.gateway.connections(connection)
         except db.DatabaseUnavailable:
-            await _send(send, _json(503, {"error": "temporarily_unavailable", "error_description": db.DOWN_MESSAGE}))
-            return
+            return None, _json(503, {"error": "temporarily_unavailable", "error_description": db.DOWN_MESSAGE})
         if upstream is None:
-            await _send(send, _json(404, {"error": "not_found",
-                                          "error_description": f'connection "{connection}" not found'}))
-            return
+            return None, _json(404, {"error": "not_found", "error_description": f'connection "{connection}" not found'})
+        expires = principal.expires_at  # development static tokens never expire (infinity)
         access = AccessToken(token=token, client_id=principal.subject, scopes=[], subject=principal.subject,
-                             expires_at=int(principal.expires_at), claims={"iss": principal.issuer})
-        inner = {**scope, "user": AuthenticatedUser(access), "auth": AuthCredentials([]),
-                 PRINCIPAL: principal, CONNECTION: connection}
-        await self.sessions.handle_request(inner, receive, send)
+                             expires_at=int(expires) if math.isfinite(expires) else None,
+                             claims={"iss": principal.issuer})
+        return {**scope, "user": AuthenticatedUser(access), "auth": AuthCredentials([]),
+                PRINCIPAL: principal, CONNECTION: connection}, None
 
     @staticmethod
     def _connection(rest: str) -> str | None:
