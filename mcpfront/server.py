@@ -38,6 +38,7 @@ from connections.validation import CONNECTION_NAME
 from gateway.pipeline import base_url
 from identity.principal import AuthenticationError
 from kube import headers as hdr
+from kube.status import GatewayError
 from mcpfront import agentside
 from mcpfront.inprocess import Call, GatewayClient
 from mcpfront.kubeapi import ToolInputError
@@ -123,27 +124,34 @@ class Endpoint:
             if scope["type"] == "websocket" and (await receive())["type"] == "websocket.connect":
                 await send({"type": "websocket.close", "code": 1008, "reason": "the MCP endpoint speaks HTTP"})
             return
-        path = scope["path"]
-        if path.startswith(METADATA_PREFIX):
-            await _send(send, self.metadata(scope, path[len(METADATA_PREFIX):]))
-            return
-        connection = self._connection(path[len(PREFIX):])
-        if connection is None:
-            await _send(send, _json(404, {"error": "not_found", "error_description":
-                                          "the MCP endpoint of a connection is /mcp/<connection>/"}))
-            return
         try:
-            inner, refusal = await self.admit(scope, connection)
+            inner, refusal = await self.admit(scope)
+        except GatewayError as exc:  # headers that are not UTF-8 or not tokens: 400, as on the gateway
+            inner, refusal = None, _json(exc.code, {"error": "invalid_request", "error_description": exc.message})
         except Exception:  # a bug, not a refusal: still a JSON answer, never a plain-text 500
-            log.exception("MCP request to connection %s failed before its session", connection)
+            log.exception("MCP request failed before its session")
             inner, refusal = None, _json(500, {"error": "server_error", "error_description": "airlock: internal error"})
         if refusal is not None:
             await _send(send, refusal)
             return
         await self.sessions.handle_request(inner, receive, send)
 
-    async def admit(self, scope, connection: str):
-        """(the scope the SDK's session manager gets, None), or (None, the refusal to send)."""
+    async def admit(self, scope):
+        """(the scope the SDK's session manager gets, None), or (None, the answer to send instead)."""
+        path = scope["path"]
+        headers = hdr.request_headers(scope.get("headers", []))
+        if not base_url(scope, headers):
+            return None, _json(400, {"error": "invalid_request", "error_description": "the Host header is not a host"})
+        if path.startswith(METADATA_PREFIX):
+            return None, self.metadata(scope, path[len(METADATA_PREFIX):])
+        connection = self._connection(path[len(PREFIX):])
+        if connection is None:
+            return None, _json(404, {"error": "not_found", "error_description":
+                                     "the MCP endpoint of a connection is /mcp/<connection>/"})
+        return await self.connect(scope, connection)
+
+    async def connect(self, scope, connection: str):
+        """The agent's token, then the connection: the scope for the SDK with who asks, or a refusal."""
         principal, token, refusal = await self.authenticate(scope, connection)
         if refusal is not None:
             return None, refusal

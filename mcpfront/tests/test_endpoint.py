@@ -27,9 +27,9 @@ def endpoint(oidc=True):
     return Endpoint(gateway=FakeGateway(), gateway_prefix="/k8s/", authenticator=chain, policy=None)
 
 
-async def call(app, path, *, method="POST", token=None, body=None):
-    headers = [(b"host", b"airlock.test:8443"), (b"content-type", b"application/json"),
-               (b"accept", b"application/json, text/event-stream")]
+async def call(app, path, *, method="POST", token=None, body=None, host=b"airlock.test:8443", extra=()):
+    headers = [(b"host", host), (b"content-type", b"application/json"),
+               (b"accept", b"application/json, text/event-stream"), *extra]
     if token:
         headers.append((b"authorization", f"Bearer {token}".encode()))
     scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
@@ -76,6 +76,14 @@ async def test_no_metadata_without_an_issuer_and_no_endpoint_for_an_unknown_conn
     assert (await call(endpoint(oidc=False), "/.well-known/oauth-protected-resource/mcp/prod/", method="GET"))[0] == 404
     assert (await call(endpoint(), "/mcp/nope/", token=TOKEN))[0] == 404
     assert (await call(endpoint(), "/mcp/Bad_Name/", token=TOKEN))[0] == 404
+
+
+async def test_bad_headers_are_a_json_400_never_a_500():
+    for options in ({"host": b"evil.test/path?x"}, {"extra": [(b"x-note", b"\xff\xfe")]},
+                    {"extra": [(b"bad name", b"v")]}):
+        status, headers, body = await call(endpoint(), "/.well-known/oauth-protected-resource/mcp/prod/",
+                                           method="GET", **options)
+        assert status == 400 and headers["content-type"] == "application/json", body
 
 
 async def test_a_static_token_that_never_expires_opens_a_session():
