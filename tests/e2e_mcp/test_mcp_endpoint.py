@@ -205,3 +205,37 @@ def check_one_session():
     assert (lease.subject, lease.duration_seconds, lease.state) == ("mcp-operator", 1800, "requested")
     exec_request = next(e for e in events if e.object_subresource == "exec")
     assert exec_request.recording.exit_code == 3 and "hello-from-mcp" in exec_request.recording.asciicast
+
+
+async def test_wait_for_review_reports_progress_until_a_reviewer_denies(airlock_mcp, idp, kubectl):
+    import asyncio
+
+    from approvals import reviews
+    from approvals.models import Review
+
+    token = idp.get_token(AGENT["client_id"], AGENT["client_secret"])
+    progress = []
+
+    async def on_progress(done, total, message):
+        progress.append((done, total, message))
+
+    async with mcp_client(airlock_mcp, token, mode="legacy") as client:
+        held = await client.call_tool("delete_resource", {"resource": "configmaps", "name": "web-config",
+                                                          "namespace": "shop"})
+        review = await sync_to_async(Review.objects.get)(state="pending")
+        assert f"PENDING REVIEW {review.pk}" in text(held)
+        waiting = asyncio.ensure_future(client.call_tool(
+            "wait_for_review", {"review_id": review.pk, "timeout_seconds": 60}, progress_callback=on_progress))
+        while not progress:
+            await asyncio.sleep(0.1)
+            assert not waiting.done(), text(waiting.result())
+        decider = await sync_to_async(reviewer)("sam")
+        await sync_to_async(reviews.decide)(review.pk, decider, approve=False, reason="not during the freeze")
+        result = await asyncio.wait_for(waiting, 30)
+        assert not result.is_error and "denied (reason: not during the freeze)" in text(result)
+        assert "waiting for a reviewer to decide review" in progress[0][2] and progress[0][1] == 60
+        again = await client.call_tool("delete_resource", {"resource": "configmaps", "name": "web-config",
+                                                           "namespace": "shop"})
+        assert "do not repeat it" in text(result)
+        assert not again.is_error and f"PENDING REVIEW {review.pk + 1}" in text(again)  # a denial is final: a new review
+    kubectl("get", "configmap", "web-config", "-n", "shop")
