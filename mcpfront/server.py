@@ -96,7 +96,9 @@ class Endpoint:
         self.django = django
         self.client = GatewayClient(gateway, gateway_prefix)
         self.tools = Tools(self.client)
-        self.server = MCPServer("airlock", instructions=INSTRUCTIONS, version="1")
+        # log_level: MCPServer calls logging.basicConfig with it, which only acts when nothing configured
+        # logging yet (Django's LOGGING has, in the server); WARNING keeps session ids out of the log then.
+        self.server = MCPServer("airlock", instructions=INSTRUCTIONS, version="1", log_level="WARNING")
         self._register()
         # Bearer tokens, not cookies, authenticate every request, so a rebound DNS name gains a page
         # nothing; Airlock's own host checks (AIRLOCK_ALLOWED_HOSTS) stay where they are.
