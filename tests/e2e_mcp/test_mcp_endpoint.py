@@ -89,6 +89,8 @@ async def test_an_agent_works_through_the_mcp_endpoint_under_the_same_guardrails
         url = f"{airlock_mcp.url}/approvals/reviews/{review.pk}/"
         assert f"PENDING REVIEW {review.pk}" in text(held) and url in text(held)
         assert "wait_for_review" in text(held)
+        # Answered at once although the rule holds open ("still pending" would be the hold's timeout).
+        assert f"review {review.pk} is waiting for a reviewer" in text(held)
         assert review.origin == "mcp: delete_resource" and review.rule_name == "review-deletes"
         kubectl("get", "deployment", "web", "-n", "shop")  # nothing was done yet
 
