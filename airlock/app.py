@@ -12,6 +12,7 @@ it needs (nothing is found through module globals):
   lookups start the registry's airlock.leases listener;
 * the Holder (approvals.hold), the GatewayApp (gateway.app), the approvals Sweeper, Django's
   ASGI application (static files served by it) and the router (airlock.routing);
+* the MCP endpoint (mcpfront.server), which sends tool calls' requests through the GatewayApp in-process;
 * the readiness checks behind ``/readyz`` (airlock.health) and the metrics listener
   (runtime.metrics, with the review and lease gauges of approvals.metrics), started and stopped
   with the lifespan.
@@ -50,6 +51,7 @@ from gateway.metrics import RequestMetrics
 from gateway.secretvalues import SecretValueStores
 from gateway.upstream import UpstreamPool
 from identity.chain import build_authenticator
+from mcpfront.server import Endpoint as McpEndpoint
 from runtime.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ log = logging.getLogger(__name__)
 COLLABORATORS = frozenset({
     "registry", "authenticator", "policy", "recorder", "secret_values", "live", "leases", "holder",
     "sweeper", "django", "transport", "pool", "detectors", "on_started", "readiness", "metrics",
-    "tracing", "addons", "budgets",
+    "tracing", "addons", "budgets", "mcp",
 })
 
 
@@ -117,10 +119,14 @@ def make_application(settings=None, **overrides) -> "Airlock":
     django_http = given("django", lambda: ASGIStaticFilesHandler(get_asgi_application()))
     readiness = given("readiness", lambda: Readiness.from_settings(config, gateway=gateway, registry=registry))
     metrics = given("metrics", lambda: metrics_server(config))
+    django_api = with_authenticator(django_http, authenticator)
+    # The MCP endpoint sends every tool call's requests through this gateway in-process (no side door).
+    mcp = given("mcp", lambda: McpEndpoint(gateway=gateway, gateway_prefix=config.AIRLOCK_GATEWAY_PREFIX,
+                                           authenticator=authenticator, policy=gateway.policy, django=django_api))
     return Airlock(
         gateway=gateway,
-        routed=router(gateway, with_authenticator(django_http, authenticator), config.AIRLOCK_GATEWAY_PREFIX,
-                      health=health_application(readiness)),
+        routed=router(gateway, django_api, config.AIRLOCK_GATEWAY_PREFIX,
+                      health=health_application(readiness), mcp=mcp),
         registry=registry,
         holder=holder,
         leases=leases,
@@ -130,6 +136,7 @@ def make_application(settings=None, **overrides) -> "Airlock":
         readiness=readiness,
         metrics=metrics,
         tracing=tracing,
+        mcp=mcp,
     )
 
 
@@ -155,7 +162,7 @@ class Airlock:
     """The ASGI application: HTTP and WebSocket requests go to the router, the lifespan runs :meth:`lifespan`."""
 
     def __init__(self, *, gateway, routed, registry, holder, leases, live, sweeper, on_started=None, readiness=None,
-                 metrics=None, tracing=None):
+                 metrics=None, tracing=None, mcp=None):
         self.gateway = gateway
         self.routed = routed
         self.registry = registry
@@ -167,6 +174,7 @@ class Airlock:
         self.readiness = readiness  # airlock.health.Readiness: /readyz
         self.metrics = metrics  # runtime.metrics.MetricsServer, or None
         self.tracing = tracing  # gateway.tracing.Tracing, or None
+        self.mcp = mcp  # mcpfront.server.Endpoint, or None
 
     @property
     def recorder(self):
@@ -184,7 +192,10 @@ class Airlock:
         the sweeper; on exit, stop them, the lease listener, and close the gateway (the recorder
         writes what it queued)."""
         await self.gateway.start()
+        mcp_sessions = self.mcp.serving() if self.mcp is not None else None
         try:
+            if mcp_sessions is not None:
+                await mcp_sessions.__aenter__()
             if self.metrics is not None:
                 self.metrics.start()
             if self.on_started is not None:
@@ -195,6 +206,8 @@ class Airlock:
         finally:
             if self.sweeper is not None:
                 await self.sweeper.stop()
+            if mcp_sessions is not None:
+                await mcp_sessions.__aexit__(None, None, None)
             await self.live.stop_listener()
             await self.gateway.aclose()
             if self.metrics is not None:

@@ -2,7 +2,8 @@
 
 ``/livez`` and ``/readyz`` (airlock.health) are answered first, before Django's ALLOWED_HOSTS
 check: the kubelet's probes carry the pod's IP as Host.
-``/k8s/...`` is the gateway; paths Django routes (the dashboard, the admin, the audit pages,
+``/k8s/...`` is the gateway; ``/mcp/<connection>/`` the MCP endpoint (mcpfront) and
+``/.well-known/oauth-protected-resource/mcp/...`` its OAuth protected-resource metadata; paths Django routes (the dashboard, the admin, the audit pages,
 their login and static assets) are Django; the dashboard's live updates are a Channels socket.
 Anything else gets a Kubernetes ``Status`` 404, as kube-apiserver answers an unknown path: an
 agent that missed the connection prefix (``kubectl proxy`` without ``--append-server-path``
@@ -55,9 +56,10 @@ def django_serves(path: str) -> bool:
     return _resolves(path) or (settings.APPEND_SLASH and not path.endswith("/") and _resolves(path + "/"))
 
 
-def router(gateway, django_http, prefix: str, health=None):
+def router(gateway, django_http, prefix: str, health=None, mcp=None):
     """The ASGI application for HTTP and WebSocket requests (the lifespan is the caller's); ``health``
-    answers ``/livez`` and ``/readyz`` (airlock.health.health_application)."""
+    answers ``/livez`` and ``/readyz`` (airlock.health.health_application); ``mcp`` (mcpfront.server.Endpoint,
+    or None) answers ``/mcp/<connection>/`` and its protected-resource metadata."""
     if health is None:
         health = health_endpoints.health_application(None)
 
@@ -67,6 +69,8 @@ def router(gateway, django_http, prefix: str, health=None):
             await health(scope, receive, send)
         elif path.startswith(prefix):
             await gateway(scope, receive, send)
+        elif mcp is not None and mcp.routes(path):
+            await mcp(scope, receive, send)
         elif scope["type"] == "http":
             if django_serves(path):
                 await django_http(scope, receive, send)

@@ -394,8 +394,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler",
                              "formatter": "json" if AIRLOCK_LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": env("AIRLOCK_LOG_LEVEL", "INFO")},
-    # httpx logs every request URL at INFO: noise (and redacted like every record, above).
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    # httpx logs every request URL at INFO: noise (and redacted like every record, above). The mcp SDK
+    # (the MCP endpoint) logs each session id and each tool error at INFO: the audit trail has them.
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}, "httpx2": {"level": "WARNING"},
+                "mcp": {"level": "WARNING"}},
 }
 
 # Prometheus metrics (runtime/metrics.py) at /metrics on their own listener, never the gateway's port;

@@ -49,7 +49,7 @@ class ReviewSerializer(serializers.ModelSerializer):
             "id", "state", "url", "connection", "rule_name", "principal_username", "principal_subject",
             "principal_groups", "proxy_username", "proxy_subject", "description", "verb", "api_group", "api_version", "resource", "subresource",
             "namespace", "name", "method", "transport", "path", "query", "headers", "body_state", "body_sha256",
-            "dry_run_note", "window_refusal", "token_request", "min_approvals",
+            "dry_run_note", "origin", "window_refusal", "token_request", "min_approvals",
             "reviewer_groups", "approvals", "scope", "unmask", "release_token", "reason", "decided_by", "created_at", "decided_at",
             "valid_until", "consumed_at", "audit_id",
         ]

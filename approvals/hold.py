@@ -150,7 +150,15 @@ def held_request(request, decision) -> reviews.HeldRequest:
         rule_name=decision.rule_name,
         description=describe_request(request.info),
         dry_run_note=request.dry_run.note,
+        origin=_origin(request.caller),
     )
+
+
+def _origin(caller) -> str:
+    """What reviewers are told about an in-process caller (gateway.pipeline.InProcessCaller): "mcp: delete"."""
+    if caller is None:
+        return ""
+    return f"{caller.origin}: {caller.detail}" if caller.detail else caller.origin
 
 
 def review_url(review_id: int, base_url: str = "") -> str:

@@ -74,6 +74,10 @@ class Review(models.Model):
     dry_run_note = models.TextField(
         blank=True, help_text="Why a request that asks for a dry run is held as the change itself (kube.dryrun).",
     )
+    origin = models.CharField(
+        max_length=160, blank=True,
+        help_text='Sent from inside Airlock on the agent\'s behalf: "mcp: <tool>" for an MCP tool call; empty for kubectl.',
+    )
     body = models.TextField(blank=True, help_text="The request body with secret values masked.")
     body_state = models.CharField(max_length=16, choices=BodyState.choices, default=BodyState.NONE)
     body_sha256 = models.CharField(max_length=64, blank=True)

@@ -66,6 +66,7 @@ class HeldRequest:
     rule_name: str
     description: str
     dry_run_note: str = ""  # the request asks for a dry run that is not one (kube.dryrun)
+    origin: str = ""  # who sent it from inside Airlock on the agent's behalf ("mcp: delete"), shown to reviewers
 
     @property
     def content_type(self) -> str:
@@ -241,6 +242,7 @@ def open_review(held: HeldRequest) -> tuple[Review, Settlement | None]:
         headers=[list(pair) for pair in held.headers],
         description=description,
         dry_run_note=held.dry_run_note,
+        origin=held.origin,
         body=text,
         body_state=body_state,
         body_sha256="" if held.body is None else body_digest(held.body),

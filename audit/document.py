@@ -12,9 +12,10 @@ So anyone holding an export can re-check the chain without this code: drop ``air
 line, canonicalise with any RFC 8785 implementation, hash.  The MAC (audit.keys) needs the key.
 
 Changing what goes into the document changes every hash: bump ``FORMAT`` and keep the old
-builder if that is ever needed.  ``airlock.clamped`` and ``airlock.dryRun`` are the optional
-keys: the first is there only when the recorder had to clamp a value (audit.events), the second
-(``true``) only for a dry run, so events without them hash as before.  So is ``impersonatedUser``:
+builder if that is ever needed.  Optional keys, so events without them hash as before:
+``airlock.clamped`` only when the recorder had to clamp a value (audit.events), ``airlock.dryRun``
+(``true``) only for a dry run, ``airlock.parentId`` only on a request an MCP tool call caused, and
+``airlock.mcpTool`` only on the tool call's own event.  So is ``impersonatedUser``:
 when a trusted proxy asserted the user (identity.proxies) the document says it as kube-apiserver
 does, ``user`` the proxy that authenticated and ``impersonatedUser`` the user the rules were
 evaluated for (the ``user_*`` columns; the proxy's are ``proxy_*``).
@@ -161,6 +162,10 @@ def event_document(event, session_id: str | None, recording=None) -> dict:
             "uid": event.proxy_uid,
             "extra": {"issuer": [event.proxy_issuer]} if event.proxy_issuer else None,
         })
+    if event.parent_id:
+        document["airlock"]["parentId"] = event.parent_id
+    if event.mcp_tool:
+        document["airlock"]["mcpTool"] = event.mcp_tool
     return document
 
 

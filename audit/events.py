@@ -47,9 +47,9 @@ _TEXT = {
     "response_reason", "response_message", "decision_rule_name", "decision_reason",
     "proxy_username", "proxy_uid", "proxy_issuer",
 }
-_CHAR = {"verb": 64, "connection": 63, "decision_effect": 16, "kubectl_session": 128}
+_CHAR = {"verb": 64, "connection": 63, "decision_effect": 16, "kubectl_session": 128, "mcp_tool": 128}
 _COUNTS = {"bytes_in", "bytes_out"}
-_IDS = {"review_id", "lease_id"}
+_IDS = {"review_id", "lease_id", "parent_id"}
 _BODIES = {"request_body", "response_body"}
 EVENT_KEYS = frozenset(
     _TEXT | set(_CHAR) | _COUNTS | _IDS | _BODIES | {
@@ -104,6 +104,8 @@ class Record:
     decision_reason: str = ""
     review_id: str | None = None
     lease_id: str | None = None
+    parent_id: str | None = None  # the audit id of the MCP tool call that caused this request (mcpfront)
+    mcp_tool: str = ""  # an MCP tool call's own event: the tool's name
     response_code: int | None = None
     response_reason: str = ""
     response_message: str = ""

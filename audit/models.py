@@ -143,6 +143,11 @@ class AuditEvent(AppendOnlyModel):
     decision_reason = models.TextField(blank=True)
     review_id = models.CharField(max_length=64, null=True, blank=True)
     lease_id = models.CharField(max_length=64, null=True, blank=True)
+    parent_id = models.CharField(
+        max_length=64, null=True, blank=True,
+        help_text="The audit id of the MCP tool call that caused this request (mcpfront); empty for kubectl traffic.",
+    )
+    mcp_tool = models.CharField(max_length=128, blank=True, help_text="An MCP tool call's event: the tool's name.")
     masking_counts = models.JSONField(default=dict, blank=True, help_text="Masked values by kind.")
     latency_ms = models.FloatField(null=True, blank=True)
     bytes_in = models.BigIntegerField(default=0)

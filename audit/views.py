@@ -160,8 +160,27 @@ def session_detail(request, session_id):
             session=session, stage=Stage.REQUEST_RECEIVED, audit_id__in=[e.audit_id for e in rows]
         ).values_list("audit_id", "stage_timestamp")
     )
-    context = {"session": session, "page": page, "events": [describe(e, received) for e in rows]}
+    context = {"session": session, "page": page, "events": nest_tool_calls([describe(e, received) for e in rows])}
     return render(request, "audit/session_detail.html", context)
+
+
+def nest_tool_calls(rows: list) -> list:
+    """The timeline's top level: each MCP tool call (``mcp_tool``) carries the requests it caused
+    (``parent_id``) as ``children``, in chain order, and is placed where its first request was; a
+    request whose tool call is on another page stays on the top level, linked by ``parent_id``."""
+    calls = {str(row.audit_id): row for row in rows if row.mcp_tool}
+    top, first_child = [], {}
+    for row in rows:
+        row.children = []
+    for row in rows:
+        parent = calls.get(row.parent_id or "")
+        if parent is not None and parent is not row:
+            row.parent_seq = parent.seq
+            parent.children.append(row)
+            first_child.setdefault(id(parent), row.seq)
+        else:
+            top.append(row)
+    return sorted(top, key=lambda row: first_child.get(id(row), row.seq))
 
 
 def body_text(data: bytes, size: int) -> str:

@@ -155,6 +155,9 @@ class GatewayApp:
             exchange.bytes_in = len(body.content)
             exchange.request_body = guard_write(request, body.content)
         exchange.request = request.evolve(dry_run=classify_dry_run(request))
+        caller = request.caller
+        if caller is not None and caller.at_once:
+            on_pending = _answer_at_once  # the in-process caller tells the agent itself (mcpfront)
         authorized = await self.authorize(exchange, self.holder, self.on_pending(exchange, on_pending))
         authorized.admitted()
         exchange.uri_detectors = self.detectors.for_uri(upstream, exchange.request.decision)
@@ -287,3 +290,8 @@ class GatewayApp:
             await relay.run(exchange, upstream_ws, detectors, handshake.accepted, self.streams, receive, send)
         finally:
             await self.hooks.completed(exchange)
+
+
+async def _answer_at_once(review) -> bool:
+    """on_pending for an in-process caller that asked for answers at once: the hold returns pending."""
+    return False

@@ -272,6 +272,8 @@ def _request_fields(request: GatewayRequest, uri_detectors) -> dict:
         values["review_id"] = str(request.review.review_id)
     if request.lease is not None:
         values["lease_id"] = str(request.lease.id)
+    if request.caller is not None:
+        values["parent_id"] = request.caller.parent_id  # the MCP tool call that caused it (mcpfront)
     return values
 
 

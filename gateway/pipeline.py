@@ -28,6 +28,29 @@ from kube.media import declared_content_type, media_type
 from kube.requestinfo import RequestInfo, RequestInfoError, canonical_path, parse
 from kube.status import GatewayError
 
+# The ASGI scope key an in-process caller (mcpfront, the MCP endpoint) sets on the requests it sends
+# through this gateway: an :class:`InProcessCaller`.  Only code in this process can put it in a scope
+# (servers build scopes from the wire and never add it; no header maps to it), so an outside client
+# cannot claim a parent or answer-at-once.
+IN_PROCESS = "airlock.in_process"
+
+
+@dataclass(frozen=True)
+class InProcessCaller:
+    """Who sends a request from inside Airlock, on an agent's behalf and with the agent's own token.
+
+    ``origin``: shown to reviewers (``mcp``); ``parent_id``: the audit id of the tool call that
+    caused the request (its record names it); ``detail``: a few words for reviewers (the tool);
+    ``at_once``: a review rule answers at once with its pending Status instead of holding the request
+    open (the caller tells the agent and offers a way to wait).
+    """
+
+    origin: str
+    parent_id: str
+    detail: str = ""
+    at_once: bool = True
+
+
 if TYPE_CHECKING:
     from approvals.hold import HoldOutcome
     from approvals.lease_check import ActiveLease
@@ -61,6 +84,7 @@ class GatewayRequest:
     mask_secrets: bool = True  # the decision's, unless an approved review granted unmasking
     release_token: bool = False  # a TokenRequest whose token the agent may receive (masking.tokens)
     secret_values: SecretValues | None = None  # the cluster's Secret values to mask, once admitted
+    caller: InProcessCaller | None = None  # set only from the ASGI scope key IN_PROCESS (an in-process caller)
 
     @property
     def target(self) -> str:
@@ -133,6 +157,7 @@ def parse_request(scope: dict, prefix: str, audit_id: str | None = None) -> Gate
     except RequestInfoError as exc:
         raise GatewayError(400, f"request not understood: {exc}") from None
     client = scope.get("client") or ("", 0)
+    caller = scope.get(IN_PROCESS)
     return GatewayRequest(
         connection=name,
         method=method,
@@ -144,6 +169,7 @@ def parse_request(scope: dict, prefix: str, audit_id: str | None = None) -> Gate
         client_addr=client[0] or "",
         audit_id=audit_id if audit_id is not None else str(uuid.uuid4()),
         base_url=base_url(scope, headers),
+        caller=caller if isinstance(caller, InProcessCaller) else None,
     )
 
 

@@ -1,8 +1,9 @@
 """OpenTelemetry traces of the gateway's stages (issue 15 item 7): optional, off by default.
 
 :func:`from_settings` answers None unless settings.AIRLOCK_OTEL_ENDPOINT names an OTLP/HTTP traces
-endpoint (and OTEL_SDK_DISABLED is not true): then nothing of OpenTelemetry is imported and nothing
-is added to the request path.  When on, a :class:`Tracing` is
+endpoint (and OTEL_SDK_DISABLED is not true): then OpenTelemetry's SDK and exporter are not imported,
+no tracer provider is set and nothing is added to the request path (the ``mcp`` SDK of the MCP
+endpoint imports the OpenTelemetry API, whose tracers record nothing without a provider).  When on, a :class:`Tracing` is
 
 * an **addon** for the request's hooks (gateway.hooks: ``parsed``, ``decided``, ``held``,
   ``forwarded``, ``completed``), which opens one ``airlock.request`` span per request and, from

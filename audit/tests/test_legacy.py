@@ -41,10 +41,13 @@ def legacy_chain():
             fields.pop("clamped")
             fields.pop("dry_run")
             proxy = {name: fields.pop(name) for name in ("proxy_username", "proxy_uid", "proxy_issuer")}
+            fields.pop("parent_id")
+            fields.pop("mcp_tool")
             row = old(**fields, seq=i + 1, prev_hash=prev_hash)
             row.clamped = []  # not a column yet; the document of an unclamped event has no such key
             row.dry_run = False  # likewise (migration 0005)
             row.__dict__.update(proxy)  # likewise (migration 0006: empty, so no impersonatedUser in the document)
+            row.parent_id, row.mcp_tool = None, ""  # likewise (migration 0007)
             row.hash = prev_hash = chain_hash(prev_hash, event_document(row, None))
             row.save()
     finally:

@@ -180,8 +180,14 @@ import airlock.app, gateway.upstream
 from gateway import tracing
 assert tracing.from_settings(settings) is None
 airlock.app.make_application(sweeper=None)
-loaded = sorted(name for name in sys.modules if name.startswith("opentelemetry"))
+# The mcp SDK (the MCP endpoint, mcpfront) imports OpenTelemetry's API, whose tracers record nothing until
+# a provider is set; Airlock's tracing sets none globally, and its SDK and exporter stay unimported.
+loaded = sorted(name for name in sys.modules if name.startswith(("opentelemetry.sdk", "opentelemetry.exporter")))
 assert not loaded, loaded
+if "opentelemetry.trace" in sys.modules:
+    from opentelemetry import trace
+    assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
+    assert not trace.get_tracer("check").start_span("s").is_recording()
 print("off")
 """
 

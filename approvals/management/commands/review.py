@@ -116,6 +116,8 @@ class Command(BaseCommand):
             field("Through", f"trusted proxy {review.proxy_username} ({review.proxy_subject}), "
                              f"issuer {review.proxy_issuer or '-'}")
         field("Connection", review.connection)
+        if review.origin:
+            field("Via", f"{review.origin} (an MCP tool call, sent with the agent's own token)")
         field("Rule", review.rule_name + (f", reviewers from {', '.join(review.reviewer_groups)}"
                                           if review.reviewer_groups else ""))
         field("Asked", review.created_at.isoformat(timespec="seconds"))

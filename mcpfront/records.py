@@ -1,0 +1,107 @@
+"""Each MCP tool call is an audit event: who called which tool with which (masked) arguments, and how it ended.
+
+The API requests the tool sends carry the tool call's audit id as ``parent_id`` (set by the gateway
+from the in-process caller, gateway.pipeline.InProcessCaller) and, when the protocol version has an
+MCP session, the same ``Kubectl-Session`` value, so the audit trail groups them into one session
+and the replay page shows the tool call with its requests beneath it (audit.views.nest_tool_calls).
+
+The arguments are masked before they are kept: a manifest as a request body is (Secret
+``data``/``stringData`` by kind, with Secret as the default kind, the detectors), every other string
+by the detectors, and all of it for the connection's Secret values.  When those values are not
+known the arguments are not kept at all (only their names).  The tool's result is not kept: it
+is made of the requests' answers, whose masked copies are their own events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+
+import masking
+from audit.events import Record
+from kube.requestinfo import parse
+from mcpfront.inprocess import Call
+
+log = logging.getLogger(__name__)
+
+RECEIVED, RESPONSE_COMPLETE = "RequestReceived", "ResponseComplete"
+_SECRET_WRITE = parse("POST", "/api/v1/namespaces/default/secrets", "")  # a manifest without a kind: a Secret
+_ANY_WRITE = parse("POST", "/api/v1/namespaces/default/configmaps", "")
+
+
+def mask_arguments(arguments: dict, values) -> bytes:
+    """The tool's arguments as the audit trail keeps them (compact JSON), masked."""
+    arguments = dict(arguments)
+    manifest = arguments.get("manifest")
+    if manifest is not None:
+        raw = manifest.encode("utf-8") if isinstance(manifest, str) else json.dumps(manifest, default=str).encode()
+        content_type = "application/yaml" if isinstance(manifest, str) else "application/json"
+        try:
+            masked = masking.mask_request_body_for_record(_SECRET_WRITE, content_type, raw)
+            arguments["manifest"] = json.loads(masked)
+        except (ValueError, masking.MaskingError):
+            arguments["manifest"] = masking.PLACEHOLDER
+    body = json.dumps(arguments, separators=(",", ":"), default=str).encode()
+    body = masking.mask_request_body_for_record(_ANY_WRITE, "application/json", body)
+    return masking.mask_values_in_record(body, values)
+
+
+class ToolCallRecord:
+    """One tool call's audit events: journaled as it starts, its completion queued as it ends."""
+
+    def __init__(self, recorder, call: Call, principal, *, source_ip: str = "", user_agent: str = ""):
+        self.recorder = recorder
+        self.call = call
+        self.principal = principal
+        self.received_at = datetime.now(UTC)
+        self.started = time.monotonic()
+        self.source_ip = source_ip
+        self.user_agent = user_agent
+
+    def _fields(self, stage: str) -> dict:
+        call, principal = self.call, self.principal
+        return {
+            "audit_id": uuid.UUID(call.audit_id),
+            "stage": stage,
+            "received_at": self.received_at,
+            "transport": "http",
+            "request_uri": f"/mcp/{call.connection}/tools/{call.tool}",
+            "verb": "tools/call",
+            "source_ips": (self.source_ip,) if self.source_ip else (),
+            "user_agent": self.user_agent,
+            "connection": call.connection,
+            "kubectl_session": f"mcp-{call.session}"[:128] if call.session else "",
+            "user_username": principal.username,
+            "user_uid": principal.subject,
+            "user_groups": tuple(principal.groups),
+            "user_issuer": principal.issuer,
+            "mcp_tool": call.tool,
+        }
+
+    def started_record(self) -> Record:
+        return Record.build(self._fields(RECEIVED))
+
+    def begin(self) -> None:
+        """Journal the arrival (a crash leaves it in the trail, closed as crashed on recovery); raises
+        audit.recorder.AuditUnavailable when the journal cannot be written: the call is refused."""
+        self.recorder.received(self.started_record())
+
+    def completed_record(self, *, code: int, message: str, arguments: bytes, review_id: int | None = None) -> Record:
+        fields = self._fields(RESPONSE_COMPLETE)
+        fields.update(response_code=code, response_message=message, request_body=arguments,
+                      latency_ms=(time.monotonic() - self.started) * 1000.0, bytes_in=len(arguments))
+        if code >= 400:
+            fields["response_reason"] = {403: "Forbidden", 404: "NotFound", 429: "TooManyRequests",
+                                         400: "BadRequest"}.get(code, "InternalError" if code >= 500 else "")
+        if review_id is not None:
+            fields["review_id"] = str(review_id)
+        return Record.build(fields)
+
+    async def finish(self, **outcome) -> None:
+        try:
+            await self.recorder.finish(self.completed_record(**outcome))
+        except Exception:
+            log.exception("audit event of MCP tool call %s could not be queued", self.call.audit_id)

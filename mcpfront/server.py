@@ -1,0 +1,395 @@
+"""The MCP endpoint: ``/mcp/<connection>/`` (Streamable HTTP, the official ``mcp`` SDK) in Airlock's own ASGI app.
+
+Authentication follows the MCP authorization specification as a resource server: Airlock is an
+OAuth 2.1 protected resource.  ``/.well-known/oauth-protected-resource/mcp/<connection>/`` is its
+RFC 9728 metadata, naming the issuers Airlock trusts (identity.oidc's configuration) as
+authorization servers; a request without a valid bearer token gets a 401 whose
+``WWW-Authenticate`` points there.  Tokens are validated by the same authenticator as the kubectl
+path (identity.chain, handed in by airlock.app), so the same issuers, algorithms and audiences
+(Airlock's, never another resource's) apply.  The token is never passed to the cluster: tool calls
+send it only to the gateway in-process, which authenticates it again and forwards with the
+connection's own credential.
+
+Each tool call is recorded (mcpfront.records) and runs through :class:`Endpoint.run`, which turns
+the tools' outcomes into MCP results: text; a tool error carrying the gateway Status message words
+(403, 429 with its Retry-After, 5xx); or, for a held request, at once, what is pending, the
+review's absolute URL and how to wait (``wait_for_review``) and retry.
+"""
+
+import json
+import logging
+import math
+import uuid
+from typing import Annotated, Any
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.auth import ProtectedResourceMetadata
+from mcp_types import ToolAnnotations
+from pydantic import Field
+from starlette.authentication import AuthCredentials
+
+from approvals.hold import review_url
+from audit.recorder import AuditUnavailable
+from connections.validation import CONNECTION_NAME
+from gateway.pipeline import base_url
+from identity.principal import AuthenticationError
+from kube import headers as hdr
+from kube.status import GatewayError
+from mcpfront import agentside
+from mcpfront.inprocess import Call, GatewayClient
+from mcpfront.kubeapi import ToolInputError
+from mcpfront.records import ToolCallRecord, mask_arguments
+from mcpfront.tools import Pending, ToolFailure, Tools
+from runtime import db
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/mcp/"
+METADATA_PREFIX = "/.well-known/oauth-protected-resource" + PREFIX
+PRINCIPAL = "airlock.mcp.principal"  # ASGI scope keys set here, after authentication
+CONNECTION = "airlock.mcp.connection"
+MAX_BODY = 1024 * 1024
+
+# Tool parameter types (module level: the SDK reads the tools' signatures to build their schemas).
+Ns = Annotated[str, Field(description="namespace (empty: all namespaces, or cluster-scoped)")]
+Res = Annotated[str, Field(description="resource: pods, deployments, deploy, deployments.apps, ... or a kind")]
+Manifest = Annotated[str, Field(description="one object as YAML or JSON")]
+Duration = Annotated[str, Field(description="how long, e.g. 30m or 2h")]
+
+INSTRUCTIONS = """Kubernetes through Airlock. Every tool call becomes Kubernetes API requests that Airlock's
+rules allow, deny or hold for a human reviewer, exactly like kubectl traffic; Secret values come back masked.
+Start with explain_policy to see what you may do here. Changes: apply_manifest shows a dry-run diff first
+(confirm=true to apply). A held change answers at once with a review URL: tell the user, call
+wait_for_review, then repeat the same tool call with the same arguments once approved."""
+
+
+def _json(status: int, document: dict, extra: list | None = None):
+    body = json.dumps(document).encode()
+    return status, [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
+                    (b"content-length", str(len(body)).encode()), *(extra or [])], body
+
+
+async def _send(send, answer):
+    status, headers, body = answer
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def issuers_of(authenticator) -> list[str]:
+    oidc = getattr(authenticator, "oidc", None)
+    config = getattr(oidc, "config", None)
+    return [i.issuer for i in getattr(config, "issuers", ())]
+
+
+class Endpoint:
+    """The MCP endpoint's ASGI application and its tools, wired by airlock.app.make_application."""
+
+    def __init__(self, *, gateway, gateway_prefix: str, authenticator, policy, django=None,
+                 session_idle_timeout: float = 30 * 60):
+        self.gateway = gateway
+        self.authenticator = authenticator
+        self.policy = policy
+        self.django = django
+        self.client = GatewayClient(gateway, gateway_prefix)
+        self.tools = Tools(self.client)
+        # log_level: MCPServer calls logging.basicConfig with it, which only acts when nothing configured
+        # logging yet (Django's LOGGING has, in the server); WARNING keeps session ids out of the log then.
+        self.server = MCPServer("airlock", instructions=INSTRUCTIONS, version="1", log_level="WARNING")
+        self._register()
+        # Bearer tokens, not cookies, authenticate every request, so a rebound DNS name gains a page
+        # nothing; Airlock's own host checks (AIRLOCK_ALLOWED_HOSTS) stay where they are.
+        self.server.streamable_http_app(
+            streamable_http_path="/", transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            max_request_body_size=MAX_BODY, session_idle_timeout=session_idle_timeout)
+        self.sessions = self.server.session_manager
+
+    def serving(self):
+        """The session manager's task group (an async context manager): the application's lifespan enters it."""
+        return self.sessions.run()
+
+    # -- HTTP -----------------------------------------------------------------------------
+
+    @staticmethod
+    def routes(path: str) -> bool:
+        return path.startswith(PREFIX) or path.startswith(METADATA_PREFIX)
+
+    def resource_url(self, scope, connection: str) -> str:
+        base = base_url(scope, hdr.request_headers(scope.get("headers", [])))
+        return f"{base}{PREFIX}{connection}/"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            if scope["type"] == "websocket" and (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1008, "reason": "the MCP endpoint speaks HTTP"})
+            return
+        try:
+            inner, refusal = await self.admit(scope)
+        except GatewayError as exc:  # headers that are not UTF-8 or not tokens: 400, as on the gateway
+            inner, refusal = None, _json(exc.code, {"error": "invalid_request", "error_description": exc.message})
+        except Exception:  # a bug, not a refusal: still a JSON answer, never a plain-text 500
+            log.exception("MCP request failed before its session")
+            inner, refusal = None, _json(500, {"error": "server_error", "error_description": "airlock: internal error"})
+        if refusal is not None:
+            await _send(send, refusal)
+            return
+        await self.sessions.handle_request(inner, receive, send)
+
+    async def admit(self, scope):
+        """(the scope the SDK's session manager gets, None), or (None, the answer to send instead)."""
+        path = scope["path"]
+        headers = hdr.request_headers(scope.get("headers", []))
+        if not base_url(scope, headers):
+            return None, _json(400, {"error": "invalid_request", "error_description": "the Host header is not a host"})
+        if path.startswith(METADATA_PREFIX):
+            return None, self.metadata(scope, path[len(METADATA_PREFIX):])
+        connection = self._connection(path[len(PREFIX):])
+        if connection is None:
+            return None, _json(404, {"error": "not_found", "error_description":
+                                     "the MCP endpoint of a connection is /mcp/<connection>/"})
+        return await self.connect(scope, connection)
+
+    async def connect(self, scope, connection: str):
+        """The agent's token, then the connection: the scope for the SDK with who asks, or a refusal."""
+        principal, token, refusal = await self.authenticate(scope, connection)
+        if refusal is not None:
+            return None, refusal
+        try:
+            upstream = await self.gateway.connections(connection)
+        except db.DatabaseUnavailable:
+            return None, _json(503, {"error": "temporarily_unavailable", "error_description": db.DOWN_MESSAGE})
+        if upstream is None:
+            return None, _json(404, {"error": "not_found", "error_description": f'connection "{connection}" not found'})
+        expires = principal.expires_at  # development static tokens never expire (infinity)
+        access = AccessToken(token=token, client_id=principal.subject, scopes=[], subject=principal.subject,
+                             expires_at=int(expires) if math.isfinite(expires) else None,
+                             claims={"iss": principal.issuer})
+        return {**scope, "user": AuthenticatedUser(access), "auth": AuthCredentials([]),
+                PRINCIPAL: principal, CONNECTION: connection}, None
+
+    @staticmethod
+    def _connection(rest: str) -> str | None:
+        name = rest[:-1] if rest.endswith("/") else rest
+        return name if CONNECTION_NAME.fullmatch(name or "-invalid-") else None
+
+    def metadata(self, scope, rest: str):
+        connection = self._connection(rest)
+        issuers = issuers_of(self.authenticator)
+        if connection is None or not issuers:
+            return _json(404, {"error": "not_found", "error_description": "no protected resource here"
+                               + ("" if issuers else " (no OIDC issuer is configured)")})
+        metadata = ProtectedResourceMetadata(
+            resource=self.resource_url(scope, connection), authorization_servers=issuers,
+            resource_name=f"Airlock: Kubernetes connection {connection} over MCP")
+        return _json(200, json.loads(metadata.model_dump_json(exclude_none=True)))
+
+    async def authenticate(self, scope, connection: str):
+        """(principal, token, None), or (None, None, the 401 with WWW-Authenticate resource_metadata)."""
+        headers = hdr.request_headers(scope.get("headers", []))
+        token = hdr.bearer_token(headers)
+        reason = "a bearer token is required"
+        if token is not None:
+            try:
+                return await self.authenticator.authenticate(token), token, None
+            except AuthenticationError as exc:
+                reason = str(exc)
+        resource = self.resource_url(scope, connection)
+        base, _, tail = resource.partition(PREFIX)
+        metadata = f"{base}{METADATA_PREFIX}{tail}"
+        words = reason.replace('"', "'")
+        challenge = f'Bearer error="invalid_token", error_description="{words}", resource_metadata="{metadata}"'
+        return None, None, _json(401, {"error": "invalid_token", "error_description": f"Unauthorized: {reason}"},
+                                 [(b"www-authenticate", challenge.encode())])
+
+    # -- tools ----------------------------------------------------------------------------
+
+    def call_of(self, ctx: Context, tool: str) -> "tuple[Call, Any, dict]":
+        request = ctx.request_context.request
+        scope = request.scope
+        headers = hdr.request_headers(scope.get("headers", []))
+        host = next((v for n, v in headers if n == "host"), "")
+        client = scope.get("client") or ("", 0)
+        call = Call(token=scope["user"].access_token.token, connection=scope[CONNECTION],
+                    audit_id=str(uuid.uuid4()), tool=tool, host=host, scheme=scope.get("scheme") or "https",
+                    client_addr=client[0] or "", session=_session_id(headers))
+        return call, scope[PRINCIPAL], {"user_agent": next((v for n, v in headers if n == "user-agent"), "")}
+
+    async def arguments_for_record(self, call: Call, arguments: dict) -> bytes:
+        values = None
+        stores = getattr(self.gateway, "secret_values", None)
+        try:
+            if stores is not None:
+                upstream = await self.gateway.connections(call.connection)
+                values = await stores.current(upstream, self.gateway.pool.client(upstream))
+            return mask_arguments(arguments, values)
+        except Exception as exc:  # never keep arguments that could not be masked for the values
+            log.warning("arguments of MCP tool call %s not kept: %s", call.audit_id, type(exc).__name__)
+            return json.dumps({"airlock": "arguments not kept: they could not be masked",
+                               "names": sorted(arguments)}).encode()
+
+    async def run(self, ctx: Context, tool: str, arguments: dict, work) -> str:
+        call, principal, extra = self.call_of(ctx, tool)
+        record = ToolCallRecord(self.gateway.recorder, call, principal, source_ip=call.client_addr, **extra)
+        try:
+            record.begin()
+        except AuditUnavailable as exc:
+            raise ToolError(f"airlock: {exc}") from None
+        code, message, review_id = 200, "ok", None
+        try:
+            result = await work(call, principal)
+            return result
+        except Pending as pending:
+            code, message, review_id = 202, pending.message, pending.review_id
+            return pending_result(call, pending)
+        except ToolFailure as exc:
+            code, message = exc.code or 502, str(exc)
+            raise ToolError(str(exc)) from None
+        except ToolInputError as exc:
+            code, message = 400, str(exc)
+            raise ToolError(str(exc)) from None
+        except db.DatabaseUnavailable:
+            code, message = 503, db.DOWN_MESSAGE
+            raise ToolError(db.DOWN_MESSAGE) from None
+        except Exception:
+            log.exception("MCP tool call %s (%s) failed inside Airlock", call.audit_id, tool)
+            code, message = 500, "airlock: internal error; the tool call was not completed"
+            raise ToolError(message) from None
+        finally:
+            await record.finish(code=code, message=message[:2000],
+                                arguments=await self.arguments_for_record(call, arguments), review_id=review_id)
+
+    def _register(self):
+        tools, server = self.tools, self.server
+        read = ToolAnnotations(read_only_hint=True, destructive_hint=False, open_world_hint=False)
+        change = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True,
+                                 open_world_hint=False)
+        destroy = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=False)
+
+        async def list_resources(ctx: Context, resource: Res, namespace: Ns = "", label_selector: str = "",
+                                 field_selector: str = "", limit: int = 100, continue_token: str = "",
+                                 api_version: str = "") -> str:
+            """List objects of a resource, one line each (name, state, age); selectors narrow it."""
+            args = dict(resource=resource, namespace=namespace, label_selector=label_selector,
+                        field_selector=field_selector, limit=limit, continue_token=continue_token,
+                        api_version=api_version)
+            return await self.run(ctx, "list_resources", args, lambda c, p: tools.list(c, **args))
+
+        async def get_resource(ctx: Context, resource: Res, name: str, namespace: Ns = "",
+                               api_version: str = "") -> str:
+            """Get one object as YAML (managedFields left out; Secret values masked)."""
+            args = dict(resource=resource, name=name, namespace=namespace, api_version=api_version)
+            return await self.run(ctx, "get_resource", args, lambda c, p: tools.get(c, **args))
+
+        async def describe_resource(ctx: Context, resource: Res, name: str, namespace: Ns = "",
+                                    api_version: str = "") -> str:
+            """A describe-like summary of one object: state, containers, conditions, recent events."""
+            args = dict(resource=resource, name=name, namespace=namespace, api_version=api_version)
+            return await self.run(ctx, "describe_resource", args, lambda c, p: tools.describe(c, **args))
+
+        async def list_events(ctx: Context, namespace: Ns = "", object_name: str = "", limit: int = 50) -> str:
+            """Recent events, oldest first; object_name narrows them to one object."""
+            args = dict(namespace=namespace, object_name=object_name, limit=limit)
+            return await self.run(ctx, "list_events", args, lambda c, p: tools.events(c, **args))
+
+        async def pod_logs(ctx: Context, pod: str, namespace: str, container: str = "", tail_lines: int = 200,
+                           limit_bytes: int = 65536, previous: bool = False) -> str:
+            """The last lines of a pod's log (bounded; secrets masked)."""
+            args = dict(pod=pod, namespace=namespace, container=container, tail_lines=tail_lines,
+                        limit_bytes=limit_bytes, previous=previous)
+            return await self.run(ctx, "pod_logs", args, lambda c, p: tools.logs(c, **args))
+
+        async def apply_manifest(ctx: Context, manifest: Manifest, namespace: Ns = "", confirm: bool = False) -> str:
+            """Server-side apply. Always runs a dry run first and shows its diff; the change is made only
+            with confirm=true (it may then be held for a reviewer)."""
+            args = dict(manifest=manifest, namespace=namespace, confirm=confirm)
+            return await self.run(ctx, "apply_manifest", args, lambda c, p: tools.apply(c, **args))
+
+        async def delete_resource(ctx: Context, resource: Res, name: str, namespace: Ns = "",
+                                  api_version: str = "") -> str:
+            """Delete one object (often held for a reviewer)."""
+            args = dict(resource=resource, name=name, namespace=namespace, api_version=api_version)
+            return await self.run(ctx, "delete_resource", args, lambda c, p: tools.delete(c, **args))
+
+        async def scale(ctx: Context, resource: Res, name: str, namespace: str, replicas: int) -> str:
+            """Set the replicas of a deployment, statefulset or replicaset (its scale subresource)."""
+            args = dict(resource=resource, name=name, namespace=namespace, replicas=replicas)
+            return await self.run(ctx, "scale", args, lambda c, p: tools.scale(c, **args))
+
+        async def rollout_restart(ctx: Context, resource: Res, name: str, namespace: str,
+                                  restarted_at: str = "") -> str:
+            """Restart a deployment's, statefulset's or daemonset's pods (kubectl rollout restart). When a review
+            holds it, repeat with the restarted_at the answer gives so the approved request is the same."""
+            args = dict(resource=resource, name=name, namespace=namespace, restarted_at=restarted_at)
+            return await self.run(ctx, "rollout_restart", args, lambda c, p: tools.rollout_restart(c, **args))
+
+        async def exec_command(ctx: Context, pod: str, namespace: str, command: list[str], container: str = "",
+                               timeout_seconds: int = 30) -> str:
+            """Run a non-interactive command in a pod's container; output and time are bounded."""
+            args = dict(pod=pod, namespace=namespace, command=command, container=container,
+                        timeout_seconds=timeout_seconds)
+            return await self.run(ctx, "exec_command", args, lambda c, p: tools.exec(c, **args))
+
+        async def can_i(ctx: Context, verb: str, resource: Res, namespace: Ns = "", name: str = "",
+                        subresource: str = "") -> str:
+            """Whether you may do something here now (Airlock's rules and the cluster's, like kubectl auth can-i).
+            A request that needs a reviewer's approval is a no, naming the rule."""
+            args = dict(verb=verb, resource=resource, namespace=namespace, name=name, subresource=subresource)
+            return await self.run(ctx, "can_i", args, lambda c, p: tools.can_i(c, **args))
+
+        async def explain_policy(ctx: Context) -> str:
+            """The rules that apply to you on this connection: allowed, denied, needing review or a lease."""
+            return await self.run(ctx, "explain_policy", {},
+                                  lambda c, p: agentside.explain_policy(self.policy, c, p))
+
+        async def request_lease(ctx: Context, duration: Duration, reason: str, rules: list[str] | None = None) -> str:
+            """Ask a reviewer for a time-limited lease (rules that require one apply only under it)."""
+            args = dict(duration=duration, reason=reason, rules=rules or [])
+            return await self.run(ctx, "request_lease", args, lambda c, p: agentside.request_lease(
+                self.client, self.django, c, duration, reason, rules))
+
+        async def review_status(ctx: Context, review_id: int) -> str:
+            """The state of one of your reviews (pending, approved, denied, expired, used)."""
+            return await self.run(ctx, "review_status", {"review_id": review_id},
+                                  lambda c, p: agentside.review_status(c, p, review_id))
+
+        async def wait_for_review(ctx: Context, review_id: int, timeout_seconds: int = 60) -> str:
+            """Wait until a reviewer decides one of your reviews (progress notifications while waiting), at most
+            timeout_seconds (300); then repeat the held tool call with the same arguments if it was approved."""
+
+            async def progress(done, total, message):
+                try:
+                    await ctx.report_progress(done, total, message)
+                except Exception:  # a client that cannot take notifications still gets the answer
+                    pass
+
+            return await self.run(ctx, "wait_for_review", {"review_id": review_id, "timeout_seconds": timeout_seconds},
+                                  lambda c, p: agentside.wait_for_review(c, p, review_id, timeout_seconds, progress))
+
+        for fn, annotations in ((list_resources, read), (get_resource, read), (describe_resource, read),
+                                (list_events, read), (pod_logs, read), (apply_manifest, change),
+                                (delete_resource, destroy), (scale, change), (rollout_restart, change),
+                                (exec_command, destroy), (can_i, read), (explain_policy, read),
+                                (request_lease, change), (review_status, read), (wait_for_review, read)):
+            server.add_tool(fn, annotations=annotations, structured_output=False)
+
+
+def _session_id(headers) -> str:
+    value = next((v for n, v in headers if n == "mcp-session-id"), "")
+    return value if value.isascii() and value.isprintable() and len(value) <= 100 else ""
+
+
+def pending_result(call: Call, pending: Pending) -> str:
+    url = review_url(pending.review_id, f"{call.scheme}://{call.host}" if call.host else "")
+    lines = [
+        f"PENDING REVIEW {pending.review_id}: nothing was done yet. {pending.message}",
+        f"review_url: {url}",
+        f"next: tell the user a reviewer must approve it at {url}; call wait_for_review with review_id="
+        f"{pending.review_id} (or review_status to check); once approved, call {call.tool} again with exactly "
+        "the same arguments (the approval covers that identical request).",
+    ]
+    if pending.done:
+        lines.insert(1, pending.done)
+    return "\n".join(lines)
