@@ -51,10 +51,10 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote, quote_plus
 
-import ahocorasick_rs
 import regex
 
 from masking.detectors import MAX_SECRET_BYTES, Detector, Hit, apply_masks, name_is_secret
+from masking.literals import Literals
 from masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
 
 KIND = "secret-value"
@@ -219,10 +219,9 @@ class SecretValues:
         del widen
         self.form_bytes = sum(len(f) for f in self._forms)
         self.longest = max((len(f) for f in self._forms), default=0)
-        impl = ahocorasick_rs.Implementation.ContiguousNFA
-        self._automaton = ahocorasick_rs.BytesAhoCorasick(self._forms, implementation=impl) if self._forms else None
+        self._automaton = Literals(self._forms) if self._forms else None
         heads = list(dict.fromkeys(f[:HEAD] for f in self._forms))
-        self._heads = ahocorasick_rs.BytesAhoCorasick(heads, implementation=impl) if heads else None
+        self._heads = Literals(heads) if heads else None
 
     @classmethod
     def build(cls, secrets: Iterable[tuple[str, str, Iterable[bytes]]], namespaces: Iterable[str] = ()) -> SecretValues:
@@ -245,7 +244,7 @@ class SecretValues:
 
     def present(self, data: bytes) -> bool:
         """Whether any form occurs in ``data`` (cheap test before a closer look)."""
-        return self._automaton is not None and bool(self._automaton.find_matches_as_indexes(data))
+        return self._automaton is not None and bool(self._automaton.find(data))
 
     def hits(self, data: bytes, partial: bool = False) -> list[Hit]:
         """Every occurrence of a form, as masking hits; with ``partial`` also the earliest tail
@@ -258,7 +257,7 @@ class SecretValues:
             return []
         n = len(data)
         out = []
-        for index, start, end in self._automaton.find_matches_as_indexes(data, overlapping=True):
+        for index, start, end in self._automaton.find(data):
             before, after = self._widen[index] & 1, self._widen[index] >> 1
             ms = _widen_back(data, start, before)
             me, cut_off = _widen_forward(data, end, after)
@@ -277,7 +276,7 @@ class SecretValues:
         lo = max(0, n - self.longest + 1)
         starts = []
         if self._heads is not None and n - lo >= HEAD:
-            starts = sorted({lo + s for _, s, _ in self._heads.find_matches_as_indexes(data[lo:], overlapping=True)})
+            starts = sorted({lo + s for _, s, _ in self._heads.find(data[lo:])})
         for p in [*starts, *range(max(lo, n - HEAD + 1), n)]:
             index = self._longer_form(data[p:])
             if index is not None:

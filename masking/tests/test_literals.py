@@ -1,0 +1,90 @@
+"""The multi-pattern engine under the detectors and the Secret values (masking/literals.py)."""
+
+import os
+import random
+import threading
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from masking import PLACEHOLDER, Detectors, SecretValues, TextMasker
+from masking.detectors import BUILTIN, _anchored
+from masking.literals import _MAX_LITERAL, Literals
+
+
+def naive(patterns, data):
+    out = set()
+    for index, pattern in enumerate(patterns):
+        i = data.find(pattern)
+        while i >= 0:
+            out.add((index, i, i + len(pattern)))
+            i = data.find(pattern, i + 1)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=6), min_size=1, max_size=8, unique=True),
+       st.binary(max_size=80))
+def test_every_occurrence_of_every_pattern_overlaps_included(patterns, noise):
+    data = noise + b"".join(patterns) + noise[::-1] + b"".join(reversed(patterns))
+    assert sorted(Literals(patterns).find(data)) == sorted(naive(patterns, data))
+
+
+def test_patterns_with_nul_bytes_or_past_the_literal_limit_are_found_whole():
+    # The binding hands literals to the compiler as C strings: a NUL would cut one short.
+    rnd = random.Random(3)
+    long = bytes(rnd.randrange(1, 256) for _ in range(_MAX_LITERAL + 500))
+    patterns = [b"\0ab\0\xffcd", b"key\0\0value", long, b"\0\0\0", b"ab"]
+    data = b"..key\0\0value.." + long + b"\0ab\0\xffcd\0\0\0\0" + b"key\0\0valuX"
+    assert sorted(Literals(patterns).find(data)) == sorted(naive(patterns, data))
+
+
+def test_a_binary_secret_value_with_nul_bytes_is_masked_whole():
+    value = b"\x01\x02head\0\0tail-of-the-secret\xfe"
+    values = SecretValues.build([("shop", "bin", [value])])
+    masker = TextMasker(Detectors.none().with_values(values))
+    stream = b"tar header " + value + b" trailer"
+    out = b"".join(masker.feed(stream[i : i + 5]) for i in range(0, len(stream), 5)) + masker.flush()
+    assert out == b"tar header " + PLACEHOLDER.encode() + b" trailer"
+
+
+def test_scans_from_several_threads_at_once():
+    patterns = [os.urandom(12) for _ in range(200)]
+    literals = Literals(patterns)
+    data = os.urandom(1 << 16) + b"".join(patterns)
+    expected = sorted(naive(patterns, data))
+    errors = []
+
+    def scan():
+        try:
+            for _ in range(50):
+                assert sorted(literals.find(data)) == expected
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scan) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+WORDS = [n for d in BUILTIN for n in d.needles] + [
+    b"password=", b"Password: ", b"=", b"hunter2-xyz", b" ", b"\n", b"AKIAABCDEFGHIJKLMNOP", b"ghp_" + b"a" * 36,
+    b"eyJhbGciOi.eyJzdWIiOi.sig", b"://u:p4ss@h", b"\"auth\": \"dXNlcjpwYXNz\"", b"-----BEGIN RSA PRIVATE KEY-----",
+    b"MIIEow\n", b"-----END RSA PRIVATE KEY-----", b"abc1Q~" + b"x" * 32, b"sk-" + b"Z" * 40, b"'", b"\"",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(WORDS), max_size=30))
+def test_trying_a_pattern_at_its_needles_finds_what_a_scan_finds(words):
+    data = b"".join(words)
+    low = data.lower()
+    for det in BUILTIN:
+        if not det.needles:
+            continue
+        src = low if det.lower else data
+        starts = {s for k, s, _ in Literals(list(det.needles)).find(low)}
+        assert [m.span() for m in _anchored(det, src, starts)] == [m.span() for m in det.pattern.finditer(src)]
