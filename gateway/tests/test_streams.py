@@ -6,6 +6,7 @@ import json
 import pytest
 
 import masking
+from audit.frames import render
 from gateway.streams import StreamTap, StreamViolation
 from gateway.upgrades import relayed_protocols, stream_kind
 from kube import spdy
@@ -58,7 +59,8 @@ def exec_tap(protocol="v5.channel.k8s.io", detectors=None):
 
 
 def cast_events(tap):
-    return [json.loads(line) for line in tap.recording(1.0)["asciicast"].splitlines()[1:]]
+    recording = tap.recording(1.0)
+    return [json.loads(line) for line in render(recording["frames"], recording["command"]).splitlines()[1:]]
 
 
 @pytest.mark.parametrize("frame", [
@@ -207,6 +209,8 @@ def test_with_masking_off_the_agent_sees_secret_values_and_the_recording_does_no
     out += tap.from_cluster(b"\x03" + json.dumps({"status": "Failure", "message": value.decode()}).encode())
     shown = b"".join(frame[1:] for frame in out)  # the payloads the agent got
     assert shown.count(value) == 2 and base64.b64encode(value) in shown
-    recorded = json.dumps(tap.recording(1.0))
+    recording = tap.recording(1.0)
+    assert value not in recording["frames"] and base64.b64encode(value) not in recording["frames"]
+    recorded = json.dumps({**recording, "frames": render(recording["frames"], recording["command"])})
     assert value.decode() not in recorded and base64.b64encode(value).decode() not in recorded
     assert "**AIRLOCK-MASKED**" in recorded and "done" in recorded
