@@ -64,6 +64,7 @@ SHORT_VALUE_BYTES = 12
 NUMERIC_VALUE_BYTES = 16
 MIN_DISTINCT_BYTES = 4
 HEAD = 8  # every form is at least this long; a held tail is tested from its first HEAD bytes
+_START = 3
 B64_GROUP = 4
 
 PUBLIC_KEY_SUFFIXES = (".crt", ".cert", ".pub")
@@ -202,7 +203,7 @@ class SecretValues:
     Build with :meth:`build`; an empty set is falsy.  ``repr`` shows counts only.
     """
 
-    __slots__ = ("_automaton", "_heads", "_forms", "_widen", "values", "form_bytes", "longest")
+    __slots__ = ("_automaton", "_heads", "_starts", "_forms", "_widen", "values", "form_bytes", "longest")
 
     def __init__(self, values: Iterable[bytes] = ()):
         widen: dict[bytes, tuple[int, int]] = {}
@@ -222,6 +223,9 @@ class SecretValues:
         self._automaton = Literals(self._forms) if self._forms else None
         heads = list(dict.fromkeys(f[:HEAD] for f in self._forms))
         self._heads = Literals(heads) if heads else None
+        # The first bytes (up to _START) of every form: a tail shorter than HEAD that starts no
+        # form is passed over without a search of the sorted forms.
+        self._starts = frozenset(f[:k] for f in self._forms for k in range(1, _START + 1))
 
     @classmethod
     def build(cls, secrets: Iterable[tuple[str, str, Iterable[bytes]]], namespaces: Iterable[str] = ()) -> SecretValues:
@@ -277,7 +281,9 @@ class SecretValues:
         starts = []
         if self._heads is not None and n - lo >= HEAD:
             starts = sorted({lo + s for _, s, _ in self._heads.find(data[lo:])})
-        for p in [*starts, *range(max(lo, n - HEAD + 1), n)]:
+        begins = self._starts
+        short = [p for p in range(max(lo, n - HEAD + 1), n) if data[p : p + _START] in begins]
+        for p in [*starts, *short]:
             index = self._longer_form(data[p:])
             if index is not None:
                 return p, self._widen[index] & 1
