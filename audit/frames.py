@@ -142,35 +142,41 @@ class FrameRecorder:
         }
 
 
-def read(frames: bytes) -> tuple[float, int, list[tuple[float, int, bytes]]]:
-    """(started_at, cap, events) of a frames buffer; FramesError if it is not one."""
-    view = memoryview(frames)
-    if len(view) < HEADER.size:
+def _walk(frames: bytes) -> tuple[float, int, list[tuple[float, int, int, int]]]:
+    """(started_at, cap, [(time, kind, start, end) of each payload]); FramesError if it is not a frames buffer."""
+    if len(frames) < HEADER.size:
         raise FramesError("too short for a header")
-    magic, started_at, cap = HEADER.unpack_from(view, 0)
+    magic, started_at, cap = HEADER.unpack_from(frames, 0)
     if magic != MAGIC:
         raise FramesError("not a frames buffer")
-    events, pos = [], HEADER.size
-    while pos < len(view):
-        if pos + EVENT.size > len(view):
+    events, pos, n = [], HEADER.size, len(frames)
+    while pos < n:
+        if pos + EVENT.size > n:
             raise FramesError("an event header is cut off")
-        t, kind, length = EVENT.unpack_from(view, pos)
+        t, kind, length = EVENT.unpack_from(frames, pos)
         pos += EVENT.size
-        if pos + length > len(view):
+        if pos + length > n:
             raise FramesError("an event is cut off")
-        events.append((t, kind, bytes(view[pos : pos + length])))
+        events.append((t, kind, pos, pos + length))
         pos += length
     return started_at, cap, events
+
+
+def read(frames: bytes) -> tuple[float, int, list[tuple[float, int, bytes]]]:
+    """(started_at, cap, events) of a frames buffer; FramesError if it is not one."""
+    started_at, cap, spans = _walk(frames)
+    return started_at, cap, [(t, kind, frames[start:end]) for t, kind, start, end in spans]
 
 
 def cap_frames(frames: bytes, limit: int) -> tuple[bytes, bool]:
     """``frames`` with at most ``limit`` bytes and a rendering cap of at most ``limit``; cut at an
     event boundary (then ending with a "stopped here" event), and whether it was cut.  The exit
     event is kept when it fits.  Raises FramesError for a buffer that is not one."""
-    started_at, cap, events = read(frames)
+    started_at, cap, _ = _walk(frames)  # checks the whole buffer without copying it
     header = HEADER.pack(MAGIC, started_at, min(cap, limit, _MAX_CAP))
     if len(frames) <= limit:
         return header + frames[HEADER.size :], False
+    _, _, events = read(frames)
     out = bytearray(header)
     budget = limit - EVENT.size  # room for the "stopped here" event
     exits = [e for e in events if e[1] == EXIT][-1:]
