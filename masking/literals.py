@@ -7,11 +7,17 @@ their forms (masking/values.py).
 
 Why Hyperscan (pip ``hyperscan``, Intel's engine, vectorscan on ARM): measured on this machine
 against the Rust aho-corasick crate (``ahocorasick_rs``), the 4 KiB-chunk log stream masked with
-1,000 known values ran at 134 MB/s (Hyperscan), 101 MB/s (aho-corasick DFA) and 72 MB/s
-(contiguous NFA); one pass over 4 KiB costs ~1.4 us against ~6.5 us (DFA) and ~9-13 us (NFA).
-The DFA also took 120 MiB for 10,000 values, Hyperscan 64 MiB.  Hyperscan compiles slower
-(1.1 s for 10,000 values against 0.14 s), but it releases the interpreter lock while it
-compiles and the values are rebuilt in a worker thread (gateway/secretvalues.py).
+1,000 known values ran at 157 MB/s (Hyperscan for needles and values), 138 MB/s (Hyperscan
+needles, aho-corasick DFA values) and 112 MB/s (contiguous NFA values); one pass over 4 KiB costs
+~1.4 us against ~6.5 us (DFA) and ~9-13 us (NFA).  But Hyperscan compiles slowly and more than
+linearly (literal mode: ~1 s for 30,000 patterns, ~8 s for 120,000; aho-corasick's NFA 0.02 s
+and 0.15 s), takes ~2.3 KiB of resident memory per pattern against ~0.2 KiB, and the DFA took
+120 MiB for 10,000 values.  So a set of up to ``HYPERSCAN_MAX_PATTERNS`` patterns (the detectors'
+needles; the forms of up to ~5,400 Secret values: at most ~0.5 s and ~35 MiB) is compiled by
+Hyperscan, which releases the interpreter lock while it compiles (the
+values are rebuilt in a worker thread, gateway/secretvalues.py); a larger one, and any set
+searched only in short texts (``engine="aho-corasick"``: the values' heads, looked for in the
+last bytes of a chunk, where a call's fixed cost matters more than speed), by the NFA.
 
 Two limits of the binding are handled here, not left to callers: a literal is passed to the
 compiler as a C string (a NUL byte would cut it short) and may be at most ``_MAX_LITERAL`` bytes.
@@ -26,9 +32,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+import ahocorasick_rs
 import hyperscan
 
 _MAX_LITERAL = 16000  # the compiler refuses longer literals ("Pattern length exceeds limit")
+HYPERSCAN_MAX_PATTERNS = 16384
 
 
 def _anchor(pattern: bytes) -> tuple[int, bytes]:
@@ -44,10 +52,18 @@ def _anchor(pattern: bytes) -> tuple[int, bytes]:
 class Literals:
     """An immutable set of byte strings and their compiled database; safe to share between threads."""
 
-    __slots__ = ("_db", "_local", "_entries", "_direct", "_scanned", "_confirmed", "count")
+    __slots__ = ("_ac", "_db", "_local", "_entries", "_direct", "_scanned", "_confirmed", "count")
 
-    def __init__(self, patterns: Sequence[bytes]):
+    def __init__(self, patterns: Sequence[bytes], engine: str = "auto"):
         self.count = len(patterns)
+        self._ac = None
+        if engine == "aho-corasick" or self.count > HYPERSCAN_MAX_PATTERNS:
+            if any(not p for p in patterns):
+                raise ValueError("an empty pattern matches everywhere")
+            self._db = None
+            self._ac = ahocorasick_rs.BytesAhoCorasick(
+                list(patterns), implementation=ahocorasick_rs.Implementation.ContiguousNFA)
+            return
         literals: dict[bytes, list[tuple[int, int, int]]] = {}
         self._scanned: list[tuple[int, bytes]] = []  # patterns of NUL bytes only
         self._confirmed: dict[int, bytes] = {}  # patterns found by an anchor
@@ -81,6 +97,8 @@ class Literals:
 
     def find(self, data: bytes) -> list[tuple[int, int, int]]:
         """(pattern index, start, end) of every occurrence, overlapping ones included."""
+        if self._ac is not None:
+            return self._ac.find_matches_as_indexes(data, overlapping=True)
         out: list[tuple[int, int, int]] = []
         if self._db is not None and data:
             scratch = getattr(self._local, "scratch", None)

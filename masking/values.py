@@ -222,7 +222,7 @@ class SecretValues:
         self.longest = max((len(f) for f in self._forms), default=0)
         self._automaton = Literals(self._forms) if self._forms else None
         heads = list(dict.fromkeys(f[:HEAD] for f in self._forms))
-        self._heads = Literals(heads) if heads else None
+        self._heads = Literals(heads, engine="aho-corasick") if heads else None
         # The first bytes (up to _START) of every form: a tail shorter than HEAD that starts no
         # form is passed over without a search of the sorted forms.
         self._starts = frozenset(f[:k] for f in self._forms for k in range(1, _START + 1))

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from masking import PLACEHOLDER, Detectors, SecretValues, TextMasker
 from masking.detectors import BUILTIN, _anchored
+from masking import literals
 from masking.literals import _MAX_LITERAL, Literals
 
 
@@ -24,10 +25,21 @@ def naive(patterns, data):
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(min_size=1, max_size=6), min_size=1, max_size=8, unique=True),
-       st.binary(max_size=80))
-def test_every_occurrence_of_every_pattern_overlaps_included(patterns, noise):
+       st.binary(max_size=80), st.sampled_from(["auto", "aho-corasick"]))
+def test_every_occurrence_of_every_pattern_overlaps_included(patterns, noise, engine):
     data = noise + b"".join(patterns) + noise[::-1] + b"".join(reversed(patterns))
-    assert sorted(Literals(patterns).find(data)) == sorted(naive(patterns, data))
+    assert sorted(Literals(patterns, engine).find(data)) == sorted(naive(patterns, data))
+
+
+def test_a_set_too_large_for_a_quick_compile_uses_the_automaton_and_finds_the_same(monkeypatch):
+    rnd = random.Random(11)
+    patterns = [bytes(rnd.randrange(256) for _ in range(rnd.randint(8, 20))) for _ in range(300)]
+    data = bytes(rnd.randrange(256) for _ in range(5000)).join(patterns[::7])
+    compiled = Literals(patterns)
+    monkeypatch.setattr(literals, "HYPERSCAN_MAX_PATTERNS", 100)
+    automaton = Literals(patterns)
+    assert compiled._db is not None and automaton._ac is not None
+    assert sorted(compiled.find(data)) == sorted(automaton.find(data)) == sorted(naive(patterns, data))
 
 
 def test_patterns_with_nul_bytes_or_past_the_literal_limit_are_found_whole():
