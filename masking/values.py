@@ -203,7 +203,7 @@ class SecretValues:
     Build with :meth:`build`; an empty set is falsy.  ``repr`` shows counts only.
     """
 
-    __slots__ = ("_automaton", "_heads", "_starts", "_forms", "_widen", "values", "form_bytes", "longest")
+    __slots__ = ("_automaton", "_heads", "_starts", "_forms", "_widen", "values", "forms", "form_bytes", "longest")
 
     def __init__(self, values: Iterable[bytes] = ()):
         widen: dict[bytes, tuple[int, int]] = {}
@@ -215,6 +215,7 @@ class SecretValues:
                 widen[form] = (max(old[0], before), max(old[1], after))
         self.values = kept
         self._forms = sorted(widen)  # sorted: a tail is looked up by bisection
+        self.forms = len(self._forms)
         # Per form, one byte: base64 groups to widen before (bit 0) and after (bit 1).
         self._widen = bytes(before | after << 1 for before, after in (widen[f] for f in self._forms))
         del widen
