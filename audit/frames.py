@@ -14,7 +14,7 @@ The stored form (``Recording.frames``, hashed into the chain as ``framesSha256``
 ``time`` is seconds since the stream opened; ``cap`` is the most asciicast bytes a rendering
 may take (the old writer's limit, lowered by the recorder's ``max_recording``); kinds are the
 channel of a data frame (0 stdin, 1 stdout, 2 stderr), 4 a resize (payload two uint16: columns,
-rows), ``m`` a marker (UTF-8 label), ``x`` the exit (JSON ``[code or null, message]``) and ``t``
+rows), ``x`` the exit (JSON ``[code or null, message]``) and ``t``
 "the recording stopped here: size limit".  The buffer is bounded by ``max_bytes`` like the old
 text: past it nothing but the exit is kept.  The recording's ``duration_s`` is the time of its
 last frame (the live writer counted only frames that completed a character).
@@ -34,7 +34,7 @@ MAGIC = b"ALF1"
 HEADER = struct.Struct("<4sdI")
 EVENT = struct.Struct("<dBI")
 SIZE = struct.Struct("<HH")
-MARK, EXIT, CUT = ord("m"), ord("x"), ord("t")
+EXIT, CUT = ord("x"), ord("t")
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 # Room kept below the cap for the exit (its message is bounded to 1 KiB by exit_status).
 _RESERVE = 2048
@@ -85,10 +85,6 @@ class FrameRecorder:
             self._data(t, channel, payload)
         elif channel == ERROR:
             self.exit(t, *exit_status(payload))
-
-    def marker(self, t: float, label: str) -> None:
-        self._sized = True
-        self._add(t, MARK, label.encode("utf-8", "replace"))
 
     def exit(self, t: float, code: int | None, message: str = "") -> None:
         """The command's end: its exit code, or None with the server's message when it failed."""
@@ -208,8 +204,6 @@ def render(frames: bytes, command=(), title: str = "") -> str:
             writer.input(t, payload)
         elif kind == RESIZE and len(payload) == SIZE.size:
             writer.resize(t, *SIZE.unpack(payload))
-        elif kind == MARK:
-            writer.marker(t, payload.decode("utf-8", "replace"))
         elif kind == EXIT:
             code, message = json.loads(payload)
             writer.exit(t, code if isinstance(code, int) else None, message if isinstance(message, str) else "")
