@@ -4,7 +4,8 @@ A Secret's value copied into a pod's env, an annotation, a ConfigMap, a log line
 command prints carries no keyword a detector could see.  The gateway knows the values (it
 lists and watches Secrets with its own credential, :mod:`gateway.secretvalues`), so it masks
 them by what they are.  This module is the sans-IO half: which values qualify, the byte
-strings ("forms") a value can appear as, and one multi-pattern automaton that finds them all.
+strings ("forms") a value can appear as, and one multi-pattern pass
+(masking/literals.py) that finds them all.
 
 Exclusion rule (what is *not* a needle, so masking does not eat ordinary names):
 
