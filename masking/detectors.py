@@ -11,9 +11,9 @@ stdlib syntax: the stream masker holds back exactly the bytes that may still bec
 Each pattern starts with a literal "needle" (found in an ASCII-lower-cased copy).  One pass of
 the multi-pattern engine (masking/literals.py) finds every needle of every detector, and a
 detector's pattern is tried only where one of its needles is, so a buffer costs one pass plus
-a few anchored matches, however many detectors there are.  Only the secret part of a match is replaced (the value of
-``password=...``, the password in a URL's userinfo, the body of a PEM block); keys, prefixes
-and structure stay readable.
+a few anchored matches, however many detectors there are.  Only the secret part of a match is
+replaced (the value of ``password=...``, the password in a URL's userinfo, the body of a PEM
+block); keys, prefixes and structure stay readable.
 
 Detectors are selected per connection/rule with :meth:`Detectors.from_config`; counts are kept
 per detector name and never include matched text.
