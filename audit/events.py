@@ -59,8 +59,8 @@ EVENT_KEYS = frozenset(
     }
 )
 RECORDING_KEYS = frozenset({
-    "kind", "namespace", "pod", "container", "command", "asciicast", "frames", "width", "height", "exit_code",
-    "duration_s", "truncated", "ports", "bytes_to_pod", "bytes_from_pod",
+    "kind", "namespace", "pod", "container", "command", "asciicast", "frames", "width", "height",
+    "exit_code", "duration_s", "truncated", "ports", "bytes_to_pod", "bytes_from_pod",
 })
 
 
