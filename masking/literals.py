@@ -37,6 +37,7 @@ import hyperscan
 
 _MAX_LITERAL = 16000  # the compiler refuses longer literals ("Pattern length exceeds limit")
 HYPERSCAN_MAX_PATTERNS = 16384
+SHORT_INPUT = 192  # below this many bytes the automaton answers (fixed cost ~0.24 us + ~2.5 ns/byte)
 
 
 def _anchor(pattern: bytes) -> tuple[int, bytes]:
@@ -56,20 +57,20 @@ class Literals:
 
     def __init__(self, patterns: Sequence[bytes], engine: str = "auto"):
         self.count = len(patterns)
-        self._ac = None
-        if engine == "aho-corasick" or self.count > HYPERSCAN_MAX_PATTERNS:
-            if any(not p for p in patterns):
-                raise ValueError("an empty pattern matches everywhere")
-            self._db = None
+        if any(not p for p in patterns):
+            raise ValueError("an empty pattern matches everywhere")
+        self._db = self._ac = None
+        if patterns:
+            # Always built (cheap): it answers for short inputs, where a Hyperscan call's fixed cost
+            # (~0.65 us against ~0.24 us) outweighs its speed.
             self._ac = ahocorasick_rs.BytesAhoCorasick(
                 list(patterns), implementation=ahocorasick_rs.Implementation.ContiguousNFA)
+        if engine == "aho-corasick" or self.count > HYPERSCAN_MAX_PATTERNS:
             return
         literals: dict[bytes, list[tuple[int, int, int]]] = {}
         self._scanned: list[tuple[int, bytes]] = []  # patterns of NUL bytes only
         self._confirmed: dict[int, bytes] = {}  # patterns found by an anchor
         for index, pattern in enumerate(patterns):
-            if not pattern:
-                raise ValueError("an empty pattern matches everywhere")
             if len(pattern) <= _MAX_LITERAL and b"\0" not in pattern:
                 literals.setdefault(pattern, []).append((index, 0, len(pattern)))
                 continue
@@ -84,7 +85,6 @@ class Literals:
         # Every literal is exactly one pattern, in order: the engine's answer is the answer.
         self._direct = not self._scanned and len(keys) == self.count and all(
             entries == ((i, 0, len(k)),) for i, (k, entries) in enumerate(zip(keys, self._entries)))
-        self._db = None
         self._local = threading.local()
         if keys:
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
@@ -97,17 +97,16 @@ class Literals:
 
     def find(self, data: bytes) -> list[tuple[int, int, int]]:
         """(pattern index, start, end) of every occurrence, overlapping ones included."""
-        if self._ac is not None:
-            return self._ac.find_matches_as_indexes(data, overlapping=True)
+        if self._db is None or len(data) < SHORT_INPUT:
+            return self._ac.find_matches_as_indexes(data, overlapping=True) if self._ac is not None else []
         out: list[tuple[int, int, int]] = []
-        if self._db is not None and data:
-            scratch = getattr(self._local, "scratch", None)
-            if scratch is None:
-                scratch = self._local.scratch = hyperscan.Scratch(self._db)
-            append = out.append
-            self._db.scan(data, match_event_handler=lambda i, s, e, f, c: append((i, s, e)), scratch=scratch)
-            if not self._direct:
-                out = self._confirm(data, out)
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = hyperscan.Scratch(self._db)
+        append = out.append
+        self._db.scan(data, match_event_handler=lambda i, s, e, f, c: append((i, s, e)), scratch=scratch)
+        if not self._direct:
+            out = self._confirm(data, out)
         for index, pattern in self._scanned:
             i = data.find(pattern)
             while i >= 0:
