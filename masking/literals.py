@@ -17,7 +17,8 @@ needles; the forms of up to ~5,400 Secret values: at most ~0.5 s and ~35 MiB) is
 Hyperscan, which releases the interpreter lock while it compiles (the
 values are rebuilt in a worker thread, gateway/secretvalues.py); a larger one, and any set
 searched only in short texts (``engine="aho-corasick"``: the values' heads, looked for in the
-last bytes of a chunk, where a call's fixed cost matters more than speed), by the NFA.
+last bytes of a chunk), by the NFA.  The NFA is built for every set and also answers for inputs
+under ``SHORT_INPUT`` bytes (JSON strings), where a call's fixed cost matters more than speed.
 
 Two limits of the binding are handled here, not left to callers: a literal is passed to the
 compiler as a C string (a NUL byte would cut it short) and may be at most ``_MAX_LITERAL`` bytes.
