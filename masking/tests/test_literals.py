@@ -101,3 +101,18 @@ def test_trying_a_pattern_at_its_needles_finds_what_a_scan_finds(words):
         src = low if det.lower else data
         starts = {s for k, s, _ in Literals(list(det.needles)).find(low)}
         assert [m.span() for m in _anchored(det, src, starts)] == [m.span() for m in det.pattern.finditer(src)]
+
+
+def test_a_stream_past_the_short_input_limit_is_masked_the_same_at_every_cut():
+    """Chunks long enough for Hyperscan: every split of the stream masks what one piece masks."""
+    value = b"Sup3r-s3cret-v4lue"
+    values = SecretValues.build([("shop", "db", [value])])
+    detectors = Detectors.default().with_values(values)
+    pad = b"2026-12-06T10:00:00Z INFO request served path=/api/items status=200\n" * (SHORT_INPUT // 60 + 1)
+    stream = pad + b"password=hunter2-hunter2 copied " + value + b" token: ghp_" + b"a" * 36 + b"\n" + pad
+    whole = TextMasker(detectors)
+    expected = whole.feed(stream) + whole.flush()
+    assert value not in expected and b"hunter2" not in expected and expected.count(PLACEHOLDER.encode()) == 3
+    for cut in range(len(pad) - 8, len(stream) - len(pad) + 8):
+        masker = TextMasker(detectors)
+        assert masker.feed(stream[:cut]) + masker.feed(stream[cut:]) + masker.flush() == expected, cut
