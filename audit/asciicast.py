@@ -1,8 +1,9 @@
 """Recordings of exec/attach streams (asciicast v2) and port-forwards (byte counts), sans-IO.
 
-The relay feeds frames in as they pass, with times in seconds since the stream opened, and
-hands :meth:`AsciicastWriter.recording` to the recorder with the completion event.  The data
-must already be masked.  asciicast v2 (docs.asciinema.org/manual/asciicast/v2) is a JSON header
+:class:`AsciicastWriter` turns events (times in seconds since the stream opened) into asciicast
+text.  The relay no longer drives it while a stream runs: it keeps the frames
+(:mod:`audit.frames`), and the writer renders them when a recording is replayed or exported, so
+a recording reads exactly as when the writer was fed live.  The data must already be masked.  asciicast v2 (docs.asciinema.org/manual/asciicast/v2) is a JSON header
 line followed by ``[time, code, data]`` lines: ``"o"`` output, ``"i"`` input, ``"r"`` resize
 (``"COLSxROWS"``), ``"m"`` marker.  v2 has no exit event, so the exit status is a marker
 (``"exit status 3"``) and ``exit_code`` of the recording.
@@ -113,6 +114,13 @@ class AsciicastWriter:
         label = f"exit status {code}" if code is not None else f"terminated: {message}".rstrip(": ")
         self._event(t, "m", label, final=True)
 
+    def truncate(self, t: float) -> None:
+        """The recording stops here (its frames reached their size limit): later events but the exit are dropped."""
+        t = max(float(t), self.duration)
+        self.duration = t
+        if not self.truncated:
+            self._truncate_at(t)
+
     def client_frame(self, t: float, channel: int, payload: bytes) -> None:
         """A frame the client sent: stdin is input, a resize is a resize; nothing else is recorded."""
         if not payload:
@@ -197,14 +205,20 @@ class AsciicastWriter:
         line = json.dumps([round(t, 6), code, data], ensure_ascii=False)
         size = len(line.encode("utf-8")) + 1
         if not final and self._size + size > self.max_bytes - _RESERVE:
-            self.truncated = True
-            line = json.dumps([round(t, 6), "m", "recording truncated: size limit reached"])
-            size = len(line) + 1
-        elif final and self._size + size > self.max_bytes:
+            self._truncate_at(t)
+            return
+        if final and self._size + size > self.max_bytes:
             line = json.dumps([round(t, 6), code, data[:200]], ensure_ascii=False)
             size = len(line.encode("utf-8")) + 1
         self._lines.append(line)
         self._size += size
+
+
+    def _truncate_at(self, t: float) -> None:
+        self.truncated = True
+        line = json.dumps([round(t, 6), "m", "recording truncated: size limit reached"])
+        self._lines.append(line)
+        self._size += len(line) + 1
 
 
 class PortForwardTally:

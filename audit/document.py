@@ -8,8 +8,10 @@ event's hash is::
 
 with ``prev_hash`` of the first event (or the last pruned one, see Checkpoint) being 64 zeros.
 So anyone holding an export can re-check the chain without this code: drop ``airlock.hash``,
-``airlock.prevHash``, ``airlock.keyId``, ``airlock.mac`` and ``airlock.recordingCast`` from each
-line, canonicalise with any RFC 8785 implementation, hash.  The MAC (audit.keys) needs the key.
+``airlock.prevHash``, ``airlock.keyId``, ``airlock.mac``, ``airlock.recordingCast`` and
+``airlock.recordingFrames`` from each line, canonicalise with any RFC 8785 implementation, hash.
+The MAC (audit.keys) needs the key.  A recording kept as frames (audit/frames.py) is in the
+document as ``framesSha256``: check it against the base64 of ``airlock.recordingFrames``.
 
 Changing what goes into the document changes every hash: bump ``FORMAT`` and keep the old
 builder if that is ever needed.  Optional keys, so events without them hash as before:
@@ -49,14 +51,21 @@ def body_document(data: bytes, size: int) -> dict | None:
 
 
 def recording_document(recording) -> dict:
+    """A recording in its event's document: the asciicast text, or (recordings kept as frames,
+    audit/frames.py) the frames, through their SHA-256 and size; older documents are unchanged."""
+    frames = bytes(getattr(recording, "frames", b"") or b"")
+    if frames:
+        content = {"framesSha256": hashlib.sha256(frames).hexdigest(), "framesBytes": len(frames)}
+    else:
+        cast = recording.asciicast.encode("utf-8")
+        content = {"castSha256": hashlib.sha256(cast).hexdigest(), "castBytes": len(cast)}
     return {
         "kind": recording.kind,
         "namespace": recording.namespace,
         "pod": recording.pod,
         "container": recording.container,
         "command": list(recording.command),
-        "castSha256": hashlib.sha256(recording.asciicast.encode("utf-8")).hexdigest(),
-        "castBytes": len(recording.asciicast.encode("utf-8")),
+        **content,
         "width": recording.width,
         "height": recording.height,
         "exitCode": recording.exit_code,
@@ -179,6 +188,7 @@ def strip_export_fields(line: dict) -> tuple[dict, str, str]:
     prev_hash = document["airlock"].pop("prevHash")
     digest = document["airlock"].pop("hash")
     document["airlock"].pop("recordingCast", None)
+    document["airlock"].pop("recordingFrames", None)
     document["airlock"].pop("keyId", None)
     document["airlock"].pop("mac", None)
     return document, prev_hash, digest

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from audit.frames import FramesError, cap_frames
 from audit.models import RecordingKind, Stage, Transport
 from kube.vocabulary import MUTATING_VERBS, STREAM_SUBRESOURCES
 
@@ -59,8 +60,8 @@ EVENT_KEYS = frozenset(
     }
 )
 RECORDING_KEYS = frozenset({
-    "kind", "namespace", "pod", "container", "command", "asciicast", "width", "height", "exit_code",
-    "duration_s", "truncated", "ports", "bytes_to_pod", "bytes_from_pod",
+    "kind", "namespace", "pod", "container", "command", "asciicast", "frames", "width", "height",
+    "exit_code", "duration_s", "truncated", "ports", "bytes_to_pod", "bytes_from_pod",
 })
 
 
@@ -314,6 +315,20 @@ def cap_cast(cast: str, limit: int) -> tuple[str, bool]:
     return encoded[: max(cut, 0)].decode("utf-8", "ignore") + ("\n" if cut > 0 else ""), True
 
 
+def _frames(value, limit: int, clamps: Clamps) -> tuple[bytes, bool]:
+    """A recording's frames (audit.frames) capped to ``limit`` bytes, and whether they were cut."""
+    if value is None or value == b"":
+        return b"", False
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        clamps.add("frames")
+        return b"", False
+    try:
+        return cap_frames(bytes(value), limit)
+    except FramesError:
+        clamps.add("frames")
+        return b"", False
+
+
 def prepare_recording(recording: dict, *, max_recording: int, clamps: Clamps) -> dict:
     for name in set(recording) - RECORDING_KEYS:
         clamps.add(f"unknown field {name}")
@@ -323,6 +338,7 @@ def prepare_recording(recording: dict, *, max_recording: int, clamps: Clamps) ->
         kind = _text(kind, "kind", clamps, 16)
     cast = _text(recording.get("asciicast"), "asciicast", clamps, None)
     cast, cut = cap_cast(cast, max_recording)
+    frames, frames_cut = _frames(recording.get("frames"), max_recording, clamps)
     ports = recording.get("ports")
     if ports is not None and not isinstance(ports, (list, tuple)):
         clamps.add("ports")
@@ -336,11 +352,12 @@ def prepare_recording(recording: dict, *, max_recording: int, clamps: Clamps) ->
         "container": _text(recording.get("container"), "container", clamps),
         "command": _string_list(recording.get("command"), "command", clamps),
         "asciicast": cast,
+        "frames": frames,
         "width": _int(recording.get("width"), "width", clamps, 0, MAX_TERMINAL, None),
         "height": _int(recording.get("height"), "height", clamps, 0, MAX_TERMINAL, None),
         "exit_code": _int(recording.get("exit_code"), "exit_code", clamps, INT32_MIN, INT32_MAX, None),
         "duration_s": _duration(recording.get("duration_s"), "duration_s", clamps, 0.0),
-        "truncated": bool(recording.get("truncated")) or cut,
+        "truncated": bool(recording.get("truncated")) or cut or frames_cut,
         "ports": [_int(p, "ports", clamps, 0, 65535, 0) for p in (ports or [])[:LIST_LIMIT]],
         "bytes_to_pod": _count(recording.get("bytes_to_pod"), "bytes_to_pod", clamps),
         "bytes_from_pod": _count(recording.get("bytes_from_pod"), "bytes_from_pod", clamps),

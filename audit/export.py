@@ -2,11 +2,14 @@
 
 One event per line: the canonical document (audit.document) with ``airlock.prevHash``,
 ``airlock.hash``, ``airlock.keyId`` and ``airlock.mac`` added, and ``airlock.recordingCast`` (the
-asciicast text) when casts are requested.  The receiver can re-check the hash chain from the
+asciicast text) when casts are requested; a recording kept as frames (audit/frames.py) is
+rendered to asciicast for ``recordingCast`` and its frames, which the document's
+``framesSha256`` covers, are added as base64 in ``airlock.recordingFrames``.  The receiver can re-check the hash chain from the
 lines alone (and the MACs with the audit key).  :func:`iter_anchor_lines` gives the anchors
 (audit.anchors) in the form of the anchor file, for a sink outside the database.
 """
 
+import base64
 import hashlib
 import ipaddress
 import json
@@ -37,6 +40,8 @@ def export_document(event: AuditEvent, *, include_cast: bool = False) -> dict:
     recording = recording_of(event)
     if include_cast and recording is not None:
         document["airlock"]["recordingCast"] = recording.asciicast
+        if recording.frames:
+            document["airlock"]["recordingFrames"] = base64.b64encode(bytes(recording.frames)).decode("ascii")
     return document
 
 

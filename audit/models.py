@@ -16,6 +16,8 @@ import uuid
 from django.db import models
 from django.db.models import Count, Max
 
+from audit.frames import render
+
 
 class AppendOnlyError(Exception):
     """An attempt to change or delete an audit row through the ORM."""
@@ -204,10 +206,13 @@ class RecordingKind(models.TextChoices):
 
 
 class Recording(AppendOnlyModel):
-    """What went through an exec/attach stream (asciicast v2) or a port-forward (byte counts).
+    """What went through an exec/attach stream or a port-forward (byte counts).
 
-    Written in the same transaction as its completion event, whose hash covers every field
-    here (the cast through its SHA-256), so an edited or deleted recording breaks the chain.
+    An exec/attach stream is kept as its frames (``frames``, audit/frames.py) and rendered to
+    asciicast v2 when read (``asciicast``); recordings made before that keep their asciicast
+    text (``cast_text``, the column ``asciicast``).  Written in the same transaction as its
+    completion event, whose hash covers every field here (the cast or the frames through their
+    SHA-256), so an edited or deleted recording breaks the chain.
     """
 
     event = models.OneToOneField(AuditEvent, on_delete=models.PROTECT, related_name="recording")
@@ -219,7 +224,10 @@ class Recording(AppendOnlyModel):
     pod = models.TextField(blank=True)
     container = models.TextField(blank=True)
     command = models.JSONField(default=list, blank=True)
-    asciicast = models.TextField(blank=True, help_text="asciicast v2, masked, size-capped.")
+    cast_text = models.TextField(blank=True, db_column="asciicast",
+                                 help_text="asciicast v2, masked, size-capped (recordings made before frames).")
+    frames = models.BinaryField(blank=True, default=b"",
+                                help_text="The stream's masked frames with their times (audit/frames.py), size-capped.")
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
@@ -234,6 +242,20 @@ class Recording(AppendOnlyModel):
 
     def __str__(self):
         return f"{self.kind} {self.namespace}/{self.pod}"
+
+    @property
+    def asciicast(self) -> str:
+        """The asciicast v2 text: rendered from the frames (once per instance), or as stored."""
+        if not self.frames:
+            return self.cast_text
+        cast = self.__dict__.get("_rendered_cast")
+        if cast is None:
+            cast = self.__dict__["_rendered_cast"] = render(bytes(self.frames), command=self.command)
+        return cast
+
+    @asciicast.setter
+    def asciicast(self, value: str) -> None:
+        self.cast_text = value
 
 
 class Checkpoint(AppendOnlyModel):

@@ -19,6 +19,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
+from audit.frames import FramesError
 from audit.models import AuditEvent, Recording, RecordingKind, Session, Stage
 from policy.models import Effect
 
@@ -130,7 +131,7 @@ def timeline(session: Session):
         AuditEvent.objects.filter(session=session)
         .filter(~Q(stage=Stage.REQUEST_RECEIVED) | ~Exists(completed))
         .select_related("recording")
-        .defer("request_body", "response_body", "recording__asciicast")
+        .defer("request_body", "response_body", "recording__cast_text", "recording__frames")
         .order_by("seq")
     )
 
@@ -208,9 +209,14 @@ def event_body(request, seq, part):
 def recording_cast(request, seq):
     recording = Recording.objects.filter(
         event__seq=seq, kind__in=[RecordingKind.EXEC, RecordingKind.ATTACH]
-    ).only("asciicast").first()
+    ).only("cast_text", "frames", "command").first()
     if recording is None:
         raise Http404("no exec or attach recording for this event")
-    response = HttpResponse(recording.asciicast, content_type="application/x-asciicast; charset=utf-8")
+    try:
+        cast = recording.asciicast  # rendered from the frames (audit/frames.py), or as stored
+    except FramesError:
+        return HttpResponse("this recording's frames cannot be read; run verify_audit", status=500,
+                            content_type="text/plain; charset=utf-8")
+    response = HttpResponse(cast, content_type="application/x-asciicast; charset=utf-8")
     response.headers["Content-Disposition"] = f'inline; filename="event-{seq}.cast"'
     return response

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import uvloop
 
-from bench import cluster, machine, procs, report
+from bench import cluster, machine, procs, report, stream_masking
 from bench.load import Wrk
 from bench.streams import exec_cat, kubectl_exec_cat, slow_reader
 from bench.watch import run_fanout
@@ -257,6 +257,8 @@ def run(profile: Profile, workdir: Path) -> dict:
             service.stop()
         if sim is not None:
             sim.stop()
+    _progress("stream masking and the exec tap, in process (bench/stream_masking.py)")
+    results["stream_masking"] = stream_masking.measure(profile)
     results["targets"] = report.evaluate(results)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     return results

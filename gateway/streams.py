@@ -13,8 +13,9 @@ in, frames out).  The two directions are never mixed up:
   may only write on streams it opened (SPDY tunnel) or on data channels (the kubelet's
   channel protocol).
 
-Exec and attach are recorded as asciicast v2 (stdin masked in the recording only: the
-cluster receives what was typed), port-forward as pod, ports and bytes each way (payloads of
+Exec and attach are recorded as the frames that passed, with their times (audit/frames.py:
+rendered as asciicast v2 on replay; stdin masked in the recording only: the cluster receives
+what was typed), port-forward as pod, ports and bytes each way (payloads of
 arbitrary TCP protocols are neither parsed nor kept).
 """
 
@@ -22,7 +23,8 @@ import time
 from urllib.parse import parse_qsl
 
 import masking
-from audit.asciicast import AsciicastWriter, PortForwardTally, terminal_size
+from audit.asciicast import PortForwardTally, terminal_size
+from audit.frames import FrameRecorder
 from kube import spdy
 from kube.channels import CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT, TUNNEL_PROTOCOL, ChannelError, framing
 from kube.status import GatewayError
@@ -82,7 +84,7 @@ class StreamTap:
                 self.data_channels = 2 * len(ports)  # data 2i, error 2i+1 (written by the cluster)
         else:
             self.tally = None
-            self.cast = AsciicastWriter(command=masked_command(params, self.record_detectors, self.argv_counts))
+            self.cast = FrameRecorder(command=masked_command(params, self.record_detectors, self.argv_counts))
 
     @classmethod
     def for_request(cls, request, subprotocol, detectors, record_values=None):

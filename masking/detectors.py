@@ -8,11 +8,12 @@ patterns here follow the rule sets of gitleaks and detect-secrets for the token 
 
 Every detector is a bytes pattern of the ``regex`` module, which adds partial matching to the
 stdlib syntax: the stream masker holds back exactly the bytes that may still become a secret.
-Each pattern starts with a literal "needle" (or runs on an ASCII-lower-cased copy where case
-does not matter), so a buffer without the needle costs one substring test and a buffer with
-it one fast literal-anchored pass.  Only the secret part of a match is replaced (the value of
-``password=...``, the password in a URL's userinfo, the body of a PEM block); keys, prefixes
-and structure stay readable.
+Each pattern starts with a literal "needle" (found in an ASCII-lower-cased copy).  One pass of
+the multi-pattern engine (masking/literals.py) finds every needle of every detector, and a
+detector's pattern is tried only where one of its needles is, so a buffer costs one pass plus
+a few anchored matches, however many detectors there are.  Only the secret part of a match is
+replaced (the value of ``password=...``, the password in a URL's userinfo, the body of a PEM
+block); keys, prefixes and structure stay readable.
 
 Detectors are selected per connection/rule with :meth:`Detectors.from_config`; counts are kept
 per detector name and never include matched text.
@@ -28,9 +29,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import ahocorasick_rs
 import regex
 
+from masking.literals import Literals
 from masking.placeholder import PLACEHOLDER
 
 PLACEHOLDER_BYTES = PLACEHOLDER.encode()
@@ -66,7 +67,6 @@ _FILE_NAME = re.compile(
 )
 _FLAG = re.compile(r"-{1,2}[A-Za-z0-9_.-]+")
 _ANY_TOKEN = regex.compile(rb"[^\s\"']*")
-_PREFILTER_BELOW = 4096
 
 
 def _trivial(value: bytes) -> bool:
@@ -127,6 +127,7 @@ class Detector:
     stop: bytes = b""
     check: Callable[[regex.Match, bytes], bool] | None = None
     swallow: bool = True  # a match released before its end: drop its ``continuation`` after
+    scan: re.Pattern | None = None  # the same pattern in the stdlib engine, faster for a needle-less scan
 
 
 def _d(name, pattern, continuation, needles, groups=(), prefix=None, lower=False, check=None, **extra) -> Detector:
@@ -302,6 +303,8 @@ BUILTIN: tuple[Detector, ...] = (
         prefix=rb"\.",
         partial_window=17,
         check=_bootstrap_check,
+        # Dots are everywhere in logs: the stdlib engine scans for this pattern twice as fast.
+        scan=re.compile(rb"\.(?P<v>[a-z0-9]{16})(?![a-z0-9])"),
     ),
     _d(
         "url-password",
@@ -427,14 +430,14 @@ class Detectors:
                     if index not in holders:
                         holders.append(index)
         self._longest_needle = max((len(k) for k in self._cut_needles), default=0)
-        # Every needle in one automaton: a short text is tested for all detectors in one pass.
+        # Every needle in one multi-pattern pass: which detectors can match, and where they can start.
         owners: dict[bytes, list[int]] = {}
         for index, det in enumerate(self._detectors):
             for needle in det.needles:
                 owners.setdefault(needle, []).append(index)
-        self._owners = list(owners.values())
-        self._unanchored = frozenset(i for i, det in enumerate(self._detectors) if not det.needles)
-        self._needles = ahocorasick_rs.BytesAhoCorasick(list(owners)) if owners else None
+        self._owners = [tuple(v) for v in owners.values()]
+        self._unanchored = tuple(i for i, det in enumerate(self._detectors) if not det.needles)
+        self._needles = Literals(list(owners))
 
     @classmethod
     def default(cls) -> Detectors:
@@ -512,36 +515,49 @@ class Detectors:
         With ``partial``, each detector's earliest unfinished match (one the end of ``data``
         cuts off) is reported too, with ``partial`` set and an empty masked span.  ``low`` is
         ``data.lower()`` if the caller has it.
+
+        One pass of the needle engine finds every needle; a detector's pattern is then tried
+        only where one of its needles starts a match (``match`` there, left to right, skipping
+        what the previous match covered: the same matches ``finditer`` finds), so the cost
+        grows with the needles present, not with the number of detectors.
         """
         if low is None:
             low = data.lower() if self._needs_lower else data
         n = len(data)
-        # A short text usually has none of the needles: one automaton pass is cheaper than
-        # starting the patterns; a long one is scanned by each literal-anchored pattern anyway.
-        prefilter = n < _PREFILTER_BELOW
-        line_start = cut_needles = None
+        # Needle starts per detector.
+        starts: dict[int, set[int]] = {}
+        owners = self._owners
+        for k, s, _ in self._needles.find(low):
+            for i in owners[k]:
+                found = starts.get(i)
+                if found is None:
+                    starts[i] = {s}
+                else:
+                    found.add(s)
+        line_start = 0
+        cut_needles: dict[int, list[int]] = {}
         if partial:
             line_start = low.rfind(b"\n") + 1
-            cut_needles = {}
+            cut = self._cut_needles
             for k in range(1, min(self._longest_needle, n) + 1):
-                for index in self._cut_needles.get(low[n - k :], ()):
+                for index in cut.get(low[n - k :], ()):
                     cut_needles.setdefault(index, []).append(n - k)
+            indexes = sorted(starts.keys() | cut_needles.keys() | set(self._unanchored))
+        elif self._unanchored:
+            indexes = sorted(starts.keys() | set(self._unanchored))
+        else:
+            indexes = sorted(starts)
         hits = []
-        found = None
-        candidates = range(len(self._detectors))
-        if prefilter and self._needles is not None:
-            owners = self._owners
-            found = {i for k, _, _ in self._needles.find_matches_as_indexes(low, overlapping=True) for i in owners[k]}
-            if not partial:
-                candidates = sorted(found.union(self._unanchored))
-        for index in candidates:
+        for index in indexes:
             det = self._detectors[index]
-            present = found is None or not det.needles or index in found
-            if not present and not partial:
-                continue
             src = low if det.lower else data
             last_end = 0
-            for m in det.pattern.finditer(src) if present else ():
+            needle_starts = starts.get(index, ())
+            if det.needles:
+                matches = _anchored(det, src, needle_starts)
+            else:
+                matches = (det.scan or det.pattern).finditer(src)
+            for m in matches:
                 last_end = m.end()
                 if det.check is not None and not det.check(m, src):
                     continue
@@ -555,7 +571,7 @@ class Detectors:
                 hits.append(Hit(start, end, ms, me, det, end >= n, False))
             if partial:
                 lo = last_end if det.multiline else max(last_end, line_start)
-                m = _unfinished(det, src, low, lo, present, cut_needles.get(index, ()))
+                m = _unfinished(det, src, lo, needle_starts, cut_needles.get(index, ()))
                 if m is not None:
                     hits.append(Hit(m.start(), n, n, n, det, True, True))
         if self._values is not None:
@@ -627,28 +643,41 @@ _DEFAULT = Detectors(BUILTIN)
 _NONE = Detectors(())
 
 
-def _unfinished(
-    det: Detector, src: bytes, low: bytes, lo: int, present: bool, cut_needles
-) -> regex.Match | None:
+def _anchored(det: Detector, src: bytes, needle_starts) -> list[regex.Match]:
+    """What ``det.pattern.finditer(src)`` finds, tried only where a needle starts a match."""
+    out = []
+    last_end = 0
+    offset = det.needle_offset
+    pattern = det.pattern
+    for i in sorted(needle_starts):
+        start = i - offset
+        if start < last_end:
+            continue
+        m = pattern.match(src, start)
+        if m is not None:
+            out.append(m)
+            last_end = m.end()
+    return out
+
+
+def _unfinished(det: Detector, src: bytes, lo: int, needle_starts, cut_needles) -> regex.Match | None:
     """The earliest match of ``det`` starting at or after ``lo`` that the end of ``src`` cuts off.
 
-    Such a match starts at a needle, or at a needle cut off by the end of the data (positions
-    in ``cut_needles``), so only those places are tried, each with an anchored partial match.
-    Only a multi-line detector can have one that started before the last line.
+    Such a match starts at a needle (``needle_starts``: where the needles are in the data), or
+    at a needle cut off by the end of the data (positions in ``cut_needles``), so only those
+    places are tried, each with an anchored partial match.  Only a multi-line detector can have
+    one that started before the last line.
     """
     n = len(src)
     if not det.needles:
         m = det.pattern.search(src, max(lo, n - det.partial_window), partial=True)
         return m if m is not None and m.partial else None
-    starts = set(cut_needles)
-    if present:
-        for needle in det.needles:
-            i = low.find(needle, max(0, lo - det.needle_offset))
-            while i >= 0:
-                starts.add(i)
-                i = low.find(needle, i + 1)
+    offset = det.needle_offset
+    first = lo - offset
+    starts = {i for i in needle_starts if i >= first}
+    starts.update(cut_needles)
     for i in sorted(starts):
-        for start in range(max(lo, i - det.needle_offset), i + 1):
+        for start in range(max(lo, i - offset), i + 1):
             m = det.pattern.match(src, start, partial=True)
             if m is not None and m.partial:
                 return m

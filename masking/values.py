@@ -4,7 +4,8 @@ A Secret's value copied into a pod's env, an annotation, a ConfigMap, a log line
 command prints carries no keyword a detector could see.  The gateway knows the values (it
 lists and watches Secrets with its own credential, :mod:`gateway.secretvalues`), so it masks
 them by what they are.  This module is the sans-IO half: which values qualify, the byte
-strings ("forms") a value can appear as, and one multi-pattern automaton that finds them all.
+strings ("forms") a value can appear as, and one multi-pattern pass
+(masking/literals.py) that finds them all.
 
 Exclusion rule (what is *not* a needle, so masking does not eat ordinary names):
 
@@ -51,10 +52,10 @@ from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote, quote_plus
 
-import ahocorasick_rs
 import regex
 
 from masking.detectors import MAX_SECRET_BYTES, Detector, Hit, apply_masks, name_is_secret
+from masking.literals import Literals
 from masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
 
 KIND = "secret-value"
@@ -64,6 +65,7 @@ SHORT_VALUE_BYTES = 12
 NUMERIC_VALUE_BYTES = 16
 MIN_DISTINCT_BYTES = 4
 HEAD = 8  # every form is at least this long; a held tail is tested from its first HEAD bytes
+_START = 3
 B64_GROUP = 4
 
 PUBLIC_KEY_SUFFIXES = (".crt", ".cert", ".pub")
@@ -202,7 +204,7 @@ class SecretValues:
     Build with :meth:`build`; an empty set is falsy.  ``repr`` shows counts only.
     """
 
-    __slots__ = ("_automaton", "_heads", "_forms", "_widen", "values", "form_bytes", "longest")
+    __slots__ = ("_automaton", "_heads", "_starts", "_forms", "_widen", "values", "forms", "form_bytes", "longest")
 
     def __init__(self, values: Iterable[bytes] = ()):
         widen: dict[bytes, tuple[int, int]] = {}
@@ -214,15 +216,18 @@ class SecretValues:
                 widen[form] = (max(old[0], before), max(old[1], after))
         self.values = kept
         self._forms = sorted(widen)  # sorted: a tail is looked up by bisection
+        self.forms = len(self._forms)
         # Per form, one byte: base64 groups to widen before (bit 0) and after (bit 1).
         self._widen = bytes(before | after << 1 for before, after in (widen[f] for f in self._forms))
         del widen
         self.form_bytes = sum(len(f) for f in self._forms)
         self.longest = max((len(f) for f in self._forms), default=0)
-        impl = ahocorasick_rs.Implementation.ContiguousNFA
-        self._automaton = ahocorasick_rs.BytesAhoCorasick(self._forms, implementation=impl) if self._forms else None
+        self._automaton = Literals(self._forms) if self._forms else None
         heads = list(dict.fromkeys(f[:HEAD] for f in self._forms))
-        self._heads = ahocorasick_rs.BytesAhoCorasick(heads, implementation=impl) if heads else None
+        self._heads = Literals(heads, engine="aho-corasick") if heads else None
+        # The first bytes (up to _START) of every form: a tail shorter than HEAD that starts no
+        # form is passed over without a search of the sorted forms.
+        self._starts = frozenset(f[:k] for f in self._forms for k in range(1, _START + 1))
 
     @classmethod
     def build(cls, secrets: Iterable[tuple[str, str, Iterable[bytes]]], namespaces: Iterable[str] = ()) -> SecretValues:
@@ -245,7 +250,7 @@ class SecretValues:
 
     def present(self, data: bytes) -> bool:
         """Whether any form occurs in ``data`` (cheap test before a closer look)."""
-        return self._automaton is not None and bool(self._automaton.find_matches_as_indexes(data))
+        return self._automaton is not None and bool(self._automaton.find(data))
 
     def hits(self, data: bytes, partial: bool = False) -> list[Hit]:
         """Every occurrence of a form, as masking hits; with ``partial`` also the earliest tail
@@ -258,7 +263,7 @@ class SecretValues:
             return []
         n = len(data)
         out = []
-        for index, start, end in self._automaton.find_matches_as_indexes(data, overlapping=True):
+        for index, start, end in self._automaton.find(data):
             before, after = self._widen[index] & 1, self._widen[index] >> 1
             ms = _widen_back(data, start, before)
             me, cut_off = _widen_forward(data, end, after)
@@ -277,8 +282,10 @@ class SecretValues:
         lo = max(0, n - self.longest + 1)
         starts = []
         if self._heads is not None and n - lo >= HEAD:
-            starts = sorted({lo + s for _, s, _ in self._heads.find_matches_as_indexes(data[lo:], overlapping=True)})
-        for p in [*starts, *range(max(lo, n - HEAD + 1), n)]:
+            starts = sorted({lo + s for _, s, _ in self._heads.find(data[lo:])})
+        begins = self._starts
+        short = [p for p in range(max(lo, n - HEAD + 1), n) if data[p : p + _START] in begins]
+        for p in [*starts, *short]:
             index = self._longer_form(data[p:])
             if index is not None:
                 return p, self._widen[index] & 1

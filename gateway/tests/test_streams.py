@@ -6,6 +6,7 @@ import json
 import pytest
 
 import masking
+from audit.frames import read, render
 from gateway.streams import StreamTap, StreamViolation
 from gateway.upgrades import relayed_protocols, stream_kind
 from kube import spdy
@@ -58,7 +59,8 @@ def exec_tap(protocol="v5.channel.k8s.io", detectors=None):
 
 
 def cast_events(tap):
-    return [json.loads(line) for line in tap.recording(1.0)["asciicast"].splitlines()[1:]]
+    recording = tap.recording(1.0)
+    return [json.loads(line) for line in render(recording["frames"], recording["command"]).splitlines()[1:]]
 
 
 @pytest.mark.parametrize("frame", [
@@ -207,6 +209,39 @@ def test_with_masking_off_the_agent_sees_secret_values_and_the_recording_does_no
     out += tap.from_cluster(b"\x03" + json.dumps({"status": "Failure", "message": value.decode()}).encode())
     shown = b"".join(frame[1:] for frame in out)  # the payloads the agent got
     assert shown.count(value) == 2 and base64.b64encode(value) in shown
-    recorded = json.dumps(tap.recording(1.0))
+    recording = tap.recording(1.0)
+    assert value not in recording["frames"] and base64.b64encode(value) not in recording["frames"]
+    recorded = json.dumps({**recording, "frames": render(recording["frames"], recording["command"])})
     assert value.decode() not in recorded and base64.b64encode(value).decode() not in recorded
     assert "**AIRLOCK-MASKED**" in recorded and "done" in recorded
+
+
+def test_a_tar_stream_is_masked_as_bytes_and_recorded_as_the_agent_received_it():
+    """`kubectl cp` reads `tar cf -` from stdout: the value is replaced inside the archive's bytes, every
+    other byte (headers, NULs, binary file contents) passes unchanged, and the recording keeps those bytes."""
+    import io
+    import os
+    import tarfile
+
+    value = b"Tar-s3cret-Qm9wZm9v"
+    values = masking.SecretValues.build([("shop", "db", [value])])
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, data in (("bin/blob", os.urandom(30_000)), ("etc/app.env", b"DSN=db://u:" + value + b"@db\n"),
+                           ("bin/blob2", os.urandom(20_000) + value + os.urandom(100))):
+            entry = tarfile.TarInfo(name)
+            entry.size = len(data)
+            tar.addfile(entry, io.BytesIO(data))
+    raw = archive.getvalue()
+    request = type("Request", (), {"info": info(EXEC), "query": "command=tar&command=cf&command=-",
+                                   "secret_values": values})()
+    tap = StreamTap.for_request(request, "v5.channel.k8s.io", masking.Detectors.default())
+    out = []
+    for i in range(0, len(raw), 4096):
+        out += tap.from_cluster(b"\x01" + raw[i : i + 4096])
+    out += tap.from_cluster(b'\x03{"metadata":{},"status":"Success"}')
+    shown = b"".join(frame[1:] for frame in out if frame[:1] == b"\x01")
+    assert shown == raw.replace(value, masking.PLACEHOLDER.encode())
+    recording = tap.recording(1.0)
+    _, _, events = read(recording["frames"])
+    assert b"".join(payload for _, kind, payload in events if kind == 1) == shown
