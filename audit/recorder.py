@@ -211,7 +211,7 @@ class Recorder:
         metrics.AUDIT_QUEUE.inc()
         if self._channel is not None:
             self._channel.send(record, "batch", prepared)
-            if self._pending >= self.queue_size:
+            if self._pending > self.queue_size:  # as many as the thread's queue holds, then wait
                 self._space.clear()
                 await asyncio.shield(self._space.wait())
             return
@@ -323,7 +323,7 @@ class Recorder:
             self._pending -= len(completions)
             metrics.AUDIT_QUEUE.dec(len(completions))
             self._waiting_since = time.monotonic() if self._pending else None
-            if self._pending < self.queue_size and self._space is not None:
+            if self._pending <= self.queue_size and self._space is not None:
                 self._space.set()
 
     def _failed(self, entries: list[Pending]) -> None:

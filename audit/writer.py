@@ -23,6 +23,9 @@ processes (audit.journal.recover) when it starts, when a client goes away and ev
 wait (back-pressure) instead of dropping.  One writer per journal directory (``writer.lock``);
 SIGTERM or SIGINT: it keeps committing until its clients have gone (they drain first) or
 ``AIRLOCK_DRAIN_SECONDS`` more have passed, anchors the chain head and exits.
+
+Long because reading clients, batching, answering and replaying dead journals share one queue and
+one database thread: what a client is told depends on all of them.
 """
 
 from __future__ import annotations
