@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import itertools
+import operator
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -63,10 +64,15 @@ def _json_ready(value):
         for key, item in value.items():
             if not isinstance(key, str) or not key.isascii():
                 raise _NeedsReference
-            ready[key] = _json_ready(item)
+            # Strings, None, booleans and safe integers (most values) as they are, without a call each.
+            kind = type(item)
+            if kind is str or item is None or kind is bool or (kind is int and -_SAFE_INT <= item <= _SAFE_INT):
+                ready[key] = item
+            else:
+                ready[key] = _json_ready(item)
         return ready
     if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
+        return [item if type(item) is str else _json_ready(item) for item in value]
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):
@@ -146,10 +152,21 @@ class _EventInsert:
         self.fields = [f for f in fields if f.attname not in _CHAINED] + [by_attname[name] for name in _CHAINED]
         self.preparers: dict[str, list] = {}
         self.defaults: dict | None = None
+        unchained = self.fields[: -len(_CHAINED)]
+        self._attnames = frozenset(f.attname for f in unchained)
+        self._take = operator.itemgetter(*(f.attname for f in unchained))
+        self._json = [i for i, f in enumerate(unchained) if isinstance(f, models.JSONField)]
         self.sql: dict[str, str] = {}  # by database vendor (quoting differs)
 
     def row(self, fields: dict, connection) -> list:
         """The values of one event's columns, the chained ones (the last six) still to be set."""
+        if connection.vendor == "postgresql" and fields.keys() >= self._attnames:
+            row = list(self._take(fields))  # as they are, but JSON as its text
+            for index in self._json:
+                value = row[index]
+                row[index] = None if value is None else json.dumps(value, ensure_ascii=False)
+            row += [None] * len(_CHAINED)
+            return row
         preparers = self.preparers.get(connection.vendor)
         if preparers is None:
             preparers = self.preparers[connection.vendor] = [

@@ -142,7 +142,7 @@ def _result(proc: subprocess.Popen, timeout: float) -> dict:
 def _run_cell(url: str, mode: str, writers: int, seconds: float, in_flight: int, workdir: Path) -> dict:
     from tests.resilience_rig import base_env
 
-    env = base_env(DATABASE_URL=url)
+    env = base_env(DATABASE_URL=url, AIRLOCK_DEBUG="false")  # as in production: no query log
     marker = f"bench-writers/{mode}/{writers}/{uuid.uuid4().hex[:6]}"
     journals = [Path(tempfile.mkdtemp(prefix="aw-", dir=workdir)) for _ in range(writers)]
     writer_procs = [] if mode == "thread" else [_spawn(env, "--writer-child", "--journal", str(j)) for j in journals]
