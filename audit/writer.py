@@ -39,6 +39,7 @@ import queue
 import signal
 import socket
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -206,6 +207,9 @@ class AuditWriter:
         if self._lock_fd is None and not self.claim():
             log.info("an audit writer already serves %s", self.journal_dir)
             return
+        # The database thread holds the chain lock across round trips; each time it waits for the GIL
+        # back from the thread reading the sockets, every writer of the chain waits too (default 5 ms).
+        sys.setswitchinterval(0.0005)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             try:

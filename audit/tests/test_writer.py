@@ -56,6 +56,19 @@ def process_env(**extra) -> dict:
     return env
 
 
+STARTED: list["WriterProcess"] = []
+
+
+@pytest.fixture(autouse=True)
+def no_writer_left_behind():
+    """A failing test leaves no writer running (it would serve forever)."""
+    yield
+    while STARTED:
+        writer = STARTED.pop()
+        if writer.proc.poll() is None:
+            writer.kill()
+
+
 class WriterProcess:
     def __init__(self, directory: Path, **env):
         self.directory = directory
@@ -63,6 +76,7 @@ class WriterProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "audit_writer", "--journal-dir", str(directory), "--batch-size", "50"],
             cwd=ROOT, env=process_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        STARTED.append(self)
         deadline = time.monotonic() + 60
         while not self.socket.exists():
             assert self.proc.poll() is None, self.proc.communicate()[1][-3000:]
