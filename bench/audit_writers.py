@@ -59,9 +59,14 @@ def _event(marker: str, stage: str) -> dict:
     }
 
 
-def _timed_chain(waits: list, helds: list) -> None:
-    """Time every append's wait for the chain lock and how long it then held it (until commit)."""
+def _timed_chain(waits: list, helds: list, backend: dict | None = None) -> None:
+    """Time every append's wait for the chain lock and how long it then held it (until the writer saw
+    its commit: an upper bound), and note the CPU time of the database backend serving the appends
+    (``backend``: pid -> CPU seconds so far)."""
+    from django.db import connection
+
     from audit import chain
+    from bench.procs import cpu_seconds
 
     lock, append = chain.lock_chain, chain.append
     state = {}
@@ -79,6 +84,12 @@ def _timed_chain(waits: list, helds: list) -> None:
         finally:
             if "locked" in state:
                 helds.append(time.perf_counter() - state.pop("locked"))
+            if backend is not None and connection.connection is not None:
+                pid = connection.connection.info.backend_pid
+                try:
+                    backend.setdefault(pid, [cpu_seconds(pid), 0.0])[1] = cpu_seconds(pid)
+                except OSError:  # a server on another machine: not measured
+                    pass
 
     chain.lock_chain, chain.append = timed_lock, timed_append
 
@@ -86,22 +97,23 @@ def _timed_chain(waits: list, helds: list) -> None:
 async def _writer_child(journal: Path) -> dict:
     from audit.writer import AuditWriter
 
-    waits, helds = [], []
-    _timed_chain(waits, helds)
+    waits, helds, backend = [], [], {}
+    _timed_chain(waits, helds, backend)
     writer = AuditWriter(journal_dir=journal, recover_seconds=3600)
     cpu = time.process_time()
     await writer.serve()
     return {"transactions": len(helds), "events": writer.stats.events, "lock_wait_s": sum(waits),
-            "held_s": sum(helds), "cpu_s": time.process_time() - cpu}
+            "held_s": sum(helds), "cpu_s": time.process_time() - cpu,
+            "database_cpu_s": sum(last - first for first, last in backend.values())}
 
 
 async def _feeder_child(mode: str, seconds: float, start_at: float, marker: str, in_flight: int,
                         journal: Path) -> dict:
     from audit.recorder import Recorder
 
-    waits, helds = [], []
+    waits, helds, backend = [], [], {}
     if mode == "thread":
-        _timed_chain(waits, helds)
+        _timed_chain(waits, helds, backend)
     recorder = Recorder(journal_dir=journal, sync_interval=0.2, writer="thread" if mode == "thread" else "process",
                         spawn_writer=False)
     await recorder.start()
@@ -124,7 +136,8 @@ async def _feeder_child(mode: str, seconds: float, start_at: float, marker: str,
     elapsed, cpu = time.monotonic() - began, time.process_time() - cpu
     await recorder.aclose()
     return {"events": sent, "seconds": elapsed, "cpu_s": cpu, "transactions": len(helds),
-            "lock_wait_s": sum(waits), "held_s": sum(helds)}
+            "lock_wait_s": sum(waits), "held_s": sum(helds),
+            "database_cpu_s": sum(last - first for first, last in backend.values())}
 
 
 def _spawn(env: dict, *args) -> subprocess.Popen:
@@ -139,7 +152,9 @@ def _result(proc: subprocess.Popen, timeout: float) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _run_cell(url: str, mode: str, writers: int, seconds: float, in_flight: int, workdir: Path) -> dict:
+def _run_cell(url: str, mode: str, writers: int, seconds: float, in_flight: int, workdir: Path,
+              setup: float = 4.0) -> dict:
+    from bench.procs import machine_busy_seconds
     from tests.resilience_rig import base_env
 
     env = base_env(DATABASE_URL=url, AIRLOCK_DEBUG="false")  # as in production: no query log
@@ -152,10 +167,13 @@ def _run_cell(url: str, mode: str, writers: int, seconds: float, in_flight: int,
             if any(p.poll() is not None for p in writer_procs) or time.monotonic() > deadline:
                 raise RuntimeError(f"a writer did not start:\n{writer_procs[0].communicate()[1][-3000:]}")
             time.sleep(0.05)
-        start_at = time.time() + 4.0  # every feeder set up (Django, its connection) before the clock starts
+        start_at = time.time() + setup  # every feeder set up (Django, its connection) before the clock starts
         feeders = [_spawn(env, "--feeder-child", mode, "--seconds", str(seconds), "--start-at", str(start_at),
                           "--marker", marker, "--in-flight", str(in_flight), "--journal", str(j)) for j in journals]
+        time.sleep(max(0.0, start_at - time.time()))
+        busy = machine_busy_seconds()
         fed = [_result(proc, seconds + 120) for proc in feeders]
+        busy = machine_busy_seconds() - busy
     finally:
         for proc in writer_procs:
             if proc.poll() is None:
@@ -163,6 +181,9 @@ def _run_cell(url: str, mode: str, writers: int, seconds: float, in_flight: int,
     wrote = [_result(proc, 60) for proc in writer_procs] or fed
     wall = max(r["seconds"] for r in fed)
     events = sum(r["events"] for r in fed)
+    # Everything else the machine ran meanwhile (other processes, not this cell's): a shared machine shows here.
+    own = sum(r["cpu_s"] for r in fed) + sum(r["cpu_s"] + r["database_cpu_s"] for r in wrote if writer_procs) + (
+        sum(r["database_cpu_s"] for r in fed) if not writer_procs else 0.0)
     transactions = sum(r["transactions"] for r in wrote)
     held = sum(r["held_s"] for r in wrote)
     per_event = lambda s: round(s / events * 1e6, 1) if events else 0  # noqa: E731
@@ -176,6 +197,8 @@ def _run_cell(url: str, mode: str, writers: int, seconds: float, in_flight: int,
         "lock_busy": round(held / wall, 2),
         "serving_cpu_us_per_event": per_event(sum(r["cpu_s"] for r in fed)),
         "writer_cpu_us_per_event": per_event(sum(r["cpu_s"] for r in wrote)) if writer_procs else None,
+        "database_cpu_us_per_event": per_event(sum(r["database_cpu_s"] for r in wrote)),
+        "other_cpu_cores": round(max(0.0, busy - own) / wall, 2),
     }
 
 
@@ -186,7 +209,7 @@ def measure(profile=None, *, url: str | None = None, cells=None, seconds: float 
     and their length unless given.  Returns plain data for :func:`table`; ``{"skipped": why}`` without a server."""
     import psycopg
 
-    from tests.resilience_rig import Postgres, postgres_url
+    from tests.resilience_rig import Postgres, manage, postgres_url
 
     quick = getattr(profile, "name", "full") == "quick"
     cells = cells or (QUICK_CELLS if quick else FULL_CELLS)
@@ -197,18 +220,19 @@ def measure(profile=None, *, url: str | None = None, cells=None, seconds: float 
         psycopg.connect(postgres.url("postgres"), connect_timeout=3).close()
     except psycopg.Error as exc:
         return {"skipped": f"no PostgreSQL at {postgres.host}:{postgres.port} ({type(exc).__name__})"}
-    postgres.prefix = f"{postgres.config['NAME']}_writers_{os.getpid()}"
-    postgres.template = f"{postgres.prefix}_t"
-    postgres.create_template()
-    database = postgres.create()
+    database = f"{postgres.config['NAME']}_writers_{os.getpid()}"
+    postgres.admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    postgres.admin(f'CREATE DATABASE "{database}"')
     try:
+        manage({"DATABASE_URL": postgres.url(database)}, "migrate", "--no-input")
         with psycopg.connect(postgres.url(database), connect_timeout=5) as db:
             server = {name: db.execute(f"SHOW {name}").fetchone()[0]
                       for name in ("server_version", "fsync", "synchronous_commit", "wal_sync_method")}
         results = []
         with tempfile.TemporaryDirectory(prefix="aw-", dir="/tmp") as tmp:
             for mode, writers in cells:
-                cell = _run_cell(postgres.url(database), mode, writers, seconds, in_flight, Path(tmp))
+                cell = _run_cell(postgres.url(database), mode, writers, seconds, in_flight, Path(tmp),
+                                 setup=2.0 if quick else 4.0)
                 print(json.dumps(cell), file=sys.stderr, flush=True)
                 results.append(cell)
         verify = subprocess.run([sys.executable, "manage.py", "verify_audit"], cwd=REPO, capture_output=True,
@@ -216,7 +240,6 @@ def measure(profile=None, *, url: str | None = None, cells=None, seconds: float 
                                                 "PYTHONPATH": str(REPO)}, timeout=600)
     finally:
         postgres.drop(database)
-        postgres.drop(postgres.template)
     return {"postgres": server, "seconds": seconds, "in_flight": in_flight, "cells": results,
             "verify_audit": verify.returncode}
 
@@ -240,8 +263,8 @@ def table(result: dict) -> str:
         f"{server['synchronous_commit']}); {result['seconds']:g} s per cell; one serving process per writer; "
         f"`verify_audit` after the run: exit {result['verify_audit']}. Indicative on a shared machine.", "",
         "| events | writers | appends/s | events/transaction | lock held ms/transaction | lock busy "
-        "| serving CPU µs/event | writer CPU µs/event |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| CPU µs/event: serving | writer | database | other load (cores) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for cell in result["cells"]:
         writer_cpu = cell["writer_cpu_us_per_event"]
@@ -249,7 +272,12 @@ def table(result: dict) -> str:
             f"| {MODES[cell['mode']].format(in_flight=result['in_flight'])} | {cell['writers']} "
             f"| {cell['events_per_s']:,} | {cell['events_per_transaction']} | {cell['held_ms_per_transaction']} "
             f"| {cell['lock_busy']} | {cell['serving_cpu_us_per_event']} "
-            f"| {'-' if writer_cpu is None else writer_cpu} |")
+            f"| {'-' if writer_cpu is None else writer_cpu} | {cell['database_cpu_us_per_event']} "
+            f"| {cell['other_cpu_cores']} |")
+    lines += ["", "Lock held is until the writer saw its commit, an upper bound (a busy machine delays the "
+              "writer's thread after the server released the lock); lock busy near 1.0 would mean the chain lock "
+              "limits appends. CPU per event, from each process's own CPU time (the database: the backends "
+              "serving the appends): their sum bounds appends per second on this machine's cores."]
     return "\n".join(lines) + "\n"
 
 
