@@ -250,6 +250,8 @@ class Recorder:
         if self._closing:
             return
         self._closing = True
+        if self._channel is not None:
+            self._channel.spawn = False  # a writer that went away meanwhile is not started again for the last events
         timeout = settings.AIRLOCK_DRAIN_SECONDS if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -21,8 +21,8 @@ appends skip an event already stored); this process replays the journals of dead
 processes (audit.journal.recover) when it starts, when a client goes away and every
 ``AIRLOCK_AUDIT_RECOVER_SECONDS``.  A full writer stops reading its sockets, so serving processes
 wait (back-pressure) instead of dropping.  One writer per journal directory (``writer.lock``);
-SIGTERM or SIGINT: it keeps committing until its clients have gone (they drain first) or
-``AIRLOCK_DRAIN_SECONDS`` more have passed, anchors the chain head and exits.
+SIGTERM or SIGINT: it keeps committing until its clients have gone (they drain first; at most
+60 s, or three times ``AIRLOCK_DRAIN_SECONDS``), anchors the chain head and exits.
 
 Long because reading clients, batching, answering and replaying dead journals share one queue and
 one database thread: what a client is told depends on all of them.
@@ -171,7 +171,9 @@ class AuditWriter:
         self.max_pending = max_pending or max(settings.AIRLOCK_AUDIT_QUEUE_SIZE, self.batch_size * 4)
         self.idle_exit = idle_exit
         self.recover_seconds = recover_seconds if recover_seconds is not None else settings.AIRLOCK_AUDIT_RECOVER_SECONDS
-        self.drain_seconds = drain_seconds if drain_seconds is not None else settings.AIRLOCK_DRAIN_SECONDS
+        # Its gateway processes drain their streams, then their requests, then their recorders (each at most
+        # AIRLOCK_DRAIN_SECONDS, the requests up to uvicorn's graceful timeout) before they leave: wait for that.
+        self.drain_seconds = drain_seconds if drain_seconds is not None else max(60.0, 3 * settings.AIRLOCK_DRAIN_SECONDS)
         self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
         self.session_gap = timedelta(minutes=settings.AIRLOCK_AUDIT_SESSION_GAP_MINUTES)
         self.max_body = settings.AIRLOCK_AUDIT_MAX_BODY_BYTES
