@@ -42,10 +42,7 @@ Long because the two places the database work can happen share one contract with
 """
 
 import asyncio
-import concurrent.futures
 import logging
-import queue
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta

@@ -43,7 +43,7 @@ import sys
 import threading
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -148,7 +148,6 @@ class WriterStats:
     events: int = 0
     failures: int = 0
     recovered: int = 0
-    clients: set = field(default_factory=set)
 
 
 class AuditWriter:
