@@ -411,6 +411,10 @@ class AuditWriter:
                 pass
             self._recover_soon.clear()
             await asyncio.sleep(0.05)  # a process that just went away has released its journal's lock
+            # What a process that went away had sent is committed first: its journal's replay then only
+            # skips those, and a request it began is not closed as crashed ahead of its RequestReceived.
+            while any(not entry.client.open for entry in self._pending):
+                await asyncio.sleep(0.05)
             await self._recover()
 
 
