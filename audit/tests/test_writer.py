@@ -271,3 +271,30 @@ async def test_a_stopped_writer_makes_finish_wait_and_a_sigterm_drains_and_ancho
             connections.close_all()
 
     assert await asyncio.to_thread(newest_anchor) == 7
+
+
+async def test_gateway_processes_start_one_writer_when_none_runs(journal_dir, monkeypatch, settings):
+    """AIRLOCK_AUDIT_WRITER_SPAWN: the first gateway process that finds no writer starts it; two starting at
+    once leave one writer (the directory's lock), which serves both and exits once they are gone."""
+    for name, value in process_env(AIRLOCK_AUDIT_WRITER_IDLE_SECONDS="1").items():
+        monkeypatch.setenv(name, value)
+    settings.AIRLOCK_AUDIT_WRITER_IDLE_SECONDS = 1
+    first = Recorder(journal_dir=journal_dir, writer="process", spawn_writer=True, sync_interval=0.05)
+    second = Recorder(journal_dir=journal_dir, writer="process", spawn_writer=True, sync_interval=0.05)
+    await asyncio.gather(first.start(), second.start())
+    children = [r._channel._child for r in (first, second) if r._channel._child is not None]
+    assert children  # started by a gateway process, nobody else
+    sent = []
+    for n in range(20):
+        e = event(n)
+        sent.append(str(e["audit_id"]))
+        await (first if n % 2 else second).finish(e)
+    await asyncio.wait_for(asyncio.gather(first.flush(), second.flush()), 30)
+    # One writer serves both (a second one started at the same moment finds the directory taken and ends).
+    assert await eventually(lambda: sum(child.poll() is None for child in children) == 1, 30)
+    await first.aclose()
+    await second.aclose()
+    for child in children:
+        assert child.wait(30) == 0  # the spare one at once, the writer once idle
+    assert sorted(r[0] for r in await asyncio.to_thread(rows)) == sorted(sent)
+    assert await asyncio.to_thread(verified)
