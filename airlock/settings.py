@@ -344,6 +344,20 @@ if PRODUCTION and not env("AIRLOCK_AUDIT_JOURNAL_DIR"):
 AIRLOCK_AUDIT_JOURNAL_SYNC_SECONDS = float(env("AIRLOCK_AUDIT_JOURNAL_SYNC_SECONDS", "0.2"))
 AIRLOCK_AUDIT_JOURNAL_SEGMENT_BYTES = int(env("AIRLOCK_AUDIT_JOURNAL_SEGMENT_BYTES", str(32 * 1024 * 1024)))
 AIRLOCK_AUDIT_IN_FLIGHT_MINUTES = float(env("AIRLOCK_AUDIT_IN_FLIGHT_MINUTES", "60"))
+# Where the audit trail's database work runs (audit/writer.py): "process", the pod's one audit
+# writer process, which every gateway process of the journal directory sends its events to over
+# a Unix socket (WRITER_SOCKET, default writer.sock in the journal directory) and which appends
+# them in batches of up to WRITER_BATCH_SIZE; a gateway process starts it when nothing listens
+# (WRITER_SPAWN; off when `manage.py audit_writer` runs on its own), and a writer it started
+# exits after WRITER_IDLE_SECONDS without a gateway process.  "thread": a thread in each gateway
+# process (development's default: the tests' in-memory SQLite is not shared between processes).
+AIRLOCK_AUDIT_WRITER = env("AIRLOCK_AUDIT_WRITER", "process" if PRODUCTION else "thread")
+if AIRLOCK_AUDIT_WRITER not in ("thread", "process"):
+    raise ImproperlyConfigured("AIRLOCK_AUDIT_WRITER must be 'thread' or 'process'")
+AIRLOCK_AUDIT_WRITER_SOCKET = env("AIRLOCK_AUDIT_WRITER_SOCKET", "")
+AIRLOCK_AUDIT_WRITER_SPAWN = env_bool("AIRLOCK_AUDIT_WRITER_SPAWN", True)
+AIRLOCK_AUDIT_WRITER_IDLE_SECONDS = float(env("AIRLOCK_AUDIT_WRITER_IDLE_SECONDS", "30"))
+AIRLOCK_AUDIT_WRITER_BATCH_SIZE = int(env("AIRLOCK_AUDIT_WRITER_BATCH_SIZE", "1000"))
 
 # Development-only static bearer tokens for agents ("token=user:group1|group2,...").
 # Off unless set; refused in production, where agents present OIDC JWTs (AIRLOCK_OIDC_ISSUERS below).

@@ -14,12 +14,14 @@ import hashlib
 import json
 import logging
 import itertools
+import operator
 import time
 from collections import defaultdict
 from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import rfc8785
 from django.conf import settings
@@ -62,10 +64,15 @@ def _json_ready(value):
         for key, item in value.items():
             if not isinstance(key, str) or not key.isascii():
                 raise _NeedsReference
-            ready[key] = _json_ready(item)
+            # Strings, None, booleans and safe integers (most values) as they are, without a call each.
+            kind = type(item)
+            if kind is str or item is None or kind is bool or (kind is int and -_SAFE_INT <= item <= _SAFE_INT):
+                ready[key] = item
+            else:
+                ready[key] = _json_ready(item)
         return ready
     if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
+        return [item if type(item) is str else _json_ready(item) for item in value]
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int):
@@ -104,10 +111,21 @@ _PASS_THROUGH = (
     (models.CharField, str), (models.TextField, str), (models.IntegerField, int),
     (models.BigIntegerField, int), (models.FloatField, float),
 )
+_CHAINED = ("seq", "session_id", "prev_hash", "hash", "key_id", "mac")  # known only under the chain lock
 
 
-def _preparer(field):
-    """How one column's value reaches the driver: as is when Django would not change it."""
+def _preparer(field, vendor: str):
+    """How one column's value reaches the driver: as is when Django would not change it.
+
+    On PostgreSQL the rows go through COPY (text format): a JSON value is sent as its text,
+    timestamps, UUIDs, bytes and booleans as psycopg adapts them.
+    """
+    if vendor == "postgresql":
+        if isinstance(field, models.JSONField):
+            return lambda value, connection: None if value is None else json.dumps(value, ensure_ascii=False)
+        if isinstance(field, (models.DateTimeField, models.UUIDField, models.BinaryField, models.BooleanField,
+                              models.ForeignKey)) or type(field) in {c for c, _ in _PASS_THROUGH}:
+            return lambda value, connection: value
     for field_class, value_type in _PASS_THROUGH:
         if type(field) is field_class:
             def prepare(value, connection, field=field, value_type=value_type):
@@ -119,43 +137,107 @@ def _preparer(field):
 
 
 class _EventInsert:
-    """One INSERT of many events through executemany, without bulk_create's per-value ORM work.
+    """One INSERT of many events without bulk_create's per-value ORM work: COPY on PostgreSQL,
+    executemany elsewhere.
 
     Django's bulk_create spent most of the audit writer's time compiling the statement and
     preparing each of the ~40 values of each row through the field API; plain strings and
-    numbers need none of that, everything else still goes through ``get_db_prep_save``.
+    numbers need none of that.  The row values that do not depend on the chain are prepared
+    before the chain lock is taken (:meth:`row`); under it only :data:`_CHAINED` are filled in.
     """
 
     def __init__(self):
-        self.fields = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
-        self.preparers = [(f.attname, _preparer(f)) for f in self.fields]
+        fields = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
+        by_attname = {f.attname: f for f in fields}
+        self.fields = [f for f in fields if f.attname not in _CHAINED] + [by_attname[name] for name in _CHAINED]
+        self.preparers: dict[str, list] = {}
+        self.defaults: dict | None = None
+        unchained = self.fields[: -len(_CHAINED)]
+        self._attnames = frozenset(f.attname for f in unchained)
+        self._take = operator.itemgetter(*(f.attname for f in unchained))
+        self._json = [i for i, f in enumerate(unchained) if isinstance(f, models.JSONField)]
         self.sql: dict[str, str] = {}  # by database vendor (quoting differs)
 
-    def __call__(self, events: list) -> None:
+    def row(self, fields: dict, connection) -> list:
+        """The values of one event's columns, the chained ones (the last six) still to be set."""
+        if connection.vendor == "postgresql" and fields.keys() >= self._attnames:
+            row = list(self._take(fields))  # as they are, but JSON as its text
+            for index in self._json:
+                value = row[index]
+                row[index] = None if value is None else json.dumps(value, ensure_ascii=False)
+            row += [None] * len(_CHAINED)
+            return row
+        preparers = self.preparers.get(connection.vendor)
+        if preparers is None:
+            preparers = self.preparers[connection.vendor] = [
+                (f.attname, f, _preparer(f, connection.vendor)) for f in self.fields[: -len(_CHAINED)]]
+        return [prepare(fields[attname] if attname in fields else field.get_default(), connection)
+                for attname, field, prepare in preparers] + [None] * len(_CHAINED)
+
+    def __call__(self, rows: list[list]) -> None:
         connection = transaction.get_connection()
         sql = self.sql.get(connection.vendor)
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(f.column) for f in self.fields)
+        table = quote(AuditEvent._meta.db_table)
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            return
         if sql is None:
-            quote = connection.ops.quote_name
-            columns = ", ".join(quote(f.column) for f in self.fields)
             values = ", ".join(["%s"] * len(self.fields))
-            sql = f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({columns}) VALUES ({values})"
-            self.sql[connection.vendor] = sql
-        rows = [
-            [prepare(getattr(event, attname), connection) for attname, prepare in self.preparers]
-            for event in events
-        ]
+            sql = self.sql[connection.vendor] = f"INSERT INTO {table} ({columns}) VALUES ({values})"
         with connection.cursor() as cursor:
             cursor.executemany(sql, rows)
-        ids = dict(
-            AuditEvent.objects.filter(seq__gte=events[0].seq, seq__lte=events[-1].seq).values_list("seq", "id")
-        )
-        for event in events:
-            event.id = ids[event.seq]
-            event._state.adding = False
-            event._state.db = connection.alias
 
 
 _insert_events = _EventInsert()
+
+# The document is built with this seq and no session before the chain lock is taken; under the
+# lock the real seq and session id are put in its canonical bytes, where RFC 8785's key order puts
+# the two side by side (no other key of the "airlock" object starts with "se").
+_UNSET_SEQ = -1
+_SPLICE = b'"seq":-1,"sessionId":null'
+
+
+def _complete(fields: dict) -> dict:
+    """An event's field values with the model's defaults for any it lacks (a journal of an older version)."""
+    if _insert_events.defaults is None:
+        _insert_events.defaults = {f.attname: f.get_default() for f in _insert_events.fields[: -len(_CHAINED)]}
+    if fields.keys() >= _insert_events.defaults.keys():
+        return fields
+    return {**_insert_events.defaults, **fields}
+
+
+class _Staged:
+    """One event made ready before the chain lock: its row values and its canonical document
+    split around seq and sessionId (None when the split is not certain: then it is built whole
+    under the lock)."""
+
+    __slots__ = ("prepared", "row", "head", "tail")
+
+    def __init__(self, prepared: PreparedEvent, connection):
+        self.prepared = prepared
+        self.row = _insert_events.row(prepared.fields, connection)
+        view = SimpleNamespace(**_complete(prepared.fields), seq=_UNSET_SEQ)
+        recording = SimpleNamespace(**prepared.recording) if prepared.recording is not None else None
+        data = canonical_json(event_document(view, None, recording))
+        self.head = self.tail = None
+        if data.count(_SPLICE) == 1:
+            self.head, _, self.tail = data.partition(_SPLICE)
+
+    def chain_hash(self, prev_hash: str, seq: int, session_id: str | None) -> str:
+        if self.head is None:
+            view = SimpleNamespace(**_complete(self.prepared.fields), seq=seq)
+            recording = self.prepared.recording
+            return fast_chain_hash(prev_hash, event_document(
+                view, session_id, SimpleNamespace(**recording) if recording is not None else None))
+        session = b"null" if session_id is None else b'"' + session_id.encode("ascii") + b'"'
+        return hashlib.sha256(b"".join((
+            bytes.fromhex(prev_hash), self.head, b'"seq":', str(seq).encode("ascii"), b',"sessionId":', session,
+            self.tail))).hexdigest()
 
 
 def lock_chain() -> None:
@@ -273,53 +355,80 @@ class SessionResolver:
         return session
 
 
-def append(prepared: list[PreparedEvent], *, session_gap: timedelta, replay: bool = False) -> list[AuditEvent]:
-    """Append events (and their recordings) to the chain in one transaction; returns the rows.
+def _stored(audit_ids: list, connection) -> list[tuple]:
+    """(audit_id, stage, session_id) of the events of these requests already in the chain."""
+    if connection.vendor != "postgresql":
+        return list(AuditEvent.objects.filter(audit_id__in=audit_ids).values_list("audit_id", "stage", "session_id"))
+    with connection.cursor() as cursor:  # one array parameter, not a thousand placeholders
+        cursor.execute(f"SELECT audit_id, stage, session_id FROM {AuditEvent._meta.db_table} WHERE audit_id = ANY(%s)",
+                       [audit_ids])
+        return cursor.fetchall()
+
+
+def append(prepared: list[PreparedEvent], *, session_gap: timedelta, replay: bool = False,
+           rows: bool = True) -> list[AuditEvent] | int:
+    """Append events (and their recordings) to the chain in one transaction; returns the rows
+    (``rows``), else how many were appended.
 
     A (audit_id, stage) that is already stored is skipped, so a batch retried after an
     ambiguous commit failure, or a crashed process's journal replayed (``replay``: skips are
-    expected then, not logged), cannot duplicate events.
+    expected then, not logged), cannot duplicate events.  Everything that does not depend on the
+    chain's head (each row's values, each document's canonical bytes) is done before the chain
+    lock is taken: several writers prepare their batches at once and hold the lock only to
+    number, hash, sign, insert and commit.
     """
     signer = keyring().active
+    connection = transaction.get_connection()
+    staged = [_Staged(item, connection) for item in prepared]
+    ids = list({p.audit_id for p in prepared})
     with transaction.atomic():
         lock_chain()
         seq, prev_hash = chain_head()
         resolver = SessionResolver(session_gap)
-        rows = list(
-            AuditEvent.objects.filter(audit_id__in={p.audit_id for p in prepared}).values_list(
-                "audit_id", "stage", "session_id"
-            )
-        )
-        stored = {(audit_id, stage) for audit_id, stage, _ in rows}
-        known = Session.objects.in_bulk({pk for _, _, pk in rows if pk is not None})
-        for audit_id, _, session_pk in rows:
+        stored_rows = _stored(ids, connection) if ids else []
+        stored = {(audit_id, stage) for audit_id, stage, _ in stored_rows}
+        known = Session.objects.in_bulk({pk for _, _, pk in stored_rows if pk is not None})
+        for audit_id, _, session_pk in stored_rows:
             resolver.remember(audit_id, known.get(session_pk))
-        events, recordings = [], []
-        for item in prepared:
-            key = (item.audit_id, item.stage)
+        chained = []  # (staged, seq, session)
+        for item in staged:
+            fields = item.prepared.fields
+            key = (fields["audit_id"], fields["stage"])
             if key in stored:
                 if not replay:
-                    log.warning("audit event %s (%s) is already recorded; skipped", item.audit_id, item.stage)
+                    log.warning("audit event %s (%s) is already recorded; skipped", key[0], key[1])
                 continue
             stored.add(key)
-            session = resolver.resolve(item.fields)
-            resolver.remember(item.audit_id, session)
+            session = resolver.resolve(fields)
+            resolver.remember(key[0], session)
             seq += 1
-            event = AuditEvent(**item.fields, seq=seq, session=session, prev_hash=prev_hash, key_id=signer.key_id)
-            recording = None
-            if item.recording is not None:
-                recording = Recording(**item.recording, session=session)
-                recordings.append((recording, event))
-            session_id = str(session.session_id) if session is not None else None
-            event.hash = fast_chain_hash(prev_hash, event_document(event, session_id, recording))
-            event.mac = signer.event_mac(event.hash)
-            prev_hash = event.hash
-            events.append(event)
-        if events:
-            _insert_events(events)
-        for recording, event in recordings:
-            recording.event = event
-        Recording.objects.bulk_create([r for r, _ in recordings])
+            digest = item.chain_hash(prev_hash, seq, str(session.session_id) if session is not None else None)
+            item.row[-6:] = [seq, session.pk if session is not None else None, prev_hash, digest, signer.key_id,
+                             signer.event_mac(digest)]
+            prev_hash = digest
+            chained.append((item, seq, session))
+        if chained:
+            _insert_events([item.row for item, _, _ in chained])
+        with_recording = [entry for entry in chained if entry[0].prepared.recording is not None]
+        event_ids = {}
+        if chained and (rows or with_recording):
+            wanted = [s for _, s, _ in (chained if rows else with_recording)]
+            event_ids = dict(AuditEvent.objects.filter(seq__gte=min(wanted), seq__lte=max(wanted))
+                             .values_list("seq", "id"))
+        recordings = {seq: Recording(**item.prepared.recording, session=session, event_id=event_ids[seq])
+                      for item, seq, session in with_recording}
+        Recording.objects.bulk_create(list(recordings.values()))
+    if not rows:
+        return len(chained)
+    events = []
+    for item, seq, session in chained:
+        event = AuditEvent(**item.prepared.fields, seq=seq, session=session, prev_hash=item.row[-4],
+                           hash=item.row[-3], key_id=item.row[-2], mac=item.row[-1], id=event_ids[seq])
+        event._state.adding = False
+        event._state.db = connection.alias
+        if seq in recordings:
+            recordings[seq].event = event
+        events.append(event)
     return events
 
 

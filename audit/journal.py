@@ -191,19 +191,23 @@ class Journal:
             raise JournalError(f"the audit journal in {self.directory} cannot be written: {exc}") from None
         self._size += len(record)
 
-    def received(self, audit_id, event: PreparedEvent | dict) -> None:
-        """A request is being handled; raises JournalError (then it must be refused)."""
+    def received(self, audit_id, event: PreparedEvent | dict) -> bytes:
+        """A request is being handled; raises JournalError (then it must be refused).  Returns the
+        record (what the audit writer process is sent, audit.writer)."""
         record = encode(RECEIVED, event)
         self._append(record)
         self._open[str(audit_id)] = record
+        return record
 
-    def completed(self, prepared: PreparedEvent) -> None:
-        """A request ended; its completion now survives the process until it is committed."""
+    def completed(self, prepared: PreparedEvent) -> bytes:
+        """A request ended; its completion now survives the process until it is committed.  Returns
+        the record (raises JournalError when it cannot be written)."""
         record = encode(COMPLETED, prepared)
         key = str(prepared.audit_id)
         self._append(record)
         self._open.pop(key, None)
         self._unwritten[(key, prepared.stage)] = record
+        return record
 
     def committed(self, batch: list[PreparedEvent]) -> None:
         for prepared in batch:

@@ -23,18 +23,26 @@
   database that does not answer kept from being committed by then stays in the journal, which
   is then kept: the next start (or ``manage.py recover_audit``) writes it.
 
-All database work happens on one dedicated thread: appends to the chain are serial anyway (the
-chain lock), so one writer is as fast as several and never contends with itself.  It is a
-daemon thread: a call stuck on a database that takes bytes and never answers must not keep the
-process from exiting (concurrent.futures joins its threads at interpreter exit).  The journal
-is fsynced on another thread every ``sync_interval`` seconds.
+Where the database work happens (``AIRLOCK_AUDIT_WRITER``):
+
+* ``process`` (production's default): in the pod's audit writer process (audit.writer), not here.
+  ``begin`` and ``finish`` send the journal record they just wrote over the writer's socket
+  (audit.channel) and the writer's answer says it is committed: ``begin`` returns then (still
+  committed before forwarding), a completion leaves the queue then.  The queue is the records
+  not yet confirmed (at most ``queue_size`` completions, then ``finish`` waits); a broken
+  connection is re-established (the writer started if nothing listens) and what was not
+  confirmed is sent again.  Dead processes' journals are replayed by the writer.
+* ``thread`` (development's default, and the tests'): on one dedicated daemon thread of this
+  process, as a batch per transaction.
+
+The journal is fsynced on another thread every ``sync_interval`` seconds.
+
+Long because the two places the database work can happen share one contract with the gateway
+(received, begin, finish, flush, aclose) and one journal; a reader compares them side by side.
 """
 
 import asyncio
-import concurrent.futures
 import logging
-import queue
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -43,9 +51,11 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 from audit import chain, journal
+from audit.channel import Pending, WriterChannel
 from audit.events import PreparedEvent, Record, prepare
 from audit.models import AnchorReason
-from runtime import metrics, workers
+from audit.writer import DatabaseThread, socket_path_for
+from runtime import metrics
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +66,6 @@ class AuditUnavailable(Exception):
 
 class RecorderClosed(RuntimeError):
     """An event arrived after shutdown began."""
-
-
-class _Writer:
-    """One daemon thread that runs the recorder's database calls in order (started on first use)."""
-
-    def __init__(self):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def submit(self, fn, *args) -> concurrent.futures.Future:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="audit-writer", daemon=True)
-            self._thread.start()
-        return workers.submit(self._jobs, fn, *args)
-
-    def stop(self) -> None:
-        """The thread ends once the calls before are done (never, if one of them never returns)."""
-        if self._thread is not None:
-            self._jobs.put(None)
-
-    def _work(self) -> None:
-        workers.work(self._jobs)
 
 
 class Recorder:
@@ -95,6 +83,9 @@ class Recorder:
         sync_interval: float | None = None,
         segment_bytes: int | None = None,
         commit_wait: float | None = None,
+        writer: str | None = None,
+        writer_socket=None,
+        spawn_writer: bool | None = None,
     ):
         self.queue_size = queue_size or settings.AIRLOCK_AUDIT_QUEUE_SIZE
         self.batch_size = batch_size or settings.AIRLOCK_AUDIT_BATCH_SIZE
@@ -113,7 +104,17 @@ class Recorder:
             journal_dir or settings.AIRLOCK_AUDIT_JOURNAL_DIR,
             segment_bytes=segment_bytes or settings.AIRLOCK_AUDIT_JOURNAL_SEGMENT_BYTES,
         )
-        self._writer = _Writer()
+        self.mode = writer or settings.AIRLOCK_AUDIT_WRITER
+        if self.mode not in ("thread", "process"):
+            raise ValueError(f"AIRLOCK_AUDIT_WRITER is 'thread' or 'process', not {self.mode!r}")
+        self._writer = DatabaseThread("audit-writer")
+        self._channel: WriterChannel | None = None
+        if self.mode == "process":
+            self._channel = WriterChannel(
+                writer_socket or socket_path_for(self.journal.directory), self.journal.directory,
+                spawn=settings.AIRLOCK_AUDIT_WRITER_SPAWN if spawn_writer is None else spawn_writer,
+                idle_exit=settings.AIRLOCK_AUDIT_WRITER_IDLE_SECONDS, on_acked=self._acked, on_failed=self._failed)
+        self._space: asyncio.Event | None = None  # process mode: set while fewer than queue_size are pending
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal")
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
@@ -136,6 +137,11 @@ class Recorder:
         """Open this process's journal and replay dead processes' journals (a failure is logged:
         their segments stay for the next start, ``manage.py recover_audit`` or the beat task)."""
         self.journal.open()
+        if self._channel is not None:  # the writer replays them
+            if not await self._channel.wait_connected(self.commit_wait):
+                log.error("the audit writer at %s did not answer within %gs; writes are refused until it does",
+                          self._channel.socket_path, self.commit_wait)
+            return
         try:
             result = await self._in_writer(self._recover)
         except Exception as exc:
@@ -169,10 +175,15 @@ class Recorder:
         if prepared.audit_id in self._durable:
             return
         try:
-            self.journal.received(prepared.audit_id, prepared)
+            record = self.journal.received(prepared.audit_id, prepared)
             # Not started by then: never written.  Started: it may still commit, and the refusal's
             # completion event follows it.
-            await asyncio.wait_for(self._in_writer(self._timed_write, "commit", [prepared]), self.commit_wait)
+            if self._channel is not None:
+                self._start()
+                entry = self._channel.send(record, "commit", prepared)
+                await asyncio.wait_for(asyncio.shield(entry.done), self.commit_wait)
+            else:
+                await asyncio.wait_for(self._in_writer(self._timed_write, "commit", [prepared]), self.commit_wait)
         except Exception as exc:
             log.error("audit event %s could not be recorded: %s", prepared.audit_id, type(exc).__name__)
             raise AuditUnavailable("the audit trail is unavailable; the request was not forwarded") from None
@@ -186,14 +197,21 @@ class Recorder:
         prepared = self.prepare(event)
         self._durable.discard(prepared.audit_id)
         try:
-            self.journal.completed(prepared)
+            record = self.journal.completed(prepared)
         except journal.JournalError as exc:
             log.error("%s; event %s is held in memory only", exc, prepared.audit_id)
+            record = journal.encode(journal.COMPLETED, prepared)
         self._start()
         self._pending += 1
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
         metrics.AUDIT_QUEUE.inc()
+        if self._channel is not None:
+            self._channel.send(record, "batch", prepared)
+            if self._pending > self.queue_size:  # as many as the thread's queue holds, then wait
+                self._space.clear()
+                await asyncio.shield(self._space.wait())
+            return
         try:
             self._queue.put_nowait(prepared)
         except asyncio.QueueFull:
@@ -214,7 +232,9 @@ class Recorder:
 
     async def flush(self) -> None:
         """Return once every event queued so far is committed."""
-        if self._queue is not None:
+        if self._channel is not None:
+            await self._channel.wait_empty()
+        elif self._queue is not None:
             await self._queue.join()
 
     async def aclose(self, timeout: float | None = None) -> None:
@@ -227,6 +247,8 @@ class Recorder:
         if self._closing:
             return
         self._closing = True
+        if self._channel is not None:
+            self._channel.spawn = False  # a writer that went away meanwhile is not started again for the last events
         timeout = settings.AIRLOCK_DRAIN_SECONDS if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -243,17 +265,23 @@ class Recorder:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if drained:  # else the writer is stuck on the database: nothing more for it
+            if drained and self._channel is not None:
+                await self._anchor_remote(max(deadline - loop.time(), 0.0))
+            elif drained:  # else the writer is stuck on the database: nothing more for it
                 try:
                     await asyncio.wait_for(self._in_writer(self._last_calls), max(deadline - loop.time(), 0.0))
                 except TimeoutError:
                     log.error("audit chain not anchored at shutdown (the database did not answer within %gs)",
                               timeout)
+            if self._channel is not None:
+                await self._channel.close()
             self._writer.stop()
             self._syncer.shutdown(wait=True)
             self.journal.close()
 
     async def _drain(self) -> None:
+        if self._channel is not None:
+            await self._channel.wait_empty()
         while self._queue is not None:
             await self._queue.join()
             if self._pending == 0:
@@ -264,11 +292,56 @@ class Recorder:
     # -- internals ----------------------------------------------------------------------
 
     def _start(self) -> None:
-        if self._task is None:
+        if self._maintenance is None:
             loop = asyncio.get_running_loop()
-            self._queue = asyncio.Queue(self.queue_size)
-            self._task = loop.create_task(self._writer_loop(), name="audit-writer")
+            if self._channel is None:
+                self._queue = asyncio.Queue(self.queue_size)
+                self._task = loop.create_task(self._writer_loop(), name="audit-writer")
+            else:
+                self._space = asyncio.Event()
+                self._space.set()
+                self._channel.start()
             self._maintenance = loop.create_task(self._journal_loop(), name="audit-journal")
+
+    # -- process mode: the writer's answers ----------------------------------------------------
+
+    def _acked(self, entries: list[Pending]) -> None:
+        """The writer committed these (in order): the journal forgets them, the queue shrinks."""
+        now = time.perf_counter()
+        completions = [entry for entry in entries if entry.kind == "batch"]
+        for entry in entries:
+            if entry.kind == "commit":
+                metrics.AUDIT_APPEND_SECONDS.labels("commit").observe(now - entry.sent_at)
+        committed = len(entries) - sum(entry.kind == "anchor" for entry in entries)
+        if committed:
+            self._wrote = True
+            metrics.AUDIT_COMMITTED.inc(committed)
+        if completions:
+            metrics.AUDIT_APPEND_SECONDS.labels("batch").observe(now - completions[0].sent_at)
+            self.journal.committed([entry.prepared for entry in completions])
+            self._pending -= len(completions)
+            metrics.AUDIT_QUEUE.dec(len(completions))
+            self._waiting_since = time.monotonic() if self._pending else None
+            if self._pending <= self.queue_size and self._space is not None:
+                self._space.set()
+
+    def _failed(self, entries: list[Pending]) -> None:
+        """The writer could not commit these yet (it retries): a begin() waiting on one refuses now."""
+        kinds = {entry.kind for entry in entries if entry.kind != "anchor"}
+        for kind in kinds:
+            metrics.AUDIT_FAILURES.labels(kind).inc()
+        for entry in entries:
+            if entry.done is not None and not entry.done.done():
+                entry.done.set_exception(AuditUnavailable("the audit writer could not commit the event"))
+
+    async def _anchor_remote(self, timeout: float) -> None:
+        """Ask the writer to anchor the chain head (it covers this process's last events) and wait for it."""
+        if not self._wrote:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._channel.anchor().done), timeout)
+        except Exception as exc:
+            log.error("audit chain not anchored at shutdown (%s)", type(exc).__name__ or "no answer")
 
     def _recover(self) -> journal.Recovery:
         close_old_connections()

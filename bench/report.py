@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import stream_masking
+from bench import audit_writers, stream_masking
 
 MB = 1e6
 MIB = 2**20
@@ -224,6 +224,7 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         "",
         stream_masking.table(results["stream_masking"]) if "stream_masking" in results else "not measured",
         "",
+        *([audit_writers.table(results["audit_writers"]), ""] if "audit_writers" in results else []),
         "## Errors logged by the gateways during the run",
         "",
         _errors_section(results["gateway_errors"]),

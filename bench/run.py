@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import uvloop
 
-from bench import cluster, machine, procs, report, stream_masking
+from bench import audit_writers, cluster, machine, procs, report, stream_masking
 from bench.load import Wrk
 from bench.streams import exec_cat, kubectl_exec_cat, slow_reader
 from bench.watch import run_fanout
@@ -163,6 +163,7 @@ def run(profile: Profile, workdir: Path) -> dict:
             AIRLOCK_SQLITE_PATH=str(workdir / "airlock.sqlite3"),
             AIRLOCK_DEV_STATIC_TOKENS=f"{token}=bench-agent:{AGENT_GROUP}",
             AIRLOCK_DEBUG="false",
+            AIRLOCK_AUDIT_WRITER="process",  # as in production: the audit writer process, not a thread per gateway
         )
         _prepare_database(env, sim, sim.admin_token)
         tls = generate_tls(workdir / "gateway-tls")
@@ -252,6 +253,9 @@ def run(profile: Profile, workdir: Path) -> dict:
 
         _progress("masking (bench/bench_masking.py)")
         results["masking"] = _masking(env, profile.name == "quick")
+
+        _progress("audit appends against the number of writers (bench/audit_writers.py)")
+        results["audit_writers"] = audit_writers.measure(profile)
     finally:
         for service in services:
             service.stop()
