@@ -217,7 +217,11 @@ class JsonMasker:
         the serialised text as its JSON-escaped form, one of the forms looked for: text without
         a hit needs no closer look.
         """
-        data = jsonfast.dumps(value)
+        return self._checked(value, jsonfast.dumps(value))
+
+    def _checked(self, value, data: bytes) -> str:
+        """``data`` (the encoding of ``value``), or the encoding of ``value`` with the Secret values
+        in it masked."""
         values = self._values
         if values is None or not values.present(data):
             return data.decode("ascii")
@@ -412,8 +416,7 @@ class JsonMasker:
                         return
                     batch = self._batch()
                     if batch is not None:
-                        for value in batch:
-                            self._element(value)
+                        self._elements(batch)
                         self._state = _ARR_NEXT
                         continue
                 value = self._value(final)
@@ -445,6 +448,24 @@ class JsonMasker:
             self._masker.list_item(value, self._stream_kind)
         text = self._dump(value)
         self._out.append(text if self._first else "," + text)
+        self._first = False
+
+    def _elements(self, batch: list) -> None:
+        """Mask and send elements decoded together; one scan for Secret values finds whether any
+        of them needs a closer look (an element's hit is a hit in the joined text)."""
+        if self._stream_key == "rows":
+            for value in batch:
+                self._masker.table_row(value)
+        else:
+            for value in batch:
+                self._masker.list_item(value, self._stream_kind)
+        texts = [jsonfast.dumps(value) for value in batch]
+        joined = b",".join(texts)
+        if self._values is not None and self._values.present(joined):
+            out = ",".join([self._checked(value, text) for value, text in zip(batch, texts)])
+        else:
+            out = joined.decode("ascii")
+        self._out.append(out if self._first else "," + out)
         self._first = False
 
     def _batch(self) -> list | None:
