@@ -57,6 +57,8 @@ def _no_constant(name: str):
 _DECODER = json.JSONDecoder(parse_float=jsonfast.finite_float, parse_constant=_no_constant)
 # Elements of a streamed array decoded in one msgspec call (see JsonMasker._batch), in characters.
 BATCH_CHARS = 1024 * 1024
+# A cut-off element shorter than this waits once for the next chunk instead of being scanned.
+HOLD_CHARS = 256 * 1024
 # The start of an element up to its first key: the next element most likely starts the same way.
 _HEAD = re.compile(r'\{"[^"\\]{1,64}":')
 
@@ -151,6 +153,8 @@ class JsonMasker:
         self._seen = 0  # characters fed so far: self._buf is their tail
         self._no_batch_until = 0  # (in those characters) text a batch failed on goes one by one
         self._searched = 0  # (in those characters) no cut was found before this
+        self._held = -1  # (in those characters) the cut-off element that waited for the next chunk
+        self._batched = False  # a batch was decoded: the array is compact
         self._state = _SEQ if watch else _START
         self._out: list[str] = []
         self._failed = False
@@ -414,7 +418,9 @@ class JsonMasker:
                 if self._ready is _NEED:
                     if not self._ws():
                         return
-                    batch = self._batch()
+                    batch = self._batch(final)
+                    if batch is _NEED:
+                        return
                     if batch is not None:
                         self._elements(batch)
                         self._state = _ARR_NEXT
@@ -468,9 +474,9 @@ class JsonMasker:
         self._out.append(out if self._first else "," + out)
         self._first = False
 
-    def _batch(self) -> list | None:
+    def _batch(self, final: bool):
         """The elements that end in the buffer, decoded in one msgspec call; None to take the
-        next element one by one.
+        next element one by one, _NEED to wait for the next chunk.
 
         A cut is guessed where the text ``},`` and the start of the first element (``{"metadata":``
         in kube-apiserver's lists) follow each other.  ``[`` + the text up to the cut + ``]``
@@ -479,8 +485,10 @@ class JsonMasker:
         values end where they end), so a guess inside a string or a nested list fails the
         decode and is never trusted.  Failed text goes one by one (linear work however the body
         is made); so do the last element, bodies that are not compact and anything msgspec
-        refuses (lone surrogates, nesting deeper than the interpreter follows), exactly as before;
-        and the element cut off at the end of a chunk, so that each is sent as soon as it ends.
+        refuses (lone surrogates, nesting deeper than the interpreter follows), exactly as before.
+        In an array found compact, an element cut off at the end of a chunk waits once (if
+        shorter than HOLD_CHARS) for the next chunk, to be decoded with what follows; held text
+        is copied once per chunk, so it may wait only once (1-byte chunks stay linear).
         """
         buf, pos = self._buf, self._pos
         start = self._seen - len(buf)  # where buf begins in the text fed so far
@@ -492,6 +500,10 @@ class JsonMasker:
         cut = buf.rfind(sep, max(pos, self._searched - start - len(sep)), end)
         if cut < 0:
             self._searched = start + end
+            if (self._batched and not final and end == len(buf) and end - pos < HOLD_CHARS
+                    and self._held != start + pos):
+                self._held = start + pos
+                return _NEED
             return None
         for _ in range(2):  # the last guess, then the one before (a cut-off element may hold a guess)
             try:
@@ -503,6 +515,7 @@ class JsonMasker:
                     return None
                 continue
             self._pos = cut + 1
+            self._batched = True
             return values
         return None
 
