@@ -488,7 +488,8 @@ class JsonMasker:
         refuses (lone surrogates, nesting deeper than the interpreter follows), exactly as before.
         In an array found compact, an element cut off at the end of a chunk waits once (if
         shorter than HOLD_CHARS) for the next chunk, to be decoded with what follows; held text
-        is copied once per chunk, so it may wait only once (1-byte chunks stay linear).
+        is copied once per chunk, so it may wait only once (1-byte chunks stay linear).  A buffer
+        ending in ``]`` or ``}`` (the array's last element) is not held.
         """
         buf, pos = self._buf, self._pos
         start = self._seen - len(buf)  # where buf begins in the text fed so far
@@ -501,7 +502,7 @@ class JsonMasker:
         if cut < 0:
             self._searched = start + end
             if (self._batched and not final and end == len(buf) and end - pos < HOLD_CHARS
-                    and self._held != start + pos):
+                    and self._held != start + pos and not buf.rstrip(" \t\r\n").endswith(("]", "}"))):
                 self._held = start + pos
                 return _NEED
             return None
