@@ -457,18 +457,18 @@ class JsonMasker:
         self._first = False
 
     def _elements(self, batch: list) -> None:
-        """Mask and send elements decoded together; one scan for Secret values finds whether any
-        of them needs a closer look (an element's hit is a hit in the joined text)."""
+        """Mask and send elements decoded together: one encoding of them all (the array's, less
+        its brackets), one scan for Secret values to find whether any of them needs a closer look
+        (an element's hit is a hit in the joined text)."""
         if self._stream_key == "rows":
             for value in batch:
                 self._masker.table_row(value)
         else:
             for value in batch:
                 self._masker.list_item(value, self._stream_kind)
-        texts = [jsonfast.dumps(value) for value in batch]
-        joined = b",".join(texts)
+        joined = jsonfast.dumps(batch)[1:-1]  # the elements' encodings joined by ","
         if self._values is not None and self._values.present(joined):
-            out = ",".join([self._checked(value, text) for value, text in zip(batch, texts)])
+            out = ",".join([self._dump(value) for value in batch])
         else:
             out = joined.decode("ascii")
         self._out.append(out if self._first else "," + out)
