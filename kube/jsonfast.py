@@ -10,9 +10,11 @@ installed as a dependency of lightkube.
 The contract that makes it a drop-in: for a value decoded by :func:`loads` (or by any decoder
 whose floats are :class:`FiniteFloat`), :func:`dumps` returns exactly the bytes of
 ``json.dumps(value, separators=(",", ":"), allow_nan=False)`` (ASCII-only, ``ensure_ascii``).
-msgspec writes non-ASCII and DEL unescaped and spells some floats differently (``1e21`` for
-``1e+21``), so an encoding that is not pure ASCII without DEL, and any tree holding a float (a
-FiniteFloat, which msgspec refuses to encode), goes to the stdlib encoder instead.  A *plain*
+msgspec escapes what the stdlib escapes except non-ASCII characters and DEL, which it writes as
+they are (only ever inside strings), so those are escaped afterwards as ``ensure_ascii`` does
+(``\\uXXXX``, lower-case hex, surrogate pairs above U+FFFF).  It spells some floats differently
+(``1e21`` for ``1e+21``), so any tree holding a float (a FiniteFloat, which msgspec refuses to
+encode) or a lone surrogate goes to the stdlib encoder instead.  A *plain*
 float would be written in msgspec's spelling (and NaN as ``null``): only pass trees from these
 decoders.  Whatever msgspec refuses to decode (lone surrogate escapes among others) raises
 ValueError, and callers fall back to their stdlib decoder, so nothing ``json`` reads is refused.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import msgspec
 
@@ -43,6 +46,15 @@ def finite_float(text: str) -> FiniteFloat:
 _DECODER = msgspec.json.Decoder(float_hook=finite_float)
 _ENCODE = msgspec.json.Encoder().encode
 _STDLIB_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_NOT_ASCII = re.compile("[\x7f-\U0010ffff]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    if code > 0xFFFF:
+        code -= 0x10000
+        return f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}"
+    return f"\\u{code:04x}"
 
 
 def loads(data: bytes | str):
@@ -58,7 +70,7 @@ def dumps(value) -> bytes:
     try:
         out = _ENCODE(value)
     except (TypeError, ValueError):  # a FiniteFloat, a lone surrogate
-        out = None
-    if out is None or not out.isascii() or b"\x7f" in out:
         return _STDLIB_ENCODE(value).encode("ascii")
+    if not out.isascii() or b"\x7f" in out:
+        return _NOT_ASCII.sub(_escape, out.decode("utf-8")).encode("ascii")
     return out

@@ -13,6 +13,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kube import jsonfast
 from kube.requestinfo import parse
@@ -239,3 +241,19 @@ def test_jsonfast_floats_are_finite_and_marked():
     with pytest.raises(ValueError):
         jsonfast.finite_float("1e400")
     assert math.isfinite(jsonfast.finite_float("1e308"))
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES)
+def test_jsonfast_writes_the_stdlib_bytes_for_any_value_it_reads(value):
+    text = json.dumps(value, ensure_ascii=False)
+    assert jsonfast.dumps(jsonfast.loads(text)) == json.dumps(json.loads(text), separators=(",", ":")).encode()
+    assert jsonfast.dumps(jsonfast.loads(text.encode())) == jsonfast.dumps(jsonfast.loads(text))
