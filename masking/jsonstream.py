@@ -58,7 +58,7 @@ def _no_constant(name: str):
 # Floats decode as jsonfast.FiniteFloat, so jsonfast.dumps writes exactly what json.dumps does.
 _DECODER = json.JSONDecoder(parse_float=jsonfast.finite_float, parse_constant=_no_constant)
 # Elements of a streamed array decoded in one msgspec call (see JsonMasker._batch), in characters.
-BATCH_CHARS = 1024 * 1024
+BATCH_CHARS = 64 * 1024
 # A cut-off element shorter than this waits once for the next chunk instead of being scanned.
 HOLD_CHARS = 256 * 1024
 # The start of an element up to its first key: the next element most likely starts the same way.
