@@ -11,9 +11,10 @@ work stays linear however the body is chunked (1-byte chunks included).
 * A document whose top-level object is a ``*List`` (``items``) or ``Table`` (``rows``), and
   whose ``kind`` comes before that array (as kube-apiserver writes it), is streamed: the head
   is sent, then each element as soon as it is complete and masked, so memory is bounded by
-  one element (or one batch of at most BATCH_CHARS).  The elements that end in the text at hand are decoded together
-  by one msgspec call (``JsonMasker._batch``; kube/jsonfast.py reads and writes exactly what
-  ``json`` does), and every element that call will not take goes one by one as above.
+  one element (or one batch of at most BATCH_CHARS).  The elements that end in the text at
+  hand are decoded together by one msgspec call (``JsonMasker._batch``; kube/jsonfast.py reads
+  and writes exactly what ``json`` does); every element that call will not take goes one by
+  one as above.
 * Any other document is buffered (up to ``max_buffer`` characters) and masked whole.
 
 Output is the re-serialisation of what was inspected (compact, ASCII-escaped), never the
