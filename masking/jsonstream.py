@@ -11,7 +11,10 @@ work stays linear however the body is chunked (1-byte chunks included).
 * A document whose top-level object is a ``*List`` (``items``) or ``Table`` (``rows``), and
   whose ``kind`` comes before that array (as kube-apiserver writes it), is streamed: the head
   is sent, then each element as soon as it is complete and masked, so memory is bounded by
-  one element.
+  one element (or one batch of at most BATCH_CHARS).  The elements that end in the text at
+  hand are decoded together by one msgspec call (``JsonMasker._batch``; kube/jsonfast.py reads
+  and writes exactly what ``json`` does); every element that call will not take goes one by
+  one as above.
 * Any other document is buffered (up to ``max_buffer`` characters) and masked whole.
 
 Output is the re-serialisation of what was inspected (compact, ASCII-escaped), never the
@@ -28,9 +31,9 @@ from __future__ import annotations
 
 import codecs
 import json
-import math
 import re
 
+from kube import jsonfast
 from masking.base import MaskingError, MaskReport
 from masking.objects import ObjectMasker
 
@@ -49,23 +52,18 @@ _INSIDE_STRING = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*', re.S)
 _SCALAR = re.compile(r"[-+.0-9A-Za-z]*")
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
-
-
 def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
-def _dumps(value) -> str:
-    return _ENCODE(value)
+# Floats decode as jsonfast.FiniteFloat, so jsonfast.dumps writes exactly what json.dumps does.
+_DECODER = json.JSONDecoder(parse_float=jsonfast.finite_float, parse_constant=_no_constant)
+# Elements of a streamed array decoded in one msgspec call (see JsonMasker._batch), in characters.
+BATCH_CHARS = 64 * 1024
+# A cut-off element shorter than this waits once for the next chunk instead of being scanned.
+HOLD_CHARS = 256 * 1024
+# The start of an element up to its first key: the next element most likely starts the same way.
+_HEAD = re.compile(r'\{"[^"\\]{1,64}":')
 
 
 def _kind_of(members) -> str:
@@ -155,6 +153,11 @@ class JsonMasker:
         self._pending: list[str] = []
         self._pending_len = 0
         self._ready = _NEED
+        self._seen = 0  # characters fed so far: self._buf is their tail
+        self._no_batch_until = 0  # (in those characters) text a batch failed on goes one by one
+        self._searched = 0  # (in those characters) no cut was found before this
+        self._held = -1  # (in those characters) the cut-off element that waited for the next chunk
+        self._batched = False  # a batch was decoded: the array is compact
         self._state = _SEQ if watch else _START
         self._out: list[str] = []
         self._failed = False
@@ -221,17 +224,21 @@ class JsonMasker:
         the serialised text as its JSON-escaped form, one of the forms looked for: text without
         a hit needs no closer look.
         """
-        text = _dumps(value)
+        return self._checked(value, jsonfast.dumps(value))
+
+    def _checked(self, value, data: bytes) -> str:
+        """``data`` (the encoding of ``value``), or the encoding of ``value`` with the Secret values
+        in it masked."""
         values = self._values
-        if values is None or not values.present(text.encode("ascii")):
-            return text
+        if values is None or not values.present(data):
+            return data.decode("ascii")
         counts: dict[str, int] = {}
         value = values.mask_tree(value, counts)
         if not counts:
-            return text
+            return data.decode("ascii")
         for kind, n in counts.items():
             self.report.add(kind, n)
-        return _dumps(value)
+        return jsonfast.dumps(value).decode("ascii")
 
     def _take(self) -> bytes:
         if not self._out:
@@ -241,6 +248,7 @@ class JsonMasker:
         return out
 
     def _run(self, text: str, final: bool) -> None:
+        self._seen += len(text)
         if self._scan is not None:
             end = self._scan.feed(text, 0)
             if end is None and not (final and self._scan.scalar):
@@ -410,16 +418,20 @@ class JsonMasker:
                 else:
                     self._state = _ARR_ELEM
             elif state == _ARR_ELEM:
+                if self._ready is _NEED:
+                    if not self._ws():
+                        return
+                    batch = self._batch(final)
+                    if batch is _NEED:
+                        return
+                    if batch is not None:
+                        self._elements(batch)
+                        self._state = _ARR_NEXT
+                        continue
                 value = self._value(final)
                 if value is _NEED:
                     return
-                if self._stream_key == "rows":
-                    m.table_row(value)
-                else:
-                    m.list_item(value, self._stream_kind)
-                text = self._dump(value)
-                self._out.append(text if self._first else "," + text)
-                self._first = False
+                self._element(value)
                 self._state = _ARR_NEXT
             elif state == _ARR_NEXT:
                 if not self._ws():
@@ -437,6 +449,79 @@ class JsonMasker:
                     self._ended_line = True
                     self._out.append("\n")
                 return
+
+    def _element(self, value) -> None:
+        if self._stream_key == "rows":
+            self._masker.table_row(value)
+        else:
+            self._masker.list_item(value, self._stream_kind)
+        text = self._dump(value)
+        self._out.append(text if self._first else "," + text)
+        self._first = False
+
+    def _elements(self, batch: list) -> None:
+        """Mask and send elements decoded together: one encoding of them all (the array's, less
+        its brackets), one scan for Secret values to find whether any of them needs a closer look
+        (an element's hit is a hit in the joined text)."""
+        if self._stream_key == "rows":
+            for value in batch:
+                self._masker.table_row(value)
+        else:
+            for value in batch:
+                self._masker.list_item(value, self._stream_kind)
+        joined = jsonfast.dumps(batch)[1:-1]  # the elements' encodings joined by ","
+        if self._values is not None and self._values.present(joined):
+            out = ",".join([self._dump(value) for value in batch])
+        else:
+            out = joined.decode("ascii")
+        self._out.append(out if self._first else "," + out)
+        self._first = False
+
+    def _batch(self, final: bool):
+        """The elements that end in the buffer, decoded in one msgspec call; None to take the
+        next element one by one, _NEED to wait for the next chunk.
+
+        A cut is guessed where the text ``},`` and the start of the first element (``{"metadata":``
+        in kube-apiserver's lists) follow each other.  ``[`` + the text up to the cut + ``]``
+        is decoded as an array: since the first element starts at the buffer's position, a
+        decode that succeeds read exactly the elements a one-by-one decode would have (JSON
+        values end where they end), so a guess inside a string or a nested list fails the
+        decode and is never trusted.  Failed text goes one by one (linear work however the body
+        is made); so do the last element, bodies that are not compact and anything msgspec
+        refuses (lone surrogates, nesting deeper than the interpreter follows), exactly as before.
+        In an array found compact, an element cut off at the end of a chunk waits once (if
+        shorter than HOLD_CHARS) for the next chunk, to be decoded with what follows; held text
+        is copied once per chunk, so it may wait only once (1-byte chunks stay linear).  A buffer
+        ending in ``]`` or ``}`` (the array's last element) is not held.
+        """
+        buf, pos = self._buf, self._pos
+        start = self._seen - len(buf)  # where buf begins in the text fed so far
+        if start + pos < self._no_batch_until:
+            return None
+        head = _HEAD.match(buf, pos)
+        sep = "}," + (head.group() if head else "{")
+        end = min(len(buf), pos + min(BATCH_CHARS, self._max))
+        cut = buf.rfind(sep, max(pos, self._searched - start - len(sep)), end)
+        if cut < 0:
+            self._searched = start + end
+            if (self._batched and not final and end == len(buf) and end - pos < HOLD_CHARS
+                    and self._held != start + pos and not buf.rstrip(" \t\r\n").endswith(("]", "}"))):
+                self._held = start + pos
+                return _NEED
+            return None
+        for _ in range(2):  # the last guess, then the one before (a cut-off element may hold a guess)
+            try:
+                values = jsonfast.loads("[" + buf[pos : cut + 1] + "]")
+            except (ValueError, RecursionError):
+                self._no_batch_until = max(self._no_batch_until, start + cut + 1)
+                cut = buf.rfind(sep, pos, cut)
+                if cut < 0:
+                    return None
+                continue
+            self._pos = cut + 1
+            self._batched = True
+            return values
+        return None
 
     # -- documents ---------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ import base64
 import binascii
 import json
 
-from kube.bodies import loads_json
+from kube import jsonfast
+from kube.bodies import MAX_DEPTH, loads_json
 from masking.base import MaskReport
 from masking.detectors import Detectors, name_is_secret
 from masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
@@ -230,10 +231,7 @@ class ObjectMasker:
         if not self.mask_secrets and not self.detect:
             return value
         structural = secret and self.mask_secrets
-        try:
-            manifest = loads_json(value)  # depth-checked: the annotation is attacker-supplied text
-        except ValueError:
-            manifest = None
+        manifest, fast = _load_manifest(value)
         if not isinstance(manifest, dict):
             if structural:
                 self.report.add("last-applied-configuration")
@@ -243,7 +241,11 @@ class ObjectMasker:
         self.object(manifest, "", force_secret=secret)
         if self.report.total == before:
             return value
-        return json.dumps(manifest, separators=(",", ":")) + ("\n" if value.endswith("\n") else "")
+        if fast:
+            text = jsonfast.dumps(manifest).decode("ascii")  # the bytes json.dumps writes (FiniteFloat)
+        else:
+            text = json.dumps(manifest, separators=(",", ":"))
+        return text + ("\n" if value.endswith("\n") else "")
 
     def _workload(self, obj: dict) -> None:
         if "spec" not in obj and "template" not in obj:
@@ -326,6 +328,22 @@ class ObjectMasker:
             for cause in causes:
                 if isinstance(cause, dict) and isinstance(cause.get("message"), str):
                     cause["message"] = d.mask_text(cause["message"], counts)
+
+
+def _load_manifest(value: str) -> tuple[object, bool]:
+    """The last-applied manifest as ``loads_json`` reads it (no deeper than MAX_DEPTH; None if
+    it cannot be read), and whether msgspec decoded it (its floats are jsonfast.FiniteFloat).
+    msgspec when the text has too few brackets to be too deep; the stdlib for the rest and for
+    what msgspec refuses (NaN, lone surrogates, ...), so both read the same."""
+    if value.count("{") + value.count("[") <= MAX_DEPTH:
+        try:
+            return jsonfast.loads(value), True
+        except (ValueError, RecursionError):
+            pass
+    try:
+        return loads_json(value), False  # depth-checked: the annotation is attacker-supplied text
+    except ValueError:
+        return None, False
 
 
 def _item_kind(list_kind: str, fallback: str) -> str:
