@@ -11,6 +11,8 @@ it needs (nothing is found through module globals):
   lookups start the registry's airlock.leases listener;
 * the Holder (approvals.hold), the GatewayApp (gateway.app), the approvals Sweeper, Django's
   ASGI application (static files served by it) and the router (airlock.routing);
+* the cache invalidation listener (runtime.invalidation): the rules, connections and leases another
+  process changed are dropped here at once;
 * the readiness checks behind ``/readyz`` (airlock.health) and the metrics listener
   (runtime.metrics, with the review and lease gauges of approvals.metrics), started and stopped
   with the lifespan.
@@ -33,13 +35,16 @@ from django.core.asgi import get_asgi_application
 from airlock.health import Readiness, health_application
 from airlock.routing import router
 from approvals.agent_api import AUTHENTICATOR
+from approvals import lease_check
 from approvals.hold import Holder
 from approvals.lease_check import LeaseCache
 from approvals.live import LiveStreams
 from approvals.metrics import ReviewsAndLeases
 from approvals.sweeper import Sweeper
 from audit.recorder import Recorder
+from connections import registry as connection_registry
 from connections.registry import ConnectionRegistry
+from policy import cache as policy_cache
 from policy.cache import PolicyCache
 from gateway import tracing as stage_tracing
 from gateway.app import GatewayApp
@@ -48,6 +53,7 @@ from gateway.metrics import RequestMetrics
 from gateway.secretvalues import SecretValueStores
 from gateway.upstream import UpstreamPool
 from identity.chain import build_authenticator
+from runtime import invalidation as cache_invalidation
 from runtime.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -56,7 +62,7 @@ log = logging.getLogger(__name__)
 COLLABORATORS = frozenset({
     "registry", "authenticator", "policy", "recorder", "secret_values", "live", "leases", "holder",
     "sweeper", "django", "transport", "pool", "detectors", "on_started", "readiness", "metrics",
-    "tracing", "addons",
+    "tracing", "addons", "invalidation",
 })
 
 
@@ -114,6 +120,7 @@ def make_application(settings=None, **overrides) -> "Airlock":
     django_http = given("django", lambda: ASGIStaticFilesHandler(get_asgi_application()))
     readiness = given("readiness", lambda: Readiness.from_settings(config, gateway=gateway, registry=registry))
     metrics = given("metrics", lambda: metrics_server(config))
+    invalidation = given("invalidation", lambda: invalidation_listener(config))
     return Airlock(
         gateway=gateway,
         routed=router(gateway, with_authenticator(django_http, authenticator), config.AIRLOCK_GATEWAY_PREFIX,
@@ -127,7 +134,18 @@ def make_application(settings=None, **overrides) -> "Airlock":
         readiness=readiness,
         metrics=metrics,
         tracing=tracing,
+        invalidation=invalidation,
     )
+
+
+def invalidation_listener(config) -> cache_invalidation.Listener:
+    """This process's subscriber to the other processes' cache announcements (runtime.invalidation):
+    compiled rules, connections and leases, the same invalidation the model signals do here."""
+    return cache_invalidation.Listener.from_settings({
+        "rules": lambda connection, _id: policy_cache.invalidate_all(connection),
+        "connections": connection_registry.on_announcement,
+        "leases": lambda connection, _id: lease_check.invalidate_all(connection),
+    }, config)
 
 
 def metrics_server(config) -> MetricsServer | None:
@@ -152,7 +170,7 @@ class Airlock:
     """The ASGI application: HTTP and WebSocket requests go to the router, the lifespan runs :meth:`lifespan`."""
 
     def __init__(self, *, gateway, routed, registry, holder, leases, live, sweeper, on_started=None, readiness=None,
-                 metrics=None, tracing=None):
+                 metrics=None, tracing=None, invalidation=None):
         self.gateway = gateway
         self.routed = routed
         self.registry = registry
@@ -164,6 +182,7 @@ class Airlock:
         self.readiness = readiness  # airlock.health.Readiness: /readyz
         self.metrics = metrics  # runtime.metrics.MetricsServer, or None
         self.tracing = tracing  # gateway.tracing.Tracing, or None
+        self.invalidation = invalidation  # runtime.invalidation.Listener, or None
 
     @property
     def recorder(self):
@@ -182,6 +201,8 @@ class Airlock:
         writes what it queued)."""
         await self.gateway.start()
         try:
+            if self.invalidation is not None:
+                self.invalidation.start()
             if self.metrics is not None:
                 self.metrics.start()
             if self.on_started is not None:
@@ -193,6 +214,8 @@ class Airlock:
             if self.sweeper is not None:
                 await self.sweeper.stop()
             await self.live.stop_listener()
+            if self.invalidation is not None:
+                await self.invalidation.stop()
             await self.gateway.aclose()
             if self.metrics is not None:
                 self.metrics.stop()
