@@ -8,13 +8,17 @@ worker holds a connection) and shows:
   worker's next request, though each cached the old one for ten minutes (runtime.invalidation);
 * a request held on one worker, approved through the other (REST API), is let through once;
 * a lease revoked through one worker cuts the watches and exec sessions on every worker;
+* SIGTERM to the supervisor drains every worker (its watch ends with a Status) and the chain is anchored;
 
 and, for the last two, under a small load spread over both workers: every answer as expected, one
 audit completion per request, and ``manage.py verify_audit`` passing.
 """
 
+import json
 import time
 from contextlib import ExitStack
+
+import httpx
 
 from tests.resilience_rig import manage
 from tests.scaleout_load import _admin_create, assert_served_and_audited, hold_open, lease_cut, run_with_load
@@ -124,3 +128,38 @@ def test_a_lease_revoked_through_one_worker_ends_streams_on_every_worker(workers
     opened = sum(sum(kinds.values()) for kinds in result["streams"].values())
     assert result["ended_with_status"] == opened, result
     assert_served_and_audited(workers, prefix, ledger, share)
+
+
+def test_sigterm_drains_every_worker_and_each_anchors_the_chain(workers):
+    """Last in this module: it stops the gateway.  uvicorn's supervisor passes SIGTERM to each worker,
+    which ends its open watch with a Status (airlock.drain) and anchors the chain head as it stops (once
+    for both when their last writes are in before either anchors: chain.make_anchor skips a head that
+    is already anchored); verify_audit then checks the chain against the anchor file."""
+    gateway = workers.gateways[0]
+    lines_before = len(workers.anchor_file.read_text().splitlines()) if workers.anchor_file.exists() else 0
+    watches = {}
+    with ExitStack() as stack:
+        for name in workers.balancer.servers:
+            client, _ = workers.pinned(lambda: workers.agent(timeout=httpx.Timeout(15.0, read=20.0)),
+                                       lambda c: c.get(f"/k8s/kubesim{SHOP}/configmaps?limit=1"), want=name,
+                                       attempts=60)
+            stack.callback(client.close)
+            response = stack.enter_context(client.stream("GET", f"/k8s/kubesim{SHOP}/configmaps?watch=1"))
+            assert response.status_code == 200
+            watches[name] = response
+        gateway.terminate()
+        endings = {}
+        for name, response in watches.items():
+            last = None
+            for line in response.iter_lines():
+                if line:
+                    last = json.loads(line)
+            endings[name] = (last or {}).get("type"), (last or {}).get("object", {}).get("message", "")
+    assert gateway.wait(40) == 0, gateway.log()[-3000:]
+    assert all(kind == "ERROR" and "shutting down" in message for kind, message in endings.values()), endings
+    anchors = workers.anchor_file.read_text().splitlines()[lines_before:]
+    # Each worker anchors the head at shutdown unless another already anchored it; every line whole.
+    assert 1 <= len(anchors) <= len(workers.balancer.servers), anchors
+    assert all(json.loads(line)["reason"] == "shutdown" for line in anchors), anchors
+    verify = workers.verify_audit()
+    assert verify.returncode == 0, verify.stdout + verify.stderr
