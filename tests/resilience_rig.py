@@ -32,10 +32,9 @@ import httpx
 import psycopg
 import yaml
 
-from kubesim import requestlog
 from kubesim.certs import generate_tls
 from tests.gateway_harness import AGENT_TOKEN, AGENT_TOKENS
-from tests.rig_procs import flush_redis, serving_workers
+from tests.rig_procs import AuditReads, flush_redis, serving_workers
 from tests.tcpproxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,7 +227,7 @@ class Gateway:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-class Rig:
+class Rig(AuditReads):
     """Two gateways sharing one PostgreSQL database, one Redis and one cluster, each behind a proxy.
 
     ``settings`` are extra environment variables for both gateways (shorter timeouts and cache
@@ -307,19 +306,6 @@ class Rig:
             self.kubesim.proc.send_signal(signal.SIGCONT)
 
     # -- what the checks read -------------------------------------------------------------------
-
-    def audit_rows(self, user_agent_prefix: str) -> list[tuple]:
-        """(user_agent, stage, response_code, response_reason) of every audit event of these requests."""
-        with psycopg.connect(self.postgres.url(self.database), connect_timeout=5) as db:
-            return db.execute(
-                "SELECT user_agent, stage, response_code, response_reason FROM audit_auditevent "
-                "WHERE user_agent LIKE %s", (user_agent_prefix.replace("%", r"\%") + "%",),
-            ).fetchall()
-
-    def forwarded(self, user_agent_prefix: str) -> set[str]:
-        """User-Agents of the requests kubesim logged as received from a gateway."""
-        return {agent for record in self.kubesim.requests() for agent in requestlog.header(record, "user-agent")
-                if agent.startswith(user_agent_prefix)}
 
     def verify_audit(self) -> subprocess.CompletedProcess:
         """``manage.py verify_audit``: the chain intact and no request without its completion (those in

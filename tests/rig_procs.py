@@ -1,5 +1,6 @@
 """What the multi-process rigs share (tests/resilience_rig.py, tests/scaleout_rig.py, tests/e2e_workers):
-loopback ports, a private Redis database, and the worker processes of one multi-worker gateway.
+loopback ports, a private Redis database, reading back the audit trail and kubesim's request log
+(:class:`AuditReads`), and the worker processes of one multi-worker gateway.
 
 :class:`Workers` stands where the scale-out rig's HAProxy stands when one gateway serves from
 several worker processes (``uvicorn --workers N``): it names the workers (``w1``, ``w2``, ... by
@@ -87,6 +88,28 @@ def accepted_inode(server_port: int, client_port: int) -> str | None:
             if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
                 return inode
     return None
+
+
+class AuditReads:
+    """What both rigs read back: the audit rows and kubesim's log of a prefix's requests.  Needs
+    ``postgres``, ``database`` and ``kubesim`` on the rig."""
+
+    def audit_rows(self, user_agent_prefix: str) -> list[tuple]:
+        """(user_agent, stage, response_code, response_reason) of every audit event of these requests."""
+        import psycopg
+
+        with psycopg.connect(self.postgres.url(self.database), connect_timeout=5) as db:
+            return db.execute(
+                "SELECT user_agent, stage, response_code, response_reason FROM audit_auditevent "
+                "WHERE user_agent LIKE %s", (user_agent_prefix.replace("%", r"\%") + "%",),
+            ).fetchall()
+
+    def forwarded(self, user_agent_prefix: str) -> set[str]:
+        """User-Agents of the requests kubesim logged as received from a gateway."""
+        from kubesim import requestlog
+
+        return {agent for record in self.kubesim.requests() for agent in requestlog.header(record, "user-agent")
+                if agent.startswith(user_agent_prefix)}
 
 
 class Workers:

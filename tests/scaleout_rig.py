@@ -37,10 +37,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from kubesim import requestlog
 from kubesim.certs import generate_tls
 from tests.gateway_harness import AGENT_TOKEN
-from tests.rig_procs import Workers, flush_redis, free_port
+from tests.rig_procs import AuditReads, Workers, flush_redis, free_port
 from tests.resilience_rig import REDIS, REDIS_DB, REVIEWER_TOKEN, ROOT, Gateway, Postgres, base_env, manage
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -221,7 +220,7 @@ class Celery:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
 
 
-class ScaleOut:
+class ScaleOut(AuditReads):
     """Three gateways, HAProxy in front, a Celery worker and beat, one database, one Redis, one kubesim.
 
     ``settings`` are extra environment variables for every process of the deployment.  With
@@ -332,14 +331,6 @@ class ScaleOut:
 
     # -- what the checks read -------------------------------------------------------------------------
 
-    def audit_rows(self, user_agent_prefix: str) -> list[tuple]:
-        """(user_agent, stage, response_code, response_reason) of every audit event of these requests."""
-        with psycopg.connect(self.postgres.url(self.database), connect_timeout=5) as db:
-            return db.execute(
-                "SELECT user_agent, stage, response_code, response_reason FROM audit_auditevent "
-                "WHERE user_agent LIKE %s", (user_agent_prefix.replace("%", r"\%") + "%",),
-            ).fetchall()
-
     def scheduled_anchors(self) -> int:
         """Anchors beat's task made on the worker (the gateways make theirs at shutdown)."""
         with psycopg.connect(self.postgres.url(self.database), connect_timeout=5) as db:
@@ -351,10 +342,6 @@ class ScaleOut:
         return sum(1 for record in self.kubesim.requests()
                    if record.get("method") == method and record.get("path") == path
                    and "dryRun=All" not in (record.get("query") or ""))
-
-    def forwarded(self, user_agent_prefix: str) -> set[str]:
-        return {agent for record in self.kubesim.requests() for agent in requestlog.header(record, "user-agent")
-                if agent.startswith(user_agent_prefix)}
 
     def verify_audit(self) -> subprocess.CompletedProcess:
         """``manage.py verify_audit`` against the signed anchors beat and the gateways wrote: the chain
