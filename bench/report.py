@@ -148,9 +148,10 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         ]),
         "",
         "CPU columns: CPU time the process in the middle (kubectl proxy or the gateway) and kubesim used "
-        "during the cell, divided by the requests served; in brackets the cores each kept busy. The gateway "
-        "is one Python process: its request handling shares one interpreter lock with its audit writer "
-        "thread, so about 1.0 core is its ceiling. The last column is the CPU every other process on the "
+        "during the cell, divided by the requests served; in brackets the cores each kept busy (the gateway's "
+        f"summed over its {results.get('workers', {}).get('uvicorn', 1)} worker process(es): each shares one "
+        "interpreter lock with its audit writer thread, so about one core per worker is its ceiling). "
+        "The last column is the CPU every other process on the "
         "machine used during the cell (other work sharing this machine); well above 0 means the cell "
         "competed for the 2 cores and its figures are pessimistic.",
         "",
