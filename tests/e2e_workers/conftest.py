@@ -11,6 +11,7 @@ import pytest
 
 from kubesim.testing import start_kubesim
 from tests.resilience_rig import Postgres, postgres_url
+from tests.rig_procs import free_port
 from tests.scaleout_rig import ScaleOut
 
 WORKERS = 2
@@ -20,6 +21,9 @@ SETTINGS = {
     "AIRLOCK_LEASE_CACHE_SECONDS": "600",
     "AIRLOCK_REVIEW_HOLD_SECONDS": "60",
     "AIRLOCK_DEBUG": "false",
+    # One metrics listener for the pod: whichever worker binds it serves every worker's values.
+    "AIRLOCK_METRICS_PORT": str(free_port()),
+    "AIRLOCK_METRICS_ADDRESS": "127.0.0.1",
 }
 
 

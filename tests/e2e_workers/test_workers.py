@@ -8,6 +8,7 @@ worker holds a connection) and shows:
   worker's next request, though each cached the old one for ten minutes (runtime.invalidation);
 * a request held on one worker, approved through the other (REST API), is let through once;
 * a lease revoked through one worker cuts the watches and exec sessions on every worker;
+* one metrics port serves the sum of both workers' counts (prometheus-client's multiprocess files);
 * SIGTERM to the supervisor drains every worker (its watch ends with a Status) and the chain is anchored;
 
 and, for the last two, under a small load spread over both workers: every answer as expected, one
@@ -128,6 +129,25 @@ def test_a_lease_revoked_through_one_worker_ends_streams_on_every_worker(workers
     opened = sum(sum(kinds.values()) for kinds in result["streams"].values())
     assert result["ended_with_status"] == opened, result
     assert_served_and_audited(workers, prefix, ledger, share)
+
+
+def test_one_metrics_listener_serves_every_workers_requests(workers):
+    with ExitStack() as stack:
+        for client in one_client_per_worker(workers, stack).values():
+            for _ in range(3):
+                assert client.get(f"/k8s/kubesim{SHOP}/configmaps?limit=1").status_code == 200
+    counted = workers.balancer.connections()  # each worker's own multiprocess file
+    assert all(count > 0 for count in counted.values()), counted
+    port = workers.env["AIRLOCK_METRICS_PORT"]
+    deadline = time.monotonic() + WAIT
+    while True:
+        served = sum(float(line.rsplit(" ", 1)[1]) for line in
+                     httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines()
+                     if line.startswith("airlock_requests_total{"))
+        if served == sum(counted.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert served == sum(counted.values()), (served, counted)
 
 
 def test_sigterm_drains_every_worker_and_each_anchors_the_chain(workers):
