@@ -158,6 +158,7 @@ def run(profile: Profile, workdir: Path) -> dict:
     started = time.monotonic()
     wrk = Wrk(workdir, threads=2)
     services: list[procs.Service] = []
+    spare: list[procs.Service] = []  # started and stopped within one measurement
     sim = None
     backends = contextlib.ExitStack()
     try:
@@ -257,11 +258,21 @@ def run(profile: Profile, workdir: Path) -> dict:
 
         _progress(f"watch memory: {', '.join(map(str, watch_memory.COUNTS[profile.name]))} watches")
 
+        def fresh_gateway():
+            service = procs.spawn_uvicorn(f"uvicorn-watch-memory-{len(spare) + 1}", "airlock.asgi:application", env,
+                                          tls, workdir)
+            spare.append(service)  # stopped by the finally below if the bench stops first
+            target = Target("airlock uvicorn", via(procs.wait_workers(procs.wait_listening(service))), token,
+                            tls.ca_file, service)
+            _check(target, small)
+            return target, service
+
         async def memory_curve():
             async with cluster.async_admin_client(sim) as admin:
-                return await watch_memory.measure(profile, gateways["uvicorn"], admin, uvicorn_default.rss_kib_each)
+                return await watch_memory.measure(profile, fresh_gateway, admin)
 
         results["watch_memory"] = _run_async(memory_curve())
+        results["watch_memory"]["errors"] = [line for service in spare for line in _error_lines(service)]
 
         _progress(f"slow reader: {profile.log_bytes // MIB} MiB log read at ~160 KB/s for {profile.slow_seconds}s")
         log_path = f"/api/v1/namespaces/{cluster.NAMESPACE}/pods/{cluster.EXEC_POD}/log"
@@ -281,7 +292,7 @@ def run(profile: Profile, workdir: Path) -> dict:
         _progress("masking (bench/bench_masking.py)")
         results["masking"] = _masking(env, profile.name == "quick")
     finally:
-        for service in services:
+        for service in services + spare:
             service.stop()
         if sim is not None:
             sim.stop()

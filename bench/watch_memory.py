@@ -1,15 +1,18 @@
 """Watch memory against the number of watches (issue 16, item 4): the gateway's resident memory with
 1,000 and 5,000 watches open through it (quick profile: a few dozen), as production runs it.
 
-For each count, ascending, :func:`bench.watch.run_fanout` opens that many watches of one ConfigMap
-through the gateway, waits until every one has its first event, then sends one change and checks it
-reached every watcher; the gateway's memory is the sum of the resident set sizes of all its processes
-(uvicorn's supervisor and every worker), read before the watches opened and at its highest while
-they were open.  The watches of one count are closed before the next count opens its own, so each row
-is "this many watches open now" on a process that has already served the smaller counts.
+For each count, a fresh production gateway (docker-compose.yml's command, its workers) is started and
+warmed up with a few GETs; :func:`bench.watch.run_fanout` then opens that many watches of one
+ConfigMap through it, waits until every one has its first event, sends one change and checks it
+reached every watcher.  The gateway's memory is the sum of the resident set sizes of all its
+processes (uvicorn's supervisor, multiprocessing's resource tracker and every worker), read before
+the watches opened and at its highest while they were open.  A fresh gateway per count keeps one
+row's memory out of the next (a process does not give back the memory of closed watches).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 MIB = 2**20
 MB = 1e6
@@ -21,23 +24,28 @@ TARGET_MB = 1000
 OPEN_SECONDS = 150.0
 
 
-async def measure(profile, target, admin, rss_each) -> dict:
-    """``target``: bench.run.Target of the production gateway; ``admin``: kubesim's admin client;
-    ``rss_each``: () -> {pid: KiB} over the gateway's processes.  Returns plain data for the report."""
+async def measure(profile, start, admin) -> dict:
+    """``start()``: a fresh, warmed-up production gateway as (bench.run.Target, bench.procs.Service),
+    stopped here once measured; ``admin``: kubesim's admin client.  Returns plain data for the report."""
     from bench.watch import run_fanout
 
-    rows = []
+    rows, workers = [], 0
     for count in COUNTS[profile.name]:
+        target, service = await asyncio.to_thread(start)
+        workers = service.workers
         peak_each: dict[int, int] = {}
 
         def rss() -> int:
-            each = rss_each()
+            each = service.rss_kib_each()
             for pid, kib in each.items():
                 peak_each[pid] = max(peak_each.get(pid, 0), kib)
             return sum(each.values())
 
-        result = await run_fanout(target.base_url, target.token, target.ca_file, admin, watchers=count, rounds=1,
-                                  settle=profile.settle_seconds, rss=rss, open_timeout=OPEN_SECONDS)
+        try:
+            result = await run_fanout(target.base_url, target.token, target.ca_file, admin, watchers=count, rounds=1,
+                                      settle=profile.settle_seconds, rss=rss, open_timeout=OPEN_SECONDS)
+        finally:
+            await asyncio.to_thread(service.stop)
         rows.append({
             "watches": count,
             "processes": len(peak_each),
@@ -50,7 +58,7 @@ async def measure(profile, target, admin, rss_each) -> dict:
             "missing": result["missing"],
             "broken_streams": result["broken_streams"],
         })
-    return {"workers": target.service.workers, "rows": rows}
+    return {"workers": workers, "rows": rows}
 
 
 def target_row(data: dict) -> dict | None:
@@ -73,11 +81,11 @@ def render(data: dict) -> str:
     lines = [
         "### Watch memory against the number of watches",
         "",
-        f"The production gateway ({data['workers']} worker processes plus uvicorn's supervisor and "
-        "multiprocessing's resource tracker): the sum of their resident memory before the watches opened and "
-        "at its highest while they were open (one change delivered to every watcher meanwhile). Rows run "
-        "in order on the same processes. `AIRLOCK_MAX_CONNECTIONS` is raised to "
-        "10,000 per process for this (production default 1,000 per process).",
+        f"A fresh production gateway per row ({data['workers']} worker processes plus uvicorn's supervisor and "
+        "multiprocessing's resource tracker), warmed up with a few GETs: the sum of their resident memory before "
+        "the watches opened and at its highest while they were open (one change delivered to every watcher "
+        "meanwhile). `AIRLOCK_MAX_CONNECTIONS` is raised to 10,000 per process for this (production default "
+        "1,000 per process).",
         "",
         "| watches | RSS before (MiB) | RSS with the watches open (MiB) | per watch (KiB) | largest process (MiB) "
         "| all established (s) | events missing |",

@@ -75,4 +75,5 @@ def test_quick_bench_produces_a_complete_report(tmp_path):
     rows = results["watch_memory"]["rows"]
     assert [row["watches"] for row in rows] == [20, 50]
     assert all(row["missing"] == 0 and row["broken_streams"] == 0 and row["processes"] >= 3 for row in rows), rows
+    assert results["watch_memory"]["errors"] == []
     assert "### Watch memory against the number of watches" in report
