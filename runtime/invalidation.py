@@ -31,6 +31,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -112,7 +113,7 @@ class _Publisher:
         self._sync = None
         self._sync_url = None
         self._skip_until = 0.0
-        self._async: dict = {}  # loop -> (url, client)
+        self._async: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loop -> (url, client)
         self._pending: set[tuple[str, bytes]] = set()
         self._flushing: set[asyncio.Task] = set()
 
