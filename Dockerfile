@@ -53,7 +53,8 @@ EXPOSE 8443 9090
 # (docker-compose.yml; Kubernetes uses its own probes).  No curl in the image: the check is Python.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "/app/deploy/healthcheck.py"]
+# Two worker processes (one per core; docs/configuration.md "Server and worker processes").
 CMD ["uvicorn", "airlock.asgi:application", "--host=0.0.0.0", "--port=8443", \
-     "--ssl-certfile=/run/secrets/gateway.crt", "--ssl-keyfile=/run/secrets/gateway.key", \
+     "--ssl-certfile=/run/secrets/gateway.crt", "--ssl-keyfile=/run/secrets/gateway.key", "--workers=2", \
      "--loop=uvloop", "--http=airlock.server:HttpToolsProtocol", "--ws=wsproto", \
      "--timeout-graceful-shutdown=30", "--no-access-log"]

@@ -13,6 +13,8 @@ it needs (nothing is found through module globals):
 * the Holder (approvals.hold), the GatewayApp (gateway.app), the approvals Sweeper, Django's
   ASGI application (static files served by it) and the router (airlock.routing);
 * the MCP endpoint (mcpfront.server), which sends tool calls' requests through the GatewayApp in-process;
+* the cache invalidation listener (runtime.invalidation): the rules, connections and leases another
+  process changed are dropped here at once;
 * the readiness checks behind ``/readyz`` (airlock.health) and the metrics listener
   (runtime.metrics, with the review and lease gauges of approvals.metrics), started and stopped
   with the lifespan.
@@ -35,13 +37,16 @@ from django.core.asgi import get_asgi_application
 from airlock.health import Readiness, health_application
 from airlock.routing import router
 from approvals.agent_api import AUTHENTICATOR
+from approvals import lease_check
 from approvals.hold import Holder
 from approvals.lease_check import LeaseCache
 from approvals.live import LiveStreams
 from approvals.metrics import ReviewsAndLeases
 from approvals.sweeper import Sweeper
 from audit.recorder import Recorder
+from connections import registry as connection_registry
 from connections.registry import ConnectionRegistry
+from policy import cache as policy_cache
 from policy.cache import PolicyCache
 from gateway import tracing as stage_tracing
 from gateway.app import GatewayApp
@@ -52,6 +57,7 @@ from gateway.secretvalues import SecretValueStores
 from gateway.upstream import UpstreamPool
 from identity.chain import build_authenticator
 from mcpfront.server import Endpoint as McpEndpoint
+from runtime import invalidation as cache_invalidation
 from runtime.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -60,7 +66,7 @@ log = logging.getLogger(__name__)
 COLLABORATORS = frozenset({
     "registry", "authenticator", "policy", "recorder", "secret_values", "live", "leases", "holder",
     "sweeper", "django", "transport", "pool", "detectors", "on_started", "readiness", "metrics",
-    "tracing", "addons", "budgets", "mcp",
+    "tracing", "addons", "budgets", "mcp", "invalidation",
 })
 
 
@@ -123,6 +129,7 @@ def make_application(settings=None, **overrides) -> "Airlock":
     # The MCP endpoint sends every tool call's requests through this gateway in-process (no side door).
     mcp = given("mcp", lambda: McpEndpoint(gateway=gateway, gateway_prefix=config.AIRLOCK_GATEWAY_PREFIX,
                                            authenticator=authenticator, policy=gateway.policy, django=django_api))
+    invalidation = given("invalidation", lambda: invalidation_listener(config))
     return Airlock(
         gateway=gateway,
         routed=router(gateway, django_api, config.AIRLOCK_GATEWAY_PREFIX,
@@ -137,7 +144,18 @@ def make_application(settings=None, **overrides) -> "Airlock":
         metrics=metrics,
         tracing=tracing,
         mcp=mcp,
+        invalidation=invalidation,
     )
+
+
+def invalidation_listener(config) -> cache_invalidation.Listener:
+    """This process's subscriber to the other processes' cache announcements (runtime.invalidation):
+    compiled rules, connections and leases, the same invalidation the model signals do here."""
+    return cache_invalidation.Listener.from_settings({
+        "rules": lambda connection, _id: policy_cache.invalidate_all(connection),
+        "connections": connection_registry.on_announcement,
+        "leases": lambda connection, _id: lease_check.invalidate_all(connection),
+    }, config)
 
 
 def metrics_server(config) -> MetricsServer | None:
@@ -162,7 +180,7 @@ class Airlock:
     """The ASGI application: HTTP and WebSocket requests go to the router, the lifespan runs :meth:`lifespan`."""
 
     def __init__(self, *, gateway, routed, registry, holder, leases, live, sweeper, on_started=None, readiness=None,
-                 metrics=None, tracing=None, mcp=None):
+                 metrics=None, tracing=None, mcp=None, invalidation=None):
         self.gateway = gateway
         self.routed = routed
         self.registry = registry
@@ -175,6 +193,7 @@ class Airlock:
         self.metrics = metrics  # runtime.metrics.MetricsServer, or None
         self.tracing = tracing  # gateway.tracing.Tracing, or None
         self.mcp = mcp  # mcpfront.server.Endpoint, or None
+        self.invalidation = invalidation  # runtime.invalidation.Listener, or None
 
     @property
     def recorder(self):
@@ -196,6 +215,8 @@ class Airlock:
         try:
             if mcp_sessions is not None:
                 await mcp_sessions.__aenter__()
+            if self.invalidation is not None:
+                self.invalidation.start()
             if self.metrics is not None:
                 self.metrics.start()
             if self.on_started is not None:
@@ -209,6 +230,8 @@ class Airlock:
             if mcp_sessions is not None:
                 await mcp_sessions.__aexit__(None, None, None)
             await self.live.stop_listener()
+            if self.invalidation is not None:
+                await self.invalidation.stop()
             await self.gateway.aclose()
             if self.metrics is not None:
                 self.metrics.stop()

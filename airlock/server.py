@@ -81,6 +81,15 @@ def raw_status(code: int, message: str, reason: str) -> bytes:
     return head.encode("ascii") + body
 
 
+class _ReadState:
+    __slots__ = ("reading", "header_bytes", "deadline")
+
+    def __init__(self) -> None:
+        self.reading = "off"
+        self.header_bytes = 0
+        self.deadline: asyncio.TimerHandle | None = None
+
+
 class ReadLimits:
     """The deadlines and caps, driven by the protocol subclasses below.
 
@@ -90,8 +99,21 @@ class ReadLimits:
     """
 
     limits = Limits.from_env()
-    _reading = "off"
-    _deadline: asyncio.TimerHandle | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # One attribute, set here: uvicorn's protocol has 27, and an instance's attributes stay in the
+        # dictionary keys every connection shares only while they are few.  Three more, set first in
+        # connection_made as they were, gave each connection a 1,584-byte dictionary of its own instead
+        # of 296 bytes (1.2 KiB per open connection, 6 MiB with 5,000 watches).
+        self._read_state = _ReadState()
+
+    _reading = property(lambda self: self._read_state.reading,
+                        lambda self, value: setattr(self._read_state, "reading", value))
+    _header_bytes = property(lambda self: self._read_state.header_bytes,
+                             lambda self, value: setattr(self._read_state, "header_bytes", value))
+    _deadline = property(lambda self: self._read_state.deadline,
+                         lambda self, value: setattr(self._read_state, "deadline", value))
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)

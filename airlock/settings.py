@@ -11,6 +11,7 @@ stay side by side (docs/configuration.md is checked against it).
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -80,7 +81,9 @@ ALLOWED_HOSTS = env_list("AIRLOCK_ALLOWED_HOSTS", "" if PRODUCTION else "localho
 CSRF_TRUSTED_ORIGINS = env_list("AIRLOCK_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
-    "daphne",
+    # daphne's app makes `manage.py runserver` serve ASGI; its ready() imports Twisted (about 16 MiB in
+    # every process), which the gateway's workers (uvicorn), Celery and other commands do not need.
+    *(["daphne"] if sys.argv[1:2] == ["runserver"] else []),
     "airlock.apps.AdminConfig",  # django.contrib.admin, with airlock.admin.AirlockAdminSite
     "django.contrib.auth",
     "django.contrib.contenttypes",

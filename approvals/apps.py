@@ -1,15 +1,19 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_delete, post_save
 
+from runtime import invalidation
+
 
 def _invalidate_leases(sender, instance, using="default", **kwargs):
-    """A saved lease is seen by this process's gateway at once (others: approvals.live listener)."""
+    """A saved lease is seen by this process's gateway at once, by the others once the commit is announced
+    (runtime.invalidation; approvals.live's airlock.leases listener too)."""
     from django.db import transaction
 
     from approvals import lease_check
 
     lease_check.invalidate_all(instance.connection)
     transaction.on_commit(lambda: lease_check.invalidate_all(instance.connection), using=using)
+    invalidation.announce_on_commit("leases", instance.connection, using=using)
 
 
 class ApprovalsConfig(AppConfig):

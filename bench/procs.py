@@ -1,11 +1,16 @@
-"""The processes a bench run starts (gateway servers, kubectl proxy) and what it reads from /proc.
+"""The processes a bench run starts (gateway servers, kubectl proxy), the database and Redis they use,
+and what it reads from /proc.
 
 Every process is started by this module, remembered by its Popen handle and
-stopped by that handle only.
+stopped by that handle only.  The production gateway is docker-compose.yml's command (uvicorn with its
+``--workers``, production flags, no access log) on PostgreSQL and Redis when they answer on loopback
+(as .ci/run starts them), else on SQLite without Redis; its memory and CPU are those of the whole
+process tree (uvicorn's supervisor and its workers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -14,8 +19,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -54,6 +63,40 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, ...), from /proc/<pid>/task/*/children."""
+    found, queue = [], [pid]
+    while queue:
+        parent = queue.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as listed:
+                    kids = [int(child) for child in listed.read().split()]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            found += kids
+            queue += kids
+    return found
+
+
+def tree(pid: int) -> list[int]:
+    return [pid, *descendants(pid)]
+
+
+def _sum_alive(read, pids: list[int]):
+    total = 0
+    for pid in pids:
+        try:
+            total += read(pid)
+        except (FileNotFoundError, ProcessLookupError, RuntimeError):
+            pass  # gone meanwhile
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far, from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -83,12 +126,21 @@ class Service:
         return self.proc.pid
 
     port: int = 0
+    workers: int = 1  # serving processes (uvicorn --workers); the supervisor is not one when there are several
+
+    def pids(self) -> list[int]:
+        """The process and everything it started (uvicorn's workers)."""
+        return tree(self.proc.pid)
 
     def rss_kib(self) -> int:
-        return rss_kib(self.proc.pid)
+        """Resident memory of the whole tree: the supervisor and every worker."""
+        return _sum_alive(rss_kib, self.pids())
+
+    def rss_kib_each(self) -> dict[int, int]:
+        return {pid: _sum_alive(rss_kib, [pid]) for pid in self.pids()}
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.proc.pid)
+        return _sum_alive(cpu_seconds, self.pids())
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -101,12 +153,16 @@ class Service:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            below = descendants(self.proc.pid)
+            self.proc.send_signal(signal.SIGTERM)  # uvicorn's supervisor passes it on to its workers
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            for pid in below:  # a worker left behind would keep the port
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def wait_listening(service: Service) -> Service:
@@ -125,27 +181,98 @@ def wait_listening(service: Service) -> Service:
             time.sleep(0.05)
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path, port: int) -> Service:
+def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path, port: int, workers: int = 1) -> Service:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=env, cwd=REPO)
-    return Service(name=name, proc=proc, url=f"https://127.0.0.1:{port}", log_path=log_path, port=port)
+    return Service(name=name, proc=proc, url=f"https://127.0.0.1:{port}", log_path=log_path, port=port,
+                   workers=workers)
 
 
-def spawn_uvicorn(name: str, app: str, env: dict[str, str], tls, workdir: Path) -> Service:
-    """The gateway as docker-compose.yml runs it (uvloop, httptools with airlock.server's read limits,
-    wsproto), on a loopback port.
+def production_command() -> list[str]:
+    """docker-compose.yml's gateway command (after ``uvicorn``), without its listener and certificates."""
+    command = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["gateway"]["command"]
+    if command[0] != "uvicorn":
+        raise RuntimeError(f"docker-compose.yml's gateway is not uvicorn: {command[0]}")
+    return [arg for arg in command[1:] if not arg.startswith(("--host", "--port", "--ssl-"))]
+
+
+def production_workers() -> int:
+    """docker-compose.yml's ``--workers`` (1 when it names none)."""
+    flag = next((arg for arg in production_command() if arg.startswith("--workers")), "--workers=1")
+    return int(flag.split("=", 1)[1])
+
+
+def spawn_uvicorn(name: str, app: str, env: dict[str, str], tls, workdir: Path, workers: int | None = None) -> Service:
+    """The gateway as docker-compose.yml runs it (its uvicorn flags, ``--workers`` included unless
+    ``workers`` says otherwise), on a loopback port.  The application is ``app`` (production's
+    ``airlock.asgi:application``, or a bench variant).
 
     Returns at once; pass the result to wait_listening.
     """
     port = free_port()
+    command = [arg for arg in production_command() if not arg.startswith("--workers")]
+    workers = production_workers() if workers is None else workers
     argv = [
-        PYTHON, "-m", "uvicorn", app, "--host=127.0.0.1", f"--port={port}",
+        PYTHON, "-m", "uvicorn", app, *command[1:], "--host=127.0.0.1", f"--port={port}",
         f"--ssl-certfile={tls.cert_file}", f"--ssl-keyfile={tls.key_file}",
-        "--loop=uvloop", "--http=airlock.server:HttpToolsProtocol", "--ws=wsproto", "--timeout-graceful-shutdown=30",
-        "--no-access-log",
+        *([f"--workers={workers}"] if workers > 1 else []),
     ]
-    return _spawn(name, argv, env, workdir / f"{name}.log", port)
+    return _spawn(name, argv, env, workdir / f"{name}.log", port, workers)
+
+
+def wait_workers(service: Service, timeout: float = START_TIMEOUT) -> Service:
+    """Block until every worker of a multi-worker gateway has started its application (its log says so)."""
+    if service.workers <= 1:
+        return service
+    deadline = time.monotonic() + timeout
+    while service.log_tail(200_000).count("Application startup complete") < service.workers:
+        if not service.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{service.name}: its {service.workers} workers did not start:\n{service.log_tail()}")
+        time.sleep(0.1)
+    return service
+
+
+# -- the gateway's database and Redis ---------------------------------------------------------------
+
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def _answers(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def backends(tag: str) -> Iterator[dict[str, str]]:
+    """The production gateway's DATABASE_URL and REDIS_URL: a throw-away PostgreSQL database (dropped
+    afterwards) and BENCH_REDIS_URL's Redis database when they answer on loopback, else nothing (the
+    caller's SQLite, one process's in-memory channel layer).  Yields the environment to add."""
+    env: dict[str, str] = {}
+    database = None
+    if _answers(POSTGRES_URL, 5432):
+        import psycopg
+
+        database = f"airlock_bench_{tag}"
+        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{database}"')
+        env["DATABASE_URL"] = urlunsplit(urlsplit(POSTGRES_URL)._replace(path=f"/{database}"))
+    if _answers(REDIS_URL, 6379):
+        env["REDIS_URL"] = REDIS_URL
+    try:
+        yield env
+    finally:
+        if database is not None:
+            import psycopg
+
+            with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def spawn_daphne(name: str, app: str, env: dict[str, str], tls, workdir: Path) -> Service:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import audit_writers, stream_masking
+from bench import audit_writers, stream_masking, watch_memory
 
 MB = 1e6
 MIB = 2**20
@@ -54,6 +54,16 @@ def evaluate(results: dict) -> list[dict]:
             "met": min(exec_rates.values()) >= 100,
         },
     ]
+
+
+def _server_sentence(results: dict) -> str:
+    """How the production gateway ran: its worker count and its database (older results: one process, SQLite)."""
+    workers = results.get("workers", {}).get("uvicorn", 1)
+    backends = results.get("backends", {"database": "sqlite", "redis": False})
+    database = "PostgreSQL" if backends["database"] == "postgresql" else "SQLite"
+    redis = " and Redis" if backends["redis"] else " (no Redis)"
+    return (f"The gateway runs exactly as docker-compose.yml starts it (uvicorn, uvloop, httptools, wsproto, no "
+            f"access log) with **{workers} worker process{'es' if workers != 1 else ''}**, on {database}{redis}, ")
 
 
 def _other_load(results: dict) -> str:
@@ -109,8 +119,7 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         ]),
         "",
         "Everything shares this machine: kubesim (Python, aiohttp, one process), the gateway processes, "
-        "kubectl proxy and the load generators. Measurements run one after another. The gateway runs "
-        "exactly as docker-compose.yml starts it (uvicorn, uvloop, httptools, wsproto), with a SQLite database, "
+        "kubectl proxy and the load generators. Measurements run one after another. " + _server_sentence(results) +
         "development static tokens and an allow-all rule; daphne runs the same `airlock.asgi:application`. "
         f"Upstream HTTP client in production: **{results['clients']['default']}**; "
         f"compared with: {results['clients']['alternative']}.",
@@ -139,9 +148,10 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         ]),
         "",
         "CPU columns: CPU time the process in the middle (kubectl proxy or the gateway) and kubesim used "
-        "during the cell, divided by the requests served; in brackets the cores each kept busy. The gateway "
-        "is one Python process: its request handling shares one interpreter lock with its audit writer "
-        "thread, so about 1.0 core is its ceiling. The last column is the CPU every other process on the "
+        "during the cell, divided by the requests served; in brackets the cores each kept busy (the gateway's "
+        f"summed over its {results.get('workers', {}).get('uvicorn', 1)} worker process(es): each shares one "
+        "interpreter lock with its audit writer thread, so about one core per worker is its ceiling). "
+        "The last column is the CPU every other process on the "
         "machine used during the cell (other work sharing this machine); well above 0 means the cell "
         "competed for the 2 cores and its figures are pessimistic.",
         "",
@@ -151,7 +161,7 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         f"process), then {p['rounds']} changes written straight to kubesim, one at a time once every "
         "watcher has the previous one. Latency: PATCH sent -> event read by a watcher, so it includes "
         "kubesim encoding the event once per watcher and the client reading all of them. RSS is the "
-        "gateway process's VmRSS.",
+        "gateway's VmRSS, summed over all its processes (uvicorn's supervisor and workers).",
         "",
         _table(["path", "watches", "opened in s", "events", "missing", "p50 ms", "p99 ms", "max ms",
                 "last watcher p50 ms", "RSS before MiB", "RSS with watches MiB", "peak MiB", "KiB per watch"], [
@@ -230,6 +240,8 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         _errors_section(results["gateway_errors"]),
         "",
     ]
+    if results.get("watch_memory"):
+        parts += ["## Scaling", "", watch_memory.render(results["watch_memory"])]
     if soak is not None:
         parts += [_soak_section(soak), ""]
     if scaleout:  # rendered by bench/scaleout.py

@@ -1,10 +1,13 @@
 """``python -m bench.run [--quick] [--watches N]``: the whole bench in one run, report in bench/RESULTS.md.
 
-Starts kubesim, three gateway processes on the same SQLite database (uvicorn
-with the production upstream client, uvicorn with the alternative client,
-daphne with the production client) and ``kubectl proxy``, then measures:
+Starts kubesim, three gateways on one database (uvicorn as production runs it,
+docker-compose.yml's command with its worker processes, with the production
+upstream client; the same with the alternative client; daphne, one process,
+with the production client) and ``kubectl proxy``, then measures:
 small GETs (wrk), exec stdout throughput, watch fan-out (latency and gateway
-RSS) and memory under a slow reader.  Measurements run one after another,
+RSS) and memory under a slow reader.  The database is PostgreSQL and Redis when
+they answer on loopback (bench.procs.backends, as .ci/run starts them), else
+SQLite; a gateway's CPU and memory are those of all its processes.  Measurements run one after another,
 never overlapping, so each process has the machine to itself.
 """
 
@@ -12,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import importlib.util
 import json
+import os
 import secrets
 import signal
 import statistics
@@ -28,7 +33,7 @@ from pathlib import Path
 import httpx
 import uvloop
 
-from bench import audit_writers, cluster, machine, procs, report, stream_masking
+from bench import audit_writers, cluster, machine, procs, report, stream_masking, watch_memory
 from bench.load import Wrk
 from bench.streams import exec_cat, kubectl_exec_cat, slow_reader
 from bench.watch import run_fanout
@@ -40,6 +45,7 @@ AGENT_GROUP = "bench-agents"
 DEFAULT_CLIENT = DEFAULT_TRANSPORT
 ALTERNATIVE_CLIENT = next(name for name in TRANSPORTS if name != DEFAULT_TRANSPORT)
 MIB = 2**20
+WATCH_MAX_CONNECTIONS = 10000
 
 
 @dataclass(frozen=True)
@@ -152,8 +158,11 @@ def run(profile: Profile, workdir: Path) -> dict:
     started = time.monotonic()
     wrk = Wrk(workdir, threads=2)
     services: list[procs.Service] = []
+    spare: list[procs.Service] = []  # started and stopped within one measurement
     sim = None
+    backends = contextlib.ExitStack()
     try:
+        backend_env = backends.enter_context(procs.backends(str(os.getpid())))
         _progress("starting kubesim and writing the bench pod's files")
         sim = cluster.start(workdir / "kubesim", exec_bytes=profile.exec_bytes, log_bytes=profile.log_bytes)
         token = secrets.token_urlsafe(24)
@@ -164,7 +173,14 @@ def run(profile: Profile, workdir: Path) -> dict:
             AIRLOCK_DEV_STATIC_TOKENS=f"{token}=bench-agent:{AGENT_GROUP}",
             AIRLOCK_DEBUG="false",
             AIRLOCK_AUDIT_WRITER="process",  # as in production: the audit writer process, not a thread per gateway
+            # Every worker's metric values, as the image sets it (runtime/metrics.py).
+            PROMETHEUS_MULTIPROC_DIR=str(workdir / "metrics"),
+            # Per worker process; the default 1000 would refuse the watch-memory curve's 5,000 watches.
+            AIRLOCK_MAX_CONNECTIONS=str(WATCH_MAX_CONNECTIONS),
+            **backend_env,
         )
+        results["backends"] = {"database": "postgresql" if "DATABASE_URL" in backend_env else "sqlite",
+                               "redis": "REDIS_URL" in backend_env}
         _prepare_database(env, sim, sim.admin_token)
         tls = generate_tls(workdir / "gateway-tls")
 
@@ -172,11 +188,16 @@ def run(profile: Profile, workdir: Path) -> dict:
         spawned = [
             procs.spawn_uvicorn("uvicorn", "airlock.asgi:application", env, tls, workdir),
             procs.spawn_uvicorn(f"uvicorn-{ALTERNATIVE_CLIENT}", "bench.gateway_asgi:application",
-                                dict(env, BENCH_UPSTREAM_CLIENT=ALTERNATIVE_CLIENT), tls, workdir),
-            procs.spawn_daphne("daphne", "airlock.asgi:application", env, tls, workdir),
+                                dict(env, BENCH_UPSTREAM_CLIENT=ALTERNATIVE_CLIENT,
+                                     PROMETHEUS_MULTIPROC_DIR=str(workdir / "metrics-alt")), tls, workdir),
+            procs.spawn_daphne("daphne", "airlock.asgi:application",
+                               {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, tls, workdir),
         ]
         services.extend(spawned)
-        uvicorn_default, uvicorn_alt, daphne = (procs.wait_listening(service) for service in spawned)
+        uvicorn_default, uvicorn_alt, daphne = (procs.wait_workers(procs.wait_listening(service))
+                                                for service in spawned)
+        results["workers"] = {"uvicorn": uvicorn_default.workers, "uvicorn-alt": uvicorn_alt.workers,
+                              "daphne": daphne.workers}
         kubectl_proxy = procs.start_kubectl_proxy(sim.kubeconfig, workdir)
         services.append(kubectl_proxy)
 
@@ -236,6 +257,24 @@ def run(profile: Profile, workdir: Path) -> dict:
 
         results["watch"] = {key: _run_async(fanout(targets[key])) for key in ("direct", "uvicorn", "uvicorn-alt", "daphne")}
 
+        _progress(f"watch memory: {', '.join(map(str, watch_memory.COUNTS[profile.name]))} watches")
+
+        def fresh_gateway():
+            service = procs.spawn_uvicorn(f"uvicorn-watch-memory-{len(spare) + 1}", "airlock.asgi:application", env,
+                                          tls, workdir)
+            spare.append(service)  # stopped by the finally below if the bench stops first
+            target = Target("airlock uvicorn", via(procs.wait_workers(procs.wait_listening(service))), token,
+                            tls.ca_file, service)
+            _check(target, small)
+            return target, service
+
+        async def memory_curve():
+            async with cluster.async_admin_client(sim) as admin:
+                return await watch_memory.measure(profile, fresh_gateway, admin)
+
+        results["watch_memory"] = _run_async(memory_curve())
+        results["watch_memory"]["errors"] = [line for service in spare for line in _error_lines(service)]
+
         _progress(f"slow reader: {profile.log_bytes // MIB} MiB log read at ~160 KB/s for {profile.slow_seconds}s")
         log_path = f"/api/v1/namespaces/{cluster.NAMESPACE}/pods/{cluster.EXEC_POD}/log"
         results["slow_reader"] = {
@@ -257,26 +296,29 @@ def run(profile: Profile, workdir: Path) -> dict:
         _progress("audit appends against the number of writers (bench/audit_writers.py)")
         results["audit_writers"] = audit_writers.measure(profile)
     finally:
-        for service in services:
+        for service in services + spare:
             service.stop()
         if sim is not None:
             sim.stop()
+        backends.close()
     _progress("stream masking and the exec tap, in process (bench/stream_masking.py)")
     results["stream_masking"] = stream_masking.measure(profile)
     results["targets"] = report.evaluate(results)
+    if (memory_target := watch_memory.target_row(results.get("watch_memory", {}))) is not None:
+        results["targets"].append(memory_target)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     return results
 
 
 def _small_get(wrk: Wrk, target: Target, path: str, connections: int, seconds: int, kubesim_pid: int) -> dict:
     """One wrk run, plus the CPU seconds the proxy in between, kubesim and the whole machine used meanwhile."""
-    pids = {"kubesim": kubesim_pid}
+    used = {"kubesim": lambda: procs.cpu_seconds(kubesim_pid)}
     if target.service is not None:
-        pids["proxy"] = target.service.pid
-    before = {name: procs.cpu_seconds(pid) for name, pid in pids.items()}
+        used["proxy"] = target.service.cpu_seconds  # every process of it (uvicorn's workers)
+    before = {name: cpu() for name, cpu in used.items()}
     busy_before = procs.machine_busy_seconds()
     cell = wrk.run(target.base_url + path, target.token, connections, seconds).as_dict()
-    cell["cpu_s"] = {name: procs.cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    cell["cpu_s"] = {name: cpu() - before[name] for name, cpu in used.items()}
     cell["cpu_s"]["wrk"] = cell.pop("wrk_cpu_cores") * cell["seconds"]
     cell["cpu_s"]["machine"] = procs.machine_busy_seconds() - busy_before
     return cell

@@ -57,7 +57,7 @@ async def _watcher(reader, fanout: Fanout) -> None:
 
 
 async def run_fanout(base_url: str, token: str, ca_file, admin: httpx.AsyncClient, *, watchers: int, rounds: int,
-                     settle: float, rss=None) -> dict:
+                     settle: float, rss=None, open_timeout: float = ROUND_TIMEOUT) -> dict:
     """``base_url`` is the cluster as the watchers see it (kubesim, or the gateway's /k8s/<name>).
 
     Each watch starts just before the ConfigMap's last change, so its first
@@ -87,8 +87,8 @@ async def run_fanout(base_url: str, token: str, ca_file, admin: httpx.AsyncClien
 
     started = time.monotonic()
     try:
-        await asyncio.wait_for(asyncio.gather(*(open_one() for _ in range(watchers))), ROUND_TIMEOUT)
-        await asyncio.wait_for(fanout.complete[-1].wait(), ROUND_TIMEOUT)
+        await asyncio.wait_for(asyncio.gather(*(open_one() for _ in range(watchers))), open_timeout)
+        await asyncio.wait_for(fanout.complete[-1].wait(), open_timeout)
         established = time.monotonic() - started
         await asyncio.sleep(settle)
         rss_watching = rss() if rss else None

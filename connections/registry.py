@@ -8,8 +8,9 @@ name share one load.
 
 Staleness bound: a save or delete of a Connection (or of one of its TrustedProxy rows, which
 moves the connection's `updated_at`) in this process invalidates
-every registry of the process at once (post_save/post_delete, and again on commit).  Changes made
-by another process are noticed because every entry is re-validated against
+every registry of the process at once (post_save/post_delete, and again on commit), and every other
+process once the commit is announced (runtime.invalidation, over Redis).  Without that announcement,
+changes made by another process are noticed because every entry is re-validated against
 the row's `updated_at` when it is older than
 settings.AIRLOCK_CONNECTION_REVALIDATE_SECONDS (default 5 s): a request may
 use a connection's previous settings for at most that long after another
@@ -46,7 +47,7 @@ from connections.timeouts import DEFAULT_TIMEOUTS
 from identity.proxies import ProxyGrant
 from connections.validation import NAME_RE
 from masking.config import detectors_key
-from runtime import db
+from runtime import db, invalidation
 from runtime.cache import Flights, refresh, stale_seconds
 
 log = logging.getLogger(__name__)
@@ -308,3 +309,12 @@ def on_connection_changed(sender, instance: Connection, using: str = "default", 
     name, pk = instance.name, instance.pk
     ConnectionRegistry.invalidate_all(name, pk)
     transaction.on_commit(lambda: ConnectionRegistry.invalidate_all(name, pk), using=using)
+    invalidation.announce_on_commit("connections", name, pk, using=using)
+
+
+def on_announcement(name: str | None, connection_id: int | None) -> None:
+    """runtime.invalidation's invalidator: another process saved or deleted this connection (None: any)."""
+    if name is None:
+        ConnectionRegistry.clear_all()
+    else:
+        ConnectionRegistry.invalidate_all(name, connection_id)

@@ -1,4 +1,8 @@
-"""The per-process cache of each connection's compiled rules, and its loader."""
+"""The per-process cache of each connection's compiled rules, and its loader.
+
+A Rule or Connection saved anywhere drops it in every process: here by the model signals, elsewhere by
+the announcement runtime.invalidation carries; ``max_age`` bounds staleness when that does not arrive.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from django.db import transaction
 
 from policy.compile import CompiledRule, in_order
 from policy.models import Rule
+from runtime import invalidation
 from runtime.cache import ConnectionCache
 
 DEFAULT_MAX_AGE = 5.0
@@ -27,10 +32,12 @@ def invalidate_all(connection_name: str | None = None) -> None:
 
 
 def invalidate_on_change(sender, using=None, **kwargs) -> None:
-    """post_save/post_delete receiver for Rule and Connection (connected in policy.apps)."""
+    """post_save/post_delete receiver for Rule and Connection (connected in policy.apps); every other
+    process hears of it once the transaction commits (runtime.invalidation)."""
     invalidate_all()
     # Loads racing with the still-open transaction must not be kept.
     transaction.on_commit(invalidate_all, using=using)
+    invalidation.announce_on_commit("rules", using=using)
 
 
 class PolicyCache(ConnectionCache):

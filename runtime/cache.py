@@ -2,8 +2,9 @@
 
 A miss loads through :func:`runtime.db.run` (a bounded thread pool, off the
 event loop); concurrent misses of one key share one load.  Model signals
-invalidate every cache of a kind in this process (``invalidate_all``); other
-processes see a change within ``max_age`` seconds.  A load that started
+invalidate every cache of a kind in this process (``invalidate_all``) and, once
+committed, every other process through runtime.invalidation's announcement over
+Redis; without it (Redis away) other processes see a change within ``max_age`` seconds.  A load that started
 before an invalidation is returned to its caller but not kept, so a racing
 load never resurrects stale data.
 

@@ -32,9 +32,9 @@ import httpx
 import psycopg
 import yaml
 
-from kubesim import requestlog
 from kubesim.certs import generate_tls
 from tests.gateway_harness import AGENT_TOKEN, AGENT_TOKENS
+from tests.rig_procs import AuditReads, flush_redis, serving_workers
 from tests.tcpproxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,20 +135,25 @@ class Postgres:
 
 
 def compose_command() -> list[str]:
-    """docker-compose.yml's gateway command without its listener and certificate options."""
+    """docker-compose.yml's gateway command without its listener, certificate and worker-count options."""
     command = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["gateway"]["command"]
     assert command[0] == "uvicorn", command
-    return [arg for arg in command[1:] if not arg.startswith(("--host", "--port", "--ssl-"))]
+    return [arg for arg in command[1:] if not arg.startswith(("--host", "--port", "--ssl-", "--workers"))]
 
 
 class Gateway:
-    """One gateway process; it keeps its loopback port across restarts."""
+    """One gateway process; it keeps its loopback port across restarts.
 
-    def __init__(self, name: str, directory: Path, tls, env: dict):
+    ``workers``: uvicorn's ``--workers`` (1: the process serves itself, as the resilience tests kill
+    and restart it; more: a supervisor and that many worker processes, which :meth:`kill` ends too).
+    """
+
+    def __init__(self, name: str, directory: Path, tls, env: dict, workers: int = 1):
         self.name = name
         self.directory = directory
         self.tls = tls
         self.env = env
+        self.workers = workers
         self.port = 0
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -174,7 +179,8 @@ class Gateway:
             log.flush()
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", *compose_command(), "--fd", str(sock.fileno()),
-                 f"--ssl-certfile={self.tls.cert_file}", f"--ssl-keyfile={self.tls.key_file}", "--no-access-log"],
+                 f"--ssl-certfile={self.tls.cert_file}", f"--ssl-keyfile={self.tls.key_file}", "--no-access-log",
+                 *([f"--workers={self.workers}"] if self.workers > 1 else [])],
                 cwd=ROOT, env=self.env, pass_fds=[sock.fileno()], stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -195,7 +201,11 @@ class Gateway:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self) -> None:
+        workers = serving_workers(self.proc.pid)
         self.proc.send_signal(signal.SIGKILL)
+        for pid in workers:  # orphans otherwise, still holding the listener
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.proc.wait(10)
 
     def terminate(self) -> None:
@@ -217,7 +227,7 @@ class Gateway:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-class Rig:
+class Rig(AuditReads):
     """Two gateways sharing one PostgreSQL database, one Redis and one cluster, each behind a proxy.
 
     ``settings`` are extra environment variables for both gateways (shorter timeouts and cache
@@ -270,10 +280,7 @@ class Rig:
 
     @staticmethod
     def _flush_redis() -> None:
-        """A previous run's channel-layer messages and broker queue must not reach this one's gateways."""
-        with socket.create_connection(REDIS, timeout=5) as sock:
-            sock.sendall(f"SELECT {REDIS_DB}\r\nFLUSHDB\r\n".encode())
-            sock.recv(64)
+        flush_redis(REDIS, REDIS_DB)
 
     # -- faults that are not the proxies' ----------------------------------------------------------
 
@@ -299,19 +306,6 @@ class Rig:
             self.kubesim.proc.send_signal(signal.SIGCONT)
 
     # -- what the checks read -------------------------------------------------------------------
-
-    def audit_rows(self, user_agent_prefix: str) -> list[tuple]:
-        """(user_agent, stage, response_code, response_reason) of every audit event of these requests."""
-        with psycopg.connect(self.postgres.url(self.database), connect_timeout=5) as db:
-            return db.execute(
-                "SELECT user_agent, stage, response_code, response_reason FROM audit_auditevent "
-                "WHERE user_agent LIKE %s", (user_agent_prefix.replace("%", r"\%") + "%",),
-            ).fetchall()
-
-    def forwarded(self, user_agent_prefix: str) -> set[str]:
-        """User-Agents of the requests kubesim logged as received from a gateway."""
-        return {agent for record in self.kubesim.requests() for agent in requestlog.header(record, "user-agent")
-                if agent.startswith(user_agent_prefix)}
 
     def verify_audit(self) -> subprocess.CompletedProcess:
         """``manage.py verify_audit``: the chain intact and no request without its completion (those in

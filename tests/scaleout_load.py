@@ -218,6 +218,36 @@ def audit_check(rig: ScaleOut, outcomes: list[Outcome], prefix: str, *, within: 
 AUDIT_PROBLEMS = ("missing", "extra", "wrong", "unaudited", "received_only")
 
 
+def run_with_load(rig: ScaleOut, prefix: str, scenario) -> tuple[dict, Ledger, dict]:
+    """``scenario(ledger)`` while the load runs; the scenario's result, the ledger and each replica's share
+    (connections through HAProxy, or requests a worker counted)."""
+    before = rig.balancer.connections()
+    ledger = Ledger(prefix)
+    load = Load(rig, ledger, clients=3).start()
+    try:
+        result = scenario(ledger)
+    finally:
+        load.stop()
+    after = rig.balancer.connections()
+    share = {name: after[name] - before.get(name, 0) for name in after}
+    print(result, share, len(ledger.outcomes))
+    return result, ledger, share
+
+
+def assert_served_and_audited(rig: ScaleOut, prefix: str, ledger: Ledger, share: dict) -> None:
+    """Every answer the expected one, the load on every replica, one completion per request sent, and
+    ``verify_audit`` passing."""
+    wrong = problems(ledger.outcomes)
+    assert not wrong, "\n".join(wrong[:20])
+    assert len(share) == len(rig.balancer.servers) and all(count > 0 for count in share.values()), share
+    audit = audit_check(rig, ledger.outcomes, prefix)
+    for key in AUDIT_PROBLEMS:
+        assert not audit[key], f"{len(audit[key])} {key}: {audit[key][:10]}"
+    assert audit["sent"] == audit["answered"] == audit["completions"] == len(ledger.outcomes), audit
+    verify = rig.verify_audit()
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
 def latencies(outcomes: list[Outcome], kinds=tuple(EXPECTED)) -> list[float]:
     return sorted(o.seconds for o in outcomes if o.kind in kinds and o.status is not None)
 

@@ -37,9 +37,9 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from kubesim import requestlog
 from kubesim.certs import generate_tls
 from tests.gateway_harness import AGENT_TOKEN
+from tests.rig_procs import AuditReads, Workers, flush_redis, free_port
 from tests.resilience_rig import REDIS, REDIS_DB, REVIEWER_TOKEN, ROOT, Gateway, Postgres, base_env, manage
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -84,12 +84,6 @@ oncall = User.objects.create_user("oncall")
 oncall.user_permissions.add(Permission.objects.get(codename="request_lease"))
 Token.objects.create(user=oncall, key=os.environ["SEED_ONCALL_TOKEN"])
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def client_port(response: httpx.Response) -> int:
@@ -226,13 +220,18 @@ class Celery:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
 
 
-class ScaleOut:
+class ScaleOut(AuditReads):
     """Three gateways, HAProxy in front, a Celery worker and beat, one database, one Redis, one kubesim.
 
-    ``settings`` are extra environment variables for every process of the deployment.
+    ``settings`` are extra environment variables for every process of the deployment.  With
+    ``replicas`` of one name and ``workers`` above 1 it is one gateway serving from that many worker
+    processes (``uvicorn --workers``), as a pod runs it: no HAProxy, :class:`tests.rig_procs.Workers`
+    answers where the balancer would (which worker holds a connection); ``celery=False`` leaves the
+    worker and beat out (the gateways then sweep leases themselves).
     """
 
-    def __init__(self, directory: Path, postgres: Postgres, kubesim, settings: dict[str, str]):
+    def __init__(self, directory: Path, postgres: Postgres, kubesim, settings: dict[str, str],
+                 replicas: tuple[str, ...] = REPLICAS, workers: int = 1, celery: bool = True):
         self.directory = directory
         self.postgres = postgres
         self.kubesim = kubesim
@@ -250,12 +249,16 @@ class ScaleOut:
                             REDIS_URL=f"redis://{REDIS[0]}:{REDIS[1]}/{REDIS_DB}",
                             AIRLOCK_AUDIT_JOURNAL_DIR=str(self.journal_dir),
                             AIRLOCK_AUDIT_ANCHOR_FILE=str(self.anchor_file), **settings)
+        self.workers = workers
         self.gateways = [Gateway(name, directory / name, self.tls,
-                                 dict(self.env, AIRLOCK_VAR_DIR=str(directory / name / "var")))
-                         for name in REPLICAS]
+                                 dict(self.env, AIRLOCK_VAR_DIR=str(directory / name / "var"),
+                                      **({"PROMETHEUS_MULTIPROC_DIR": str(directory / name / "metrics")}
+                                         if workers > 1 else {})),
+                                 workers=workers)
+                         for name in replicas]
         self.celery = [Celery(role, directory / "celery", dict(self.env, AIRLOCK_VAR_DIR=str(directory / "celery")))
-                       for role in ("worker", "beat")]
-        self.balancer: Balancer | None = None
+                       for role in ("worker", "beat")] if celery else []
+        self.balancer: Balancer | Workers | None = None
 
     def start(self) -> "ScaleOut":
         for process in self.celery:
@@ -274,7 +277,12 @@ class ScaleOut:
         for thread in threads:
             thread.join()
         assert not failures, "\n".join(failures)
-        self.balancer = Balancer(self.directory / "haproxy", {g.name: g.port for g in self.gateways}).start()
+        if len(self.gateways) == 1 and self.workers > 1:
+            gateway = self.gateways[0]
+            self.balancer = Workers(gateway.proc.pid, gateway.port, Path(gateway.env["PROMETHEUS_MULTIPROC_DIR"]),
+                                    expected=self.workers)
+        else:
+            self.balancer = Balancer(self.directory / "haproxy", {g.name: g.port for g in self.gateways}).start()
         for process in self.celery:
             assert process.alive(), f"celery {process.role} exited:\n{process.log()}"
         return self
@@ -284,7 +292,7 @@ class ScaleOut:
             gateway.terminate() if gateway.alive() else None
         for gateway in self.gateways:
             gateway.stop()
-        if self.balancer is not None:
+        if isinstance(self.balancer, Balancer):
             self.balancer.stop()
         for process in self.celery:
             process.stop()
@@ -292,10 +300,7 @@ class ScaleOut:
 
     @staticmethod
     def _flush_redis() -> None:
-        """A previous run's channel-layer messages and broker queue must not reach this one's processes."""
-        with socket.create_connection(REDIS, timeout=5) as sock:
-            sock.sendall(f"SELECT {REDIS_DB}\r\nFLUSHDB\r\n".encode())
-            sock.recv(64)
+        flush_redis(REDIS, REDIS_DB)
 
     # -- clients through the balancer ----------------------------------------------------------------
 
@@ -326,14 +331,6 @@ class ScaleOut:
 
     # -- what the checks read -------------------------------------------------------------------------
 
-    def audit_rows(self, user_agent_prefix: str) -> list[tuple]:
-        """(user_agent, stage, response_code, response_reason) of every audit event of these requests."""
-        with psycopg.connect(self.postgres.url(self.database), connect_timeout=5) as db:
-            return db.execute(
-                "SELECT user_agent, stage, response_code, response_reason FROM audit_auditevent "
-                "WHERE user_agent LIKE %s", (user_agent_prefix.replace("%", r"\%") + "%",),
-            ).fetchall()
-
     def scheduled_anchors(self) -> int:
         """Anchors beat's task made on the worker (the gateways make theirs at shutdown)."""
         with psycopg.connect(self.postgres.url(self.database), connect_timeout=5) as db:
@@ -345,10 +342,6 @@ class ScaleOut:
         return sum(1 for record in self.kubesim.requests()
                    if record.get("method") == method and record.get("path") == path
                    and "dryRun=All" not in (record.get("query") or ""))
-
-    def forwarded(self, user_agent_prefix: str) -> set[str]:
-        return {agent for record in self.kubesim.requests() for agent in requestlog.header(record, "user-agent")
-                if agent.startswith(user_agent_prefix)}
 
     def verify_audit(self) -> subprocess.CompletedProcess:
         """``manage.py verify_audit`` against the signed anchors beat and the gateways wrote: the chain
@@ -362,6 +355,6 @@ class ScaleOut:
     def logs(self) -> str:
         parts = [f"=== gateway {g.name}\n{g.log()[-4000:]}" for g in self.gateways]
         parts += [f"=== celery {c.role}\n{c.log()}" for c in self.celery]
-        if self.balancer is not None:
+        if isinstance(self.balancer, Balancer):
             parts.append(f"=== haproxy\n{self.balancer.log()}")
         return "\n".join(parts)

@@ -65,3 +65,15 @@ def test_quick_bench_produces_a_complete_report(tmp_path):
     for heading in ("## Targets", "## 1. Small GET", "## 2. Watch fan-out", "## 3. Exec stdout throughput",
                     "## 4. Servers: uvicorn vs daphne", "## 5. Upstream HTTP client", "## 6. Masking"):
         assert heading in report
+
+    # The production gateway as docker-compose.yml runs it: its worker processes, reported; the
+    # watch-memory curve (bench/watch_memory.py) with every watch served, in its table.
+    from bench.procs import production_workers
+
+    assert results["workers"]["uvicorn"] == production_workers() >= 2
+    assert f"**{production_workers()} worker processes**" in report
+    rows = results["watch_memory"]["rows"]
+    assert [row["watches"] for row in rows] == [20, 50]
+    assert all(row["missing"] == 0 and row["broken_streams"] == 0 and row["processes"] >= 3 for row in rows), rows
+    assert results["watch_memory"]["errors"] == []
+    assert "### Watch memory against the number of watches" in report

@@ -79,7 +79,7 @@ def test_aiohttp_access_lines():
 
 
 def test_daphne_runserver_lines():
-    """``manage.py runserver`` is daphne's (daphne is in INSTALLED_APPS); it logs through logging."""
+    """``manage.py runserver`` is daphne's (daphne is in INSTALLED_APPS for that command); it logs through logging."""
     from daphne.management.commands.runserver import Command
 
     with written("django.channels.server") as out:

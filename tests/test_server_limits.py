@@ -45,10 +45,11 @@ class Server:
 
 
 def compose_gateway_argv(port: int, tls, http: str | None) -> list[str]:
-    """docker-compose.yml's gateway command on a loopback port with test certificates."""
+    """docker-compose.yml's gateway command on a loopback port with test certificates, in one process (the
+    limits, the connection cap above all, are each process's: one worker keeps the counts exact)."""
     command = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["gateway"]["command"]
     assert command[0] == "uvicorn"
-    kept = [arg for arg in command[1:] if not arg.startswith(("--host", "--port", "--ssl-"))]
+    kept = [arg for arg in command[1:] if not arg.startswith(("--host", "--port", "--ssl-", "--workers"))]
     if http is not None:
         kept = [f"--http={http}" if arg.startswith("--http=") else arg for arg in kept]
     return [sys.executable, "-m", "uvicorn", *kept, "--host=127.0.0.1", f"--port={port}",

@@ -13,34 +13,7 @@ replicas, then checks:
 * ``manage.py verify_audit`` exits 0, against the anchors beat (through the worker) signed.
 """
 
-from tests.scaleout_load import AUDIT_PROBLEMS, Ledger, Load, audit_check, hold_open, hold_retry, lease_cut, problems
-
-
-def run_with_load(rig, prefix, scenario):
-    """``scenario(ledger)`` while the load runs; the scenario's result, the ledger and each replica's share."""
-    before = rig.balancer.connections()
-    ledger = Ledger(prefix)
-    load = Load(rig, ledger, clients=3).start()
-    try:
-        result = scenario(ledger)
-    finally:
-        load.stop()
-    after = rig.balancer.connections()
-    share = {name: after[name] - before.get(name, 0) for name in after}
-    print(result, share, len(ledger.outcomes))
-    return result, ledger, share
-
-
-def assert_served_and_audited(rig, prefix, ledger, share):
-    wrong = problems(ledger.outcomes)
-    assert not wrong, "\n".join(wrong[:20])
-    assert len(share) == 3 and all(count > 0 for count in share.values()), share
-    audit = audit_check(rig, ledger.outcomes, prefix)
-    for key in AUDIT_PROBLEMS:
-        assert not audit[key], f"{len(audit[key])} {key}: {audit[key][:10]}"
-    assert audit["sent"] == audit["answered"] == audit["completions"] == len(ledger.outcomes), audit
-    verify = rig.verify_audit()
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+from tests.scaleout_load import assert_served_and_audited, hold_open, hold_retry, lease_cut, run_with_load
 
 
 def test_a_hold_on_one_replica_approved_through_another_is_let_through_once(scaleout):

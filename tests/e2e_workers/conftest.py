@@ -1,0 +1,47 @@
+"""One gateway serving from two worker processes (``uvicorn --workers 2``, the production command of
+docker-compose.yml), on PostgreSQL and Redis, in front of kubesim: tests/scaleout_rig.py's ScaleOut
+with one replica of two workers, no HAProxy and no Celery (the gateway sweeps leases itself).
+
+The caches of rules, connections and leases are kept for ten minutes here (production: 5 s), so
+only the cross-process announcement (runtime.invalidation) can make a worker see a change made
+elsewhere within the tests' seconds.  PostgreSQL and Redis as in tests/e2e_scaleout.
+"""
+
+import pytest
+
+from kubesim.testing import start_kubesim
+from tests.resilience_rig import Postgres, postgres_url
+from tests.rig_procs import free_port
+from tests.scaleout_rig import ScaleOut
+
+WORKERS = 2
+SETTINGS = {
+    "AIRLOCK_POLICY_CACHE_SECONDS": "600",
+    "AIRLOCK_CONNECTION_REVALIDATE_SECONDS": "600",
+    "AIRLOCK_LEASE_CACHE_SECONDS": "600",
+    "AIRLOCK_REVIEW_HOLD_SECONDS": "60",
+    "AIRLOCK_DEBUG": "false",
+    # One metrics listener for the pod: whichever worker binds it serves every worker's values.
+    "AIRLOCK_METRICS_PORT": str(free_port()),
+    "AIRLOCK_METRICS_ADDRESS": "127.0.0.1",
+}
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory):
+    postgres = Postgres(postgres_url())
+    postgres.prefix = f"{postgres.config['NAME']}_workers_{postgres.prefix.rsplit('_', 1)[-1]}"
+    postgres.template = f"{postgres.prefix}_t"
+    postgres.create_template()
+    directory = tmp_path_factory.mktemp("workers")
+    sim = start_kubesim(directory / "kubesim")
+    rig = None
+    try:
+        rig = ScaleOut(directory, postgres, sim, SETTINGS, replicas=("gateway",), workers=WORKERS, celery=False)
+        yield rig.start()
+    finally:
+        if rig is not None:
+            rig.stop()
+            print(rig.logs())  # shown by pytest when a test failed
+        sim.stop()
+        postgres.drop(postgres.template)
