@@ -13,6 +13,10 @@ extraction: about a tenth of the event loop's time per small request, bench/hotp
 sending the same request line and headers the httpx client would and raising the same httpx
 exceptions; any other transport, a wrapped one (tracing) or a rotating credential goes
 through the httpx client as before.
+
+Long because the aiohttp transport, its direct path, the pool and the WebSocket opener share
+the error mapping, the connection slots and the keepalive options; apart, each would reach
+into the others' internals.
 """
 
 import asyncio
