@@ -290,9 +290,11 @@ def _profile_when_ready(proc, ready: Path, out: Path, seconds: float):
 def scaling(profile, sim=None) -> dict:
     """Issue 16 item 4: CPU per small GET against rules per connection and configured connections.
 
-    ``profile`` is bench.run's Profile (QUICK: few requests, only the smallest and largest points)."""
+    ``profile`` is bench.run's Profile (QUICK: few requests, only the smallest and largest points);
+    ``sim``: a running kubesim (bench.run's), else one is started here.  One connection with 10
+    rules is the first point of both tables and measured once."""
     quick = profile.name == "quick"
-    requests, batches = (100, 1) if quick else (1000, 5)
+    requests, batches, warmup = (100, 1, 50) if quick else (1000, 5, 200)
     rule_counts = (RULE_COUNTS[0], RULE_COUNTS[-1]) if quick else RULE_COUNTS
     connection_counts = (CONNECTION_COUNTS[0], 10) if quick else CONNECTION_COUNTS
     own = sim is None
@@ -302,17 +304,17 @@ def scaling(profile, sim=None) -> dict:
         workdir = tempfile.mkdtemp(prefix="airlock-hotpath-sim-")
         sim = cluster.start(Path(workdir) / "kubesim", exec_bytes=1024, log_bytes=1024)
     try:
-        results = {"requests": requests, "batches": batches, "rules": [], "connections": []}
-        for count in rule_counts:
-            results["rules"].append(measure(sim, rules=count, requests=requests, batches=batches,
-                                            warmup=50 if quick else 200))
-        for count in connection_counts:
-            results["connections"].append(measure(sim, connections=count, requests=requests, batches=batches,
-                                                  warmup=50 if quick else 200))
+        measured = {}
+        for rules, connections in [(r, 1) for r in rule_counts] + [(RULE_COUNTS[0], c) for c in connection_counts]:
+            if (rules, connections) not in measured:
+                measured[rules, connections] = measure(sim, rules=rules, connections=connections, requests=requests,
+                                                       batches=batches, warmup=warmup)
     finally:
         if own:
             sim.stop()
-    return results
+    return {"requests": requests, "batches": batches,
+            "rules": [measured[r, 1] for r in rule_counts],
+            "connections": [measured[RULE_COUNTS[0], c] for c in connection_counts]}
 
 
 def render_scaling(results: dict) -> str:
@@ -334,13 +336,16 @@ def render_scaling(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarize_profile(raw: Path, thread: str, top: int = 30) -> list[tuple[str, float, float]]:
-    """From py-spy's raw output: (function, inclusive share, own share) of ``thread``'s samples."""
+def summarize_profile(raw: Path, top: int = 30) -> list[tuple[str, float, float]]:
+    """From py-spy's raw output (``--threads --gil``): (function, inclusive share, own share) of the
+    event loop thread's samples (the thread that runs the bench's requests)."""
+    lines = raw.read_text().splitlines()
+    loop = next((line.split(";", 1)[0] for line in lines if "_measure" in line), None)
     inclusive, own, total = {}, {}, 0
-    for line in raw.read_text().splitlines():
+    for line in lines:
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        if not frames or thread not in frames[0]:
+        if not frames or frames[0] != loop:
             continue
         n = int(count)
         total += n
@@ -395,7 +400,7 @@ def main(argv=None) -> None:
                       f"(runs {[r['loop_us'] for r in runs]}), process "
                       f"{statistics.median(r['process_us'] for r in runs):.1f}")
             if args.profile is not None and args.profile.exists():
-                for name, inclusive, own in summarize_profile(args.profile, f"({results['this'][0]['pid']})", 45):
+                for name, inclusive, own in summarize_profile(args.profile, 60):
                     print(f"{inclusive * 100:5.1f}% {own * 100:5.1f}%  {name}")
         finally:
             sim.stop()

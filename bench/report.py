@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench import hotpath
+
 MB = 1e6
 MIB = 2**20
 SERVERS = ("uvicorn", "daphne")
@@ -218,6 +220,8 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         "",
         _masking_section(results["masking"]),
         "",
+        *(["## 6b. CPU per small GET against rules and connections", "",
+            hotpath.render_scaling(results["hotpath_scaling"]), ""] if "hotpath_scaling" in results else []),
         "## Errors logged by the gateways during the run",
         "",
         _errors_section(results["gateway_errors"]),

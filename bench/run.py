@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import uvloop
 
-from bench import cluster, machine, procs, report
+from bench import cluster, hotpath, machine, procs, report
 from bench.load import Wrk
 from bench.streams import exec_cat, kubectl_exec_cat, slow_reader
 from bench.watch import run_fanout
@@ -252,6 +252,9 @@ def run(profile: Profile, workdir: Path) -> dict:
 
         _progress("masking (bench/bench_masking.py)")
         results["masking"] = _masking(env, profile.name == "quick")
+
+        _progress("CPU per small GET against rules and connections (bench/hotpath.py)")
+        results["hotpath_scaling"] = hotpath.scaling(profile, sim)
     finally:
         for service in services:
             service.stop()
