@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import audit_writers, stream_masking, watch_memory
+from bench import audit_writers, hotpath, stream_masking, watch_memory
 
 MB = 1e6
 MIB = 2**20
@@ -230,6 +230,8 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         "",
         _masking_section(results["masking"]),
         "",
+        *(["## 6b. CPU per small GET against rules and connections", "",
+            hotpath.render_scaling(results["hotpath_scaling"]), ""] if "hotpath_scaling" in results else []),
         "## 7. Masking and the exec stream path, per byte (bench/stream_masking.py)",
         "",
         stream_masking.table(results["stream_masking"]) if "stream_masking" in results else "not measured",

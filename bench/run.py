@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 import uvloop
 
-from bench import audit_writers, cluster, machine, procs, report, stream_masking, watch_memory
+from bench import audit_writers, cluster, hotpath, machine, procs, report, stream_masking, watch_memory
 from bench.load import Wrk
 from bench.streams import exec_cat, kubectl_exec_cat, slow_reader
 from bench.watch import run_fanout
@@ -293,6 +293,8 @@ def run(profile: Profile, workdir: Path) -> dict:
         _progress("masking (bench/bench_masking.py)")
         results["masking"] = _masking(env, profile.name == "quick")
 
+        _progress("CPU per small GET against rules and connections (bench/hotpath.py)")
+        results["hotpath_scaling"] = hotpath.scaling(profile, sim)
         _progress("audit appends against the number of writers (bench/audit_writers.py)")
         results["audit_writers"] = audit_writers.measure(profile)
     finally:

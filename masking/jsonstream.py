@@ -215,6 +215,37 @@ class JsonMasker:
             raise MaskingError("the response body ends before its JSON document does")
         return self._take()
 
+    def whole(self, body: bytes) -> bytes:
+        """``feed(body) + close()`` for a body that is all there is, in one decode when it can be.
+
+        A document that is one JSON value (not a watch stream) and has no top-level ``items`` or
+        ``rows`` (so nothing in it would stream) is decoded at once and masked and serialised as
+        the member-by-member path does it (last duplicate key wins, the same decoder, the same
+        document masking and serialisation, one newline kept from the trailing whitespace).
+        Anything else, and every body that is not valid (its error is the one the incremental
+        path raises), goes through ``feed`` and ``close``.
+        """
+        if self._watch or self._state != _START or self._buf or self._failed or len(body) > self._max:
+            return self.feed(body) + self.close()
+        try:
+            text = body.decode("utf-8")
+            start = _WS.match(text).end()
+            if start == len(text):
+                return self.feed(body) + self.close()
+            value, end = _DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+            return self.feed(body) + self.close()
+        trailing = text[end:]
+        if (isinstance(value, dict) and ("items" in value or "rows" in value)) or trailing.strip(" \t\r\n"):
+            return self.feed(body) + self.close()
+        self._failed = True  # nothing may be fed after close
+        try:
+            self._masker.document(value)
+            out = self._dump(value)
+        except RecursionError:
+            raise MaskingError(TOO_DEEP) from None
+        return (out + "\n" if "\n" in trailing else out).encode("ascii")
+
     # -- machinery ---------------------------------------------------------------------------
 
     def _dump(self, value) -> str:

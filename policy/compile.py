@@ -10,6 +10,7 @@ from masking.config import detectors_key
 from policy.budgets import NO_BUDGET, Budget, compile_budget
 from policy.check import InvalidRule, check_rule
 from policy.globs import GlobSet, ResourceSet
+from policy.index import RuleOrder
 from policy.reach import IMPLIED_VERBS, Reach, rule_namespace, same_objects
 from policy.vocabulary import ALLOW, DENY, DRY_RUN_ANY, DRY_RUN_NEVER, DRY_RUN_ONLY, HOLD_OPEN, RESOURCE_VERBS
 
@@ -209,5 +210,6 @@ def sort_key(rule: CompiledRule) -> tuple[int, str]:
 
 
 def in_order(rules: Iterable[CompiledRule]) -> tuple[CompiledRule, ...]:
-    """``rules`` in evaluation order, sorted once when they are compiled (evaluate does not sort)."""
-    return tuple(sorted(rules, key=sort_key))
+    """``rules`` in evaluation order, sorted once when they are compiled (evaluate does not sort);
+    a policy.index.RuleOrder, so evaluate tests only the rules that can concern a request."""
+    return RuleOrder(sorted(rules, key=sort_key))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from policy.budgets import NO_BUDGET, Budget
 from policy.compile import CompiledRule
+from policy.index import RuleOrder
 from policy.reach import Reach
 from policy.vocabulary import ALLOW, DEFAULT_DENY, DENY, HOLD_OPEN, POLICY_ERROR, REVIEW
 
@@ -43,11 +44,13 @@ def evaluate(rules: Sequence[CompiledRule], principal, info, *, dry_run: bool = 
     """Return the decision of the first enabled matching rule; deny if none matches.
 
     ``rules`` are in evaluation order (``policy.compile.in_order``: sorted once, when they are
-    loaded, not per request).  ``dry_run``: kube-apiserver runs the request as a dry run
+    loaded, not per request); a policy.index.RuleOrder gives only the rules that may match.  ``dry_run``: kube-apiserver runs the request as a dry run
     (kube.dryrun); a review rule that matches one denies it, since a dry run is never held.
     """
     try:
         reach = Reach.of(info) if info.is_resource_request else None
+        if isinstance(rules, RuleOrder):  # only the rules that may match a request of this shape, in order
+            rules = rules.candidates(principal, info, reach, dry_run)
         for rule in rules:
             if rule.matches(principal, info, reach, dry_run=dry_run):
                 return decision_for(rule, dry_run)

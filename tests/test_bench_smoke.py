@@ -56,6 +56,11 @@ def test_quick_bench_produces_a_complete_report(tmp_path):
     assert set(results["slow_reader"]) == {"uvicorn", "daphne"}
     assert all(r["received_mib"] > 0 for r in results["slow_reader"].values())
 
+    scaling = results["hotpath_scaling"]  # bench/hotpath.py: CPU per GET against rules and connections
+    assert [cell["rules"] for cell in scaling["rules"]] == [10, 1000]
+    assert [cell["connections"] for cell in scaling["connections"]] == [1, 10]
+    assert all(cell["loop_us"] > 0 and cell["process_us"] > 0 for cell in scaling["rules"] + scaling["connections"])
+    assert "| rules on the connection |" in out.read_text() and "| configured connections" in out.read_text()
     assert [t["met"] for t in results["targets"]][2] is None  # fewer than 1,000 watches: not judged
     assert len(results["targets"]) == 4 and all({"target", "measured", "met"} <= set(t) for t in results["targets"])
     assert results["masking"]["status"] == "ok", results["masking"]

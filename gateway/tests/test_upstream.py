@@ -196,6 +196,7 @@ async def test_upstream_dying_mid_body_is_a_transport_error(serve):
 @dataclass(frozen=True)
 class PlainUpstream:
     cache_key: str = "c:1"
+    name: str = ""
     connect_timeout: float = 10.0
     first_byte_timeout: float = 65.0
     idle_timeout: float = 30.0
@@ -265,3 +266,119 @@ async def test_a_websocket_handshake_the_cluster_never_answers_times_out_and_kee
     finally:
         server.close()
     assert timed_out.value.phase == "answer" and seen == [6]
+
+
+@pytest.fixture
+async def recorder_server():
+    """A plain HTTP/1.1 server that keeps each request's bytes as they arrived and answers 200."""
+    seen = []
+
+    async def handle(reader, writer):
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n") if not reader.at_eof() else b""
+            if not head:
+                break
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            seen.append(head + (await reader.readexactly(length) if length else b""))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n"
+                         b"Warning: 299 - \"one\"\r\nwarning: 299 - \"two\"\r\n\r\n{}")
+            await writer.drain()
+
+    async def guarded(reader, writer):
+        try:
+            await handle(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(guarded, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    server.close()
+
+
+def _request_shape(raw: bytes):
+    head, _, body = raw.partition(b"\r\n\r\n")
+    line, *fields = head.split(b"\r\n")
+    return line, sorted(field.lower() for field in fields), body
+
+
+@pytest.mark.parametrize("method, headers, body", [
+    ("GET", [("user-agent", "kubectl/v1.37.1"), ("accept", "application/json"), ("accept-encoding", "identity"),
+             ("Authorization", "Bearer cluster-token")], b""),
+    ("GET", [("accept", "application/json;as=Table;v=v1;g=meta.k8s.io"), ("accept-encoding", "identity")], b""),
+    ("POST", [("content-type", "application/json"), ("accept-encoding", "identity"), ("x-note", "caf\u00e9")],
+     b'{"kind":"ConfigMap"}'),
+    ("POST", [("accept-encoding", "identity")], b""),
+    ("DELETE", [("accept-encoding", "identity")], b""),
+])
+async def test_the_direct_path_sends_what_the_httpx_client_sends(recorder_server, method, headers, body):
+    base, seen = recorder_server
+    target = "/api/v1/namespaces/shop/configmaps?labelSelector=app%3Dweb&fieldSelector=a%21%3Db"
+    pool = UpstreamPool()
+    try:
+        upstream = PlainUpstream()
+        http = pool.client(upstream)
+        through_httpx = await http.send(http.build_request(method, base + target, headers=[
+            (n.encode(), v.encode()) for n, v in headers], content=body), stream=True)
+        await through_httpx.aread()
+        await through_httpx.aclose()
+        direct = await pool.send(upstream, method, base + target, headers, body)
+        assert not isinstance(direct, httpx.Response)  # the default transport is called directly
+        assert b"".join([chunk async for chunk in direct.aiter_raw()]) == b"{}"
+        await direct.aclose()
+    finally:
+        await pool.aclose()
+    assert len(seen) == 2
+    assert _request_shape(seen[1]) == _request_shape(seen[0])
+    assert direct.status_code == 200
+    assert direct.headers.get("content-type") == through_httpx.headers.get("content-type") == "application/json"
+    assert direct.headers.get("WARNING") == through_httpx.headers.get("warning") == '299 - "one", 299 - "two"'
+    assert direct.headers.get("etag") is None and direct.headers.get("etag", "x") == "x"
+    assert list(direct.headers.raw) == list(through_httpx.headers.raw)
+
+
+async def test_the_direct_path_raises_and_counts_httpx_errors():
+    from prometheus_client import REGISTRY
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    labels = {"connection": "refused-cluster", "error": "ConnectError"}
+    before = REGISTRY.get_sample_value("airlock_upstream_errors_total", labels) or 0
+    pool = UpstreamPool()
+    try:
+        upstream = PlainUpstream(cache_key="refused:1", name="refused-cluster")
+        with pytest.raises(httpx.ConnectError):
+            await pool.send(upstream, "GET", f"http://127.0.0.1:{port}/version", [("accept", "application/json")],
+                            b"")
+    finally:
+        await pool.aclose()
+    assert REGISTRY.get_sample_value("airlock_upstream_errors_total", labels) == before + 1
+
+
+async def test_a_wrapped_transport_or_another_client_keeps_the_httpx_path(recorder_server):
+    base, seen = recorder_server
+    wrapped = []
+
+    class Wrapped(httpx.AsyncBaseTransport):  # e.g. gateway.tracing's spans around each call
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def handle_async_request(self, request):
+            wrapped.append(request.method)
+            return await self.inner.handle_async_request(request)
+
+        async def aclose(self):
+            await self.inner.aclose()
+
+    pools = (UpstreamPool(wrap=Wrapped), UpstreamPool(httpx.MockTransport(lambda request: httpx.Response(200))))
+    for pool in pools:
+        try:
+            response = await pool.send(PlainUpstream(), "GET", base + "/version", [("accept", "application/json")], b"")
+            assert isinstance(response, httpx.Response) and response.status_code == 200
+            await response.aclose()
+        finally:
+            await pool.aclose()
+    assert wrapped == ["GET"] and len(seen) == 1
