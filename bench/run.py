@@ -306,8 +306,6 @@ def run(profile: Profile, workdir: Path) -> dict:
     _progress("stream masking and the exec tap, in process (bench/stream_masking.py)")
     results["stream_masking"] = stream_masking.measure(profile)
     results["targets"] = report.evaluate(results)
-    if (memory_target := watch_memory.target_row(results.get("watch_memory", {}))) is not None:
-        results["targets"].append(memory_target)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     return results
 

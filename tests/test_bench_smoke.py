@@ -61,8 +61,13 @@ def test_quick_bench_produces_a_complete_report(tmp_path):
     assert [cell["connections"] for cell in scaling["connections"]] == [1, 10]
     assert all(cell["loop_us"] > 0 and cell["process_us"] > 0 for cell in scaling["rules"] + scaling["connections"])
     assert "| rules on the connection |" in out.read_text() and "| configured connections" in out.read_text()
-    assert [t["met"] for t in results["targets"]][2] is None  # fewer than 1,000 watches: not judged
-    assert len(results["targets"]) == 4 and all({"target", "measured", "met"} <= set(t) for t in results["targets"])
+    # Issue 16's targets from this run; the quick profile's small inputs (a 500-Secret list, no 5,000 watches,
+    # one audit writer) leave the masking target unjudged and the watch and audit rows out.
+    assert all({"target", "measured", "met"} <= set(t) for t in results["targets"])
+    assert len(results["targets"]) == 5, [t["target"] for t in results["targets"]]
+    assert [t["met"] for t in results["targets"] if t["target"].startswith("masking")] == [None]
+    assert any(t["target"].startswith("<= 0.5 ms of gateway CPU") and "ms at 1 connection" in t["measured"]
+               for t in results["targets"])
     assert results["masking"]["status"] == "ok", results["masking"]
     assert results["gateway_errors"] == {"uvicorn": [], f"uvicorn-{results['clients']['alternative']}": [], "daphne": []}
 
