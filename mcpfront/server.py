@@ -63,8 +63,18 @@ METADATA_PREFIX = "/.well-known/oauth-protected-resource" + PREFIX
 PRINCIPAL = "airlock.mcp.principal"  # ASGI scope keys set here, after authentication
 CONNECTION = "airlock.mcp.connection"
 MAX_BODY = 1024 * 1024
-# Set by the protocol middleware around each tools/call: Endpoint.run marks it when our handler recorded the call.
-_RECORDED: contextvars.ContextVar[list | None] = contextvars.ContextVar("airlock_mcp_recorded", default=None)
+IGNORED = "(sent, not in the tool's schema: ignored)"
+
+
+@dataclasses.dataclass
+class _Inbound:
+    """One tools/call as it arrived (set by the protocol middleware); Endpoint.run marks it recorded."""
+
+    arguments: Any
+    recorded: bool = False
+
+
+_INBOUND: contextvars.ContextVar[_Inbound | None] = contextvars.ContextVar("airlock_mcp_inbound", default=None)
 
 # Tool parameter types (module level: the SDK reads the tools' signatures to build their schemas).
 Ns = Annotated[str, Field(description="namespace (empty: all namespaces, or cluster-scoped)")]
@@ -284,18 +294,19 @@ class Endpoint:
         not a tool call's) is still an audit event, with the reason and the arguments masked."""
         if ctx.method != "tools/call" or ctx.request is None or PRINCIPAL not in ctx.request.scope:
             return await call_next(ctx)
-        recorded: list = []
-        token = _RECORDED.set(recorded)
+        params = ctx.params if isinstance(ctx.params, Mapping) else {}
+        inbound = _Inbound(params.get("arguments"))
+        token = _INBOUND.set(inbound)
         try:
             result = await call_next(ctx)
         except Exception as exc:  # MCPError or pydantic's ValidationError: a JSON-RPC error answer
-            if not recorded:
+            if not inbound.recorded:
                 await self.record_refused(ctx, getattr(getattr(exc, "error", None), "message", None) or
                                           f"the tools/call params are invalid: {type(exc).__name__}")
             raise
         finally:
-            _RECORDED.reset(token)
-        if not recorded:
+            _INBOUND.reset(token)
+        if not inbound.recorded:
             await self.record_refused(ctx, _refusal_words(result))
         return result
 
@@ -317,9 +328,13 @@ class Endpoint:
                             arguments=await self.arguments_for_record(call, arguments))
 
     async def run(self, ctx: Context, tool: str, arguments: dict, work) -> str:
-        recorded = _RECORDED.get()
-        if recorded is not None:
-            recorded.append(tool)
+        inbound = _INBOUND.get()
+        if inbound is not None:
+            inbound.recorded = True
+            sent = inbound.arguments if isinstance(inbound.arguments, dict) else {}
+            ignored = {name: value for name, value in sent.items() if name not in arguments}
+            if ignored:  # the record keeps what the agent sent, not only what the tool took
+                arguments = {**arguments, IGNORED: ignored}
         call, principal, extra = self.call_of(ctx, tool)
         record = ToolCallRecord(self.gateway.recorder, call, principal, source_ip=call.client_addr, **extra)
         try:
