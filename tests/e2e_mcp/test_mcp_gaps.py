@@ -81,6 +81,8 @@ async def test_tool_calls_the_sdk_refuses_are_audit_events_with_the_reason_and_m
     async with mcp_client(airlock_mcp, token, mode="legacy") as client:
         results = [await client.call_tool(name, arguments) for name, arguments in attempts]
         extra = await client.call_tool("list_events", {"namespace": "shop", "limit": 1, "sudo": True, "x": SECRET})
+    async with mcp_client(airlock_mcp, token) as modern:  # the sessionless protocol version: recorded alike
+        results.append(await modern.call_tool("no_such_tool", {"token": SECRET}))
     assert all(r.is_error for r in results), [text(r) for r in results]
     assert not extra.is_error, text(extra)  # extra fields are ignored by the schema: the call runs (and is recorded)
     airlock_mcp.stop()
@@ -94,11 +96,11 @@ def check_the_refusals():
     calls = list(AuditEvent.objects.filter(stage="ResponseComplete", verb="tools/call").order_by("seq"))
     assert [(c.mcp_tool[:15], c.response_code) for c in calls] == [
         ("list_resources", 422), ("get_resource", 422), ("review_status", 422), ("no_such_tool", 404),
-        ("delete_resource", 404), ("list_events", 200)]
+        ("delete_resource", 404), ("list_events", 200), ("no_such_tool", 404)]
     for event in calls:
         kept = bytes(event.request_body).decode()
         assert SECRET not in kept and SECRET not in event.response_message and "input_value" not in event.response_message
-        assert event.user_username == "mcp-agent" and event.kubectl_session.startswith("mcp-")
+        assert event.user_username == "mcp-agent" and event.kubectl_session.startswith("mcp-") == (event != calls[6])
     assert "resource" in calls[0].response_message and "name" in calls[1].response_message
     assert calls[3].response_message == "unknown tool: no_such_tool"
     assert calls[4].mcp_tool == "delete_resource\\u202e\\u200b\\U0001f4a3\\x00" and calls[4].mcp_tool.isascii()
@@ -106,5 +108,6 @@ def check_the_refusals():
     assert kept["(sent, not in the tool's schema: ignored)"] == {"sudo": True, "x": "**AIRLOCK-MASKED**"}
     assert kept["namespace"] == "shop"
     assert AuditEvent.objects.filter(stage="ResponseComplete", verb="initialize").count() == 1
-    assert len({e.session_id for e in calls}) == 1
+    assert len({e.session_id for e in calls[:6]}) == 1
+    assert (calls[6].mcp_tool, calls[6].response_code, calls[6].kubectl_session) == ("no_such_tool", 404, "")
     assert verify_chain().ok
