@@ -552,6 +552,9 @@ def summary(*, layout: Layout, gateway_url: str, password: str, ca_file: Path, k
         f"  Agent          {agent}",
         f"                 (through the gateway as OIDC client {AGENT_CLIENT_ID}, groups {', '.join(AGENT_GROUPS)};"
         " no cluster credential)",
+        f"  Agent over MCP {gateway_url}/mcp/{CONNECTION}/",
+        f"                 (Streamable HTTP; a bearer token from the OIDC provider for audience {gateway_url},"
+        f" same rules and record as the kubeconfig; README: Agents over MCP)",
         f"  Cluster admin  {cluster}",
         "                 (straight to kubesim with the credential the gateway itself uses)",
         f"  Policy         {policy}",

@@ -52,6 +52,8 @@ def mask_arguments(arguments: dict, values) -> bytes:
 class ToolCallRecord:
     """One tool call's audit events: journaled as it starts, its completion queued as it ends."""
 
+    verb = "tools/call"
+
     def __init__(self, recorder, call: Call, principal, *, source_ip: str = "", user_agent: str = ""):
         self.recorder = recorder
         self.call = call
@@ -68,8 +70,8 @@ class ToolCallRecord:
             "stage": stage,
             "received_at": self.received_at,
             "transport": "http",
-            "request_uri": f"/mcp/{call.connection}/tools/{call.tool}",
-            "verb": "tools/call",
+            "request_uri": f"/mcp/{call.connection}/tools/{call.tool}" if call.tool else f"/mcp/{call.connection}/",
+            "verb": self.verb,
             "source_ips": (self.source_ip,) if self.source_ip else (),
             "user_agent": self.user_agent,
             "connection": call.connection,
@@ -95,7 +97,7 @@ class ToolCallRecord:
                       latency_ms=(time.monotonic() - self.started) * 1000.0, bytes_in=len(arguments))
         if code >= 400:
             fields["response_reason"] = {403: "Forbidden", 404: "NotFound", 429: "TooManyRequests",
-                                         400: "BadRequest"}.get(code, "InternalError" if code >= 500 else "")
+                                         400: "BadRequest", 422: "Invalid"}.get(code, "InternalError" if code >= 500 else "")
         if review_id is not None:
             fields["review_id"] = str(review_id)
         return Record.build(fields)
@@ -105,3 +107,20 @@ class ToolCallRecord:
             await self.recorder.finish(self.completed_record(**outcome))
         except Exception:
             log.exception("audit event of MCP tool call %s could not be queued", self.call.audit_id)
+
+
+class SessionStartRecord(ToolCallRecord):
+    """The start of an MCP session (the answer that hands out its ``Mcp-Session-Id``): who opened it, on
+    which connection, from where; ``call.tool`` is empty.  Its ``Kubectl-Session`` value is the one the
+    session's tool calls carry, so the session in the audit trail begins with it."""
+
+    verb = "initialize"
+
+
+def printable_tool_name(name) -> str:
+    """A tool name as the audit trail keeps it: a name the client sent (any JSON value, any unicode, any
+    length) as printable ASCII, escapes for the rest, at most 100 characters."""
+    text = name if isinstance(name, str) else json.dumps(name, default=str)
+    text = text.encode("ascii", "backslashreplace").decode("ascii")
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    return text if len(text) <= 100 else text[:97] + "..."

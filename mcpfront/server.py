@@ -13,17 +13,27 @@ connection's own credential.
 Each tool call is recorded (mcpfront.records) and runs through :class:`Endpoint.run`, which turns
 the tools' outcomes into MCP results: text; a tool error carrying the gateway Status message words
 (403, 429 with its Retry-After, 5xx); or, for a held request, at once, what is pending, the
-review's absolute URL and how to wait (``wait_for_review``) and retry.
+review's absolute URL and how to wait (``wait_for_review``) and retry.  A tool call the SDK refuses
+before any tool runs (unknown tool, arguments its schema validation rejects) is recorded too, by
+protocol middleware (:meth:`Endpoint.audit_tool_calls`), and so is the start of each session.
+
+Long because the endpoint's HTTP side (authentication, metadata, session start) and its fifteen tool
+registrations belong together: each tool's signature is its schema and its call into the tools.
 """
 
+import contextvars
+import dataclasses
 import json
 import logging
 import math
+import re
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
+from mcp.server.context import CallNext, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
@@ -42,7 +52,7 @@ from kube.status import GatewayError
 from mcpfront import agentside
 from mcpfront.inprocess import Call, GatewayClient
 from mcpfront.kubeapi import ToolInputError
-from mcpfront.records import ToolCallRecord, mask_arguments
+from mcpfront.records import SessionStartRecord, ToolCallRecord, mask_arguments, printable_tool_name
 from mcpfront.tools import Pending, ToolFailure, Tools
 from runtime import db
 
@@ -53,6 +63,18 @@ METADATA_PREFIX = "/.well-known/oauth-protected-resource" + PREFIX
 PRINCIPAL = "airlock.mcp.principal"  # ASGI scope keys set here, after authentication
 CONNECTION = "airlock.mcp.connection"
 MAX_BODY = 1024 * 1024
+IGNORED = "(sent, not in the tool's schema: ignored)"
+
+
+@dataclasses.dataclass
+class _Inbound:
+    """One tools/call as it arrived (set by the protocol middleware); Endpoint.run marks it recorded."""
+
+    arguments: Any
+    recorded: bool = False
+
+
+_INBOUND: contextvars.ContextVar[_Inbound | None] = contextvars.ContextVar("airlock_mcp_inbound", default=None)
 
 # Tool parameter types (module level: the SDK reads the tools' signatures to build their schemas).
 Ns = Annotated[str, Field(description="namespace (empty: all namespaces, or cluster-scoped)")]
@@ -96,10 +118,12 @@ class Endpoint:
         self.django = django
         self.client = GatewayClient(gateway, gateway_prefix)
         self.tools = Tools(self.client)
+        self.tool_names: set[str] = set()
         # log_level: MCPServer calls logging.basicConfig with it, which only acts when nothing configured
         # logging yet (Django's LOGGING has, in the server); WARNING keeps session ids out of the log then.
         self.server = MCPServer("airlock", instructions=INSTRUCTIONS, version="1", log_level="WARNING")
         self._register()
+        self.server.middleware.append(self.audit_tool_calls)
         # Bearer tokens, not cookies, authenticate every request, so a rebound DNS name gains a page
         # nothing; Airlock's own host checks (AIRLOCK_ALLOWED_HOSTS) stay where they are.
         self.server.streamable_http_app(
@@ -136,7 +160,37 @@ class Endpoint:
         if refusal is not None:
             await _send(send, refusal)
             return
-        await self.sessions.handle_request(inner, receive, send)
+        await self.sessions.handle_request(inner, receive, self.watch_session_start(inner, send))
+
+    def watch_session_start(self, scope, send):
+        """``send``, recording the start of a session: the answer to a request without an
+        ``Mcp-Session-Id`` that hands one out (the SDK picks the id; it is first seen here)."""
+        asked = hdr.request_headers(scope.get("headers", []))
+        if scope.get("method") != "POST" or any(n == "mcp-session-id" for n, _ in asked):
+            return send
+
+        async def watching(message):
+            if message["type"] == "http.response.start" and message.get("status") == 200:
+                given = next((v.decode("latin-1") for n, v in message.get("headers", [])
+                              if n.lower() == b"mcp-session-id"), "")
+                if given:
+                    try:
+                        await self.record_session_start(scope, given)
+                    except Exception:  # the session is open either way; its tool calls are recorded
+                        log.exception("the start of an MCP session could not be recorded")
+            await send(message)
+
+        return watching
+
+    async def record_session_start(self, scope, session: str):
+        call, principal, extra = self.call_from_scope(scope, "")
+        call = dataclasses.replace(call, session=_session_id([("mcp-session-id", session)]))
+        record = SessionStartRecord(self.gateway.recorder, call, principal, source_ip=call.client_addr, **extra)
+        try:
+            record.begin()
+        except AuditUnavailable as exc:
+            log.warning("the start of an MCP session was not journaled: %s", exc)
+        await record.finish(code=200, message=f"MCP session opened on connection {call.connection}", arguments=b"")
 
     async def admit(self, scope):
         """(the scope the SDK's session manager gets, None), or (None, the answer to send instead)."""
@@ -164,7 +218,10 @@ class Endpoint:
         if upstream is None:
             return None, _json(404, {"error": "not_found", "error_description": f'connection "{connection}" not found'})
         expires = principal.expires_at  # development static tokens never expire (infinity)
-        access = AccessToken(token=token, client_id=principal.subject, scopes=[], subject=principal.subject,
+        # The SDK lets only the (client_id, issuer, subject) that opened a session use it (404 otherwise);
+        # the connection is part of client_id so a session is also bound to the connection it was opened on.
+        access = AccessToken(token=token, client_id=f"{connection}/{principal.subject}", scopes=[],
+                             subject=principal.subject,
                              expires_at=int(expires) if math.isfinite(expires) else None,
                              claims={"iss": principal.issuer})
         return {**scope, "user": AuthenticatedUser(access), "auth": AuthCredentials([]),
@@ -207,8 +264,9 @@ class Endpoint:
     # -- tools ----------------------------------------------------------------------------
 
     def call_of(self, ctx: Context, tool: str) -> "tuple[Call, Any, dict]":
-        request = ctx.request_context.request
-        scope = request.scope
+        return self.call_from_scope(ctx.request_context.request.scope, tool)
+
+    def call_from_scope(self, scope, tool: str) -> "tuple[Call, Any, dict]":
         headers = hdr.request_headers(scope.get("headers", []))
         host = next((v for n, v in headers if n == "host"), "")
         client = scope.get("client") or ("", 0)
@@ -230,7 +288,53 @@ class Endpoint:
             return json.dumps({"airlock": "arguments not kept: they could not be masked",
                                "names": sorted(arguments)}).encode()
 
+    async def audit_tool_calls(self, ctx: ServerRequestContext, call_next: CallNext):
+        """Protocol middleware (it wraps every inbound message): a ``tools/call`` that never reached
+        :meth:`run` (an unknown tool, arguments the SDK's schema validation refused, params that are
+        not a tool call's) is still an audit event, with the reason and the arguments masked."""
+        if ctx.method != "tools/call" or ctx.request is None or PRINCIPAL not in ctx.request.scope:
+            return await call_next(ctx)
+        params = ctx.params if isinstance(ctx.params, Mapping) else {}
+        inbound = _Inbound(params.get("arguments"))
+        token = _INBOUND.set(inbound)
+        try:
+            result = await call_next(ctx)
+        except Exception as exc:  # MCPError or pydantic's ValidationError: a JSON-RPC error answer
+            if not inbound.recorded:
+                await self.record_refused(ctx, getattr(getattr(exc, "error", None), "message", None) or
+                                          f"the tools/call params are invalid: {type(exc).__name__}")
+            raise
+        finally:
+            _INBOUND.reset(token)
+        if not inbound.recorded:
+            await self.record_refused(ctx, _refusal_words(result))
+        return result
+
+    async def record_refused(self, ctx: ServerRequestContext, reason: str):
+        params = ctx.params if isinstance(ctx.params, Mapping) else {}
+        name = params.get("name")
+        known = isinstance(name, str) and name in self.tool_names
+        call, principal, extra = self.call_from_scope(ctx.request.scope, printable_tool_name(name))
+        arguments = params.get("arguments")
+        if not isinstance(arguments, dict):
+            arguments = {} if arguments is None else {"(arguments that are not an object)": arguments}
+        record = ToolCallRecord(self.gateway.recorder, call, principal, source_ip=call.client_addr, **extra)
+        try:
+            record.begin()
+        except AuditUnavailable as exc:
+            log.warning("refused MCP tool call %s not journaled: %s", call.audit_id, exc)
+        message = (reason if known else f"unknown tool: {call.tool}")[:2000]
+        await record.finish(code=422 if known else 404, message=message,
+                            arguments=await self.arguments_for_record(call, arguments))
+
     async def run(self, ctx: Context, tool: str, arguments: dict, work) -> str:
+        inbound = _INBOUND.get()
+        if inbound is not None:
+            inbound.recorded = True
+            sent = inbound.arguments if isinstance(inbound.arguments, dict) else {}
+            ignored = {name: value for name, value in sent.items() if name not in arguments}
+            if ignored:  # the record keeps what the agent sent, not only what the tool took
+                arguments = {**arguments, IGNORED: ignored}
         call, principal, extra = self.call_of(ctx, tool)
         record = ToolCallRecord(self.gateway.recorder, call, principal, source_ip=call.client_addr, **extra)
         try:
@@ -374,6 +478,29 @@ class Endpoint:
                                 (exec_command, destroy), (can_i, read), (explain_policy, read),
                                 (request_lease, change), (review_status, read), (wait_for_review, read)):
             server.add_tool(fn, annotations=annotations, structured_output=False)
+            self.tool_names.add(fn.__name__)
+
+
+def _refusal_words(result) -> str:
+    """Why the SDK refused a tool call, for the audit trail: its text without the values the caller sent
+    (pydantic's ``input_value=...``, which may be a secret): the first line, then each field and what is wrong."""
+    content = result.get("content") if isinstance(result, dict) else getattr(result, "content", None)
+    first = content[0] if isinstance(content, list) and content else {}
+    text = first.get("text") if isinstance(first, dict) else getattr(first, "text", None)
+    if not isinstance(text, str) or not text:
+        return "the tool call was refused"
+    lines = text.splitlines()
+    kept = [lines[0]]
+    for line in lines[1:]:
+        if line.startswith("    "):  # "For further information visit ..."
+            continue
+        if line.startswith("  "):
+            words, _, tags = line.partition(" [")
+            kind = re.match(r"type=([a-z_]+)", tags)
+            kept.append(f"  {words.strip()}" + (f" [{kind.group(1)}]" if kind else ""))
+        else:
+            kept.append(line[:200])
+    return "\n".join(kept)
 
 
 def _session_id(headers) -> str:

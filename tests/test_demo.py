@@ -356,3 +356,16 @@ def test_an_agent_under_production_guardrails_knows_where_it_stands(tmp_path):
         finally:
             shell.close()
         assert "Unknown stream" not in shell.seen.decode(errors="replace")
+
+
+def test_the_summary_names_the_mcp_endpoint_next_to_the_agent_kubeconfig(tmp_path):
+    from deploy import demo
+
+    text = demo.summary(layout=demo.Layout(tmp_path), gateway_url="https://127.0.0.1:8443", password="pw",
+                        ca_file=tmp_path / "ca.pem", kubectl=tmp_path / "kubectl", policy="preset",
+                        metrics_url="http://127.0.0.1:9100/metrics")
+    lines = text.splitlines()
+    agent = next(i for i, line in enumerate(lines) if line.strip().startswith("Agent "))
+    mcp = next(i for i, line in enumerate(lines) if "Agent over MCP" in line)
+    assert mcp == agent + 2 and lines[mcp].endswith("https://127.0.0.1:8443/mcp/demo/")
+    assert "audience https://127.0.0.1:8443" in lines[mcp + 1]
