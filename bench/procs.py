@@ -29,7 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
-START_TIMEOUT = 30.0
+START_TIMEOUT = 90.0  # a cold start of the workers and the audit writer beside a busy test run
 
 # The gateway process gets a clean environment: the caller's database, broker and
 # Airlock settings (e.g. CI's PostgreSQL) must never reach the bench's throw-away gateway.

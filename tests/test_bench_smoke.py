@@ -13,10 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = {"direct", "kubectl-proxy", "uvicorn", "uvicorn-alt", "daphne"}
 
 
+# The quick bench now starts the production gateway (its workers and audit writer) several times and
+# measures audit writers, stream masking and the CPU curves too: about 100 s alone, more beside other tests.
+@pytest.mark.timeout(330)
 def test_quick_bench_produces_a_complete_report(tmp_path):
     out, raw = tmp_path / "RESULTS.md", tmp_path / "results.json"
     bench = subprocess.Popen(
@@ -24,12 +29,12 @@ def test_quick_bench_produces_a_complete_report(tmp_path):
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
-        _, stderr = bench.communicate(timeout=100)
+        _, stderr = bench.communicate(timeout=280)
     except subprocess.TimeoutExpired:
         # The bench's own session: it, kubesim, the gateways and kubectl proxy it started.
         os.killpg(bench.pid, signal.SIGTERM)
         _, stderr = bench.communicate(timeout=30)
-        raise AssertionError(f"bench --quick did not finish in 100 s:\n{stderr[-4000:]}") from None
+        raise AssertionError(f"bench --quick did not finish in 280 s:\n{stderr[-4000:]}") from None
     assert bench.returncode == 0, stderr[-4000:]
     results = json.loads(raw.read_text())
 

@@ -57,7 +57,9 @@ def gateway_env(kubesim, tmp_path):
 
 
 def start(env, tls, tmp_path) -> procs.Service:
-    return procs.wait_listening(procs.spawn_uvicorn("gateway", "airlock.asgi:application", env, tls, tmp_path))
+    """One server process (no uvicorn supervisor): SIGKILL must hit the process that holds the journal."""
+    return procs.wait_listening(procs.spawn_uvicorn("gateway", "airlock.asgi:application", env, tls, tmp_path,
+                                                    workers=1))
 
 
 def plan(n: int) -> tuple[str, str, dict | None]:
