@@ -16,9 +16,10 @@ import logging
 import itertools
 import operator
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
-from contextlib import closing
+from contextlib import closing, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
@@ -301,11 +302,96 @@ def document_of(event) -> dict:
     return event_document(event, session_id, recording_of(event))
 
 
+class SessionCache:
+    """A writer's memory of the newest session of each (issuer, subject, connection, Kubectl-Session) key,
+    kept across appends so that resolving a batch does not query the database once per agent.
+
+    Each entry is what ``SessionResolver._load`` would read from the database (the newest session by
+    ``started_at, id`` and the newest ``stage_timestamp`` of its events, or None for "no session yet"), as
+    of the chain head in ``token``.  It is checked under the chain lock at the start of every append:
+    when other writers (another process in a scale-out, a journal replay) appended since, their events
+    are folded in from the database (one query for their sessions' newest activity), so a session another
+    writer opened or extended is seen exactly as the query would see it; when the chain was pruned
+    (which deletes sessions left without events) or moved too far, everything is forgotten.  A failed
+    append (rolled back, or a commit whose outcome is unknown) also forgets everything.  Bounded: the
+    least recently used keys are dropped, and a dropped key is simply read from the database again.
+    """
+
+    MAX_DELTA = 20_000  # events appended by others past which reloading on demand is cheaper than folding
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self.entries: "OrderedDict[tuple, list | None]" = OrderedDict()
+        self.token: tuple | None = None  # (head seq, newest checkpoint) the entries are true for
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.token = None
+
+    def get(self, key: tuple):
+        """(True, entry) when the key is known, else (False, None)."""
+        try:
+            entry = self.entries[key]
+        except KeyError:
+            return False, None
+        self.entries.move_to_end(key)
+        return True, entry
+
+    def put(self, key: tuple, entry) -> None:
+        self.entries[key] = entry
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+    def fold(self, session: Session, stage_timestamp) -> None:
+        """Account for a stored event of ``session`` at ``stage_timestamp`` (a no-op for unknown keys)."""
+        key = session_key(session)
+        if key not in self.entries:
+            return
+        entry = self.entries[key]
+        if entry is not None and entry[0].pk == session.pk:
+            entry[1] = max(entry[1], stage_timestamp)
+        elif entry is None or (session.started_at, session.pk) > (entry[0].started_at, entry[0].pk):
+            self.entries[key] = [session, stage_timestamp]
+
+    def sync(self, head_seq: int) -> None:
+        """Bring the entries to the chain as it is now (call under the chain lock)."""
+        checkpoint = Checkpoint.objects.order_by("-through_seq").values_list("through_seq", flat=True).first()
+        token = self.token
+        if token is None or token[1] != checkpoint or head_seq < token[0] or head_seq - token[0] > self.MAX_DELTA:
+            self.entries.clear()
+        elif head_seq > token[0] and self.entries:
+            newest = dict(AuditEvent.objects.filter(seq__gt=token[0], session__isnull=False)
+                          .values("session_id").annotate(last=models.Max("stage_timestamp"))
+                          .values_list("session_id", "last"))
+            for pk, session in Session.objects.in_bulk(list(newest)).items():
+                self.fold(session, newest[pk])
+        self.token = (head_seq, checkpoint)
+
+
+_remembering: ContextVar["SessionCache | None"] = ContextVar("airlock_audit_sessions", default=None)
+
+
+@contextmanager
+def remembering(cache: SessionCache):
+    """Appends inside use ``cache`` (the recorder's writer thread: its appends go through chain.append)."""
+    token = _remembering.set(cache)
+    try:
+        yield cache
+    finally:
+        _remembering.reset(token)
+
+
+def session_key(session: Session) -> tuple:
+    return (session.user_issuer, session.user_uid, session.connection, session.kubectl_session)
+
+
 class SessionResolver:
     """Finds or opens the Session for each event of one append (runs under the chain lock)."""
 
-    def __init__(self, gap: timedelta):
+    def __init__(self, gap: timedelta, cache: SessionCache | None = None):
         self.gap = gap
+        self.cache = cache
         self.latest: dict[tuple, list] = {}  # key -> [session, last activity]
         self.by_audit_id: dict = {}
 
@@ -313,6 +399,10 @@ class SessionResolver:
         self.by_audit_id[audit_id] = session
 
     def _load(self, key: tuple):
+        if self.cache is not None:
+            known, entry = self.cache.get(key)
+            if known:
+                return None if entry is None else list(entry)
         issuer, uid, connection, kubectl_session = key
         session = (
             Session.objects.filter(
@@ -321,15 +411,18 @@ class SessionResolver:
             .order_by("-started_at", "-id")
             .first()
         )
-        if session is None:
-            return None
-        last = (
-            AuditEvent.objects.filter(session=session)
-            .order_by("-stage_timestamp")
-            .values_list("stage_timestamp", flat=True)
-            .first()
-        )
-        return [session, last or session.started_at]
+        entry = None
+        if session is not None:
+            last = (
+                AuditEvent.objects.filter(session=session)
+                .order_by("-stage_timestamp")
+                .values_list("stage_timestamp", flat=True)
+                .first()
+            )
+            entry = [session, last or session.started_at]
+        if self.cache is not None:
+            self.cache.put(key, None if entry is None else list(entry))
+        return entry
 
     def resolve(self, fields: dict) -> Session | None:
         if fields["audit_id"] in self.by_audit_id:
@@ -366,7 +459,7 @@ def _stored(audit_ids: list, connection) -> list[tuple]:
 
 
 def append(prepared: list[PreparedEvent], *, session_gap: timedelta, replay: bool = False,
-           rows: bool = True) -> list[AuditEvent] | int:
+           rows: bool = True, sessions: SessionCache | None = None) -> list[AuditEvent] | int:
     """Append events (and their recordings) to the chain in one transaction; returns the rows
     (``rows``), else how many were appended.
 
@@ -375,8 +468,23 @@ def append(prepared: list[PreparedEvent], *, session_gap: timedelta, replay: boo
     expected then, not logged), cannot duplicate events.  Everything that does not depend on the
     chain's head (each row's values, each document's canonical bytes) is done before the chain
     lock is taken: several writers prepare their batches at once and hold the lock only to
-    number, hash, sign, insert and commit.
+    number, hash, sign, insert and commit.  ``sessions``: a writer's SessionCache, kept across its appends.
     """
+    if sessions is None:
+        sessions = _remembering.get()
+    if sessions is not None and transaction.get_connection().in_atomic_block:
+        sessions.clear()  # an outer transaction may still roll this append back: no memory of it
+        sessions = None
+    if sessions is None:
+        return _append(prepared, session_gap, replay, rows, None)
+    try:
+        return _append(prepared, session_gap, replay, rows, sessions)
+    except BaseException:
+        sessions.clear()  # rolled back, or committed or not: what it remembered may be untrue
+        raise
+
+
+def _append(prepared, session_gap, replay, rows, sessions):
     signer = keyring().active
     connection = transaction.get_connection()
     staged = [_Staged(item, connection) for item in prepared]
@@ -384,7 +492,9 @@ def append(prepared: list[PreparedEvent], *, session_gap: timedelta, replay: boo
     with transaction.atomic():
         lock_chain()
         seq, prev_hash = chain_head()
-        resolver = SessionResolver(session_gap)
+        if sessions is not None:
+            sessions.sync(seq)
+        resolver = SessionResolver(session_gap, sessions)
         stored_rows = _stored(ids, connection) if ids else []
         stored = {(audit_id, stage) for audit_id, stage, _ in stored_rows}
         known = Session.objects.in_bulk({pk for _, _, pk in stored_rows if pk is not None})
@@ -418,6 +528,11 @@ def append(prepared: list[PreparedEvent], *, session_gap: timedelta, replay: boo
         recordings = {seq: Recording(**item.prepared.recording, session=session, event_id=event_ids[seq])
                       for item, seq, session in with_recording}
         Recording.objects.bulk_create(list(recordings.values()))
+    if sessions is not None:  # committed
+        for item, _, session in chained:
+            if session is not None:
+                sessions.fold(session, item.prepared.fields["stage_timestamp"])
+        sessions.token = (seq, sessions.token[1])
     if not rows:
         return len(chained)
     events = []

@@ -94,6 +94,7 @@ class Recorder:
             max_recording if max_recording is not None else settings.AIRLOCK_AUDIT_MAX_RECORDING_BYTES
         )
         self.session_gap = session_gap or timedelta(minutes=settings.AIRLOCK_AUDIT_SESSION_GAP_MINUTES)
+        self._sessions = chain.SessionCache()  # used only on the writer thread (``thread`` mode)
         self.retry_delay = retry_delay
         self.commit_wait = commit_wait if commit_wait is not None else settings.AIRLOCK_AUDIT_COMMIT_SECONDS
         self.max_retry_delay = max_retry_delay
@@ -387,7 +388,8 @@ class Recorder:
 
     def _write(self, batch: list[PreparedEvent]) -> None:
         close_old_connections()
-        chain.append(batch, session_gap=self.session_gap)
+        with chain.remembering(self._sessions):
+            chain.append(batch, session_gap=self.session_gap)
         self._wrote = True
 
     def _timed_write(self, kind: str, batch: list[PreparedEvent]) -> None:

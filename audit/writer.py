@@ -175,6 +175,7 @@ class AuditWriter:
         self.drain_seconds = drain_seconds if drain_seconds is not None else max(60.0, 3 * settings.AIRLOCK_DRAIN_SECONDS)
         self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
         self.session_gap = timedelta(minutes=settings.AIRLOCK_AUDIT_SESSION_GAP_MINUTES)
+        self.sessions = chain.SessionCache()  # this writer's sessions, used only on its database thread
         self.max_body = settings.AIRLOCK_AUDIT_MAX_BODY_BYTES
         self.max_recording = settings.AIRLOCK_AUDIT_MAX_RECORDING_BYTES
         self.stats = WriterStats()
@@ -336,7 +337,7 @@ class AuditWriter:
 
     def _append(self, batch: list) -> int:
         close_old_connections()
-        return chain.append(batch, session_gap=self.session_gap, replay=True, rows=False)
+        return chain.append(batch, session_gap=self.session_gap, replay=True, rows=False, sessions=self.sessions)
 
     def _anchor(self) -> None:
         close_old_connections()

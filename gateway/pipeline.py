@@ -126,6 +126,15 @@ def split_connection(raw_path: str, prefix: str) -> tuple[str, str]:
     return name, slash + upstream_path if slash else "/"
 
 
+# What parse_request derives from a request's shape alone (method, path, query string: canonical_path and
+# parse are pure functions of them): (query, RequestInfo) of the shapes seen last, so an agent repeating a
+# request does not validate and parse its path again.  Only shapes that passed every check are kept;
+# bounded in entries and in key length (the oldest entry goes first), per process.
+_SHAPES: dict[tuple[str, str, bytes], tuple[str, RequestInfo]] = {}
+SHAPES_MAX = 1024
+SHAPE_KEY_MAX = 512  # characters of path and query: longer requests are parsed every time
+
+
 def parse_request(scope: dict, prefix: str, audit_id: str | None = None) -> GatewayRequest:
     """Stage 1: refuse non-canonical paths, then derive the RequestInfo."""
     raw = scope.get("raw_path")
@@ -136,26 +145,35 @@ def parse_request(scope: dict, prefix: str, audit_id: str | None = None) -> Gate
     except UnicodeDecodeError:
         raise GatewayError(400, "request path is not valid ASCII") from None
     name, upstream_path = split_connection(raw_path, prefix)
-    try:
-        path = canonical_path(upstream_path)
-    except RequestInfoError as exc:
-        raise GatewayError(400, f"request path rejected: {exc}") from None
-    try:
-        query = scope.get("query_string", b"").decode("ascii")
-    except UnicodeDecodeError:
-        raise GatewayError(400, "query string is not valid ASCII") from None
-    if "\x00" in query or "%00" in query:
-        raise GatewayError(400, "query string contains NUL")
+    websocket = scope["type"] == "websocket"
+    method = "GET" if websocket else scope["method"].upper()
+    raw_query = scope.get("query_string", b"")
+    shape_key = (method, upstream_path, raw_query)
+    shape = _SHAPES.get(shape_key)
+    if shape is None:
+        try:
+            path = canonical_path(upstream_path)
+        except RequestInfoError as exc:
+            raise GatewayError(400, f"request path rejected: {exc}") from None
+        try:
+            query = raw_query.decode("ascii")
+        except UnicodeDecodeError:
+            raise GatewayError(400, "query string is not valid ASCII") from None
+        if "\x00" in query or "%00" in query:
+            raise GatewayError(400, "query string contains NUL")
     headers = hdr.request_headers(scope.get("headers", []))
-    if scope["type"] == "websocket":
-        method, transport = "GET", "websocket"
+    transport = "websocket" if websocket else "spdy" if hdr.is_spdy_upgrade(headers) else "http"
+    if shape is None:
+        try:
+            info = parse(method, path, query)
+        except RequestInfoError as exc:
+            raise GatewayError(400, f"request not understood: {exc}") from None
+        if len(upstream_path) + len(raw_query) <= SHAPE_KEY_MAX:
+            if len(_SHAPES) >= SHAPES_MAX:
+                del _SHAPES[next(iter(_SHAPES))]
+            _SHAPES[shape_key] = (query, info)
     else:
-        method = scope["method"].upper()
-        transport = "spdy" if hdr.is_spdy_upgrade(headers) else "http"
-    try:
-        info = parse(method, path, query)
-    except RequestInfoError as exc:
-        raise GatewayError(400, f"request not understood: {exc}") from None
+        query, info = shape
     client = scope.get("client") or ("", 0)
     caller = scope.get(IN_PROCESS)
     return GatewayRequest(
