@@ -460,6 +460,12 @@ AIRLOCK_LEASE_MAX_SECONDS = int(env("AIRLOCK_LEASE_MAX_SECONDS", str(8 * 3600)))
 # Upper bound on how long another process may use a lease after it was revoked
 # when the channel-layer broadcast did not reach it.
 AIRLOCK_LEASE_CACHE_SECONDS = float(env("AIRLOCK_LEASE_CACHE_SECONDS", "5"))
+# How often each serving process reads the leases of its live streams (watch, exec...) from the
+# database and cuts those that ended: the bound on a revoked lease's streams when the
+# airlock.leases broadcast did not reach the process (approvals.live).
+AIRLOCK_LEASE_RECHECK_SECONDS = float(env("AIRLOCK_LEASE_RECHECK_SECONDS", "5"))
+if not AIRLOCK_LEASE_RECHECK_SECONDS > 0:
+    raise ImproperlyConfigured("AIRLOCK_LEASE_RECHECK_SECONDS must be a positive number of seconds")
 # Public base URL of the dashboard (links in messages and notifications); empty: links in what
 # an agent is told use the address it reached the gateway at, notifications use paths only.
 AIRLOCK_DASHBOARD_URL = env("AIRLOCK_DASHBOARD_URL", "")

@@ -16,12 +16,20 @@ end the stream (for exec: a Status on channel 3, then close).  A stream is cut
 
 * at ``expires_at`` by a timer in this process (exact, even if no sweeper runs),
 * when the ``airlock.leases`` group announces the lease revoked or expired
-  (the per-event-loop listener started by :meth:`LiveStreams.ensure_listener`, which
-  ``register`` and the application's lease cache call), whichever process did it.
+  (the per-event-loop listener started by :meth:`LiveStreams.ensure_listener`, which the
+  application's lifespan, ``register`` and the application's lease cache call), whichever process
+  did it,
+* at the latest ``AIRLOCK_LEASE_RECHECK_SECONDS`` after the lease ended, by the per-event-loop
+  re-check (started with the listener, with or without a channel layer): while streams are
+  registered it reads their leases from the database and cuts those revoked, expired, denied or
+  gone.  Announcements are best effort (a group_send that times out, a listener that joined the
+  group after the send, a message popped from Redis by a receive that was then cancelled): the
+  re-check is what bounds a lost one.
 
-The listener also drops this process's cached leases on every lease change.  After it lost the
-channel layer and joined again, it reads the state of its streams' leases from the database: a
-revocation announced while it was away is not missed.
+The listener also drops this process's cached leases on every lease change.  Each time it has
+joined the group (the first time too: the streams that started it registered before it could
+hear anything), it drops the cached leases and re-reads its streams' leases from the database,
+so a revocation announced while it was not (yet) listening is not missed.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ import weakref
 from dataclasses import dataclass, field
 
 from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
 
 from approvals import lease_check
 from approvals.broadcast import LEASES_GROUP
@@ -69,6 +79,7 @@ class LiveStreams:
         self._handles = itertools.count(1)
         self._listeners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._joined: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._rechecks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def register(self, principal, connection: str, lease_id: int, cancel, *, expires_at: float | None = None) -> int:
         """Track a live stream; call from the event loop that runs it.  Returns a handle for unregister."""
@@ -130,24 +141,52 @@ class LiveStreams:
             await self.cut_lease(lease_id, reason or f"lease {lease_id} ended")
 
     async def recheck(self) -> int:
-        """Cut this loop's streams whose lease ended while no announcement could reach us; returns how many."""
+        """Cut this loop's streams whose lease ended (revoked, expired, denied, or no longer in the
+        database) whether or not it was announced; returns how many."""
         loop = asyncio.get_running_loop()
         lease_ids = {stream.lease_id for stream in self._streams.values() if stream.loop is loop}
         if not lease_ids:
             return 0
         try:
             ended = await db.run(_ended_leases, lease_ids)
-        except Exception as exc:  # the timers and the next announcement still cut them
-            log.warning("lease listener could not re-read its streams' leases (%s)", type(exc).__name__)
+        except Exception as exc:  # the timers, the next announcement and the next re-check still cut them
+            log.warning("could not re-read the live streams' leases (%s)", type(exc).__name__)
             return 0
-        count = 0
+        count, leases_cut = 0, []
         for lease_id, state in ended:
-            count += await self.cut_lease(lease_id, f"lease {lease_id} was {state}")
+            cut = await self.cut_lease(lease_id, f"lease {lease_id} was {state}")
+            if cut:
+                count += cut
+                leases_cut.append(str(lease_id))
+        if count:  # the announcement did not reach this process, or had not yet
+            log.warning("cut %d live stream(s) on re-reading their leases: %s", count, ", ".join(leases_cut))
         return count
 
-    def ensure_listener(self) -> asyncio.Task | None:
-        """Start this event loop's airlock.leases listener once (no-op without a channel layer)."""
+    async def _recheck_periodically(self) -> None:
+        """The safety net under the announcements: every AIRLOCK_LEASE_RECHECK_SECONDS, while this loop
+        has streams, read their leases from the database; and restart a listener that ended."""
         loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(float(settings.AIRLOCK_LEASE_RECHECK_SECONDS))
+            if not any(stream.loop is loop for stream in self._streams.values()):
+                continue
+            try:
+                self.ensure_listener()
+                await self.recheck()
+            except Exception as exc:  # never let the safety net die
+                _raise_if_cancelling()
+                log.error("re-checking the live streams' leases failed: %s", type(exc).__name__)
+
+    def _ensure_recheck(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = self._rechecks.get(loop)
+        if task is None or task.done():
+            self._rechecks[loop] = loop.create_task(self._recheck_periodically(), name="airlock-lease-recheck")
+
+    def ensure_listener(self) -> asyncio.Task | None:
+        """Start this event loop's airlock.leases listener (no-op without a channel layer) and its
+        periodic re-check of the live streams' leases, once."""
+        loop = asyncio.get_running_loop()
+        self._ensure_recheck(loop)
         task = self._listeners.get(loop)
         if task is not None and not task.done():
             return task
@@ -166,22 +205,23 @@ class LiveStreams:
 
     async def stop_listener(self) -> None:
         """Stop this loop's listener (ASGI lifespan shutdown)."""
-        task = self._listeners.pop(asyncio.get_running_loop(), None)
-        if task is not None:
+        loop = asyncio.get_running_loop()
+        tasks = [task for task in (self._listeners.pop(loop, None), self._rechecks.pop(loop, None)) if task is not None]
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _listen(self, layer, joined: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        restarted = False
         while True:
             try:
                 channel = await layer.new_channel("airlock.leases.")
                 await layer.group_add(LEASES_GROUP, channel)
-                if restarted:
-                    # Anything granted or revoked while we were not listening.
-                    lease_check.invalidate_all()
-                    await self.recheck()
+                # Anything granted or revoked while we were not listening: before a restart, and before
+                # the first join too (the lookup or stream that started us may have cached or bound a
+                # lease whose revocation was announced before group_add reached Redis).
+                lease_check.invalidate_all()
+                await self.recheck()
                 joined.set()
                 joined_at = loop.time()  # not ``joined``: a restart after a failure sets that Event again
                 while True:
@@ -197,12 +237,20 @@ class LiveStreams:
             except Exception as exc:
                 _raise_if_cancelling()
                 log.warning("lease listener failed (%s); restarting", type(exc).__name__)
-                restarted = True
                 await asyncio.sleep(1.0)
 
 
 def _ended_leases(lease_ids: set[int]) -> list[tuple[int, str]]:
-    return list(Lease.objects.filter(pk__in=lease_ids, state__in=ENDED_STATES).values_list("pk", "state"))
+    """(id, state) of the leases among ``lease_ids`` that no longer let a stream run: ended, past their
+    expiry though not yet swept ("expired"), or no longer in the database ("deleted")."""
+    now = timezone.now()
+    rows = Lease.objects.filter(pk__in=lease_ids).values_list("pk", "state", "expires_at")
+    found = {pk: state if state in ENDED_STATES else "expired"
+             for pk, state, expires_at in rows
+             if state in ENDED_STATES or (expires_at is not None and expires_at <= now)}
+    present = {pk for pk, _, _ in rows}
+    found.update({pk: "deleted" for pk in lease_ids - present})
+    return sorted(found.items())
 
 
 def _raise_if_cancelling() -> None:
