@@ -169,8 +169,8 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         "",
         "CPU columns: CPU time the process in the middle (kubectl proxy or the gateway) and kubesim used "
         "during the cell, divided by the requests served; in brackets the cores each kept busy (the gateway's "
-        f"summed over its {results.get('workers', {}).get('uvicorn', 1)} worker process(es): each shares one "
-        "interpreter lock with its audit writer thread, so about one core per worker is its ceiling). "
+        f"summed over every process it started: uvicorn's supervisor, its {results.get('workers', {}).get('uvicorn', 1)} "
+        "worker process(es) and the audit writer process a worker spawns; one core per worker is a worker's ceiling). "
         "The last column is the CPU every other process on the "
         "machine used during the cell (other work sharing this machine); well above 0 means the cell "
         "competed for the 2 cores and its figures are pessimistic.",
@@ -252,7 +252,7 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         "",
         *(["## 6b. CPU per small GET against rules and connections", "",
             hotpath.render_scaling(results["hotpath_scaling"]), ""] if "hotpath_scaling" in results else []),
-        "## 7. Masking and the exec stream path, per byte (bench/stream_masking.py)",
+        "## 6c. Masking and the exec stream path, per byte (bench/stream_masking.py)",
         "",
         stream_masking.table(results["stream_masking"]) if "stream_masking" in results else "not measured",
         "",
