@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 ENDED_STATES = frozenset({"revoked", "expired", "denied"})
 # channels-redis forgets group members after a day; re-join well before.
+STOP_SECONDS = 5.0  # shutdown waits at most this for the listener and the re-check to end
 REJOIN_SECONDS = 3600.0
 
 
@@ -207,9 +208,18 @@ class LiveStreams:
         """Stop this loop's listener (ASGI lifespan shutdown)."""
         loop = asyncio.get_running_loop()
         tasks = [task for task in (self._listeners.pop(loop, None), self._rechecks.pop(loop, None)) if task is not None]
+        # Cancelled again until done: a cancellation that lands while channels-redis connects can be
+        # swallowed below us, and the listener would then carry on and hold the shutdown for ever.
+        deadline = loop.time() + STOP_SECONDS
+        while (pending := [task for task in tasks if not task.done()]) and loop.time() < deadline:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.1)
+        if pending:
+            log.warning("the lease listener did not stop within %s s", STOP_SECONDS)
         for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: it ended as it should
 
     async def _listen(self, layer, joined: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

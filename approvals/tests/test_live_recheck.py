@@ -149,3 +149,34 @@ async def test_the_recheck_cuts_streams_of_leases_past_their_expiry_or_deleted(s
         for handle in handles:
             live.unregister(handle)
         await live.stop_listener()
+
+
+class SwallowsOneCancel:
+    """The channel layer, but the first cancellation that lands in ``new_channel`` is lost (as one can be
+    inside a Redis client while it connects) and the call goes on."""
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.swallowed = 0
+
+    def __getattr__(self, name):
+        return getattr(self.layer, name)
+
+    async def new_channel(self, prefix="specific."):
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if self.swallowed:
+                    raise
+                self.swallowed += 1
+                asyncio.current_task().uncancel()
+
+
+async def test_shutdown_stops_a_listener_that_lost_a_cancellation():
+    layer = SwallowsOneCancel(get_channel_layer())
+    live = LiveStreams(layer=lambda: layer)
+    listener = live.ensure_listener()
+    await asyncio.sleep(0.05)  # the listener is inside new_channel
+    await asyncio.wait_for(live.stop_listener(), 3)
+    assert layer.swallowed == 1 and listener.done()
