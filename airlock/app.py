@@ -8,9 +8,8 @@ it needs (nothing is found through module globals):
   (approvals.agent_api) in the ASGI scope of the Django requests it routes;
 * the policy cache (policy.cache), the audit Recorder (audit.recorder), the Secret value stores,
   the agent budgets and their counters (gateway.budgets, gateway.budgetstore: Redis when configured);
-* the live-stream registry (approvals.live) and the lease cache (approvals.lease_check); the
-  registry's airlock.leases listener and lease re-check start with the lifespan (and again on a
-  lease lookup if they ended), so a process has joined the group long before its first leased request;
+* the live-stream registry (approvals.live) and the lease cache (approvals.lease_check), whose
+  lookups start the registry's airlock.leases listener;
 * the Holder (approvals.hold), the GatewayApp (gateway.app), the approvals Sweeper, Django's
   ASGI application (static files served by it) and the router (airlock.routing);
 * the MCP endpoint (mcpfront.server), which sends tool calls' requests through the GatewayApp in-process;
@@ -218,7 +217,6 @@ class Airlock:
                 await mcp_sessions.__aenter__()
             if self.invalidation is not None:
                 self.invalidation.start()
-            self.live.ensure_listener()  # not awaited: Redis away never delays startup
             if self.metrics is not None:
                 self.metrics.start()
             if self.on_started is not None:
