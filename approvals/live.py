@@ -16,9 +16,8 @@ end the stream (for exec: a Status on channel 3, then close).  A stream is cut
 
 * at ``expires_at`` by a timer in this process (exact, even if no sweeper runs),
 * when the ``airlock.leases`` group announces the lease revoked or expired
-  (the per-event-loop listener started by :meth:`LiveStreams.ensure_listener`, which the
-  application's lifespan, ``register`` and the application's lease cache call), whichever process
-  did it,
+  (the per-event-loop listener started by :meth:`LiveStreams.ensure_listener`, which
+  ``register`` and the application's lease cache call), whichever process did it,
 * at the latest ``AIRLOCK_LEASE_RECHECK_SECONDS`` after the lease ended, by the per-event-loop
   re-check (started with the listener, with or without a channel layer): while streams are
   registered it reads their leases from the database and cuts those revoked, expired, denied or
