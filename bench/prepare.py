@@ -1,8 +1,14 @@
-"""Prepare the bench gateway's SQLite database: migrate, one Connection, allow-all rules.
+"""Prepare the bench gateway's database: migrate, one Connection, the production rules.
+
+The rules are the production-guardrails preset (policy/presets.py) bound to the bench agent's
+group, so every request is evaluated as in production (reads allowed with Secret values masked,
+writes and interactive sessions held for review), plus one rule ahead of it: the bench agent may
+exec into pods of the bench namespace without review, as a team would allow its own agent in its
+own namespace (the exec measurement would otherwise wait for a reviewer).
 
 Run as ``python -m bench.prepare`` in the gateway's environment (see
 bench.procs.clean_env) with a JSON document on stdin:
-``{"server_url": ..., "ca_file": ..., "token": ..., "group": ...}``.
+``{"server_url": ..., "ca_file": ..., "token": ..., "group": ..., "namespace": ...}``.
 The cluster token travels on stdin so it never shows in a process listing.
 """
 
@@ -11,9 +17,11 @@ import sys
 from pathlib import Path
 
 CONNECTION = "kubesim"
+PRESET = "production-guardrails"
 
 
-def prepare(server_url: str, ca_file: str, token: str, group: str) -> None:
+def prepare(server_url: str, ca_file: str, token: str, group: str, namespace: str) -> list[str]:
+    """The rules' names, in their first-match order."""
     import django
 
     django.setup()
@@ -22,22 +30,23 @@ def prepare(server_url: str, ca_file: str, token: str, group: str) -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
     from connections.models import Connection
-    from policy.models import Rule
+    from policy import presets, rulesets
 
     connection = Connection(name=CONNECTION, server_url=server_url, ca_bundle=Path(ca_file).read_text())
     connection.bearer_token = token
     connection.full_clean()
     connection.save()
-    Rule.objects.create(
-        connection=connection, order=10, name="bench-all", effect="allow", groups=[group],
-        verbs=["*"], api_groups=["*"], resources=["*", "*/*"], namespaces=["*"], names=["*"], mask_secrets=False,
-    )
-    Rule.objects.create(
-        connection=connection, order=20, name="bench-non-resource", effect="allow", groups=[group],
-        verbs=["*"], non_resource_urls=["*"],
-    )
+    # Rules are first-match in order; the preset's first rules are its dry runs (5) and its held sessions (10).
+    rulesets.apply_rules(connection, [{
+        "name": "bench-exec", "effect": "allow", "order": 1, "groups": [group], "subjects": [],
+        "description": "The bench agent execs into pods of its own namespace without review.",
+        "verbs": ["*"], "api_groups": [""], "resources": ["pods/exec"], "namespaces": [namespace], "names": ["*"],
+    }])
+    presets.apply_preset(connection, PRESET, groups=[group])
+    return list(connection.rules.order_by("order", "name").values_list("name", flat=True))
 
 
 if __name__ == "__main__":
     spec = json.load(sys.stdin)
-    prepare(spec["server_url"], spec["ca_file"], spec["token"], spec["group"])
+    names = prepare(spec["server_url"], spec["ca_file"], spec["token"], spec["group"], spec["namespace"])
+    json.dump(names, sys.stdout)

@@ -86,6 +86,19 @@ def _server_sentence(results: dict) -> str:
             f"access log) with **{workers} worker process{'es' if workers != 1 else ''}**, on {database}{redis}, ")
 
 
+def _agent_sentence(results: dict) -> str:
+    """How the bench agent authenticated and which rules judged it (older results: static tokens, allow-all)."""
+    agent = results.get("agent")
+    if agent is None:
+        return "development static tokens and an allow-all rule"
+    return (f"everything on as in production: the agent presents an **OIDC JWT** (RS256, from a local HTTPS "
+            f"issuer the gateway discovers and trusts through `AIRLOCK_OIDC_ISSUERS` and `AIRLOCK_OIDC_CA_FILE`; "
+            f"a token signed by another key answered {agent['forged_token_status']}), its requests are judged by "
+            f"the **production-guardrails preset** bound to its group ({len(agent['rules'])} rules, first match: "
+            f"{', '.join(f'`{name}`' for name in agent['rules'])}; `bench-exec` lets it exec in the bench "
+            f"namespace without review), responses are masked and every request is audited")
+
+
 def _other_load(results: dict) -> str:
     cells = [cell for per in results["small_get"].values() for cell in per.values()]
     return f"{sum(c['other_cpu_cores'] for c in cells) / len(cells):.2f}"
@@ -140,7 +153,7 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         "",
         "Everything shares this machine: kubesim (Python, aiohttp, one process), the gateway processes, "
         "kubectl proxy and the load generators. Measurements run one after another. " + _server_sentence(results) +
-        "development static tokens and an allow-all rule; daphne runs the same `airlock.asgi:application`. "
+        _agent_sentence(results) + "; daphne runs the same `airlock.asgi:application`. "
         f"Upstream HTTP client in production: **{results['clients']['default']}**; "
         f"compared with: {results['clients']['alternative']}.",
         "",

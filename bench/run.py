@@ -8,7 +8,9 @@ small GETs (wrk), exec stdout throughput, watch fan-out (latency and gateway
 RSS) and memory under a slow reader.  The database is PostgreSQL and Redis when
 they answer on loopback (bench.procs.backends, as .ci/run starts them), else
 SQLite; a gateway's CPU and memory are those of all its processes.  Measurements run one after another,
-never overlapping, so each process has the machine to itself.
+never overlapping, so each process has the machine to itself.  Everything is on as in production: the agent
+presents an OIDC JWT (bench/idp.py's issuer) that the gateways validate, its requests go through the
+production-guardrails preset (bench/prepare.py), responses are masked and every request is audited.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import datetime
 import importlib.util
 import json
 import os
-import secrets
 import signal
 import statistics
 import subprocess
@@ -33,7 +34,7 @@ from pathlib import Path
 import httpx
 import uvloop
 
-from bench import audit_writers, cluster, hotpath, machine, procs, report, stream_masking, watch_memory
+from bench import audit_writers, cluster, hotpath, idp, machine, procs, report, stream_masking, watch_memory
 from bench.load import Wrk
 from bench.streams import exec_cat, kubectl_exec_cat, slow_reader
 from bench.watch import run_fanout
@@ -42,6 +43,7 @@ from kubesim.certs import generate_tls
 
 BENCH_DIR = Path(__file__).resolve().parent
 AGENT_GROUP = "bench-agents"
+AGENT_SUBJECT = "bench-agent"
 DEFAULT_CLIENT = DEFAULT_TRANSPORT
 ALTERNATIVE_CLIENT = next(name for name in TRANSPORTS if name != DEFAULT_TRANSPORT)
 MIB = 2**20
@@ -80,12 +82,24 @@ class Target:
     service: procs.Service | None = None
 
 
-def _prepare_database(env: dict, sim, token: str) -> None:
-    spec = json.dumps({"server_url": sim.url, "ca_file": str(sim.ca_file), "token": token, "group": AGENT_GROUP})
+def _prepare_database(env: dict, sim, token: str) -> list[str]:
+    """Migrate, create the Connection and its rules (bench/prepare.py); the rules' names, first-match order."""
+    spec = json.dumps({"server_url": sim.url, "ca_file": str(sim.ca_file), "token": token, "group": AGENT_GROUP,
+                       "namespace": cluster.NAMESPACE})
     result = subprocess.run([procs.PYTHON, "-m", "bench.prepare"], input=spec, capture_output=True, text=True,
                             env=env, cwd=procs.REPO, timeout=120)
     if result.returncode != 0:
         raise RuntimeError(f"preparing the gateway database failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout)
+
+
+@contextlib.contextmanager
+def _issuer(directory: Path):
+    issuer = idp.Issuer(directory).start()
+    try:
+        yield issuer
+    finally:
+        issuer.stop()
 
 
 def _check(target: Target, path: str, count: int = 20) -> None:
@@ -97,6 +111,18 @@ def _check(target: Target, path: str, count: int = 20) -> None:
             response = client.get(target.base_url + path, headers=headers)
             if response.status_code != 200:
                 raise RuntimeError(f"{target.name}: GET {path} answered {response.status_code}: {response.text[:300]}")
+
+
+def _agent_setup(target: Target, path: str, issuer: idp.Issuer, env: dict, rules: list[str]) -> dict:
+    """How the bench agent reaches the gateways, checked: the gateway validates its JWT (a token the issuer's
+    key did not sign is refused) and evaluates the production rules."""
+    forged = issuer.forged_token(AGENT_SUBJECT, [AGENT_GROUP])
+    with httpx.Client(verify=str(target.ca_file), trust_env=False, timeout=30) as client:
+        refused = client.get(target.base_url + path, headers={"Authorization": f"Bearer {forged}"}).status_code
+    if refused != 401:
+        raise RuntimeError(f"{target.name}: a JWT the issuer did not sign answered {refused}, not 401")
+    return {"authentication": "oidc", "group": AGENT_GROUP, "forged_token_status": refused,
+            "static_tokens": "AIRLOCK_DEV_STATIC_TOKENS" in env, "rules": rules}
 
 
 def _agent_kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> Path:
@@ -165,12 +191,15 @@ def run(profile: Profile, workdir: Path) -> dict:
         backend_env = backends.enter_context(procs.backends(str(os.getpid())))
         _progress("starting kubesim and writing the bench pod's files")
         sim = cluster.start(workdir / "kubesim", exec_bytes=profile.exec_bytes, log_bytes=profile.log_bytes)
-        token = secrets.token_urlsafe(24)
+        # The agent authenticates as in production: an RS256 JWT from an OIDC issuer (HTTPS, its own CA) that
+        # the gateways discover and validate (identity/oidc.py); one token, valid for the whole run.
+        issuer = backends.enter_context(_issuer(workdir / "oidc-issuer"))
+        token = issuer.token(AGENT_SUBJECT, [AGENT_GROUP])
         env = procs.clean_env(
             AIRLOCK_ENV="development",
             AIRLOCK_VAR_DIR=str(workdir / "var"),
             AIRLOCK_SQLITE_PATH=str(workdir / "airlock.sqlite3"),
-            AIRLOCK_DEV_STATIC_TOKENS=f"{token}=bench-agent:{AGENT_GROUP}",
+            **issuer.settings(),  # AIRLOCK_OIDC_ISSUERS and AIRLOCK_OIDC_CA_FILE; no static tokens
             AIRLOCK_DEBUG="false",
             AIRLOCK_AUDIT_WRITER="process",  # as in production: the audit writer process, not a thread per gateway
             # Every worker's metric values, as the image sets it (runtime/metrics.py).
@@ -181,7 +210,7 @@ def run(profile: Profile, workdir: Path) -> dict:
         )
         results["backends"] = {"database": "postgresql" if "DATABASE_URL" in backend_env else "sqlite",
                                "redis": "REDIS_URL" in backend_env}
-        _prepare_database(env, sim, sim.admin_token)
+        rules = _prepare_database(env, sim, sim.admin_token)
         tls = generate_tls(workdir / "gateway-tls")
 
         _progress("starting the gateways and kubectl proxy")
@@ -216,6 +245,7 @@ def run(profile: Profile, workdir: Path) -> dict:
         small = f"/api/v1/namespaces/{namespace}/configmaps/{name}"
         for target in targets.values():
             _check(target, small)
+        results["agent"] = _agent_setup(gateways["uvicorn"], small, issuer, env, rules)
         results["services"] = {key: {"name": t.name, "pid": t.service.pid if t.service else None}
                                for key, t in targets.items()}
         results["idle_rss_mib"] = {key: round(t.service.rss_kib() / 1024, 1) for key, t in targets.items() if t.service}

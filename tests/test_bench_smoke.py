@@ -38,6 +38,18 @@ def test_quick_bench_produces_a_complete_report(tmp_path):
     assert bench.returncode == 0, stderr[-4000:]
     results = json.loads(raw.read_text())
 
+    # Everything on, as issue 16 asks: the gateways validate the agent's OIDC JWT (no static tokens; a JWT the
+    # issuer did not sign is refused) and judge its requests by the production-guardrails preset, every one of
+    # which was then allowed (no errors below: no 401, 403 or held request).
+    agent = results["agent"]
+    assert agent["authentication"] == "oidc" and agent["static_tokens"] is False
+    assert agent["forged_token_status"] == 401
+    from policy.presets import PRODUCTION_GUARDRAILS
+
+    assert agent["rules"][0] == "bench-exec"
+    assert set(agent["rules"][1:]) == {rule["name"] for rule in PRODUCTION_GUARDRAILS["rules"]}
+    assert "**OIDC JWT**" in out.read_text() and "**production-guardrails preset**" in out.read_text()
+
     assert set(results["small_get"]) == TARGETS
     for cells in results["small_get"].values():
         assert set(cells) == {"1", "32"}
