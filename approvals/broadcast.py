@@ -10,8 +10,6 @@ Django view) is handed to that loop without waiting for it.
 
 import asyncio
 import logging
-import threading
-import time
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -19,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 
 from runtime import db
+from runtime.failurelog import FailureLog
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +36,7 @@ def timeout() -> float:
     return float(settings.AIRLOCK_CHANNEL_LAYER_TIMEOUT_SECONDS)
 
 
-class _FailureLog:
-    """One line per LOG_INTERVAL seconds, with how many sends failed meanwhile."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._logged_at = float("-inf")
-        self._suppressed = 0
-
-    def failed(self, what: str, exc: BaseException) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._logged_at < LOG_INTERVAL:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed, self._logged_at = self._suppressed, 0, now
-        log.warning("channel-layer %s failed: %s%s", what, type(exc).__name__,
-                    f" ({suppressed} more failures since the last report)" if suppressed else "")
-
-
-failures = _FailureLog()
+failures = FailureLog(log, "channel-layer", LOG_INTERVAL)
 _pending: set[asyncio.Task] = set()
 
 

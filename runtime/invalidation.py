@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from runtime import db
+from runtime.failurelog import FailureLog
 
 log = logging.getLogger(__name__)
 
@@ -78,26 +79,7 @@ def decode(data) -> dict | None:
     return {"kind": message["kind"], "connection": connection, "id": connection_id}
 
 
-class _FailureLog:
-    """One warning per LOG_INTERVAL seconds, with how many failures were not logged meanwhile."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._logged_at = float("-inf")
-        self._suppressed = 0
-
-    def failed(self, what: str, exc: BaseException) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._logged_at < LOG_INTERVAL:
-                self._suppressed += 1
-                return
-            suppressed, self._suppressed, self._logged_at = self._suppressed, 0, now
-        log.warning("cache invalidation %s failed: %s%s", what, type(exc).__name__,
-                    f" ({suppressed} more since the last report)" if suppressed else "")
-
-
-failures = _FailureLog()
+failures = FailureLog(log, "cache invalidation", LOG_INTERVAL)
 
 
 def _timeout() -> float:
