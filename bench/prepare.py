@@ -8,8 +8,10 @@ own namespace (the exec measurement would otherwise wait for a reviewer).
 
 Run as ``python -m bench.prepare`` in the gateway's environment (see
 bench.procs.clean_env) with a JSON document on stdin:
-``{"server_url": ..., "ca_file": ..., "token": ..., "group": ..., "namespace": ...}``.
-The cluster token travels on stdin so it never shows in a process listing.
+``{"server_url": ..., "ca_file": ..., "token": ..., "group": ..., "namespace": ...}``, or
+``"rules": "allow-all"`` instead of the namespace for one rule that forwards everything (the
+killed-gateway test needs its writes forwarded, not held).  The cluster token travels on stdin so it
+never shows in a process listing.
 """
 
 import json
@@ -20,7 +22,8 @@ CONNECTION = "kubesim"
 PRESET = "production-guardrails"
 
 
-def prepare(server_url: str, ca_file: str, token: str, group: str, namespace: str) -> list[str]:
+def prepare(server_url: str, ca_file: str, token: str, group: str, namespace: str | None,
+            allow_all: bool = False) -> list[str]:
     """The rules' names, in their first-match order."""
     import django
 
@@ -36,6 +39,12 @@ def prepare(server_url: str, ca_file: str, token: str, group: str, namespace: st
     connection.bearer_token = token
     connection.full_clean()
     connection.save()
+    if allow_all:
+        rulesets.apply_rules(connection, [{
+            "name": "allow-all", "effect": "allow", "order": 10, "groups": [group], "subjects": [],
+            "verbs": ["*"], "api_groups": ["*"], "resources": ["*", "*/*"], "namespaces": ["*"], "names": ["*"],
+        }])
+        return list(connection.rules.values_list("name", flat=True))
     # Rules are first-match in order; the preset's first rules are its dry runs (5) and its held sessions (10).
     rulesets.apply_rules(connection, [{
         "name": "bench-exec", "effect": "allow", "order": 1, "groups": [group], "subjects": [],
@@ -48,5 +57,6 @@ def prepare(server_url: str, ca_file: str, token: str, group: str, namespace: st
 
 if __name__ == "__main__":
     spec = json.load(sys.stdin)
-    names = prepare(spec["server_url"], spec["ca_file"], spec["token"], spec["group"], spec["namespace"])
+    names = prepare(spec["server_url"], spec["ca_file"], spec["token"], spec["group"], spec.get("namespace"),
+                    allow_all=spec.get("rules") == "allow-all")
     json.dump(names, sys.stdout)

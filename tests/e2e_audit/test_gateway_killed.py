@@ -50,7 +50,7 @@ def gateway_env(kubesim, tmp_path):
         AIRLOCK_DEBUG="false",
     )
     spec = json.dumps({"server_url": kubesim.url, "ca_file": str(kubesim.ca_file), "token": kubesim.admin_token,
-                       "group": "agents"})
+                       "group": "agents", "rules": "allow-all"})
     subprocess.run([procs.PYTHON, "-m", "bench.prepare"], input=spec, text=True, env=env, cwd=procs.REPO,
                    check=True, timeout=120)
     return env, token
