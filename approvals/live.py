@@ -80,6 +80,7 @@ class LiveStreams:
         self._listeners: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._joined: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._rechecks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._unverified_since: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def register(self, principal, connection: str, lease_id: int, cancel, *, expires_at: float | None = None) -> int:
         """Track a live stream; call from the event loop that runs it.  Returns a handle for unregister."""
@@ -151,7 +152,8 @@ class LiveStreams:
             ended = await db.run(_ended_leases, lease_ids)
         except Exception as exc:  # the timers, the next announcement and the next re-check still cut them
             log.warning("could not re-read the live streams' leases (%s)", type(exc).__name__)
-            return 0
+            return await self._cut_unverified(loop, lease_ids)
+        self._unverified_since.pop(loop, None)
         count, leases_cut = 0, []
         for lease_id, state in ended:
             cut = await self.cut_lease(lease_id, f"lease {lease_id} was {state}")
@@ -160,6 +162,22 @@ class LiveStreams:
                 leases_cut.append(str(lease_id))
         if count:  # the announcement did not reach this process, or had not yet
             log.warning("cut %d live stream(s) on re-reading their leases: %s", count, ", ".join(leases_cut))
+        return count
+
+    async def _cut_unverified(self, loop, lease_ids: set[int]) -> int:
+        """Fail closed: leases that could not be read for longer than AIRLOCK_CACHE_STALE_SECONDS (the
+        bound new requests get on cached leases) no longer carry their streams; a revocation committed
+        just before the database went away must not keep a session open until the lease expires."""
+        since = self._unverified_since.setdefault(loop, loop.time())
+        stale = float(settings.AIRLOCK_CACHE_STALE_SECONDS)
+        if loop.time() - since <= stale:
+            return 0
+        count = 0
+        for lease_id in sorted(lease_ids):
+            count += await self.cut_lease(lease_id, f"lease {lease_id} could not be verified for {stale:g} s "
+                                                    "(the database is unavailable)")
+        if count:
+            log.warning("cut %d live stream(s) whose leases could not be verified", count)
         return count
 
     async def _recheck_periodically(self) -> None:

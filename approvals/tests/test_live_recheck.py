@@ -15,6 +15,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import User
+from django.db import OperationalError
 from django.utils import timezone
 
 from approvals import leases
@@ -180,3 +181,30 @@ async def test_shutdown_stops_a_listener_that_lost_a_cancellation():
     await asyncio.sleep(0.05)  # the listener is inside new_channel
     await asyncio.wait_for(live.stop_listener(), 3)
     assert layer.swallowed == 1 and listener.done()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_streams_whose_leases_cannot_be_read_past_the_stale_bound_are_cut(settings, monkeypatch):
+    """Fail closed: with the database away, a leased stream runs at most AIRLOCK_CACHE_STALE_SECONDS
+    beyond the last re-check that could read its lease, as new requests on a cached lease do."""
+    settings.AIRLOCK_LEASE_RECHECK_SECONDS = 0.05
+    settings.AIRLOCK_CACHE_STALE_SECONDS = 0.3
+    lease = await database_sync_to_async(granted_lease)()
+    live = LiveStreams(layer=lambda: None)
+    stream = FakeStream()
+    handle = live.register(AGENT, "prod", lease.pk, stream.cancel)
+
+    def unavailable(lease_ids):
+        raise OperationalError("connection refused")
+
+    try:
+        await asyncio.sleep(0.15)
+        assert not stream.cut.is_set()  # readable: the lease is granted
+        monkeypatch.setattr("approvals.live._ended_leases", unavailable)
+        await asyncio.sleep(0.15)
+        assert not stream.cut.is_set()  # within the stale bound
+        await asyncio.wait_for(stream.cut.wait(), WAIT)
+        assert stream.reasons == [f"lease {lease.pk} could not be verified for 0.3 s (the database is unavailable)"]
+    finally:
+        live.unregister(handle)
+        await live.stop_listener()
