@@ -32,15 +32,17 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import psycopg
 
 from kubesim.certs import generate_tls
+from kubesim.testing import start_kubesim
 from tests.gateway_harness import AGENT_TOKEN
 from tests.rig_procs import AuditReads, Workers, flush_redis, free_port
-from tests.resilience_rig import REDIS, REDIS_DB, REVIEWER_TOKEN, ROOT, Gateway, Postgres, base_env, manage
+from tests.resilience_rig import REDIS, REDIS_DB, REVIEWER_TOKEN, ROOT, Gateway, Postgres, base_env, manage, postgres_url
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 REPLICAS = ("a", "b", "c")
@@ -358,3 +360,25 @@ class ScaleOut(AuditReads):
         if isinstance(self.balancer, Balancer):
             parts.append(f"=== haproxy\n{self.balancer.log()}")
         return "\n".join(parts)
+
+
+@contextmanager
+def running(tmp_path_factory, name: str, settings: dict, **options):
+    """A started ScaleOut on its own PostgreSQL template and kubesim, stopped (its logs printed for a
+    failed test) and dropped afterwards: the body of the module fixtures that use this rig."""
+    postgres = Postgres(postgres_url())
+    postgres.prefix = f"{postgres.config['NAME']}_{name}_{postgres.prefix.rsplit('_', 1)[-1]}"
+    postgres.template = f"{postgres.prefix}_t"
+    postgres.create_template()
+    directory = tmp_path_factory.mktemp(name)
+    sim = start_kubesim(directory / "kubesim")
+    rig = None
+    try:
+        rig = ScaleOut(directory, postgres, sim, settings, **options)
+        yield rig.start()
+    finally:
+        if rig is not None:
+            rig.stop()
+            print(rig.logs())  # shown by pytest when a test failed
+        sim.stop()
+        postgres.drop(postgres.template)

@@ -46,16 +46,9 @@ def endpoint(oidc=True):
     return Endpoint(gateway=FakeGateway(), gateway_prefix="/k8s/", authenticator=chain, policy=None)
 
 
-async def call(app, path, *, method="POST", token=None, body=None, host=b"airlock.test:8443", extra=()):
-    headers = [(b"host", host), (b"content-type", b"application/json"),
-               (b"accept", b"application/json, text/event-stream"), *extra]
-    if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
-             "headers": headers, "scheme": "https", "client": ("10.0.0.9", 1), "server": ("127.0.0.1", 8443),
-             "asgi": {"version": "3.0"}, "http_version": "1.1", "root_path": ""}
-    sent, body = [], json.dumps(body).encode() if body is not None else b""
-    delivered, done = False, asyncio.Event()
+async def exchange(app, scope, body: bytes) -> tuple[dict, bytes]:
+    """One ASGI request carrying ``body``: the response's start message and its whole body."""
+    sent, done, delivered = [], asyncio.Event(), False
 
     async def receive():
         nonlocal delivered
@@ -72,8 +65,19 @@ async def call(app, path, *, method="POST", token=None, body=None, host=b"airloc
 
     await asyncio.wait_for(app(scope, receive, send), 10)
     start = next(m for m in sent if m["type"] == "http.response.start")
-    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, b"".join(
-        m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+async def call(app, path, *, method="POST", token=None, body=None, host=b"airlock.test:8443", extra=()):
+    headers = [(b"host", host), (b"content-type", b"application/json"),
+               (b"accept", b"application/json, text/event-stream"), *extra]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": headers, "scheme": "https", "client": ("10.0.0.9", 1), "server": ("127.0.0.1", 8443),
+             "asgi": {"version": "3.0"}, "http_version": "1.1", "root_path": ""}
+    start, content = await exchange(app, scope, json.dumps(body).encode() if body is not None else b"")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, content
 
 
 async def test_without_a_valid_token_the_answer_points_at_the_protected_resource_metadata():
@@ -244,22 +248,5 @@ async def raw(app, body: bytes, extra, accept=b"application/json, text/event-str
     scope = {"type": "http", "method": "POST", "path": "/mcp/prod/", "raw_path": b"/mcp/prod/", "query_string": b"",
              "headers": headers, "scheme": "https", "client": ("10.0.0.9", 1), "server": ("127.0.0.1", 8443),
              "asgi": {"version": "3.0"}, "http_version": "1.1", "root_path": ""}
-    sent, done, delivered = [], asyncio.Event(), False
-
-    async def receive():
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body"):
-            done.set()
-
-    await asyncio.wait_for(app(scope, receive, send), 10)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in sent if m["type"] ==
-                                                             "http.response.body")
+    start, content = await exchange(app, scope, body)
+    return start["status"], dict(start["headers"]), content

@@ -8,9 +8,7 @@ once, named after that URL's database and this process, and dropped afterwards.
 
 import pytest
 
-from kubesim.testing import start_kubesim
-from tests.resilience_rig import Postgres, postgres_url
-from tests.scaleout_rig import ScaleOut
+from tests.scaleout_rig import running
 
 SETTINGS = {
     # beat runs the sweep (not the gateways, as in production); it and the anchor come every 2 s here
@@ -25,19 +23,5 @@ SETTINGS = {
 
 @pytest.fixture(scope="module")
 def scaleout(tmp_path_factory):
-    postgres = Postgres(postgres_url())
-    postgres.prefix = f"{postgres.config['NAME']}_scale_{postgres.prefix.rsplit('_', 1)[-1]}"
-    postgres.template = f"{postgres.prefix}_t"
-    postgres.create_template()
-    directory = tmp_path_factory.mktemp("scaleout")
-    sim = start_kubesim(directory / "kubesim")
-    rig = None
-    try:
-        rig = ScaleOut(directory, postgres, sim, SETTINGS)
-        yield rig.start()
-    finally:
-        if rig is not None:
-            rig.stop()
-            print(rig.logs())  # shown by pytest when a test failed
-        sim.stop()
-        postgres.drop(postgres.template)
+    with running(tmp_path_factory, "scale", SETTINGS) as rig:
+        yield rig

@@ -9,10 +9,8 @@ elsewhere within the tests' seconds.  PostgreSQL and Redis as in tests/e2e_scale
 
 import pytest
 
-from kubesim.testing import start_kubesim
-from tests.resilience_rig import Postgres, postgres_url
 from tests.rig_procs import free_port
-from tests.scaleout_rig import ScaleOut
+from tests.scaleout_rig import running
 
 WORKERS = 2
 SETTINGS = {
@@ -29,19 +27,5 @@ SETTINGS = {
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory):
-    postgres = Postgres(postgres_url())
-    postgres.prefix = f"{postgres.config['NAME']}_workers_{postgres.prefix.rsplit('_', 1)[-1]}"
-    postgres.template = f"{postgres.prefix}_t"
-    postgres.create_template()
-    directory = tmp_path_factory.mktemp("workers")
-    sim = start_kubesim(directory / "kubesim")
-    rig = None
-    try:
-        rig = ScaleOut(directory, postgres, sim, SETTINGS, replicas=("gateway",), workers=WORKERS, celery=False)
-        yield rig.start()
-    finally:
-        if rig is not None:
-            rig.stop()
-            print(rig.logs())  # shown by pytest when a test failed
-        sim.stop()
-        postgres.drop(postgres.template)
+    with running(tmp_path_factory, "workers", SETTINGS, replicas=("gateway",), workers=WORKERS, celery=False) as rig:
+        yield rig
