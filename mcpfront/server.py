@@ -25,6 +25,7 @@ Long because the endpoint's HTTP side (authentication, metadata, sessions, their
 registrations belong together: each tool's signature is its schema and its call into the tools.
 """
 
+import asyncio
 import contextlib
 import contextvars
 import dataclasses
@@ -191,10 +192,14 @@ class Endpoint:
         try:
             await self.sessions.handle_request(inner, exchange.receive(receive),
                                                self.watch_session_start(inner, exchange.send(send)))
+        except Exception:
+            if exchange.status is None:  # the server answers 500 for it
+                exchange.status, exchange.answer = 500, bytearray(b"airlock: internal error")
+            raise
         finally:
             if deleting is not None and exchange.status != 200:
                 deleting.deleting = False
-            await self.record_exchange(exchange, inner)
+            await asyncio.shield(self.record_exchange(exchange, inner))  # also when the request is cancelled
 
     async def answer_outside(self, scope, exchange: "Exchange | None"):
         """Before the SDK: the request's arrival journaled (else a 503, as on the gateway; none for the

@@ -4,6 +4,8 @@ connections, and a development static token (which never expires) opening a sess
 import asyncio
 import json
 
+import pytest
+
 from audit.recorder import AuditUnavailable
 from identity.chain import AuthenticatorChain
 from identity.oidc import Authenticator
@@ -360,3 +362,17 @@ async def test_a_request_the_audit_journal_cannot_take_is_refused_with_503_and_r
     assert status == 503 and b"audit journal is unavailable" in body
     [refused] = events(app)
     assert (refused.verb, refused.response_code, refused.user_username) == ("post", 503, "")  # no session opened
+
+
+async def test_a_request_the_sdk_fails_on_is_recorded_with_the_500_the_server_answers():
+    app = endpoint()
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("a bug in the SDK")
+
+    app.sessions.handle_request = broken
+    with pytest.raises(RuntimeError):
+        await call(app, "/mcp/prod/", token=TOKEN, body=INITIALIZE)
+    [failed] = events(app)
+    assert (failed.verb, failed.response_code, failed.response_reason, failed.user_username) == (
+        "post", 500, "InternalError", "agent-1")  # its body was never read
