@@ -21,8 +21,8 @@ session.  Every other request to the endpoint is an audit event of its own (mcpf
 dispatch (not JSON, a batch, too large, another agent's session), a DELETE, a 401.  The request's
 arrival is journaled before anything else, as the gateway's is, or it is refused with a 503.
 
-Long because the endpoint's HTTP side (authentication, metadata, sessions, their audit events) and its fifteen tool
-registrations belong together: each tool's signature is its schema and its call into the tools.
+Long because the endpoint's HTTP side (authentication, metadata, sessions, their audit events) and
+its fifteen tool registrations belong together: each tool's signature is its schema and its call into the tools.
 """
 
 import asyncio
@@ -209,7 +209,8 @@ class Endpoint:
                 self.gateway.recorder.received(self.protocol_record(exchange, scope).started_record())
             inner, refusal = await self.admit(scope, exchange)
         except AuditUnavailable as exc:
-            inner, refusal = None, _json(503, {"error": "temporarily_unavailable", "error_description": f"airlock: {exc}"})
+            inner, refusal = None, _json(503, {"error": "temporarily_unavailable",
+                                               "error_description": f"airlock: {exc}"})
         except GatewayError as exc:  # headers that are not UTF-8 or not tokens: 400, as on the gateway
             inner, refusal = None, _json(exc.code, {"error": "invalid_request", "error_description": exc.message})
         except Exception:  # a bug, not a refusal: still a JSON answer, never a plain-text 500
@@ -237,8 +238,8 @@ class Endpoint:
             body = exchange.body
             record = self.protocol_record(exchange, scope, verb=verb_of(exchange.method, body))
             kept = await self.message_for_record(record.call, body) if body else b""
-            await record.finish(code=exchange.status, message=reason_of(exchange.method, exchange.status, exchange.answer),
-                                arguments=kept, bytes_in=exchange.bytes_in)
+            why = reason_of(exchange.method, exchange.status, exchange.answer)
+            await record.finish(code=exchange.status, message=why, arguments=kept, bytes_in=exchange.bytes_in)
         except Exception:
             log.exception("MCP request %s could not be recorded", exchange.audit_id)
 
@@ -365,8 +366,9 @@ class Endpoint:
         host = next((v for n, v in headers if n == "host"), "")
         client = scope.get("client") or ("", 0)
         exchange = scope.get(EXCHANGE)
+        audit_id = exchange.claim() if claim and exchange is not None else str(uuid.uuid4())
         call = Call(token=scope["user"].access_token.token, connection=scope[CONNECTION],
-                    audit_id=exchange.claim() if claim and exchange is not None else str(uuid.uuid4()), tool=tool, host=host, scheme=scope.get("scheme") or "https",
+                    audit_id=audit_id, tool=tool, host=host, scheme=scope.get("scheme") or "https",
                     client_addr=client[0] or "", session=_session_id(headers))
         return call, scope[PRINCIPAL], {"user_agent": next((v for n, v in headers if n == "user-agent"), "")}
 
