@@ -1,6 +1,7 @@
 """``python -m bench.audit_cost``: what recording a request costs the gateway, in a short bounded run.
 
-Starts kubesim and one gateway (uvicorn, production settings as bench.run starts them, SQLite),
+Starts kubesim, bench.idp's OIDC issuer and one gateway (uvicorn, production settings as bench.run
+starts them: the agent presents the issuer's JWT, no static tokens; SQLite),
 then runs wrk's small GET at 1 and 32 connections, alternating ``--variants`` (environment
 overrides, e.g. the audit journal on and off) so that other load on the machine hits each alike.
 Prints one JSON line per cell: requests per second, latency percentiles and the gateway's CPU
@@ -11,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
 import tempfile
 from pathlib import Path
 
-from bench import cluster, procs
+from bench import cluster, idp, procs
 from bench.load import Wrk
-from bench.run import AGENT_GROUP, Target, _check, _combine, _prepare_database, _small_get
+from bench.run import AGENT_GROUP, AGENT_SUBJECT, Target, _check, _combine, _prepare_database, _small_get
 from kubesim.certs import generate_tls
 
 
@@ -44,13 +44,14 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="airlock-audit-cost-") as tmp:
         workdir = Path(tmp)
         sim = cluster.start(workdir / "kubesim", exec_bytes=1024, log_bytes=1024)
+        issuer = idp.Issuer(workdir / "oidc-issuer").start()
         try:
-            token = secrets.token_urlsafe(24)
+            token = issuer.token(AGENT_SUBJECT, [AGENT_GROUP])
             env = procs.clean_env(
                 AIRLOCK_ENV="development",
                 AIRLOCK_VAR_DIR=str(workdir / "var"),
                 AIRLOCK_SQLITE_PATH=str(workdir / "airlock.sqlite3"),
-                AIRLOCK_DEV_STATIC_TOKENS=f"{token}=bench-agent:{AGENT_GROUP}",
+                **issuer.settings(),  # AIRLOCK_OIDC_ISSUERS and AIRLOCK_OIDC_CA_FILE; no static tokens
                 AIRLOCK_DEBUG="false",
             )
             _prepare_database(env, sim, sim.admin_token)
@@ -88,6 +89,7 @@ def main(argv=None) -> None:
         finally:
             for service in services:
                 service.stop()
+            issuer.stop()
             sim.stop()
 
 

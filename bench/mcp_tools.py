@@ -1,9 +1,10 @@
 """What an MCP tool call costs on top of the same Kubernetes request sent through the gateway directly.
 
-One uvicorn gateway (``airlock.asgi:application``, development static token, SQLite) in front of
-kubesim; ``--calls`` times each, alternating: ``get_resource`` of a small ConfigMap through the MCP
-endpoint with the ``mcp`` SDK's own client (one connection, protocol 2026-07-28), and the GET of
-the same ConfigMap at ``/k8s/kubesim/...`` with httpx.  Prints latency percentiles as JSON.
+One uvicorn gateway (``airlock.asgi:application``, SQLite) in front of kubesim, the agent
+authenticated as in ``make bench`` (a JWT of bench.idp's OIDC issuer, no static tokens);
+``--calls`` times each, alternating: ``get_resource`` of a small ConfigMap through the MCP endpoint
+with the ``mcp`` SDK's own client (one connection, protocol 2026-07-28), and the GET of the same
+ConfigMap at ``/k8s/kubesim/...`` with httpx.  Prints latency percentiles as JSON.
 Timing is noisy on a shared machine: compare the two columns of one run, not runs.
 
     .venv/bin/python -m bench.mcp_tools --calls 200
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import secrets
 import ssl
 import statistics
 import tempfile
@@ -26,8 +26,8 @@ import httpx2
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from bench import cluster, procs
-from bench.run import AGENT_GROUP, _prepare_database
+from bench import cluster, idp, procs
+from bench.run import AGENT_GROUP, AGENT_SUBJECT, _prepare_database
 from kubesim.certs import generate_tls
 
 
@@ -70,12 +70,13 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="airlock-bench-mcp-") as tmp:
         workdir = Path(tmp)
         sim = cluster.start(workdir / "kubesim", exec_bytes=1024, log_bytes=1024)
+        issuer = idp.Issuer(workdir / "oidc-issuer").start()
         service = None
         try:
-            token = secrets.token_urlsafe(24)
+            token = issuer.token(AGENT_SUBJECT, [AGENT_GROUP])
             env = procs.clean_env(AIRLOCK_ENV="development", AIRLOCK_VAR_DIR=str(workdir / "var"),
                                   AIRLOCK_SQLITE_PATH=str(workdir / "airlock.sqlite3"),
-                                  AIRLOCK_DEV_STATIC_TOKENS=f"{token}=bench-agent:{AGENT_GROUP}", AIRLOCK_DEBUG="false")
+                                  **issuer.settings(), AIRLOCK_DEBUG="false")
             _prepare_database(env, sim, sim.admin_token)
             tls = generate_tls(workdir / "gateway-tls")
             service = procs.wait_listening(procs.spawn_uvicorn("uvicorn", "airlock.asgi:application", env, tls, workdir))
@@ -87,6 +88,7 @@ def main(argv=None) -> dict:
         finally:
             if service is not None:
                 service.stop()
+            issuer.stop()
             sim.stop()
     print(json.dumps(result, indent=2))
     return result

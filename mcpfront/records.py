@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import masking
 from audit.events import Record
 from kube.requestinfo import parse
+from kube.status import REASONS
 from mcpfront.inprocess import Call
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 RECEIVED, RESPONSE_COMPLETE = "RequestReceived", "ResponseComplete"
 _SECRET_WRITE = parse("POST", "/api/v1/namespaces/default/secrets", "")  # a manifest without a kind: a Secret
 _ANY_WRITE = parse("POST", "/api/v1/namespaces/default/configmaps", "")
+KEPT_MESSAGE = 4096  # bytes of a protocol message's masked copy the trail keeps
 
 
 def mask_arguments(arguments: dict, values) -> bytes:
@@ -47,6 +49,25 @@ def mask_arguments(arguments: dict, values) -> bytes:
     body = json.dumps(arguments, separators=(",", ":"), default=str).encode()
     body = masking.mask_request_body_for_record(_ANY_WRITE, "application/json", body)
     return masking.mask_values_in_record(body, values)
+
+
+def mask_message(body: bytes, values) -> bytes:
+    """A protocol message as the trail keeps it: masked like a tool's arguments (a ``tools/call``'s
+    arguments exactly so; a body that is not JSON as bytes with the detectors' hits masked), masked for
+    the Secret values, then cut to KEPT_MESSAGE bytes (masked first: a cut never splits a value)."""
+    if not body:
+        return b""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        message = None
+    if isinstance(message, dict) and isinstance(message.get("params"), dict) \
+            and isinstance(message["params"].get("arguments"), dict):
+        message["params"]["arguments"] = json.loads(mask_arguments(message["params"]["arguments"], None))
+        body = json.dumps(message, separators=(",", ":"), default=str).encode()
+    kept = masking.mask_values_in_record(masking.mask_request_body_for_record(_ANY_WRITE, "application/json", body),
+                                         values)
+    return kept if len(kept) <= KEPT_MESSAGE else kept[:KEPT_MESSAGE] + b"... (cut: the rest is not kept)"
 
 
 class ToolCallRecord:
@@ -76,10 +97,10 @@ class ToolCallRecord:
             "user_agent": self.user_agent,
             "connection": call.connection,
             "kubectl_session": f"mcp-{call.session}"[:128] if call.session else "",
-            "user_username": principal.username,
-            "user_uid": principal.subject,
-            "user_groups": tuple(principal.groups),
-            "user_issuer": principal.issuer,
+            "user_username": principal.username if principal else "",
+            "user_uid": principal.subject if principal else "",
+            "user_groups": tuple(principal.groups) if principal else (),
+            "user_issuer": principal.issuer if principal else "",
             "mcp_tool": call.tool,
         }
 
@@ -91,13 +112,14 @@ class ToolCallRecord:
         audit.recorder.AuditUnavailable when the journal cannot be written: the call is refused."""
         self.recorder.received(self.started_record())
 
-    def completed_record(self, *, code: int, message: str, arguments: bytes, review_id: int | None = None) -> Record:
+    def completed_record(self, *, code: int | None, message: str, arguments: bytes, review_id: int | None = None,
+                         bytes_in: int | None = None) -> Record:
         fields = self._fields(RESPONSE_COMPLETE)
         fields.update(response_code=code, response_message=message, request_body=arguments,
-                      latency_ms=(time.monotonic() - self.started) * 1000.0, bytes_in=len(arguments))
-        if code >= 400:
-            fields["response_reason"] = {403: "Forbidden", 404: "NotFound", 429: "TooManyRequests",
-                                         400: "BadRequest", 422: "Invalid"}.get(code, "InternalError" if code >= 500 else "")
+                      latency_ms=(time.monotonic() - self.started) * 1000.0,
+                      bytes_in=len(arguments) if bytes_in is None else bytes_in)
+        if code is not None and code >= 400:
+            fields["response_reason"] = REASONS.get(code, "InternalError" if code >= 500 else "")
         if review_id is not None:
             fields["review_id"] = str(review_id)
         return Record.build(fields)
@@ -115,6 +137,20 @@ class SessionStartRecord(ToolCallRecord):
     session's tool calls carry, so the session in the audit trail begins with it."""
 
     verb = "initialize"
+
+
+class ProtocolRecord(ToolCallRecord):
+    """Any other request to the endpoint (mcpfront.exchange): a JSON-RPC message that is not a tool
+    call or a session's start (``tools/list``, a notification, one the SDK refused before dispatch),
+    the session's event stream, its end, a request refused before or at authentication (no
+    principal then, as the gateway records a 401).  ``verb`` says which; ``call.tool`` is empty."""
+
+    def __init__(self, recorder, call: Call, principal, *, verb: str, received_at: datetime | None = None,
+                 started: float | None = None, **where):
+        super().__init__(recorder, call, principal, **where)
+        self.verb = verb
+        self.received_at = received_at or self.received_at
+        self.started = started if started is not None else self.started
 
 
 def printable_tool_name(name) -> str:

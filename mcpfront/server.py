@@ -15,18 +15,23 @@ the tools' outcomes into MCP results: text; a tool error carrying the gateway St
 (403, 429 with its Retry-After, 5xx); or, for a held request, at once, what is pending, the
 review's absolute URL and how to wait (``wait_for_review``) and retry.  A tool call the SDK refuses
 before any tool runs (unknown tool, arguments its schema validation rejects) is recorded too, by
-protocol middleware (:meth:`Endpoint.audit_tool_calls`), and so is the start of each session.
+protocol middleware (:meth:`Endpoint.audit_tool_calls`), and so are the start and the end of each
+session.  Every other request to the endpoint is an audit event of its own (mcpfront.exchange,
+:meth:`Endpoint.record_exchange`): ``tools/list`` and the other methods, what the SDK refuses before
+dispatch (not JSON, a batch, too large, another agent's session), a DELETE, a 401.  The request's
+arrival is journaled before anything else, as the gateway's is, or it is refused with a 503.
 
-Long because the endpoint's HTTP side (authentication, metadata, session start) and its fifteen tool
-registrations belong together: each tool's signature is its schema and its call into the tools.
+Long because the endpoint's HTTP side (authentication, metadata, sessions, their audit events) and
+its fifteen tool registrations belong together: each tool's signature is its schema and its call into the tools.
 """
 
+import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import json
 import logging
 import math
-import re
 import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -50,9 +55,11 @@ from identity.principal import AuthenticationError
 from kube import headers as hdr
 from kube.status import GatewayError
 from mcpfront import agentside
+from mcpfront.exchange import SESSION_END, Exchange, reason_of, verb_of, without_values
 from mcpfront.inprocess import Call, GatewayClient
 from mcpfront.kubeapi import ToolInputError
-from mcpfront.records import SessionStartRecord, ToolCallRecord, mask_arguments, printable_tool_name
+from mcpfront.records import (ProtocolRecord, SessionStartRecord, ToolCallRecord, mask_arguments, mask_message,
+                              printable_tool_name)
 from mcpfront.tools import Pending, ToolFailure, Tools
 from runtime import db
 
@@ -62,6 +69,7 @@ PREFIX = "/mcp/"
 METADATA_PREFIX = "/.well-known/oauth-protected-resource" + PREFIX
 PRINCIPAL = "airlock.mcp.principal"  # ASGI scope keys set here, after authentication
 CONNECTION = "airlock.mcp.connection"
+EXCHANGE = "airlock.mcp.exchange"  # the request's mcpfront.exchange.Exchange
 MAX_BODY = 1024 * 1024
 IGNORED = "(sent, not in the tool's schema: ignored)"
 
@@ -72,6 +80,17 @@ class _Inbound:
 
     arguments: Any
     recorded: bool = False
+
+
+@dataclasses.dataclass
+class _Session:
+    """An open MCP session: who opened it (its end is recorded with them) and whether its owner is deleting it."""
+
+    owner: tuple[str, str, str]  # issuer, subject, connection
+    call: Call
+    principal: Any
+    user_agent: str
+    deleting: bool = False
 
 
 _INBOUND: contextvars.ContextVar[_Inbound | None] = contextvars.ContextVar("airlock_mcp_inbound", default=None)
@@ -119,6 +138,9 @@ class Endpoint:
         self.client = GatewayClient(gateway, gateway_prefix)
         self.tools = Tools(self.client)
         self.tool_names: set[str] = set()
+        self._sessions: dict[str, _Session] = {}
+        self.session_idle_timeout = session_idle_timeout
+        self.stopping = False
         # log_level: MCPServer calls logging.basicConfig with it, which only acts when nothing configured
         # logging yet (Django's LOGGING has, in the server); WARNING keeps session ids out of the log then.
         self.server = MCPServer("airlock", instructions=INSTRUCTIONS, version="1", log_level="WARNING")
@@ -131,9 +153,15 @@ class Endpoint:
             max_request_body_size=MAX_BODY, session_idle_timeout=session_idle_timeout)
         self.sessions = self.server.session_manager
 
-    def serving(self):
-        """The session manager's task group (an async context manager): the application's lifespan enters it."""
-        return self.sessions.run()
+    @contextlib.asynccontextmanager
+    async def serving(self):
+        """The session manager's task group: the application's lifespan enters it (sessions still open
+        when it ends are closed, and their ends recorded, before the recorder is)."""
+        async with self.sessions.run():
+            try:
+                yield
+            finally:
+                self.stopping = True
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -150,17 +178,81 @@ class Endpoint:
             if scope["type"] == "websocket" and (await receive())["type"] == "websocket.connect":
                 await send({"type": "websocket.close", "code": 1008, "reason": "the MCP endpoint speaks HTTP"})
             return
+        if scope["path"].startswith(METADATA_PREFIX):  # the public metadata document: not an agent's request
+            _, document = await self.answer_outside(scope, None)
+            await _send(send, document)
+            return
+        exchange = Exchange(scope, MAX_BODY)
+        inner, refusal = await self.answer_outside(scope, exchange)
+        if refusal is not None:
+            await _send(exchange.send(send), refusal)
+            await self.record_exchange(exchange, scope)
+            return
+        deleting = self.deleting(inner, exchange)
         try:
-            inner, refusal = await self.admit(scope)
+            await self.sessions.handle_request(inner, exchange.receive(receive),
+                                               self.watch_session_start(inner, exchange.send(send)))
+        except Exception:
+            if exchange.status is None:  # the server answers 500 for it
+                exchange.status, exchange.answer = 500, bytearray(b"airlock: internal error")
+            raise
+        finally:
+            if deleting is not None and exchange.status != 200:
+                deleting.deleting = False
+            await asyncio.shield(self.record_exchange(exchange, inner))  # also when the request is cancelled
+
+    async def answer_outside(self, scope, exchange: "Exchange | None"):
+        """Before the SDK: the request's arrival journaled (else a 503, as on the gateway; none for the
+        metadata, ``exchange`` None), then admission: (the scope the SDK gets, None) or (None, the answer)."""
+        try:
+            if exchange is not None:
+                self.gateway.recorder.received(self.protocol_record(exchange, scope).started_record())
+            inner, refusal = await self.admit(scope, exchange)
+        except AuditUnavailable as exc:
+            inner, refusal = None, _json(503, {"error": "temporarily_unavailable",
+                                               "error_description": f"airlock: {exc}"})
         except GatewayError as exc:  # headers that are not UTF-8 or not tokens: 400, as on the gateway
             inner, refusal = None, _json(exc.code, {"error": "invalid_request", "error_description": exc.message})
         except Exception:  # a bug, not a refusal: still a JSON answer, never a plain-text 500
             log.exception("MCP request failed before its session")
             inner, refusal = None, _json(500, {"error": "server_error", "error_description": "airlock: internal error"})
-        if refusal is not None:
-            await _send(send, refusal)
+        return inner, refusal
+
+    def protocol_record(self, exchange: Exchange, scope, *, verb: str = "") -> ProtocolRecord:
+        """The request's own event (mcpfront.exchange): who asked, if known yet, and where from."""
+        headers = _headers(scope)
+        client = scope.get("client") or ("", 0)
+        connection = self._connection(scope["path"][len(PREFIX):]) if scope["path"].startswith(PREFIX) else None
+        call = Call(token="", connection=connection or "", audit_id=exchange.audit_id, tool="",
+                    client_addr=client[0] or "", session=_session_id(headers))
+        return ProtocolRecord(self.gateway.recorder, call, exchange.principal, verb=verb or exchange.method.lower(),
+                              received_at=exchange.received_at, started=exchange.started, source_ip=call.client_addr,
+                              user_agent=next((v for n, v in headers if n == "user-agent"), ""))
+
+    async def record_exchange(self, exchange: Exchange, scope):
+        """The request's event, unless a tool call or the session's start recorded it (never raises)."""
+        if exchange.claimed:
             return
-        await self.sessions.handle_request(inner, receive, self.watch_session_start(inner, send))
+        exchange.claim()
+        try:
+            body = exchange.body
+            record = self.protocol_record(exchange, scope, verb=verb_of(exchange.method, body))
+            kept = await self.message_for_record(record.call, body) if body else b""
+            why = reason_of(exchange.method, exchange.status, exchange.answer)
+            await record.finish(code=exchange.status, message=why, arguments=kept, bytes_in=exchange.bytes_in)
+        except Exception:
+            log.exception("MCP request %s could not be recorded", exchange.audit_id)
+
+    def deleting(self, scope, exchange: Exchange) -> "_Session | None":
+        """A DELETE of one of the agent's own sessions: its end is this request's event, not the close's."""
+        if exchange.method != "DELETE":
+            return None
+        session = self._sessions.get(_session_id(_headers(scope)))
+        principal = scope[PRINCIPAL]
+        if session is None or session.owner != (principal.issuer, principal.subject, scope[CONNECTION]):
+            return None
+        session.deleting = True
+        return session
 
     def watch_session_start(self, scope, send):
         """``send``, recording the start of a session: the answer to a request without an
@@ -192,7 +284,7 @@ class Endpoint:
             log.warning("the start of an MCP session was not journaled: %s", exc)
         await record.finish(code=200, message=f"MCP session opened on connection {call.connection}", arguments=b"")
 
-    async def admit(self, scope):
+    async def admit(self, scope, exchange: "Exchange | None" = None):
         """(the scope the SDK's session manager gets, None), or (None, the answer to send instead)."""
         path = scope["path"]
         headers = hdr.request_headers(scope.get("headers", []))
@@ -204,13 +296,15 @@ class Endpoint:
         if connection is None:
             return None, _json(404, {"error": "not_found", "error_description":
                                      "the MCP endpoint of a connection is /mcp/<connection>/"})
-        return await self.connect(scope, connection)
+        return await self.connect(scope, connection, exchange)
 
-    async def connect(self, scope, connection: str):
+    async def connect(self, scope, connection: str, exchange: "Exchange | None" = None):
         """The agent's token, then the connection: the scope for the SDK with who asks, or a refusal."""
         principal, token, refusal = await self.authenticate(scope, connection)
         if refusal is not None:
             return None, refusal
+        if exchange is not None:
+            exchange.principal = principal
         try:
             upstream = await self.gateway.connections(connection)
         except db.DatabaseUnavailable:
@@ -225,7 +319,7 @@ class Endpoint:
                              expires_at=int(expires) if math.isfinite(expires) else None,
                              claims={"iss": principal.issuer})
         return {**scope, "user": AuthenticatedUser(access), "auth": AuthCredentials([]),
-                PRINCIPAL: principal, CONNECTION: connection}, None
+                PRINCIPAL: principal, CONNECTION: connection, EXCHANGE: exchange}, None
 
     @staticmethod
     def _connection(rest: str) -> str | None:
@@ -266,33 +360,80 @@ class Endpoint:
     def call_of(self, ctx: Context, tool: str) -> "tuple[Call, Any, dict]":
         return self.call_from_scope(ctx.request_context.request.scope, tool)
 
-    def call_from_scope(self, scope, tool: str) -> "tuple[Call, Any, dict]":
+    def call_from_scope(self, scope, tool: str, *, claim: bool = True) -> "tuple[Call, Any, dict]":
+        """Who asks and from where; with ``claim``, the event made of it records the request (its audit id)."""
         headers = hdr.request_headers(scope.get("headers", []))
         host = next((v for n, v in headers if n == "host"), "")
         client = scope.get("client") or ("", 0)
+        exchange = scope.get(EXCHANGE)
+        audit_id = exchange.claim() if claim and exchange is not None else str(uuid.uuid4())
         call = Call(token=scope["user"].access_token.token, connection=scope[CONNECTION],
-                    audit_id=str(uuid.uuid4()), tool=tool, host=host, scheme=scope.get("scheme") or "https",
+                    audit_id=audit_id, tool=tool, host=host, scheme=scope.get("scheme") or "https",
                     client_addr=client[0] or "", session=_session_id(headers))
         return call, scope[PRINCIPAL], {"user_agent": next((v for n, v in headers if n == "user-agent"), "")}
 
     async def arguments_for_record(self, call: Call, arguments: dict) -> bytes:
-        values = None
-        stores = getattr(self.gateway, "secret_values", None)
         try:
-            if stores is not None:
-                upstream = await self.gateway.connections(call.connection)
-                values = await stores.current(upstream, self.gateway.pool.client(upstream))
-            return mask_arguments(arguments, values)
+            return mask_arguments(arguments, await self.secret_values(call))
         except Exception as exc:  # never keep arguments that could not be masked for the values
             log.warning("arguments of MCP tool call %s not kept: %s", call.audit_id, type(exc).__name__)
             return json.dumps({"airlock": "arguments not kept: they could not be masked",
                                "names": sorted(arguments)}).encode()
 
+    async def message_for_record(self, call: Call, body: bytes) -> bytes:
+        """A protocol message's masked, cut copy (mcpfront.records.mask_message), or only its size."""
+        try:
+            values = await self.secret_values(call)
+            return mask_message(body, values)
+        except Exception as exc:  # never keep a message that could not be masked for the values
+            log.warning("message of MCP request %s not kept: %s", call.audit_id, type(exc).__name__)
+            return json.dumps({"airlock": "message not kept: it could not be masked", "bytes": len(body)}).encode()
+
+    async def secret_values(self, call: Call):
+        """The connection's Secret values, what the trail's copies are masked for (raises when unknown)."""
+        stores = getattr(self.gateway, "secret_values", None)
+        if stores is None:
+            return None
+        upstream = await self.gateway.connections(call.connection)
+        if upstream is None:
+            raise LookupError(f"connection {call.connection} is gone")
+        return await stores.current(upstream, self.gateway.pool.client(upstream))
+
+    def watch_session_end(self, ctx: ServerRequestContext):
+        """At a session's ``initialize``: its end is recorded when its connection closes (the SDK unwinds
+        the connection's exit stack then, on DELETE, idle timeout or shutdown).  The SDK documents that
+        exit stack for middleware but hands middleware the connection only on its ServerSession."""
+        connection = getattr(ctx.session, "_connection", None)
+        session_id = getattr(connection, "session_id", None)
+        if not session_id or session_id in self._sessions:
+            return
+        call, principal, extra = self.call_from_scope(ctx.request.scope, "", claim=False)
+        call = dataclasses.replace(call, session=_session_id([("mcp-session-id", session_id)]), token="")
+        self._sessions[session_id] = _Session((principal.issuer, principal.subject, call.connection), call, principal,
+                                              extra["user_agent"])
+        connection.exit_stack.push_async_callback(self.session_closed, session_id)
+
+    async def session_closed(self, session_id: str):
+        """A session's connection closed: its end is an event, unless its owner's DELETE records it."""
+        session = self._sessions.pop(session_id, None)
+        if session is None or session.deleting:
+            return
+        call = dataclasses.replace(session.call, audit_id=str(uuid.uuid4()))
+        why = ("Airlock stopped" if self.stopping else
+               f"idle for longer than {self.session_idle_timeout:g} s, or its transport failed")
+        record = ProtocolRecord(self.gateway.recorder, call, session.principal, verb=SESSION_END,
+                                source_ip=call.client_addr, user_agent=session.user_agent)
+        await record.finish(code=None, message=f"MCP session closed by Airlock: {why}", arguments=b"")
+
     async def audit_tool_calls(self, ctx: ServerRequestContext, call_next: CallNext):
         """Protocol middleware (it wraps every inbound message): a ``tools/call`` that never reached
         :meth:`run` (an unknown tool, arguments the SDK's schema validation refused, params that are
         not a tool call's) is still an audit event, with the reason and the arguments masked."""
-        if ctx.method != "tools/call" or ctx.request is None or PRINCIPAL not in ctx.request.scope:
+        if ctx.request is None or PRINCIPAL not in ctx.request.scope:
+            return await call_next(ctx)
+        if ctx.method == "initialize":
+            self.watch_session_end(ctx)
+        if ctx.method != "tools/call":
             return await call_next(ctx)
         params = ctx.params if isinstance(ctx.params, Mapping) else {}
         inbound = _Inbound(params.get("arguments"))
@@ -482,25 +623,18 @@ class Endpoint:
 
 
 def _refusal_words(result) -> str:
-    """Why the SDK refused a tool call, for the audit trail: its text without the values the caller sent
-    (pydantic's ``input_value=...``, which may be a secret): the first line, then each field and what is wrong."""
+    """Why the SDK refused a tool call, for the audit trail: its text without the values the caller sent."""
     content = result.get("content") if isinstance(result, dict) else getattr(result, "content", None)
     first = content[0] if isinstance(content, list) and content else {}
     text = first.get("text") if isinstance(first, dict) else getattr(first, "text", None)
     if not isinstance(text, str) or not text:
         return "the tool call was refused"
-    lines = text.splitlines()
-    kept = [lines[0]]
-    for line in lines[1:]:
-        if line.startswith("    "):  # "For further information visit ..."
-            continue
-        if line.startswith("  "):
-            words, _, tags = line.partition(" [")
-            kind = re.match(r"type=([a-z_]+)", tags)
-            kept.append(f"  {words.strip()}" + (f" [{kind.group(1)}]" if kind else ""))
-        else:
-            kept.append(line[:200])
-    return "\n".join(kept)
+    return without_values(text)
+
+
+def _headers(scope) -> list[tuple[str, str]]:
+    """Request headers as the audit record reads them: whatever bytes they hold (latin-1), never refused."""
+    return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
 
 
 def _session_id(headers) -> str:

@@ -4,6 +4,9 @@ connections, and a development static token (which never expires) opening a sess
 import asyncio
 import json
 
+import pytest
+
+from audit.recorder import AuditUnavailable
 from identity.chain import AuthenticatorChain
 from identity.oidc import Authenticator
 from identity.oidc_config import AuthenticatorConfig, IssuerConfig
@@ -18,12 +21,15 @@ OTHER = "agent-dev-token-77b2"
 
 
 class FakeRecorder:
-    """What the endpoint journals (``started``) and queues (``finished``)."""
+    """What the endpoint journals (``started``) and queues (``finished``); ``broken``: the journal refuses."""
 
     def __init__(self):
         self.started, self.finished = [], []
+        self.broken = False
 
     def received(self, record):
+        if self.broken:
+            raise AuditUnavailable("the audit journal is unavailable; the request was not forwarded")
         self.started.append(record)
 
     async def finish(self, record):
@@ -40,10 +46,10 @@ class FakeGateway:
         return object() if name in ("prod", "staging") else None
 
 
-def endpoint(oidc=True):
+def endpoint(oidc=True, **options):
     chain = AuthenticatorChain(static=StaticTokenAuthenticator(f"{TOKEN}=agent-1:agents,{OTHER}=agent-2:agents"),
                                oidc=Authenticator(CONFIG) if oidc else None)
-    return Endpoint(gateway=FakeGateway(), gateway_prefix="/k8s/", authenticator=chain, policy=None)
+    return Endpoint(gateway=FakeGateway(), gateway_prefix="/k8s/", authenticator=chain, policy=None, **options)
 
 
 async def exchange(app, scope, body: bytes) -> tuple[dict, bytes]:
@@ -145,11 +151,11 @@ async def test_the_start_of_a_session_is_recorded_with_its_agent_and_connection(
     app = endpoint()
     async with app.serving():
         session, _ = await open_session(app)
-    [started] = app.gateway.recorder.finished
+    [started] = [r for r in app.gateway.recorder.finished if r.verb == "initialize"]
     assert (started.verb, started.connection, started.user_username, started.response_code) == (
         "initialize", "prod", "agent-1", 200)
     assert started.kubectl_session == f"mcp-{session}" and started.mcp_tool == "" and started.source_ips == ("10.0.0.9",)
-    assert [r.audit_id for r in app.gateway.recorder.started] == [started.audit_id]
+    assert started.audit_id in [r.audit_id for r in app.gateway.recorder.started]
 
 
 async def test_tool_calls_the_sdk_refuses_before_any_tool_runs_are_audit_events():
@@ -239,9 +245,9 @@ async def malformed_and_unauthenticated_requests_get_a_clear_4xx(app):
     assert 400 <= status < 500 and b"Traceback" not in answer
 
 
-async def raw(app, body: bytes, extra, accept=b"application/json, text/event-stream"):
+async def raw(app, body: bytes, extra, accept=b"application/json, text/event-stream", content_type=b"application/json"):
     """A POST whose body is sent as is (not JSON-encoded by the helper)."""
-    headers = [(b"host", b"airlock.test"), (b"content-type", b"application/json"), (b"accept", accept),
+    headers = [(b"host", b"airlock.test"), (b"content-type", content_type), (b"accept", accept),
                (b"authorization", f"Bearer {TOKEN}".encode()), *extra]
     if not extra:
         headers = [h for h in headers if h[0] != b"accept"]
@@ -250,3 +256,124 @@ async def raw(app, body: bytes, extra, accept=b"application/json, text/event-str
              "asgi": {"version": "3.0"}, "http_version": "1.1", "root_path": ""}
     start, content = await exchange(app, scope, body)
     return start["status"], dict(start["headers"]), content
+
+
+SECRET = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"  # a GitHub token shape: the detectors mask it
+
+
+def events(app, verb=None) -> list:
+    return [r for r in app.gateway.recorder.finished if verb is None or r.verb == verb]
+
+
+async def test_every_request_to_the_endpoint_is_one_audit_event_with_who_what_and_the_code():
+    app = endpoint()
+    listing = {"jsonrpc": "2.0", "id": 7, "method": "tools/list"}
+    malformed = f'{{"jsonrpc": "2.0", "note": "{SECRET}", oops'.encode()
+    oversized = b'{"pad": "' + SECRET.encode() + b"x" * (2 * 1024 * 1024) + b'"}'
+    async with app.serving():
+        session, extra = await open_session(app)
+        before = len(events(app))
+        assert (await call(app, "/mcp/prod/", token=TOKEN, extra=extra, body=listing))[0] == 200
+        assert (await raw(app, malformed, extra))[0] == 400
+        assert (await raw(app, json.dumps([listing, listing]).encode(), extra))[0] == 400
+        assert (await raw(app, oversized, extra))[0] == 413
+        assert (await raw(app, json.dumps(listing).encode(), extra, content_type=b"text/plain"))[0] == 400
+        assert (await call(app, "/mcp/prod/", token=OTHER, extra=extra, body=listing))[0] == 404
+        assert (await call(app, "/mcp/prod/", method="DELETE", token=OTHER, extra=extra))[0] == 404
+        assert (await call(app, "/mcp/prod/", method="DELETE", token=TOKEN, extra=extra))[0] == 200
+        recorded = events(app)[before:]
+    assert [(r.verb, r.response_code, r.user_username) for r in recorded] == [
+        ("tools/list", 200, "agent-1"), ("post", 400, "agent-1"), ("batch", 400, "agent-1"),
+        ("post", 413, "agent-1"), ("tools/list", 400, "agent-1"), ("tools/list", 404, "agent-2"),
+        ("session/end", 404, "agent-2"), ("session/end", 200, "agent-1")]
+    journaled = {r.audit_id for r in app.gateway.recorder.started}
+    for record in recorded:
+        assert record.connection == "prod" and record.kubectl_session == f"mcp-{session}"
+        assert record.request_uri == "/mcp/prod/" and record.mcp_tool == "" and record.audit_id in journaled
+        assert SECRET not in record.request_body.decode("utf-8", "replace")
+        assert "input_value" not in record.response_message
+    listed, bad, batch, large, plain, stolen, refused_end, ended = recorded
+    assert listed.response_message == "ok" and json.loads(listed.request_body) == listing
+    assert bad.response_message.startswith("Parse error") and bad.bytes_in == len(malformed)
+    assert b'"note": "**AIRLOCK-MASKED**", oops' in bad.request_body
+    assert batch.response_message.startswith("Validation error") and batch.response_reason == "BadRequest"
+    assert large.response_reason == "RequestEntityTooLarge" and large.bytes_in > 2 * 1024 * 1024
+    assert large.request_body.startswith(b'{"pad": "**AIRLOCK-MASKED**') and len(large.request_body) < 4200  # cut
+    assert plain.response_message == "Invalid Content-Type header"
+    assert stolen.response_message == refused_end.response_message == "Session not found"
+    assert ended.response_message == "MCP session ended by the agent"
+    assert len(events(app, "session/end")) == 2  # the DELETE's end, not one more when the session's transport closed
+
+
+async def test_unauthenticated_requests_are_recorded_as_the_gateway_records_them():
+    app = endpoint()
+    async with app.serving():
+        for token, method in ((None, "POST"), ("forged", "GET"), (None, "DELETE")):
+            assert (await call(app, "/mcp/prod/", method=method, token=token, body=INITIALIZE))[0] == 401
+        assert (await call(app, "/mcp/nope/", token=TOKEN, body=INITIALIZE))[0] == 404
+    recorded = events(app)
+    assert [(r.verb, r.response_code, r.response_reason, r.user_username) for r in recorded] == [
+        ("post", 401, "Unauthorized", ""), ("session/stream", 401, "Unauthorized", ""),
+        ("session/end", 401, "Unauthorized", ""), ("post", 404, "NotFound", "agent-1")]
+    assert recorded[0].response_message == "Unauthorized: a bearer token is required"
+    assert recorded[1].response_message.startswith("Unauthorized: ") and recorded[1].user_uid == ""
+    assert all(r.connection == "prod" for r in recorded[:3]) and recorded[3].connection == "nope"
+    assert all(r.request_body == b"" for r in recorded)  # an unauthenticated body is never read
+    assert [r.audit_id for r in app.gateway.recorder.started] == [r.audit_id for r in recorded]
+
+
+async def test_a_tool_call_is_its_requests_one_event_under_the_arrivals_audit_id():
+    app = endpoint()
+    async with app.serving():
+        _, extra = await open_session(app)
+        before = len(events(app))
+        status, _, _ = await call(app, "/mcp/prod/", token=TOKEN, extra=extra, body={
+            "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "nope", "arguments": {}}})
+        assert status == 200
+    [tool_call] = events(app)[before:before + 1]
+    assert tool_call.verb == "tools/call" and tool_call.response_code == 404
+    arrivals = [r for r in app.gateway.recorder.started if r.audit_id == tool_call.audit_id]
+    assert [r.verb for r in arrivals] == ["post", "tools/call"]  # journaled as it arrived, then as a tool call
+    assert [r.verb for r in events(app)[before + 1:]] == ["session/end"]  # Airlock stopped
+
+
+async def test_a_session_airlock_closes_is_recorded_once_with_its_agent():
+    app = endpoint(session_idle_timeout=0.2)
+    async with app.serving():
+        session, extra = await open_session(app)
+        for _ in range(100):
+            if events(app, "session/end"):
+                break
+            await asyncio.sleep(0.05)
+        assert (await call(app, "/mcp/prod/", token=TOKEN, extra=extra, body={
+            "jsonrpc": "2.0", "id": 2, "method": "tools/list"}))[0] == 404  # it is gone
+        other, _ = await open_session(app)
+    idle, stopped = events(app, "session/end")
+    assert (idle.kubectl_session, idle.user_username, idle.connection) == (f"mcp-{session}", "agent-1", "prod")
+    assert idle.response_code is None and idle.response_message == (
+        "MCP session closed by Airlock: idle for longer than 0.2 s, or its transport failed")
+    assert stopped.kubectl_session == f"mcp-{other}" and stopped.response_message.endswith("Airlock stopped")
+
+
+async def test_a_request_the_audit_journal_cannot_take_is_refused_with_503_and_recorded():
+    app = endpoint()
+    app.gateway.recorder.broken = True
+    async with app.serving():
+        status, _, body = await call(app, "/mcp/prod/", token=TOKEN, body=INITIALIZE)
+    assert status == 503 and b"audit journal is unavailable" in body
+    [refused] = events(app)
+    assert (refused.verb, refused.response_code, refused.user_username) == ("post", 503, "")  # no session opened
+
+
+async def test_a_request_the_sdk_fails_on_is_recorded_with_the_500_the_server_answers():
+    app = endpoint()
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("a bug in the SDK")
+
+    app.sessions.handle_request = broken
+    with pytest.raises(RuntimeError):
+        await call(app, "/mcp/prod/", token=TOKEN, body=INITIALIZE)
+    [failed] = events(app)
+    assert (failed.verb, failed.response_code, failed.response_reason, failed.user_username) == (
+        "post", 500, "InternalError", "agent-1")  # its body was never read

@@ -3,7 +3,7 @@
 import json
 
 from masking import PLACEHOLDER, PLACEHOLDER_B64, SecretValues
-from mcpfront.records import mask_arguments
+from mcpfront.records import KEPT_MESSAGE, mask_arguments, mask_message
 
 VALUE = "Vq7-copied-kx93Lm2"
 VALUES = SecretValues.build([("shop", "app-creds", [VALUE.encode()])])
@@ -25,3 +25,16 @@ def test_a_manifest_without_a_kind_is_masked_as_a_secret_and_exec_words_by_value
                                       "command": ["sh", "-c", f"echo {VALUE}"]}, VALUES))
     assert kept["manifest"]["stringData"]["k"] == PLACEHOLDER
     assert VALUE not in kept["command"][2] and PLACEHOLDER in kept["command"][2]
+
+
+def test_a_protocol_message_is_kept_masked_like_tool_arguments_and_cut():
+    manifest = "kind: Secret\nmetadata: {name: s}\nstringData: {password: hunter2-Zr5-m27}\n"
+    refused = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "apply_manifest", "arguments": {"manifest": manifest, "note": VALUE}}}).encode()
+    kept = json.loads(mask_message(refused, VALUES))
+    assert kept["params"]["arguments"]["manifest"]["stringData"]["password"] == PLACEHOLDER
+    assert kept["params"]["arguments"]["note"] == PLACEHOLDER and kept["method"] == "tools/call"
+    not_json = f"{{oops {VALUE} ghp_{'a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8'}".encode()
+    assert mask_message(not_json, VALUES) == f"{{oops {PLACEHOLDER} {PLACEHOLDER}".encode()
+    long = mask_message(b"[" + b'"abc",' * 10_000 + f'"{VALUE}"]'.encode(), VALUES)
+    assert len(long) < KEPT_MESSAGE + 64 and long.endswith(b"(cut: the rest is not kept)")
