@@ -5,6 +5,7 @@ gateway.exchange.Exchange) is on the wt-datapath branch, not on main yet: these 
 of the same shape (``audit_id``, ``started``, ``request``, ``code``, ``masking_counts``; the request's
 ``connection``, ``info``, ``principal``, ``decision``)."""
 
+import asyncio
 import io
 import json
 import logging
@@ -157,8 +158,7 @@ async def test_log_lines_while_a_request_is_handled_carry_its_audit_id_identity_
         logcontext.clear()
         await addon.parsed(exchange)
         logger.warning("after parse")
-        exchange.request = request(effect="deny")
-        await addon.decided(exchange)
+        exchange.request = request(effect="deny")  # the rules decided: no further hook needed
         logger.warning("after decision")
     finally:
         logger.removeHandler(handler)
@@ -189,3 +189,26 @@ async def test_many_requests_are_counted_and_bucketed_as_prometheus_client_would
     expected = {s.labels["le"]: s.value for s in reference.collect()[0].samples if s.name.endswith("_bucket")}
     assert {le: sample("airlock_request_duration_seconds_bucket", le=le, **labels) for le in expected} == expected
     assert sample("airlock_request_duration_seconds_count", **labels) == len(durations)
+
+
+async def test_the_log_context_follows_the_request_into_its_tasks_and_takes_fixed_fields_too():
+    exchange = Exchange(started=0.0, request=request(effect=None))
+    try:
+        logcontext.clear()
+        assert logcontext.current() == {}
+        await RequestLogContext().parsed(exchange)
+        exchange.request = request(effect="allow", connection="other")
+
+        async def in_a_task():
+            return logcontext.current()
+
+        seen = await asyncio.create_task(in_a_task())
+        assert seen == {"request_id": str(exchange.audit_id), "identity": "agent-1", "connection": "other",
+                        "decision": "allow"}
+        logcontext.bind(decision="deny", identity=None)
+        assert logcontext.current() == {**seen, "decision": "deny"}
+        with pytest.raises(TypeError):
+            logcontext.bind(path="/secret")
+    finally:
+        logcontext.clear()
+    assert logcontext.current() == {}
