@@ -6,6 +6,7 @@ of the same shape (``audit_id``, ``started``, ``request``, ``code``, ``masking_c
 ``connection``, ``info``, ``principal``, ``decision``)."""
 
 import asyncio
+import gc
 import io
 import json
 import logging
@@ -209,6 +210,10 @@ async def test_the_log_context_follows_the_request_into_its_tasks_and_takes_fixe
         assert logcontext.current() == {**seen, "decision": "deny"}
         with pytest.raises(TypeError):
             logcontext.bind(path="/secret")
+        await RequestLogContext().parsed(exchange)
+        del exchange  # the request is over: a task it started keeps neither it nor its fields
+        gc.collect()
+        assert logcontext.current() == {}
     finally:
         logcontext.clear()
     assert logcontext.current() == {}
