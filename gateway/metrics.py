@@ -134,8 +134,11 @@ def decision_label(request) -> str:
     return effect if effect in ("allow", "deny", "review", "lease") else metrics.OTHER
 
 
+_CODE_CLASSES = {code: f"{code // 100}xx" for code in range(100, 600)}
+
+
 def code_class(code: int) -> str:
-    return f"{code // 100}xx" if 100 <= code <= 599 else "none"
+    return _CODE_CLASSES.get(code, "none")
 
 
 def stream_kind(request) -> str | None:
