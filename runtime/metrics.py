@@ -105,7 +105,7 @@ class Bounded:
 
 class Children:
     """A labelled metric's children by label values in a plain dict, each as the function that records
-    on it (``REQUESTS_BY(*values)(1)``).
+    on it: ``Children.counting(REQUESTS)("prod", "get", "pods", "allow", "2xx")(1)``.
 
     prometheus-client's ``labels()`` checks, converts and locks on every call, its ``inc`` and
     ``observe`` check again and a histogram walks its buckets: the gateway records several values per
@@ -114,6 +114,8 @@ class Children:
     the same values ``inc``/``observe`` write (each value keeps its own lock, and its file in
     multiprocess mode).  Only for metrics whose children are never removed (no ``remove`` or
     ``clear``: these metrics' label values are bounded) and for amounts that are numbers, not NaN.
+    It reads the children's attributes (``_value``, ``_sum``, ``_buckets``, ``_upper_bounds``) of
+    the pinned prometheus-client; runtime/tests/test_metrics.py compares with its own recording.
     """
 
     def __init__(self, metric, recorder):
