@@ -1,35 +1,41 @@
 """The request's fields on every log line written while it is handled, as a gateway addon.
 
-:class:`RequestLogContext` (hooks ``parsed`` and ``decided``, gateway.hooks) binds, in the
-request's own task (runtime.logcontext): ``request_id``, the audit id, once the request arrived
-(the audit trail's event has the same id, so a log line leads to the event and back);
-``connection`` once it was parsed; ``identity`` (the agent's username) and ``decision`` (the
-rules' effect) once its rules decided.  The JSON log formatter (airlock.logs) writes them.
+:class:`RequestLogContext` (hook ``parsed``, gateway.hooks) points the request's own task's log
+context (runtime.logcontext) at the request's :func:`fields`, read whenever a line is written:
+``request_id``, the audit id (the audit trail's event has the same id, so a log line leads to the
+event and back); ``connection`` once it was parsed; ``identity`` (the agent's username) once it
+was authenticated and ``decision`` (the rules' effect) once its rules decided.  The JSON log
+formatter (airlock.logs) writes them.  The context holds the exchange weakly: a task the request
+started that outlives it (a listener started on first use) keeps no request alive, and its lines
+carry no fields of a request that is over.
 """
 
 from __future__ import annotations
 
+import weakref
+from functools import partial
+
 from runtime import logcontext
 
 
-def bind_exchange(exchange) -> None:
-    """Bind what ``exchange`` (gateway.exchange.Exchange) says about its request so far."""
+def fields(exchange) -> dict:
+    """What ``exchange`` (gateway.exchange.Exchange) says about its request so far."""
     request = exchange.request
-    fields = {"request_id": exchange.audit_id}
-    if request is not None:
-        fields["connection"] = request.connection
-        if request.principal is not None:
-            fields["identity"] = request.principal.username
-        if request.decision is not None:
-            fields["decision"] = request.decision.effect
-    logcontext.bind(**fields)
+    if request is None:
+        return {"request_id": exchange.audit_id}
+    principal, decision = request.principal, request.decision
+    return {"request_id": exchange.audit_id, "connection": request.connection,
+            "identity": principal.username if principal is not None else None,
+            "decision": decision.effect if decision is not None else None}
+
+
+def _fields_while_alive(exchange: weakref.ref) -> dict:
+    alive = exchange()
+    return fields(alive) if alive is not None else {}
 
 
 class RequestLogContext:
-    """The gateway addon that puts the request's fields on its log lines (hooks: parsed, decided)."""
+    """The gateway addon that puts the request's fields on its log lines (hook: parsed)."""
 
     async def parsed(self, exchange):
-        bind_exchange(exchange)
-
-    async def decided(self, exchange):
-        bind_exchange(exchange)
+        logcontext.follow(partial(_fields_while_alive, weakref.ref(exchange)))

@@ -27,6 +27,13 @@ from kube.requestinfo import is_long_running
 from kube.vocabulary import LONG_RUNNING_VERBS
 from runtime import metrics
 
+# The per-request metrics' children, found by their label values (runtime.metrics.Children).
+_REQUESTS = metrics.Children.counting(metrics.REQUESTS)
+_REQUEST_SECONDS = metrics.Children.observing(metrics.REQUEST_SECONDS)
+_OVERHEAD_SECONDS = metrics.Children.observing(metrics.OVERHEAD_SECONDS)
+_UPSTREAM_SECONDS = metrics.Children.observing(metrics.UPSTREAM_SECONDS)
+_MASKED = metrics.Children.counting(metrics.MASKED)
+
 VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection", "proxy",
                    "post", "put", "head", "options"})
 
@@ -60,8 +67,7 @@ class RequestMetrics:
         self._end_hold(exchange, state, now)
         state.forwarded_at = now
         request = exchange.request
-        labels = (connection(request), verb(request))
-        metrics.OVERHEAD_SECONDS.labels(*labels).observe(max(0.0, now - exchange.started - state.held_for))
+        _OVERHEAD_SECONDS(connection(request), verb(request))(max(0.0, now - exchange.started - state.held_for))
         state.stream = stream_kind(request)
         if state.stream is not None:
             metrics.STREAMS_OPEN.labels(state.stream).inc()
@@ -75,14 +81,14 @@ class RequestMetrics:
             metrics.STREAMS_OPEN.labels(state.stream).dec()
         conn, verb_ = connection(request), verb(request)
         decision = decision_label(request)
-        metrics.REQUESTS.labels(conn, verb_, resource(request), decision, code_class(exchange.code)).inc()
+        _REQUESTS(conn, verb_, resource(request), decision, code_class(exchange.code))(1)
         if state.stream is None and (request is None or not is_long_running(request.info)):
-            metrics.REQUEST_SECONDS.labels(conn, verb_, decision).observe(max(0.0, now - exchange.started))
+            _REQUEST_SECONDS(conn, verb_, decision)(max(0.0, now - exchange.started))
             if state.forwarded_at is not None:
-                metrics.UPSTREAM_SECONDS.labels(conn, verb_).observe(max(0.0, now - state.forwarded_at))
+                _UPSTREAM_SECONDS(conn, verb_)(max(0.0, now - state.forwarded_at))
         for detector, count in (getattr(exchange, "masking_counts", None) or {}).items():
             if count:
-                metrics.MASKED.labels(metrics.detector_label(detector)).inc(count)
+                _MASKED(metrics.detector_label(detector))(count)
 
     def _state(self, exchange) -> _State:
         state = self._states.get(exchange.audit_id)
@@ -128,8 +134,11 @@ def decision_label(request) -> str:
     return effect if effect in ("allow", "deny", "review", "lease") else metrics.OTHER
 
 
+_CODE_CLASSES = {code: f"{code // 100}xx" for code in range(100, 600)}
+
+
 def code_class(code: int) -> str:
-    return f"{code // 100}xx" if 100 <= code <= 599 else "none"
+    return _CODE_CLASSES.get(code, "none")
 
 
 def stream_kind(request) -> str | None:

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import threading
+from bisect import bisect_left
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,55 @@ class Bounded:
                 return OTHER
             self._seen.add(value)
         return value
+
+
+class Children:
+    """A labelled metric's children by label values in a plain dict, each as the function that records
+    on it: ``Children.counting(REQUESTS)("prod", "get", "pods", "allow", "2xx")(1)``.
+
+    prometheus-client's ``labels()`` checks, converts and locks on every call, its ``inc`` and
+    ``observe`` check again and a histogram walks its buckets: the gateway records several values per
+    request.  Here a child is made once per label values (by ``labels()``, so it is the one exposed)
+    and then found by one dict lookup; its recording function writes the child's values directly,
+    the same values ``inc``/``observe`` write (each value keeps its own lock, and its file in
+    multiprocess mode).  Only for metrics whose children are never removed (no ``remove`` or
+    ``clear``: these metrics' label values are bounded) and for amounts that are numbers, not NaN.
+    It reads the children's attributes (``_value``, ``_sum``, ``_buckets``, ``_upper_bounds``) of
+    the pinned prometheus-client; runtime/tests/test_metrics.py compares with its own recording.
+    """
+
+    def __init__(self, metric, recorder):
+        self._metric = metric
+        self._recorder = recorder  # child -> its recording function
+        self._children: dict[tuple, object] = {}
+
+    @classmethod
+    def counting(cls, counter) -> "Children":
+        """``inc(amount)`` of a counter's children (amount >= 0)."""
+        return cls(counter, lambda child: child._value.inc)
+
+    @classmethod
+    def observing(cls, histogram) -> "Children":
+        """``observe(amount)`` of a histogram's children: the bucket found by bisection."""
+        return cls(histogram, _observer)
+
+    def __call__(self, *values):
+        record = self._children.get(values)
+        if record is None:
+            record = self._children[values] = self._recorder(self._metric.labels(*values))
+        return record
+
+
+def _observer(child):
+    bounds = tuple(child._upper_bounds)  # ascending, +Inf last: every number has a bucket
+    buckets = tuple(bucket.inc for bucket in child._buckets)
+    add = child._sum.inc
+
+    def observe(amount: float) -> None:
+        add(amount)
+        buckets[bisect_left(bounds, amount)](1)  # the first bound >= amount, as Histogram.observe
+
+    return observe
 
 
 connection_label = Bounded()

@@ -5,6 +5,8 @@ gateway.exchange.Exchange) is on the wt-datapath branch, not on main yet: these 
 of the same shape (``audit_id``, ``started``, ``request``, ``code``, ``masking_counts``; the request's
 ``connection``, ``info``, ``principal``, ``decision``)."""
 
+import asyncio
+import gc
 import io
 import json
 import logging
@@ -157,8 +159,7 @@ async def test_log_lines_while_a_request_is_handled_carry_its_audit_id_identity_
         logcontext.clear()
         await addon.parsed(exchange)
         logger.warning("after parse")
-        exchange.request = request(effect="deny")
-        await addon.decided(exchange)
+        exchange.request = request(effect="deny")  # the rules decided: no further hook needed
         logger.warning("after decision")
     finally:
         logger.removeHandler(handler)
@@ -168,3 +169,51 @@ async def test_log_lines_while_a_request_is_handled_carry_its_audit_id_identity_
     assert "decision" not in first
     assert {k: second[k] for k in ("request_id", "identity", "connection", "decision")} == {
         "request_id": str(exchange.audit_id), "identity": "agent-1", "connection": "prod", "decision": "deny"}
+
+
+async def test_many_requests_are_counted_and_bucketed_as_prometheus_client_would(clock):
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from runtime import metrics
+
+    reference = Histogram("reference_seconds", "r", buckets=metrics.LATENCY_BUCKETS, registry=CollectorRegistry())
+    addon = RequestMetrics(clock=clock)
+    labels = {"connection": "many-c", "verb": "get", "decision": "allow"}
+    durations = [0.0003 * n for n in range(40)] + [0.0005, 0.001, 0.0025, 7.0, 100.0]
+    for duration in durations:
+        exchange = Exchange(started=clock.now, request=request(connection="many-c"), code=200)
+        await addon.forwarded(exchange)
+        clock.now += duration
+        await addon.completed(exchange)
+        reference.observe(clock.now - exchange.started)
+    assert sample("airlock_requests_total", resource="pods", code="2xx", **labels) == len(durations)
+    expected = {s.labels["le"]: s.value for s in reference.collect()[0].samples if s.name.endswith("_bucket")}
+    assert {le: sample("airlock_request_duration_seconds_bucket", le=le, **labels) for le in expected} == expected
+    assert sample("airlock_request_duration_seconds_count", **labels) == len(durations)
+
+
+async def test_the_log_context_follows_the_request_into_its_tasks_and_takes_fixed_fields_too():
+    exchange = Exchange(started=0.0, request=request(effect=None))
+    try:
+        logcontext.clear()
+        assert logcontext.current() == {}
+        await RequestLogContext().parsed(exchange)
+        exchange.request = request(effect="allow", connection="other")
+
+        async def in_a_task():
+            return logcontext.current()
+
+        seen = await asyncio.create_task(in_a_task())
+        assert seen == {"request_id": str(exchange.audit_id), "identity": "agent-1", "connection": "other",
+                        "decision": "allow"}
+        logcontext.bind(decision="deny", identity=None)
+        assert logcontext.current() == {**seen, "decision": "deny"}
+        with pytest.raises(TypeError):
+            logcontext.bind(path="/secret")
+        await RequestLogContext().parsed(exchange)
+        del exchange  # the request is over: a task it started keeps neither it nor its fields
+        gc.collect()
+        assert logcontext.current() == {}
+    finally:
+        logcontext.clear()
+    assert logcontext.current() == {}

@@ -95,3 +95,68 @@ def test_the_listener_serves_metrics_only_and_a_second_process_waits_for_the_por
         assert httpx.get(f"http://127.0.0.1:{second.port}/metrics").status_code == 200
     finally:
         second.stop()
+
+
+def samples(registry) -> dict:
+    """Every sample's value by (name, labels), the creation times left out (they differ by metric)."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in registry.collect() for s in family.samples if not s.name.endswith("_created")}
+
+
+def test_children_record_what_prometheus_client_itself_records():
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    histograms = [Histogram("t_seconds", "t", ["a"], buckets=metrics.LATENCY_BUCKETS, registry=r) for r in (ours, theirs)]
+    counters = [Counter("t_events", "t", ["a", "b"], registry=r) for r in (ours, theirs)]
+    observe, count = metrics.Children.observing(histograms[0]), metrics.Children.counting(counters[0])
+    amounts = [0.0, 0.0004, 0.0005, 0.00051, 0.001, 0.003, 0.025, 0.7, 1, 2.5, 59.9, 60, 61, 1e9, float("inf")]
+    for n, amount in enumerate(amounts):
+        label = "x" if n % 3 else "y"
+        observe(label)(amount)
+        histograms[1].labels(label).observe(amount)
+        count(label, "z")(n)
+        counters[1].labels(label, "z").inc(n)
+    assert samples(ours) == samples(theirs)
+    assert samples(ours)[("t_seconds_bucket", (("a", "x"), ("le", "0.0005")))] == 2
+
+
+def test_children_are_made_once_per_label_values_and_are_the_ones_exposed():
+    from prometheus_client import CollectorRegistry, Counter
+
+    registry = CollectorRegistry()
+    counter = Counter("t_requests", "t", ["connection"], registry=registry)
+    count = metrics.Children.counting(counter)
+    assert count("a") is count("a")
+    count("a")(1)
+    count("b")(2)  # a label value first seen now gets its own child
+    count("a")(1)
+    assert counter.labels("a")._value.get() == 2 and counter.labels("b")._value.get() == 2
+    assert samples(registry)[("t_requests_total", (("connection", "b"),))] == 2
+
+
+CHILDREN_WORKER = """
+import sys
+from runtime import metrics
+metrics.Children.observing(metrics.UPSTREAM_SECONDS)("c-mp", "get")(0.003)
+metrics.Children.counting(metrics.MASKED)("jwt-mp")(2)
+print("done", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_children_write_the_files_of_multiprocess_mode(tmp_path):
+    directory = tmp_path / "metrics"
+    workers = [run(CHILDREN_WORKER, directory) for _ in range(2)]
+    try:
+        for worker in workers:
+            assert worker.stdout.readline().strip() == "done"
+        text = run(SCRAPE, directory).communicate(timeout=60)[0]
+    finally:
+        for worker in workers:
+            worker.communicate("", timeout=60)
+    assert value(text, "airlock_masking_replacements_total", detector="jwt-mp") == 4
+    assert value(text, "airlock_upstream_duration_seconds_bucket", connection="c-mp", verb="get", le="0.0025") == 0
+    assert value(text, "airlock_upstream_duration_seconds_bucket", connection="c-mp", verb="get", le="0.005") == 2
+    assert value(text, "airlock_upstream_duration_seconds_count", connection="c-mp", verb="get") == 2
+    assert value(text, "airlock_upstream_duration_seconds_sum", connection="c-mp", verb="get") == 0.006
