@@ -15,6 +15,9 @@ subclasses add, per request on a connection:
 * a cap on request line plus headers: 431 and close;
 * a cap on open connections (HTTP and WebSocket) of this process: 503 and close at once.
 
+With httptools (production's), a response's head also leaves with its first body bytes: one TLS
+record and one ``send()`` instead of two for a small response (:class:`HeadWithBody`).
+
 The gateway (``/k8s/``), the dashboard, its login and the admin are one ASGI server, so one
 protocol class covers them all::
 
@@ -186,12 +189,16 @@ class ReadLimits:
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the application's receive() now returns http.disconnect
             cycle.message_event.set()
+            self._flush(cycle)  # a response head already sent, as far as the application knows
         if answer:
             self.transport.write(raw_status(code, message, reason))
         self.transport.close()
 
     def _queued(self) -> bool:
         return False
+
+    def _flush(self, cycle) -> None:
+        """Send what the cycle's writer holds (HttpToolsProtocol's :class:`HeadWithBody`)."""
 
     @staticmethod
     def _tell_application(cycle, code: int, message: str, reason: str) -> None:
@@ -202,6 +209,48 @@ class ReadLimits:
         """uvicorn's 400 for bytes that are not HTTP/1.1, told to the application if it is reading the body."""
         if self._reading == "body" and self.cycle is not None and not self.cycle.response_started:
             self._tell_application(self.cycle, 400, msg, "BadRequest")
+
+
+class HeadWithBody:
+    """The connection's transport as one response cycle sees it: the response's head waits for its body.
+
+    uvicorn writes the status line and headers, then the body: two TLS records and two ``send()``
+    calls (and two wake-ups of the client) for a small response.  The cycle's first write (its head)
+    is held and leaves with the next one; a head whose body is not ready (a watch waiting for its
+    first event) leaves at the end of this turn of the event loop, as it did.  Everything after the
+    first write passes straight through.
+    """
+
+    __slots__ = ("transport", "loop", "held")
+
+    def __init__(self, transport, loop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.held: bytes | None = b""  # b"": the first write is still to come
+
+    def write(self, data: bytes) -> None:
+        held = self.held
+        if held is None:
+            self.transport.write(data)
+        elif held:
+            self.held = None
+            self.transport.write(held + data)
+        else:
+            self.held = data
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send a held head (the loop's turn ends, or the connection is about to close)."""
+        held, self.held = self.held, None
+        if held and not self.transport.is_closing():
+            self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
 
 
 class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
@@ -278,6 +327,14 @@ class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
 
     def _queued(self) -> bool:
         return bool(self.pipeline)
+
+    def _start_asgi_task(self, cycle, app) -> None:
+        cycle.transport = HeadWithBody(self.transport, self.loop)
+        super()._start_asgi_task(cycle, app)
+
+    def _flush(self, cycle) -> None:
+        if isinstance(cycle.transport, HeadWithBody):
+            cycle.transport.flush()
 
 
 class BoundedConnection(h11.Connection):
