@@ -28,6 +28,9 @@ import; a value that is not a positive number stops the server from starting:
 ``AIRLOCK_HEADER_TIMEOUT_SECONDS`` (10), ``AIRLOCK_BODY_TIMEOUT_SECONDS`` (60),
 ``AIRLOCK_MAX_HEADER_BYTES`` (65536), ``AIRLOCK_MAX_CONNECTIONS`` (1000).  Idle time between
 requests stays uvicorn's ``--timeout-keep-alive``.
+
+Long because both protocols share one connection state (the deadlines on one timer, the caps) and
+each hooks it into its own parser; split, that state would be reached across modules.
 """
 
 from __future__ import annotations
