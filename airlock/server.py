@@ -15,6 +15,9 @@ subclasses add, per request on a connection:
 * a cap on request line plus headers: 431 and close;
 * a cap on open connections (HTTP and WebSocket) of this process: 503 and close at once.
 
+With httptools (production's), a response's head also leaves with its first body bytes: one TLS
+record and one ``send()`` instead of two for a small response (:class:`HeadWithBody`).
+
 The gateway (``/k8s/``), the dashboard, its login and the admin are one ASGI server, so one
 protocol class covers them all::
 
@@ -25,6 +28,9 @@ import; a value that is not a positive number stops the server from starting:
 ``AIRLOCK_HEADER_TIMEOUT_SECONDS`` (10), ``AIRLOCK_BODY_TIMEOUT_SECONDS`` (60),
 ``AIRLOCK_MAX_HEADER_BYTES`` (65536), ``AIRLOCK_MAX_CONNECTIONS`` (1000).  Idle time between
 requests stays uvicorn's ``--timeout-keep-alive``.
+
+Long because both protocols share one connection state (the deadlines on one timer, the caps) and
+each hooks it into its own parser; split, that state would be reached across modules.
 """
 
 from __future__ import annotations
@@ -82,20 +88,26 @@ def raw_status(code: int, message: str, reason: str) -> bytes:
 
 
 class _ReadState:
-    __slots__ = ("reading", "header_bytes", "deadline")
+    __slots__ = ("reading", "header_bytes", "due", "timer")
 
     def __init__(self) -> None:
         self.reading = "off"
         self.header_bytes = 0
-        self.deadline: asyncio.TimerHandle | None = None
+        self.due: float | None = None  # loop time of the deadline now running, if any
+        self.timer: asyncio.TimerHandle | None = None  # fires at or before ``due``
 
 
 class ReadLimits:
     """The deadlines and caps, driven by the protocol subclasses below.
 
-    ``_reading`` is what the connection waits for from the client: ``headers``, ``body``,
-    ``idle`` (the request is read; the response or uvicorn's keep-alive timeout governs) or
-    ``off`` (refused, upgraded to WebSocket, or broken: nothing more to enforce).
+    ``_read_state.reading`` is what the connection waits for from the client: ``headers``, ``body``,
+    ``idle`` (the request is read; the response, then the keep-alive timeout governs) or ``off``
+    (refused, upgraded to WebSocket, or broken: nothing more to enforce).
+
+    A connection has one timer, not three per request: a deadline is a time (``due``) the timer
+    checks when it fires, and the timer is only moved when a deadline comes earlier than it.  A
+    request on a kept-alive connection moves a time, where it used to create and cancel (and have
+    libuv close) the header, body and, with httptools, keep-alive timers.
     """
 
     limits = Limits.from_env()
@@ -107,13 +119,6 @@ class ReadLimits:
         # connection_made as they were, gave each connection a 1,584-byte dictionary of its own instead
         # of 296 bytes (1.2 KiB per open connection, 6 MiB with 5,000 watches).
         self._read_state = _ReadState()
-
-    _reading = property(lambda self: self._read_state.reading,
-                        lambda self, value: setattr(self._read_state, "reading", value))
-    _header_bytes = property(lambda self: self._read_state.header_bytes,
-                             lambda self, value: setattr(self._read_state, "header_bytes", value))
-    _deadline = property(lambda self: self._read_state.deadline,
-                         lambda self, value: setattr(self._read_state, "deadline", value))
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -130,49 +135,72 @@ class ReadLimits:
             self._expect_headers()
 
     def _expect_headers(self) -> None:
-        self._reading = "headers"
-        self._header_bytes = 0
-        self._arm(self.limits.header_timeout, "the request headers did not arrive within")
+        state = self._read_state
+        state.reading = "headers"
+        state.header_bytes = 0
+        self._arm(self.limits.header_timeout)
 
     def _expect_body(self) -> None:
-        self._reading = "body"
-        self._arm(self.limits.body_timeout, "the request body did not arrive within")
+        self._read_state.reading = "body"
+        self._arm(self.limits.body_timeout)
 
     def _request_read(self) -> None:
-        self._reading = "idle"
-        self._disarm()
+        state = self._read_state
+        state.reading = "idle"
+        state.due = None
 
     def _stop(self) -> None:
-        self._reading = "off"
-        self._disarm()
+        state = self._read_state
+        state.reading = "off"
+        state.due = None
+        if state.timer is not None:
+            state.timer.cancel()  # a closed connection is not kept by its timer
+            state.timer = None
 
     def _count_header_bytes(self, size: int) -> None:
         """Bytes received while the headers are incomplete: bounds what the parser buffers."""
-        if self._reading == "headers":
-            self._header_bytes += size
-            if self._header_bytes > self.limits.max_header_bytes:
+        state = self._read_state
+        if state.reading == "headers":
+            state.header_bytes += size
+            if state.header_bytes > self.limits.max_header_bytes:
                 self._refuse_header_size()
 
     def _refuse_header_size(self) -> None:
         self._refuse(431, f"airlock: the request line and headers exceed {self.limits.max_header_bytes} bytes",
                      "RequestHeaderFieldsTooLarge")
 
-    def _arm(self, seconds: float, what: str) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expired, f"airlock: {what} {seconds:g} s")
+    def _arm(self, seconds: float) -> None:
+        """A deadline ``seconds`` from now for what the connection is waiting for."""
+        state = self._read_state
+        state.due = due = self.loop.time() + seconds
+        timer = state.timer
+        if timer is None or timer.when() > due:
+            if timer is not None:
+                timer.cancel()
+            state.timer = self.loop.call_at(due, self._expired)
 
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expired(self, message: str) -> None:
-        self._deadline = None
-        self._refuse(408, message, "Timeout")
+    def _expired(self) -> None:
+        state = self._read_state
+        state.timer = None
+        due = state.due
+        if due is None:
+            return
+        if due - self.loop.time() > 0.001:  # moved later since the timer was set
+            state.timer = self.loop.call_at(due, self._expired)
+        elif state.reading == "headers":
+            seconds = self.limits.header_timeout
+            self._refuse(408, f"airlock: the request headers did not arrive within {seconds:g} s", "Timeout")
+        elif state.reading == "body":
+            seconds = self.limits.body_timeout
+            self._refuse(408, f"airlock: the request body did not arrive within {seconds:g} s", "Timeout")
+        else:  # idle after a response: uvicorn's --timeout-keep-alive, a quiet close
+            self._stop()
+            if not self.transport.is_closing():
+                self.transport.close()
 
     def _refuse(self, code: int, message: str, reason: str) -> None:
         """Answer with a Status where no other response is under way on the connection, then close."""
-        waiting_for = self._reading
+        waiting_for = self._read_state.reading
         self._stop()
         if self.transport.is_closing():
             return
@@ -186,12 +214,16 @@ class ReadLimits:
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the application's receive() now returns http.disconnect
             cycle.message_event.set()
+            self._flush(cycle)  # a response head already sent, as far as the application knows
         if answer:
             self.transport.write(raw_status(code, message, reason))
         self.transport.close()
 
     def _queued(self) -> bool:
         return False
+
+    def _flush(self, cycle) -> None:
+        """Send what the cycle's writer holds (HttpToolsProtocol's :class:`HeadWithBody`)."""
 
     @staticmethod
     def _tell_application(cycle, code: int, message: str, reason: str) -> None:
@@ -200,8 +232,50 @@ class ReadLimits:
 
     def _answer_400(self, msg: str) -> None:
         """uvicorn's 400 for bytes that are not HTTP/1.1, told to the application if it is reading the body."""
-        if self._reading == "body" and self.cycle is not None and not self.cycle.response_started:
+        if self._read_state.reading == "body" and self.cycle is not None and not self.cycle.response_started:
             self._tell_application(self.cycle, 400, msg, "BadRequest")
+
+
+class HeadWithBody:
+    """The connection's transport as one response cycle sees it: the response's head waits for its body.
+
+    uvicorn writes the status line and headers, then the body: two TLS records and two ``send()``
+    calls (and two wake-ups of the client) for a small response.  The cycle's first write (its head)
+    is held and leaves with the next one; a head whose body is not ready (a watch waiting for its
+    first event) leaves at the end of this turn of the event loop, as it did.  Everything after the
+    first write passes straight through.
+    """
+
+    __slots__ = ("transport", "loop", "held")
+
+    def __init__(self, transport, loop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.held: bytes | None = b""  # b"": the first write is still to come
+
+    def write(self, data: bytes) -> None:
+        held = self.held
+        if held is None:
+            self.transport.write(data)
+        elif held:
+            self.held = None
+            self.transport.write(held + data)
+        else:
+            self.held = data
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send a held head (the loop's turn ends, or the connection is about to close)."""
+        held, self.held = self.held, None
+        if held and not self.transport.is_closing():
+            self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
 
 
 class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
@@ -215,26 +289,26 @@ class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
     _deferred_400: str | None = None
 
     def data_received(self, data: bytes) -> None:
-        if self._deferred_400 is not None or (self._reading == "off" and self.transport.is_closing()):
+        if self._deferred_400 is not None or (self._read_state.reading == "off" and self.transport.is_closing()):
             return
         super().data_received(data)
         self._count_header_bytes(len(data))
 
     def on_message_begin(self) -> None:
-        if self._reading == "idle":
+        if self._read_state.reading == "idle":
             self._expect_headers()
         super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
-        if self._reading != "off":
+        if self._read_state.reading != "off":
             super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._reading != "off":
+        if self._read_state.reading != "off":
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        if self._reading == "off":
+        if self._read_state.reading == "off":
             return
         if len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > self.limits.max_header_bytes:
             self._refuse_header_size()
@@ -246,7 +320,7 @@ class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if self._reading != "off":
+        if self._read_state.reading != "off":
             super().on_body(body)
 
     def send_400_response(self, msg: str) -> None:
@@ -263,21 +337,38 @@ class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
         if self.pipeline or (cycle is not None and cycle.response_started and not cycle.response_complete):
             return True
         # this request's own body is broken: the 400 is its answer
-        return cycle is not None and not cycle.response_complete and self._reading != "body"
+        return cycle is not None and not cycle.response_complete and self._read_state.reading != "body"
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._deferred_400 is not None and not self._answers_owed() and not self.transport.is_closing():
+        """uvicorn's, with its keep-alive timeout on the connection's one timer (:meth:`ReadLimits._arm`)."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._read_state.reading == "idle":
+            self._arm(self.timeout_keep_alive)
+        if self._deferred_400 is not None and not self._answers_owed():
             super().send_400_response(self._deferred_400)
 
     def on_message_complete(self) -> None:
-        if self._reading == "off":
+        if self._read_state.reading == "off":
             return
         self._request_read()
         super().on_message_complete()
 
     def _queued(self) -> bool:
         return bool(self.pipeline)
+
+    def _start_asgi_task(self, cycle, app) -> None:
+        cycle.transport = HeadWithBody(self.transport, self.loop)
+        super()._start_asgi_task(cycle, app)
+
+    def _flush(self, cycle) -> None:
+        if isinstance(cycle.transport, HeadWithBody):
+            cycle.transport.flush()
 
 
 class BoundedConnection(h11.Connection):
@@ -315,23 +406,23 @@ class H11Protocol(ReadLimits, UvicornH11Protocol):
         self.conn = BoundedConnection(self.limits.max_header_bytes)
 
     def data_received(self, data: bytes) -> None:
-        if self._reading == "off" and self.transport.is_closing():
+        if self._read_state.reading == "off" and self.transport.is_closing():
             return
         super().data_received(data)
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self._reading == "off":
+        if self._read_state.reading == "off":
             return
         state = self.conn.their_state
         if state is h11.SEND_BODY:
-            if self._reading != "body":
+            if self._read_state.reading != "body":
                 self._expect_body()
         elif state is h11.DONE:
-            if self._reading != "idle":
+            if self._read_state.reading != "idle":
                 self._request_read()
         elif state is h11.IDLE:
-            if self._reading == "idle" and self.conn.trailing_data[0]:
+            if self._read_state.reading == "idle" and self.conn.trailing_data[0]:
                 self._expect_headers()  # the first bytes of the next request on a kept-alive connection
         else:
             self._stop()  # upgraded, closing or broken
