@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import msgpack
 from django.conf import settings
 from django.db import close_old_connections, connections
 
@@ -65,8 +64,7 @@ READ_CHUNK = 1 << 18
 
 
 def encode_control(kind: str) -> bytes:
-    payload = msgpack.packb({"k": kind})
-    return journal.HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+    return journal.frame(journal.packb({"k": kind}))
 
 
 class ProtocolError(Exception):
@@ -85,8 +83,8 @@ def frames(buffer: bytearray) -> tuple[list[dict], int]:
         if zlib.crc32(payload) != crc:
             raise ProtocolError("a record's checksum does not match")
         try:
-            record = msgpack.unpackb(payload, timestamp=3, strict_map_key=False)
-        except (ValueError, msgpack.UnpackException):
+            record = journal.unpackb(payload)
+        except ValueError:
             raise ProtocolError("a record is not msgpack") from None
         if not isinstance(record, dict):
             raise ProtocolError("a record is not a map")
