@@ -61,6 +61,7 @@ COMMITTED, FAILED, ANCHORED = 1, 2, 3
 ANCHOR = "A"
 LOCK_NAME = "writer.lock"
 READ_CHUNK = 1 << 18
+CONNECTION_CHECK_SECONDS = 1.0
 
 
 def encode_control(kind: str) -> bytes:
@@ -187,6 +188,8 @@ class AuditWriter:
         self._idle_since = time.monotonic()
         self._wrote = False
         self._lock_fd: int | None = None
+        self._connection_checked = -CONNECTION_CHECK_SECONDS  # monotonic; used on the database thread only
+        self._connection_suspect = False
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -334,8 +337,22 @@ class AuditWriter:
     # -- committing -----------------------------------------------------------------------------
 
     def _append(self, batch: list) -> int:
-        close_old_connections()
-        return chain.append(batch, session_gap=self.session_gap, replay=True, rows=False, sessions=self.sessions)
+        self._tend_connection()
+        try:
+            return chain.append(batch, session_gap=self.session_gap, replay=True, rows=False, sessions=self.sessions)
+        except Exception:
+            self._connection_suspect = True
+            raise
+
+    def _tend_connection(self) -> None:
+        """close_old_connections() (a broken or too old connection replaced) before the append after a
+        failed one, else at most every CONNECTION_CHECK_SECONDS: each call makes Django check the
+        connection with a round trip of its own (CONN_HEALTH_CHECKS) before the next query, one of a
+        small append's eight.  A connection that broke in between fails that append, which is retried."""
+        now = time.monotonic()
+        if self._connection_suspect or now - self._connection_checked >= CONNECTION_CHECK_SECONDS:
+            close_old_connections()
+            self._connection_checked, self._connection_suspect = now, False
 
     def _anchor(self) -> None:
         close_old_connections()
