@@ -135,7 +135,7 @@ def test_appends_inside_remembering_use_the_cache():
 
 def test_an_append_of_known_agents_reads_the_head_and_newest_checkpoint_in_one_statement():
     """Under the chain lock an append reads the head, the newest checkpoint (for the cache's token)
-    and the events already stored: one statement for the first two, no ORM query, nothing more."""
+    and the events already stored: one statement for the first two (for all three on PostgreSQL)."""
     cache = chain.SessionCache()
     append([event(0)], cache)
     with CaptureQueriesContext(connection) as second:
@@ -145,4 +145,5 @@ def test_an_append_of_known_agents_reads_the_head_and_newest_checkpoint_in_one_s
              and "advisory" not in q["sql"]]
     checkpoint = [sql for sql in reads if "audit_checkpoint" in sql]
     assert len(checkpoint) == 1 and "audit_auditevent" in checkpoint[0]
-    assert len(reads) == 2  # that one, and the (audit id, stage) pairs already stored
+    # With the (audit id, stage) pairs already stored: in the same statement on PostgreSQL, in another elsewhere.
+    assert len(reads) == (1 if connection.vendor == "postgresql" else 2)
