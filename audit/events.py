@@ -285,6 +285,8 @@ def _string_list(value, name: str, clamps: Clamps) -> list[str]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         clamps.add(name)
         return []
+    if len(value) <= LIST_LIMIT and all(_plain(v, 1024) for v in value):
+        return list(value)
     if len(value) > LIST_LIMIT or not all(isinstance(v, str) for v in value):
         clamps.add(name)
     return [clean_text(v, 1024) for v in value[:LIST_LIMIT] if isinstance(v, str)]

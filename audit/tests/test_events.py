@@ -190,3 +190,13 @@ def test_text_passed_through_unchanged_is_exactly_what_the_cleaning_would_make()
             expected = full if len(full) <= limit else full[: limit - len(marker)] + marker
             assert fields[name] == expected and type(fields[name]) is str, (name, sample)
             assert clean_text(sample, limit) == expected and type(clean_text(sample, limit)) is str
+
+
+def test_string_lists_passed_through_are_what_the_cleaning_would_make():
+    class Text(str):
+        pass
+
+    for groups in (("a", "b"), ["x" * 1024], ["x" * 1025], ["a\x00"], [Text("s")], ["é"], ["a", 1], ["g"] * 257):
+        stored = prepare(event(0, user_groups=groups), max_body=16, max_recording=16).fields["user_groups"]
+        assert stored == [clean_text(g, 1024) for g in groups[:256] if isinstance(g, str)]
+        assert type(stored) is list and all(type(g) is str for g in stored)
