@@ -5,8 +5,9 @@ Every record sent stays in :attr:`WriterChannel.unacked` until the writer says i
 when the connection breaks, the channel reconnects (starting the writer itself when nothing
 listens and ``spawn`` is on: one writer per journal directory, whoever starts it) and sends the
 unacknowledged records again, in order (the writer's append skips an event already stored, so a
-record committed just before the break is not stored twice).  Runs on the event loop; the only
-work per record is one buffered write to the socket.
+record committed just before the break is not stored twice).  Runs on the event loop; the records
+sent in one turn of the loop (the completions of the requests that ended in it) go to the socket in
+one write.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class WriterChannel:
         self.unacked: collections.deque[Pending] = collections.deque()
         self._stream: asyncio.StreamWriter | None = None
         self._sent = 0  # records written on the current connection
+        self._outgoing: list[bytes] = []  # records of this turn of the loop, not yet written to the socket
+        self._flushing = False  # a _flush is scheduled
         self._connected = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -116,7 +119,18 @@ class WriterChannel:
     def _write(self, entry: Pending) -> None:
         self._sent += 1
         entry.n = self._sent
-        self._stream.write(entry.record)
+        self._outgoing.append(entry.record)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """One write (one send(2)) for the records of this turn; on a connection that went away
+        meanwhile they are dropped here and sent again from ``unacked`` on the next one."""
+        self._flushing = False
+        if self._outgoing and self._stream is not None:
+            self._stream.write(b"".join(self._outgoing))
+        self._outgoing.clear()
 
     async def _run(self) -> None:
         delay = 0.05
@@ -134,6 +148,7 @@ class WriterChannel:
                 continue
             delay = 0.05
             self._stream, self._sent = stream, 0
+            self._outgoing.clear()  # numbered for the connection that broke: all of them are in unacked
             for entry in self.unacked:  # in order: what the last writer did not confirm
                 self._write(entry)
             self._connected.set()

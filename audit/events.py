@@ -174,10 +174,18 @@ class PreparedEvent:
         return self.fields["stage"]
 
 
+def _plain(value, limit: int | None) -> bool:
+    """True for a str that clean_text() would return unchanged (the common case: checked in C, no copies)."""
+    return type(value) is str and (not value or (
+        value.isascii() and "\x00" not in value and (limit is None or len(value) <= limit)))
+
+
 def clean_text(value, limit: int | None = TEXT_LIMIT) -> str:
     """A string any database stores and RFC 8785 hashes: no NUL, no lone surrogate, bounded."""
     if value is None:
         return ""
+    if _plain(value, limit):
+        return value
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
     text = value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
@@ -263,6 +271,8 @@ def _timestamp(value, name: str, clamps: Clamps, default: datetime) -> datetime:
 
 
 def _text(value, name: str, clamps: Clamps, limit: int | None = TEXT_LIMIT) -> str:
+    if _plain(value, limit):
+        return value
     if value is not None and not isinstance(value, str):
         clamps.add(name)
         return ""
@@ -275,6 +285,8 @@ def _string_list(value, name: str, clamps: Clamps) -> list[str]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         clamps.add(name)
         return []
+    if len(value) <= LIST_LIMIT and all(_plain(v, 1024) for v in value):
+        return list(value)
     if len(value) > LIST_LIMIT or not all(isinstance(v, str) for v in value):
         clamps.add(name)
     return [clean_text(v, 1024) for v in value[:LIST_LIMIT] if isinstance(v, str)]
@@ -391,7 +403,9 @@ def prepare(event: dict, *, max_body: int, max_recording: int, now: datetime | N
         clamps.add(f"unknown field {name}")
     now = now or datetime.now(UTC)
     try:
-        audit_id = uuid.UUID(str(event["audit_id"]))
+        audit_id = event["audit_id"]
+        if type(audit_id) is not uuid.UUID:  # a UUID is immutable: the gateway's own is kept as it is
+            audit_id = uuid.UUID(str(audit_id))
     except (KeyError, TypeError, ValueError):
         clamps.add("audit_id")
         audit_id = uuid.uuid4()
@@ -415,9 +429,11 @@ def prepare(event: dict, *, max_body: int, max_recording: int, now: datetime | N
         "dry_run": _flag(event.get("dry_run"), "dry_run", clamps),
     }
     for name in _TEXT:
-        fields[name] = _text(event.get(name), name, clamps)
+        value = event.get(name, "")
+        fields[name] = value if _plain(value, TEXT_LIMIT) else _text(value, name, clamps)
     for name, limit in _CHAR.items():
-        fields[name] = _text(event.get(name), name, clamps, limit)
+        value = event.get(name, "")
+        fields[name] = value if _plain(value, limit) else _text(value, name, clamps, limit)
     for name in _COUNTS:
         fields[name] = _count(event.get(name), name, clamps)
     for name in _IDS:

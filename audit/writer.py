@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import msgpack
 from django.conf import settings
 from django.db import close_old_connections, connections
 
@@ -62,11 +61,11 @@ COMMITTED, FAILED, ANCHORED = 1, 2, 3
 ANCHOR = "A"
 LOCK_NAME = "writer.lock"
 READ_CHUNK = 1 << 18
+CONNECTION_CHECK_SECONDS = 1.0
 
 
 def encode_control(kind: str) -> bytes:
-    payload = msgpack.packb({"k": kind})
-    return journal.HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+    return journal.frame(journal.packb({"k": kind}))
 
 
 class ProtocolError(Exception):
@@ -85,8 +84,8 @@ def frames(buffer: bytearray) -> tuple[list[dict], int]:
         if zlib.crc32(payload) != crc:
             raise ProtocolError("a record's checksum does not match")
         try:
-            record = msgpack.unpackb(payload, timestamp=3, strict_map_key=False)
-        except (ValueError, msgpack.UnpackException):
+            record = journal.unpackb(payload)
+        except ValueError:
             raise ProtocolError("a record is not msgpack") from None
         if not isinstance(record, dict):
             raise ProtocolError("a record is not a map")
@@ -189,6 +188,8 @@ class AuditWriter:
         self._idle_since = time.monotonic()
         self._wrote = False
         self._lock_fd: int | None = None
+        self._connection_checked = -CONNECTION_CHECK_SECONDS  # monotonic; used on the database thread only
+        self._connection_suspect = False
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -336,8 +337,22 @@ class AuditWriter:
     # -- committing -----------------------------------------------------------------------------
 
     def _append(self, batch: list) -> int:
-        close_old_connections()
-        return chain.append(batch, session_gap=self.session_gap, replay=True, rows=False, sessions=self.sessions)
+        self._tend_connection()
+        try:
+            return chain.append(batch, session_gap=self.session_gap, replay=True, rows=False, sessions=self.sessions)
+        except Exception:
+            self._connection_suspect = True
+            raise
+
+    def _tend_connection(self) -> None:
+        """close_old_connections() (a broken or too old connection replaced) before the append after a
+        failed one, else at most every CONNECTION_CHECK_SECONDS: each call makes Django check the
+        connection with a round trip of its own (CONN_HEALTH_CHECKS) before the next query, one of a
+        small append's eight.  A connection that broke in between fails that append, which is retried."""
+        now = time.monotonic()
+        if self._connection_suspect or now - self._connection_checked >= CONNECTION_CHECK_SECONDS:
+            close_old_connections()
+            self._connection_checked, self._connection_suspect = now, False
 
     def _anchor(self) -> None:
         close_old_connections()

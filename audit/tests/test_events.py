@@ -8,7 +8,7 @@ import pytest
 from audit import chain
 from audit.chain import verify_chain
 from audit.document import event_document
-from audit.events import cap_body, cap_cast, clean_text, needs_durable_record, prepare
+from audit.events import TEXT_LIMIT, cap_body, cap_cast, clean_text, needs_durable_record, prepare
 from audit.models import AuditEvent
 from audit.tests.factories import append, event
 from kube.requestinfo import parse
@@ -146,6 +146,20 @@ def test_hostile_strings_are_stored_and_verify():
     assert verify_chain().ok
 
 
+@pytest.mark.django_db
+def test_json_columns_store_exactly_their_values():
+    """user_groups, source_ips, masking_counts and clamped hold what was appended (quotes, escapes,
+    control characters, non-ASCII, large counts), so the document rebuilt from them verifies."""
+    groups = ['quo"te', "back\\slash", "tab\tnew\nline\x01", "é€𝄞", "\u2028", ""]
+    counts = {"k\"ey": 2**53 - 1, "ü": 0}
+    (row,) = append(event(0, user_groups=groups, source_ips=["::1", "10.0.0.1"], masking_counts=counts,
+                          response_code="x"))
+    stored = AuditEvent.objects.get(pk=row.pk)
+    assert (stored.user_groups, stored.source_ips, stored.masking_counts, stored.clamped) == (
+        groups, ["::1", "10.0.0.1"], counts, ["response_code"])
+    assert verify_chain().ok
+
+
 @pytest.mark.parametrize(
     ("method", "path", "query", "kind", "durable"),
     [
@@ -170,3 +184,33 @@ def test_which_requests_are_recorded_before_forwarding(method, path, query, kind
     method = "GET" if kind == "websocket" else method
     info = parse(method, path.removeprefix("/k8s/prod"), query.decode())
     assert needs_durable_record(info, method) is durable
+
+
+def test_text_passed_through_unchanged_is_exactly_what_the_cleaning_would_make():
+    """prepare() keeps a plain ASCII string as it is: at, under and over each field's limit, with
+    control characters, NUL, non-ASCII, lone surrogates and str subclasses it stores what
+    clean_text's full path makes, always as a plain str."""
+
+    class Text(str):
+        pass
+
+    samples = ["", "get", "\t\x01\x7f", "a\x00", "é", "x\ud800", Text("sub"), "v" * 64, "v" * 65,
+               "n" * TEXT_LIMIT, "n" * (TEXT_LIMIT + 1)]
+    for sample in samples:
+        fields = prepare(event(0, verb=sample, user_agent=sample), max_body=16, max_recording=16).fields
+        full = sample.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+        for name, limit in (("verb", 64), ("user_agent", TEXT_LIMIT)):
+            marker = f"…[{len(full) - limit} more characters]"
+            expected = full if len(full) <= limit else full[: limit - len(marker)] + marker
+            assert fields[name] == expected and type(fields[name]) is str, (name, sample)
+            assert clean_text(sample, limit) == expected and type(clean_text(sample, limit)) is str
+
+
+def test_string_lists_passed_through_are_what_the_cleaning_would_make():
+    class Text(str):
+        pass
+
+    for groups in (("a", "b"), ["x" * 1024], ["x" * 1025], ["a\x00"], [Text("s")], ["é"], ["a", 1], ["g"] * 257):
+        stored = prepare(event(0, user_groups=groups), max_body=16, max_recording=16).fields["user_groups"]
+        assert stored == [clean_text(g, 1024) for g in groups[:256] if isinstance(g, str)]
+        assert type(stored) is list and all(type(g) is str for g in stored)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
@@ -326,3 +327,24 @@ async def test_an_unwritable_journal_refuses_requests_but_keeps_their_completion
     await recorder.aclose()
     assert await db(completions) == {str(refused["audit_id"]): (503, "")}
     assert "cannot be written" in caplog.text
+
+
+def test_records_are_the_msgpack_of_older_versions_and_older_records_still_decode():
+    """The journal's bytes are what msgpack.packb(default=str, datetime=True) wrote before (older
+    journals replay, and a writer of either version reads either), a raw event with an integer
+    beyond 64 bits is still journaled, and a record that is not msgpack ends the segment."""
+    import msgpack
+
+    raw = dict(event(0), response_code=2**70)
+    for kind, body in ((journal.COMPLETED, prepared(event(1))), (journal.RECEIVED, raw)):
+        record = journal.encode(kind, body)
+        payload = ({"k": kind, "p": True, "e": body.fields, "r": body.recording}
+                   if kind == journal.COMPLETED else {"k": kind, "p": False, "e": body})
+        old = msgpack.packb(payload, default=str, datetime=True)
+        assert record == journal.HEADER.pack(len(old), zlib.crc32(old)) + old
+        [decoded] = journal.decode(record)
+        assert decoded == msgpack.unpackb(old, timestamp=3, strict_map_key=False)
+    broken = journal.frame(b"\x81\x92\x01\x02\x03")  # a map keyed by a list
+    assert list(journal.decode(journal.encode(journal.RECEIVED, raw) + broken)) == [
+        msgpack.unpackb(journal.encode(journal.RECEIVED, raw)[journal.HEADER.size:], timestamp=3,
+                        strict_map_key=False)]

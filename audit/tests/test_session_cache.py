@@ -131,3 +131,19 @@ def test_appends_inside_remembering_use_the_cache():
             chain.append(later, session_gap=GAP)
     assert session_queries(queries.captured_queries) == []
     assert Session.objects.count() == 5
+
+
+def test_an_append_of_known_agents_reads_the_head_and_newest_checkpoint_in_one_statement():
+    """Under the chain lock an append reads the head, the newest checkpoint (for the cache's token)
+    and the events already stored: one statement for the first two (for all three on PostgreSQL)."""
+    cache = chain.SessionCache()
+    append([event(0)], cache)
+    with CaptureQueriesContext(connection) as second:
+        chain.append([prepare(event(60), max_body=65536, max_recording=1 << 20)], session_gap=GAP, sessions=cache,
+                     rows=False)
+    reads = [q["sql"] for q in second.captured_queries if q["sql"].lstrip().upper().startswith("SELECT")
+             and "advisory" not in q["sql"]]
+    checkpoint = [sql for sql in reads if "audit_checkpoint" in sql]
+    assert len(checkpoint) == 1 and "audit_auditevent" in checkpoint[0]
+    # With the (audit id, stage) pairs already stored: in the same statement on PostgreSQL, in another elsewhere.
+    assert len(reads) == (1 if connection.vendor == "postgresql" else 2)

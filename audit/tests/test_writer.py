@@ -298,3 +298,26 @@ async def test_gateway_processes_start_one_writer_when_none_runs(journal_dir, mo
         assert child.wait(30) == 0  # the spare one at once, the writer once idle
     assert sorted(r[0] for r in await asyncio.to_thread(rows)) == sorted(sent)
     assert await asyncio.to_thread(verified)
+
+
+def test_the_writer_checks_its_connection_after_a_failed_append_not_before_every_one(journal_dir, monkeypatch):
+    """close_old_connections() (and so Django's health-check round trip) before the first append, after
+    a failed one and at most once a second otherwise, not before every append."""
+    from audit import writer as writer_module
+
+    checks = []
+    monkeypatch.setattr(writer_module, "close_old_connections", lambda: checks.append(True))
+    writer = writer_module.AuditWriter(journal_dir=journal_dir)
+    batch = lambda: [journal.to_prepared(  # noqa: E731
+        {"k": journal.COMPLETED, "p": False, "e": event(0)}, max_body=1024, max_recording=1024)]
+    assert writer._append(batch()) == 1
+    assert writer._append(batch()) == 1
+    assert len(checks) == 1
+    monkeypatch.setattr(chain, "append", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("gone")))
+    with pytest.raises(RuntimeError):
+        writer._append(batch())
+    monkeypatch.undo()
+    monkeypatch.setattr(writer_module, "close_old_connections", lambda: checks.append(True))
+    assert writer._append(batch()) == 1
+    assert len(checks) == 2  # not before the failed one (within the second), before the retry after it
+    assert AuditEvent.objects.count() == 3
