@@ -91,18 +91,24 @@ class GatewayRequest:
         return self.upstream_path + ("?" + self.query if self.query else "")
 
     def evolve(self, **changes) -> GatewayRequest:
-        """A copy with ``changes`` (field names): a stage's result folded in.
+        """A copy with ``changes`` (field names): a stage's result folded in; this request itself
+        when every change is the value it already holds (a stage that learnt nothing new).
 
         What dataclasses.replace does, without re-running ``__init__`` over every field: this is
         on the hot path, a few times per request.
         """
+        state = self.__dict__
+        unchanged = True
+        for name, value in changes.items():
+            try:
+                if state[name] is not value:
+                    unchanged = False
+            except KeyError:
+                raise TypeError(f"GatewayRequest has no field {name!r}") from None
+        if unchanged:
+            return self
         new = object.__new__(GatewayRequest)
-        state = new.__dict__
-        state.update(self.__dict__)
-        for name in changes:
-            if name not in state:
-                raise TypeError(f"GatewayRequest has no field {name!r}")
-        state.update(changes)
+        new.__dict__.update(state, **changes)
         return new
 
 
