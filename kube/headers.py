@@ -78,10 +78,9 @@ def request_headers(raw) -> list[tuple[str, str]]:
     """
     headers = []
     for raw_name, raw_value in raw:
-        name = raw_name.decode("latin-1").lower()
-        if not _TOKEN.fullmatch(name):
-            shown = name[:64].encode("ascii", "backslashreplace").decode()
-            raise GatewayError(400, f'airlock: the header name "{shown}" is not a token')
+        name = _NAMES.get(raw_name)
+        if name is None:
+            name = _name(raw_name)
         try:
             value = raw_value.decode("utf-8")
         except UnicodeDecodeError:
@@ -90,6 +89,23 @@ def request_headers(raw) -> list[tuple[str, str]]:
             raise GatewayError(400, f'airlock: the value of header "{name[:64]}" contains a control character')
         headers.append((name, value))
     return headers
+
+
+# Header names seen (agents send the same few), as their checked lower-case text: bounded, the
+# first NAMES_MAX distinct names are kept for the life of the process, any other is checked every time.
+_NAMES: dict[bytes, str] = {}
+NAMES_MAX = 256
+
+
+def _name(raw_name: bytes) -> str:
+    """``raw_name`` as lower-case text; GatewayError 400 when it is not a token."""
+    name = raw_name.decode("latin-1").lower()
+    if not _TOKEN.fullmatch(name):
+        shown = name[:64].encode("ascii", "backslashreplace").decode()
+        raise GatewayError(400, f'airlock: the header name "{shown}" is not a token')
+    if len(_NAMES) < NAMES_MAX:
+        _NAMES[bytes(raw_name)] = name
+    return name
 
 
 def encode(headers) -> list[tuple[bytes, bytes]]:

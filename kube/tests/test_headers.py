@@ -145,3 +145,36 @@ def test_request_headers_refused_with_400_as_kube_apiserver_would_or_as_unrecord
         hdr.request_headers([raw])
     assert refused.value.code == 400 and words in refused.value.message
     assert b"caf" not in refused.value.body()  # the value itself is never echoed
+
+
+class CountingToken:
+    """Stands in for the token pattern, counting the names checked."""
+
+    def __init__(self, pattern):
+        self.pattern, self.checked = pattern, []
+
+    def fullmatch(self, name):
+        self.checked.append(name)
+        return self.pattern.fullmatch(name)
+
+
+def test_a_header_name_seen_before_is_not_checked_again_and_a_bad_one_always_is(monkeypatch):
+    token = CountingToken(hdr._TOKEN)
+    monkeypatch.setattr(hdr, "_TOKEN", token)
+    monkeypatch.setattr(hdr, "_NAMES", {})
+    raw = [(b"Accept", b"application/json"), (b"User-Agent", b"kubectl")]
+    assert hdr.request_headers(raw) == [("accept", "application/json"), ("user-agent", "kubectl")]
+    assert hdr.request_headers(raw) == [("accept", "application/json"), ("user-agent", "kubectl")]
+    assert token.checked == ["accept", "user-agent"]
+    for _ in range(2):
+        with pytest.raises(hdr.GatewayError) as refused:
+            hdr.request_headers([(b"bad name", b"x")])
+        assert refused.value.code == 400
+    assert token.checked.count("bad name") == 2
+
+
+def test_the_header_names_kept_are_bounded(monkeypatch):
+    monkeypatch.setattr(hdr, "_NAMES", {})
+    for i in range(hdr.NAMES_MAX + 10):
+        assert hdr.request_headers([(f"X-Custom-{i}".encode(), b"v")]) == [(f"x-custom-{i}", "v")]
+    assert len(hdr._NAMES) == hdr.NAMES_MAX
