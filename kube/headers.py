@@ -175,10 +175,21 @@ def json_accept(accept: str) -> str:
 
 def response_headers(raw) -> list[tuple[bytes, bytes]]:
     """The cluster's response headers (byte pairs as received) to pass to the client: values unchanged."""
-    pairs = [(name.lower(), value) for name, value in raw]
-    named = _connection_tokens((name.decode("latin-1"), value.decode("latin-1")) for name, value in pairs)
-    return [(name, value) for name, value in pairs
-            if name.decode("latin-1") not in RESPONSE_DROPPED and name.decode("latin-1") not in named]
+    pairs, connection = [], []
+    for name, value in raw:
+        name = name.lower()
+        if name in _RESPONSE_DROPPED_BYTES:
+            if name == b"connection":
+                connection.append(("connection", value.decode("latin-1")))
+            continue
+        pairs.append((name, value))
+    if not connection:  # nothing else is named hop-by-hop
+        return pairs
+    named = _connection_tokens(connection)
+    return [(name, value) for name, value in pairs if name.decode("latin-1") not in named]
+
+
+_RESPONSE_DROPPED_BYTES = frozenset(name.encode("ascii") for name in RESPONSE_DROPPED)
 
 
 def is_spdy_upgrade(headers) -> bool:

@@ -178,3 +178,9 @@ def test_the_header_names_kept_are_bounded(monkeypatch):
     for i in range(hdr.NAMES_MAX + 10):
         assert hdr.request_headers([(f"X-Custom-{i}".encode(), b"v")]) == [(f"x-custom-{i}", "v")]
     assert len(hdr._NAMES) == hdr.NAMES_MAX
+
+
+def test_response_headers_without_a_connection_header_keep_every_end_to_end_field():
+    out = hdr.response_headers([(b"Content-Length", b"10"), (b"Audit-Id", b"1"), (b"Keep-Alive", b"timeout=5"),
+                                (b"Content-Type", b"application/json")])
+    assert out == [(b"audit-id", b"1"), (b"content-type", b"application/json")]
