@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -112,6 +112,10 @@ class GatewayRequest:
         return new
 
 
+# The fields parse_request leaves at their defaults (it gives every other one).
+_DEFAULTS = {f.name: f.default for f in fields(GatewayRequest) if f.default is not MISSING}
+
+
 @dataclass(frozen=True)
 class Body:
     """Stage 1 for a request body: the bytes every later stage reads, and the headers they are
@@ -182,7 +186,9 @@ def parse_request(scope: dict, prefix: str, audit_id: str | None = None) -> Gate
         query, info = shape
     client = scope.get("client") or ("", 0)
     caller = scope.get(IN_PROCESS)
-    return GatewayRequest(
+    request = object.__new__(GatewayRequest)  # what __init__ makes, without its setattr per frozen field
+    request.__dict__.update(
+        _DEFAULTS,
         connection=name,
         method=method,
         upstream_path=upstream_path,
@@ -195,6 +201,7 @@ def parse_request(scope: dict, prefix: str, audit_id: str | None = None) -> Gate
         base_url=base_url(scope, headers),
         caller=caller if isinstance(caller, InProcessCaller) else None,
     )
+    return request
 
 
 def _declared(request: GatewayRequest, media: str) -> tuple[tuple[str, str], ...]:

@@ -200,3 +200,13 @@ def test_evolve_folds_changes_into_a_copy_and_keeps_a_request_that_learnt_nothin
     assert evolved.evolve(mask_secrets=False).mask_secrets is False
     with pytest.raises(TypeError):
         req.evolve(no_such_field=1)
+
+
+def test_a_parsed_request_is_what_the_dataclass_would_build():
+    from dataclasses import fields, replace
+
+    req = parse_request(scope("/k8s/prod/api/v1/namespaces/shop/pods", b"limit=1",
+                              headers=[("host", "gw.example:8443"), ("user-agent", "kubectl")]), PREFIX, "id-1")
+    built = replace(req)  # through __init__: every field, defaults included
+    assert req == built and set(vars(req)) == {f.name for f in fields(built)}
+    assert (req.principal, req.body, req.decision, req.mask_secrets, req.release_token) == (None, None, None, True, False)
