@@ -19,8 +19,10 @@ from kube.status import GatewayError
 
 # RFC 9110 token: what kube-apiserver's Go server accepts as a header name.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Control characters other than HTAB, which Go's server refuses in a value (httpguts.ValidHeaderFieldValue).
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Control characters other than HTAB, which Go's server refuses in a value (httpguts.ValidHeaderFieldValue):
+# all ASCII, and UTF-8 spells them as themselves only, so they are looked for in the bytes (a C loop
+# with bytes.translate, several times faster than a regular expression over a bearer token).
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0A, 0x20), 0x7F])
 
 HOP_BY_HOP = frozenset(
     {
@@ -85,7 +87,7 @@ def request_headers(raw) -> list[tuple[str, str]]:
             value = raw_value.decode("utf-8")
         except UnicodeDecodeError:
             raise GatewayError(400, f'airlock: the value of header "{name[:64]}" is not valid UTF-8') from None
-        if _CONTROL.search(value):
+        if len(raw_value.translate(None, _CONTROL_BYTES)) != len(raw_value):
             raise GatewayError(400, f'airlock: the value of header "{name[:64]}" contains a control character')
         headers.append((name, value))
     return headers

@@ -184,3 +184,15 @@ def test_response_headers_without_a_connection_header_keep_every_end_to_end_fiel
     out = hdr.response_headers([(b"Content-Length", b"10"), (b"Audit-Id", b"1"), (b"Keep-Alive", b"timeout=5"),
                                 (b"Content-Type", b"application/json")])
     assert out == [(b"audit-id", b"1"), (b"content-type", b"application/json")]
+
+
+def test_every_control_character_but_tab_is_refused_in_a_value_and_nothing_else_is():
+    from kube.status import GatewayError
+
+    for code in [*range(0x00, 0x80), 0xA0, 0x85, 0x2028, 0xFEFF, 0x1F600]:
+        value = f"Bearer a{chr(code)}b"
+        if code < 0x20 and code != 0x09 or code == 0x7F:
+            with pytest.raises(GatewayError, match="control character"):
+                hdr.request_headers([(b"authorization", value.encode())])
+        else:
+            assert hdr.request_headers([(b"authorization", value.encode())]) == [("authorization", value)]
