@@ -48,7 +48,6 @@ class GatewayApp:
         self.prefix = prefix
         self.secret_values = secret_values  # gateway.secretvalues.SecretValueStores, or None: no masking by value
         self.detectors = DetectorChoice(detectors)
-        self._detectors_with_values = None  # (detectors, Secret values, both): see _with_values
         self.connections = connections
         self.authenticator = authenticator
         self.policy = policy
@@ -204,15 +203,8 @@ class GatewayApp:
         exchange.request = request.evolve(secret_values=values if request.mask_secrets else None)
         if values:
             if exchange.uri_detectors is not None:
-                exchange.uri_detectors = self._with_values(exchange.uri_detectors, values)
+                exchange.uri_detectors = exchange.uri_detectors.with_values(values)
             exchange.request_body = masking.mask_values_in_record(exchange.request_body, values)
-
-    def _with_values(self, detectors, values):
-        """``detectors.with_values(values)``, the same object while neither changes (the last pair is kept)."""
-        kept = self._detectors_with_values
-        if kept is None or kept[0] is not detectors or kept[1] is not values:
-            kept = self._detectors_with_values = (detectors, values, detectors.with_values(values))
-        return kept[2]
 
     async def read_body(self, scope, receive) -> bytes:
         for name, value in scope.get("headers", []):

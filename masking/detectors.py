@@ -413,10 +413,11 @@ class Detectors:
     """
 
     __slots__ = ("_detectors", "_names", "_needs_lower", "_keyword", "_cut_needles", "_longest_needle", "_values",
-                 "_needles", "_owners", "_unanchored")
+                 "_needles", "_owners", "_unanchored", "_with_values")
 
     def __init__(self, detectors: Iterable[Detector] = ()):
         self._values = None
+        self._with_values = None  # (values, self with them): the last with_values, made once
         self._detectors = tuple(detectors)
         self._names = frozenset(d.name for d in self._detectors)
         self._needs_lower = any(d.lower or d.needles for d in self._detectors)
@@ -481,13 +482,18 @@ class Detectors:
 
     def with_values(self, values) -> Detectors:
         """These detectors plus exact matching of the cluster's Secret values
-        (:class:`masking.values.SecretValues`); ``self`` when there are none."""
+        (:class:`masking.values.SecretValues`); ``self`` when there are none.  Every request
+        asks with the values current then, so the last pair is kept: the same object until they change."""
         if not values:
             return self
+        kept = self._with_values
+        if kept is not None and kept[0] is values:
+            return kept[1]
         copy = object.__new__(Detectors)
         for slot in Detectors.__slots__:
             setattr(copy, slot, getattr(self, slot))
-        copy._values = values
+        copy._values, copy._with_values = values, None
+        self._with_values = (values, copy)
         return copy
 
     @property

@@ -292,3 +292,19 @@ def test_configmap_spellings(key, value, expected):
 def test_log_line_spellings(line, expected):
     masker = TextMasker(Detectors.default())
     assert (masker.feed(line.encode()) + masker.flush()).decode() == expected
+
+
+def test_detectors_with_the_same_values_are_made_once_and_new_values_make_new_ones():
+    from masking import Detectors, SecretValues
+
+    base = Detectors.default()
+    first = SecretValues.build([("shop", "db", [b"Tr0ub4dor-3-horse-battery"])])
+    second = SecretValues.build([("shop", "db", [b"correct-horse-battery-staple-9"])])
+    with_first = base.with_values(first)
+    assert base.with_values(first) is with_first and with_first is not base
+    with_second = base.with_values(second)
+    assert with_second is not with_first
+    assert b"correct-horse-battery-staple-9" not in with_second.mask_bytes(b"pw correct-horse-battery-staple-9 end", {})
+    assert b"Tr0ub4dor-3-horse-battery" not in base.with_values(first).mask_bytes(b"pw Tr0ub4dor-3-horse-battery end", {})
+    assert base.mask_bytes(b"pw Tr0ub4dor-3-horse-battery end", {}).count(b"Tr0ub4dor-3-horse-battery") == 1
+    assert with_first.with_values(second)._values is second  # a copy starts with nothing kept
