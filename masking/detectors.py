@@ -404,6 +404,10 @@ def _extra_detector(spec: Mapping) -> Detector:
     )
 
 
+# Detectors.mask_path remembers at most this many paths of at most this length.
+PATHS_KEPT, PATHS_KEPT_LENGTH = 1024, 512
+
+
 class Detectors:
     """An immutable selection of detectors (built-in by name, plus extra regexes).
 
@@ -413,11 +417,12 @@ class Detectors:
     """
 
     __slots__ = ("_detectors", "_names", "_needs_lower", "_keyword", "_cut_needles", "_longest_needle", "_values",
-                 "_needles", "_owners", "_unanchored", "_with_values")
+                 "_needles", "_owners", "_unanchored", "_with_values", "_paths")
 
     def __init__(self, detectors: Iterable[Detector] = ()):
         self._values = None
         self._with_values = None  # (values, self with them): the last with_values, made once
+        self._paths: dict[str, str] = {}  # mask_path's: request paths as masked by these detectors
         self._detectors = tuple(detectors)
         self._names = frozenset(d.name for d in self._detectors)
         self._needs_lower = any(d.lower or d.needles for d in self._detectors)
@@ -492,7 +497,7 @@ class Detectors:
         copy = object.__new__(Detectors)
         for slot in Detectors.__slots__:
             setattr(copy, slot, getattr(self, slot))
-        copy._values, copy._with_values = values, None
+        copy._values, copy._with_values, copy._paths = values, None, {}
         self._with_values = (values, copy)
         return copy
 
@@ -621,6 +626,18 @@ class Detectors:
         if masked is data:
             return text
         return masked.decode("utf-8", "replace")
+
+    def mask_path(self, path: str) -> str:
+        """``mask_text(path)`` for a request path, remembered for the paths seen last (agents repeat
+        theirs): what a path masks to depends only on it and these detectors (values included)."""
+        masked = self._paths.get(path)
+        if masked is None:
+            masked = self.mask_text(path, {})
+            if len(path) <= PATHS_KEPT_LENGTH:
+                if len(self._paths) >= PATHS_KEPT:
+                    self._paths.clear()
+                self._paths[path] = masked
+        return masked
 
     def mask_pair(self, name: str, value: str, counts: dict[str, int]) -> str:
         """A named value (env var, ConfigMap key): a secret-looking name masks the whole value."""
