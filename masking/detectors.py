@@ -24,6 +24,7 @@ as a list rather than as logic.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ def _names_a_property(identifier: str) -> bool:
     return identifier.lower().rstrip("_-.\"'").endswith(_NOT_A_VALUE_SUFFIXES)
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the name; objects repeat their keys
 def name_is_secret(name: str) -> bool:
     """An env var, ConfigMap key, annotation key or CLI flag whose name says its value is a secret.
 
