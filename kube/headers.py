@@ -13,6 +13,7 @@ UTF-8 again for the cluster (:func:`encode`), so every stage, the audit
 trail, the approvals fingerprint and the cluster see the same bytes.
 """
 
+import functools
 import re
 
 from kube.status import GatewayError
@@ -157,6 +158,7 @@ def upstream_request_headers(headers, *, websocket: bool = False) -> list[tuple[
     return out
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of the header; clients send the same few
 def json_accept(accept: str) -> str:
     """Keep only ``application/json`` clauses of an Accept header.
 

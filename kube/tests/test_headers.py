@@ -196,3 +196,11 @@ def test_every_control_character_but_tab_is_refused_in_a_value_and_nothing_else_
                 hdr.request_headers([(b"authorization", value.encode())])
         else:
             assert hdr.request_headers([(b"authorization", value.encode())]) == [("authorization", value)]
+
+
+def test_an_accept_header_seen_before_is_narrowed_once():
+    before = hdr.json_accept.cache_info()
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;q=0.9,application/yaml"
+    assert hdr.json_accept(accept) == "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;q=0.9"
+    assert hdr.json_accept(accept) == "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;q=0.9"
+    assert hdr.json_accept.cache_info().hits >= before.hits + 1
