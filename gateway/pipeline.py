@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -91,19 +91,29 @@ class GatewayRequest:
         return self.upstream_path + ("?" + self.query if self.query else "")
 
     def evolve(self, **changes) -> GatewayRequest:
-        """A copy with ``changes`` (field names): a stage's result folded in.
+        """A copy with ``changes`` (field names): a stage's result folded in; this request itself
+        when every change is the value it already holds (a stage that learnt nothing new).
 
         What dataclasses.replace does, without re-running ``__init__`` over every field: this is
         on the hot path, a few times per request.
         """
+        state = self.__dict__
+        unchanged = True
+        for name, value in changes.items():
+            try:
+                if state[name] is not value:
+                    unchanged = False
+            except KeyError:
+                raise TypeError(f"GatewayRequest has no field {name!r}") from None
+        if unchanged:
+            return self
         new = object.__new__(GatewayRequest)
-        state = new.__dict__
-        state.update(self.__dict__)
-        for name in changes:
-            if name not in state:
-                raise TypeError(f"GatewayRequest has no field {name!r}")
-        state.update(changes)
+        new.__dict__.update(state, **changes)
         return new
+
+
+# The fields parse_request leaves at their defaults (it gives every other one).
+_DEFAULTS = {f.name: f.default for f in fields(GatewayRequest) if f.default is not MISSING}
 
 
 @dataclass(frozen=True)
@@ -176,7 +186,9 @@ def parse_request(scope: dict, prefix: str, audit_id: str | None = None) -> Gate
         query, info = shape
     client = scope.get("client") or ("", 0)
     caller = scope.get(IN_PROCESS)
-    return GatewayRequest(
+    request = object.__new__(GatewayRequest)  # what __init__ makes, without its setattr per frozen field
+    request.__dict__.update(
+        _DEFAULTS,
         connection=name,
         method=method,
         upstream_path=upstream_path,
@@ -189,6 +201,7 @@ def parse_request(scope: dict, prefix: str, audit_id: str | None = None) -> Gate
         base_url=base_url(scope, headers),
         caller=caller if isinstance(caller, InProcessCaller) else None,
     )
+    return request
 
 
 def _declared(request: GatewayRequest, media: str) -> tuple[tuple[str, str], ...]:

@@ -77,13 +77,23 @@ async def within(chunks, idle: float | None):
 
 async def read_whole(response, idle: float | None, limit: int | None = None) -> bytes:
     """The whole body (Content-Encoding is identity by now, so the bytes are the raw bytes);
-    a 502 Status when it is longer than ``limit``."""
+    a 502 Status when it is longer than ``limit``; UpstreamStalled when no byte came for ``idle`` s.
+
+    One deadline for the whole read, pushed back ``idle`` s at every chunk (nothing but the
+    cluster is awaited here), rather than a generator and a timeout around each chunk as
+    :func:`within` needs for a stream that waits for the agent between chunks."""
     chunks, size = [], 0
-    async for chunk in within(response.aiter_bytes(), idle):
-        size += len(chunk)
-        if limit is not None and size > limit:
-            raise GatewayError(502, f"airlock: the cluster's answer exceeds {limit} bytes; refused")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(idle) as deadline:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise GatewayError(502, f"airlock: the cluster's answer exceeds {limit} bytes; refused")
+                chunks.append(chunk)
+                if idle is not None:
+                    deadline.reschedule(asyncio.get_running_loop().time() + idle)
+    except TimeoutError:
+        raise UpstreamStalled(idle) from None
     return b"".join(chunks)
 
 

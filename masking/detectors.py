@@ -24,6 +24,7 @@ as a list rather than as logic.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ def _names_a_property(identifier: str) -> bool:
     return identifier.lower().rstrip("_-.\"'").endswith(_NOT_A_VALUE_SUFFIXES)
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the name; objects repeat their keys
 def name_is_secret(name: str) -> bool:
     """An env var, ConfigMap key, annotation key or CLI flag whose name says its value is a secret.
 
@@ -404,6 +406,10 @@ def _extra_detector(spec: Mapping) -> Detector:
     )
 
 
+# Detectors.mask_path remembers at most this many paths of at most this length.
+PATHS_KEPT, PATHS_KEPT_LENGTH = 1024, 512
+
+
 class Detectors:
     """An immutable selection of detectors (built-in by name, plus extra regexes).
 
@@ -413,10 +419,12 @@ class Detectors:
     """
 
     __slots__ = ("_detectors", "_names", "_needs_lower", "_keyword", "_cut_needles", "_longest_needle", "_values",
-                 "_needles", "_owners", "_unanchored")
+                 "_needles", "_owners", "_unanchored", "_with_values", "_paths")
 
     def __init__(self, detectors: Iterable[Detector] = ()):
         self._values = None
+        self._with_values = None  # (values, self with them): the last with_values, made once
+        self._paths: dict[str, str] = {}  # mask_path's: request paths as masked by these detectors
         self._detectors = tuple(detectors)
         self._names = frozenset(d.name for d in self._detectors)
         self._needs_lower = any(d.lower or d.needles for d in self._detectors)
@@ -481,13 +489,18 @@ class Detectors:
 
     def with_values(self, values) -> Detectors:
         """These detectors plus exact matching of the cluster's Secret values
-        (:class:`masking.values.SecretValues`); ``self`` when there are none."""
+        (:class:`masking.values.SecretValues`); ``self`` when there are none.  Every request
+        asks with the values current then, so the last pair is kept: the same object until they change."""
         if not values:
             return self
+        kept = self._with_values
+        if kept is not None and kept[0] is values:
+            return kept[1]
         copy = object.__new__(Detectors)
         for slot in Detectors.__slots__:
             setattr(copy, slot, getattr(self, slot))
-        copy._values = values
+        copy._values, copy._with_values, copy._paths = values, None, {}
+        self._with_values = (values, copy)
         return copy
 
     @property
@@ -615,6 +628,18 @@ class Detectors:
         if masked is data:
             return text
         return masked.decode("utf-8", "replace")
+
+    def mask_path(self, path: str) -> str:
+        """``mask_text(path)`` for a request path, remembered for the paths seen last (agents repeat
+        theirs): what a path masks to depends only on it and these detectors (values included)."""
+        masked = self._paths.get(path)
+        if masked is None:
+            masked = self.mask_text(path, {})
+            if len(path) <= PATHS_KEPT_LENGTH:
+                if len(self._paths) >= PATHS_KEPT:
+                    self._paths.clear()
+                self._paths[path] = masked
+        return masked
 
     def mask_pair(self, name: str, value: str, counts: dict[str, int]) -> str:
         """A named value (env var, ConfigMap key): a secret-looking name masks the whole value."""

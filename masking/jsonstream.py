@@ -220,8 +220,9 @@ class JsonMasker:
 
         A document that is one JSON value (not a watch stream) and has no top-level ``items`` or
         ``rows`` (so nothing in it would stream) is decoded at once and masked and serialised as
-        the member-by-member path does it (last duplicate key wins, the same decoder, the same
-        document masking and serialisation, one newline kept from the trailing whitespace).
+        the member-by-member path does it (last duplicate key wins, the same values: kube.jsonfast
+        decodes what the stdlib decoder does, and what it refuses takes the incremental path; the
+        same document masking and serialisation, one newline kept from the trailing whitespace).
         Anything else, and every body that is not valid (its error is the one the incremental
         path raises), goes through ``feed`` and ``close``.
         """
@@ -229,15 +230,12 @@ class JsonMasker:
             return self.feed(body) + self.close()
         try:
             text = body.decode("utf-8")
-            start = _WS.match(text).end()
-            if start == len(text):
-                return self.feed(body) + self.close()
-            value, end = _DECODER.raw_decode(text, start)
-        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+            value = jsonfast.loads(text)  # one value, JSON whitespace around it and nothing else
+        except (ValueError, RecursionError):  # UnicodeDecodeError included
             return self.feed(body) + self.close()
-        trailing = text[end:]
-        if (isinstance(value, dict) and ("items" in value or "rows" in value)) or trailing.strip(" \t\r\n"):
+        if isinstance(value, dict) and ("items" in value or "rows" in value):
             return self.feed(body) + self.close()
+        trailing = text[len(text.rstrip(" \t\r\n")):]
         self._failed = True  # nothing may be fed after close
         try:
             self._masker.document(value)

@@ -40,6 +40,6 @@ def masked_target(request, detectors) -> str:
     """
     if detectors is None:
         return request.upstream_path
-    path = detectors.mask_text(request.upstream_path, {})
+    path = detectors.mask_path(request.upstream_path)
     query = masked_query(request.query, detectors)
     return path + ("?" + query if query else "")

@@ -48,15 +48,21 @@ def evaluate(rules: Sequence[CompiledRule], principal, info, *, dry_run: bool = 
     (kube.dryrun); a review rule that matches one denies it, since a dry run is never held.
     """
     try:
-        reach = Reach.of(info) if info.is_resource_request else None
-        if isinstance(rules, RuleOrder):  # only the rules that may match a request of this shape, in order
-            rules = rules.candidates(principal, info, reach, dry_run)
-        for rule in rules:
-            if rule.matches(principal, info, reach, dry_run=dry_run):
-                return decision_for(rule, dry_run)
+        if isinstance(rules, RuleOrder):  # a request decided before, or only the rules that may match its shape
+            return rules.decision(principal, info, dry_run, _first_match)
+        return _first_match(rules, principal, info, dry_run)
     except Exception:
         logger.exception("policy evaluation failed; denying the request")
         return Decision(DENY, None, POLICY_ERROR, "policy evaluation failed", True, False, dry_run=dry_run)
+
+
+def _first_match(rules, principal, info, dry_run: bool) -> Decision:
+    reach = Reach.of(info) if info.is_resource_request else None
+    if isinstance(rules, RuleOrder):
+        rules = rules.candidates(principal, info, reach, dry_run)
+    for rule in rules:
+        if rule.matches(principal, info, reach, dry_run=dry_run):
+            return decision_for(rule, dry_run)
     return Decision(
         DENY, None, DEFAULT_DENY,
         "no enabled rule matched this request; requests are denied by default", True, False, dry_run=dry_run,

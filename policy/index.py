@@ -20,8 +20,13 @@ so the first candidate that matches is the first rule that matches.  The relaxed
 nothing of the request but its shape (Reach's name and namespace flags only ever stand next to
 the relaxed fields), so the candidates hold for every request of the shape.
 
-Each RuleOrder holds at most ``MAX_SHAPES`` shapes (then starts again); the rules are reloaded
-every few seconds (policy.cache), and a new RuleOrder starts empty.
+A decision reads nothing of the request but its shape and the object's namespace and name, so a
+RuleOrder also remembers the decision made for each (shape, namespace, name) it has decided: an
+agent repeating a request is decided by one dict lookup.
+
+Each RuleOrder holds at most ``MAX_SHAPES`` shapes and ``MAX_DECISIONS`` decisions (then starts
+again); the rules are reloaded every few seconds and whenever one changes (policy.cache), and a new
+RuleOrder starts empty, so nothing remembered outlives the rules it was decided by.
 """
 
 from __future__ import annotations
@@ -31,11 +36,27 @@ import dataclasses
 from policy.globs import GlobSet
 
 MAX_SHAPES = 4096
+MAX_DECISIONS = 4096
 _ANY = GlobSet.of(["*"])
 
 
 class RuleOrder(tuple):
     """Compiled rules in evaluation order, with the candidates of each request shape seen so far."""
+
+    def decision(self, principal, info, dry_run: bool, decide):
+        """``decide(self, principal, info, dry_run)``, or what it returned for the same request before."""
+        try:
+            decided = self._decided
+        except AttributeError:
+            decided = self._decided = {}
+        key = (_shape(principal, info, dry_run), info.namespace, info.name)
+        found = decided.get(key)
+        if found is None:
+            found = decide(self, principal, info, dry_run)
+            if len(decided) >= MAX_DECISIONS:
+                decided.clear()
+            decided[key] = found
+        return found
 
     def candidates(self, principal, info, reach, dry_run: bool):
         """The rules, in order, that may match a request of ``info``'s shape from ``principal``."""

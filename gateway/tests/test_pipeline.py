@@ -188,3 +188,25 @@ def test_a_lower_case_method_is_one_method_for_policy_and_upstream():
                       expires_at=0.0, token_id="t")
     decision = evaluate([keep_web], agent, request.info)
     assert (decision.effect, decision.rule_name) == ("deny", "keep-web")
+
+
+def test_evolve_folds_changes_into_a_copy_and_keeps_a_request_that_learnt_nothing_new():
+    req = parse_request(scope("/k8s/prod/api/v1/pods", headers=[("authorization", "Bearer t")]), PREFIX)
+    agent = Principal(subject="s", username="agent", groups=(), issuer="i", expires_at=0.0, token_id="t")
+    evolved = req.evolve(principal=agent, body=b"")
+    assert evolved is not req and (evolved.principal, evolved.body) == (agent, b"")
+    assert (req.principal, req.body) == (None, None)  # frozen: the original is unchanged
+    assert evolved.evolve(principal=agent, mask_secrets=True, dry_run=req.dry_run) is evolved
+    assert evolved.evolve(mask_secrets=False).mask_secrets is False
+    with pytest.raises(TypeError):
+        req.evolve(no_such_field=1)
+
+
+def test_a_parsed_request_is_what_the_dataclass_would_build():
+    from dataclasses import fields, replace
+
+    req = parse_request(scope("/k8s/prod/api/v1/namespaces/shop/pods", b"limit=1",
+                              headers=[("host", "gw.example:8443"), ("user-agent", "kubectl")]), PREFIX, "id-1")
+    built = replace(req)  # through __init__: every field, defaults included
+    assert req == built and set(vars(req)) == {f.name for f in fields(built)}
+    assert (req.principal, req.body, req.decision, req.mask_secrets, req.release_token) == (None, None, None, True, False)

@@ -145,3 +145,62 @@ def test_request_headers_refused_with_400_as_kube_apiserver_would_or_as_unrecord
         hdr.request_headers([raw])
     assert refused.value.code == 400 and words in refused.value.message
     assert b"caf" not in refused.value.body()  # the value itself is never echoed
+
+
+class CountingToken:
+    """Stands in for the token pattern, counting the names checked."""
+
+    def __init__(self, pattern):
+        self.pattern, self.checked = pattern, []
+
+    def fullmatch(self, name):
+        self.checked.append(name)
+        return self.pattern.fullmatch(name)
+
+
+def test_a_header_name_seen_before_is_not_checked_again_and_a_bad_one_always_is(monkeypatch):
+    token = CountingToken(hdr._TOKEN)
+    monkeypatch.setattr(hdr, "_TOKEN", token)
+    monkeypatch.setattr(hdr, "_NAMES", {})
+    raw = [(b"Accept", b"application/json"), (b"User-Agent", b"kubectl")]
+    assert hdr.request_headers(raw) == [("accept", "application/json"), ("user-agent", "kubectl")]
+    assert hdr.request_headers(raw) == [("accept", "application/json"), ("user-agent", "kubectl")]
+    assert token.checked == ["accept", "user-agent"]
+    for _ in range(2):
+        with pytest.raises(hdr.GatewayError) as refused:
+            hdr.request_headers([(b"bad name", b"x")])
+        assert refused.value.code == 400
+    assert token.checked.count("bad name") == 2
+
+
+def test_the_header_names_kept_are_bounded(monkeypatch):
+    monkeypatch.setattr(hdr, "_NAMES", {})
+    for i in range(hdr.NAMES_MAX + 10):
+        assert hdr.request_headers([(f"X-Custom-{i}".encode(), b"v")]) == [(f"x-custom-{i}", "v")]
+    assert len(hdr._NAMES) == hdr.NAMES_MAX
+
+
+def test_response_headers_without_a_connection_header_keep_every_end_to_end_field():
+    out = hdr.response_headers([(b"Content-Length", b"10"), (b"Audit-Id", b"1"), (b"Keep-Alive", b"timeout=5"),
+                                (b"Content-Type", b"application/json")])
+    assert out == [(b"audit-id", b"1"), (b"content-type", b"application/json")]
+
+
+def test_every_control_character_but_tab_is_refused_in_a_value_and_nothing_else_is():
+    from kube.status import GatewayError
+
+    for code in [*range(0x00, 0x80), 0xA0, 0x85, 0x2028, 0xFEFF, 0x1F600]:
+        value = f"Bearer a{chr(code)}b"
+        if code < 0x20 and code != 0x09 or code == 0x7F:
+            with pytest.raises(GatewayError, match="control character"):
+                hdr.request_headers([(b"authorization", value.encode())])
+        else:
+            assert hdr.request_headers([(b"authorization", value.encode())]) == [("authorization", value)]
+
+
+def test_an_accept_header_seen_before_is_narrowed_once():
+    before = hdr.json_accept.cache_info()
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;q=0.9,application/yaml"
+    assert hdr.json_accept(accept) == "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;q=0.9"
+    assert hdr.json_accept(accept) == "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;q=0.9"
+    assert hdr.json_accept.cache_info().hits >= before.hits + 1

@@ -215,3 +215,12 @@ def test_extra_detector_ignore_case_whole_match():
 def test_from_config_errors(config, message):
     with pytest.raises(DetectorConfigError, match=message):
         Detectors.from_config(config)
+
+
+def test_a_name_is_judged_once_then_remembered():
+    from masking.detectors import name_is_secret
+
+    before = name_is_secret.cache_info()
+    assert name_is_secret("DB_PASSWORD_remembered") is True and name_is_secret("DB_PASSWORD_remembered") is True
+    after = name_is_secret.cache_info()
+    assert after.hits >= before.hits + 1 and after.maxsize == 4096

@@ -81,3 +81,25 @@ def test_nothing_may_be_fed_after_whole():
     m.whole(json.dumps(CONFIGMAP).encode())
     with pytest.raises(MaskingError):
         m.feed(b"{}")
+
+
+def test_a_small_document_is_decoded_once_by_the_fast_decoder(monkeypatch):
+    from masking import jsonstream
+
+    class Recording:
+        def __init__(self, decoder):
+            self.decoder, self.calls = decoder, 0
+
+        def raw_decode(self, *args):
+            self.calls += 1
+            return self.decoder.raw_decode(*args)
+
+    stdlib = Recording(jsonstream._DECODER)
+    monkeypatch.setattr(jsonstream, "_DECODER", stdlib)
+    body = json.dumps(CONFIGMAP).encode() + b"\n"
+    out = masker(REQUESTS[0], values=VALUES).whole(body)
+    assert stdlib.calls == 0
+    assert VALUE.encode() not in out and b"s3cr3t-pw" not in out and out.endswith(b"}\n")
+    # What the fast decoder refuses (a lone surrogate escape) is still read, by the incremental path.
+    assert json.loads(masker(REQUESTS[0]).whole(b'{"a": "\\ud800"}')) == {"a": "\ud800"}
+    assert stdlib.calls > 0

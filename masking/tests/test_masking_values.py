@@ -292,3 +292,46 @@ def test_configmap_spellings(key, value, expected):
 def test_log_line_spellings(line, expected):
     masker = TextMasker(Detectors.default())
     assert (masker.feed(line.encode()) + masker.flush()).decode() == expected
+
+
+def test_detectors_with_the_same_values_are_made_once_and_new_values_make_new_ones():
+    from masking import Detectors, SecretValues
+
+    base = Detectors.default()
+    first = SecretValues.build([("shop", "db", [b"Tr0ub4dor-3-horse-battery"])])
+    second = SecretValues.build([("shop", "db", [b"correct-horse-battery-staple-9"])])
+    with_first = base.with_values(first)
+    assert base.with_values(first) is with_first and with_first is not base
+    with_second = base.with_values(second)
+    assert with_second is not with_first
+    assert b"correct-horse-battery-staple-9" not in with_second.mask_bytes(b"pw correct-horse-battery-staple-9 end", {})
+    assert b"Tr0ub4dor-3-horse-battery" not in base.with_values(first).mask_bytes(b"pw Tr0ub4dor-3-horse-battery end", {})
+    assert base.mask_bytes(b"pw Tr0ub4dor-3-horse-battery end", {}).count(b"Tr0ub4dor-3-horse-battery") == 1
+    assert with_first.with_values(second)._values is second  # a copy starts with nothing kept
+
+
+def test_a_request_path_is_masked_once_per_detectors_and_as_mask_text_masks_it(monkeypatch):
+    from masking import Detectors, SecretValues
+
+    values = SecretValues.build([("shop", "db", [b"Tr0ub4dor-3-horse-battery"])])
+    detectors = Detectors.default().with_values(values)
+    path = "/api/v1/namespaces/shop/configmaps/Tr0ub4dor-3-horse-battery"
+    masked = detectors.mask_path(path)
+    assert masked == detectors.mask_text(path, {}) and "Tr0ub4dor" not in masked
+    calls = []
+    monkeypatch.setattr(Detectors, "mask_text", lambda self, text, counts: calls.append(text) or text)
+    assert detectors.mask_path(path) == masked and calls == []
+    # Other detectors (other values) remember their own.
+    other = Detectors.default().with_values(SecretValues.build([("shop", "db", [b"correct-horse-battery-staple-9"])]))
+    assert other.mask_path(path) == path and calls == [path]
+
+
+def test_the_paths_a_detectors_remembers_are_bounded():
+    from masking import detectors as module
+
+    detectors = module.Detectors.default()
+    for i in range(module.PATHS_KEPT + 10):
+        assert detectors.mask_path(f"/api/v1/namespaces/shop/pods/p{i}") == f"/api/v1/namespaces/shop/pods/p{i}"
+    long_path = "/api/v1/namespaces/shop/pods/" + "a" * module.PATHS_KEPT_LENGTH
+    assert detectors.mask_path(long_path) == long_path
+    assert len(detectors._paths) <= module.PATHS_KEPT and long_path not in detectors._paths

@@ -118,3 +118,35 @@ def test_the_shapes_kept_are_bounded():
     for i in range(MAX_SHAPES + 10):
         assert evaluate(rules, PRINCIPALS[0], parse("GET", f"/custom/{i}", "")).rule_name == "all"
     assert len(rules._shapes) <= MAX_SHAPES
+
+
+def test_a_repeated_request_is_decided_without_testing_the_rules_again(monkeypatch):
+    from policy.compile import CompiledRule
+
+    rules = in_order([compile_rule({"name": "web-only", "order": 1, "effect": "allow", "groups": ["agents"],
+                                    "verbs": ["get"], "api_groups": [""], "resources": ["configmaps"],
+                                    "namespaces": ["shop"], "names": ["web"]})])
+    alice = PRINCIPALS[0]
+    web = parse("GET", "/api/v1/namespaces/shop/configmaps/web", "")
+    first = evaluate(rules, alice, web)
+    tested = []
+    real = CompiledRule.matches
+    monkeypatch.setattr(CompiledRule, "matches", lambda self, *a, **k: tested.append(self) or real(self, *a, **k))
+    assert evaluate(rules, alice, parse("GET", "/api/v1/namespaces/shop/configmaps/web", "")) is first
+    assert tested == []
+    # Same shape, another object, dry run or agent: decided on its own.
+    assert evaluate(rules, alice, parse("GET", "/api/v1/namespaces/shop/configmaps/db", "")).rule_name == "default-deny"
+    assert evaluate(rules, alice, parse("GET", "/api/v1/namespaces/prod/configmaps/web", "")).rule_name == "default-deny"
+    assert evaluate(rules, PRINCIPALS[1], web).rule_name == "default-deny"
+    assert evaluate(rules, alice, web, dry_run=True).dry_run is True
+    assert tested  # the others were tested against the rules
+
+
+def test_the_decisions_kept_are_bounded():
+    from policy.index import MAX_DECISIONS
+
+    rules = in_order([compile_rule({"name": "all", "order": 1, "effect": "allow", "subjects": ["*"], "verbs": ["*"],
+                                    "api_groups": ["*"], "resources": ["*"], "namespaces": ["*"], "names": ["*"]})])
+    for i in range(MAX_DECISIONS + 10):
+        assert evaluate(rules, PRINCIPALS[0], parse("GET", f"/api/v1/namespaces/shop/pods/p{i}", "")).rule_name == "all"
+    assert len(rules._decided) <= MAX_DECISIONS
