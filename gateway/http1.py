@@ -12,6 +12,9 @@ Failures are httpx's exception types (the proxy maps them to 502/503/504): Conne
 ConnectTimeout, PoolTimeout, WriteTimeout, ReadError, RemoteProtocolError, LocalProtocolError.
 A hostile or broken cluster cannot make it hang or grow: connecting (TCP and TLS) is bounded by
 the connect timeout, a stuck write by the write timeout, a response head by MAX_HEAD bytes.
+
+Long because the protocol, the response and the pool share one connection's state (whether it is
+complete, reusable, failed); apart, each would reach into the others' internals.
 """
 
 import asyncio
@@ -130,11 +133,10 @@ class _Headers:
         if fields is None:
             fields = self._fields = {}
             for key, value in self.raw:
-                fields.setdefault(key.decode("latin-1").lower(), []).append(value.decode("utf-8", "surrogateescape"))
-        values = fields.get(name.lower())
-        if not values:
-            return default
-        return values[0] if len(values) == 1 else ", ".join(values)
+                key, value = key.decode("latin-1").lower(), value.decode("utf-8", "surrogateescape")
+                seen = fields.get(key)
+                fields[key] = value if seen is None else f"{seen}, {value}"
+        return fields.get(name.lower(), default)
 
 
 class _Connection(asyncio.Protocol):
