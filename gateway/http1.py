@@ -31,8 +31,6 @@ MAX_HEAD = 64 * 1024
 HIGH_WATER = 256 * 1024
 # Requests longer than this are written in pieces of this size (see _Connection.request).
 WRITE_CHUNK = 64 * 1024
-# Idle keep-alive connections kept per upstream (httpx's default; the rest are closed).
-MAX_IDLE = 256
 # Methods that may be sent again on a fresh connection when a reused one was closed under them
 # before any byte of the answer (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -417,13 +415,15 @@ class Http1Transport(httpx.AsyncBaseTransport):
     """httpx's transport API (and :meth:`send`, without an httpx Request) on this client's pool.
 
     At most ``max_connections`` requests are in flight (HTTP/1.1: one connection each); waiting
-    longer than the pool timeout for a slot is an ``httpx.PoolTimeout``.  New connections get
+    longer than the pool timeout for a slot is an ``httpx.PoolTimeout``; at most ``max_idle``
+    connections are kept open between requests, none longer than ``keepalive_expiry``.  New connections get
     ``on_socket(sock)`` (keepalive options) and TCP_NODELAY before they connect.
     """
 
     def __init__(self, ssl_context, *, max_connections: int, timeout: httpx.Timeout, keepalive_expiry: float,
-                 on_socket=None):
+                 max_idle: int = 256, on_socket=None):
         self._ssl = ssl_context
+        self._max_idle = max_idle
         self._slots = asyncio.Semaphore(max_connections)
         self._timeout = timeout
         self._keepalive_expiry = keepalive_expiry
@@ -547,7 +547,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
             connection.abandon()
             return
         origin = connection.origin
-        if len(origin.idle) >= MAX_IDLE:
+        if len(origin.idle) >= self._max_idle:
             connection.abandon()
             return
         loop = asyncio.get_running_loop()

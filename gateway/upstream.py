@@ -107,6 +107,7 @@ def http1_transport(upstream) -> Http1Transport:
     idle = upstream.idle_timeout
     return Http1Transport(upstream.ssl_context(), max_connections=LIMITS.max_connections,
                           timeout=client_timeout(upstream), keepalive_expiry=LIMITS.keepalive_expiry,
+                          max_idle=LIMITS.max_keepalive_connections,
                           on_socket=lambda sock: set_keepalive(sock, idle))
 
 

@@ -94,6 +94,28 @@ async def test_keep_alive_connections_are_reused(tls, serve):
     assert server.heads[1].startswith(b"GET /api/v1 HTTP/1.1\r\nHost: 127.0.0.1:")
 
 
+async def test_connections_idle_longer_than_the_keepalive_expiry_are_closed_not_reused(tls, serve):
+    closed = asyncio.Event()
+
+    async def respond(reader, writer, head):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        if b"/first" in head:
+            await reader.read()  # the client's end of this connection
+            closed.set()
+            return False
+
+    server = await serve(respond)
+    client = Http1Transport(tls[1], max_connections=10, timeout=httpx.Timeout(5.0, read=None), keepalive_expiry=0.05)
+    try:
+        assert await fetch(client, "GET", server.url + "/first") == (200, b"{}")
+        await asyncio.wait_for(closed.wait(), 5)  # closed by the client once idle too long
+        assert await fetch(client, "GET", server.url + "/second") == (200, b"{}")
+    finally:
+        await client.aclose()
+    assert server.connections == 2
+
+
 async def test_a_connection_the_server_closes_is_not_reused(tls, serve):
     server = await serve(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"))
     client = transport(tls)
