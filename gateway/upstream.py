@@ -2,33 +2,28 @@
 
 The proxy speaks httpx's request/response API (``client.build_request``,
 ``client.send(stream=True)``, ``aiter_raw``, httpx's exception types); the
-connection pool underneath is a transport chosen here.  ``aiohttp`` (default)
-is aiohttp's pool behind an httpx transport; ``httpcore`` is httpx's own.
+connection pool underneath is a transport chosen here.  ``http1`` (default)
+is gateway.http1's lean HTTP/1.1 client; ``httpcore`` is httpx's own.
 bench/RESULTS.md has the measurements behind the default.  Tests inject an
 ``httpx.MockTransport`` instead.
 
 The forwarder's own requests go through :meth:`UpstreamPool.send`: on the default transport it
-hands the request to aiohttp directly (no httpx Request, Response, URL merge or cookie
-extraction: about a tenth of the event loop's time per small request, bench/hotpath.py),
-sending the same request line and headers the httpx client would and raising the same httpx
-exceptions; any other transport, a wrapped one (tracing) or a rotating credential goes
-through the httpx client as before.
-
-Long because the aiohttp transport, its direct path, the pool and the WebSocket opener share
-the error mapping, the connection slots and the keepalive options; apart, each would reach
-into the others' internals.
+hands the request to gateway.http1 directly (no httpx Request, Response, URL merge or cookie
+extraction), sending the same request line and headers the httpx client would and raising the
+same httpx exceptions; any other transport, a wrapped one (tracing) or a rotating credential
+goes through the httpx client as before.
 """
 
 import asyncio
 import http.cookiejar
 import logging
 import socket
-import aiohttp
+
 import httpx
-from yarl import URL
 
 from connections.timeouts import DEFAULT_TIMEOUTS
 from gateway import wsclient
+from gateway.http1 import Http1Transport
 from kube.headers import encode as encode_headers
 from runtime import metrics
 
@@ -57,8 +52,6 @@ def set_keepalive(sock, idle: float) -> None:
 # applies the connection's first-byte and idle timeouts to the requests they are for).
 TIMEOUT = httpx.Timeout(connect=DEFAULT_TIMEOUTS.connect, read=None, write=30.0, pool=10.0)
 LIMITS = httpx.Limits(max_connections=4096, max_keepalive_connections=256, keepalive_expiry=60.0)
-# Headers aiohttp would add on its own; the request httpx built is sent as it is.
-_AIOHTTP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 # What the httpx client adds to a request that lacks them (its default headers: Accept,
 # Accept-Encoding, Connection, User-Agent), so the direct path sends the same.
 _HTTPX_DEFAULTS = tuple((name.decode("ascii"), value.decode("ascii")) for name, value in httpx.AsyncClient(
@@ -70,178 +63,6 @@ class _NoCookies(http.cookiejar.CookieJar):
 
     def __init__(self):
         super().__init__(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-
-
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """httpx's request/response API on aiohttp's connection pool (one pool per upstream).
-
-    At most ``max_connections`` requests are in flight (HTTP/1.1: one
-    connection each); waiting longer than the pool timeout for a slot is an
-    ``httpx.PoolTimeout``.  aiohttp's errors are raised as httpx's, so the
-    proxy's 502/503/504 mapping does not depend on the transport.  Unlike
-    httpcore, aiohttp has no write timeout; request bodies are small (the
-    proxy caps them at AIRLOCK_MAX_REQUEST_BODY) and sent in one write.
-    """
-
-    def __init__(self, ssl_context, *, max_connections: int = LIMITS.max_connections, timeout: httpx.Timeout = TIMEOUT,
-                 keepalive_expiry: float = LIMITS.keepalive_expiry, dead_after: float = DEFAULT_TIMEOUTS.idle):
-        self._ssl = ssl_context if ssl_context is not None else True
-        self._dead_after = dead_after
-        self._slots = asyncio.Semaphore(max_connections)
-        self._pool_timeout = timeout.pool
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeout.connect,
-                                              sock_read=timeout.read)
-        self._keepalive_expiry = keepalive_expiry
-        self._session: aiohttp.ClientSession | None = None
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl, keepalive_timeout=self._keepalive_expiry,
-                                             socket_factory=self._socket)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=False, trust_env=False,
-                cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=_AIOHTTP_AUTO_HEADERS,
-                requote_redirect_url=False, raise_for_status=False,
-            )
-        return self._session
-
-    def _socket(self, addr_info) -> socket.socket:
-        family, kind, proto, _, _ = addr_info
-        sock = socket.socket(family, kind, proto)
-        set_keepalive(sock, self._dead_after)
-        return sock
-
-    async def _acquire(self, request: httpx.Request) -> None:
-        if not self._slots.locked():
-            await self._slots.acquire()
-            return
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self._pool_timeout)
-        except asyncio.TimeoutError:
-            raise httpx.PoolTimeout("no free upstream connection", request=request) from None
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await self._acquire(request)
-        try:
-            body = await request.aread()
-            response = await self._get_session().request(
-                request.method, URL(str(request.url), encoded=True), headers=_header_text(request.headers.raw),
-                data=body or None, allow_redirects=False,
-            )
-        except BaseException as exc:
-            self._slots.release()
-            if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
-                raise _as_httpx_error(exc, request) from None
-            raise
-        return httpx.Response(
-            status_code=response.status,
-            headers=response.raw_headers,
-            stream=_AiohttpStream(response, self._slots.release),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")},
-            request=request,
-        )
-
-    async def send(self, method: str, url: str, headers: list[tuple[str, str]], body: bytes) -> "UpstreamResponse":
-        """The request straight to aiohttp (``headers``: text pairs, sent as they are): what
-        :meth:`handle_async_request` does for an httpx Request, without building one."""
-        await self._acquire(None)
-        try:
-            response = await self._get_session().request(method, URL(url, encoded=True), headers=headers,
-                                                          data=body or None, allow_redirects=False)
-        except BaseException as exc:
-            self._slots.release()
-            if isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
-                raise _as_httpx_error(exc, None) from None
-            raise
-        return UpstreamResponse(response, self._slots.release)
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-
-class _Headers:
-    """A response's headers as the forwarder reads them from an httpx Response: ``get`` (any case;
-    repeated fields joined with ", ", as httpx does) and ``raw`` (the byte pairs as received)."""
-
-    __slots__ = ("_fields", "raw")
-
-    def __init__(self, fields, raw):
-        self._fields = fields
-        self.raw = raw
-
-    def get(self, name: str, default=None):
-        values = self._fields.getall(name, None)
-        if not values:
-            return default
-        return values[0] if len(values) == 1 else ", ".join(values)
-
-
-class UpstreamResponse:
-    """The cluster's answer on the direct path, with the part of httpx's Response the forwarder
-    uses: ``status_code``, ``headers``, ``aiter_raw``/``aiter_bytes`` (the forwarder refuses any
-    Content-Encoding but identity, so both are the raw bytes) and ``aclose``."""
-
-    __slots__ = ("status_code", "headers", "_stream")
-
-    def __init__(self, response: aiohttp.ClientResponse, release):
-        self.status_code = response.status
-        self.headers = _Headers(response.headers, response.raw_headers)
-        self._stream = _AiohttpStream(response, release)
-
-    def aiter_raw(self):
-        return self._stream.__aiter__()
-
-    aiter_bytes = aiter_raw
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
-class _AiohttpStream(httpx.AsyncByteStream):
-    """The response body as it arrives (watch events are not held back); frees the slot once closed."""
-
-    def __init__(self, response: aiohttp.ClientResponse, release):
-        self._response = response
-        self._release = release
-
-    async def __aiter__(self):
-        try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise _as_httpx_error(exc, None) from None
-
-    async def aclose(self) -> None:
-        release, self._release = self._release, None
-        if release is None:
-            return
-        # A body read to the end leaves a reusable connection; anything else is closed.
-        if self._response.content.at_eof():
-            self._response.release()
-        else:
-            self._response.close()
-        release()
-
-
-def _header_text(raw) -> list[tuple[str, str]]:
-    """aiohttp writes header text as UTF-8: given the request's bytes decoded as UTF-8, it sends them unchanged."""
-    return [(name.decode("ascii"), value.decode("utf-8")) for name, value in raw]
-
-
-def _as_httpx_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:
-    """aiohttp's exception as httpx's; the message names the type only (never headers or credentials)."""
-    message = type(exc).__name__
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(message, request=request)
-    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
-        return httpx.ReadTimeout(message, request=request)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(message, request=request)
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
-        return httpx.RemoteProtocolError(message, request=request)
-    return httpx.NetworkError(message, request=request)
 
 
 class RenewOn401(httpx.AsyncBaseTransport):
@@ -282,8 +103,12 @@ def client_timeout(upstream) -> httpx.Timeout:
     return httpx.Timeout(connect=upstream.connect_timeout, read=None, write=TIMEOUT.write, pool=TIMEOUT.pool)
 
 
-def aiohttp_transport(upstream) -> httpx.AsyncBaseTransport:
-    return AiohttpTransport(upstream.ssl_context(), timeout=client_timeout(upstream), dead_after=upstream.idle_timeout)
+def http1_transport(upstream) -> Http1Transport:
+    idle = upstream.idle_timeout
+    return Http1Transport(upstream.ssl_context(), max_connections=LIMITS.max_connections,
+                          timeout=client_timeout(upstream), keepalive_expiry=LIMITS.keepalive_expiry,
+                          max_idle=LIMITS.max_keepalive_connections,
+                          on_socket=lambda sock: set_keepalive(sock, idle))
 
 
 def httpcore_transport(upstream) -> httpx.AsyncBaseTransport:
@@ -291,8 +116,8 @@ def httpcore_transport(upstream) -> httpx.AsyncBaseTransport:
                                     trust_env=False, socket_options=keepalive_options(upstream.idle_timeout))
 
 
-TRANSPORTS = {"aiohttp": aiohttp_transport, "httpcore": httpcore_transport}
-DEFAULT_TRANSPORT = "aiohttp"
+TRANSPORTS = {"http1": http1_transport, "httpcore": httpcore_transport}
+DEFAULT_TRANSPORT = "http1"
 
 
 class CountingErrors(httpx.AsyncBaseTransport):
@@ -325,7 +150,7 @@ class UpstreamPool:
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *,
                  new_transport=TRANSPORTS[DEFAULT_TRANSPORT], wrap=None):
         self._clients: dict[object, httpx.AsyncClient] = {}
-        self._direct: dict[object, AiohttpTransport | None] = {}
+        self._direct: dict[object, Http1Transport | None] = {}
         self._loop = None
         self._transport = transport
         self._new_transport = new_transport
@@ -354,7 +179,7 @@ class UpstreamPool:
             self._clients[upstream.cache_key] = client
             # The direct path only where the httpx client would add nothing but the transport's work.
             self._direct[upstream.cache_key] = (
-                base if transport is counting and isinstance(base, AiohttpTransport) else None)
+                base if transport is counting and isinstance(base, Http1Transport) else None)
         return client
 
     async def send(self, upstream, method: str, url: str, headers: list[tuple[str, str]], body: bytes):
@@ -366,11 +191,8 @@ class UpstreamPool:
         if direct is None:
             request = client.build_request(method, url, headers=encode_headers(headers), content=body)
             return await client.send(request, stream=True)
-        given = {name.lower() for name, _ in headers}
-        sent = [(name, value) for name, value in _HTTPX_DEFAULTS if name.lower() not in given]
-        sent.extend(headers)
         try:
-            return await direct.send(method, url, sent, body)
+            return await direct.send(method, url, headers, body, _HTTPX_DEFAULTS)
         except httpx.TransportError as exc:
             metrics.upstream_error(getattr(upstream, "name", ""), exc)
             raise

@@ -1,4 +1,4 @@
-"""gateway.upstream's aiohttp transport against real local servers: what goes out, what comes back, and
+"""gateway.upstream's default transport (gateway.http1) against real local servers: what goes out, what comes back, and
 every failure raised as the httpx exception the proxy maps to 502/503/504 (see test_proxy.py)."""
 
 import asyncio
@@ -10,7 +10,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from gateway.upstream import AiohttpTransport, UpstreamPool
+from gateway.http1 import Http1Transport
+from gateway.upstream import LIMITS, TIMEOUT, UpstreamPool, set_keepalive
 from kubesim.certs import generate_tls
 
 pytestmark = pytest.mark.asyncio
@@ -37,6 +38,12 @@ async def serve():
         await runner.cleanup()
 
 
+def Transport(ssl_context, *, max_connections=LIMITS.max_connections, timeout=TIMEOUT, dead_after=30.0):
+    """The transport as gateway.upstream.http1_transport builds it for a connection."""
+    return Http1Transport(ssl_context, max_connections=max_connections, timeout=timeout,
+                          keepalive_expiry=LIMITS.keepalive_expiry, on_socket=lambda sock: set_keepalive(sock, dead_after))
+
+
 def client(transport):
     return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, read=None))
 
@@ -53,7 +60,7 @@ async def test_request_goes_out_exactly_as_built(serve):
                             content_type="application/json")
 
     base = await serve(handler)
-    async with client(AiohttpTransport(None)) as http:
+    async with client(Transport(None)) as http:
         response = await http.post(
             base + "/api/v1/namespaces/shop/configmaps?fieldManager=kubectl%2Fclient&dryRun=All",
             content=b'{"metadata":{"name":"x"}}',
@@ -64,10 +71,10 @@ async def test_request_goes_out_exactly_as_built(serve):
     assert seen["method"] == "POST" and seen["body"] == b'{"metadata":{"name":"x"}}'
     assert seen["target"] == "/api/v1/namespaces/shop/configmaps?fieldManager=kubectl%2Fclient&dryRun=All"
     headers = {k.decode().lower(): v.decode() for k, v in seen["headers"]}
-    assert headers["accept-encoding"] == "identity"  # aiohttp would have offered gzip
+    assert headers["accept-encoding"] == "identity"  # as built, nothing offered on top
     assert headers["user-agent"] == "kubectl/v1.37.1"
     assert len([k for k, _ in seen["headers"] if k.lower() == b"user-agent"]) == 1
-    assert "content-type" not in headers  # aiohttp would have invented application/octet-stream
+    assert "content-type" not in headers  # none invented
 
 
 async def test_stream_arrives_event_by_event(serve):
@@ -84,7 +91,7 @@ async def test_stream_arrives_event_by_event(serve):
         return response
 
     base = await serve(handler)
-    async with client(AiohttpTransport(None)) as http:
+    async with client(Transport(None)) as http:
         response = await http.send(http.build_request("GET", base + "/api/v1/pods?watch=1"), stream=True)
         chunks = response.aiter_raw()
         assert await anext(chunks) == b'{"type":"ADDED"}\n'  # before the server may send the next event
@@ -109,7 +116,7 @@ async def test_closing_an_unfinished_stream_frees_its_slot_and_the_connection(se
         return response
 
     base = await serve(handler)
-    transport = AiohttpTransport(None, max_connections=1, timeout=httpx.Timeout(5.0, read=None, pool=0.2))
+    transport = Transport(None, max_connections=1, timeout=httpx.Timeout(5.0, read=None, pool=0.2))
     async with client(transport) as http:
         response = await http.send(http.build_request("GET", base + "/watch"), stream=True)
         assert await anext(response.aiter_raw()) == b"event\n"
@@ -126,7 +133,7 @@ async def test_no_free_slot_is_a_pool_timeout(serve):
         return response
 
     base = await serve(handler)
-    transport = AiohttpTransport(None, max_connections=1, timeout=httpx.Timeout(5.0, read=None, pool=0.2))
+    transport = Transport(None, max_connections=1, timeout=httpx.Timeout(5.0, read=None, pool=0.2))
     async with client(transport) as http:
         held = await http.send(http.build_request("GET", base + "/watch"), stream=True)
         with pytest.raises(httpx.PoolTimeout):
@@ -138,7 +145,7 @@ async def test_refused_connection_is_a_connect_error():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again: nothing listens there
-    async with client(AiohttpTransport(None)) as http:
+    async with client(Transport(None)) as http:
         with pytest.raises(httpx.ConnectError):
             await http.get(f"http://127.0.0.1:{port}/version")
 
@@ -149,7 +156,7 @@ async def test_silent_tls_server_is_a_connect_timeout():
 
     server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    transport = AiohttpTransport(ssl.create_default_context(), timeout=httpx.Timeout(5.0, connect=0.3, read=None))
+    transport = Transport(ssl.create_default_context(), timeout=httpx.Timeout(5.0, connect=0.3, read=None))
     try:
         async with client(transport) as http:
             with pytest.raises(httpx.ConnectTimeout):
@@ -167,11 +174,11 @@ async def test_tls_is_verified_against_the_connection_ca(serve, tmp_path):
         return web.Response(text="ok")
 
     base = await serve(handler, ssl_context=server_context)
-    async with client(AiohttpTransport(ssl.create_default_context())) as http:
+    async with client(Transport(ssl.create_default_context())) as http:
         with pytest.raises(httpx.ConnectError):
             await http.get(base + "/version")
     trusted = ssl.create_default_context(cafile=str(tls.ca_file))
-    async with client(AiohttpTransport(trusted)) as http:
+    async with client(Transport(trusted)) as http:
         assert (await http.get(base + "/version")).text == "ok"
 
 
@@ -185,7 +192,7 @@ async def test_upstream_dying_mid_body_is_a_transport_error(serve):
         return response
 
     base = await serve(handler)
-    async with client(AiohttpTransport(None)) as http:
+    async with client(Transport(None)) as http:
         response = await http.send(http.build_request("GET", base + "/api/v1/pods?watch=1"), stream=True)
         with pytest.raises(httpx.TransportError):
             async for _ in response.aiter_raw():
@@ -218,7 +225,7 @@ async def test_pooled_client_keeps_no_cookies_between_agents(serve):
     pool = UpstreamPool()
     try:
         http = pool.client(PlainUpstream())
-        assert isinstance(http._transport.transport, AiohttpTransport)  # the default transport, errors counted
+        assert isinstance(http._transport.transport, Http1Transport)  # the default transport, errors counted
         await http.get(base + "/api/v1/pods")
         await http.get(base + "/api/v1/pods")
     finally:
@@ -235,10 +242,10 @@ async def test_cluster_connections_probe_for_a_dead_peer_within_the_idle_timeout
         return response
 
     base = await serve(handler)
-    transport = AiohttpTransport(None, dead_after=12)
+    transport = Transport(None, dead_after=12)
     async with client(transport) as http:
         response = await transport.handle_async_request(http.build_request("GET", base + "/api/v1/pods?watch=1"))
-        sock = response.stream._response.connection.transport.get_extra_info("socket")  # aiohttp's, for the test
+        sock = response.stream._response._connection.transport.get_extra_info("socket")  # the client's, for the test
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         probe_after = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
         interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
@@ -249,7 +256,6 @@ async def test_cluster_connections_probe_for_a_dead_peer_within_the_idle_timeout
 
 async def test_a_websocket_handshake_the_cluster_never_answers_times_out_and_keepalive_applies_to_its_socket():
     from gateway import wsclient
-    from gateway.upstream import set_keepalive
 
     async def accept_and_say_nothing(reader, writer):
         await asyncio.sleep(30)

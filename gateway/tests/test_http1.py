@@ -1,0 +1,372 @@
+"""gateway.http1, the lean upstream client, against a raw TLS server scripted byte by byte: framing
+(Content-Length, chunked, close-delimited, HEAD, 204/304, 1xx), keep-alive reuse, back-pressure,
+and a broken or hostile cluster (dies mid-body, garbage, endless heads, never reads) raising the
+httpx errors the proxy maps to 502/503/504 instead of hanging."""
+
+import asyncio
+import ssl
+
+import httpx
+import pytest
+import uvloop
+
+from gateway import http1
+from gateway.http1 import Http1Transport
+from kubesim.certs import generate_tls
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    files = generate_tls(tmp_path_factory.mktemp("tls"))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(files.cert_file, files.key_file)
+    return server, ssl.create_default_context(cafile=str(files.ca_file))
+
+
+class Server:
+    """``respond(reader, writer, head)`` answers each request head (body bytes follow in reader);
+    it returns False to end the connection.  ``connections`` counts the connections accepted."""
+
+    def __init__(self, respond):
+        self.respond = respond
+        self.connections = 0
+        self.heads = []
+
+    async def handle(self, reader, writer):
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                if await self.respond(reader, writer, head) is False:
+                    break
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def serve(tls):
+    servers = []
+
+    async def start(respond):
+        server = Server(respond)
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=tls[0])
+        servers.append(listener)
+        server.url = f"https://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+        return server
+
+    yield start
+    for listener in servers:
+        listener.close()
+
+
+def transport(tls, **timeouts):
+    timeout = httpx.Timeout(**{"connect": 5.0, "read": None, "write": 5.0, "pool": 5.0, **timeouts})
+    return Http1Transport(tls[1], max_connections=10, timeout=timeout, keepalive_expiry=60.0)
+
+
+async def fetch(client, method, url, body=b""):
+    response = await client.send(method, url, [("accept", "application/json")], body)
+    try:
+        return response.status_code, b"".join([chunk async for chunk in response.aiter_raw()])
+    finally:
+        await response.aclose()
+
+
+def answer(data: bytes):
+    async def respond(reader, writer, head):
+        writer.write(data)
+    return respond
+
+
+async def test_keep_alive_connections_are_reused(tls, serve):
+    server = await serve(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"))
+    client = transport(tls)
+    try:
+        assert await fetch(client, "GET", server.url + "/api") == (200, b"{}")
+        assert await fetch(client, "GET", server.url + "/api/v1") == (200, b"{}")
+    finally:
+        await client.aclose()
+    assert server.connections == 1
+    assert server.heads[1].startswith(b"GET /api/v1 HTTP/1.1\r\nHost: 127.0.0.1:")
+
+
+async def test_connections_idle_longer_than_the_keepalive_expiry_are_closed_not_reused(tls, serve):
+    closed = asyncio.Event()
+
+    async def respond(reader, writer, head):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        if b"/first" in head:
+            await reader.read()  # the client's end of this connection
+            closed.set()
+            return False
+
+    server = await serve(respond)
+    client = Http1Transport(tls[1], max_connections=10, timeout=httpx.Timeout(5.0, read=None), keepalive_expiry=0.05)
+    try:
+        assert await fetch(client, "GET", server.url + "/first") == (200, b"{}")
+        await asyncio.wait_for(closed.wait(), 5)  # closed by the client once idle too long
+        assert await fetch(client, "GET", server.url + "/second") == (200, b"{}")
+    finally:
+        await client.aclose()
+    assert server.connections == 2
+
+
+async def test_a_connection_the_server_closes_is_not_reused(tls, serve):
+    server = await serve(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"))
+    client = transport(tls)
+    try:
+        assert await fetch(client, "GET", server.url + "/a") == (200, b"{}")
+        assert await fetch(client, "GET", server.url + "/b") == (200, b"{}")
+    finally:
+        await client.aclose()
+    assert server.connections == 2
+
+
+async def test_chunked_bodies_arrive_whole_and_the_connection_is_reused(tls, serve):
+    async def respond(reader, writer, head):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        writer.write(b"6\r\n world\r\n0\r\n\r\n")
+
+    server = await serve(respond)
+    client = transport(tls)
+    try:
+        assert await fetch(client, "GET", server.url + "/a") == (200, b"hello world")
+        assert await fetch(client, "GET", server.url + "/b") == (200, b"hello world")
+    finally:
+        await client.aclose()
+    assert server.connections == 1
+
+
+async def test_a_body_delimited_by_the_end_of_the_connection(tls, serve):
+    async def respond(reader, writer, head):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of ")
+        await writer.drain()
+        writer.write(b"it")
+        return False
+
+    server = await serve(respond)
+    client = transport(tls)
+    try:
+        assert await fetch(client, "GET", server.url + "/a") == (200, b"all of it")
+        assert await fetch(client, "GET", server.url + "/b") == (200, b"all of it")
+    finally:
+        await client.aclose()
+    assert server.connections == 2
+
+
+async def test_head_204_and_304_have_no_body_and_informational_answers_are_skipped(tls, serve):
+    async def respond(reader, writer, head):
+        if head.startswith(b"HEAD"):
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        elif b"/gone" in head:
+            writer.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+        elif b"/same" in head:
+            writer.write(b"HTTP/1.1 304 Not Modified\r\nETag: \"1\"\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+                         b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+
+    server = await serve(respond)
+    client = transport(tls)
+    try:
+        assert await asyncio.wait_for(fetch(client, "HEAD", server.url + "/a"), 5) == (200, b"")
+        assert await fetch(client, "GET", server.url + "/gone") == (204, b"")
+        assert await fetch(client, "GET", server.url + "/same") == (304, b"")
+        assert await fetch(client, "POST", server.url + "/new", b"{}") == (201, b"ok")
+        response = await client.send("GET", server.url + "/x", [], b"")
+        assert response.headers.get("link") is None and response.headers.get("content-length") == "2"
+        await response.aclose()
+    finally:
+        await client.aclose()
+    assert server.connections == 2  # 204, 304 and the 1xx kept the second one; HEAD's was closed
+
+
+async def test_a_lagging_consumer_pauses_the_socket_and_loses_nothing(tls, serve):
+    total, written = 64 * 1024 * 1024, []  # more than the kernel buffers of both ends hold
+
+    async def respond(reader, writer, head):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(total // 65536):
+            writer.write(b"10000\r\n" + b"x" * 65536 + b"\r\n")
+            await writer.drain()
+            written.append(65536)
+        writer.write(b"0\r\n\r\n")
+
+    server = await serve(respond)
+    client = transport(tls)
+    try:
+        response = await client.send("GET", server.url + "/api/v1/pods?watch=1", [], b"")
+        connection = response._connection
+        for _ in range(500):  # the server fills the buffers until the client stops reading
+            if connection._reading_paused:
+                break
+            await asyncio.sleep(0.01)
+        assert connection._reading_paused
+        stalled = sum(written)
+        await asyncio.sleep(0.2)
+        assert sum(written) < total and connection._buffered < http1.HIGH_WATER + 512 * 1024
+        received = 0
+        async for chunk in response.aiter_raw():
+            received += len(chunk)
+        await response.aclose()
+    finally:
+        await client.aclose()
+    assert stalled < total and received == total
+
+
+async def test_the_cluster_dying_mid_body_cuts_the_answer_with_an_error(tls, serve):
+    async def respond(reader, writer, head):
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+        return False
+
+    server = await serve(respond)
+    client = transport(tls)
+    got = []
+    try:
+        response = await client.send("GET", server.url + "/a", [], b"")
+        with pytest.raises(httpx.RemoteProtocolError):
+            async for chunk in response.aiter_raw():
+                got.append(chunk)
+        await response.aclose()
+    finally:
+        await client.aclose()
+    assert b"".join(got) == b"0123456789"
+
+
+@pytest.mark.parametrize("garbage", [
+    b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    b"HTTP/1.1 2OO OK\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+])
+async def test_garbage_is_a_remote_protocol_error(tls, serve, garbage):
+    server = await serve(answer(garbage))
+    client = transport(tls)
+    try:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await asyncio.wait_for(fetch(client, "GET", server.url + "/a"), 5)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\n" + b"X-Many: 0123456789abcdef\r\n" * 4000,  # many fields
+    b"HTTP/1.1 200 OK\r\nX-Endless: " + b"a" * 300_000,  # one field that never ends
+])
+async def test_an_oversized_head_is_refused_without_waiting_for_its_end(tls, serve, head):
+    async def respond(reader, writer, _):
+        writer.write(head)
+        await writer.drain()
+        await asyncio.sleep(30)  # and never finish it
+
+    server = await serve(respond)
+    client = transport(tls)
+    try:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await asyncio.wait_for(client.send("GET", server.url + "/a", [], b""), 5)
+    finally:
+        await client.aclose()
+
+
+async def test_a_cluster_that_never_reads_is_a_write_timeout(tls, serve):
+    async def respond(reader, writer, head):
+        await asyncio.sleep(30)
+
+    server = await serve(respond)
+    client = transport(tls, write=0.3)
+    try:
+        with pytest.raises(httpx.WriteTimeout):
+            await asyncio.wait_for(client.send("PUT", server.url + "/a", [], b"x" * (64 * 1024 * 1024)), 10)
+    finally:
+        await client.aclose()
+
+
+async def test_a_kept_connection_closed_before_the_answer_is_retried_only_when_idempotent(tls, serve):
+    async def respond(reader, writer, head):
+        if b"/second" in head:
+            return False  # read, then closed without a byte of answer (an idle timeout racing us)
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]) if b"Content-Length" in head else 0
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    server = await serve(respond)
+    client = transport(tls)
+    try:
+        assert await fetch(client, "GET", server.url + "/first") == (200, b"ok")
+        with pytest.raises(httpx.RemoteProtocolError):  # the connection was lost, so was the request
+            await fetch(client, "GET", server.url + "/second")
+        assert await fetch(client, "POST", server.url + "/first", b"{}") == (200, b"ok")
+        with pytest.raises(httpx.RemoteProtocolError):
+            await fetch(client, "POST", server.url + "/second", b"{}")
+    finally:
+        await client.aclose()
+    # GET /second went out twice (kept connection, then a new one), POST /second once.
+    assert [h.split(b" ")[1] for h in server.heads].count(b"/second") == 3
+
+
+async def test_a_line_break_in_a_field_is_refused_before_anything_is_sent(tls, serve):
+    server = await serve(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+    client = transport(tls)
+    try:
+        with pytest.raises(httpx.LocalProtocolError):
+            await client.send("GET", server.url + "/a", [("x-note", "a\r\nImpersonate-User: admin")], b"")
+    finally:
+        await client.aclose()
+    assert server.connections == 0
+
+
+async def test_no_free_slot_within_the_pool_timeout_is_a_pool_timeout(tls, serve):
+    server = await serve(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    client = Http1Transport(tls[1], max_connections=1, timeout=httpx.Timeout(5.0, read=None, pool=0.2),
+                            keepalive_expiry=60.0)
+    try:
+        held = await client.send("GET", server.url + "/a", [], b"")
+        with pytest.raises(httpx.PoolTimeout):
+            await client.send("GET", server.url + "/b", [], b"")
+        await held.aclose()
+        assert await fetch(client, "GET", server.url + "/c") == (200, b"ok")
+    finally:
+        await client.aclose()
+
+
+async def test_a_body_is_not_read_through_a_closed_response(tls, serve):
+    server = await serve(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret"))
+    client = transport(tls)
+    try:
+        first = await client.send("GET", server.url + "/a", [], b"")
+        chunks = first.aiter_raw()
+        await first.aclose()
+        second = await client.send("GET", server.url + "/b", [], b"")  # on the same connection
+        assert [chunk async for chunk in chunks] == []
+        assert b"".join([chunk async for chunk in second.aiter_raw()]) == b"secret"
+        await second.aclose()
+    finally:
+        await client.aclose()
+    assert server.connections == 1
+
+
+def test_the_client_works_on_uvloop(tls):
+    """Production runs uvicorn on uvloop, whose TLS transport is its own."""
+    async def main():
+        async def respond(reader, writer, head):
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+
+        server = Server(respond)
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=tls[0])
+        url = f"https://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+        client = transport(tls)
+        try:
+            results = [await fetch(client, "GET", url + "/a"), await fetch(client, "GET", url + "/b")]
+        finally:
+            await client.aclose()
+            listener.close()
+        return results, server.connections
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(main()) == ([(200, b"{}"), (200, b"{}")], 1)
