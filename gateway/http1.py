@@ -32,8 +32,10 @@ HIGH_WATER = 256 * 1024
 # Requests longer than this are written in pieces of this size (see _Connection.request).
 WRITE_CHUNK = 64 * 1024
 # Methods that may be sent again on a fresh connection when a reused one was closed under them
-# before any byte of the answer (RFC 9110 9.2.2).
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+# before any byte of the answer: the safe ones only (RFC 9110 9.2.1).  A PUT or DELETE may have been
+# applied before the connection went; sent again, the cluster could answer differently (a 404 for a
+# delete that happened) and the audit trail would record that answer instead of what was done.
+SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 # Methods sent without Content-Length when they have no body (as aiohttp did).
 _NO_LENGTH = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -462,7 +464,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         try:
             if connection is not None:
                 try:
-                    await connection.request(data, head_only, method in IDEMPOTENT, self._timeout.write)
+                    await connection.request(data, head_only, method in SAFE, self._timeout.write)
                     return UpstreamResponse(connection, self._release)
                 except _Stale:  # closed by the server while idle: once more on a new connection
                     connection = None

@@ -287,7 +287,7 @@ async def test_a_cluster_that_never_reads_is_a_write_timeout(tls, serve):
         await client.aclose()
 
 
-async def test_a_kept_connection_closed_before_the_answer_is_retried_only_when_idempotent(tls, serve):
+async def test_a_kept_connection_closed_before_the_answer_is_retried_only_when_safe(tls, serve):
     async def respond(reader, writer, head):
         if b"/second" in head:
             return False  # read, then closed without a byte of answer (an idle timeout racing us)
@@ -304,10 +304,13 @@ async def test_a_kept_connection_closed_before_the_answer_is_retried_only_when_i
         assert await fetch(client, "POST", server.url + "/first", b"{}") == (200, b"ok")
         with pytest.raises(httpx.RemoteProtocolError):
             await fetch(client, "POST", server.url + "/second", b"{}")
+        assert await fetch(client, "GET", server.url + "/first") == (200, b"ok")
+        with pytest.raises(httpx.RemoteProtocolError):  # may have been applied: never sent twice
+            await fetch(client, "DELETE", server.url + "/second")
     finally:
         await client.aclose()
-    # GET /second went out twice (kept connection, then a new one), POST /second once.
-    assert [h.split(b" ")[1] for h in server.heads].count(b"/second") == 3
+    # GET /second went out twice (kept connection, then a new one), POST and DELETE /second once each.
+    assert [h.split(b" ")[1] for h in server.heads].count(b"/second") == 4
 
 
 async def test_a_line_break_in_a_field_is_refused_before_anything_is_sent(tls, serve):
