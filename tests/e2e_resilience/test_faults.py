@@ -53,7 +53,9 @@ def test_a_fault_under_load_gets_clean_answers_and_recovers_without_restart(rig,
     first-byte timeout, so the requests caught in it end while it lasts: each with a 504 ``Status``."""
     fault = FAULTS[name]
     times_out = fault.allowed == {504}
-    seconds = rig.timeouts[1] + TIMED_OUT if times_out else FAULT_SECONDS
+    # The agents' requests in flight when the fault begins come back after one first-byte timeout; the
+    # ones they send next must also time out while it holds, so it lasts two timeouts and the margin.
+    seconds = 2 * rig.timeouts[1] + TIMED_OUT if times_out else FAULT_SECONDS
     prefix = f"resil/{slug(name)}/"
     load = Load(rig, prefix).start(settle=0.5)
     try:
