@@ -361,6 +361,7 @@ AIRLOCK_AUDIT_WRITER_SOCKET = env("AIRLOCK_AUDIT_WRITER_SOCKET", "")
 AIRLOCK_AUDIT_WRITER_SPAWN = env_bool("AIRLOCK_AUDIT_WRITER_SPAWN", True)
 AIRLOCK_AUDIT_WRITER_IDLE_SECONDS = float(env("AIRLOCK_AUDIT_WRITER_IDLE_SECONDS", "30"))
 AIRLOCK_AUDIT_WRITER_BATCH_SIZE = int(env("AIRLOCK_AUDIT_WRITER_BATCH_SIZE", "1000"))
+AIRLOCK_AUDIT_WRITER_GATHER_MS = float(env("AIRLOCK_AUDIT_WRITER_GATHER_MS", "10"))
 
 # Development-only static bearer tokens for agents ("token=user:group1|group2,...").
 # Off unless set; refused in production, where agents present OIDC JWTs (AIRLOCK_OIDC_ISSUERS below).

@@ -321,3 +321,87 @@ def test_the_writer_checks_its_connection_after_a_failed_append_not_before_every
     assert writer._append(batch()) == 1
     assert len(checks) == 2  # not before the failed one (within the second), before the retry after it
     assert AuditEvent.objects.count() == 3
+
+
+class _Client:
+    """What the commit loop answers (audit.writer._Client's answer), for driving it without a socket."""
+
+    def __init__(self):
+        self.received = 0
+        self.answers = []
+
+    def answer(self, kind, n):
+        self.answers.append((kind, n))
+
+
+def _record(n: int, *, begin: bool = False) -> dict:
+    stage = "RequestReceived" if begin else "ResponseComplete"
+    return {"k": journal.RECEIVED if begin else journal.COMPLETED, "p": False, "e": event(n, stage=stage)}
+
+
+async def _committing(journal_dir, monkeypatch, **kwargs):
+    """A writer whose commit loop runs and whose batches are only counted (sizes in ``batches``)."""
+    from audit import writer as writer_module
+
+    writer = writer_module.AuditWriter(journal_dir=journal_dir, **kwargs)
+    batches = []
+
+    async def commit(batch):
+        batches.append(len(batch))
+
+    monkeypatch.setattr(writer, "_commit", commit)
+    client = _Client()
+
+    def take(*records):
+        for record in records:
+            client.received += 1
+            writer._take(client, record)
+        writer._work.set()
+
+    return writer, asyncio.get_running_loop().create_task(writer._commit_loop()), take, batches
+
+
+async def _until(check, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return check()
+
+
+async def test_events_nobody_waits_on_gather_and_a_begin_is_committed_at_once_with_them(journal_dir, monkeypatch):
+    """Completions wait for company (one transaction for several at one request at a time); a write's
+    RequestReceived, which its serving process waits on, ends the wait."""
+    writer, loop_task, take, batches = await _committing(journal_dir, monkeypatch, gather_seconds=600)
+    try:
+        take(_record(1))
+        await asyncio.sleep(0.2)
+        take(_record(2))
+        await asyncio.sleep(0.2)
+        assert batches == []  # gathering: nothing waits on these two
+        take(_record(3, begin=True))
+        assert await _until(lambda: batches == [3])
+    finally:
+        loop_task.cancel()
+
+
+async def test_gathering_ends_with_a_full_batch_or_a_stop(journal_dir, monkeypatch):
+    writer, loop_task, take, batches = await _committing(journal_dir, monkeypatch, gather_seconds=600, batch_size=2)
+    try:
+        take(_record(1), _record(2))
+        assert await _until(lambda: batches == [2])
+        take(_record(3))
+        await asyncio.sleep(0.2)
+        assert batches == [2]
+        writer.stop()
+        assert await _until(lambda: batches == [2, 1])
+    finally:
+        loop_task.cancel()
+
+
+async def test_without_gathering_each_arrival_is_committed_as_it_comes(journal_dir, monkeypatch):
+    writer, loop_task, take, batches = await _committing(journal_dir, monkeypatch, gather_seconds=0)
+    try:
+        take(_record(1))
+        assert await _until(lambda: batches == [1])
+    finally:
+        loop_task.cancel()
