@@ -405,7 +405,7 @@ def start_gateway(env: dict, layout: Layout, port: int, cert: Path, key: Path) -
     with open(layout.gateway_log, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "airlock.asgi:application", "--host", HOST, "--port", str(port),
-             "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--lifespan", "on", "--no-access-log",
+             "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--lifespan", "on", "--no-access-log", "--no-proxy-headers",
              "--http", "airlock.server:HttpToolsProtocol", "--timeout-graceful-shutdown", "5"],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )

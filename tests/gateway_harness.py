@@ -42,6 +42,7 @@ class ThreadedServer:
             # A client that never closes its socket (websocket-client after the close handshake) would
             # otherwise hold the shutdown, and the recorder's flush, past stop()'s join.
             timeout_graceful_shutdown=3,
+            proxy_headers=False,  # as docker-compose.yml: the peer is recorded, never X-Forwarded-For
             **options,
         )
         self.server = uvicorn.Server(config)

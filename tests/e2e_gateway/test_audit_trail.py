@@ -5,6 +5,7 @@ import time
 import pytest
 
 from kubesim.testing import read_until
+from tests.gateway_harness import AGENT_TOKEN
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -130,3 +131,20 @@ def test_port_forward_recorded_with_ports_and_bytes(gateway, kubectl):
     recording = events_for(object_resource="pods", object_subresource="portforward", object_name="fwd")[0].recording
     assert recording.kind == "portforward" and recording.pod == "fwd" and recording.ports == [80]
     assert recording.bytes_to_pod >= 5000 and recording.bytes_from_pod >= 5000
+
+
+def test_the_recorded_source_is_the_peer_not_what_the_agent_says_in_x_forwarded_for(gateway):
+    """uvicorn believes X-Forwarded-For from loopback by default; the gateway runs with
+    --no-proxy-headers (docker-compose.yml), so an agent behind a loopback sidecar cannot choose the
+    source address the audit trail records."""
+    import ssl
+
+    import httpx
+
+    context = ssl.create_default_context(cafile=str(gateway.ca_file))
+    headers = {"Authorization": f"Bearer {AGENT_TOKEN}", "User-Agent": "xff-probe",
+               "X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9", "Forwarded": "for=203.0.113.9"}
+    with httpx.Client(base_url=gateway.server_url(), verify=context, timeout=30) as client:
+        assert client.get("/api/v1/namespaces/shop/pods", headers=headers).status_code == 200
+    (event,) = events_for(user_agent="xff-probe")
+    assert event.source_ips == ["127.0.0.1"]
