@@ -136,17 +136,19 @@ def test_one_metrics_listener_serves_every_workers_requests(workers):
         for client in one_client_per_worker(workers, stack).values():
             for _ in range(3):
                 assert client.get(f"/k8s/kubesim{SHOP}/configmaps?limit=1").status_code == 200
-    counted = workers.balancer.connections()  # each worker's own multiprocess file
-    assert all(count > 0 for count in counted.values()), counted
     port = workers.env["AIRLOCK_METRICS_PORT"]
     deadline = time.monotonic() + WAIT
     while True:
+        # Read again each time: a request is counted once its answer has left, so the last one may
+        # still be on its way into its worker's file when the client has its answer.
+        counted = workers.balancer.connections()  # each worker's own multiprocess file
         served = sum(float(line.rsplit(" ", 1)[1]) for line in
                      httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines()
                      if line.startswith("airlock_requests_total{"))
         if served == sum(counted.values()) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
+    assert all(count > 0 for count in counted.values()), counted
     assert served == sum(counted.values()), (served, counted)
 
 
