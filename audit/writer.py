@@ -183,6 +183,7 @@ class AuditWriter:
         self.stats = WriterStats()
         self._db = DatabaseThread("audit-writer")
         self._pending: collections.deque[_Entry] = collections.deque()
+        self._awaited = False  # a pending entry is waited on (a begin, an anchor request): commit without gathering
         self._work = asyncio.Event()
         self._space = asyncio.Event()
         self._clients: set[_Client] = set()
@@ -330,6 +331,7 @@ class AuditWriter:
         kind = record.get("k")
         if kind == ANCHOR:
             self._pending.append(_Entry(client, client.received))
+            self._awaited = True
             return
         if kind not in (journal.RECEIVED, journal.COMPLETED) or not isinstance(record.get("e"), dict):
             raise ProtocolError("a record is neither an event nor a control")
@@ -337,6 +339,7 @@ class AuditWriter:
         if prepared is None:
             raise ProtocolError("a record holds no event")
         self._pending.append(_Entry(client, client.received, prepared, begin=kind == journal.RECEIVED))
+        self._awaited = self._awaited or kind == journal.RECEIVED
 
     # -- committing -----------------------------------------------------------------------------
 
@@ -381,6 +384,8 @@ class AuditWriter:
             batch: list[_Entry] = []
             while self._pending and len(batch) < self.batch_size and self._pending[0].prepared is not None:
                 batch.append(self._pending.popleft())
+            if not self._pending:
+                self._awaited = False
             self._space.set()
             await self._commit(batch)
 
@@ -394,8 +399,7 @@ class AuditWriter:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.gather_seconds
-        while (len(self._pending) < self.batch_size and not self._stop.is_set()
-               and not any(entry.begin or entry.prepared is None for entry in self._pending)):
+        while len(self._pending) < self.batch_size and not self._stop.is_set() and not self._awaited:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
