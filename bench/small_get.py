@@ -7,17 +7,21 @@ workers and audit writer on PostgreSQL and Redis when they answer) once per tree
 checkout, e.g. ``git archive HEAD | tar -x -C /tmp/base``), then runs wrk at each connection count,
 alternating the trees, and prints the CPU each gateway's processes used per request (from /proc), per
 process and in total, with the medians over the runs.  CPU time, not throughput, is what stays
-comparable on a machine shared with other work.
+comparable on a machine shared with other work.  ``--profile DIR``: after the runs, one more wrk run
+on this tree at the largest connection count with py-spy recording every gateway process (raw
+collapsed stacks in DIR, and each process's top functions printed).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -59,12 +63,40 @@ def cell(wrk: Wrk, target: Target, path: str, connections: int, seconds: int) ->
     return {"us_per_request": sum(each.values()), "each": each, "rps": result.rps, "p50_ms": result.p50_ms}
 
 
+def profile(wrk: Wrk, target: Target, path: str, connections: int, seconds: int, out: Path) -> None:
+    """py-spy on every process of ``target`` during one wrk run; each one's top functions (own samples)."""
+    out.mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).parent / "py-spy")
+    recorders = {pid: subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(seconds + 1), "--rate",
+                                        "250", "--format", "raw", "--threads", "--nonblocking",
+                                        "--output", str(out / f"{pid}.txt")],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for pid in target.service.pids()}
+    time.sleep(1)
+    cell(wrk, target, path, connections, seconds)
+    for pid, recorder in recorders.items():
+        recorder.wait(timeout=seconds + 30)
+        raw = out / f"{pid}.txt"
+        if not raw.exists():
+            continue
+        own, total = collections.Counter(), 0
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            leaf = stack.rsplit(";", 1)[-1]
+            own[leaf] += int(count)
+            total += int(count)
+        print(f"process {pid}: {total} samples; top functions by own samples", file=sys.stderr)
+        for leaf, n in own.most_common(25):
+            print(f"  {n * 100 / total:5.1f}%  {leaf}", file=sys.stderr)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.small_get", description=__doc__.splitlines()[0])
     parser.add_argument("--tree", type=Path, help="another checkout to compare with (alternating runs)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=3, help="of each wrk run")
     parser.add_argument("--connections", default="1,32")
+    parser.add_argument("--profile", type=Path, help="py-spy every gateway process of this tree in one more run")
     args = parser.parse_args(argv)
     trees = {"this": procs.REPO, **({"base": args.tree.resolve()} if args.tree else {})}
     counts = [int(c) for c in args.connections.split(",")]
@@ -101,6 +133,8 @@ def main(argv=None) -> dict:
                     each = " ".join(f"{pid}:{us:.0f}" for pid, us in measured["each"].items() if us >= 1)
                     print(f"run {run} c={connections} {target.name}: {measured['us_per_request']:.0f} us/request "
                           f"({each}) {measured['rps']} req/s", file=sys.stderr, flush=True)
+        if args.profile:
+            profile(wrk, targets["this"], path, max(counts), max(args.seconds, 5), args.profile)
     for name, per_count in results.items():
         for connections, runs in per_count.items():
             values = [r["us_per_request"] for r in runs]
