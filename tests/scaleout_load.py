@@ -467,12 +467,17 @@ def lease_cut(rig: ScaleOut, ledger: Ledger, per_replica: int = 1) -> dict:
     result["lease"] = lease
     streams: list = []
     held = {name: {"watch": 0, "exec": 0} for name in rig.balancer.servers}
-    opener = itertools.cycle((_Watch, _Exec))
+
+    def missing(kind: str) -> int:
+        return sum(1 for kinds in held.values() if kinds[kind] < per_replica)
+
     try:
-        for _ in range(len(held) * 2 * per_replica * 4):
-            if all(count >= per_replica for kinds in held.values() for count in kinds.values()):
+        # The balancer picks the replica (round robin, shared with the background load), so open
+        # whichever kind some replica still lacks until every replica holds both.
+        for _ in range(len(held) * 2 * per_replica * 8):
+            if not missing("watch") and not missing("exec"):
                 break
-            stream = next(opener)(rig, ledger)
+            stream = (_Watch if missing("watch") >= missing("exec") else _Exec)(rig, ledger)
             if stream.status not in (101, 200):
                 found.append(f"a {type(stream).__name__} answered {stream.status}")
                 continue

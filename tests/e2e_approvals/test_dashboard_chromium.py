@@ -15,6 +15,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from approvals.tests.factories import reviewer, reviewers_group
+from tests.browser import steady
 from tests.e2e_approvals.conftest import wait_for_review
 from tests.idp.harness import IdP
 
@@ -106,18 +107,18 @@ def test_reviewer_approves_in_the_dashboard_after_sso_login(airlock, sso, browse
     with pytest.raises(subprocess.TimeoutExpired):
         proc.wait(timeout=0.5)
     assert "agent-1" in browser.page_source and "review-deployment-deletes" in browser.page_source
-    summary = wait(browser).until(EC.presence_of_element_located((By.ID, "preview-summary")))
-    assert summary.text == "would delete deployments/web"
-    assert "-  replicas: 2" in browser.find_element(By.ID, "preview-diff").text
-    browser.find_element(By.ID, "id_reason").send_keys("planned cleanup")
-    browser.find_element(By.ID, "approve").click()
+    wait(browser).until(EC.presence_of_element_located((By.ID, "preview-summary")))
+    assert steady(browser, lambda d: d.find_element(By.ID, "preview-summary").text) == "would delete deployments/web"
+    assert "-  replicas: 2" in steady(browser, lambda d: d.find_element(By.ID, "preview-diff").text)
+    steady(browser, lambda d: d.find_element(By.ID, "id_reason").send_keys("planned cleanup"))
+    steady(browser, lambda d: d.find_element(By.ID, "approve").click())
     code, out, err = finish(proc)
     assert code == 0, err
     assert 'deployment.apps "web" deleted' in out
     gone = kubectl("get", "deployment", "web", "-n", "shop", check=False)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
-    state = wait(browser).until(EC.presence_of_element_located((By.ID, "review-state")))
-    assert state.text.lower() == "approved"
+    wait(browser).until(EC.presence_of_element_located((By.ID, "review-state")))
+    assert steady(browser, lambda d: d.find_element(By.ID, "review-state").text).lower() == "approved"
     review.refresh_from_db()
     assert (review.state, review.decided_by, review.reason) == ("approved", "rita", "planned cleanup")
     assert review.consumed_at is not None
@@ -128,8 +129,8 @@ def test_reviewer_denies_in_the_dashboard_with_an_account(airlock, browser, kube
     sign_in_with_password(browser, airlock, "sam", "pw-sam")
     proc = agent_delete(kubectl, airlock)
     review = open_live_review(browser, airlock)
-    browser.find_element(By.ID, "id_reason").send_keys("not during the freeze")
-    browser.find_element(By.ID, "deny").click()
+    steady(browser, lambda d: d.find_element(By.ID, "id_reason").send_keys("not during the freeze"))
+    steady(browser, lambda d: d.find_element(By.ID, "deny").click())
     code, _, err = finish(proc)
     assert code != 0
     assert f"denied by sam (review {review.pk}): not during the freeze" in err

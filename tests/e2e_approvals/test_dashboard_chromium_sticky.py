@@ -7,6 +7,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from approvals import reviews
 from approvals.tests.factories import connection, review_rule, reviewer
 from approvals.tests.test_reviews import held
+from tests.browser import steady
 from tests.e2e_approvals.test_dashboard_chromium import sign_in_with_password, wait
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,15 +30,17 @@ def test_decision_buttons_stay_in_view_on_a_long_diff(airlock, browser):
     reviewer("sam")
     sign_in_with_password(browser, airlock, "sam", "pw-sam")
     browser.get(f"{airlock.url}/approvals/reviews/{review.pk}/")
-    diff = wait(browser).until(EC.presence_of_element_located((By.ID, "preview-diff")))
-    assert diff.size["height"] > 3 * browser.execute_script("return window.innerHeight")
+    wait(browser).until(EC.presence_of_element_located((By.ID, "preview-diff")))
+    height = steady(browser, lambda d: d.find_element(By.ID, "preview-diff").size["height"])
+    assert height > 3 * browser.execute_script("return window.innerHeight")
     for fraction in (0, 0.5, 0.9):  # the top of the page, the middle of the diff, near its end
         browser.execute_script("window.scrollTo(0, arguments[0] * document.body.scrollHeight)", fraction)
         for button in ("approve", "deny"):
-            assert browser.execute_script(VISIBLE, browser.find_element(By.ID, button)), (button, fraction)
+            shown = steady(browser, lambda d: d.execute_script(VISIBLE, d.find_element(By.ID, button)))
+            assert shown, (button, fraction)
     browser.execute_script("window.scrollTo(0, document.body.scrollHeight / 2)")
-    browser.find_element(By.ID, "id_reason").send_keys("read it all")
-    browser.find_element(By.ID, "approve").click()
+    steady(browser, lambda d: d.find_element(By.ID, "id_reason").send_keys("read it all"))
+    steady(browser, lambda d: d.find_element(By.ID, "approve").click())
     wait(browser).until(EC.text_to_be_present_in_element((By.ID, "review-state"), "APPROVED"))
     review.refresh_from_db()
     assert (review.state, review.reason) == ("approved", "read it all")

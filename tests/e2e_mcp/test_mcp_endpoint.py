@@ -19,6 +19,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from approvals.tests.factories import reviewer
+from tests.browser import steady
 from tests.e2e_mcp.conftest import AGENT, OTHER_AUDIENCE_AGENT, http_client, mcp_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,13 +97,14 @@ async def test_an_agent_works_through_the_mcp_endpoint_under_the_same_guardrails
 
         await sync_to_async(reviewer)("sam")
         sign_in(browser, airlock_mcp.url, "sam")
-        assert "via mcp: delete_resource" in browser.find_element(By.ID, f"review-{review.pk}").text
+        # The queue and the review page re-render over their WebSocket: read and act on steady nodes.
+        assert "via mcp: delete_resource" in steady(browser, lambda d: d.find_element(By.ID, f"review-{review.pk}").text)
         browser.get(url)
         WebDriverWait(browser, 30).until(EC.presence_of_element_located((By.ID, "review-origin")))
-        summary = WebDriverWait(browser, 30).until(EC.presence_of_element_located((By.ID, "preview-summary")))
-        assert summary.text == "would delete deployments/web"
-        browser.find_element(By.ID, "id_reason").send_keys("agent asked nicely")
-        browser.find_element(By.ID, "approve").click()
+        WebDriverWait(browser, 30).until(EC.presence_of_element_located((By.ID, "preview-summary")))
+        assert steady(browser, lambda d: d.find_element(By.ID, "preview-summary").text) == "would delete deployments/web"
+        steady(browser, lambda d: d.find_element(By.ID, "id_reason").send_keys("agent asked nicely"))
+        steady(browser, lambda d: d.find_element(By.ID, "approve").click())
         WebDriverWait(browser, 30).until(EC.text_to_be_present_in_element((By.ID, "review-state"), "APPROVED"))
 
         waited = await client.call_tool("wait_for_review", {"review_id": review.pk, "timeout_seconds": 10})
