@@ -230,7 +230,10 @@ async def run(fn, *args):
     timeout = settings.AIRLOCK_DB_WAIT_SECONDS
     call = functools.partial(_call, loop, fn, args)
     try:
-        result = await asyncio.wait_for(asyncio.wrap_future(_the_pool().submit(call)), timeout)
+        # Not asyncio.wait_for: on Python 3.11 it returns the result, swallowing the cancellation, when
+        # the caller is cancelled (a held agent going away) in the loop turn the call finishes.
+        async with asyncio.timeout(timeout):
+            result = await asyncio.wrap_future(_the_pool().submit(call))
     except TimeoutError:
         state.failed(f"no answer within {timeout:g}s")
         raise DatabaseUnavailable(f"the database did not answer within {timeout:g}s") from None

@@ -68,3 +68,17 @@ async def test_errors_that_are_not_about_reaching_the_database_pass_through(tran
     with pytest.raises(OperationalError) as error:
         await db.run(conflict)
     assert not isinstance(error.value, db.DatabaseUnavailable) and db.available()
+
+
+async def test_a_caller_cancelled_as_its_call_finishes_is_cancelled(settings, stuck):
+    """A held agent going away in the loop turn its poll of the database returns: the hold ends.
+    (asyncio.wait_for on Python 3.11 returned the result instead, and the hold ran to its timeout.)"""
+    settings.AIRLOCK_DB_WAIT_SECONDS = 5
+    caller = asyncio.ensure_future(db.run(stuck, "polled"))
+    while not stuck.started:
+        await asyncio.sleep(0.01)
+    stuck.release()
+    threading.Event().wait(0.2)  # the loop is busy: the finished call's result is queued behind this turn
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
