@@ -316,8 +316,12 @@ class Wakeups:
     async def _receive(self) -> None:
         timeout = broadcast.timeout()
         try:
-            channel = await asyncio.wait_for(self.layer.new_channel("airlock.hold."), timeout)
-            await asyncio.wait_for(self.layer.group_add(self.group, channel), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation (close())
+            # that lands as the call finishes, and this task would then receive for ever.
+            async with asyncio.timeout(timeout):
+                channel = await self.layer.new_channel("airlock.hold.")
+            async with asyncio.timeout(timeout):
+                await self.layer.group_add(self.group, channel)
             self.channel = channel
             while True:
                 await self.layer.receive(channel)
