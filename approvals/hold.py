@@ -34,6 +34,7 @@ from kube.headers import upstream_request_headers
 from policy.messages import describe_request
 from policy.vocabulary import HOLD_OPEN
 from runtime import db
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -316,12 +317,8 @@ class Wakeups:
     async def _receive(self) -> None:
         timeout = broadcast.timeout()
         try:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation (close())
-            # that lands as the call finishes, and this task would then receive for ever.
-            async with asyncio.timeout(timeout):
-                channel = await self.layer.new_channel("airlock.hold.")
-            async with asyncio.timeout(timeout):
-                await self.layer.group_add(self.group, channel)
+            channel = await wait_at_most(self.layer.new_channel("airlock.hold."), timeout)
+            await wait_at_most(self.layer.group_add(self.group, channel), timeout)
             self.channel = channel
             while True:
                 await self.layer.receive(channel)

@@ -22,7 +22,6 @@ injectable clock.  Times are UNIX seconds of the gateway hosts' clocks.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import logging
 import time
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from policy.budgets import Window
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 KEY_PREFIX = "airlock-budget"
@@ -108,7 +108,7 @@ class RedisCounters:
             awaitable.close()
             raise StoreUnavailable("the budget store failed a moment ago")
         try:
-            return await asyncio.wait_for(awaitable, self.timeout)
+            return await wait_at_most(awaitable, self.timeout)
         except Exception as exc:  # timeouts, connection errors, Redis errors: all mean "cannot count now"
             self._down_until = time.monotonic() + self.cooldown
             log.warning("budget store unavailable: %s (not asked again for %.0f s)", type(exc).__name__,

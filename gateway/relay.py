@@ -22,6 +22,7 @@ from kube import channels
 from kube import headers as hdr
 from kube.requestinfo import RequestInfoError, parse_query, query_bool
 from kube.status import GatewayError
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ async def relay(upstream_ws, receive, send, tap, cut) -> GatewayError | None:
         while True:
             try:
                 if tap.holding:
-                    data = await asyncio.wait_for(anext(frames), tap.IDLE_FLUSH)
+                    data = await wait_at_most(anext(frames), tap.IDLE_FLUSH)
                 else:
                     data = await anext(frames)
             except TimeoutError:

@@ -22,6 +22,7 @@ from kube import headers as hdr
 from kube.requestinfo import is_long_running
 from kube.status import GatewayError
 from masking import tokens
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,7 @@ class ResponseStream:
         while True:
             try:
                 if flush is not None and exchange.response_started:
-                    chunk = await asyncio.wait_for(chunks.get(), self.IDLE_FLUSH)
+                    chunk = await wait_at_most(chunks.get(), self.IDLE_FLUSH)
                 else:
                     chunk = await chunks.get()
             except TimeoutError:

@@ -37,6 +37,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection, connections
 
 from runtime import workers
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +231,7 @@ async def run(fn, *args):
     timeout = settings.AIRLOCK_DB_WAIT_SECONDS
     call = functools.partial(_call, loop, fn, args)
     try:
-        # Not asyncio.wait_for: on Python 3.11 it returns the result, swallowing the cancellation, when
-        # the caller is cancelled (a held agent going away) in the loop turn the call finishes.
-        async with asyncio.timeout(timeout):
-            result = await asyncio.wrap_future(_the_pool().submit(call))
+        result = await wait_at_most(asyncio.wrap_future(_the_pool().submit(call)), timeout)
     except TimeoutError:
         state.failed(f"no answer within {timeout:g}s")
         raise DatabaseUnavailable(f"the database did not answer within {timeout:g}s") from None

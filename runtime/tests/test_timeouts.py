@@ -1,0 +1,39 @@
+"""runtime.timeouts.wait_at_most: bounded waits that never swallow the caller's cancellation."""
+
+import asyncio
+
+import pytest
+
+from runtime.timeouts import wait_at_most
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_the_result_or_a_timeout():
+    assert await wait_at_most(asyncio.sleep(0, "done"), 1) == "done"
+    with pytest.raises(TimeoutError):
+        await wait_at_most(asyncio.Event().wait(), 0.05)
+    queue = asyncio.Queue()
+    with pytest.raises(TimeoutError):
+        await wait_at_most(queue.get(), 0.01)
+    queue.put_nowait("kept")  # a timed-out get took nothing
+    assert await wait_at_most(queue.get(), None) == "kept"
+
+
+@pytest.mark.parametrize("as_task", [False, True])
+async def test_a_cancellation_that_lands_as_the_wait_finishes_is_not_swallowed(as_task):
+    """The relay's case: a frame arrives in the loop turn the lease cut cancels the relay."""
+    arrived = asyncio.get_running_loop().create_future()
+    copied = []
+
+    async def relay():
+        copied.append(await wait_at_most(asyncio.ensure_future(arrived) if as_task else arrived, 5))
+        await asyncio.sleep(0.5)  # the relay would go on copying
+
+    task = asyncio.ensure_future(relay())
+    await asyncio.sleep(0)
+    arrived.set_result("frame")  # the frame arrives...
+    task.cancel()  # ...and the cut cancels the relay in the same turn
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert copied == []
