@@ -24,6 +24,8 @@ from masking.detectors import Detectors, name_is_secret
 from masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# Secret fields whose values are replaced whatever they hold: (field, placeholder, report kind).
+_SECRET_FIELDS = (("data", PLACEHOLDER_B64, "secret-data"), ("stringData", PLACEHOLDER, "secret-stringData"))
 
 POD_SPEC_PATHS = (
     ("spec",),
@@ -179,25 +181,21 @@ class ObjectMasker:
 
     def _secret(self, obj: dict) -> None:
         counts = self.counts
-        if "data" in obj:
-            self._secret_field(obj, "data", PLACEHOLDER_B64, "secret-data", counts)
-        if "stringData" in obj:
-            self._secret_field(obj, "stringData", PLACEHOLDER, "secret-stringData", counts)
-
-    @staticmethod
-    def _secret_field(obj: dict, field: str, placeholder: str, kind: str, counts: dict[str, int]) -> None:
-        values = obj[field]
-        if isinstance(values, dict):
-            masked = 0
-            for key, value in values.items():
-                if value is not None:
-                    values[key] = placeholder
-                    masked += 1
-            if masked:
-                counts[kind] = counts.get(kind, 0) + masked
-        elif values is not None:
-            obj[field] = placeholder
-            counts[kind] = counts.get(kind, 0) + 1
+        for field, placeholder, kind in _SECRET_FIELDS:
+            if field not in obj:
+                continue
+            values = obj[field]
+            if isinstance(values, dict):
+                masked = 0
+                for key in values:
+                    if values[key] is not None:
+                        values[key] = placeholder
+                        masked += 1
+                if masked:
+                    counts[kind] = counts.get(kind, 0) + masked
+            elif values is not None:
+                obj[field] = placeholder
+                counts[kind] = counts.get(kind, 0) + 1
 
     def _token_request(self, obj: dict) -> None:
         status = obj.get("status")
