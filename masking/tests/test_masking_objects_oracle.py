@@ -130,7 +130,7 @@ def _run(cls, path, mask_secrets, detectors, entry, list_kind, value):
     return None, json.dumps(value), list(masker.report.counts.items())
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(OBJECTS, st.sampled_from(PATHS), st.booleans(), st.sampled_from(sorted(DETECTORS)), st.sampled_from(ENTRIES),
        st.sampled_from(["SecretList", "List", "ConfigMapList", "PodList", "StatusList", "Widget"]))
 def test_every_entry_point_masks_as_the_reference(value, path, mask_secrets, detectors, entry, list_kind):
@@ -194,11 +194,11 @@ def test_every_shape_masks_as_the_reference(value):
                         assert _run(ObjectMasker, *args, copy.deepcopy(value)) == expected, args
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(OBJECTS, max_size=6), st.sampled_from(["SecretList", "List", "ConfigMapList", "Widget"]))
 def test_list_items_is_list_item_for_each(items, list_kind):
-    one, batch = ObjectMasker(mask_secrets=True, detectors=Detectors.default()), \
-        ObjectMasker(mask_secrets=True, detectors=Detectors.default())
+    one = ObjectMasker(mask_secrets=True, detectors=Detectors.default())
+    batch = ObjectMasker(mask_secrets=True, detectors=Detectors.default())
     expected = copy.deepcopy(items)
     for item in expected:
         one.list_item(item, list_kind)
