@@ -496,8 +496,7 @@ class JsonMasker:
             for value in batch:
                 self._masker.table_row(value)
         else:
-            for value in batch:
-                self._masker.list_item(value, self._stream_kind)
+            self._masker.list_items(batch, self._stream_kind)
         joined = jsonfast.dumps(batch)[1:-1]  # the elements' encodings joined by ","
         if self._values is not None and self._values.present(joined):
             out = ",".join([self._dump(value) for value in batch])

@@ -24,6 +24,8 @@ from masking.detectors import Detectors, name_is_secret
 from masking.placeholder import PLACEHOLDER, PLACEHOLDER_B64
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# Secret fields whose values are replaced whatever they hold: (field, placeholder, report kind).
+_SECRET_FIELDS = (("data", PLACEHOLDER_B64, "secret-data"), ("stringData", PLACEHOLDER, "secret-stringData"))
 
 POD_SPEC_PATHS = (
     ("spec",),
@@ -109,6 +111,12 @@ class ObjectMasker:
     def list_item(self, item, list_kind: str) -> None:
         self.object(item, _item_kind(list_kind, ""))
 
+    def list_items(self, items: list, list_kind: str) -> None:
+        """``list_item`` for each of ``items`` (the elements of one streamed batch)."""
+        hint = _item_kind(list_kind, "")
+        for item in items:
+            self.object(item, hint)
+
     def table_row(self, row) -> None:
         if not isinstance(row, dict):
             return
@@ -122,21 +130,23 @@ class ObjectMasker:
     # -- objects -----------------------------------------------------------------------------
 
     def object(self, obj, hint: str = "", force_secret: bool = False) -> None:
+        """Mask one object in place.  Runs once per list element: the cheap membership tests
+        keep the calls to the field maskers for objects that have those fields."""
         if not isinstance(obj, dict):
             return
         kind = obj.get("kind")
         if not isinstance(kind, str):
             kind = ""
-        items = obj.get("items")
-        if isinstance(items, list) and (kind.endswith("List") or not kind):
-            item_kind = _item_kind(kind, hint if not kind else "")
-            for item in items:
-                self.object(item, item_kind)
-            if kind:
-                return
-        rows = obj.get("rows")
-        if kind == "Table" and isinstance(rows, list):
-            for row in rows:
+        if "items" in obj:
+            items = obj["items"]
+            if isinstance(items, list) and (kind.endswith("List") or not kind):
+                item_kind = _item_kind(kind, hint if not kind else "")
+                for item in items:
+                    self.object(item, item_kind)
+                if kind:
+                    return
+        if kind == "Table" and isinstance(obj.get("rows"), list):
+            for row in obj["rows"]:
                 self.table_row(row)
             return
         effective = kind or hint
@@ -157,33 +167,35 @@ class ObjectMasker:
         if effective == "TokenRequest" and self.mask_secrets:
             self._token_request(obj)
         metadata = obj.get("metadata")
-        if isinstance(metadata, dict):
+        if isinstance(metadata, dict) and metadata.get("annotations"):
             self._metadata(metadata, secret)
         if self.detect:
-            self._workload(obj)
-            self._status_messages(obj.get("status"))
+            if "spec" in obj or "template" in obj:
+                self._workload(obj)
+            if "status" in obj:
+                self._status_messages(obj["status"])
             if effective == "Event":
                 for field in ("message", "note"):
                     if isinstance(obj.get(field), str):
                         obj[field] = self.detectors.mask_text(obj[field], self.counts)
 
     def _secret(self, obj: dict) -> None:
-        for field, placeholder, kind in (
-            ("data", PLACEHOLDER_B64, "secret-data"),
-            ("stringData", PLACEHOLDER, "secret-stringData"),
-        ):
-            values = obj.get(field)
+        counts = self.counts
+        for field, placeholder, kind in _SECRET_FIELDS:
+            if field not in obj:
+                continue
+            values = obj[field]
             if isinstance(values, dict):
                 masked = 0
-                for key, value in values.items():
-                    if value is not None:
+                for key in values:
+                    if values[key] is not None:
                         values[key] = placeholder
                         masked += 1
                 if masked:
-                    self.report.add(kind, masked)
+                    counts[kind] = counts.get(kind, 0) + masked
             elif values is not None:
                 obj[field] = placeholder
-                self.report.add(kind)
+                counts[kind] = counts.get(kind, 0) + 1
 
     def _token_request(self, obj: dict) -> None:
         status = obj.get("status")
@@ -237,9 +249,10 @@ class ObjectMasker:
                 self.report.add("last-applied-configuration")
                 return PLACEHOLDER
             return self.detectors.mask_text(value, self.counts)
-        before = self.report.total
+        counts = self.counts
+        before = sum(counts.values())
         self.object(manifest, "", force_secret=secret)
-        if self.report.total == before:
+        if sum(counts.values()) == before:
             return value
         if fast:
             text = jsonfast.dumps(manifest).decode("ascii")  # the bytes json.dumps writes (FiniteFloat)
@@ -335,7 +348,7 @@ def _load_manifest(value: str) -> tuple[object, bool]:
     it cannot be read), and whether msgspec decoded it (its floats are jsonfast.FiniteFloat).
     msgspec when the text has too few brackets to be too deep; the stdlib for the rest and for
     what msgspec refuses (NaN, lone surrogates, ...), so both read the same."""
-    if value.count("{") + value.count("[") <= MAX_DEPTH:
+    if len(value) <= MAX_DEPTH or value.count("{") + value.count("[") <= MAX_DEPTH:
         try:
             return jsonfast.loads(value), True
         except (ValueError, RecursionError):
