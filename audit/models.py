@@ -108,7 +108,9 @@ class AuditEvent(AppendOnlyModel):
     """
 
     seq = models.BigIntegerField(unique=True, help_text="Position in the chain: 1, 2, 3, ... without gaps.")
-    audit_id = models.UUIDField(db_index=True)
+    # Looked up through audit_event_one_row_per_stage (audit_id, stage): a second index on audit_id
+    # alone only made every append maintain one more B-tree.
+    audit_id = models.UUIDField()
     stage = models.CharField(max_length=24, choices=Stage.choices)
     request_received_timestamp = models.DateTimeField(db_index=True)
     stage_timestamp = models.DateTimeField()
@@ -159,8 +161,8 @@ class AuditEvent(AppendOnlyModel):
     dry_run = models.BooleanField(
         default=False, help_text="kube-apiserver ran the request as a dry run (dryRun=All): it changed nothing."
     )
-    session = models.ForeignKey(
-        Session, null=True, blank=True, on_delete=models.PROTECT, related_name="events"
+    session = models.ForeignKey(  # indexed by audit_event_session_time (session, stage_timestamp)
+        Session, null=True, blank=True, on_delete=models.PROTECT, related_name="events", db_index=False
     )
 
     # Masked by the caller; capped here (audit.events).  *_size is the size before the cap.
@@ -173,7 +175,7 @@ class AuditEvent(AppendOnlyModel):
     )
 
     prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
+    hash = models.CharField(max_length=64)  # unique: audit_event_hash_unique (no LIKE index beside it)
     key_id = models.CharField(max_length=16, blank=True)
     mac = models.CharField(max_length=64, blank=True)
 
@@ -181,6 +183,7 @@ class AuditEvent(AppendOnlyModel):
         ordering = ["seq"]
         constraints = [
             models.UniqueConstraint(fields=["audit_id", "stage"], name="audit_event_one_row_per_stage"),
+            models.UniqueConstraint(fields=["hash"], name="audit_event_hash_unique"),
         ]
         indexes = [
             models.Index(fields=["session", "stage_timestamp"], name="audit_event_session_time"),
