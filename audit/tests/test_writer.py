@@ -407,6 +407,29 @@ async def test_without_gathering_each_arrival_is_committed_as_it_comes(journal_d
         loop_task.cancel()
 
 
+async def test_arrivals_that_end_no_gathering_do_not_wake_the_commit_loop(journal_dir, monkeypatch):
+    """Each wake-up of a gathering commit loop cost the writer a task, a timer and a loop turn per
+    chunk read: only what ends the gathering (a begin, a full batch, a stop) wakes it now."""
+    waits = []
+    wait_for = asyncio.wait_for
+
+    def counted(awaitable, timeout):
+        waits.append(timeout)
+        return wait_for(awaitable, timeout)
+
+    monkeypatch.setattr(asyncio, "wait_for", counted)
+    writer, loop_task, take, batches = await _committing(journal_dir, monkeypatch, gather_seconds=600)
+    try:
+        for n in range(5):
+            take(_record(n))
+            await asyncio.sleep(0.02)
+        assert batches == [] and len(waits) == 1
+        take(_record(5, begin=True))
+        assert await _until(lambda: batches == [6])
+    finally:
+        loop_task.cancel()
+
+
 async def test_completions_a_serving_process_held_when_it_was_killed_are_replayed(journal_dir):
     """AIRLOCK_AUDIT_CHANNEL_GATHER_MS holds completions in the serving process before they are sent:
     killed then, it has sent none of them; its journal has every one."""
