@@ -119,7 +119,7 @@ class WriterChannel:
         self._closed = True
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-            self._flush_handle = None
+            self._flush_handle, self._flush_soon = None, False
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
