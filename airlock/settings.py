@@ -362,6 +362,10 @@ AIRLOCK_AUDIT_WRITER_SPAWN = env_bool("AIRLOCK_AUDIT_WRITER_SPAWN", True)
 AIRLOCK_AUDIT_WRITER_IDLE_SECONDS = float(env("AIRLOCK_AUDIT_WRITER_IDLE_SECONDS", "30"))
 AIRLOCK_AUDIT_WRITER_BATCH_SIZE = int(env("AIRLOCK_AUDIT_WRITER_BATCH_SIZE", "1000"))
 AIRLOCK_AUDIT_WRITER_GATHER_MS = float(env("AIRLOCK_AUDIT_WRITER_GATHER_MS", "10"))
+# A gateway process holds the completions it sends the writer up to CHANNEL_GATHER_MS and sends
+# them in one write (with the next RequestReceived it waits on, at the latest): the writer wakes
+# once per write, not once per request (audit/channel.py).
+AIRLOCK_AUDIT_CHANNEL_GATHER_MS = float(env("AIRLOCK_AUDIT_CHANNEL_GATHER_MS", "5"))
 
 # Development-only static bearer tokens for agents ("token=user:group1|group2,...").
 # Off unless set; refused in production, where agents present OIDC JWTs (AIRLOCK_OIDC_ISSUERS below).

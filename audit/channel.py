@@ -5,9 +5,14 @@ Every record sent stays in :attr:`WriterChannel.unacked` until the writer says i
 when the connection breaks, the channel reconnects (starting the writer itself when nothing
 listens and ``spawn`` is on: one writer per journal directory, whoever starts it) and sends the
 unacknowledged records again, in order (the writer's append skips an event already stored, so a
-record committed just before the break is not stored twice).  Runs on the event loop; the records
-sent in one turn of the loop (the completions of the requests that ended in it) go to the socket in
-one write.
+record committed just before the break is not stored twice).  Runs on the event loop.
+
+Records nobody waits on (completions: already in the journal, and the writer gathers them for a
+group commit anyway) are held up to ``gather_seconds`` (``AIRLOCK_AUDIT_CHANNEL_GATHER_MS``) and
+go to the socket in one write, so the writer wakes once per gathered write, not once per request.
+A record someone waits on (a write's RequestReceived, an anchor request), a full batch, or someone
+waiting for the channel to empty sends everything held at the next turn of the loop, in order,
+with it; the records of one turn of the loop always go in one write.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from audit.writer import ACK, ANCHOR, ANCHORED, COMMITTED, FAILED, encode_control
+from audit.writer import ACK, ANCHOR, ANCHORED, COMMITTED, FAILED, READ_CHUNK, encode_control
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +50,11 @@ class Pending:
 
 
 class WriterChannel:
-    def __init__(self, socket_path: Path, journal_dir: Path, *, spawn: bool, idle_exit: float, on_acked, on_failed):
+    def __init__(self, socket_path: Path, journal_dir: Path, *, spawn: bool, idle_exit: float, on_acked, on_failed,
+                 gather_seconds: float = 0.0, batch_size: int = 1000):
         self.socket_path = Path(socket_path)
+        self.gather_seconds = gather_seconds
+        self.batch_size = batch_size  # held records that are sent at once (or READ_CHUNK bytes of them)
         self.journal_dir = Path(journal_dir)
         self.spawn = spawn
         self.idle_exit = idle_exit
@@ -55,8 +63,10 @@ class WriterChannel:
         self.unacked: collections.deque[Pending] = collections.deque()
         self._stream: asyncio.StreamWriter | None = None
         self._sent = 0  # records written on the current connection
-        self._outgoing: list[bytes] = []  # records of this turn of the loop, not yet written to the socket
-        self._flushing = False  # a _flush is scheduled
+        self._outgoing: list[bytes] = []  # records not yet written to the socket
+        self._outgoing_bytes = 0
+        self._flush_handle: asyncio.Handle | None = None  # the scheduled _flush
+        self._flush_soon = False  # ... at the next turn of the loop, not at the end of the gathering
         self._connected = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -93,16 +103,23 @@ class WriterChannel:
         self._empty.clear()
         if self._stream is not None:
             self._write(entry)
+            if entry.done is not None:
+                self._flush_now()
         return entry
 
     def anchor(self) -> Pending:
         return self.send(encode_control(ANCHOR), "anchor")
 
     async def wait_empty(self) -> None:
+        if self._outgoing:
+            self._flush_now()  # somebody waits on them now
         await self._empty.wait()
 
     async def close(self) -> None:
         self._closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle, self._flush_soon = None, False
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -117,20 +134,34 @@ class WriterChannel:
     # -- internals ------------------------------------------------------------------------------
 
     def _write(self, entry: Pending) -> None:
+        """Number the record on this connection and hold it for the next write."""
         self._sent += 1
         entry.n = self._sent
         self._outgoing.append(entry.record)
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing_bytes += len(entry.record)
+        if (self.gather_seconds <= 0 or len(self._outgoing) >= self.batch_size
+                or self._outgoing_bytes >= READ_CHUNK):
+            self._flush_now()
+        elif self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(self.gather_seconds, self._flush)
+
+    def _flush_now(self) -> None:
+        """Write what is held at the next turn of the loop (with what else that turn sends)."""
+        if self._flush_soon:
+            return
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        self._flush_soon = True
 
     def _flush(self) -> None:
-        """One write (one send(2)) for the records of this turn; on a connection that went away
-        meanwhile they are dropped here and sent again from ``unacked`` on the next one."""
-        self._flushing = False
+        """One write (one send(2)) for the records held; on a connection that went away meanwhile
+        they are dropped here and sent again from ``unacked`` on the next one."""
+        self._flush_handle, self._flush_soon = None, False
         if self._outgoing and self._stream is not None:
             self._stream.write(b"".join(self._outgoing))
         self._outgoing.clear()
+        self._outgoing_bytes = 0
 
     async def _run(self) -> None:
         delay = 0.05
@@ -149,8 +180,11 @@ class WriterChannel:
             delay = 0.05
             self._stream, self._sent = stream, 0
             self._outgoing.clear()  # numbered for the connection that broke: all of them are in unacked
+            self._outgoing_bytes = 0
             for entry in self.unacked:  # in order: what the last writer did not confirm
                 self._write(entry)
+            if self._outgoing:
+                self._flush_now()
             self._connected.set()
             try:
                 await self._read(reader)

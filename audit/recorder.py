@@ -28,10 +28,11 @@ Where the database work happens (``AIRLOCK_AUDIT_WRITER``):
 * ``process`` (production's default): in the pod's audit writer process (audit.writer), not here.
   ``begin`` and ``finish`` send the journal record they just wrote over the writer's socket
   (audit.channel) and the writer's answer says it is committed: ``begin`` returns then (still
-  committed before forwarding), a completion leaves the queue then.  The queue is the records
-  not yet confirmed (at most ``queue_size`` completions, then ``finish`` waits); a broken
-  connection is re-established (the writer started if nothing listens) and what was not
-  confirmed is sent again.  Dead processes' journals are replayed by the writer.
+  committed before forwarding; its record goes at once, with the completions the channel held for
+  up to ``AIRLOCK_AUDIT_CHANNEL_GATHER_MS`` ahead of it), a completion leaves the queue then.  The
+  queue is the records not yet confirmed (at most ``queue_size`` completions, then ``finish``
+  waits); a broken connection is re-established (the writer started if nothing listens) and
+  what was not confirmed is sent again.  Dead processes' journals are replayed by the writer.
 * ``thread`` (development's default, and the tests'): on one dedicated daemon thread of this
   process, as a batch per transaction.
 
@@ -114,7 +115,9 @@ class Recorder:
             self._channel = WriterChannel(
                 writer_socket or socket_path_for(self.journal.directory), self.journal.directory,
                 spawn=settings.AIRLOCK_AUDIT_WRITER_SPAWN if spawn_writer is None else spawn_writer,
-                idle_exit=settings.AIRLOCK_AUDIT_WRITER_IDLE_SECONDS, on_acked=self._acked, on_failed=self._failed)
+                idle_exit=settings.AIRLOCK_AUDIT_WRITER_IDLE_SECONDS, on_acked=self._acked, on_failed=self._failed,
+                gather_seconds=settings.AIRLOCK_AUDIT_CHANNEL_GATHER_MS / 1000,
+                batch_size=settings.AIRLOCK_AUDIT_WRITER_BATCH_SIZE)
         self._space: asyncio.Event | None = None  # process mode: set while fewer than queue_size are pending
         self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal")
         self._queue: asyncio.Queue | None = None

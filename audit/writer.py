@@ -184,7 +184,8 @@ class AuditWriter:
         self._db = DatabaseThread("audit-writer")
         self._pending: collections.deque[_Entry] = collections.deque()
         self._awaited = False  # a pending entry is waited on (a begin, an anchor request): commit without gathering
-        self._work = asyncio.Event()
+        self._work = asyncio.Event()  # something arrived (wakes an idle commit loop)
+        self._due = asyncio.Event()  # gathering must end: a waited-on entry, a full batch or a stop
         self._space = asyncio.Event()
         self._clients: set[_Client] = set()
         self._stop = asyncio.Event()
@@ -266,7 +267,8 @@ class AuditWriter:
 
     def stop(self) -> None:
         self._stop.set()
-        self._work.set()  # a commit loop gathering events commits them now
+        self._work.set()
+        self._due.set()  # a commit loop gathering events commits them now
 
     async def _wait_for_stop(self) -> None:
         while not self._stop.is_set():
@@ -332,6 +334,7 @@ class AuditWriter:
         if kind == ANCHOR:
             self._pending.append(_Entry(client, client.received))
             self._awaited = True
+            self._due.set()
             return
         if kind not in (journal.RECEIVED, journal.COMPLETED) or not isinstance(record.get("e"), dict):
             raise ProtocolError("a record is neither an event nor a control")
@@ -339,7 +342,11 @@ class AuditWriter:
         if prepared is None:
             raise ProtocolError("a record holds no event")
         self._pending.append(_Entry(client, client.received, prepared, begin=kind == journal.RECEIVED))
-        self._awaited = self._awaited or kind == journal.RECEIVED
+        if kind == journal.RECEIVED:
+            self._awaited = True
+            self._due.set()
+        elif len(self._pending) >= self.batch_size:
+            self._due.set()
 
     # -- committing -----------------------------------------------------------------------------
 
@@ -394,20 +401,17 @@ class AuditWriter:
         wait up to ``gather_seconds`` for company, so one transaction (its lock, head lookup, two COPYs
         and commit, each a round trip) stores several at one request at a time, where it stored one.
         They are durable in their serving processes' journals meanwhile.  A RequestReceived a serving
-        process waits on (a write, an exec), an anchor request, a full batch or a stop ends it at once."""
+        process waits on (a write, an exec), an anchor request, a full batch or a stop ends it at once
+        (``_due``: an arrival that ends nothing does not wake this loop)."""
         if self.gather_seconds <= 0:
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.gather_seconds
-        while len(self._pending) < self.batch_size and not self._stop.is_set() and not self._awaited:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            self._work.clear()
-            try:
-                await asyncio.wait_for(self._work.wait(), remaining)
-            except TimeoutError:
-                return
+        self._due.clear()
+        if len(self._pending) >= self.batch_size or self._stop.is_set() or self._awaited:
+            return
+        try:
+            await asyncio.wait_for(self._due.wait(), self.gather_seconds)
+        except TimeoutError:
+            pass
 
     async def _commit(self, batch: list[_Entry]) -> None:
         delay, told = self.retry_delay, False

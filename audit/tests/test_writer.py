@@ -405,3 +405,71 @@ async def test_without_gathering_each_arrival_is_committed_as_it_comes(journal_d
         assert await _until(lambda: batches == [1])
     finally:
         loop_task.cancel()
+
+
+async def test_arrivals_that_end_no_gathering_do_not_wake_the_commit_loop(journal_dir, monkeypatch):
+    """Each wake-up of a gathering commit loop cost the writer a task, a timer and a loop turn per
+    chunk read: only what ends the gathering (a begin, a full batch, a stop) wakes it now."""
+    waits = []
+    wait_for = asyncio.wait_for
+
+    def counted(awaitable, timeout):
+        waits.append(timeout)
+        return wait_for(awaitable, timeout)
+
+    monkeypatch.setattr(asyncio, "wait_for", counted)
+    writer, loop_task, take, batches = await _committing(journal_dir, monkeypatch, gather_seconds=600)
+    try:
+        for n in range(5):
+            take(_record(n))
+            await asyncio.sleep(0.02)
+        assert batches == [] and len(waits) == 1
+        take(_record(5, begin=True))
+        assert await _until(lambda: batches == [6])
+    finally:
+        loop_task.cancel()
+
+
+async def test_completions_a_serving_process_held_when_it_was_killed_are_replayed(journal_dir):
+    """AIRLOCK_AUDIT_CHANNEL_GATHER_MS holds completions in the serving process before they are sent:
+    killed then, it has sent none of them; its journal has every one."""
+    writer = WriterProcess(journal_dir)
+    try:
+        ids = [str(uuid.uuid4()) for _ in range(12)]
+        killed = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", GATEWAY, str(journal_dir), *ids], cwd=ROOT,
+            env=process_env(AIRLOCK_AUDIT_CHANNEL_GATHER_MS="600000"), capture_output=True, text=True, timeout=120)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+
+        def complete():
+            return len([r for r in rows() if r[1] == "ResponseComplete"]) >= len(ids)
+
+        assert await eventually(complete), await asyncio.to_thread(rows)
+        stored = await asyncio.to_thread(rows)
+        assert sorted(r[0] for r in stored if r[1] == "ResponseComplete") == sorted(ids)  # each once
+        assert [r[0] for r in stored if r[1] == "RequestReceived"] == [ids[0]]
+        assert await asyncio.to_thread(verified)
+    finally:
+        writer.stop()
+
+
+async def test_a_shutdown_sends_the_held_completions_at_once(journal_dir, settings):
+    """A flush or a shutdown does not wait for the gathering time: what the channel holds goes now."""
+    settings.AIRLOCK_AUDIT_CHANNEL_GATHER_MS = 600000
+    writer = WriterProcess(journal_dir)
+    audit = recorder(journal_dir)
+    await audit.start()
+    try:
+        sent = []
+        for n in range(5):
+            e = event(n)
+            sent.append(str(e["audit_id"]))
+            await audit.finish(e)
+        await asyncio.sleep(0.3)
+        assert await asyncio.to_thread(rows) == []  # held
+        await asyncio.wait_for(audit.aclose(), 20)
+        assert audit.pending == 0
+    finally:
+        writer.stop()
+    assert sorted(r[0] for r in await asyncio.to_thread(rows)) == sorted(sent)
+    assert not list(journal_dir.glob("*.journal"))
