@@ -135,14 +135,15 @@ def main(argv=None) -> dict:
                     results[target.name][connections].append(measured)
                     each = " ".join(f"{pid}:{us:.0f}" for pid, us in measured["each"].items() if us >= 1)
                     print(f"run {run} c={connections} {target.name}: {measured['us_per_request']:.0f} us/request "
-                          f"({each}) {measured['rps']} req/s", file=sys.stderr, flush=True)
+                          f"({each}) {measured['rps']} req/s, p50 {measured['p50_ms']:.3f} ms", file=sys.stderr, flush=True)
         if args.profile:
             profile(wrk, targets["this"], path, max(counts), max(args.seconds, 5), args.profile, args.native)
     for name, per_count in results.items():
         for connections, runs in per_count.items():
             values = [r["us_per_request"] for r in runs]
+            p50 = statistics.median(r["p50_ms"] for r in runs)
             print(f"{name} c={connections}: median {statistics.median(values):.0f} us CPU per request "
-                  f"(runs {', '.join(f'{v:.0f}' for v in values)})")
+                  f"(runs {', '.join(f'{v:.0f}' for v in values)}), median p50 {p50:.3f} ms")
     return results
 
 
