@@ -57,4 +57,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 CMD ["uvicorn", "airlock.asgi:application", "--host=0.0.0.0", "--port=8443", \
      "--ssl-certfile=/run/secrets/gateway.crt", "--ssl-keyfile=/run/secrets/gateway.key", "--workers=2", \
      "--loop=uvloop", "--http=airlock.server:HttpToolsProtocol", "--ws=wsproto", \
-     "--timeout-graceful-shutdown=30", "--no-access-log", "--no-proxy-headers"]
+     "--timeout-graceful-shutdown=30", "--no-access-log", "--no-proxy-headers", "--no-server-header"]

@@ -16,7 +16,10 @@ subclasses add, per request on a connection:
 * a cap on open connections (HTTP and WebSocket) of this process: 503 and close at once.
 
 With httptools (production's), a response's head also leaves with its first body bytes: one TLS
-record and one ``send()`` instead of two for a small response (:class:`HeadWithBody`).
+record and one ``send()`` instead of two for a small response (:class:`HeadWithBody`).  With
+either, a ``Date`` the application sends (the cluster's, on a proxied answer) replaces the one
+uvicorn adds, so the agent sees kube-apiserver's fields once (:class:`ServerHeaders`); the
+gateway's own answers keep uvicorn's.
 
 The gateway (``/k8s/``), the dashboard, its login and the admin are one ASGI server, so one
 protocol class covers them all::
@@ -85,6 +88,41 @@ def raw_status(code: int, message: str, reason: str) -> bytes:
         f"cache-control: no-store\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+class ServerHeaders(list):
+    """uvicorn's own response fields (``Date``, refreshed once a second; ``Server`` unless
+    ``--no-server-header``) for one response, without its ``Date`` when the application sends one.
+
+    uvicorn writes ``default_headers + the application's``: a proxied answer carried two Date
+    fields, the cluster's and the gateway's.  The cycle's ``default_headers`` is one of these, so
+    that concatenation leaves the server's Date out when the application's fields have a Date."""
+
+    __slots__ = ("without_date",)
+
+    def __init__(self, fields) -> None:
+        super().__init__(fields)
+        self.without_date = [field for field in fields if field[0] != b"date"]
+
+    def __add__(self, fields):
+        for name, _ in fields:
+            if len(name) == 4 and name.lower() == b"date":
+                return self.without_date + fields
+        return list.__add__(self, fields)
+
+
+_server_headers: list = [None, None]  # uvicorn's current default headers, and them as ServerHeaders
+
+
+def server_headers(fields) -> ServerHeaders:
+    """``fields`` (the server state's default headers, a new list each second) as ServerHeaders, made once."""
+    if isinstance(fields, ServerHeaders):
+        return fields
+    source, made = _server_headers
+    if fields is not source:
+        made = ServerHeaders(fields)
+        _server_headers[:] = fields, made
+    return made
 
 
 class _ReadState:
@@ -364,6 +402,7 @@ class HttpToolsProtocol(ReadLimits, UvicornHttpToolsProtocol):
 
     def _start_asgi_task(self, cycle, app) -> None:
         cycle.transport = HeadWithBody(self.transport, self.loop)
+        cycle.default_headers = server_headers(cycle.default_headers)
         super()._start_asgi_task(cycle, app)
 
     def _flush(self, cycle) -> None:
@@ -412,6 +451,8 @@ class H11Protocol(ReadLimits, UvicornH11Protocol):
 
     def handle_events(self) -> None:
         super().handle_events()
+        if self.cycle is not None:  # the cycle this call may have started (its head is not written yet)
+            self.cycle.default_headers = server_headers(self.cycle.default_headers)
         if self._read_state.reading == "off":
             return
         state = self.conn.their_state

@@ -258,7 +258,7 @@ def backends(tag: str) -> Iterator[dict[str, str]]:
     if _answers(POSTGRES_URL, 5432):
         import psycopg
 
-        database = f"airlock_bench_{tag}"
+        database = f"airlock_bench_{tag}_{os.getpid()}"  # helpers bench side by side
         with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             admin.execute(f'CREATE DATABASE "{database}"')

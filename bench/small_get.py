@@ -63,13 +63,15 @@ def cell(wrk: Wrk, target: Target, path: str, connections: int, seconds: int) ->
     return {"us_per_request": sum(each.values()), "each": each, "rps": result.rps, "p50_ms": result.p50_ms}
 
 
-def profile(wrk: Wrk, target: Target, path: str, connections: int, seconds: int, out: Path) -> None:
-    """py-spy on every process of ``target`` during one wrk run; each one's top functions (own samples)."""
+def profile(wrk: Wrk, target: Target, path: str, connections: int, seconds: int, out: Path,
+            native: bool = False) -> None:
+    """py-spy on every process of ``target`` during one wrk run; each one's top functions (own samples).
+    ``native``: C frames too (uvloop, OpenSSL, the interpreter), for what a Python leaf hides."""
     out.mkdir(parents=True, exist_ok=True)
     spy = str(Path(sys.executable).parent / "py-spy")
     recorders = {pid: subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(seconds + 1), "--rate",
-                                        "250", "--format", "raw", "--threads", "--nonblocking",
-                                        "--output", str(out / f"{pid}.txt")],
+                                        "250", "--format", "raw", "--threads", "--output", str(out / f"{pid}.txt"),
+                                        *(["--native"] if native else ["--nonblocking"])],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for pid in target.service.pids()}
     time.sleep(1)
@@ -97,6 +99,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seconds", type=int, default=3, help="of each wrk run")
     parser.add_argument("--connections", default="1,32")
     parser.add_argument("--profile", type=Path, help="py-spy every gateway process of this tree in one more run")
+    parser.add_argument("--native", action="store_true", help="with --profile: native frames too (py-spy --native)")
     args = parser.parse_args(argv)
     trees = {"this": procs.REPO, **({"base": args.tree.resolve()} if args.tree else {})}
     counts = [int(c) for c in args.connections.split(",")]
@@ -132,14 +135,15 @@ def main(argv=None) -> dict:
                     results[target.name][connections].append(measured)
                     each = " ".join(f"{pid}:{us:.0f}" for pid, us in measured["each"].items() if us >= 1)
                     print(f"run {run} c={connections} {target.name}: {measured['us_per_request']:.0f} us/request "
-                          f"({each}) {measured['rps']} req/s", file=sys.stderr, flush=True)
+                          f"({each}) {measured['rps']} req/s, p50 {measured['p50_ms']:.3f} ms", file=sys.stderr, flush=True)
         if args.profile:
-            profile(wrk, targets["this"], path, max(counts), max(args.seconds, 5), args.profile)
+            profile(wrk, targets["this"], path, max(counts), max(args.seconds, 5), args.profile, args.native)
     for name, per_count in results.items():
         for connections, runs in per_count.items():
             values = [r["us_per_request"] for r in runs]
+            p50 = statistics.median(r["p50_ms"] for r in runs)
             print(f"{name} c={connections}: median {statistics.median(values):.0f} us CPU per request "
-                  f"(runs {', '.join(f'{v:.0f}' for v in values)})")
+                  f"(runs {', '.join(f'{v:.0f}' for v in values)}), median p50 {p50:.3f} ms")
     return results
 
 

@@ -406,6 +406,7 @@ def start_gateway(env: dict, layout: Layout, port: int, cert: Path, key: Path) -
         return subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "airlock.asgi:application", "--host", HOST, "--port", str(port),
              "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--lifespan", "on", "--no-access-log", "--no-proxy-headers",
+             "--no-server-header",
              "--http", "airlock.server:HttpToolsProtocol", "--timeout-graceful-shutdown", "5"],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )

@@ -393,6 +393,15 @@ class UpstreamResponse:
 
     aiter_bytes = aiter_raw
 
+    def arrived(self) -> bytes | None:
+        """The whole body if all of it is in already (a small answer comes with its head), else None.
+
+        Reading it needs no wait, so no deadline: gateway.responses.read_whole skips its timer."""
+        connection = self._connection
+        if connection is None or not connection.complete or connection.error is not None:
+            return None
+        return connection.take_chunks()
+
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:

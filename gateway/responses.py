@@ -82,7 +82,14 @@ async def read_whole(response, idle: float | None, limit: int | None = None) -> 
 
     One deadline for the whole read, pushed back ``idle`` s at every chunk (nothing but the
     cluster is awaited here), rather than a generator and a timeout around each chunk as
-    :func:`within` needs for a stream that waits for the agent between chunks."""
+    :func:`within` needs for a stream that waits for the agent between chunks.  A body that has
+    all arrived with its head (``arrived``, gateway.http1's answers) is taken without a deadline."""
+    arrived = getattr(response, "arrived", None)
+    body = arrived() if arrived is not None else None
+    if body is not None:
+        if limit is not None and len(body) > limit:
+            raise GatewayError(502, f"airlock: the cluster's answer exceeds {limit} bytes; refused")
+        return body
     chunks, size = [], 0
     try:
         async with asyncio.timeout(idle) as deadline:

@@ -74,6 +74,33 @@ from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess)
 
 MULTIPROCESS = bool(os.environ.get(MULTIPROC_ENV))
+
+
+class _ProcessId:
+    """This process's id for prometheus-client's multiprocess values, kept rather than asked for.
+
+    The library asks ``os.getpid()`` at every ``inc``/``observe`` to notice a fork (and then start
+    the child's own files): a system call per value, seven per proxied request.  The id is read
+    once and again in every child a fork makes (``os.register_at_fork``), so a forked child still
+    writes its own files, as the library's check ensures."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self.pid = os.getpid()
+
+    def __call__(self) -> int:
+        return self.pid
+
+
+from prometheus_client import values as _values  # noqa: E402
+
+if getattr(_values.ValueClass, "_multiprocess", False):
+    # Before any metric's value exists (every metric is defined below): one class, one set of files.
+    _values.ValueClass = _values.MultiProcessValue(process_identifier=_ProcessId())
+
 OTHER = "other"
 MAX_VALUES = 200
 _LABEL_TEXT = re.compile(r"[a-z0-9][a-z0-9._/-]{0,126}\Z")

@@ -43,6 +43,7 @@ class ThreadedServer:
             # otherwise hold the shutdown, and the recorder's flush, past stop()'s join.
             timeout_graceful_shutdown=3,
             proxy_headers=False,  # as docker-compose.yml: the peer is recorded, never X-Forwarded-For
+            server_header=False,  # as docker-compose.yml: kube-apiserver's fields, no "server: uvicorn"
             **options,
         )
         self.server = uvicorn.Server(config)

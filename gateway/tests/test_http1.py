@@ -10,7 +10,7 @@ import httpx
 import pytest
 import uvloop
 
-from gateway import http1
+from gateway import http1, responses
 from gateway.http1 import Http1Transport
 from kubesim.certs import generate_tls
 
@@ -373,3 +373,46 @@ def test_the_client_works_on_uvloop(tls):
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(main()) == ([(200, b"{}"), (200, b"{}")], 1)
+
+
+async def test_a_body_that_came_with_its_head_is_read_whole_without_a_timer(tls, serve, monkeypatch):
+    """A small answer's body is in once its head is: gateway.responses.read_whole takes it at once,
+    with no deadline set and cancelled around a read that cannot wait."""
+    server = await serve(answer(b'HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{"a":1}'))
+    client = transport(tls)
+    loop = asyncio.get_running_loop()
+    timers, call_at = [], loop.call_at
+
+    def counted(when, callback, *args, **kwargs):
+        timers.append(callback)
+        return call_at(when, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", counted)
+    try:
+        response = await client.send("GET", server.url + "/a", [], b"")
+        timers.clear()
+        assert await responses.read_whole(response, idle=5.0) == b'{"a":1}'
+        assert timers == []
+        await response.aclose()
+        assert await fetch(client, "GET", server.url + "/b") == (200, b'{"a":1}')
+    finally:
+        await client.aclose()
+    assert server.connections == 1
+
+
+async def test_a_body_that_stalls_after_its_head_is_still_bounded_by_the_idle_timeout(tls, serve):
+    async def respond(reader, writer, head):
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{"a"')
+        await writer.drain()
+        await reader.read()  # the rest never comes; the client gives up and closes
+        return False
+
+    server = await serve(respond)
+    client = transport(tls)
+    try:
+        response = await client.send("GET", server.url + "/a", [], b"")
+        with pytest.raises(responses.UpstreamStalled):
+            await asyncio.wait_for(responses.read_whole(response, idle=0.2), 10)
+        await response.aclose()
+    finally:
+        await client.aclose()

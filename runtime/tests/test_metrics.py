@@ -160,3 +160,43 @@ def test_children_write_the_files_of_multiprocess_mode(tmp_path):
     assert value(text, "airlock_upstream_duration_seconds_bucket", connection="c-mp", verb="get", le="0.005") == 2
     assert value(text, "airlock_upstream_duration_seconds_count", connection="c-mp", verb="get") == 2
     assert value(text, "airlock_upstream_duration_seconds_sum", connection="c-mp", verb="get") == 0.006
+
+
+FORKING_WORKER = """
+import os
+import sys
+from runtime import metrics
+metrics.Children.counting(metrics.MASKED)("jwt-fork")(1)  # this process's file exists before the fork
+calls = []
+sys.setprofile(lambda frame, event, arg: calls.append(1) if event == "c_call" and arg is os.getpid else None)
+metrics.Children.observing(metrics.UPSTREAM_SECONDS)("c-fork", "get")(0.003)
+metrics.Children.counting(metrics.MASKED)("jwt-fork")(1)
+sys.setprofile(None)
+print("getpid calls while recording", len(calls), flush=True)
+child = os.fork()
+if child == 0:
+    metrics.Children.counting(metrics.MASKED)("jwt-fork")(5)  # the child's own file, not its parent's
+    print("child", os.getpid(), flush=True)
+    sys.stdin.read()
+    os._exit(0)
+print("parent", os.getpid(), flush=True)
+sys.stdin.read()
+os.waitpid(child, 0)
+"""
+
+
+def test_recording_asks_no_process_id_and_a_forked_child_still_writes_its_own_files(tmp_path):
+    """prometheus-client's getpid() at every value (a system call, seven per proxied request) is
+    replaced by an id kept per process, renewed in a forked child."""
+    directory = tmp_path / "metrics"
+    worker = run(FORKING_WORKER, directory)
+    try:
+        assert worker.stdout.readline().strip() == "getpid calls while recording 0"
+        pids = dict(worker.stdout.readline().split() for _ in range(2))
+        text = run(SCRAPE, directory).communicate(timeout=60)[0]
+    finally:
+        worker.communicate("", timeout=60)
+    assert value(text, "airlock_masking_replacements_total", detector="jwt-fork") == 7
+    assert value(text, "airlock_upstream_duration_seconds_count", connection="c-fork", verb="get") == 1
+    files = {path.name for path in directory.iterdir()}
+    assert f"counter_{pids['child']}.db" in files and f"counter_{pids['parent']}.db" in files

@@ -94,6 +94,7 @@ def test_the_default_command_is_the_gateway_with_read_limits():
     assert command[:2] == ["uvicorn", "airlock.asgi:application"]
     assert "--http=airlock.server:HttpToolsProtocol" in command and "--ws=wsproto" in command
     assert "--no-proxy-headers" in command  # the audit trail records the peer, never X-Forwarded-For
+    assert "--no-server-header" in command  # agents see kube-apiserver's fields, no "server: uvicorn"
 
 
 # Paths a working tree may hold besides the tracked source (credentials, local state) and development files.

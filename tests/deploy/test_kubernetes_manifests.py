@@ -200,6 +200,7 @@ def test_gateway_probes_ports_and_graceful_termination(variant):
     assert command[:2] == ["uvicorn", "airlock.asgi:application"] and "--port=8443" in command
     assert "--http=airlock.server:HttpToolsProtocol" in command
     assert "--no-proxy-headers" in command  # the audit trail records the peer, never X-Forwarded-For
+    assert "--no-server-header" in command  # agents see kube-apiserver's fields, no "server: uvicorn"
     tls_files = [arg.split("=", 1)[1] for arg in command if arg.startswith(("--ssl-certfile=", "--ssl-keyfile="))]
     assert len(tls_files) == 2 and all(path.startswith("/etc/airlock/tls/") for path in tls_files)
     # SIGTERM: preStop, the stream drain, uvicorn's graceful shutdown, the audit flush; all before SIGKILL.

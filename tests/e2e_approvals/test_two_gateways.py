@@ -89,7 +89,7 @@ class Deployment:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "airlock.asgi:application",
              "--fd", str(sock.fileno()), "--ssl-certfile", str(self.tls.cert_file), "--ssl-keyfile",
-             str(self.tls.key_file), "--lifespan", "on", "--no-access-log", "--ws", "wsproto",
+             str(self.tls.key_file), "--lifespan", "on", "--no-access-log", "--no-server-header", "--ws", "wsproto",
              "--http", "airlock.server:HttpToolsProtocol",
              "--timeout-graceful-shutdown", "5"],
             cwd=ROOT, env=self.env, pass_fds=[sock.fileno()], stdin=subprocess.DEVNULL, stdout=log,

@@ -100,3 +100,26 @@ def test_websocket_handshake_treats_header_bytes_as_http_does(gateway, kubesim):
     accepted.close()
     assert [user_agents(r) for r in forwarded(kubesim, "GET", exec_path)] == [["café"]]
     assert [e.response_code for e in events_for(at_least=2, request_uri__contains="/exec")] == [400, 101]
+
+
+def response_fields(gateway, target: str, token: str = AGENT_TOKEN) -> tuple[int, list[tuple[str, str]]]:
+    host, port = "127.0.0.1", int(gateway.url.rsplit(":", 1)[1])
+    context = ssl.create_default_context(cafile=str(gateway.ca_file))
+    with context.wrap_socket(socket.create_connection((host, port), timeout=15), server_hostname=host) as sock:
+        sock.sendall(f"GET /k8s/{gateway.connection.name}{target} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+                     + f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n".encode())
+        response = http.client.HTTPResponse(sock, method="GET")
+        response.begin()
+        response.read()
+        return response.status, [(name.lower(), value) for name, value in response.getheaders()]
+
+
+def test_the_agent_gets_the_clusters_date_once_and_no_server_field_of_the_gateway(gateway):
+    """The cluster's Date alone on a proxied answer (uvicorn's used to follow it); the gateway's own
+    refusal has uvicorn's; neither names uvicorn (``--no-server-header``, as docker-compose.yml)."""
+    status, fields = response_fields(gateway, "/api/v1/namespaces/shop/configmaps/web-config")
+    assert status == 200
+    assert len([value for name, value in fields if name == "date"]) == 1
+    refused, own = response_fields(gateway, "/api/v1/namespaces/shop/configmaps/web-config", token="not-a-token")
+    assert refused == 401 and len([value for name, value in own if name == "date"]) == 1
+    assert not [value for name, value in fields + own if name == "server" and "uvicorn" in value]

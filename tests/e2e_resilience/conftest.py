@@ -70,7 +70,8 @@ class GatewayProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "airlock.asgi:application", "--fd", str(sock.fileno()),
                  "--ssl-certfile", str(self.tls.cert_file), "--ssl-keyfile", str(self.tls.key_file),
-                 "--lifespan", "on", "--no-access-log", "--ws", "wsproto", "--timeout-graceful-shutdown", "5"],
+                 "--lifespan", "on", "--no-access-log", "--no-server-header", "--ws", "wsproto",
+                 "--timeout-graceful-shutdown", "5"],
                 cwd=ROOT, env=env, pass_fds=[sock.fileno()], stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT,
             )
