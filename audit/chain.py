@@ -532,7 +532,8 @@ def _under_lock(audit_ids: list, connection) -> tuple[tuple[int, str], int | Non
     and (audit_id, stage, session_id) of the events of these requests already in the chain.
 
     On PostgreSQL one statement (one round trip of the few a small append makes; the audit ids as
-    one array parameter, not a thousand placeholders); elsewhere two.
+    one array literal, not a thousand placeholders, and a text one: psycopg dumps a list of UUIDs
+    item by item in Python, a third of this statement's CPU); elsewhere two.
     """
     if connection.vendor != "postgresql":
         head, checkpoint = _head_and_checkpoint()
@@ -542,7 +543,8 @@ def _under_lock(audit_ids: list, connection) -> tuple[tuple[int, str], int | Non
         cursor.execute(
             f"SELECT h.*, s.ids, s.stages, s.sessions FROM ({_head_sql()}) AS h CROSS JOIN (SELECT array_agg(audit_id)"
             f" AS ids, array_agg(stage) AS stages, array_agg(session_id) AS sessions"
-            f" FROM {AuditEvent._meta.db_table} WHERE audit_id = ANY(%s)) AS s", [audit_ids])
+            f" FROM {AuditEvent._meta.db_table} WHERE audit_id = ANY(%s::uuid[])) AS s",
+            ["{" + ",".join(map(str, audit_ids)) + "}"])
         *head, ids, stages, sessions = cursor.fetchone()
     return *_head(*head), list(zip(ids, stages, sessions)) if ids else []
 
