@@ -2,7 +2,7 @@
 
 import math
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from types import SimpleNamespace
 
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audit.chain import _msgspec_canonical, _NeedsReference, canonical_json, fast_chain_hash
-from audit.document import GENESIS_HASH, chain_hash, event_document
+from audit.document import GENESIS_HASH, chain_hash, event_document, timestamp
 from audit.events import prepare
 from audit.models import Stage
 from audit.tests.factories import append, event
@@ -152,3 +152,15 @@ def test_ordinary_event_documents_take_the_msgspec_path():
     ]
     for document in documents:
         assert _msgspec_canonical(document) == rfc8785.dumps(document)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)),
+                                                timezone(timedelta(hours=-11))])))
+def test_document_timestamps_are_strftimes_text(value):
+    """timestamp() as documents always had it (strftime, unpadded before the year 1000)."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        return
+    assert timestamp(value) == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
