@@ -617,7 +617,8 @@ def _append(prepared, session_gap, replay, rows, sessions):
                              .values_list("seq", "id"))
         recordings = {seq: Recording(**item.prepared.recording, session=session, event_id=event_ids[seq])
                       for item, seq, session in with_recording}
-        Recording.objects.bulk_create(list(recordings.values()))
+        if recordings:  # bulk_create of nothing still costs a tenth of a small append's statements
+            Recording.objects.bulk_create(list(recordings.values()))
     if sessions is not None:  # committed
         for item, _, session in chained:
             if session is not None:
