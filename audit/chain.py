@@ -270,6 +270,15 @@ def _complete(fields: dict) -> dict:
     return {**_insert_events.defaults, **fields}
 
 
+def _integral_as_int(value):
+    """An integral float of the safe range as the int RFC 8785 writes it as ("1", not msgspec's
+    "1.0"), so that a document with one (a latency of exactly 1 ms) keeps the msgspec path; its
+    canonical bytes, and so its hash, are the same either way."""
+    if type(value) is float and value.is_integer() and abs(value) <= _SAFE_INT:
+        return int(value)
+    return value
+
+
 class _Staged:
     """One event made ready before the chain lock: its row values and its canonical document
     split around seq and sessionId (None when the split is not certain: then it is built whole
@@ -281,7 +290,11 @@ class _Staged:
         self.prepared = prepared
         self.row = _insert_events.row(prepared.fields, connection)
         view = SimpleNamespace(**_complete(prepared.fields), seq=_UNSET_SEQ)
-        recording = SimpleNamespace(**prepared.recording) if prepared.recording is not None else None
+        view.latency_ms = _integral_as_int(view.latency_ms)
+        recording = None
+        if prepared.recording is not None:
+            recording = SimpleNamespace(**prepared.recording)
+            recording.duration_s = _integral_as_int(recording.duration_s)
         data = canonical_json(event_document(view, None, recording))
         self.head = self.tail = None
         if data.count(_SPLICE) == 1:

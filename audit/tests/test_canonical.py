@@ -9,10 +9,12 @@ from types import SimpleNamespace
 import msgspec
 import pytest
 import rfc8785
+from django.db import connection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.chain import _msgspec_canonical, _NeedsReference, canonical_json, fast_chain_hash
+from audit import chain as chain_module
+from audit.chain import _complete, _msgspec_canonical, _NeedsReference, _Staged, canonical_json, fast_chain_hash
 from audit.document import GENESIS_HASH, chain_hash, event_document, timestamp
 from audit.events import prepare
 from audit.models import Stage
@@ -164,3 +166,27 @@ def test_document_timestamps_are_strftimes_text(value):
     except OverflowError:
         return
     assert timestamp(value) == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@settings(max_examples=300, deadline=None)
+@given(latency=st.none() | floats | st.integers(min_value=0, max_value=10**6).map(float),
+       duration=st.none() | floats | st.sampled_from([0.0, -0.0, 3.0, 2.0**53, 2.0**53 + 2, 1e21]))
+def test_staged_events_hash_as_the_reference_does(latency, duration):
+    """Integral floats are handed to the encoder as ints: the hash is the reference's all the same."""
+    prepared = prepare({**event(0), "recording": {"kind": "exec", "pod": "p", "asciicast": "x\n"}},
+                       max_body=65536, max_recording=1 << 20)
+    prepared.fields["latency_ms"] = latency  # as a journal record of a serving process could hold it
+    prepared.recording["duration_s"] = duration
+    staged = _Staged(prepared, connection)
+    view = SimpleNamespace(**_complete(prepared.fields), seq=41)
+    expected = chain_hash(GENESIS_HASH, event_document(view, "f00", SimpleNamespace(**prepared.recording)))
+    assert staged.chain_hash(GENESIS_HASH, 41, "f00") == expected
+    assert type(prepared.fields["latency_ms"]) is type(latency)  # the stored row keeps its float
+
+
+def test_an_event_with_an_integral_latency_takes_the_msgspec_path(monkeypatch):
+    """A latency of exactly 1 ms (the audit writer bench's events) still takes the fast path."""
+    taken = []
+    monkeypatch.setattr(chain_module, "_json_ready", lambda value: taken.append(value) or value)
+    _Staged(prepare(event(0, latency_ms=1.0), max_body=65536, max_recording=1 << 20), connection)
+    assert taken == []
