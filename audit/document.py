@@ -93,8 +93,14 @@ def _level(event) -> str:
     return "Metadata"
 
 
+_EMPTY = ("", None, [], {})
+
+
 def _without_empty(mapping: dict) -> dict:
-    return {k: v for k, v in mapping.items() if v not in ("", None, [], {})}
+    """``mapping`` without the values "", None, [] and {}.  A str (most values) is one of them only
+    when it is "", so its truth says it without the four comparisons: a third of this function,
+    which runs three times per event in the audit writer."""
+    return {k: v for k, v in mapping.items() if (v if type(v) is str else v not in _EMPTY)}
 
 
 def event_document(event, session_id: str | None, recording=None) -> dict:
