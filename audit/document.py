@@ -34,8 +34,16 @@ GENESIS_HASH = "0" * 64
 
 
 def timestamp(value) -> str:
-    """RFC 3339 in UTC with microseconds, as kube-apiserver writes MicroTime."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC with microseconds, as kube-apiserver writes MicroTime.
+
+    Through isoformat (a third cheaper than strftime, twice per event in the audit writer), but
+    strftime's text before the year 1000, which it does not pad to four digits: hashed documents
+    keep what they always had.
+    """
+    value = value.astimezone(UTC)
+    if value.year < 1000:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def body_document(data: bytes, size: int) -> dict | None:
@@ -85,8 +93,14 @@ def _level(event) -> str:
     return "Metadata"
 
 
+_EMPTY = ("", None, [], {})
+
+
 def _without_empty(mapping: dict) -> dict:
-    return {k: v for k, v in mapping.items() if v not in ("", None, [], {})}
+    """``mapping`` without the values "", None, [] and {}.  A str (most values) is one of them only
+    when it is "", so its truth says it without the four comparisons: a third of this function,
+    which runs three times per event in the audit writer."""
+    return {k: v for k, v in mapping.items() if (v if type(v) is str else v not in _EMPTY)}
 
 
 def event_document(event, session_id: str | None, recording=None) -> dict:
