@@ -176,11 +176,13 @@ def table(data: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stream_masking", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs, one repetition")
+    parser.add_argument("--json", action="store_true", help="only the figures, as one JSON document")
     args = parser.parse_args(argv)
     profile = type("Profile", (), {"name": "quick" if args.quick else "full"})()
     data = measure(profile)
-    print(table(data))
-    print(json.dumps(data, indent=2))
+    if not args.json:
+        print(table(data))
+    print(json.dumps(data, indent=None if args.json else 2))
     return 0
 
 
