@@ -10,6 +10,7 @@ import uuid
 import pytest
 from django.db import IntegrityError, connection, transaction
 
+from audit import chain
 from audit.models import AuditEvent
 from audit.tests.factories import append, event
 
@@ -48,3 +49,20 @@ def test_the_unique_rules_still_hold():
             cursor.execute(copy, [second.seq, json.dumps({**fresh, **clash})])
     with transaction.atomic(), connection.cursor() as cursor:  # the copy itself is a valid row
         cursor.execute(copy, [second.seq, json.dumps(fresh)])
+
+
+@pytest.mark.skipif(not POSTGRES, reason="PostgreSQL's planner")
+def test_the_append_reads_stored_events_by_index_before_the_table_is_analyzed():
+    """Under the chain lock every append looks up its requests' stored events.  A young table that
+    grew fast has no column statistics until autovacuum analyzes it; the lookup must still go by
+    index, not read the whole table in every append (it did: 85 ms at 115,000 events)."""
+    append(event(0))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO audit_auditevent SELECT (jsonb_populate_record(NULL::audit_auditevent, to_jsonb(e)"
+            " || jsonb_build_object('id', e.id + g, 'seq', e.seq + g, 'hash', md5(g::text) || md5((-g)::text),"
+            " 'audit_id', gen_random_uuid()))).* FROM audit_auditevent e, generate_series(1, 3000) AS g")
+        ids = "{" + ",".join(str(uuid.uuid4()) for _ in range(60)) + "}"
+        cursor.execute("EXPLAIN " + chain._under_lock_sql(), [ids])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Seq Scan on audit_auditevent" not in plan, plan
