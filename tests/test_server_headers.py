@@ -94,3 +94,49 @@ async def test_the_applications_date_replaces_the_servers(protocol_class):
 async def test_an_answer_without_a_date_gets_the_servers(protocol_class):
     for fields in await head_of(protocol_class, app_sending()):
         assert [f for f in fields if f.startswith(b"date:")] == [b"date: " + SERVER_DATE.lower()]
+
+
+HOSTILE_FIELDS = [
+    ((b"DATE", CLUSTER_DATE),),
+    ((b"dAtE", CLUSTER_DATE), (b"Date", b"Thu, 01 Jan 1970 00:00:00 GMT")),
+    ((b"date", b""),),
+    ((b"x-date", CLUSTER_DATE), (b"dates", CLUSTER_DATE), (b"dat", CLUSTER_DATE)),
+    ((b"date ", CLUSTER_DATE),),
+    ((b" date", CLUSTER_DATE),),
+    ((b"date\r\nx-smuggled", b"1"),),
+    ((b"date", CLUSTER_DATE + b"\r\nx-smuggled: 1"),),
+    ((b"server", b"kube"), (b"Date", CLUSTER_DATE)),
+]
+
+
+async def _written(protocol_class, app) -> bytes:
+    protocol_class = type(protocol_class.__name__, (protocol_class,), {})
+    config = Config(app=app, http=protocol_class, lifespan="off", log_level="critical", proxy_headers=False)
+    config.load()
+    state = ServerState()
+    state.default_headers = [(b"date", SERVER_DATE), *config.encoded_headers]
+    protocol = protocol_class(config=config, server_state=state, app_state={})
+    transport = Transport()
+    protocol.connection_made(transport)
+    protocol.data_received(REQUEST)
+    await asyncio.sleep(0.05)
+    await asyncio.gather(*state.tasks, return_exceptions=True)
+    protocol.connection_lost(None)
+    return transport.written
+
+
+@pytest.mark.parametrize("fields", HOSTILE_FIELDS)
+@pytest.mark.parametrize("ours, theirs", [(HttpToolsProtocol, UvicornHttpToolsProtocol),
+                                          (H11Protocol, UvicornH11Protocol)])
+async def test_hostile_header_names_change_nothing_but_the_servers_date(fields, ours, theirs):
+    """Red team: whatever field names a hostile cluster answer carries, the gateway's head is uvicorn's own
+    byte for byte, less exactly the server's one Date line, and only when the answer has a field named
+    Date (any case): no field dropped, added, duplicated or smuggled by the replacement."""
+    mine, reference = await _written(ours, app_sending(*fields)), await _written(theirs, app_sending(*fields))
+    server_line = b"date: " + SERVER_DATE + b"\r\n"
+    has_date = any(name.lower() == b"date" for name, _ in fields)
+    if server_line not in reference:  # a name or value uvicorn refuses: refused as before, nothing written
+        assert mine == reference == b""
+        return
+    assert reference.count(server_line) == 1
+    assert mine == (reference.replace(server_line, b"", 1) if has_date else reference)

@@ -416,3 +416,63 @@ async def test_a_body_that_stalls_after_its_head_is_still_bounded_by_the_idle_ti
         await response.aclose()
     finally:
         await client.aclose()
+
+
+class _WithoutArrived:
+    """The same answer read the long way (chunk by chunk, under the deadline): the reference."""
+
+    def __init__(self, response):
+        self.aiter_bytes = response.aiter_raw
+
+
+def _closing(data: bytes):
+    async def respond(reader, writer, head):
+        writer.write(data)
+        await writer.drain()
+        return False
+    return respond
+
+
+HOSTILE_ANSWERS = [  # (what the cluster writes with the head, whether it then closes, limit)
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-Trailer: s3cr3t\r\n\r\n", False, None),
+    (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"close\":\"delimited\"}", True, None),
+    (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + b"x" * 5000, True, 4096),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"y" * 5000, False, 4096),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n" + b"z" * 4096, False, 4096),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n" + b"short", True, None),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", True, None),
+    (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", False, None),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"400\r\n" + b"c" * 1024 + b"\r\n" * 1 + b"0\r\n\r\n", False,
+     1000),
+]
+
+
+async def _outcome(read):
+    try:
+        return await asyncio.wait_for(read, 10)
+    except Exception as exc:  # noqa: BLE001 (the kind of failure is the outcome compared)
+        return type(exc), getattr(exc, "status", None)
+
+
+@pytest.mark.parametrize("data, closes, limit", HOSTILE_ANSWERS)
+async def test_hostile_answers_with_their_head_read_whole_as_the_long_way_does(tls, serve, data, closes, limit):
+    """Red team of read_whole's ``arrived`` shortcut: an answer that came whole with its head (chunked
+    with trailers, close-delimited, past the limit, exactly at it, truncated, two answers in one packet,
+    after a 100 Continue) gives what the chunk-by-chunk read under the deadline gives: the same body,
+    or the same refusal; never a longer or truncated body, never trailers in it."""
+    outcomes = []
+    for shortcut in (True, False):
+        server = await serve(_closing(data) if closes else answer(data))
+        client = transport(tls)
+        try:
+            response = await client.send("GET", server.url + "/a", [], b"")
+            await asyncio.sleep(0.2)  # all of it in (and the close, if any) before the read
+            outcomes.append(await _outcome(responses.read_whole(response if shortcut else _WithoutArrived(response),
+                                                                idle=2.0, limit=limit)))
+            await response.aclose()
+        finally:
+            await client.aclose()
+    assert outcomes[0] == outcomes[1]
+    if isinstance(outcomes[0], bytes):
+        assert b"s3cr3t" not in outcomes[0] and b"HTTP/1.1" not in outcomes[0]
+        assert limit is None or len(outcomes[0]) <= limit

@@ -37,3 +37,32 @@ async def test_a_cancellation_that_lands_as_the_wait_finishes_is_not_swallowed(a
     with pytest.raises(asyncio.CancelledError):
         await task
     assert copied == []
+
+
+async def test_a_chunk_put_as_the_idle_deadline_fires_is_neither_lost_nor_doubled():
+    """Red team of the stream relays' idle flush (gateway/responses.py): the cluster's chunk lands in
+    the loop turn the flush deadline fires, over and over; every chunk is taken once, in order."""
+    loop = asyncio.get_running_loop()
+    queue = asyncio.Queue()
+    taken, timeouts, sent = [], 0, 200
+
+    async def producer():
+        for i in range(sent):
+            # Due at the very moment the consumer's deadline is (both 1 ms from now), or just after.
+            loop.call_later(0.001 if i % 3 else 0.0011, queue.put_nowait, i)
+            await asyncio.sleep(0.0011)
+        loop.call_later(0.001, queue.put_nowait, None)
+
+    feeding = asyncio.ensure_future(producer())
+    while True:
+        try:
+            item = await wait_at_most(queue.get(), 0.001)
+        except TimeoutError:
+            timeouts += 1
+            continue
+        if item is None:
+            break
+        taken.append(item)
+    await feeding
+    assert taken == list(range(sent))
+    assert timeouts > 0
