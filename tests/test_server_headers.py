@@ -53,11 +53,10 @@ def app_sending(*fields):
     return app
 
 
-async def head_of(protocol_class, app) -> list[bytes]:
-    """The response heads' fields, lower-cased names, for two requests on one connection (the second
-    on a kept-alive connection).  Served by a subclass made here: instances that went through whole
-    responses leave their class's shared attribute keys unlike a fresh process's, which
-    tests/test_server_memory.py measures."""
+async def _written(protocol_class, app, requests: int = 1) -> bytes:
+    """What the server wrote for ``requests`` requests on one connection (kept alive between them).
+    Served by a subclass made here: instances that went through whole responses leave their class's
+    shared attribute keys unlike a fresh process's, which tests/test_server_memory.py measures."""
     protocol_class = type(protocol_class.__name__, (protocol_class,), {})
     config = Config(app=app, http=protocol_class, lifespan="off", log_level="critical", proxy_headers=False)
     config.load()
@@ -66,12 +65,18 @@ async def head_of(protocol_class, app) -> list[bytes]:
     protocol = protocol_class(config=config, server_state=state, app_state={})
     transport = Transport()
     protocol.connection_made(transport)
-    for _ in range(2):
+    for _ in range(requests):
         protocol.data_received(REQUEST)
         await asyncio.sleep(0.05)
         await asyncio.gather(*state.tasks, return_exceptions=True)
     protocol.connection_lost(None)
-    heads = [response.split(b"\r\n\r\n", 1)[0] for response in transport.written.split(b"HTTP/1.1 ")[1:]]
+    return transport.written
+
+
+async def head_of(protocol_class, app) -> list[bytes]:
+    """The response heads' fields, lower-cased names, for two requests on one connection."""
+    written = await _written(protocol_class, app, requests=2)
+    heads = [response.split(b"\r\n\r\n", 1)[0] for response in written.split(b"HTTP/1.1 ")[1:]]
     assert len(heads) == 2
     return [[line.lower() for line in head.split(b"\r\n")[1:]] for head in heads]
 
@@ -107,22 +112,6 @@ HOSTILE_FIELDS = [
     ((b"date", CLUSTER_DATE + b"\r\nx-smuggled: 1"),),
     ((b"server", b"kube"), (b"Date", CLUSTER_DATE)),
 ]
-
-
-async def _written(protocol_class, app) -> bytes:
-    protocol_class = type(protocol_class.__name__, (protocol_class,), {})
-    config = Config(app=app, http=protocol_class, lifespan="off", log_level="critical", proxy_headers=False)
-    config.load()
-    state = ServerState()
-    state.default_headers = [(b"date", SERVER_DATE), *config.encoded_headers]
-    protocol = protocol_class(config=config, server_state=state, app_state={})
-    transport = Transport()
-    protocol.connection_made(transport)
-    protocol.data_received(REQUEST)
-    await asyncio.sleep(0.05)
-    await asyncio.gather(*state.tasks, return_exceptions=True)
-    protocol.connection_lost(None)
-    return transport.written
 
 
 @pytest.mark.parametrize("fields", HOSTILE_FIELDS)

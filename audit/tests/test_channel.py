@@ -94,3 +94,12 @@ async def test_records_sent_in_one_turn_of_the_loop_are_one_write_and_each_is_se
     finally:
         await channel.close()
         await server.close()
+
+
+@pytest.fixture
+async def stand_in(socket_dir):
+    """A StandIn writer listening in ``socket_dir`` (shared with the gathering tests)."""
+    server = StandIn(socket_dir / "w.sock")
+    await server.start()
+    yield server
+    await server.close()

@@ -12,15 +12,7 @@ import random
 import pytest
 
 from audit.channel import WriterChannel
-from audit.tests.test_channel import StandIn, record, socket_dir, until  # noqa: F401 (socket_dir: a fixture)
-
-
-@pytest.fixture
-async def stand_in(socket_dir):  # noqa: F811
-    server = StandIn(socket_dir / "w.sock")
-    await server.start()
-    yield server
-    await server.close()
+from audit.tests.test_channel import record, socket_dir, stand_in, until  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize("seed", range(6))
