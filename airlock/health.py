@@ -31,6 +31,7 @@ import time
 
 from connections.models import Connection
 from runtime import db, metrics
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Readiness:
 
     async def _bounded(self, name: str, check) -> bool:
         try:
-            detail = await asyncio.wait_for(check, self.check_seconds)
+            detail = await wait_at_most(check, self.check_seconds)
         except TimeoutError:
             detail = f"no answer within {self.check_seconds:g}s"
         except Exception as exc:
@@ -159,7 +160,7 @@ class Readiness:
             return True  # removed meanwhile
         try:
             client = self.gateway.pool.client(upstream)
-            response = await asyncio.wait_for(client.get(upstream.server_url + "/livez"), self.check_seconds * 0.9)
+            response = await wait_at_most(client.get(upstream.server_url + "/livez"), self.check_seconds * 0.9)
             await response.aclose()
         except TimeoutError:
             ok, detail = False, "no answer"

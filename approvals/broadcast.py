@@ -18,6 +18,7 @@ from django.db import transaction
 
 from runtime import db
 from runtime.failurelog import FailureLog
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ async def asend(group: str, message: dict) -> None:
     if layer is None:
         return
     try:
-        await asyncio.wait_for(layer.group_send(group, message), timeout())
+        await wait_at_most(layer.group_send(group, message), timeout())
     except Exception as exc:
         failures.failed(f"send to {group}", exc)
 

@@ -342,7 +342,7 @@ class Wakeups:
         self.in_background(self.task)
         if self.channel is not None:
             self.in_background(asyncio.get_running_loop().create_task(_logged(
-                asyncio.wait_for(self.layer.group_discard(self.group, self.channel), broadcast.timeout()),
+                wait_at_most(self.layer.group_discard(self.group, self.channel), broadcast.timeout()),
                 f"leave {self.group}")))
 
 

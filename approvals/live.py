@@ -49,6 +49,7 @@ from approvals import lease_check
 from approvals.broadcast import LEASES_GROUP
 from approvals.models import Lease
 from runtime import db
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ class LiveStreams:
     async def start_listener(self, timeout: float = 10.0) -> None:
         """Start this loop's listener and wait until it has joined the group."""
         if self.ensure_listener() is not None:
-            await asyncio.wait_for(self._joined[asyncio.get_running_loop()].wait(), timeout)
+            await wait_at_most(self._joined[asyncio.get_running_loop()].wait(), timeout)
 
     async def stop_listener(self) -> None:
         """Stop this loop's listener (ASGI lifespan shutdown)."""
@@ -256,7 +257,7 @@ class LiveStreams:
                         await layer.group_add(LEASES_GROUP, channel)
                         joined_at = loop.time()
                     try:
-                        message = await asyncio.wait_for(layer.receive(channel), REJOIN_SECONDS)
+                        message = await wait_at_most(layer.receive(channel), REJOIN_SECONDS)
                     except asyncio.TimeoutError:
                         _raise_if_cancelling()
                         continue
@@ -281,6 +282,6 @@ def _ended_leases(lease_ids: set[int]) -> list[tuple[int, str]]:
 
 
 def _raise_if_cancelling() -> None:
-    """wait_for and some layers can turn a cancellation into another error; never swallow it."""
+    """Some layers can turn a cancellation into another error; never swallow it."""
     if asyncio.current_task().cancelling():
         raise asyncio.CancelledError

@@ -29,6 +29,7 @@ from pathlib import Path
 from django.conf import settings
 
 from audit.writer import ACK, ANCHOR, ANCHORED, COMMITTED, FAILED, READ_CHUNK, encode_control
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class WriterChannel:
     async def wait_connected(self, timeout: float) -> bool:
         self.start()
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            await wait_at_most(self._connected.wait(), timeout)
         except TimeoutError:
             return False
         return True

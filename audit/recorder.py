@@ -57,6 +57,7 @@ from audit.events import PreparedEvent, Record, prepare
 from audit.models import AnchorReason
 from audit.writer import DatabaseThread, socket_path_for
 from runtime import metrics
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +186,9 @@ class Recorder:
             if self._channel is not None:
                 self._start()
                 entry = self._channel.send(record, "commit", prepared)
-                await asyncio.wait_for(asyncio.shield(entry.done), self.commit_wait)
+                await wait_at_most(asyncio.shield(entry.done), self.commit_wait)
             else:
-                await asyncio.wait_for(self._in_writer(self._timed_write, "commit", [prepared]), self.commit_wait)
+                await wait_at_most(self._in_writer(self._timed_write, "commit", [prepared]), self.commit_wait)
         except Exception as exc:
             log.error("audit event %s could not be recorded: %s", prepared.audit_id, type(exc).__name__)
             raise AuditUnavailable("the audit trail is unavailable; the request was not forwarded") from None
@@ -258,7 +259,7 @@ class Recorder:
         deadline = loop.time() + timeout
         drained = False
         try:
-            await asyncio.wait_for(self._drain(), timeout)
+            await wait_at_most(self._drain(), timeout)
             drained = True
         except TimeoutError:
             log.error("audit recorder shut down with %d events not committed within %gs; the audit journal keeps "
@@ -273,7 +274,7 @@ class Recorder:
                 await self._anchor_remote(max(deadline - loop.time(), 0.0))
             elif drained:  # else the writer is stuck on the database: nothing more for it
                 try:
-                    await asyncio.wait_for(self._in_writer(self._last_calls), max(deadline - loop.time(), 0.0))
+                    await wait_at_most(self._in_writer(self._last_calls), max(deadline - loop.time(), 0.0))
                 except TimeoutError:
                     log.error("audit chain not anchored at shutdown (the database did not answer within %gs)",
                               timeout)
@@ -343,7 +344,7 @@ class Recorder:
         if not self._wrote:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(self._channel.anchor().done), timeout)
+            await wait_at_most(asyncio.shield(self._channel.anchor().done), timeout)
         except Exception as exc:
             log.error("audit chain not anchored at shutdown (%s)", type(exc).__name__ or "no answer")
 

@@ -53,6 +53,7 @@ from django.db import close_old_connections, connections
 from audit import chain, journal
 from audit.models import AnchorReason
 from runtime import workers
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ class AuditWriter:
             except FileNotFoundError:
                 pass
             try:
-                await asyncio.wait_for(self._db.run(self._last_calls), max(self.drain_seconds, 1.0))
+                await wait_at_most(self._db.run(self._last_calls), max(self.drain_seconds, 1.0))
             except TimeoutError:
                 log.error("audit chain not anchored when the writer stopped (the database did not answer)")
             self._db.stop()
@@ -273,7 +274,7 @@ class AuditWriter:
     async def _wait_for_stop(self) -> None:
         while not self._stop.is_set():
             try:
-                await asyncio.wait_for(self._stop.wait(), 0.5)
+                await wait_at_most(self._stop.wait(), 0.5)
             except TimeoutError:
                 pass
             if (self.idle_exit is not None and not self._clients and not self._pending
@@ -409,7 +410,7 @@ class AuditWriter:
         if len(self._pending) >= self.batch_size or self._stop.is_set() or self._awaited:
             return
         try:
-            await asyncio.wait_for(self._due.wait(), self.gather_seconds)
+            await wait_at_most(self._due.wait(), self.gather_seconds)
         except TimeoutError:
             pass
 
@@ -456,7 +457,7 @@ class AuditWriter:
     async def _recover_loop(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._recover_soon.wait(), self.recover_seconds or None)
+                await wait_at_most(self._recover_soon.wait(), self.recover_seconds or None)
             except TimeoutError:
                 pass
             self._recover_soon.clear()

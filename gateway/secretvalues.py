@@ -37,6 +37,7 @@ import httpx
 from django.conf import settings
 
 from masking.values import EMPTY, SecretValues, secret_entries
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class SecretValueStore:
         if not self._fresh():
             self._raise_if_hopeless()
             try:
-                await asyncio.wait_for(self._wait_fresh(), self._sync_timeout)
+                await wait_at_most(self._wait_fresh(), self._sync_timeout)
             except TimeoutError:
                 raise ValuesUnavailable(self._problem or "the cluster's Secrets have not been listed yet") from None
         return self._values
@@ -163,7 +164,7 @@ class SecretValueStore:
             params = {"limit": str(PAGE)}
             if token:
                 params["continue"] = token
-            response = await asyncio.wait_for(self._client.get(self._url(**params), headers=self._headers()), 60)
+            response = await wait_at_most(self._client.get(self._url(**params), headers=self._headers()), 60)
             _check(response)
             page = await asyncio.to_thread(_parse_list, response.content)
             secrets.update(page["secrets"])
@@ -271,7 +272,7 @@ async def _with_idle_limit(chunks, seconds: float):
     iterator = aiter(chunks)
     while True:
         try:
-            yield await asyncio.wait_for(anext(iterator), seconds)
+            yield await wait_at_most(anext(iterator), seconds)
         except StopAsyncIteration:
             return
 

@@ -27,6 +27,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError
 
+from runtime.timeouts import wait_at_most
+
 READ_SIZE = 256 * 1024
 MAX_REJECT_BODY = 64 * 1024
 
@@ -132,7 +134,7 @@ async def connect(url: str, *, ssl, headers, subprotocols, connect_timeout: floa
     port = parts.port or (443 if secure else 80)
     target = parts.path + ("?" + parts.query if parts.query else "")
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+        reader, writer = await wait_at_most(asyncio.open_connection(
             parts.hostname, port, ssl=ssl if secure else None, server_hostname=parts.hostname if secure else None
         ), connect_timeout)
     except TimeoutError:
@@ -177,7 +179,7 @@ async def connect(url: str, *, ssl, headers, subprotocols, connect_timeout: floa
             raise ConnectionError("upstream broke the WebSocket handshake") from None
 
     try:
-        return await asyncio.wait_for(handshake(), answer_timeout)
+        return await wait_at_most(handshake(), answer_timeout)
     except TimeoutError:
         writer.close()
         raise UpstreamTimeout("answer", answer_timeout) from None

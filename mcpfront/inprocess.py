@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from gateway.pipeline import IN_PROCESS, InProcessCaller
 from kube import channels
+from runtime.timeouts import wait_at_most
 
 USER_AGENT = "airlock-mcp/1 (MCP tool call through Airlock)"
 MAX_ANSWER_BYTES = 8 * 1024 * 1024  # an answer past this is cut (and said to be)
@@ -249,12 +250,12 @@ class GatewayClient:
 
         task = asyncio.ensure_future(self.gateway(scope, receive, send))
         try:
-            await asyncio.wait_for(finished.wait(), timeout)
+            await wait_at_most(finished.wait(), timeout)
         except TimeoutError:
             result.truncated = True
         finished.set()  # the client "disconnects": the gateway ends the relay and records the session
         try:
-            await asyncio.wait_for(task, 15)
+            await wait_at_most(task, 15)
         except TimeoutError:
             task.cancel()
         if refusal["status"]:

@@ -39,6 +39,7 @@ from django.conf import settings
 
 from runtime import db
 from runtime.failurelog import FailureLog
+from runtime.timeouts import wait_at_most
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class _Publisher:
                 known = (url, redis.asyncio.Redis.from_url(url, socket_timeout=timeout,
                                                            socket_connect_timeout=timeout))
                 self._async[loop] = known
-            await asyncio.wait_for(known[1].publish(channel_name(url), message), _timeout())
+            await wait_at_most(known[1].publish(channel_name(url), message), _timeout())
         except Exception as exc:
             failures.failed("publish", exc)
 
@@ -265,7 +266,7 @@ class Listener:
                     self.url, socket_connect_timeout=_timeout(), socket_timeout=self.ping_seconds * 2,
                     socket_keepalive=True)
                 pubsub = client.pubsub()
-                await asyncio.wait_for(self._subscribe(pubsub), _timeout())
+                await wait_at_most(self._subscribe(pubsub), _timeout())
                 # Whatever was cached before the subscription stood may have changed unannounced.
                 self.invalidate_everything()
                 self.subscribed.set()
@@ -280,7 +281,7 @@ class Listener:
                         continue
                     if pinged and loop.time() - heard > 2 * self.ping_seconds:
                         raise ConnectionError("Redis did not answer a ping")
-                    await asyncio.wait_for(pubsub.ping(), _timeout())
+                    await wait_at_most(pubsub.ping(), _timeout())
                     pinged = True
             except Exception as exc:
                 _raise_if_cancelling()
@@ -292,7 +293,7 @@ class Listener:
                 for closing in (pubsub, client):
                     if closing is not None:
                         try:
-                            await asyncio.wait_for(closing.aclose(), 1.0)
+                            await wait_at_most(closing.aclose(), 1.0)
                         except BaseException:  # noqa: BLE001 - closing a broken connection; cancellation re-raised below
                             _raise_if_cancelling()
 

@@ -69,6 +69,7 @@ async def test_records_sent_in_one_turn_of_the_loop_are_one_write_and_each_is_se
     channel = WriterChannel(server.path, socket_dir, spawn=False, idle_exit=60, on_acked=acked.extend,
                             on_failed=lambda entries: None)
     assert await channel.wait_connected(5)
+    await until(lambda: server.connections)  # the stand-in has accepted it too
     writes = []
     write = channel._stream.write
     channel._stream.write = lambda data: (writes.append(data), write(data))

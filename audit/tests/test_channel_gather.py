@@ -15,6 +15,7 @@ async def connected(server, socket_dir, **kwargs):
     channel = WriterChannel(server.path, socket_dir, spawn=False, idle_exit=60, on_acked=lambda entries: None,
                             on_failed=lambda entries: None, **kwargs)
     assert await channel.wait_connected(5)
+    await until(lambda: server.connections)  # the stand-in has accepted it too
     writes = []
     write = channel._stream.write
     channel._stream.write = lambda data: (writes.append(data), write(data))

@@ -22,6 +22,7 @@ async def test_random_interleavings_keep_order_and_lose_nothing(stand_in, socket
                             on_failed=lambda entries: None, gather_seconds=rng.choice([0.001, 0.005, 600]),
                             batch_size=rng.choice([2, 3, 1000]))
     assert await channel.wait_connected(5)
+    await until(lambda: stand_in.connections)  # the stand-in has accepted it too
     acked: set[int] = set()
     waited: dict[int, asyncio.Future] = {}
 

@@ -1,6 +1,7 @@
 """The recorder on the gateway's hot path: durable begin, nothing lost under load or at shutdown."""
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 import uuid
@@ -12,6 +13,7 @@ from audit import chain
 from audit.models import AuditEvent, Recording, Session
 from audit.recorder import AuditUnavailable, Recorder, RecorderClosed
 from audit.tests.factories import event
+from audit.tests.test_channel import socket_dir, stand_in, until  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -147,6 +149,44 @@ async def test_begin_waits_for_its_commit_as_long_as_the_audit_commit_setting_sa
             await asyncio.wait_for(recorder.begin(event(1, stage="RequestReceived")), 5)
     finally:
         stuck.set()
+        await recorder.aclose()
+
+
+async def test_a_begin_cancelled_as_the_writer_confirms_its_commit_is_cancelled(stand_in, socket_dir):  # noqa: F811
+    """The agent goes away in the loop turn the audit writer's answer arrives: begin raises CancelledError, so
+    the write is not forwarded.  (asyncio.wait_for on Python 3.11 returned instead, and it was forwarded.)"""
+    recorder = Recorder(journal_dir=socket_dir, writer="process", writer_socket=stand_in.path, spawn_writer=False)
+    await recorder.start()
+    acked = recorder._channel.on_acked
+    recorder._channel.on_acked = lambda entries: (acked(entries), begun.cancel())
+    write = event(0, stage="RequestReceived", verb="create")
+    begun = asyncio.ensure_future(recorder.begin(write))
+    try:
+        await until(lambda: stand_in.connections and stand_in.connections[0])
+        stand_in.ack(1)
+        with pytest.raises(asyncio.CancelledError):
+            await begun
+        assert write["audit_id"] not in recorder._durable
+    finally:
+        await recorder.aclose(0.1)
+
+
+async def test_a_begin_cancelled_as_the_writer_thread_answers_is_cancelled():
+    """The thread writer's answer reaches the loop in the turn the request is cancelled: CancelledError."""
+    recorder = Recorder()
+    answer, asked = concurrent.futures.Future(), []
+    recorder._writer.submit = lambda fn, *args: (asked.append(fn), answer)[1]
+    write = event(0, stage="RequestReceived", verb="create")
+    begun = asyncio.ensure_future(recorder.begin(write))
+    try:
+        while not asked:
+            await asyncio.sleep(0)
+        answer.set_result(None)  # as from the writer thread: the answer is queued for the next turn...
+        asyncio.get_running_loop().call_soon(begun.cancel)  # ...and so is the cancellation
+        with pytest.raises(asyncio.CancelledError):
+            await begun
+        assert write["audit_id"] not in recorder._durable
+    finally:
         await recorder.aclose()
 
 

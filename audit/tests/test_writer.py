@@ -410,14 +410,16 @@ async def test_without_gathering_each_arrival_is_committed_as_it_comes(journal_d
 async def test_arrivals_that_end_no_gathering_do_not_wake_the_commit_loop(journal_dir, monkeypatch):
     """Each wake-up of a gathering commit loop cost the writer a task, a timer and a loop turn per
     chunk read: only what ends the gathering (a begin, a full batch, a stop) wakes it now."""
+    from audit import writer as writer_module
+
     waits = []
-    wait_for = asyncio.wait_for
+    wait_at_most = writer_module.wait_at_most
 
-    def counted(awaitable, timeout):
-        waits.append(timeout)
-        return wait_for(awaitable, timeout)
+    def counted(awaitable, seconds):
+        waits.append(seconds)
+        return wait_at_most(awaitable, seconds)
 
-    monkeypatch.setattr(asyncio, "wait_for", counted)
+    monkeypatch.setattr(writer_module, "wait_at_most", counted)
     writer, loop_task, take, batches = await _committing(journal_dir, monkeypatch, gather_seconds=600)
     try:
         for n in range(5):

@@ -274,6 +274,59 @@ async def test_a_websocket_handshake_the_cluster_never_answers_times_out_and_kee
     assert timed_out.value.phase == "answer" and seen == [6]
 
 
+@pytest.mark.parametrize("phase", ["connect", "answer"])
+async def test_an_exec_cancelled_as_the_cluster_connects_or_answers_is_cancelled(serve, monkeypatch, phase):
+    """The agent goes away (or its lease is cut) in the loop turn the cluster's connection opens, or its 101
+    arrives: connect() raises CancelledError, and a connection just opened sends no upgrade.  (asyncio.wait_for
+    on Python 3.11 returned the connection instead: the exec was opened, or went on, for nobody.)"""
+    from gateway import wsclient
+
+    upgrades = []
+
+    async def exec_endpoint(request):
+        upgrades.append(request.path)
+        ws = web.WebSocketResponse(protocols=["v5.channel.k8s.io"])
+        await ws.prepare(request)
+        await ws.receive()
+        return ws
+
+    url = (await serve(exec_endpoint)).replace("http", "ws", 1) + "/api/v1/namespaces/d/pods/p/exec"
+    open_connection, opened = asyncio.open_connection, []
+    up = asyncio.get_running_loop().create_future()
+
+    async def connecting(*args, **kwargs):
+        reader, writer = await open_connection(*args, **kwargs)
+        opened.append(writer)
+        if phase == "connect":
+            await up  # the connection is up in the turn the test resolves this
+        else:
+            feed = reader.feed_data
+
+            def answered(data):
+                feed(data)
+                if b"\r\n\r\n" in data:  # the whole 101 arrived...
+                    caller.cancel()  # ...and the caller is cancelled in that turn
+
+            reader.feed_data = answered
+        return reader, writer
+
+    monkeypatch.setattr(wsclient.asyncio, "open_connection", connecting)
+    caller = asyncio.ensure_future(wsclient.connect(url, ssl=None, headers=[], subprotocols=["v5.channel.k8s.io"]))
+    try:
+        if phase == "connect":
+            while not opened:
+                await asyncio.sleep(0.01)
+            up.set_result(None)
+            caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.05)
+        assert upgrades == ([] if phase == "connect" else ["/api/v1/namespaces/d/pods/p/exec"])
+    finally:
+        for writer in opened:
+            writer.close()
+
+
 @pytest.fixture
 async def recorder_server():
     """A plain HTTP/1.1 server that keeps each request's bytes as they arrived and answers 200."""

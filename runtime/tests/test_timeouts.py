@@ -66,3 +66,52 @@ async def test_a_chunk_put_as_the_idle_deadline_fires_is_neither_lost_nor_double
     await feeding
     assert taken == list(range(sent))
     assert timeouts > 0
+
+
+async def test_no_time_left_gives_a_coroutine_no_turn_and_takes_a_result_already_there():
+    """As wait_for (3.11 and 3.12): the recorder's shutdown anchor, its deadline passed, is not started."""
+    started = []
+
+    async def anchor():
+        started.append(True)
+        return "anchored"
+
+    for seconds in (0, -1):
+        with pytest.raises(TimeoutError):
+            await wait_at_most(anchor(), seconds)
+    assert started == []
+    there = asyncio.get_running_loop().create_future()
+    there.set_result("there")
+    assert await wait_at_most(there, 0) == "there"
+
+
+@pytest.mark.parametrize("below", ["swallowed", "turned into an error"])
+async def test_a_cancellation_the_awaited_code_loses_still_raises(below):
+    """redis-py sends a command under its own asyncio.wait_for (socket_timeout): on 3.11 a cancellation landing
+    as the send completes is swallowed there, in the caller's task.  The caller is cancelled all the same."""
+    sent = asyncio.get_running_loop().create_future()
+    went_on = []
+
+    async def send_command():
+        if below == "swallowed":
+            return await asyncio.wait_for(sent, 5)  # returns, the cancellation lost, on 3.11
+        try:
+            return await sent
+        except asyncio.CancelledError:
+            raise ConnectionError("the connection was closed") from None
+
+    async def listener():
+        try:
+            await wait_at_most(send_command(), 5)
+        except ConnectionError:
+            pass
+        went_on.append(True)
+        await asyncio.sleep(0.5)
+
+    task = asyncio.ensure_future(listener())
+    await asyncio.sleep(0)
+    sent.set_result("OK")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert went_on == []
