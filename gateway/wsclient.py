@@ -183,3 +183,6 @@ async def connect(url: str, *, ssl, headers, subprotocols, connect_timeout: floa
     except TimeoutError:
         writer.close()
         raise UpstreamTimeout("answer", answer_timeout) from None
+    except BaseException:  # cancelled (the agent went away, its lease was cut) or refused: no socket left open
+        writer.close()
+        raise

@@ -322,6 +322,8 @@ async def test_an_exec_cancelled_as_the_cluster_connects_or_answers_is_cancelled
             await caller
         await asyncio.sleep(0.05)
         assert upgrades == ([] if phase == "connect" else ["/api/v1/namespaces/d/pods/p/exec"])
+        if phase == "answer":  # connect() had the connection: it closed it
+            assert opened[0].is_closing()
     finally:
         for writer in opened:
             writer.close()
