@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import audit_writers, hotpath, stream_masking, watch_memory
+from bench import audit_writers, cpu_profile, hotpath, stream_masking, watch_memory
 
 MB = 1e6
 MIB = 2**20
@@ -188,6 +188,12 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         "machine used during the cell (other work sharing this machine); well above 0 means the cell "
         "competed for the 2 cores and its figures are pessimistic.",
         "",
+        *(["## 1b. Where the CPU of a small GET goes (bench/cpu_profile.py)", "",
+            "One more wrk run per connection count on the production gateway while py-spy samples each of its "
+            "processes without stopping them; each sample is charged to the stage of its deepest frame that "
+            "belongs to one, and a stage's share of a process's samples times that process's CPU per GET "
+            "(from /proc, same run) gives microseconds per GET.", "",
+            cpu_profile.render(results["cpu_profile"]), ""] if "cpu_profile" in results else []),
         "## 2. Watch fan-out",
         "",
         f"{p['watchers']} concurrent watches on one ConfigMap (raw TLS streams from one asyncio client "

@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import uvloop
 
-from bench import audit_writers, cluster, hotpath, idp, machine, procs, report, watch_memory
+from bench import audit_writers, cluster, cpu_profile, hotpath, idp, machine, procs, report, watch_memory
 from bench.load import Wrk
 from bench.streams import exec_cat, kubectl_exec_cat, slow_reader
 from bench.watch import run_fanout
@@ -268,6 +268,9 @@ def run(profile: Profile, workdir: Path) -> dict:
                     runs[key][str(c)].append(_small_get(wrk, target, small, c, profile.seconds, sim.proc.pid))
         results["small_get"] = {key: {c: _combine(cell_runs) for c, cell_runs in per.items()}
                                 for key, per in runs.items()}
+        _progress("small GET, once more per connection count with py-spy on the production gateway's processes")
+        results["cpu_profile"] = cpu_profile.measure(wrk, gateways["uvicorn"], small, profile.concurrency,
+                                                     max(2 * profile.seconds, 2), workdir)
 
         _progress(f"exec: cat {profile.exec_bytes // MIB} MiB, random bytes and text")
         results["exec"] = {

@@ -88,8 +88,21 @@ def test_quick_bench_produces_a_complete_report(tmp_path):
     assert results["masking"]["status"] == "ok", results["masking"]
     assert results["gateway_errors"] == {"uvicorn": [], f"uvicorn-{results['clients']['alternative']}": [], "daphne": []}
 
+    # bench/cpu_profile.py: py-spy sampled the production gateway's workers and audit writer at each connection
+    # count during a run of its own, and the report says per stage what a GET cost them.
+    cpu = results["cpu_profile"]
+    assert set(cpu) == {"1", "32"} and all(not cell["failures"] and not any(cell["errors"].values())
+                                           for cell in cpu.values()), cpu
+    for cell in cpu.values():
+        for name in ("worker", "writer"):
+            role = cell["roles"][name]
+            assert role["samples"] > 0 and role["us_per_request"] > 0 and abs(sum(role["stages"].values()) - 1) < 0.01
+        assert cell["roles"]["worker"]["processes"] == results["workers"]["uvicorn"]
+
     report = out.read_text()
-    for heading in ("## Targets", "## 1. Small GET", "## 2. Watch fan-out", "## 3. Exec stdout throughput",
+    assert "| serving workers (all of them) |" in report and "| audit writer process |" in report
+    for heading in ("## Targets", "## 1. Small GET", "## 1b. Where the CPU of a small GET goes", "## 2. Watch fan-out",
+                    "## 3. Exec stdout throughput",
                     "## 4. Servers: uvicorn vs daphne", "## 5. Upstream HTTP client", "## 6. Masking"):
         assert heading in report
 
