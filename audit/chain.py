@@ -213,15 +213,18 @@ class _EventInsert:
         self._attnames = frozenset(f.attname for f in unchained)
         self._take = operator.itemgetter(*(f.attname for f in unchained))
         self._json = [i for i, f in enumerate(unchained) if isinstance(f, models.JSONField)]
+        self._audit_id = [f.attname for f in unchained].index("audit_id")
         self.sql: dict[str, str] = {}  # by database vendor (quoting differs)
 
-    def row(self, fields: dict, connection) -> list:
-        """The values of one event's columns, the chained ones (the last six) still to be set."""
+    def row(self, fields: dict, connection, audit_text: str) -> list:
+        """The values of one event's columns, the chained ones (the last six) still to be set
+        (``audit_text``: the audit id's text, which COPY sends)."""
         if connection.vendor == "postgresql" and fields.keys() >= self._attnames:
-            row = list(self._take(fields))  # as they are, but JSON as its text
+            row = list(self._take(fields))  # as they are, but JSON and the audit id as their text
             for index in self._json:
                 value = row[index]
                 row[index] = None if value is None else _json_text(value)
+            row[self._audit_id] = audit_text
             row += [None] * len(_CHAINED)
             return row
         preparers = self.preparers.get(connection.vendor)
@@ -231,8 +234,9 @@ class _EventInsert:
         return [prepare(fields[attname] if attname in fields else field.get_default(), connection)
                 for attname, field, prepare in preparers] + [None] * len(_CHAINED)
 
-    def __call__(self, rows: list[list]) -> None:
-        connection = transaction.get_connection()
+    def __call__(self, rows: list[list], cursor) -> None:
+        """Insert ``rows`` through ``cursor`` (a Django cursor of the append's connection)."""
+        connection = cursor.db
         sql = self.sql.get(connection.vendor)
         if sql is None:  # made once: quoting the ~50 column names was a tenth of a small append's CPU
             quote = connection.ops.quote_name
@@ -243,13 +247,12 @@ class _EventInsert:
             else:
                 sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(self.fields))})"
             self.sql[connection.vendor] = sql
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                with cursor.cursor.copy(sql) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            else:
-                cursor.executemany(sql, rows)
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            cursor.executemany(sql, rows)
 
 
 _insert_events = _EventInsert()
@@ -282,14 +285,17 @@ def _integral_as_int(value):
 class _Staged:
     """One event made ready before the chain lock: its row values and its canonical document
     split around seq and sessionId (None when the split is not certain: then it is built whole
-    under the lock)."""
+    under the lock), and its audit id's text, made once for the document, the row and the read
+    under the lock (UUID.__str__ three times was 3% of the writer)."""
 
-    __slots__ = ("prepared", "row", "head", "tail")
+    __slots__ = ("prepared", "audit_text", "row", "head", "tail")
 
     def __init__(self, prepared: PreparedEvent, connection):
         self.prepared = prepared
-        self.row = _insert_events.row(prepared.fields, connection)
+        self.audit_text = str(prepared.fields["audit_id"])
+        self.row = _insert_events.row(prepared.fields, connection, self.audit_text)
         view = SimpleNamespace(**_complete(prepared.fields), seq=_UNSET_SEQ)
+        view.audit_id = self.audit_text  # the document has str() of it: the same text
         view.latency_ms = _integral_as_int(view.latency_ms)
         recording = None
         if prepared.recording is not None:
@@ -312,18 +318,21 @@ class _Staged:
             self.tail))).hexdigest()
 
 
-def lock_chain() -> None:
-    """Serialize appends until the surrounding transaction ends."""
+def lock_chain(cursor=None) -> None:
+    """Serialize appends until the surrounding transaction ends (``cursor``: a Django cursor of its
+    connection to run on, else one of its own)."""
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         raise RuntimeError("lock_chain() must run inside transaction.atomic()")
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
-        elif connection.vendor == "sqlite":
-            _sqlite_write_lock(cursor)
-        else:
-            raise ImproperlyConfigured("the audit chain supports PostgreSQL and SQLite")
+    if cursor is None:
+        with connection.cursor() as cursor:
+            return lock_chain(cursor)
+    if connection.vendor == "postgresql":
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+    elif connection.vendor == "sqlite":
+        _sqlite_write_lock(cursor)
+    else:
+        raise ImproperlyConfigured("the audit chain supports PostgreSQL and SQLite")
 
 
 def _sqlite_write_lock(cursor) -> None:
@@ -548,7 +557,7 @@ def _under_lock_sql() -> str:
             f" FROM {AuditEvent._meta.db_table} WHERE audit_id = wanted.id LIMIT {len(Stage)}) AS e) AS s")
 
 
-def _under_lock(audit_ids: list, connection) -> tuple[tuple[int, str], int | None, list[tuple]]:
+def _under_lock(audit_ids: list[str], connection, cursor) -> tuple[tuple[int, str], int | None, list[tuple]]:
     """What an append reads under the chain lock: the head, the newest checkpoint's ``through_seq``
     and (audit_id, stage, session_id) of the events of these requests already in the chain.
 
@@ -558,15 +567,14 @@ def _under_lock(audit_ids: list, connection) -> tuple[tuple[int, str], int | Non
     on its own, by the (audit_id, stage) index, in a LATERAL subquery its LIMIT (one row per stage
     at most) keeps the planner from flattening: before autovacuum has analyzed a young, fast-growing
     table the planner took sixty ids for a third of the table and read all of it, under the chain
-    lock, in every append (85 ms at 115,000 events).
+    lock, in every append (85 ms at 115,000 events).  ``cursor``: the append's, for PostgreSQL's statement.
     """
     if connection.vendor != "postgresql":
         head, checkpoint = _head_and_checkpoint()
         stored = AuditEvent.objects.filter(audit_id__in=audit_ids).values_list("audit_id", "stage", "session_id")
         return head, checkpoint, list(stored)
-    with connection.cursor() as cursor:
-        cursor.execute(_under_lock_sql(), ["{" + ",".join(map(str, audit_ids)) + "}"])
-        *head, ids, stages, sessions = cursor.fetchone()
+    cursor.execute(_under_lock_sql(), ["{" + ",".join(audit_ids) + "}"])
+    *head, ids, stages, sessions = cursor.fetchone()
     return *_head(*head), list(zip(ids, stages, sessions)) if ids else []
 
 
@@ -600,10 +608,11 @@ def _append(prepared, session_gap, replay, rows, sessions):
     signer = keyring().active
     connection = transaction.get_connection()
     staged = [_Staged(item, connection) for item in prepared]
-    ids = list({p.audit_id for p in prepared})
-    with transaction.atomic():
-        lock_chain()
-        (seq, prev_hash), checkpoint, stored_rows = _under_lock(ids, connection)
+    ids = list({item.audit_text for item in staged})
+    # One cursor for the lock, the read under it and the insert: a Django cursor was 30 us to make.
+    with transaction.atomic(), connection.cursor() as cursor:
+        lock_chain(cursor)
+        (seq, prev_hash), checkpoint, stored_rows = _under_lock(ids, connection, cursor)
         if sessions is not None:
             sessions.sync(seq, checkpoint)
         resolver = SessionResolver(session_gap, sessions)
@@ -612,6 +621,7 @@ def _append(prepared, session_gap, replay, rows, sessions):
         for audit_id, _, session_pk in stored_rows:
             resolver.remember(audit_id, known.get(session_pk))
         chained = []  # (staged, seq, session)
+        session_texts = {}  # pk -> str(session_id), made once per session, not once per event
         for item in staged:
             fields = item.prepared.fields
             key = (fields["audit_id"], fields["stage"])
@@ -623,13 +633,16 @@ def _append(prepared, session_gap, replay, rows, sessions):
             session = resolver.resolve(fields)
             resolver.remember(key[0], session)
             seq += 1
-            digest = item.chain_hash(prev_hash, seq, str(session.session_id) if session is not None else None)
+            session_text = None if session is None else session_texts.get(session.pk)
+            if session is not None and session_text is None:
+                session_text = session_texts[session.pk] = str(session.session_id)
+            digest = item.chain_hash(prev_hash, seq, session_text)
             item.row[-6:] = [seq, session.pk if session is not None else None, prev_hash, digest, signer.key_id,
                              signer.event_mac(digest)]
             prev_hash = digest
             chained.append((item, seq, session))
         if chained:
-            _insert_events([item.row for item, _, _ in chained])
+            _insert_events([item.row for item, _, _ in chained], cursor)
         with_recording = [entry for entry in chained if entry[0].prepared.recording is not None]
         event_ids = {}
         if chained and (rows or with_recording):

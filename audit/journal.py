@@ -126,7 +126,7 @@ def to_prepared(record: dict, *, max_body: int, max_recording: int) -> PreparedE
     event = record["e"]
     if not record.get("p"):
         return prepare(event, max_body=max_body, max_recording=max_recording)
-    if not set(event) <= _FIELDS:
+    if not event.keys() <= _FIELDS:
         return None
     fields = dict(event)
     try:

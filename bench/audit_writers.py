@@ -71,9 +71,9 @@ def _timed_chain(waits: list, helds: list, backend: dict | None = None) -> None:
     lock, append = chain.lock_chain, chain.append
     state = {}
 
-    def timed_lock():
+    def timed_lock(*args):
         started = time.perf_counter()
-        lock()
+        lock(*args)
         state["locked"] = time.perf_counter()
         waits.append(state["locked"] - started)
 
