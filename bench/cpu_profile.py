@@ -8,8 +8,9 @@ measured from /proc during the run is what they use unprofiled, give or take the
 
 Each sample is charged to the stage of its deepest frame that belongs to one (:data:`STAGES`, by
 the frame's module): a Secret value found by masking code called from the forwarder is masking,
-not forwarding.  Samples with no such frame are the event loop's own work (uvloop, asyncio, the
-interpreter between callbacks), or other Python.  A process is a serving worker, the audit writer or uvicorn's
+not forwarding.  Samples with no such frame are the event loop's own work (uvloop's C code: epoll,
+the socket reads and writes it makes itself, its TLS transport between calls into the ssl module;
+asyncio), or other Python.  A process is a serving worker, the audit writer or uvicorn's
 supervisor (by its command line); a stage's share of its process's samples times that process's
 CPU per request gives microseconds per GET.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from bench import procs
 
-EVENT_LOOP = "event loop: uvloop, asyncio, the interpreter between callbacks"
+EVENT_LOOP = "event loop: uvloop's own C code (epoll, the socket reads and writes it makes), asyncio"
 OTHER = "other Python (Django, logging, the standard library)"
 # (stage, pattern on a py-spy frame "function (path:line)"): the deepest frame that matches decides.
 STAGES = (

@@ -182,6 +182,10 @@ def wait_listening(service: Service) -> Service:
 
 
 def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path, port: int, workers: int = 1) -> Service:
+    """A gateway with an audit journal directory of its own (as each pod has), so the audit writer its
+    workers start is its own process and counted in its CPU and memory: gateways sharing one directory
+    shared the writer that whichever started first owned."""
+    env = {"AIRLOCK_AUDIT_JOURNAL_DIR": str(log_path.parent / f"audit-journal-{name}"), **env}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 env=env, cwd=REPO)
