@@ -104,6 +104,17 @@ def _other_load(results: dict) -> str:
     return f"{sum(c['other_cpu_cores'] for c in cells) / len(cells):.2f}"
 
 
+def _speed_sentence(probes: list[dict]) -> str:
+    """How fast the machine was during the run: bench.machine's speed probe, timed before each stage."""
+    values = sorted(p["ms"] for p in probes)
+    small = [p["ms"] for p in probes if p["stage"].startswith("small GET,")]
+    return (f"Speed of the machine during the run (bench/machine.py's speed probe: the same pure-Python work, "
+            f"CPU ms, timed {len(values)} times, before each stage and each round of small GETs): "
+            f"fastest {values[0]:g}, median {values[len(values) // 2]:g}, slowest {values[-1]:g}"
+            + (f"; during the small-GET rounds {', '.join(f'{v:g}' for v in small)}" if small else "")
+            + ". CPU figures of one run scale with it: compare code with alternating A/Bs (bench/small_get.py).")
+
+
 def _met(value) -> str:
     return {True: "yes", False: "**no**", None: "not evaluated (inputs smaller than the target names)"}[value]
 
@@ -160,6 +171,7 @@ def render(results: dict, analysis: Path | None = None, soak: dict | None = None
         f"Other processes on the machine used {_other_load(results)} cores on average during the small-GET "
         "runs (per-cell figures below).",
         "",
+        *([_speed_sentence(results["speed_probes"]), ""] if results.get("speed_probes") else []),
         "## Targets (production configuration, same run)",
         "",
         _table(["target", "measured", "met"],

@@ -177,7 +177,10 @@ def _run_async(coro):
         return runner.run(coro)
 
 
-def _progress(message: str) -> None:
+def _progress(message: str, probes: list | None = None) -> None:
+    """Say which stage starts; with ``probes``, also time bench.machine's speed probe before it."""
+    if probes is not None:
+        probes.append({"stage": message.split(":")[0], "ms": machine.speed_probe()})
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
@@ -188,7 +191,9 @@ def run(profile: Profile, workdir: Path) -> dict:
         "machine": machine.describe(),
         "source": _source(),
         "clients": {"default": DEFAULT_CLIENT, "alternative": ALTERNATIVE_CLIENT},
+        "speed_probes": [],
     }
+    probes = results["speed_probes"]  # bench.machine.speed_probe before each stage
     started = time.monotonic()
     wrk = Wrk(workdir, threads=2)
     services: list[procs.Service] = []
@@ -197,7 +202,7 @@ def run(profile: Profile, workdir: Path) -> dict:
     backends = contextlib.ExitStack()
     try:
         backend_env = backends.enter_context(procs.backends(str(os.getpid())))
-        _progress("starting kubesim and writing the bench pod's files")
+        _progress("starting kubesim and writing the bench pod's files", probes)
         sim = cluster.start(workdir / "kubesim", exec_bytes=profile.exec_bytes, log_bytes=profile.log_bytes)
         # The agent authenticates as in production: an RS256 JWT from an OIDC issuer (HTTPS, its own CA) that
         # the gateways discover and validate (identity/oidc.py); one token, valid for the whole run.
@@ -221,7 +226,7 @@ def run(profile: Profile, workdir: Path) -> dict:
         rules = _prepare_database(env, sim, sim.admin_token)
         tls = generate_tls(workdir / "gateway-tls")
 
-        _progress("starting the gateways and kubectl proxy")
+        _progress("starting the gateways and kubectl proxy", probes)
         spawned = [
             procs.spawn_uvicorn("uvicorn", "airlock.asgi:application", env, tls, workdir),
             procs.spawn_uvicorn(f"uvicorn-{ALTERNATIVE_CLIENT}", "bench.gateway_asgi:application",
@@ -259,20 +264,22 @@ def run(profile: Profile, workdir: Path) -> dict:
         results["idle_rss_mib"] = {key: round(t.service.rss_kib() / 1024, 1) for key, t in targets.items() if t.service}
 
         _progress(f"small GET: {len(targets)} targets x {profile.concurrency} connections x "
-                  f"{profile.repetitions} x {profile.seconds}s")
+                  f"{profile.repetitions} x {profile.seconds}s", probes)
         runs = {key: {str(c): [] for c in profile.concurrency} for key in targets}
         for c in profile.concurrency:
             # Round-robin, so a burst of other load on the machine hits every target alike.
-            for _ in range(profile.repetitions):
+            for repetition in range(profile.repetitions):
+                probes.append({"stage": f"small GET, {c} connection{'s' if c != 1 else ''}, round {repetition + 1}",
+                               "ms": machine.speed_probe()})
                 for key, target in targets.items():
                     runs[key][str(c)].append(_small_get(wrk, target, small, c, profile.seconds, sim.proc.pid))
         results["small_get"] = {key: {c: _combine(cell_runs) for c, cell_runs in per.items()}
                                 for key, per in runs.items()}
-        _progress("small GET, once more per connection count with py-spy on the production gateway's processes")
+        _progress("small GET, once more per connection count with py-spy on the production gateway's processes", probes)
         results["cpu_profile"] = cpu_profile.measure(wrk, gateways["uvicorn"], small, profile.concurrency,
                                                      max(2 * profile.seconds, 2), workdir)
 
-        _progress(f"exec: cat {profile.exec_bytes // MIB} MiB, random bytes and text")
+        _progress(f"exec: cat {profile.exec_bytes // MIB} MiB, random bytes and text", probes)
         results["exec"] = {
             payload: {
                 key: _best_exec(profile.exec_runs, targets[key], filename)
@@ -287,7 +294,7 @@ def run(profile: Profile, workdir: Path) -> dict:
             for key, kubeconfig in (("direct", sim.kubeconfig), ("uvicorn", agent_kubeconfig))
         }
 
-        _progress(f"watch fan-out: {profile.watchers} watches x {profile.rounds} changes")
+        _progress(f"watch fan-out: {profile.watchers} watches x {profile.rounds} changes", probes)
 
         async def fanout(target: Target):
             async with cluster.async_admin_client(sim) as admin:
@@ -298,7 +305,7 @@ def run(profile: Profile, workdir: Path) -> dict:
 
         results["watch"] = {key: _run_async(fanout(targets[key])) for key in ("direct", "uvicorn", "uvicorn-alt", "daphne")}
 
-        _progress(f"watch memory: {', '.join(map(str, watch_memory.COUNTS[profile.name]))} watches")
+        _progress(f"watch memory: {', '.join(map(str, watch_memory.COUNTS[profile.name]))} watches", probes)
 
         def fresh_gateway():
             service = procs.spawn_uvicorn(f"uvicorn-watch-memory-{len(spare) + 1}", "airlock.asgi:application", env,
@@ -316,7 +323,7 @@ def run(profile: Profile, workdir: Path) -> dict:
         results["watch_memory"] = _run_async(memory_curve())
         results["watch_memory"]["errors"] = [line for service in spare for line in _error_lines(service)]
 
-        _progress(f"slow reader: {profile.log_bytes // MIB} MiB log read at ~160 KB/s for {profile.slow_seconds}s")
+        _progress(f"slow reader: {profile.log_bytes // MIB} MiB log read at ~160 KB/s for {profile.slow_seconds}s", probes)
         log_path = f"/api/v1/namespaces/{cluster.NAMESPACE}/pods/{cluster.EXEC_POD}/log"
         results["slow_reader"] = {
             key: _run_async(slow_reader(targets[key].base_url + log_path, token, tls.ca_file,
@@ -331,12 +338,12 @@ def run(profile: Profile, workdir: Path) -> dict:
                 raise RuntimeError(f"{service.name} died during the bench:\n{service.log_tail()}")
         results["gateway_errors"] = {s.name: _error_lines(s) for s in services if s.name != "kubectl-proxy"}
 
-        _progress("masking (bench/bench_masking.py)")
+        _progress("masking (bench/bench_masking.py)", probes)
         results["masking"] = _masking(env, profile.name == "quick")
 
-        _progress("CPU per small GET against rules and connections (bench/hotpath.py)")
+        _progress("CPU per small GET against rules and connections (bench/hotpath.py)", probes)
         results["hotpath_scaling"] = hotpath.scaling(profile, sim)
-        _progress("audit appends against the number of writers (bench/audit_writers.py)")
+        _progress("audit appends against the number of writers (bench/audit_writers.py)", probes)
         results["audit_writers"] = audit_writers.measure(profile)
     finally:
         for service in services + spare:
@@ -344,7 +351,7 @@ def run(profile: Profile, workdir: Path) -> dict:
         if sim is not None:
             sim.stop()
         backends.close()
-    _progress("stream masking and the exec tap, in process (bench/stream_masking.py)")
+    _progress("stream masking and the exec tap, in process (bench/stream_masking.py)", probes)
     results["stream_masking"] = _stream_masking(profile)
     results["targets"] = report.evaluate(results)
     results["elapsed_s"] = round(time.monotonic() - started, 1)

@@ -99,7 +99,13 @@ def test_quick_bench_produces_a_complete_report(tmp_path):
             assert role["samples"] > 0 and role["us_per_request"] > 0 and abs(sum(role["stages"].values()) - 1) < 0.01
         assert cell["roles"]["worker"]["processes"] == results["workers"]["uvicorn"]
 
+    # bench/machine.py's speed probe before every stage and every round of small GETs, summed up in the report.
+    stages = [probe["stage"] for probe in results["speed_probes"]]
+    assert len(stages) == 14 and all(probe["ms"] > 0 for probe in results["speed_probes"]), results["speed_probes"]
+    assert stages.count("small GET, 1 connection, round 1") == 1 and "exec" in stages
+
     report = out.read_text()
+    assert "Speed of the machine during the run" in report
     assert "| serving workers (all of them) |" in report and "| audit writer process |" in report
     for heading in ("## Targets", "## 1. Small GET", "## 1b. Where the CPU of a small GET goes", "## 2. Watch fan-out",
                     "## 3. Exec stdout throughput",
