@@ -5,7 +5,8 @@ For each count, a fresh production gateway (docker-compose.yml's command, its wo
 warmed up with a few GETs; :func:`bench.watch.run_fanout` then opens that many watches of one
 ConfigMap through it, waits until every one has its first event, sends one change and checks it
 reached every watcher.  The gateway's memory is the sum of the resident set sizes of all its
-processes (uvicorn's supervisor, multiprocessing's resource tracker and every worker), read before
+processes (uvicorn's supervisor, multiprocessing's resource tracker, every worker and the audit writer
+a worker starts: each gateway has its own audit journal directory, bench.procs), read before
 the watches opened and at its highest while they were open.  A fresh gateway per count keeps one
 row's memory out of the next (a process does not give back the memory of closed watches).
 """
@@ -81,8 +82,8 @@ def render(data: dict) -> str:
     lines = [
         "### Watch memory against the number of watches",
         "",
-        f"A fresh production gateway per row ({data['workers']} worker processes plus uvicorn's supervisor and "
-        "multiprocessing's resource tracker), warmed up with a few GETs: the sum of their resident memory before "
+        f"A fresh production gateway per row ({data['workers']} worker processes plus uvicorn's supervisor, "
+        "multiprocessing's resource tracker and the audit writer process), warmed up with a few GETs: the sum of their resident memory before "
         "the watches opened and at its highest while they were open (one change delivered to every watcher "
         "meanwhile). `AIRLOCK_MAX_CONNECTIONS` is raised to 10,000 per process for this (production default "
         "1,000 per process).",
