@@ -22,6 +22,7 @@ import collections
 import logging
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,4 +236,7 @@ class WriterChannel:
         except OSError as exc:
             log.error("audit writer not started: %s", exc)
             return
+        # Reaped whenever it ends: one that lost the directory's lock to another process's writer ends at
+        # once, and this process, served by the winner, never asks again (it stayed a zombie).
+        threading.Thread(target=self._child.wait, name=f"audit-writer-{self._child.pid}-reaper", daemon=True).start()
         log.info("audit writer started (pid %d) for %s", self._child.pid, self.journal_dir)

@@ -7,6 +7,7 @@ a serving process that dies is a child that SIGKILLs itself.
 """
 
 import asyncio
+import fcntl
 import os
 import shutil
 import signal
@@ -298,6 +299,30 @@ async def test_gateway_processes_start_one_writer_when_none_runs(journal_dir, mo
         assert child.wait(30) == 0  # the spare one at once, the writer once idle
     assert sorted(r[0] for r in await asyncio.to_thread(rows)) == sorted(sent)
     assert await asyncio.to_thread(verified)
+
+
+async def test_a_writer_that_lost_the_directory_to_another_is_reaped(journal_dir, monkeypatch):
+    """Two gateway processes starting a writer at once: the one whose writer finds the directory's lock
+    taken is served by the other's, never spawns again, and must not keep its ended child as a zombie."""
+    from audit.channel import WriterChannel
+    from audit.writer import LOCK_NAME
+
+    for name, value in process_env().items():
+        monkeypatch.setenv(name, value)
+    held = os.open(journal_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the other process's writer
+    channel = WriterChannel(journal_dir / "writer.sock", journal_dir, spawn=True, idle_exit=1,
+                            on_acked=lambda done: None, on_failed=lambda failed: None)
+    try:
+        channel._spawn()
+        pid = channel._child.pid
+
+        # Gone from /proc, not merely ended (a zombie stays there); asking the child (poll, wait) would reap it here.
+        assert await eventually(lambda: not os.path.exists(f"/proc/{pid}"), 30), \
+            "the writer that lost the lock is still a zombie"
+        assert channel._child.returncode == 0
+    finally:
+        os.close(held)
 
 
 def test_the_writer_checks_its_connection_after_a_failed_append_not_before_every_one(journal_dir, monkeypatch):
