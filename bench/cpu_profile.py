@@ -99,21 +99,29 @@ def role(pid: int) -> str:
 
 def measure(wrk, target, path: str, connections: tuple[int, ...], seconds: int, workdir: Path) -> dict:
     """One profiled wrk run per connection count on ``target`` (bench.run.Target of a started gateway)."""
-    spy = Path(sys.executable).parent / "py-spy"
-    if not spy.exists():
+    if not (Path(sys.executable).parent / "py-spy").exists():
         return {"unavailable": "py-spy is not installed (requirements-dev.txt)"}
-    return {str(c): _cell(spy, wrk, target, path, c, seconds, workdir / f"cpu-profile-{c}") for c in connections}
+    return {str(c): _cell(wrk, target, path, c, seconds, workdir / f"cpu-profile-{c}") for c in connections}
 
 
-def _cell(spy: Path, wrk, target, path: str, connections: int, seconds: int, out: Path) -> dict:
+def record(pids: list[int], seconds: int, out: Path, native: bool = False) -> dict[int, subprocess.Popen]:
+    """py-spy recording each process for ``seconds`` into ``out/<pid>.txt`` (raw collapsed stacks, every
+    thread), attached once this returns.  ``native``: C frames too, which stops the process at each sample;
+    otherwise ``--nonblocking``, which never does."""
     out.mkdir(parents=True, exist_ok=True)
-    pids = target.service.pids()
-    recorders = {pid: subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(seconds + 2),
-                                        "--rate", "250", "--format", "raw", "--threads", "--nonblocking",
-                                        "--output", str(out / f"{pid}.txt")],
+    spy = Path(sys.executable).parent / "py-spy"
+    recorders = {pid: subprocess.Popen([str(spy), "record", "--pid", str(pid), "--duration", str(seconds),
+                                        "--rate", "250", "--format", "raw", "--threads",
+                                        "--native" if native else "--nonblocking", "--output", str(out / f"{pid}.txt")],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for pid in pids}
-    time.sleep(1)  # py-spy attached before the load starts
+    time.sleep(1)  # attached before the load starts
+    return recorders
+
+
+def _cell(wrk, target, path: str, connections: int, seconds: int, out: Path) -> dict:
+    pids = target.service.pids()
+    recorders = record(pids, seconds + 2, out)
     before = {pid: procs._sum_alive(procs.cpu_seconds, [pid]) for pid in pids}
     result = wrk.run(target.base_url + path, target.token, connections, seconds)
     used = {pid: procs._sum_alive(procs.cpu_seconds, [pid]) - before[pid] for pid in pids}

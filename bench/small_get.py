@@ -21,12 +21,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
-from bench import cluster, idp, procs
+from bench import cluster, cpu_profile, idp, procs
 from bench.load import Wrk
 from bench.run import AGENT_GROUP, AGENT_SUBJECT, Target, _check, _prepare_database
 from kubesim.certs import generate_tls
@@ -67,17 +66,10 @@ def profile(wrk: Wrk, target: Target, path: str, connections: int, seconds: int,
             native: bool = False) -> None:
     """py-spy on every process of ``target`` during one wrk run; each one's top functions (own samples).
     ``native``: C frames too (uvloop, OpenSSL, the interpreter), for what a Python leaf hides."""
-    out.mkdir(parents=True, exist_ok=True)
-    spy = str(Path(sys.executable).parent / "py-spy")
-    recorders = {pid: subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(seconds + 1), "--rate",
-                                        "250", "--format", "raw", "--threads", "--output", str(out / f"{pid}.txt"),
-                                        *(["--native"] if native else ["--nonblocking"])],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for pid in target.service.pids()}
-    time.sleep(1)
+    recorders = cpu_profile.record(target.service.pids(), seconds + 1, out, native)
     cell(wrk, target, path, connections, seconds)
     for pid, recorder in recorders.items():
-        recorder.wait(timeout=seconds + 30)
+        recorder.communicate(timeout=seconds + 30)
         raw = out / f"{pid}.txt"
         if not raw.exists():
             continue
